@@ -1,0 +1,32 @@
+# Quick start: `make run` (the default experiment) and `make test` (the suite).
+# Both create .venv when it is missing and install flatbench into it.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SWEEP ?= outputs/sweeps/digits/$(shell date +%Y-%m-%d_%H-%M-%S)
+
+.PHONY: install run test test-slow report clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/flatbench -m experiment=digits hydra.sweep.dir=$(SWEEP)
+	$(BIN)/flatbench-report $(SWEEP)
+	@echo "Sweep directory: $(SWEEP) (per-cell CSVs in its numbered subdirectories; results.csv, table.md, table.tex, heatmap.png at its top)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) outputs/runs outputs/sweeps outputs/zoo

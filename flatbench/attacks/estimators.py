@@ -1,0 +1,159 @@
+"""Gradient estimators: what the loop ascends at each step.
+
+``plain``   ∇ℓ(x) (through the input transforms).
+``pgn``/``gnp``  The gradient-norm penalty, one estimator with two presets. With lookahead
+            sign s (descent −1, ascent +1), for i = 1..N:
+                x' = x + u,  u ~ U(−ζ·ε, ζ·ε) per pixel   (ζ = 0: x' = x)
+                g1 = ∇ℓ(x');   ĝ = g1 / mean|g1|
+                g2 = ∇ℓ(x' + s·r·ĝ)
+                ḡ += g1 − s·β·(g2 − g1)
+            and returns ḡ/N. Both presets approximate g1 − β·r·H·ĝ, the gradient of
+            ℓ − λ‖∇ℓ‖ (a penalty on the gradient norm, which favours flat maxima).
+``vmi``     Variance tuning: returns ∇ℓ(x) + v, v = mean_i ∇ℓ(x + u_i) − ∇ℓ(x) from the
+            previous step, u_i ~ U(−ζ·ε, ζ·ε).
+
+The N neighbours are independent, so they are evaluated together, N·B images at a time in
+chunks sized by the attack's ``max_batch``. Every random draw is keyed by (step, neighbour),
+and neighbours are summed in index order, so the chunk size changes memory and speed only.
+"""
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Optional
+
+import torch
+
+from ..registry import ConfigError, Registry
+from .optimizers import mean_abs_normalize
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .loop import StepContext
+
+ESTIMATORS = Registry("penalty (gradient estimator)")
+
+LOOKAHEADS = {"descent": -1.0, "ascent": 1.0}
+
+
+class Estimator(abc.ABC):
+    label = ""
+    name = ""
+
+    @abc.abstractmethod
+    def __call__(self, ctx: "StepContext", x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+
+class Plain(Estimator):
+    name = "none"
+
+    def __call__(self, ctx, x, y):
+        return ctx.grad(x, y, [("g",)])
+
+
+def _neighbours(ctx: "StepContext", x: torch.Tensor, lo: int, hi: int, radius: float, tag: str) -> torch.Tensor:
+    """x repeated for neighbours lo..hi−1 (copy-major), each with its own keyed uniform noise."""
+    xs = x.repeat(hi - lo, *([1] * (x.dim() - 1)))
+    if radius > 0:
+        u = torch.cat([
+            torch.rand(x.shape, generator=ctx.rng(tag, i), device=x.device, dtype=x.dtype)
+            for i in range(lo, hi)
+        ])
+        xs = xs + (2 * u - 1) * radius
+    return xs
+
+
+class Penalty(Estimator):
+    """Gradient-norm penalty estimator; see the module docstring and :func:`pgn`, :func:`gnp`."""
+
+    def __init__(self, beta: float, r: Optional[float], zeta: float, n_samples: int, lookahead: str, name: str):
+        if beta < 0:
+            raise ConfigError(f"penalty.beta must be >= 0, got {beta}")
+        if r is not None and r <= 0:
+            raise ConfigError(f"penalty.r must be > 0 (or null for r = alpha), got {r}")
+        if zeta < 0:
+            raise ConfigError(f"penalty.zeta must be >= 0, got {zeta}")
+        if int(n_samples) < 1:
+            raise ConfigError(f"penalty.n_samples must be >= 1, got {n_samples}")
+        if lookahead not in LOOKAHEADS:
+            raise ConfigError(f"penalty.lookahead must be one of {', '.join(LOOKAHEADS)}, got {lookahead!r}")
+        self.beta, self.r, self.zeta = float(beta), r if r is None else float(r), float(zeta)
+        self.n_samples, self.lookahead, self.name = int(n_samples), lookahead, name
+        self.sign = LOOKAHEADS[lookahead]
+        self.label = name.upper()
+
+    def __call__(self, ctx, x, y):
+        n, b, s = self.n_samples, x.shape[0], self.sign
+        r = ctx.alpha if self.r is None else self.r
+        radius = ctx.threat.noise_radius(self.zeta, x)
+        total = torch.zeros_like(x)
+        for lo, hi in ctx.chunks(n, b):
+            xp = _neighbours(ctx, x, lo, hi, radius, "noise")
+            yp = y.repeat(hi - lo)
+            g1 = ctx.grad(xp, yp, [("g1", i) for i in range(lo, hi)])
+            if self.beta:
+                g2 = ctx.grad(xp + s * r * mean_abs_normalize(g1), yp, [("g2", i) for i in range(lo, hi)])
+                g1 = g1 - s * self.beta * (g2 - g1)
+            for part in g1.view(hi - lo, *x.shape):
+                total += part
+        return total / n
+
+
+class Variance(Estimator):
+    name = "vmi"
+    label = "VMI"
+
+    def __init__(self, n_samples: int = 20, zeta: float = 1.5):
+        if int(n_samples) < 1:
+            raise ConfigError(f"penalty.n_samples must be >= 1, got {n_samples}")
+        if zeta < 0:
+            raise ConfigError(f"penalty.zeta must be >= 0, got {zeta}")
+        self.n_samples, self.zeta = int(n_samples), float(zeta)
+
+    def __call__(self, ctx, x, y):
+        g = ctx.grad(x, y, [("g",)])
+        v = ctx.state.get("vmi_v")
+        radius = ctx.threat.noise_radius(self.zeta, x)
+        total = torch.zeros_like(x)
+        for lo, hi in ctx.chunks(self.n_samples, x.shape[0]):
+            gn = ctx.grad(_neighbours(ctx, x, lo, hi, radius, "noise"), y.repeat(hi - lo), [("gn", i) for i in range(lo, hi)])
+            for part in gn.view(hi - lo, *x.shape):
+                total += part
+        ctx.state["vmi_v"] = total / self.n_samples - g
+        return g if v is None else g + v
+
+
+@ESTIMATORS.register("none")
+def plain() -> Estimator:
+    """Plain gradient ∇ℓ(x)."""
+    return Plain()
+
+
+@ESTIMATORS.register("pgn")
+def pgn(beta: float = 0.5, r: Optional[float] = None, zeta: float = 3.0, n_samples: int = 20,
+        lookahead: str = "descent") -> Penalty:
+    """PGN (Ge et al., NeurIPS 2023, arXiv 2306.05225): β=δ=0.5, r=α, ζ=3, N=20, descent.
+
+    Paper symbols → parameters: δ (balance) → ``beta``, α (look-ahead step) → ``r`` (None: α),
+    ζ (neighbourhood radius, in units of ε) → ``zeta``, N → ``n_samples``. The update is
+    ḡ = (1−δ)·∇ℓ(x') + δ·∇ℓ(x' − α·ĝ), averaged over N uniform neighbours x'.
+    Like the public code, x' is not clipped to [0,1].
+    """
+    return Penalty(beta, r, zeta, n_samples, lookahead, "pgn")
+
+
+@ESTIMATORS.register("gnp")
+def gnp(beta: float = 0.8, r: Optional[float] = 0.01, zeta: float = 0.0, n_samples: int = 1,
+        lookahead: str = "ascent") -> Penalty:
+    """GNP (Wu et al., ICIP 2023, arXiv 2307.04099): β=0.8, r=0.01, ζ=0, N=1, ascent.
+
+    Paper symbols → parameters: β → ``beta``, r → ``r``. The update is
+    ḡ = (1+β)·∇ℓ(x) − β·∇ℓ(x + r·ĝ), which is what the first-order derivation of
+    ∇(ℓ − λ‖∇ℓ‖) gives. A public port adds +β·∇ℓ(x + r·ĝ) instead; flatbench follows the
+    derivation.
+    """
+    return Penalty(beta, r, zeta, n_samples, lookahead, "gnp")
+
+
+@ESTIMATORS.register("vmi")
+def vmi(n_samples: int = 20, zeta: float = 1.5) -> Variance:
+    """VMI-FGSM (Wang & He, CVPR 2021, arXiv 2103.15571): N=20 neighbours in U(±1.5·ε)."""
+    return Variance(n_samples, zeta)

@@ -1,0 +1,108 @@
+"""Build attacks by name: method presets and keyword routing to the loop's parts."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch.nn as nn
+
+from ..registry import ConfigError, suggest
+from .estimators import ESTIMATORS
+from .loop import Attack
+from .optimizers import OPTIMIZERS
+from .transforms import TRANSFORMS, GradientFilter
+
+# method name -> (update rule, estimator, transforms). Mirrors conf/method/*.yaml.
+METHODS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+    "ifgsm": ("ifgsm", "none", ()),
+    "mifgsm": ("mifgsm", "none", ()),
+    "nifgsm": ("nifgsm", "none", ()),
+    "vmifgsm": ("mifgsm", "vmi", ()),
+    "pgn": ("mifgsm", "pgn", ()),
+    "gnp": ("mifgsm", "gnp", ()),
+    "dim": ("mifgsm", "none", ("dim",)),
+    "tim": ("mifgsm", "none", ("tim",)),
+    "sim": ("mifgsm", "none", ("sim",)),
+    "admix": ("mifgsm", "none", ("admix",)),
+    "mi_dim_tim": ("mifgsm", "none", ("dim", "tim")),
+    "pgn_dim_tim": ("mifgsm", "pgn", ("dim", "tim")),
+    "gnp_dim_tim": ("mifgsm", "gnp", ("dim", "tim")),
+    "vmi_dim": ("mifgsm", "vmi", ("dim",)),
+}
+
+_LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "max_batch", "check_finite", "name")
+
+
+def _params(fn) -> set:
+    return set(inspect.signature(fn).parameters)
+
+
+def build_attack(
+    model: nn.Module,
+    *,
+    optimizer: str = "ifgsm",
+    optimizer_kwargs: Optional[Mapping[str, Any]] = None,
+    penalty: str = "none",
+    penalty_kwargs: Optional[Mapping[str, Any]] = None,
+    transforms: Union[Sequence[str], Mapping[str, Mapping[str, Any]], None] = None,
+    **loop_kwargs: Any,
+) -> Attack:
+    """Assemble an :class:`Attack` from part names and each part's keyword arguments."""
+    if isinstance(transforms, Mapping):
+        specs = [(k, dict(v or {})) for k, v in transforms.items()]
+    else:
+        specs = [(k, {}) for k in (transforms or ())]
+    inputs, filters = [], []
+    for name, kw in specs:
+        part = TRANSFORMS.build(name, **kw)
+        (filters if isinstance(part, GradientFilter) else inputs).append(part)
+    return Attack(
+        model,
+        estimator=ESTIMATORS.build(penalty, **dict(penalty_kwargs or {})),
+        optimizer=OPTIMIZERS.build(optimizer, **dict(optimizer_kwargs or {})),
+        transforms=inputs,
+        filters=filters,
+        **loop_kwargs,
+    )
+
+
+def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
+    """Create a method by name; every hyperparameter may be passed by its config name.
+
+    ``eps`` (and ``alpha``, ``r``) are fractions of the [0,1] range here. Keywords are routed
+    to the part that takes them: the loop (eps, steps, alpha, norm, targeted, max_batch), the
+    update rule (decay), the estimator (beta, r, zeta, n_samples, lookahead) or a transform
+    (resize_rate, prob, interpolation, kernel_size, nsig, num_scale, strength, num_admix).
+    ``optimizer=``, ``penalty=`` and ``transforms=`` replace the preset's parts.
+
+    Example: ``create_attack("pgn", model, eps=16/255, steps=10, n_samples=20, zeta=3.0, beta=0.5)``.
+    """
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}. Valid choices: {', '.join(sorted(METHODS))}.{suggest(name, METHODS)}")
+    opt, pen, tfs = METHODS[name]
+    opt = kwargs.pop("optimizer", opt)
+    pen = kwargs.pop("penalty", pen)
+    tf_arg = kwargs.pop("transforms", tfs)
+    tf_specs: Dict[str, Dict[str, Any]] = (
+        {k: dict(v or {}) for k, v in tf_arg.items()} if isinstance(tf_arg, Mapping) else {k: {} for k in tf_arg}
+    )
+    loop_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _LOOP_KEYS}
+    opt_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _params(OPTIMIZERS.get(opt))}
+    pen_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _params(ESTIMATORS.get(pen))}
+    for key in list(kwargs):
+        owners = [t for t in tf_specs if key in _params(TRANSFORMS.get(t))]
+        if len(owners) > 1:
+            raise ConfigError(f"{key!r} is taken by several transforms ({', '.join(owners)}); "
+                              f"pass transforms={{name: {{{key!r}: ...}}}} instead")
+        if owners:
+            tf_specs[owners[0]][key] = kwargs.pop(key)
+    if kwargs:
+        valid = set(_LOOP_KEYS) | _params(OPTIMIZERS.get(opt)) | _params(ESTIMATORS.get(pen))
+        for t in tf_specs:
+            valid |= _params(TRANSFORMS.get(t))
+        key = next(iter(kwargs))
+        raise ConfigError(f"method {name!r}: unknown keyword {key!r}. Valid: {', '.join(sorted(valid))}.{suggest(key, valid)}")
+    if "eps" not in loop_kw:
+        raise ConfigError("create_attack needs eps (a fraction of the [0,1] range, e.g. 16/255)")
+    return build_attack(model, optimizer=opt, optimizer_kwargs=opt_kw, penalty=pen, penalty_kwargs=pen_kw,
+                        transforms=tf_specs, **loop_kw)

@@ -1,0 +1,185 @@
+"""The one attack loop. Every method in flatbench is this loop with different parts:
+
+    for t in 1..T:
+        x_eval = optimizer.lookahead(x + δ)         # NI: x + α·μ·m; others: x + δ
+        g = estimator(x_eval)                       # plain ∇ℓ | PGN/GNP penalty | VMI
+                                                    #   ℓ through the input transforms
+        g = filter(g)                               # TIM, else identity
+        m = optimizer.update(m, g)                  # I-FGSM: g | MI/NI: μ·m + g/mean|g|
+        δ = project(δ + α·step(m))                  # L∞: sign(m); L2: m/‖m‖₂; then ball and box
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..registry import ConfigError
+from .estimators import Estimator, Plain
+from .optimizers import Optimizer
+from .threat import THREATS
+from .transforms import GradientFilter, InputTransform
+
+
+class NonFiniteError(FloatingPointError):
+    """A gradient or a model output held NaN or Inf."""
+
+
+def keyed_generator(key: Tuple[Hashable, ...], device: torch.device) -> torch.Generator:
+    """A generator whose stream depends on ``key`` alone (not on draw order or chunking)."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+    return gen
+
+
+@dataclass
+class StepContext:
+    """What an estimator may use at step ``step``: keyed randomness, chunking and ∇ℓ."""
+
+    attack: "Attack"
+    seed: Hashable
+    step: int
+    alpha: float
+    state: Dict = field(default_factory=dict)
+
+    @property
+    def threat(self):
+        return self.attack.threat
+
+    def rng(self, *key: Hashable) -> torch.Generator:
+        return keyed_generator((self.seed, self.step) + key, self.attack.device_of_last_call)
+
+    def chunks(self, n: int, b: int) -> List[Tuple[int, int]]:
+        """Split n neighbours of a batch of b images so one forward holds ≤ max_batch images."""
+        per = n if self.attack.max_batch is None else max(1, self.attack.max_batch // (b * self.attack.copies))
+        return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
+
+    def grad(self, x: torch.Tensor, y: torch.Tensor, keys: Sequence[Tuple[Hashable, ...]]) -> torch.Tensor:
+        """∇ℓ at x, ℓ taken through the input transforms; x holds len(keys) groups of equal size."""
+        return self.attack.loss_grad(x, y, [self.rng("tf", *k) for k in keys], self.step)
+
+
+class Attack:
+    """An iterative sign-gradient attack assembled from parts; see the module docstring.
+
+    Args:
+        model: maps [0,1] images (NCHW) to logits; its parameters are not touched.
+        eps: radius of the threat ball, in [0,1] pixel units (16/255 for ImageNet papers).
+        steps: T, the number of iterations (10).
+        alpha: step size; None means eps/steps.
+        norm: "linf" or "l2".
+        targeted: ascend −CE(target) instead of CE(label); ``y`` then holds target classes.
+        estimator, optimizer, transforms, filters: the parts (plain gradient, I-FGSM, none).
+        max_batch: most images in one forward/backward (None: all N·B neighbours at once).
+        check_finite: stop with :class:`NonFiniteError` when a gradient is NaN or Inf.
+
+    Example: ``x_adv = Attack(model, eps=16/255, optimizer=Momentum())(x, y)``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float,
+        steps: int = 10,
+        alpha: Optional[float] = None,
+        norm: str = "linf",
+        targeted: bool = False,
+        estimator: Optional[Estimator] = None,
+        optimizer: Optional[Optimizer] = None,
+        transforms: Sequence[InputTransform] = (),
+        filters: Sequence[GradientFilter] = (),
+        max_batch: Optional[int] = None,
+        check_finite: bool = True,
+        name: Optional[str] = None,
+    ):
+        if not eps > 0:
+            raise ConfigError(f"eps must be > 0, got {eps}")
+        if int(steps) < 1:
+            raise ConfigError(f"steps must be >= 1, got {steps}")
+        if alpha is not None and not alpha > 0:
+            raise ConfigError(f"alpha must be > 0 (or null for eps/steps), got {alpha}")
+        if norm not in THREATS:
+            raise ConfigError(f"norm must be one of {', '.join(THREATS)}, got {norm!r}")
+        if max_batch is not None and int(max_batch) < 1:
+            raise ConfigError(f"max_batch must be >= 1 (or null), got {max_batch}")
+        self.model = model
+        self.eps, self.steps = float(eps), int(steps)
+        self.alpha = float(alpha) if alpha is not None else self.eps / self.steps
+        self.norm, self.threat = norm, THREATS[norm](self.eps)
+        self.targeted = bool(targeted)
+        self.estimator = estimator if estimator is not None else Plain()
+        self.optimizer = optimizer if optimizer is not None else Optimizer()
+        self.transforms, self.filters = list(transforms), list(filters)
+        self.max_batch = None if max_batch is None else int(max_batch)
+        self.check_finite = check_finite
+        self.copies = 1
+        for t in self.transforms:
+            self.copies *= t.copies
+        self.name = name or self.label
+        self.grad_evals = 0  # images through forward+backward, counted for the benchmarks
+        self.device_of_last_call = torch.device("cpu")
+
+    @property
+    def label(self) -> str:
+        opt, est = self.optimizer, self.estimator
+        if isinstance(est, Plain):
+            head = opt.label
+        elif opt.name == "mifgsm":
+            head = est.label if est.name != "vmi" else "VMI-FGSM"
+        else:
+            head = f"{opt.label}+{est.label}"
+        return "+".join([head] + [p.label for p in (*self.transforms, *self.filters)])
+
+    def loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int) -> torch.Tensor:
+        # Callers often hold no_grad (evaluation code, notebooks); the input gradient needs autograd.
+        with torch.enable_grad():
+            return self._loss_grad(x.detach().clone().requires_grad_(True), y, gens, step)
+
+    def _loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int) -> torch.Tensor:
+        z = x
+        if self.transforms:
+            groups = z.chunk(len(gens)) if len(gens) > 1 else [z]
+            outs = []
+            for zg, gen in zip(groups, gens):
+                for t in self.transforms:
+                    zg = t(zg, gen)
+                outs.append(zg)
+            z = torch.cat(outs) if len(outs) > 1 else outs[0]
+            # Labels follow the copy-major layout of each group's views.
+            yg = y.chunk(len(gens)) if len(gens) > 1 else [y]
+            y = torch.cat([v.repeat(self.copies) for v in yg])
+        logits = self.model(z)
+        loss = F.cross_entropy(logits.float(), y, reduction="sum") / self.copies
+        if self.targeted:
+            loss = -loss
+        (g,) = torch.autograd.grad(loss, x)
+        self.grad_evals += z.shape[0]
+        if self.check_finite and not torch.isfinite(g).all():
+            raise NonFiniteError(f"non-finite gradient at step {step + 1} (loss {loss.item():.4g})")
+        return g
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, seed: Hashable = 0) -> torch.Tensor:
+        """Return x_adv in [0,1] with ‖x_adv − x‖ ≤ eps; ``seed`` keys every random draw."""
+        x = x.detach().float()
+        y = y.detach().long()
+        self.device_of_last_call = x.device
+        delta = torch.zeros_like(x)
+        state: Dict = {}
+        for t in range(self.steps):
+            ctx = StepContext(self, seed, t, self.alpha, state)
+            x_eval = self.optimizer.lookahead(x + delta, state, self.alpha)
+            g = self.estimator(ctx, x_eval, y)
+            for f in self.filters:
+                g = f(g)
+            m = self.optimizer.update(g, state)
+            delta = self.threat.project(self.threat.step(delta, m, self.alpha), x)
+        return (x + delta).clamp(0.0, 1.0).detach()
+
+    def __repr__(self) -> str:
+        return f"Attack({self.label}, eps={self.eps:.5g}, steps={self.steps}, alpha={self.alpha:.5g}, norm={self.norm})"

@@ -1,0 +1,85 @@
+"""Update rules: how the estimated gradient becomes the ascent direction m.
+
+I-FGSM  (Kurakin et al., 2016, arXiv 1607.02533): m = g.
+MI-FGSM (Dong et al., CVPR 2018, arXiv 1710.06081): m ← μ·m + g / mean|g|, μ = ``decay`` = 1.0.
+NI-FGSM (Lin et al., ICLR 2020, arXiv 1908.06281): the gradient is taken at the Nesterov
+look-ahead point x + α·μ·m, then the MI update; μ = ``decay`` = 1.0.
+
+Normalising by the per-example *mean* |g| rather than the L1 norm of the paper differs by
+the constant factor d, which changes neither sign(m) nor the relative weight of steps.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..registry import Registry
+
+OPTIMIZERS = Registry("attack (update rule)")
+
+_TINY = 1e-12
+
+
+def part_params(part) -> dict:
+    """The effective scalar hyperparameters of an attack part (for result columns and cell ids)."""
+    skip = {"label", "name", "copies", "random", "sign"}
+    return {k: v for k, v in vars(part).items() if k not in skip and isinstance(v, (bool, int, float, str, type(None)))}
+
+
+def mean_abs_normalize(g: torch.Tensor) -> torch.Tensor:
+    """g / mean|g| per example; a zero gradient stays zero instead of becoming NaN."""
+    scale = g.abs().flatten(1).mean(1).clamp_min(_TINY)
+    return g / scale.view((-1,) + (1,) * (g.dim() - 1))
+
+
+class Optimizer:
+    """Base: plain I-FGSM, m = g, evaluated at the current point."""
+
+    name = "ifgsm"
+    label = "I-FGSM"
+
+    def lookahead(self, x_adv: torch.Tensor, state: dict, alpha: float) -> torch.Tensor:
+        return x_adv
+
+    def update(self, g: torch.Tensor, state: dict) -> torch.Tensor:
+        return g
+
+
+class Momentum(Optimizer):
+    name = "mifgsm"
+    label = "MI-FGSM"
+
+    def __init__(self, decay: float = 1.0):
+        self.decay = float(decay)
+
+    def update(self, g: torch.Tensor, state: dict) -> torch.Tensor:
+        m = state.get("m")
+        g = mean_abs_normalize(g)
+        state["m"] = g if m is None else self.decay * m + g
+        return state["m"]
+
+
+class Nesterov(Momentum):
+    name = "nifgsm"
+    label = "NI-FGSM"
+
+    def lookahead(self, x_adv: torch.Tensor, state: dict, alpha: float) -> torch.Tensor:
+        m = state.get("m")
+        return x_adv if m is None else x_adv + alpha * self.decay * m
+
+
+@OPTIMIZERS.register("ifgsm")
+def ifgsm() -> Optimizer:
+    """I-FGSM: m = g (no momentum)."""
+    return Optimizer()
+
+
+@OPTIMIZERS.register("mifgsm")
+def mifgsm(decay: float = 1.0) -> Optimizer:
+    """MI-FGSM: m ← decay·m + g/mean|g| (decay μ = 1.0)."""
+    return Momentum(decay)
+
+
+@OPTIMIZERS.register("nifgsm")
+def nifgsm(decay: float = 1.0) -> Optimizer:
+    """NI-FGSM: gradient at x + α·decay·m, then the MI update (decay μ = 1.0)."""
+    return Nesterov(decay)

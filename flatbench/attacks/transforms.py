@@ -1,0 +1,176 @@
+"""Input transformations (the loss is taken through them) and gradient filters.
+
+An input transform maps a batch of B images to ``copies``·B images, stacked copy-major;
+the loss is averaged over the copies of each image, so the gradient is the mean gradient
+over the transformed views. Randomness comes only from the generator passed in, which the
+attack loop keys by (seed, step, neighbour), so results do not depend on chunking.
+
+DIM   (Xie et al., CVPR 2019, arXiv 1803.06978): with probability p, resize to rnd×rnd,
+      rnd ~ U{W, …, ⌊rate·W⌋−1}, zero-pad at a random offset to ⌊rate·W⌋, resize back to W.
+SIM   (Lin et al., ICLR 2020, arXiv 1908.06281): copies x/2^i, i = 0..m−1.
+Admix (Wang et al., ICCV 2021, arXiv 2102.00436): x + η·x', x' another image of the batch,
+      for ``num_admix`` partners, each at ``num_scale`` scales x/2^i.
+TIM   (Dong et al., CVPR 2019, arXiv 1904.02884): a gradient filter, per-channel convolution
+      with a normalised k×k Gaussian whose support spans ±nsig standard deviations.
+"""
+from __future__ import annotations
+
+import abc
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..registry import ConfigError, Registry
+
+TRANSFORMS = Registry("transform")
+
+_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
+
+
+class InputTransform(abc.ABC):
+    """Maps B images to ``copies``·B views; ``random`` says whether it draws from ``gen``."""
+
+    copies = 1
+    random = False
+    label = ""
+
+    @abc.abstractmethod
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor: ...
+
+
+class GradientFilter(abc.ABC):
+    """Maps the estimated gradient to a filtered gradient of the same shape."""
+
+    label = ""
+
+    @abc.abstractmethod
+    def __call__(self, g: torch.Tensor) -> torch.Tensor: ...
+
+
+def _randint(low: int, high: int, gen: torch.Generator, device) -> int:
+    return int(torch.randint(low, high, (1,), generator=gen, device=device).item())
+
+
+class DIM(InputTransform):
+    label = "DIM"
+    random = True
+
+    def __init__(self, resize_rate: float = 1.1, prob: float = 0.5, interpolation: str = "nearest"):
+        if resize_rate < 1:
+            raise ConfigError(f"transforms.dim.resize_rate must be >= 1, got {resize_rate}")
+        if not 0 <= prob <= 1:
+            raise ConfigError(f"transforms.dim.prob must be in [0, 1], got {prob}")
+        if interpolation not in _INTERPOLATIONS:
+            raise ConfigError(
+                f"transforms.dim.interpolation {interpolation!r} is not one of {', '.join(_INTERPOLATIONS)}"
+            )
+        self.resize_rate, self.prob, self.interpolation = float(resize_rate), float(prob), interpolation
+
+    def params(self, size: int, gen: torch.Generator, device) -> Optional[tuple]:
+        """(rnd, out, top, left) for this call, or None when the transform is skipped."""
+        apply = torch.rand((1,), generator=gen, device=device).item() < self.prob
+        out = int(size * self.resize_rate)
+        if not apply or out <= size:
+            return None
+        rnd = _randint(size, out, gen, device)
+        rem = out - rnd
+        top = _randint(0, rem + 1, gen, device)
+        left = _randint(0, rem + 1, gen, device)
+        return rnd, out, top, left
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        size = x.shape[-1]
+        p = self.params(size, gen, x.device)
+        if p is None:
+            return x
+        rnd, out, top, left = p
+        kw = {} if self.interpolation in ("nearest", "area") else {"align_corners": False}
+        z = F.interpolate(x, size=(rnd, rnd), mode=self.interpolation, **kw)
+        z = F.pad(z, (left, out - rnd - left, top, out - rnd - top), value=0.0)
+        # The original feeds the padded image to Inception directly; models with a fixed
+        # input size need it back at W, as the TransferAttack port does (bilinear).
+        return F.interpolate(z, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class SIM(InputTransform):
+    label = "SIM"
+
+    def __init__(self, num_scale: int = 5):
+        if num_scale < 1:
+            raise ConfigError(f"transforms.sim.num_scale must be >= 1, got {num_scale}")
+        self.num_scale = int(num_scale)
+        self.copies = self.num_scale
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return torch.cat([x / (2**i) for i in range(self.num_scale)])
+
+
+class Admix(InputTransform):
+    label = "Admix"
+    random = True
+
+    def __init__(self, strength: float = 0.2, num_admix: int = 3, num_scale: int = 5):
+        if strength < 0 or num_admix < 1 or num_scale < 1:
+            raise ConfigError(
+                f"transforms.admix needs strength >= 0, num_admix >= 1, num_scale >= 1; "
+                f"got {strength}, {num_admix}, {num_scale}"
+            )
+        self.strength, self.num_admix, self.num_scale = float(strength), int(num_admix), int(num_scale)
+        self.copies = self.num_admix * self.num_scale
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b = x.shape[0]
+        mixed = [x + self.strength * x[torch.randperm(b, generator=gen, device=x.device)] for _ in range(self.num_admix)]
+        mixed = torch.cat(mixed)
+        return torch.cat([mixed / (2**i) for i in range(self.num_scale)])
+
+
+def gaussian_kernel(kernel_size: int = 15, nsig: float = 3.0) -> torch.Tensor:
+    """TIM's kernel: the outer product of N(0,1) densities on linspace(−nsig, nsig, k), summing to 1."""
+    t = torch.linspace(-nsig, nsig, kernel_size, dtype=torch.float64)
+    k1 = torch.exp(-0.5 * t**2) / math.sqrt(2 * math.pi)
+    k2 = torch.outer(k1, k1)
+    return (k2 / k2.sum()).float()
+
+
+class TIM(GradientFilter):
+    label = "TIM"
+
+    def __init__(self, kernel_size: int = 15, nsig: float = 3.0):
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ConfigError(f"transforms.tim.kernel_size must be odd and >= 1, got {kernel_size}")
+        if nsig <= 0:
+            raise ConfigError(f"transforms.tim.nsig must be > 0, got {nsig}")
+        self.kernel_size, self.nsig = int(kernel_size), float(nsig)
+        self.kernel = gaussian_kernel(self.kernel_size, self.nsig)
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        c = g.shape[1]
+        w = self.kernel.to(g.device, g.dtype).expand(c, 1, -1, -1)
+        return F.conv2d(g, w, padding=self.kernel_size // 2, groups=c)
+
+
+@TRANSFORMS.register("dim")
+def dim(resize_rate: float = 1.1, prob: float = 0.5, interpolation: str = "nearest") -> DIM:
+    """DIM: random resize and pad (rate 1.1, p 0.5, nearest)."""
+    return DIM(resize_rate, prob, interpolation)
+
+
+@TRANSFORMS.register("sim")
+def sim(num_scale: int = 5) -> SIM:
+    """SIM: average over x/2^i, i < num_scale (5)."""
+    return SIM(num_scale)
+
+
+@TRANSFORMS.register("admix")
+def admix(strength: float = 0.2, num_admix: int = 3, num_scale: int = 5) -> Admix:
+    """Admix: x + 0.2·x_other, 3 partners × 5 scales."""
+    return Admix(strength, num_admix, num_scale)
+
+
+@TRANSFORMS.register("tim")
+def tim(kernel_size: int = 15, nsig: float = 3.0) -> TIM:
+    """TIM: Gaussian gradient smoothing (15×15, nsig 3)."""
+    return TIM(kernel_size, nsig)

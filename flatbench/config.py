@@ -1,0 +1,177 @@
+"""The config schema, the one place where 1/255 units become [0,1] units, and cell settings.
+
+Hydra composes the YAML under ``conf/`` on top of :class:`FlatbenchConfig`, so an unknown
+top-level key or a wrong type fails at composition. Group contents (attack, penalty,
+transforms, data, logger) are checked against the signature of the factory they name, so
+an unknown key there fails at startup with the list of valid keys.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from .registry import ConfigError
+
+PIXEL = 255.0
+
+
+def px(value_255: Optional[float]) -> Optional[float]:
+    """1/255 units (configs, CSV columns) -> fraction of the [0,1] range (the attack API)."""
+    return None if value_255 is None else float(value_255) / PIXEL
+
+
+def to_255(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(float(value) * PIXEL, 6)
+
+
+@dataclass
+class FlatbenchConfig:
+    data: Dict[str, Any] = field(default_factory=dict)
+    targets: Dict[str, Any] = field(default_factory=dict)
+    attack: Dict[str, Any] = field(default_factory=dict)
+    penalty: Dict[str, Any] = field(default_factory=dict)
+    transforms: Dict[str, Any] = field(default_factory=dict)
+    logger: Dict[str, Any] = field(default_factory=dict)
+    paths: Dict[str, Any] = field(default_factory=dict)
+    name: str = "default"
+    surrogate: Any = "digits-cnn"
+    eps: Optional[float] = None
+    steps: int = 10
+    alpha: Optional[float] = None
+    norm: str = "linf"
+    targeted: bool = False
+    target_rule: str = "dataset"
+    seed: int = 0
+    n_images: Optional[int] = None
+    batch_size: int = 64
+    max_batch: Optional[int] = 256
+    device: str = "auto"
+    progress: bool = True
+    save_images: bool = True
+
+
+def register_schema() -> None:
+    ConfigStore.instance().store(name="flatbench_schema", node=FlatbenchConfig)
+
+
+TARGET_RULES = ("dataset", "random", "least_likely")
+ROLES = {"normal": "black-box", "adversarial": "adv-trained", "defense": "defense"}
+
+
+def plain(node: Any) -> Any:
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def _range(key: str, value, ok: bool, allowed: str):
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is out of range; allowed: {allowed}")
+
+
+def surrogate_names(value: Any) -> List[str]:
+    value = plain(value)
+    names = [value] if isinstance(value, str) else list(value or [])
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"surrogate must be a model name or a list of names, got {value!r}")
+    return names
+
+
+@dataclass
+class CellSettings:
+    """The resolved semantic settings of one cell (lengths in 1/255 units, as in the CSV)."""
+
+    data: Dict[str, Any]
+    surrogate: List[str]
+    optimizer: str
+    optimizer_kwargs: Dict[str, Any]
+    penalty: str
+    penalty_kwargs: Dict[str, Any]
+    transforms: Dict[str, Dict[str, Any]]
+    eps: float
+    steps: int
+    alpha: float
+    norm: str
+    targeted: bool
+    target_rule: str
+    seed: int
+    n_images: Optional[int]
+
+    def semantic(self) -> Dict[str, Any]:
+        return dict(vars(self))
+
+    def cell_id(self) -> str:
+        blob = json.dumps(self.semantic(), sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def split_node(node: Any, where: str) -> tuple:
+    node = dict(plain(node) or {})
+    if "name" not in node:
+        raise ConfigError(f"{where}: missing 'name'")
+    name = node.pop("name")
+    return name, node
+
+
+def resolve(cfg: DictConfig) -> CellSettings:
+    """Validate the top-level values and return the cell's settings (nulls resolved)."""
+    data = dict(plain(cfg.data) or {})
+    if "name" not in data:
+        raise ConfigError("data: missing 'name'")
+    eps = cfg.eps if cfg.eps is not None else data.get("default_eps")
+    if eps is None:
+        raise ConfigError("eps is null and the data config has no default_eps")
+    _range("eps", eps, 0 < eps <= 255, "0 < eps <= 255 (1/255 units)")
+    _range("steps", cfg.steps, cfg.steps >= 1, "steps >= 1")
+    alpha = cfg.alpha if cfg.alpha is not None else eps / cfg.steps
+    _range("alpha", alpha, alpha > 0, "alpha > 0 (1/255 units) or null")
+    _range("norm", cfg.norm, cfg.norm in ("linf", "l2"), "linf | l2")
+    _range("target_rule", cfg.target_rule, cfg.target_rule in TARGET_RULES, " | ".join(TARGET_RULES))
+    _range("batch_size", cfg.batch_size, cfg.batch_size >= 1, "batch_size >= 1")
+    _range("n_images", cfg.n_images, cfg.n_images is None or cfg.n_images >= 1, "n_images >= 1 or null")
+    _range("max_batch", cfg.max_batch, cfg.max_batch is None or cfg.max_batch >= 1, "max_batch >= 1 or null")
+    opt, opt_kw = split_node(cfg.attack, "attack")
+    pen, pen_kw = split_node(cfg.penalty, "penalty")
+    if pen_kw.get("r") is not None:
+        _range("penalty.r", pen_kw["r"], pen_kw["r"] > 0, "r > 0 (1/255 units) or null for r = alpha")
+    transforms = {k: dict(v or {}) for k, v in (plain(cfg.transforms) or {}).items()}
+    return CellSettings(
+        data=data, surrogate=surrogate_names(cfg.surrogate), optimizer=opt, optimizer_kwargs=opt_kw,
+        penalty=pen, penalty_kwargs=pen_kw, transforms=transforms, eps=float(eps), steps=int(cfg.steps),
+        alpha=float(alpha), norm=cfg.norm, targeted=bool(cfg.targeted), target_rule=cfg.target_rule,
+        seed=int(cfg.seed), n_images=cfg.n_images,
+    )
+
+
+def attack_kwargs(s: CellSettings) -> Dict[str, Any]:
+    """Keyword arguments of :func:`flatbench.attacks.build_attack`, converted to [0,1] units."""
+    pen_kw = dict(s.penalty_kwargs)
+    if "r" in pen_kw:
+        pen_kw["r"] = px(pen_kw["r"])
+    return dict(
+        optimizer=s.optimizer, optimizer_kwargs=s.optimizer_kwargs, penalty=s.penalty, penalty_kwargs=pen_kw,
+        transforms=s.transforms, eps=px(s.eps), steps=s.steps, alpha=px(s.alpha), norm=s.norm, targeted=s.targeted,
+    )
+
+
+def parse_targets(node: Any) -> Dict[str, Dict[str, str]]:
+    zoo = plain(node) or {}
+    if not isinstance(zoo, dict) or not zoo:
+        raise ConfigError("targets: the target zoo is empty; choose one with targets=NAME")
+    out = {}
+    for key, entry in zoo.items():
+        entry = {"model": entry} if isinstance(entry, str) else dict(entry or {})
+        unknown = set(entry) - {"model", "role", "label_offset"}
+        if unknown:
+            raise ConfigError(f"targets.{key}: unknown key(s) {sorted(unknown)}; valid: model, role, label_offset")
+        entry.setdefault("model", key)
+        entry.setdefault("role", "normal")
+        if entry["role"] not in ROLES:
+            raise ConfigError(f"targets.{key}.role={entry['role']!r}; valid: {', '.join(ROLES)}")
+        out[key] = entry
+    return out

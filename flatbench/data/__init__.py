@@ -1,0 +1,11 @@
+"""Data sets by name. Each yields uint8 CHW images with labels, and optional target classes."""
+from __future__ import annotations
+
+from ..registry import Registry
+from .base import ImageSet
+
+DATASETS = Registry("data set")
+
+from . import digits  # noqa: E402,F401  (registers "digits")
+
+__all__ = ["DATASETS", "ImageSet"]

@@ -1,0 +1,292 @@
+"""The digits testbed zoo: six small classifiers from distinct families, trained on first use.
+
+Each model is trained on the digits training split and cached under the zoo directory
+(``outputs/zoo`` by default) as ``NAME.safetensors`` with a ``NAME.json`` sidecar holding
+the architecture, the training recipe, the seed, the data hash, the test accuracy and the
+training time. A cached model is reused only when its sidecar matches all of these;
+otherwise it is retrained, and the log says why.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..io import atomic_write_bytes, atomic_write_text
+from ..registry import ConfigError
+from .wrap import Preprocess, freeze
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 32
+NUM_CLASSES = 10
+# One mean/std for the testbed, estimated on the 32×32 training images (rounded).
+MEAN, STD = (0.27,), (0.38,)
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(IMAGE_SIZE * IMAGE_SIZE, width), nn.ReLU(),
+            nn.Linear(width, width // 2), nn.ReLU(), nn.Linear(width // 2, NUM_CLASSES),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class CNN(nn.Module):
+    """LeNet-style: two conv/ReLU/max-pool stages and two dense layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, NUM_CLASSES))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def _conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class CNNBN(nn.Module):
+    """VGG-style: conv/BN/ReLU pairs, average pooling, global pooling head."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            _conv_bn(1, 32), _conv_bn(32, 32), nn.AvgPool2d(2),
+            _conv_bn(32, 64), _conv_bn(64, 64), nn.AvgPool2d(2),
+            _conv_bn(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.fc = nn.Linear(128, NUM_CLASSES)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout else nn.Identity()
+        )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.short(x))
+
+
+class ResNet(nn.Module):
+    """ResNet-8-style: a 3×3 stem and three stages of one basic block (16, 32, 64 channels)."""
+
+    def __init__(self, widths=(16, 32, 64)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        blocks, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            blocks.append(BasicBlock(cin, w, 1 if i == 0 else 2))
+            cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, NUM_CLASSES)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1).flatten(1))
+
+
+def _vit() -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=IMAGE_SIZE, patch_size=4, in_chans=1, num_classes=NUM_CLASSES,
+                             embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
+
+
+def _mixer() -> nn.Module:
+    from timm.models.mlp_mixer import MlpMixer
+
+    return MlpMixer(num_classes=NUM_CLASSES, img_size=IMAGE_SIZE, in_chans=1, patch_size=4,
+                    num_blocks=4, embed_dim=64, mlp_ratio=(0.5, 2.0))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a testbed model is trained; part of the cache key."""
+
+    epochs: int
+    lr: float
+    batch_size: int = 64
+    weight_decay: float = 5e-4
+    shift: int = 2  # random translation, pixels, as augmentation
+    label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
+class Spec:
+    family: str
+    build: Callable[[], nn.Module]
+    recipe: Recipe
+
+
+TESTBED: Dict[str, Spec] = {
+    "digits-mlp": Spec("MLP", MLP, Recipe(epochs=15, lr=1e-3)),
+    "digits-cnn": Spec("CNN", CNN, Recipe(epochs=12, lr=2e-3)),
+    "digits-cnn-bn": Spec("CNN+BN", CNNBN, Recipe(epochs=12, lr=3e-3)),
+    "digits-resnet": Spec("ResNet", ResNet, Recipe(epochs=12, lr=3e-3)),
+    "digits-vit": Spec("ViT", _vit, Recipe(epochs=40, lr=2e-3)),
+    "digits-mixer": Spec("MLP-Mixer", _mixer, Recipe(epochs=30, lr=2e-3)),
+}
+
+# Bump when the training code changes in a way the recipe does not capture.
+TRAIN_CODE_VERSION = 1
+
+
+def default_zoo_dir() -> Path:
+    return Path(os.environ.get("FLATBENCH_ZOO", "outputs/zoo"))
+
+
+def _crop(pad: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    return torch.stack([pad[i, :, dy[i]: dy[i] + h, dx[i]: dx[i] + w] for i in range(pad.shape[0])])
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    model.eval()
+    correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
+    return 100.0 * correct / len(x)
+
+
+def train(name: str, seed: int = 0, progress: bool = True) -> tuple:
+    """Train testbed model ``name`` from scratch; returns (wrapped model, sidecar dict)."""
+    from tqdm.auto import tqdm
+
+    from ..data.digits import load_split
+
+    spec = TESTBED[name]
+    rec = spec.recipe
+    train_set, test_set = load_split("train"), load_split("test")
+    torch.manual_seed(seed)
+    net = spec.build()
+    model = Preprocess(net, MEAN, STD, name=name)
+    for p in model.model.parameters():
+        p.requires_grad_(True)
+    gen = torch.Generator().manual_seed(seed)
+    x, y = train_set.floats(), train_set.labels
+    steps_per_epoch = (len(x) + rec.batch_size - 1) // rec.batch_size
+    opt = torch.optim.AdamW(model.model.parameters(), lr=rec.lr, weight_decay=rec.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=rec.lr, total_steps=rec.epochs * steps_per_epoch)
+    t0 = time.perf_counter()
+    bar = tqdm(range(rec.epochs), desc=f"train {name}", disable=not progress, leave=False)
+    for _ in bar:
+        model.model.train()
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), rec.batch_size):
+            idx = perm[i:i + rec.batch_size]
+            xb = _crop(F.pad(x[idx], (rec.shift,) * 4), *_offsets(len(idx), rec.shift, gen), IMAGE_SIZE, IMAGE_SIZE) if rec.shift else x[idx]
+            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=rec.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    seconds = time.perf_counter() - t0
+    freeze(model)
+    acc = accuracy(model, test_set.floats(), test_set.labels)
+    meta = sidecar_key(name, seed)
+    meta.update({"test_acc": round(acc, 3), "train_seconds": round(seconds, 2), "family": spec.family,
+                 "n_params": sum(p.numel() for p in net.parameters())})
+    return model, meta
+
+
+def _offsets(n: int, k: int, gen: torch.Generator):
+    return torch.randint(0, 2 * k + 1, (n,), generator=gen), torch.randint(0, 2 * k + 1, (n,), generator=gen)
+
+
+def sidecar_key(name: str, seed: int) -> dict:
+    """The fields that must match for a cached model to be reused."""
+    from ..data.digits import load_split
+
+    spec = TESTBED[name]
+    return {
+        "name": name,
+        "arch": repr(spec.build()),
+        "recipe": asdict(spec.recipe),
+        "seed": int(seed),
+        "data_hash": load_split("train").digest() + load_split("test").digest(),
+        "train_code_version": TRAIN_CODE_VERSION,
+    }
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Serialise training of one model across processes that share the zoo (parallel sweeps)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cache_status(name: str, zoo_dir: Path, seed: int) -> Optional[str]:
+    """None if the cached model can be reused, else the reason it cannot."""
+    weights, side = zoo_dir / f"{name}.safetensors", zoo_dir / f"{name}.json"
+    if not weights.exists() or not side.exists():
+        return "not cached"
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        return f"unreadable sidecar ({exc})"
+    want = sidecar_key(name, seed)
+    diff = [k for k in want if meta.get(k) != want[k]]
+    return f"sidecar differs in {', '.join(diff)}" if diff else None
+
+
+def load_testbed(name: str, zoo_dir: Optional[Path] = None, seed: int = 0, progress: bool = True) -> nn.Module:
+    """The trained testbed model ``name``, from the cache or freshly trained."""
+    from safetensors.torch import load_file, save
+
+    if name not in TESTBED:
+        raise ConfigError(f"unknown testbed model {name!r}. Valid choices: {', '.join(TESTBED)}")
+    zoo_dir = Path(zoo_dir) if zoo_dir is not None else default_zoo_dir()
+    weights, side = zoo_dir / f"{name}.safetensors", zoo_dir / f"{name}.json"
+    with _locked(zoo_dir / f".{name}.lock"):
+        reason = cache_status(name, zoo_dir, seed)
+        if reason is None:
+            torch.manual_seed(seed)
+            model = Preprocess(TESTBED[name].build(), MEAN, STD, name=name)
+            model.model.load_state_dict(load_file(str(weights)))
+            return model
+        log.info("training %s (%s)", name, reason)
+        model, meta = train(name, seed, progress)
+        state = {k: v.contiguous() for k, v in model.model.state_dict().items()}
+        atomic_write_bytes(weights, save(state))
+        atomic_write_text(side, json.dumps(meta, indent=2))
+        log.info("trained %s: test accuracy %.2f%% in %.1fs -> %s", name, meta["test_acc"], meta["train_seconds"], weights)
+        return model
+
+
+def sidecar(name: str, zoo_dir: Optional[Path] = None) -> dict:
+    zoo_dir = Path(zoo_dir) if zoo_dir is not None else default_zoo_dir()
+    return json.loads((zoo_dir / f"{name}.json").read_text())

@@ -1,0 +1,118 @@
+"""Results: long-format rows (one per cell × target), the CSV, and the W&B mirror.
+
+The CSV in each cell directory is the source of truth; W&B only mirrors it.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pandas as pd
+
+from .io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+# Leading columns, in this order; everything else (flattened part settings) follows.
+COLUMNS = [
+    "dataset", "n_images", "surrogate", "attack", "optimizer", "penalty", "beta", "r", "zeta", "n_samples",
+    "lookahead", "transforms", "eps", "steps", "alpha", "decay", "norm", "targeted", "target_rule", "seed",
+    "cell_id", "target", "target_model", "role", "clean_acc", "asr", "asr_clean_correct", "n_fooled",
+    "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "craft_seconds", "images_per_second",
+    "grad_evals", "version",
+]
+
+COLUMN_DOCS = {
+    "dataset": "data set name and split, e.g. digits-test",
+    "n_images": "images attacked in this cell",
+    "surrogate": "surrogate model name(s), '+'-joined for an ensemble",
+    "attack": "method label, e.g. PGN, MI-FGSM+DIM+TIM",
+    "optimizer": "update rule: ifgsm | mifgsm | nifgsm",
+    "penalty": "gradient estimator: none | pgn | gnp | vmi",
+    "beta, r, zeta, n_samples, lookahead": "estimator settings (r in 1/255 units, resolved: r=alpha when null)",
+    "transforms": "input transforms and gradient filters with their settings",
+    "eps, alpha": "threat radius and step size, 1/255 units",
+    "steps, decay, norm": "iterations T, momentum mu, threat model",
+    "targeted, target_rule": "attack goal and how targets are chosen",
+    "seed, cell_id": "seed; hash of the cell's resolved semantic settings",
+    "target, target_model, role": "zoo key, model name, white-box | black-box | adv-trained | defense",
+    "clean_acc": "target accuracy on the clean images, %",
+    "asr": "attack success rate over all images, %",
+    "asr_clean_correct": "success rate over the images the target classified correctly when clean, %",
+    "n_fooled, n_clean_correct, n_fooled_clean_correct": "the counts behind the rates",
+    "linf_mean, l2_mean": "mean perturbation norms of the stored 8-bit images, 1/255 units",
+    "craft_seconds, images_per_second, grad_evals": "crafting cost (grad_evals: images through forward+backward)",
+    "version": "flatbench version",
+    "<part>.<key>": "every other setting, flattened (e.g. dim.resize_rate, data.image_size)",
+}
+
+
+def order_columns(df: pd.DataFrame) -> pd.DataFrame:
+    lead = [c for c in COLUMNS if c in df.columns]
+    return df[lead + sorted(c for c in df.columns if c not in lead)]
+
+
+def write_csv(path: Path, rows: List[Dict[str, Any]]) -> pd.DataFrame:
+    df = order_columns(pd.DataFrame(rows))
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    atomic_write_text(path, buf.getvalue())
+    return df
+
+
+class Logger:
+    """Receives the resolved config at start and each cell's rows; always closed in finally."""
+
+    def start(self, config: Dict[str, Any], run_dir: Path, name: str) -> None:
+        pass
+
+    def log_rows(self, df: pd.DataFrame) -> None:
+        pass
+
+    def finish(self, failed: bool = False) -> None:
+        pass
+
+
+class WandbLogger(Logger):
+    def __init__(self, project: str = "flatbench", entity: Optional[str] = None, group: Optional[str] = None,
+                 mode: Optional[str] = None, tags: Optional[List[str]] = None):
+        self.project, self.entity, self.group = project, entity, group
+        self.mode = mode or os.environ.get("WANDB_MODE", "offline")
+        self.tags = list(tags or [])
+        self.run = None
+
+    def start(self, config, run_dir, name):
+        import wandb
+
+        self.run = wandb.init(project=self.project, entity=self.entity, group=self.group, name=name,
+                              config=config, mode=self.mode, dir=str(run_dir), tags=self.tags,
+                              reinit="finish_previous")
+
+    def log_rows(self, df):
+        import wandb
+
+        if self.run is None:
+            return
+        self.run.log({"results": wandb.Table(dataframe=df.astype(object).where(df.notna(), None))})
+        self.run.log({f"asr/{t}": float(a) for t, a in zip(df["target"], df["asr"])})
+        for t, a in zip(df["target"], df["asr"]):
+            self.run.summary[f"asr/{t}"] = float(a)
+
+    def finish(self, failed=False):
+        if self.run is not None:
+            self.run.finish(exit_code=1 if failed else 0)
+            self.run = None
+
+
+def build_logger(node: Dict[str, Any]) -> Logger:
+    from .registry import Registry
+
+    node = dict(node or {"name": "csv"})
+    name = node.pop("name", "csv")
+    reg = Registry("logger")
+    reg.register("csv", lambda: Logger(), doc="CSV only")
+    reg.register("wandb", WandbLogger, doc="CSV, mirrored to Weights & Biases")
+    return reg.build(name, **node)

@@ -1,0 +1,72 @@
+"""String -> factory registries: names are flatbench's public interface.
+
+Every configurable component (model, attack part, data set, defense, logger) is built by
+name through a :class:`Registry`. Unknown names and unknown keyword arguments fail with a
+message that lists the valid choices and suggests the closest one, so that a typo in a
+config fails at startup instead of hours into a sweep.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key and the valid choices."""
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.5)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def check_kwargs(fn: Callable, kwargs: Dict[str, Any], where: str) -> None:
+    """Raise ConfigError if ``kwargs`` holds a name that ``fn`` does not accept."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for key in kwargs:
+        if key not in valid:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}. Valid keys: {', '.join(sorted(valid))}.{suggest(key, valid)}"
+            )
+
+
+class Registry:
+    """A named collection of factories. ``None``-valued kwargs mean "the factory's default"."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: Dict[str, Callable] = {}
+        self._docs: Dict[str, str] = {}
+
+    def register(self, name: str, fn: Optional[Callable] = None, *, doc: str = ""):
+        def deco(f: Callable) -> Callable:
+            if name in self._items:
+                raise KeyError(f"{self.kind} {name!r} registered twice")
+            self._items[name] = f
+            self._docs[name] = doc or (inspect.getdoc(f) or "").split("\n")[0]
+            return f
+
+        return deco(fn) if fn is not None else deco
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
+
+    def names(self) -> List[str]:
+        return sorted(self._items)
+
+    def get(self, name: str) -> Callable:
+        if name not in self._items:
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}. Valid choices: {', '.join(self.names())}.{suggest(name, self._items)}"
+            )
+        return self._items[name]
+
+    def build(self, name: str, /, **kwargs: Any) -> Any:
+        fn = self.get(name)
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        check_kwargs(fn, kwargs, f"{self.kind} {name!r}")
+        return fn(**kwargs)
