@@ -30,7 +30,7 @@ METHODS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
     "vmi_dim": ("mifgsm", "vmi", ("dim",)),
 }
 
-_LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "max_batch", "check_finite", "name")
+_LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "max_batch", "check_finite", "loss", "name")
 
 
 def _params(fn) -> set:

@@ -29,6 +29,11 @@ class NonFiniteError(FloatingPointError):
     """A gradient or a model output held NaN or Inf."""
 
 
+def _cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # A sum, not a mean: each example's gradient must not depend on the batch it shares.
+    return F.cross_entropy(logits.float(), y, reduction="sum")
+
+
 def keyed_generator(key: Tuple[Hashable, ...], device: torch.device) -> torch.Generator:
     """A generator whose stream depends on ``key`` alone (not on draw order or chunking)."""
     digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
@@ -77,6 +82,8 @@ class Attack:
         estimator, optimizer, transforms, filters: the parts (plain gradient, I-FGSM, none).
         max_batch: most images in one forward/backward (None: all N·B neighbours at once).
         check_finite: stop with :class:`NonFiniteError` when a gradient is NaN or Inf.
+        loss: ``loss(outputs, y)`` summed over the batch (None: cross-entropy). The loop
+            ascends it (descends it when targeted).
 
     Example: ``x_adv = Attack(model, eps=16/255, optimizer=Momentum())(x, y)``.
     """
@@ -96,6 +103,7 @@ class Attack:
         filters: Sequence[GradientFilter] = (),
         max_batch: Optional[int] = None,
         check_finite: bool = True,
+        loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
         name: Optional[str] = None,
     ):
         if not eps > 0:
@@ -118,6 +126,7 @@ class Attack:
         self.transforms, self.filters = list(transforms), list(filters)
         self.max_batch = None if max_batch is None else int(max_batch)
         self.check_finite = check_finite
+        self.loss = loss if loss is not None else _cross_entropy_sum
         self.copies = 1
         for t in self.transforms:
             self.copies *= t.copies
@@ -154,8 +163,7 @@ class Attack:
             # Labels follow the copy-major layout of each group's views.
             yg = y.chunk(len(gens)) if len(gens) > 1 else [y]
             y = torch.cat([v.repeat(self.copies) for v in yg])
-        logits = self.model(z)
-        loss = F.cross_entropy(logits.float(), y, reduction="sum") / self.copies
+        loss = self.loss(self.model(z), y) / self.copies
         if self.targeted:
             loss = -loss
         (g,) = torch.autograd.grad(loss, x)

@@ -80,15 +80,17 @@ class DIM(InputTransform):
         left = _randint(0, rem + 1, gen, device)
         return rnd, out, top, left
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        size = x.shape[-1]
-        p = self.params(size, gen, x.device)
-        if p is None:
-            return x
-        rnd, out, top, left = p
+    def resize_pad(self, x: torch.Tensor, rnd: int, out: int, top: int, left: int) -> torch.Tensor:
+        """x resized to rnd×rnd and zero-padded to out×out with its top-left corner at (top, left)."""
         kw = {} if self.interpolation in ("nearest", "area") else {"align_corners": False}
         z = F.interpolate(x, size=(rnd, rnd), mode=self.interpolation, **kw)
-        z = F.pad(z, (left, out - rnd - left, top, out - rnd - top), value=0.0)
+        return F.pad(z, (left, out - rnd - left, top, out - rnd - top), value=0.0)
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        p = self.params(x.shape[-1], gen, x.device)
+        if p is None:
+            return x
+        z = self.resize_pad(x, *p)
         # The original feeds the padded image to Inception directly; models with a fixed
         # input size need it back at W, as the TransferAttack port does (bilinear).
         return F.interpolate(z, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -1,0 +1,310 @@
+"""The attack engine: threat model, formulas on a known Hessian, equivalences, determinism."""
+import math
+
+import pytest
+import torch
+
+from flatbench import create_attack
+from flatbench.attacks import (DIM, METHODS, SIM, TIM, Admix, Attack, NonFiniteError, Penalty, build_attack,
+                               gaussian_kernel, keyed_generator)
+from flatbench.attacks.loop import StepContext
+from flatbench.attacks.optimizers import mean_abs_normalize
+from flatbench.registry import ConfigError
+
+FAST = dict(n_samples=3)  # keep neighbour counts small for the property tests
+
+
+def _kwargs(method):
+    return FAST if METHODS[method][1] in ("pgn", "vmi") else {}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("targeted", [False, True])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_ball_and_box_hold(method, targeted, norm, small_cnn):
+    torch.manual_seed(1)
+    x = torch.rand(4, 3, 16, 16)
+    x[0] = 0.0  # images on the box's faces must stay inside it
+    x[1] = 1.0
+    y = torch.randint(0, 5, (4,))
+    eps = 8 / 255 if norm == "linf" else 0.5
+    attack = create_attack(method, small_cnn, eps=eps, steps=3, norm=norm, targeted=targeted, **_kwargs(method))
+    x_adv = attack(x, y, seed=3)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    d = (x_adv - x).flatten(1)
+    dist = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+    assert (dist <= eps + 1e-6).all(), dist
+    assert dist.max() > 0.5 * eps  # it moved
+
+
+class Quadratic(torch.nn.Module):
+    """ℓ(x) = ½ xᵀAx + bᵀx per example, returned as a 1-column output; A symmetric."""
+
+    def __init__(self, d, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        m = torch.randn(d, d, generator=g, dtype=torch.float64)
+        self.A = (m + m.T) / 2
+        self.b = torch.randn(d, generator=g, dtype=torch.float64)
+
+    def forward(self, x):
+        z = x.flatten(1).double()
+        return (0.5 * ((z @ self.A) * z).sum(1) + z @ self.b).unsqueeze(1)
+
+    def grad(self, x):
+        return (x.flatten(1).double() @ self.A + self.b).view_as(x)
+
+
+def _sum_loss(out, y):
+    return out.sum()
+
+
+def _estimate(penalty: Penalty, model, x, alpha=0.01):
+    attack = Attack(model, eps=0.1, steps=1, alpha=alpha, estimator=penalty, loss=_sum_loss)
+    ctx = StepContext(attack, seed=0, step=0, alpha=alpha)
+    return penalty(ctx, x.double(), torch.zeros(len(x), dtype=torch.long))
+
+
+@pytest.mark.parametrize("preset,s", [("pgn", -1.0), ("gnp", 1.0)])
+def test_penalty_formula_exact_on_quadratic(preset, s):
+    q = Quadratic(12)
+    x = torch.rand(3, 3, 2, 2, dtype=torch.float64)
+    beta, r = 0.7, 0.05
+    est = Penalty(beta, r, 0.0, 1, "descent" if s < 0 else "ascent", preset)
+    got = _estimate(est, q, x)
+    g = q.grad(x)
+    ghat = mean_abs_normalize(g)
+    want = g - s * beta * (q.grad(x + s * r * ghat) - g)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    # For a quadratic, g(x + s·r·ĝ) − g = s·r·A·ĝ, so both presets equal g − β·r·A·ĝ.
+    a_ghat = (ghat.flatten(1) @ q.A).view_as(x)
+    torch.testing.assert_close(got, g - beta * r * a_ghat, rtol=1e-9, atol=1e-9)
+
+
+def test_gnp_sign_is_the_derivations():
+    """GNP = (1+β)·g(x) − β·g(x + r·ĝ): a step along −∇‖∇ℓ‖ to first order, not the +β·g2 of a port."""
+    q = Quadratic(12, seed=3)
+    x = torch.rand(2, 3, 2, 2, dtype=torch.float64)
+    est = create_attack("gnp", q, eps=0.1).estimator
+    r, beta = est.r, est.beta
+    assert (beta, r, est.zeta, est.n_samples, est.lookahead) == (0.8, 0.01, 0.0, 1, "ascent")
+    got = _estimate(est, q, x)
+    g = q.grad(x)
+    g2 = q.grad(x + r * mean_abs_normalize(g))
+    torch.testing.assert_close(got, (1 + beta) * g - beta * g2)
+    assert not torch.allclose(got, (1 + beta) * g + beta * g2)
+
+
+def test_penalty_first_order_on_smooth_nonquadratic():
+    """For small r the estimate is g − β·r·H·ĝ up to O(r²), on ℓ = Σ sin(x)·x² (known Hessian)."""
+    class F(torch.nn.Module):
+        def forward(self, x):
+            z = x.flatten(1).double()
+            return (torch.sin(z) * z**2).sum(1, keepdim=True)
+
+    x = torch.rand(2, 1, 3, 3, dtype=torch.float64) + 0.5
+    g = torch.cos(x) * x**2 + 2 * x * torch.sin(x)
+    h = -torch.sin(x) * x**2 + 4 * x * torch.cos(x) + 2 * torch.sin(x)  # diagonal Hessian
+    errs = []
+    for r in (1e-2, 1e-3):
+        for preset, la in (("pgn", "descent"), ("gnp", "ascent")):
+            got = _estimate(Penalty(0.5, r, 0.0, 1, la, preset), F(), x)
+            want = g - 0.5 * r * h * mean_abs_normalize(g)
+            errs.append(float((got - want).abs().max()))
+    assert errs[2] < errs[0] / 50 and errs[3] < errs[1] / 50  # error shrinks like r²
+
+
+def test_pgn_defaults_match_design():
+    a = create_attack("pgn", torch.nn.Identity(), eps=16 / 255)
+    e = a.estimator
+    assert (e.beta, e.r, e.zeta, e.n_samples, e.lookahead) == (0.5, None, 3.0, 20, "descent")
+    assert a.optimizer.decay == 1.0 and a.steps == 10 and math.isclose(a.alpha, 1.6 / 255)
+
+
+@pytest.mark.parametrize("preset", ["pgn", "gnp"])
+def test_penalty_with_beta_zero_is_mifgsm(preset, small_cnn):
+    x, y = torch.rand(3, 3, 16, 16), torch.tensor([0, 1, 2])
+    mi = create_attack("mifgsm", small_cnn, eps=8 / 255, steps=5)(x, y)
+    pen = create_attack(preset, small_cnn, eps=8 / 255, steps=5, beta=0.0, zeta=0.0, n_samples=1)(x, y)
+    assert torch.equal(mi, pen)
+
+
+def _sequential_pgn_grad(attack, x, y, seed, step):
+    """The public reference's loop: one neighbour at a time, same keyed noise as flatbench."""
+    est = attack.estimator
+    ctx = StepContext(attack, seed, step, attack.alpha)
+    total = torch.zeros_like(x)
+    radius = est.zeta * attack.eps
+    for i in range(est.n_samples):
+        u = torch.rand(x.shape, generator=ctx.rng("noise", i))
+        xp = x + (2 * u - 1) * radius
+        g1 = ctx.grad(xp, y, [("g1", i)])
+        r = attack.alpha if est.r is None else est.r
+        g2 = ctx.grad(xp + est.sign * r * mean_abs_normalize(g1), y, [("g2", i)])
+        total += g1 - est.sign * est.beta * (g2 - g1)
+    return total / est.n_samples
+
+
+@pytest.mark.parametrize("method", ["pgn", "pgn_dim_tim"])
+def test_batched_neighbours_equal_sequential_loop(method, small_cnn):
+    torch.manual_seed(0)
+    x, y = torch.rand(4, 3, 16, 16), torch.randint(0, 5, (4,))
+    ref = create_attack(method, small_cnn, eps=16 / 255, n_samples=6, max_batch=4)  # one neighbour per chunk
+    seq = _sequential_pgn_grad(ref, x, y, seed=5, step=0)
+    for max_batch in (4, 8, 12, 24, None):
+        a = create_attack(method, small_cnn, eps=16 / 255, n_samples=6, max_batch=max_batch)
+        got = a.estimator(StepContext(a, 5, 0, a.alpha), x, y)
+        torch.testing.assert_close(got, seq, rtol=1e-5, atol=1e-7)
+    outs = [create_attack(method, small_cnn, eps=16 / 255, n_samples=6, max_batch=mb)(x, y, seed=2)
+            for mb in (4, 12, None)]
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_vmi_chunking_does_not_change_results(small_cnn):
+    x, y = torch.rand(3, 3, 16, 16), torch.tensor([0, 1, 2])
+    outs = [create_attack("vmi_dim", small_cnn, eps=16 / 255, n_samples=5, max_batch=mb)(x, y, seed=1)
+            for mb in (3, 9, None)]
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+
+
+class Constant(torch.nn.Module):
+    def forward(self, x):
+        return torch.zeros(x.shape[0], 5) + 0.0 * x.flatten(1)[:, :5]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_zero_gradient_gives_no_nan(method, norm):
+    x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    x_adv = create_attack(method, Constant(), eps=8 / 255, steps=2, norm=norm, **_kwargs(method))(x, y)
+    assert torch.isfinite(x_adv).all()
+    assert torch.equal(x_adv, x)  # nothing to ascend
+
+
+def test_vanishing_gradient_for_one_example(small_cnn):
+    x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    model = torch.nn.Sequential(small_cnn)
+
+    class Mask(torch.nn.Module):
+        def forward(self, z):
+            out = small_cnn(z)
+            keep = torch.ones_like(out)
+            keep[0::2] = 0  # every other image's logits are constant in x
+            return out * keep
+
+    x_adv = create_attack("pgn", Mask(), eps=8 / 255, steps=2, n_samples=3)(x, y)
+    assert torch.isfinite(x_adv).all() and torch.equal(x_adv[0], x[0]) and not torch.equal(x_adv[1], x[1])
+    del model
+
+
+def test_nonfinite_gradient_stops_with_step():
+    class Bad(torch.nn.Module):
+        def forward(self, x):
+            return torch.log(x.flatten(1)[:, :5] - 2.0)  # NaN everywhere
+
+    with pytest.raises(NonFiniteError, match="step 1"):
+        create_attack("mifgsm", Bad(), eps=8 / 255)(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("method", ["pgn", "vmifgsm", "dim", "admix"])
+def test_seed_determinism(method, small_cnn):
+    x, y = torch.rand(3, 3, 16, 16), torch.tensor([0, 1, 2])
+    mk = lambda: create_attack(method, small_cnn, eps=16 / 255, steps=3, **_kwargs(method))  # noqa: E731
+    a, b, c = mk()(x, y, seed=7), mk()(x, y, seed=7), mk()(x, y, seed=8)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_keyed_generator_independent_of_draw_order():
+    g1 = keyed_generator((1, 2, "noise", 3), torch.device("cpu"))
+    g2 = keyed_generator((1, 2, "noise", 3), torch.device("cpu"))
+    torch.rand(5, generator=g2)
+    g3 = keyed_generator((1, 2, "noise", 3), torch.device("cpu"))
+    assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g3))
+
+
+def test_tim_kernel_formula():
+    k = gaussian_kernel(15, 3.0)
+    assert k.shape == (15, 15) and math.isclose(float(k.sum()), 1.0, rel_tol=1e-6)
+    t = torch.linspace(-3, 3, 15, dtype=torch.float64)
+    k1 = torch.exp(-t**2 / 2)
+    want = torch.outer(k1, k1) / torch.outer(k1, k1).sum()
+    torch.testing.assert_close(k.double(), want, rtol=1e-6, atol=1e-9)
+    assert torch.equal(k, k.T) and int(k.argmax()) == 7 * 15 + 7
+    g = torch.zeros(1, 3, 21, 21)
+    g[0, :, 10, 10] = 1.0  # an impulse comes back as the kernel, per channel
+    out = TIM(15, 3.0)(g)
+    torch.testing.assert_close(out[0, 1, 3:18, 3:18], k)
+    assert TIM(7, 3.0).kernel.shape == (7, 7)
+
+
+def test_dim_follows_resize_pad_rule():
+    d = DIM(resize_rate=1.1, prob=1.0)
+    x = torch.rand(2, 3, 32, 32)
+    for seed in range(20):
+        gen = torch.Generator().manual_seed(seed)
+        rnd, out, top, left = d.params(32, gen, x.device)
+        assert out == 35 and 32 <= rnd < 35 and 0 <= top <= out - rnd and 0 <= left <= out - rnd
+        z = d.resize_pad(x, rnd, out, top, left)
+        assert z.shape[-2:] == (35, 35)
+        inside = torch.zeros(35, 35, dtype=torch.bool)
+        inside[top:top + rnd, left:left + rnd] = True
+        assert (z[..., ~inside] == 0).all()
+    assert d(x, torch.Generator().manual_seed(0)).shape == x.shape
+    assert torch.equal(DIM(prob=0.0)(x, torch.Generator()), x)
+
+
+def test_sim_and_admix_views():
+    x = torch.rand(4, 3, 8, 8)
+    s = SIM(5)(x, torch.Generator())
+    assert s.shape == (20, 3, 8, 8) and torch.allclose(s[4:8], x / 2)
+    a = Admix(0.2, 3, 5)
+    z = a(x, torch.Generator().manual_seed(0))
+    assert z.shape == (4 * 15, 3, 8, 8) and a.copies == 15
+    partners = (z[:4] - x) / 0.2  # the first view mixes each image with another image of the batch
+    assert all(any(torch.allclose(partners[i], x[j], atol=1e-5) for j in range(4)) for i in range(4))
+
+
+def test_create_attack_routes_and_rejects_keywords(small_cnn):
+    a = create_attack("pgn_dim_tim", small_cnn, eps=16 / 255, steps=10, n_samples=20, zeta=3.0, beta=0.5,
+                      resize_rate=1.2, kernel_size=7, decay=0.9)
+    assert a.transforms[0].resize_rate == 1.2 and a.filters[0].kernel_size == 7 and a.optimizer.decay == 0.9
+    assert a.label == "PGN+DIM+TIM"
+    with pytest.raises(ConfigError, match="unknown keyword 'bta'.*Did you mean 'beta'"):
+        create_attack("pgn", small_cnn, eps=0.1, bta=0.3)
+    with pytest.raises(ConfigError, match="Valid choices"):
+        create_attack("pgm", small_cnn, eps=0.1)
+    with pytest.raises(ConfigError, match="several transforms"):
+        create_attack("mifgsm", small_cnn, eps=0.1, transforms=["sim", "admix"], num_scale=3)
+    with pytest.raises(ConfigError, match="odd"):
+        create_attack("tim", small_cnn, eps=0.1, kernel_size=4)
+    with pytest.raises(ConfigError, match="beta must be >= 0"):
+        create_attack("pgn", small_cnn, eps=0.1, beta=-1)
+    assert create_attack("gnp", small_cnn, eps=0.1, optimizer="nifgsm").label == "NI-FGSM+GNP"
+
+
+def test_targeted_attack_reaches_target(small_cnn):
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 16, 16)
+    t = torch.full((8,), 3)
+    x_adv = create_attack("mifgsm", small_cnn, eps=64 / 255, steps=20, targeted=True)(x, t)
+    with torch.no_grad():
+        before = (small_cnn(x).argmax(1) == 3).float().mean()
+        after = (small_cnn(x_adv).argmax(1) == 3).float().mean()
+    assert before == 0 and after >= 0.5
+
+
+def test_ensemble_averages_logits(small_cnn):
+    from flatbench.models import Ensemble
+
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 5))
+    x = torch.rand(2, 3, 16, 16)
+    e = Ensemble([small_cnn, other])
+    torch.testing.assert_close(e(x), (small_cnn(x) + other(x)) / 2)
+    assert create_attack("mifgsm", e, eps=8 / 255, steps=2)(x, torch.tensor([0, 1])).shape == x.shape
+
+
+def test_build_attack_from_part_names(small_cnn):
+    a = build_attack(small_cnn, optimizer="nifgsm", penalty="vmi", penalty_kwargs={"n_samples": 2},
+                     transforms={"sim": {"num_scale": 2}}, eps=0.05)
+    assert a.label == "NI-FGSM+VMI+SIM" and a.copies == 2

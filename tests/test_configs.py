@@ -1,0 +1,113 @@
+"""Every option of every config group composes, and what it names can be built."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from flatbench.attacks import METHODS, build_attack
+from flatbench.cell import describe, load_data
+from flatbench.cli import CONFIG_DIR
+from flatbench.config import attack_kwargs, parse_targets, register_schema, resolve
+from flatbench.models import TESTBED
+from flatbench.record import build_logger
+from flatbench.registry import ConfigError
+
+GROUPS = ["data", "targets", "attack", "penalty", "transforms", "logger", "paths", "method", "experiment"]
+
+
+def options(group):
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def _compose(overrides):
+    register_schema()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def _build(cfg):
+    s = resolve(cfg)
+    attack = build_attack(None, max_batch=cfg.max_batch, **attack_kwargs(s))
+    zoo = parse_targets(cfg.targets)
+    for entry in zoo.values():
+        assert entry["model"] in TESTBED or entry["model"]
+    build_logger(dict(cfg.logger))
+    data = load_data(s)
+    describe(s, attack, data)
+    return attack
+
+
+CASES = [(g, o) for g in GROUPS for o in options(g)]
+
+
+@pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_every_option_composes_and_builds(group, option):
+    override = f"{group}=[{option}]" if group == "transforms" else f"{group}={option}"
+    _build(_compose([override]))
+
+
+def test_every_group_has_options():
+    for g in GROUPS:
+        assert options(g), g
+
+
+def test_method_configs_mirror_presets():
+    assert set(options("method")) == set(METHODS)
+    for name, (opt, pen, tfs) in METHODS.items():
+        cfg = _compose([f"method={name}"])
+        assert cfg.attack.name == opt and cfg.penalty.name == pen and tuple(cfg.transforms) == tfs
+        assert _build(cfg).label
+
+
+def test_composed_combination_and_units():
+    cfg = _compose(["method=pgn", "transforms=[dim,tim]", "eps=16", "attack=nifgsm", "penalty.r=2"])
+    a = _build(cfg)
+    assert a.label == "NI-FGSM+PGN+DIM+TIM"
+    assert a.eps == pytest.approx(16 / 255) and a.alpha == pytest.approx(1.6 / 255)
+    assert a.estimator.r == pytest.approx(2 / 255)
+
+
+def test_defaults_come_from_components():
+    cfg = _compose([])
+    s = resolve(cfg)
+    assert s.eps == cfg.data.default_eps and s.alpha == s.eps / s.steps
+    gnp = _build(_compose(["method=gnp"])).estimator
+    assert gnp.r == pytest.approx(0.01)
+
+
+def test_unknown_top_level_key_fails_at_composition(tmp_path):
+    import shutil
+
+    with pytest.raises(Exception, match="epss"):
+        _compose(["epss=3"])
+    with pytest.raises(Exception, match="steps"):
+        _compose(["steps=ten"])
+    conf = tmp_path / "conf"
+    shutil.copytree(CONFIG_DIR, conf)
+    (conf / "experiment" / "typo.yaml").write_text("# @package _global_\nn_imges: 3\n")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        with pytest.raises(Exception, match=r"(?s)experiment/typo.*n_imges"):
+            compose("config", overrides=["experiment=typo"])
+
+
+def test_unknown_group_key_names_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown key 'bta'.*beta.*Did you mean 'beta'"):
+        _build(_compose(["penalty=pgn", "+penalty.bta=1"]))
+
+
+@pytest.mark.parametrize("override,match", [
+    ("eps=0", "eps=0"), ("eps=300", "eps=300"), ("steps=0", "steps"), ("penalty=pgn penalty.beta=-1", "beta"),
+    ("penalty=pgn penalty.r=0", "penalty.r"), ("penalty=pgn penalty.zeta=-1", "zeta"),
+    ("penalty=pgn penalty.n_samples=0", "n_samples"), ("transforms=[tim] transforms.tim.kernel_size=4", "kernel_size"),
+    ("transforms=[dim] transforms.dim.resize_rate=0.9", "resize_rate"), ("batch_size=0", "batch_size"),
+    ("norm=l3", "norm"), ("surrogate=digits-cnnn", "digits-cnn"),
+])
+def test_out_of_range_values_fail(override, match):
+    with pytest.raises(ConfigError, match=match):
+        cfg = _compose(override.split())
+        _build(cfg)
+        from flatbench.models import load_surrogate
+        load_surrogate(resolve(cfg).surrogate)
