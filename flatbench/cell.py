@@ -1,6 +1,7 @@
 """One cell: load data, build surrogate and target zoo, craft, store, evaluate, record."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -133,7 +134,7 @@ def run_cell(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
         attack = build_attack(None, max_batch=cfg.max_batch, **attack_kwargs(s))
         data = load_data(s)
         semantic = describe(s, attack, data)
-        cell_id = __import__("hashlib").sha1(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        cell_id = hashlib.sha1(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:12]
         logger.start(OmegaConf.to_container(cfg, resolve=True), out_dir, f"{attack.label}-{'+'.join(s.surrogate)}-eps{s.eps:g}")
         zoo_kw = dict(zoo_dir=Path(cfg.paths.zoo_dir), progress=cfg.progress)
         surrogate = load_surrogate(s.surrogate, **zoo_kw).to(device)

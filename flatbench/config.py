@@ -7,8 +7,6 @@ an unknown key there fails at startup with the list of valid keys.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -101,13 +99,6 @@ class CellSettings:
     target_rule: str
     seed: int
     n_images: Optional[int]
-
-    def semantic(self) -> Dict[str, Any]:
-        return dict(vars(self))
-
-    def cell_id(self) -> str:
-        blob = json.dumps(self.semantic(), sort_keys=True, default=str)
-        return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
 def split_node(node: Any, where: str) -> tuple:

@@ -183,8 +183,6 @@ def test_zero_gradient_gives_no_nan(method, norm):
 
 def test_vanishing_gradient_for_one_example(small_cnn):
     x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
-    model = torch.nn.Sequential(small_cnn)
-
     class Mask(torch.nn.Module):
         def forward(self, z):
             out = small_cnn(z)
@@ -194,7 +192,6 @@ def test_vanishing_gradient_for_one_example(small_cnn):
 
     x_adv = create_attack("pgn", Mask(), eps=8 / 255, steps=2, n_samples=3)(x, y)
     assert torch.isfinite(x_adv).all() and torch.equal(x_adv[0], x[0]) and not torch.equal(x_adv[1], x[1])
-    del model
 
 
 def test_nonfinite_gradient_stops_with_step():
