@@ -20,11 +20,11 @@ def options(group):
     return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
 
 
-def _compose(overrides):
+def _compose(overrides, hydra=False):
     register_schema()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=overrides)
+        return compose("config", overrides=overrides, return_hydra_config=hydra)
 
 
 def _build(cfg):
@@ -42,6 +42,12 @@ def _build(cfg):
 CASES = [(g, o) for g in GROUPS for o in options(g)]
 
 
+@pytest.fixture(autouse=True)
+def generated_data(layouts, monkeypatch):
+    # The ImageNet-compatible data configs read ${paths.data_dir}; point it at generated PNGs.
+    monkeypatch.setenv("FLATBENCH_DATA", str(layouts["root"]))
+
+
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_every_option_composes_and_builds(group, option):
     override = f"{group}=[{option}]" if group == "transforms" else f"{group}={option}"
@@ -51,6 +57,27 @@ def test_every_option_composes_and_builds(group, option):
 def test_every_group_has_options():
     for g in GROUPS:
         assert options(g), g
+
+
+def test_zoos_merge_as_dicts():
+    cfg = _compose(["targets=[cnn,vit,defenses]"])
+    zoo = parse_targets(cfg.targets)
+    assert {"resnet50", "vit-b16", "inc-v3-jpeg"} <= set(zoo) and zoo["inc-v3-jpeg"]["role"] == "defense"
+
+
+def test_paper_experiments_compose_with_their_settings():
+    cfg = _compose(["experiment=pgn_table1", "method=tim"])
+    s = resolve(cfg)
+    assert s.surrogate == ["inception_v3.tf_in1k"] and s.eps == 16 and s.steps == 10
+    assert s.transforms["tim"]["kernel_size"] == 7 and s.data["image_size"] == 299
+    cfg = _compose(["experiment=pgn_table1", "method=tim", "transforms.tim.kernel_size=9"])
+    assert resolve(cfg).transforms["tim"]["kernel_size"] == 9  # an explicit value wins over the experiment's
+    assert resolve(_compose(["method=tim"])).transforms["tim"].get("kernel_size") is None  # -> TIM's own 15
+    cfg = _compose(["experiment=transferattack_rn50"], hydra=True)
+    assert cfg.hydra.sweeper.params.method == "mifgsm,pgn,gnp,dim,tim"
+    assert set(parse_targets(cfg.targets)) == {"resnet50", "vgg16", "mobilenet_v2", "inception_v3", "vit", "pit",
+                                              "visformer", "swin"}
+    assert _compose(["experiment=gnp_table"], hydra=True).hydra.sweeper.params.eps == "4,8,16"
 
 
 def test_method_configs_mirror_presets():

@@ -6,6 +6,6 @@ from .base import ImageSet
 
 DATASETS = Registry("data set")
 
-from . import digits  # noqa: E402,F401  (registers "digits")
+from . import digits, folders  # noqa: E402,F401  (register "digits", "nips17", "transferattack", "imagefolder")
 
 __all__ = ["DATASETS", "ImageSet"]

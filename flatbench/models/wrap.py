@@ -46,6 +46,8 @@ class Preprocess(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_size is not None and x.shape[-1] != self.input_size:
             kw = {} if self.interpolation in ("nearest", "area") else {"align_corners": False}
+            if self.interpolation in ("bilinear", "bicubic") and x.shape[-1] > self.input_size:
+                kw["antialias"] = True  # downsizing 299 -> 224 without it aliases, as PIL's resize does not
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode=self.interpolation, **kw)
         x = (x - self.mean) / self.std
         logits = self.model(x)

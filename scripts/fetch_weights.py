@@ -1,0 +1,90 @@
+"""Download every pretrained weight a flatbench config needs, so that runs work offline.
+
+Run it on a machine with internet, with the overrides you will run with:
+
+    python scripts/fetch_weights.py experiment=pgn_table1
+    python scripts/fetch_weights.py targets=transferattack surrogate=resnet50.tv_in1k
+    python scripts/fetch_weights.py --dry-run experiment=transferattack_rn50   # list, download nothing
+
+It composes the config exactly as ``flatbench`` does, collects the surrogate(s) (including
+values swept in ``hydra.sweeper.params``) and every target-zoo model, and loads each with
+its pretrained weights: timm weights land in the Hugging Face hub cache (HF_HOME /
+HF_HUB_CACHE), torchvision weights in the torch hub cache (TORCH_HOME). Copy those caches
+to an offline machine and run with ``HF_HUB_OFFLINE=1``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def compose(overrides: List[str]):
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from flatbench.cli import CONFIG_DIR
+    from flatbench.config import register_schema
+
+    register_schema()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hcompose("config", overrides=overrides, return_hydra_config=True)
+
+
+def needed_models(cfg) -> List[str]:
+    """Surrogates (also swept ones) and target models, in order, without duplicates."""
+    from flatbench.config import parse_targets, plain, surrogate_names
+    from flatbench.models import TESTBED
+
+    names = list(surrogate_names(cfg.surrogate))
+    swept = (plain(cfg.hydra.sweeper.get("params")) or {}).get("surrogate")
+    if swept:
+        for part in str(swept).split(","):
+            names.append(part.strip())
+    names += [e["model"] for e in parse_targets(cfg.targets).values()]
+    return [n for n in dict.fromkeys(names) if n not in TESTBED]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dry-run", action="store_true", help="list the models and whether their weights are cached")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, as for flatbench")
+    args = p.parse_args(argv)
+    from flatbench.models import load_model, parse_name, weights_cached
+    from flatbench.registry import ConfigError
+
+    try:
+        names = needed_models(compose(args.overrides))
+    except (ConfigError, Exception) as exc:  # noqa: BLE001 - composition errors are the user's to fix
+        print(f"fetch_weights: error: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in names:
+        try:
+            spec = parse_name(name)
+            cached = spec.checkpoint.is_file() if spec.checkpoint else weights_cached(spec)
+        except ConfigError as exc:
+            print(f"  ERROR   {name}: {exc}")
+            failed += 1
+            continue
+        if args.dry_run:
+            print(f"  {'cached ' if cached else 'missing'} {name} ({spec.library})")
+            continue
+        try:
+            load_model(name, pretrained=True)
+            print(f"  ok      {name}")
+        except ConfigError as exc:
+            print(f"  FAILED  {name}: {exc}")
+            failed += 1
+    print(f"{len(names)} model(s); {failed} failed" + (" (dry run: nothing downloaded)" if args.dry_run else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The paper experiments end to end on 4 generated images with random-init stand-ins.
+
+The only overrides are the ones a user would pass for a smoke run: ``pretrained=false``
+(random-init models, no download), ``n_images=4`` and ``steps=1``; data come from
+FLATBENCH_DATA, here a folder of generated PNGs in each layout.
+"""
+import pandas as pd
+import pytest
+
+from test_run import run
+
+SMOKE = ["pretrained=false", "n_images=4", "steps=1", "progress=false", "batch_size=4"]
+
+
+def _env(layouts):
+    return {"FLATBENCH_DATA": str(layouts["root"]), "HF_HUB_OFFLINE": "1"}
+
+
+def test_transferattack_rn50_sweep_and_compare_published(layouts, zoo_dir, tmp_path):
+    sweep = tmp_path / "ta"
+    run(["flatbench", "-m", "experiment=transferattack_rn50", *SMOKE, f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path,
+        _env(layouts))
+    df = pd.concat(pd.read_csv(f) for f in sweep.glob("*/results.csv"))
+    assert sorted(df["attack"].unique()) == ["GNP", "MI-FGSM", "MI-FGSM+DIM", "MI-FGSM+TIM", "PGN"]
+    assert len(df) == 5 * 8 and (df["experiment"] == "transferattack_rn50").all()
+    assert (df["eps"] == 16).all() and (df["linf_mean"] <= 16).all()
+    assert (df.loc[df["target"] == "resnet50", "role"] == "white-box").all()
+    p = run(["flatbench-report", str(sweep), "--compare", "published"], zoo_dir, tmp_path)
+    cmp = pd.read_csv(sweep / "compare.csv")
+    assert len(cmp) == 3 * 8  # MI-FGSM, PGN and GNP have published numbers for all 8 targets
+    row = cmp[(cmp["attack"] == "PGN") & (cmp["target"] == "vit")].iloc[0]
+    assert row["published"] == 50.1 and row["diff"] == pytest.approx(row["ours"] - 50.1)
+    assert "| PGN | 16 | vit |" in (sweep / "compare.md").read_text() and "TransferAttack README" in p.stdout
+
+
+@pytest.mark.parametrize("experiment,extra", [
+    ("pgn_table1", ["method=pgn_dim_tim", "penalty.n_samples=2"]),
+    ("gnp_table", ["method=gnp_dim_tim", "eps=4"]),
+])
+def test_paper_experiment_cell_runs(layouts, zoo_dir, tmp_path, experiment, extra):
+    out = tmp_path / experiment
+    run(["flatbench", f"experiment={experiment}", *SMOKE, *extra, f"hydra.run.dir={out}"], zoo_dir, tmp_path,
+        _env(layouts))
+    df = pd.read_csv(out / "results.csv")
+    assert (df["n_images"] == 4).all() and df["asr"].between(0, 100).all()
+    assert df["target"].nunique() == len(df) >= 7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["pgn_table1", "gnp_table"])
+def test_paper_experiment_full_sweep(layouts, zoo_dir, tmp_path, experiment):
+    sweep = tmp_path / experiment
+    run(["flatbench", "-m", f"experiment={experiment}", *SMOKE, f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path,
+        _env(layouts))
+    assert len(list(sweep.glob("*/results.csv"))) == {"pgn_table1": 6, "gnp_table": 12}[experiment]
