@@ -4,21 +4,30 @@
     flatbench method=pgn surrogate=digits-resnet eps=16
     flatbench -m method=mifgsm,pgn,gnp surrogate=digits-cnn,digits-vit   # a sweep
     flatbench -m experiment=digits              # the default experiment (make run)
+    flatbench evaluate SWEEP_DIR targets=digits # evaluate stored adversarial sets on more targets
+    torchrun --nproc-per-node=2 -m flatbench ...            # one cell across 2 processes/GPUs
+
+Rerunning a sweep skips finished cells; ``force=true`` recomputes. Errors print one line on
+stderr (exit 1); ``hydra.verbose=true`` shows the traceback. SIGTERM/SIGINT stop a cell
+between batches, keeping its finished batches, and exit 143 so that a requeue resumes it.
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import List, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .config import register_schema
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+EXIT_STOPPED = 143  # 128 + SIGTERM: the cell did not finish; its finished batches are kept
 
 log = logging.getLogger("flatbench")
 
@@ -28,19 +37,105 @@ def _print_table(df) -> None:
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
 
 
+def _on_signal(signum, frame) -> None:
+    from .cell import STOP_REQUESTED
+
+    STOP_REQUESTED["signal"] = signal.Signals(signum).name
+    log.warning("%s received: stopping after the current batch (finished batches are kept)", STOP_REQUESTED["signal"])
+
+
+def _verbose() -> bool:
+    try:
+        return bool(HydraConfig.get().verbose)
+    except ValueError:
+        return False
+
+
+def expected_errors() -> tuple:
+    from .attacks.loop import NonFiniteError
+    from .registry import ConfigError
+
+    return (ConfigError, NonFiniteError, OSError, ValueError, KeyError, RuntimeError)
+
+
+def guarded(fn, *args, **kwargs):
+    """Run fn; expected errors become one line on stderr and exit 1 (SIGTERM stops exit 143)."""
+    from .cell import Stop
+
+    try:
+        return fn(*args, **kwargs)
+    except Stop as exc:
+        print(f"flatbench: {exc}; finished batches are kept, rerun (or requeue) to resume", file=sys.stderr)
+        sys.exit(EXIT_STOPPED)
+    except expected_errors() as exc:
+        if _verbose() or os.environ.get("FLATBENCH_TRACEBACK"):
+            raise
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"flatbench: error: {type(exc).__name__}: {msg}", file=sys.stderr)
+        sys.exit(1)
+
+
 def task(cfg: DictConfig) -> None:
     from .cell import run_cell
+    from .dist import world
 
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    df = run_cell(cfg, out_dir)
-    _print_table(df)
-    log.info("results: %s", out_dir / "results.csv")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _on_signal)
+    w = guarded(world)
+    # Under torchrun every rank must write into rank 0's directory (timestamps may differ).
+    out_dir = Path(w.broadcast(str(HydraConfig.get().runtime.output_dir)))
+    df = guarded(run_cell, cfg, out_dir)
+    if df is not None:
+        _print_table(df)
+        log.info("results: %s", out_dir / "results.csv")
+
+
+def _cell_dirs(root: Path) -> List[Path]:
+    return sorted({p.parent.parent for p in root.rglob(".hydra/overrides.yaml") if (p.parent.parent / "cell.json").exists()
+                   or (p.parent.parent / "adv.safetensors").exists()})
+
+
+def evaluate_main(argv: List[str]) -> int:
+    """``flatbench evaluate DIR... [OVERRIDES]``: evaluate the stored adversarial sets of every
+    cell under DIR with the cell's own config plus OVERRIDES (e.g. ``targets=[digits,cnn]``).
+    Only (cell, target) pairs without a stored evaluation are computed; nothing is recrafted."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .cell import run_cell
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(evaluate_main.__doc__)
+        return 0 if argv else 2
+    dirs = [Path(a) for a in argv if "=" not in a]
+    extra = [a for a in argv if "=" in a]
+    cells = [c for d in dirs for c in (_cell_dirs(d) if d.is_dir() else [])]
+    if not cells:
+        print(f"flatbench evaluate: error: no cells (.hydra/overrides.yaml with an adversarial set) under "
+              f"{', '.join(map(str, dirs)) or 'the given directories'}", file=sys.stderr)
+        return 2
+    register_schema()
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in extra}
+    for cell in cells:
+        own = [o for o in OmegaConf.to_container(OmegaConf.load(cell / ".hydra" / "overrides.yaml"))
+               if o.split("=", 1)[0].lstrip("+~") not in keys]
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = guarded(compose, "config", overrides=own + extra)
+        print(f"== {cell}")
+        df = guarded(run_cell, cfg, cell, mode="evaluate")
+        if df is not None:
+            _print_table(df)
+    return 0
 
 
 def main() -> None:
     register_schema()
     # W&B and tqdm write a lot to a non-interactive terminal; keep runs readable.
     os.environ.setdefault("WANDB_SILENT", "true")
+    if len(sys.argv) > 1 and sys.argv[1] == "evaluate":
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+        sys.exit(evaluate_main(sys.argv[2:]))
     hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")(task)()
 
 

@@ -40,3 +40,62 @@ def load_adv(path: Path) -> Tuple[torch.Tensor, List[str]]:
     with safe_open(str(path), framework="pt") as f:
         ids = json.loads(f.metadata()["ids"])
         return f.get_tensor("images"), ids
+
+
+class AdvStore:
+    """The content-addressed store of one cell's adversarial set: ``CACHE/adv/<cell_id>/``.
+
+    ``batches/<lo>-<hi>.safetensors`` are finished batches (checkpoints while crafting);
+    ``adv.safetensors`` is the whole set, written once every batch exists. Files appear by
+    atomic rename only, so a killed job leaves either a whole file or none. Evaluations are
+    cached beside it, one file per (target, model spec): ``eval/<key>.csv``.
+    """
+
+    def __init__(self, cache_dir: Path, cell_id: str):
+        self.dir = Path(cache_dir) / "adv" / cell_id
+        self.batches = self.dir / "batches"
+        self.full = self.dir / "adv.safetensors"
+        self.evals = self.dir / "eval"
+
+    def _batch(self, lo: int, hi: int) -> Path:
+        return self.batches / f"{lo:07d}-{hi:07d}.safetensors"
+
+    def load_batch(self, lo: int, hi: int) -> Optional[torch.Tensor]:
+        from safetensors.torch import load_file
+
+        if self.full.exists():
+            return load_adv(self.full)[0][lo:hi]
+        f = self._batch(lo, hi)
+        return load_file(str(f))["images"] if f.exists() else None
+
+    def save_batch(self, lo: int, hi: int, images: torch.Tensor) -> None:
+        from safetensors.torch import save
+
+        atomic_write_bytes(self._batch(lo, hi), save({"images": images.contiguous().cpu()}))
+
+    def finished_batches(self) -> int:
+        return len(list(self.batches.glob("*.safetensors"))) if self.batches.exists() else 0
+
+    def load(self) -> Optional[Tuple[torch.Tensor, List[str]]]:
+        return load_adv(self.full) if self.full.exists() else None
+
+    def save(self, images: torch.Tensor, ids: List[str], meta: dict) -> None:
+        save_adv(self.full, images, ids)
+        from .io import atomic_write_text
+
+        atomic_write_text(self.dir / "meta.json", json.dumps(meta, indent=2, default=str))
+        # The batches are now redundant with the whole set.
+        for f in self.batches.glob("*.safetensors") if self.batches.exists() else []:
+            f.unlink(missing_ok=True)
+
+    def meta(self) -> dict:
+        f = self.dir / "meta.json"
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def eval_path(self, key: str) -> Path:
+        return self.evals / f"{key}.csv"
+
+    def clear(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,225 @@
+"""Sweeps at scale on CPU: launchers, data-parallel cells, resume after kills, caches, statistics."""
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from flatbench.stats import mcnemar, wilson
+from flatbench.store import load_adv
+from test_run import BIN, SMALL, run
+
+PGN_SMALL = ["method=pgn", "penalty.n_samples=2", "targets=digits_small", "progress=false"]
+
+
+def _env(zoo_dir, **extra):
+    return dict(os.environ, FLATBENCH_ZOO=str(zoo_dir), WANDB_MODE="offline", OMP_NUM_THREADS="1", **extra)
+
+
+def _results(d: Path) -> pd.DataFrame:
+    return pd.read_csv(d / "results.csv").sort_values("target").reset_index(drop=True)
+
+
+SAME = ["asr", "clean_acc", "n_fooled", "linf_mean", "l2_mean", "cell_id", "asr_ci_low", "asr_ci_high"]
+
+
+# ---------------------------------------------------------------- statistics
+
+def test_wilson_known_values():
+    lo, hi = wilson(81, 263)  # Newcombe (1998), Stat. Med. 17:857, example: 0.2553 to 0.3662
+    assert (round(lo, 4), round(hi, 4)) == (0.2553, 0.3662)
+    lo, hi = wilson(0, 10)
+    assert lo == 0 and hi == pytest.approx(0.2775, abs=1e-4)
+    lo, hi = wilson(10, 10)
+    assert hi == pytest.approx(1) and lo == pytest.approx(0.7225, abs=1e-4)
+    with pytest.raises(ValueError):
+        wilson(11, 10)
+
+
+def test_mcnemar_known_values():
+    # The Wikipedia example (b = 121, c = 59): chi2 with continuity correction = 61^2 / 180.
+    t = mcnemar(121, 59)
+    assert t["chi2"] == pytest.approx(61 ** 2 / 180)
+    assert t["p_chi2"] == pytest.approx(math.erfc(math.sqrt(t["chi2"] / 2)))
+    assert t["p_exact"] < 1e-5
+    assert mcnemar(0, 10)["p_exact"] == pytest.approx(2 / 1024)   # all discordant pairs one way
+    assert mcnemar(5, 5)["p_exact"] == 1.0 and mcnemar(0, 0)["p_exact"] == 1.0
+    assert mcnemar(3, 7)["p_exact"] == pytest.approx(2 * (1 + 10 + 45 + 120) / 1024)
+
+
+# ---------------------------------------------------------------- resume, force, kill
+
+def test_rerun_skips_finished_cell_and_force_recomputes(trained_zoo, zoo_dir, tmp_path):
+    out = tmp_path / "cell"
+    args = ["flatbench", *SMALL, "method=mifgsm", f"hydra.run.dir={out}"]
+    first = run(args, zoo_dir, tmp_path)
+    assert "evaluated 2 target(s)" in first.stdout + first.stderr
+    before = _results(out)
+    again = run(args, zoo_dir, tmp_path)
+    assert "already finished" in again.stdout + again.stderr and "skipping" in again.stdout + again.stderr
+    pd.testing.assert_frame_equal(_results(out), before)
+    forced = run(args + ["force=true"], zoo_dir, tmp_path)
+    log = forced.stdout + forced.stderr
+    assert "evaluated 2 target(s)" in log and "reusing the stored" not in log
+    pd.testing.assert_frame_equal(_results(out)[SAME], before[SAME])
+    # A new run dir with the same semantic config reuses the cached adversarial set and evaluations.
+    other = run(["flatbench", *SMALL, "method=mifgsm", f"hydra.run.dir={tmp_path / 'other'}"], zoo_dir, tmp_path)
+    assert "reusing the stored adversarial set" in other.stdout + other.stderr
+    assert "evaluated 0 target(s)" in other.stdout + other.stderr
+
+
+def _start(args, zoo_dir, cwd):
+    return subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=cwd, env=_env(zoo_dir),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_batches(cache: Path, n: int, proc, timeout=240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if len(list(cache.glob("adv/*/batches/*.safetensors"))) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError("the cell finished before it could be interrupted: " + proc.stderr.read()[-2000:])
+        time.sleep(0.05)
+    raise AssertionError("no batch checkpoints appeared")
+
+
+LONG = ["method=pgn", "penalty.n_samples=4", "n_images=48", "batch_size=6", "targets=digits_small", "progress=false"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_cell_resumes_and_equals_uninterrupted(trained_zoo, zoo_dir, tmp_path, sig):
+    sweep = tmp_path / "sweep"
+    args = ["flatbench", "-m", *LONG, "seed=3,4", f"hydra.sweep.dir={sweep}"]
+    proc = _start(args, zoo_dir, tmp_path)
+    _wait_batches(tmp_path / "outputs" / "cache", 3, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143, err[-2000:]
+        assert "finished batches are kept" in err.splitlines()[-1]
+    else:
+        assert proc.returncode == -9
+    # Nothing partial in place: no rows, no cell marker, no half-written files under the old names.
+    assert not list(sweep.glob("*/results.csv")) and not list(sweep.glob("*/cell.json"))
+    kept = len(list((tmp_path / "outputs" / "cache").glob("adv/*/batches/*.safetensors")))
+    assert kept >= 3
+    resumed = run(args, zoo_dir, tmp_path)
+    assert len(list(sweep.glob("*/results.csv"))) == 2
+    # The uninterrupted reference, in a fresh cache.
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    run(["flatbench", *LONG, "seed=3", f"hydra.run.dir={ref / 'cell'}"], zoo_dir, ref)
+    cell0 = next(d for d in sweep.iterdir() if (d / "cell.json").exists() and _results(d)["seed"].iloc[0] == 3)
+    pd.testing.assert_frame_equal(_results(cell0)[SAME], _results(ref / "cell")[SAME])
+    assert torch.equal(load_adv(cell0 / "adv.safetensors")[0], load_adv(ref / "cell" / "adv.safetensors")[0])
+    meta = json.loads((cell0 / "cell.json").read_text())
+    assert meta["cell_id"] == _results(ref / "cell")["cell_id"].iloc[0]
+    # The report over the resumed sweep has each (cell, target) once.
+    run(["flatbench-report", str(sweep)], zoo_dir, tmp_path)
+    merged = pd.read_csv(sweep / "results.csv")
+    assert len(merged) == 4 and not merged.duplicated(["cell_id", "target"]).any()
+    assert f"resuming: {kept} of 8 batches already finished" in resumed.stdout + resumed.stderr
+
+
+# ---------------------------------------------------------------- evaluate only what is missing
+
+def test_evaluate_adds_only_missing_targets_and_never_recrafts(trained_zoo, zoo_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    run(["flatbench", "-m", *SMALL, "method=ifgsm,mifgsm", f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
+    p = run(["flatbench", "evaluate", str(sweep), "targets=digits"], zoo_dir, tmp_path)
+    log = p.stdout + p.stderr
+    assert log.count("evaluated 4 target(s)") == 2 and log.count("reused 2 from the cache") == 2
+    assert log.count("reusing the stored adversarial set") == 2 and "craft" not in p.stderr.replace("crafts", "")
+    for cell in sweep.glob("[0-9]*"):
+        meta = json.loads((cell / "cell.json").read_text())
+        assert sorted(meta["reused"]) == ["digits-cnn", "digits-mlp"]
+        assert len(meta["evaluated"]) == 4 and len(_results(cell)) == 6
+    again = run(["flatbench", "evaluate", str(sweep), "targets=digits"], zoo_dir, tmp_path)
+    assert (again.stdout + again.stderr).count("already finished") == 2
+    # Without the cache directory, the cells' own predictions.csv still spare the known pairs.
+    import shutil
+    shutil.rmtree(tmp_path / "outputs" / "cache")
+    p = run(["flatbench", "evaluate", str(sweep), "targets=[digits,digits_small]", "force=false",
+             "+targets.extra={model: digits-cnn-bn, role: normal}"], zoo_dir, tmp_path)
+    assert (p.stdout + p.stderr).count("evaluated 1 target(s)") == 2
+    bad = subprocess.run([str(BIN / "flatbench"), "evaluate", str(tmp_path / "nothing")], cwd=tmp_path,
+                         env=_env(zoo_dir), capture_output=True, text=True)
+    assert bad.returncode == 2 and "no cells" in bad.stderr
+
+
+def test_evaluate_without_an_adversarial_set_fails_clearly(trained_zoo, zoo_dir, tmp_path):
+    out = tmp_path / "cell"
+    run(["flatbench", *SMALL, "save_images=false", f"hydra.run.dir={out}"], zoo_dir, tmp_path)
+    import shutil
+    shutil.rmtree(tmp_path / "outputs" / "cache")
+    p = subprocess.run([str(BIN / "flatbench"), "evaluate", str(out), "targets=digits"], cwd=tmp_path,
+                       env=_env(zoo_dir), capture_output=True, text=True)
+    assert p.returncode == 1 and "never crafts" in p.stderr and "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------- report statistics
+
+def test_report_ci_mcnemar_and_param_plot(trained_zoo, zoo_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    run(["flatbench", "-m", "n_images=24", "targets=digits_small", "progress=false", "method=mifgsm,pgn",
+         "eps=8,16", f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
+    run(["flatbench-report", str(sweep), "--mcnemar", "PGN", "MI-FGSM", "--plot-param", "eps", "--wandb", "fb-test"],
+        zoo_dir, tmp_path)
+    df = pd.read_csv(sweep / "results.csv")
+    assert ((df["asr_ci_low"] <= df["asr"]) & (df["asr"] <= df["asr_ci_high"])).all()
+    mc = pd.read_csv(sweep / "mcnemar.csv")
+    assert len(mc) == 2 * 2 and (mc["n"] == 24).all()  # 2 eps x 2 targets
+    flags = pd.concat(pd.read_csv(f) for f in sweep.glob("*/predictions.csv"))
+    assert set(flags["fooled"]) <= {0, 1}
+    row = mc.iloc[0]
+    assert row["p_exact"] == pytest.approx(mcnemar(int(row["only_a"]), int(row["only_b"]))["p_exact"])
+    assert "[" in (sweep / "table_ci.md").read_text()
+    import matplotlib.image as mpimg
+    img = mpimg.imread(sweep / "asr_vs_eps.png")
+    assert img.shape[1] > 400 and img[..., :3].std() > 0.05
+    assert list(sweep.glob("wandb/offline-run-*"))
+
+
+# ---------------------------------------------------------------- launchers and data-parallel cells
+
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]])
+def test_parallel_launchers_run_two_cells(trained_zoo, zoo_dir, tmp_path, launcher):
+    sweep = tmp_path / "sweep"
+    run(["flatbench", "-m", *launcher, *SMALL, "method=ifgsm,mifgsm", f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
+    cells = sorted(sweep.glob("*/results.csv"))
+    assert len(cells) == 2
+    assert {pd.read_csv(c)["attack"].iloc[0] for c in cells} == {"I-FGSM", "MI-FGSM"}
+    if "submitit" in launcher[0]:
+        assert (sweep / ".submitit").is_dir()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_gloo_ranks_equal_single_process(trained_zoo, zoo_dir, tmp_path):
+    args = [*PGN_SMALL, "n_images=20", "batch_size=4", "device=cpu"]
+    single = tmp_path / "single"
+    run(["flatbench", *args, f"hydra.run.dir={single}", "paths.cache_dir=cache_single"], zoo_dir, tmp_path)
+    multi = tmp_path / "multi"
+    p = subprocess.run([str(BIN / "torchrun"), "--nproc-per-node=2", f"--master-port={_free_port()}", "-m", "flatbench",
+                        *args, f"hydra.run.dir={multi}", "paths.cache_dir=cache_multi"], cwd=tmp_path,
+                       env=_env(zoo_dir), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "rank 1/2" in p.stderr + p.stdout
+    pd.testing.assert_frame_equal(_results(multi)[SAME + ["grad_evals"]], _results(single)[SAME + ["grad_evals"]])
+    assert torch.equal(load_adv(multi / "adv.safetensors")[0], load_adv(single / "adv.safetensors")[0])
+    pm, ps = pd.read_csv(multi / "predictions.csv"), pd.read_csv(single / "predictions.csv")
+    pd.testing.assert_frame_equal(pm, ps)
