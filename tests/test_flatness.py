@@ -1,0 +1,135 @@
+"""Flatness metrics on analytic losses, determinism, plots, and flatness=on end to end."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from flatbench.flatness import FlatnessSettings, hessian_top, landscape, landscape_png, metrics
+from flatbench.registry import ConfigError
+from test_run import SMALL, run
+
+IDS = ["a", "b", "c"]
+
+
+def quadratic(A: torch.Tensor, b: torch.Tensor):
+    """ℓ(x) = ½ xᵀAx + bᵀx per image (x flattened): ∇ℓ = Ax + b, H = A."""
+    def fn(x):
+        z = x.flatten(1).double()
+        return (0.5 * (z @ A * z).sum(1) + z @ b).to(x.dtype)
+    return fn
+
+
+def spectrum(d: int, eigs, seed=0):
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return q @ torch.diag(torch.as_tensor(eigs, dtype=torch.float64)) @ q.T
+
+
+def test_gradient_norms_and_top_eigenvalue_on_a_quadratic():
+    d = 12
+    A = spectrum(d, [-7.0, 3.0, 2.0] + [0.5] * (d - 3))
+    b = torch.linspace(-1, 1, d, dtype=torch.float64)
+    x = torch.rand(3, 3, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    st = FlatnessSettings(rho=0.05, k_samples=4, power_iters=200, tol=1e-10, clamp=False)
+    m = metrics(quadratic(A, b), x, IDS, st)
+    g = x.flatten(1) @ A + b
+    assert torch.allclose(m["grad_l2"].double(), g.norm(dim=1), rtol=1e-5)
+    assert torch.allclose(m["grad_l1"].double(), g.abs().sum(1), rtol=1e-5)
+    assert torch.allclose(m["hess_top"].double(), torch.full((3,), -7.0, dtype=torch.float64), rtol=1e-4)  # largest |λ|
+    assert torch.allclose(m["loss"].double(), quadratic(A, b)(x).double())
+
+
+def test_mean_sharpness_matches_its_expectation():
+    # E[ℓ(x) − ℓ(x+u)] = −½ E[uᵀAu] = −tr(A)·ρ²/6 for u ~ U[−ρ, ρ]^d.
+    d = 16
+    A = spectrum(d, torch.linspace(-4, 2, d).tolist(), seed=2)
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
+    rho = 0.3
+    st = FlatnessSettings(rho=rho, k_samples=4000, power_iters=2, clamp=False)
+    m = metrics(quadratic(A, torch.zeros(d, dtype=torch.float64)), x, IDS, st)
+    want = -torch.trace(A).item() * rho ** 2 / 6
+    assert m["sharp_mean"].double().mean().item() == pytest.approx(want, rel=0.05)
+    assert (m["sharp_max"] >= m["sharp_mean"]).all()
+
+
+def test_worst_case_sharpness_on_a_linear_loss_is_rho_times_l1():
+    b = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    fn = lambda x: x.flatten(1).double() @ b  # noqa: E731
+    x = torch.full((3, 1, 2, 2), 0.5, dtype=torch.float64)
+    m = metrics(fn, x, IDS, FlatnessSettings(rho=0.1, k_samples=2, worst_steps=5, power_iters=3, clamp=False))
+    assert torch.allclose(m["sharp_worst"].double(), torch.full((3,), 0.1 * b.abs().sum().item(), dtype=torch.float64))
+    assert (m["hess_top"] == 0).all()  # linear: no curvature, and no NaN
+
+
+def test_metrics_are_deterministic_and_independent_of_batching(small_cnn):
+    from flatbench.flatness import model_loss
+
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3])
+    st = FlatnessSettings(rho=4 / 255, k_samples=3, worst_steps=2, power_iters=5)
+    ids = ["i0", "i1", "i2", "i3"]
+    full = metrics(model_loss(small_cnn, y, False), x, ids, st, seed=7)
+    again = metrics(model_loss(small_cnn, y, False), x, ids, st, seed=7)
+    halves = [metrics(model_loss(small_cnn, y[s], False), x[s], ids[s], st, seed=7) for s in (slice(0, 2), slice(2, 4))]
+    for k in full:
+        assert torch.equal(full[k], again[k]), k
+        assert torch.allclose(full[k], torch.cat([h[k] for h in halves]), atol=1e-5, rtol=1e-4), k
+    other = metrics(model_loss(small_cnn, y, False), x, ids, st, seed=8)
+    assert not torch.equal(full["sharp_mean"], other["sharp_mean"])
+
+
+def test_settings_out_of_range_name_the_key():
+    with pytest.raises(ConfigError, match="flatness.k_samples=0"):
+        FlatnessSettings(k_samples=0).check()
+    from flatbench.config import flatness_settings
+    with pytest.raises(ConfigError, match="Did you mean 'rho'"):
+        flatness_settings({"enabled": True, "rhoo": 3})
+    assert flatness_settings({"enabled": False, "rho": 3}) is None
+    assert flatness_settings({"enabled": True, "rho": 51}).rho == pytest.approx(0.2)
+
+
+def test_landscape_plot_renders_side_by_side(small_cnn, tmp_path):
+    from flatbench.flatness import model_loss
+    import matplotlib.image as mpimg
+
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    st = FlatnessSettings(rho=8 / 255, landscape_points=7)
+    rows = landscape(model_loss(small_cnn, torch.tensor([0, 1]), False), x, ["p", "q"], st)
+    df = pd.DataFrame(rows)
+    assert len(df) == 2 * (7 + 7 + 49) and set(df["kind"]) == {"random", "gradient", "2d"}
+    png = landscape_png({"A": df, "B": df.assign(loss=df["loss"] * 2)}, ["p", "q"], title="t")
+    (tmp_path / "l.png").write_bytes(png)
+    img = mpimg.imread(tmp_path / "l.png")
+    assert img.shape[0] > 400 and img.shape[1] > 800 and img[..., :3].std() > 0.05
+
+
+def test_hessian_power_iteration_converges_and_stops_early():
+    A = spectrum(8, [5.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.2, 0.1], seed=3)
+    x = torch.rand(2, 1, 2, 4, dtype=torch.float64)
+    lam = hessian_top(quadratic(A, torch.zeros(8, dtype=torch.float64)), x, ["u", "v"], iters=500, tol=1e-12)
+    assert torch.allclose(lam.double(), torch.full((2,), 5.0, dtype=torch.float64), rtol=1e-6)
+
+
+def test_flatness_on_adds_columns_files_and_report(trained_zoo, zoo_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    run(["flatbench", "-m", "flatness=on", "flatness.k_samples=4", "flatness.power_iters=5", "flatness.at_clean=true",
+         "flatness.landscape_points=7", "method=ifgsm,pgn", *SMALL, f"hydra.sweep.dir={sweep}"],
+        zoo_dir, tmp_path)
+    for cell in sorted(sweep.glob("[0-9]*")):
+        df = pd.read_csv(cell / "results.csv")
+        for m in ("loss", "grad_l2", "sharp_mean", "sharp_max", "sharp_worst", "hess_top"):
+            assert df[f"flat_{m}_median"].notna().all(), m
+            assert (df[f"flat_{m}_q25"] <= df[f"flat_{m}_q75"] + 1e-12).all()
+        assert "flat_clean_loss_mean" in df.columns and (df["flat_rho"] == 8).all()
+        per = pd.read_csv(cell / "flatness.csv")
+        assert len(per) == 16 and set(per["at"]) == {"adv", "clean"}
+        assert (cell / "landscape.png").stat().st_size > 10_000
+        assert json.loads((cell / "cell.json").read_text())["flatness"]["enabled"] is True
+    p = run(["flatbench-report", str(sweep), "--flatness", "sharp_mean", "--landscape", "I-FGSM", "PGN"], zoo_dir, tmp_path)
+    assert "Spearman rho over 2 cells" in p.stdout
+    for f in ("flatness_vs_transfer.png", "flatness_by_fooled.png", "landscape_compare.png", "flatness.md"):
+        assert (sweep / f).stat().st_size > (200 if f.endswith(".md") else 10_000), f
+    # Turning flatness on for a finished cell recomputes it instead of skipping.
+    cell = sorted(sweep.glob("[0-9]*"))[0]
+    plain = run(["flatbench", "method=ifgsm", *SMALL, f"hydra.run.dir={cell}"], zoo_dir, tmp_path)
+    assert "already finished" not in plain.stdout + plain.stderr
