@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -14,14 +15,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from .attacks import build_attack, part_params
-from .config import ROLES, CellSettings, attack_kwargs, parse_targets, plain, resolve, to_255
+from .attacks.loop import NonFiniteError
+from .config import (ENTRY_KEYS, ROLES, CellSettings, attack_kwargs, flatness_settings, parse_targets, plain, resolve,
+                     to_255)
 from .data import DATASETS, ImageSet
 from .io import atomic_write_text
-from .metrics import perturbation_norms, transfer_counts
+from .dist import World, world
+from .metrics import perturbation_norms, success_flags, transfer_counts
 from .models import load_model, load_surrogate
 from .record import build_logger, write_csv
 from .registry import ConfigError
-from .store import quantize, save_adv
+from .store import AdvStore, load_adv, quantize, save_adv
 
 log = logging.getLogger("flatbench")
 
@@ -61,31 +65,48 @@ def choose_targets(s: CellSettings, data: ImageSet, surrogate: torch.nn.Module, 
     return logits.argmin(1)
 
 
-def describe(s: CellSettings, attack, data: ImageSet) -> Dict[str, Any]:
-    """The effective settings, after each part applied its own defaults (hashed into cell_id)."""
+# Data settings that say where or how fast data is read, not what is read (the digest covers that).
+NON_SEMANTIC_DATA = ("default_eps", "root", "num_workers", "skip_bad_images", "classes")
+
+
+def describe(s: CellSettings, attack, data: ImageSet, batch_size: int = 64, pretrained: bool = True) -> Dict[str, Any]:
+    """The effective settings, after each part applied its own defaults (hashed into cell_id).
+
+    Paths, the logger, the launcher, the device and the target zoo are not part of it; the
+    data set enters by name, settings and content digest; ``batch_size`` does, because a
+    batch's noise is keyed by its first image's index.
+    """
     est = part_params(attack.estimator)
     if "r" in est:
         est["r"] = to_255(attack.alpha if est["r"] is None else est["r"])
     return {
-        "data": {k: v for k, v in s.data.items() if k != "default_eps"},
+        "data": {k: v for k, v in s.data.items() if k not in NON_SEMANTIC_DATA},
+        "data_digest": data.digest(),
         "n_images": len(data),
         "surrogate": s.surrogate,
+        "pretrained": bool(pretrained),
         "optimizer": [s.optimizer, part_params(attack.optimizer)],
         "penalty": [s.penalty, est],
         "transforms": [[type(p).__name__.lower(), part_params(p)] for p in (*attack.transforms, *attack.filters)],
         "eps": s.eps, "steps": s.steps, "alpha": round(s.alpha, 6), "norm": s.norm,
         "targeted": s.targeted, "target_rule": s.target_rule if s.targeted else None, "seed": s.seed,
+        "batch_size": int(batch_size),
     }
 
 
-def config_columns(s: CellSettings, attack, data: ImageSet, semantic: Dict[str, Any], cell_id: str) -> Dict[str, Any]:
+def cell_hash(semantic: Dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def config_columns(s: CellSettings, attack, data: ImageSet, semantic: Dict[str, Any], cell_id: str,
+                   experiment: str = "") -> Dict[str, Any]:
     est = semantic["penalty"][1]
     tf_cols, tf_labels = {}, []
     for name, params in semantic["transforms"]:
         tf_labels.append(name + "(" + ",".join(f"{k}={v}" for k, v in params.items()) + ")")
         tf_cols.update({f"{name}.{k}": v for k, v in params.items()})
     cols = {
-        "dataset": data.name, "n_images": len(data), "surrogate": "+".join(s.surrogate), "attack": attack.label,
+        "experiment": experiment, "dataset": data.name, "n_images": len(data), "surrogate": "+".join(s.surrogate), "attack": attack.label,
         "optimizer": s.optimizer, "penalty": s.penalty, "beta": est.get("beta"), "r": est.get("r"),
         "zeta": est.get("zeta"), "n_samples": est.get("n_samples"), "lookahead": est.get("lookahead"),
         "transforms": "+".join(tf_labels) or "none", "eps": s.eps, "steps": s.steps, "alpha": round(s.alpha, 6),
@@ -97,80 +118,356 @@ def config_columns(s: CellSettings, attack, data: ImageSet, semantic: Dict[str, 
     return cols
 
 
-def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: int, seed: int, progress: bool) -> tuple:
-    """Adversarial uint8 images for the whole set, batch by batch, with a progress bar."""
-    from tqdm.auto import tqdm
-
-    out = torch.empty_like(data.images)
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(data), desc=f"craft {attack.label}", unit="img", disable=not progress)
-    for lo in range(0, len(data), batch_size):
-        hi = min(len(data), lo + batch_size)
-        x = data.floats(slice(lo, hi)).to(device)
-        # Keyed by the batch's first image index, so a batch's noise does not depend on what ran before it.
-        x_adv = attack(x, y_attack[lo:hi].to(device), seed=(seed, lo))
-        out[lo:hi] = quantize(x_adv, data.images[lo:hi], attack.eps, attack.norm).cpu()
-        bar.update(hi - lo)
-    bar.close()
-    return out, time.perf_counter() - t0
-
-
 @torch.inference_mode()
 def predict(model: torch.nn.Module, images_u8: torch.Tensor, device, batch_size: int) -> torch.Tensor:
     return torch.cat([model(images_u8[i:i + batch_size].to(device).float() / 255.0).argmax(1).cpu()
                       for i in range(0, len(images_u8), batch_size)])
 
 
-def run_cell(cfg: DictConfig, out_dir: Path) -> pd.DataFrame:
-    """Run the cell described by ``cfg``, writing its outputs to ``out_dir``; returns its rows."""
+class TargetModels:
+    """Builds each distinct target model once per cell; the surrogate doubles as its own target."""
+
+    BUILD_KEYS = ("label_offset", "num_classes", "input_size", "pretrained")
+
+    def __init__(self, surrogate, surrogate_names, zoo_kw, device, data: Optional[ImageSet] = None):
+        self.data = data
+        self.surrogate, self.names, self.kw, self.device = surrogate, list(surrogate_names), dict(zoo_kw), device
+        self.cache = {}
+
+    def get(self, entry: Dict[str, Any]) -> torch.nn.Module:
+        from .models import defend, freeze
+
+        build = {k: entry[k] for k in self.BUILD_KEYS if entry.get(k) is not None}
+        key = (entry["model"], tuple(sorted(build.items())))
+        if key not in self.cache:
+            if not build and self.surrogate is not None and len(self.names) == 1 and entry["model"] == self.names[0]:
+                self.cache[key] = self.surrogate
+            else:
+                self.cache[key] = load_model(entry["model"], **{**self.kw, **build}).to(self.device)
+                if self.data is not None:
+                    check_classes(self.cache[key], self.data, self.device, f"target {entry['model']!r}")
+        model = self.cache[key]
+        if entry.get("defense"):
+            model = freeze(defend(model, entry["defense"], name=entry["model"])).to(self.device)
+        return model
+
+
+def check_classes(model: torch.nn.Module, data: ImageSet, device, what: str) -> None:
+    """Fail before crafting when a model's class space does not match the data set's labels."""
+    with torch.inference_mode():
+        k = model(data.floats(slice(0, 1)).to(device)).shape[-1]
+    if k != data.num_classes:
+        raise ConfigError(f"{what} outputs {k} classes but data set {data.name!r} has {data.num_classes} "
+                          f"(labels 0..{data.num_classes - 1}); set label_offset for 1001-class models, or pick a "
+                          "model trained on this data set")
+
+
+class Stop(Exception):
+    """Raised between batches when SIGTERM/SIGINT asked the cell to stop (finished batches are kept)."""
+
+
+STOP_REQUESTED = {"signal": None}
+
+
+def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: int, seed: int, progress: bool,
+          store: Optional[AdvStore] = None, world: Optional[World] = None, force: bool = False) -> tuple:
+    """Adversarial uint8 images for the batches this rank owns, batch by batch, with a progress bar.
+
+    Each finished batch is checkpointed in ``store`` (when given), so an interrupted cell
+    resumes from its last finished batch. Returns (images, seconds, batches crafted now).
+    """
+    from tqdm.auto import tqdm
+
+    world = world or World()
+    out = torch.zeros_like(data.images)
+    t0 = time.perf_counter()
+    bounds = [(lo, min(len(data), lo + batch_size)) for lo in range(0, len(data), batch_size)]
+    mine = [(i, lo, hi) for i, (lo, hi) in enumerate(bounds) if world.mine(i)]
+    bar = tqdm(total=sum(hi - lo for _, lo, hi in mine), desc=f"craft {attack.label}", unit="img",
+               disable=not progress or not world.main)
+    crafted = 0
+    if store is not None and not force and not store.full.exists():
+        have = sum(store._batch(lo, hi).exists() for _, lo, hi in mine)
+        if have:
+            log.info("resuming: %d of %d batches already finished (checkpoints in %s)", have, len(mine), store.batches)
+    for _, lo, hi in mine:
+        done = None if (store is None or force) else store.load_batch(lo, hi)
+        if done is None:
+            if STOP_REQUESTED["signal"]:
+                raise Stop(f"stopped by {STOP_REQUESTED['signal']} before batch {lo}:{hi}")
+            x = data.floats(slice(lo, hi)).to(device)
+            # Keyed by the batch's first image index, so a batch's noise does not depend on the
+            # rank or on what ran before it.
+            try:
+                x_adv = attack(x, y_attack[lo:hi].to(device), seed=(seed, lo))
+            except NonFiniteError as exc:
+                raise NonFiniteError(f"{exc} in batch of images {lo}..{hi - 1} ({data.ids[lo]}..{data.ids[hi - 1]})") from None
+            done = quantize(x_adv, data.images[lo:hi], attack.eps, attack.norm).cpu()
+            if store is not None:
+                store.save_batch(lo, hi, done)
+            crafted += 1
+        out[lo:hi] = done
+        bar.update(hi - lo)
+    bar.close()
+    return out, time.perf_counter() - t0, crafted
+
+
+def target_key(key: str, entry: Dict[str, Any], pretrained: bool) -> str:
+    """File-safe key of one target's evaluation: the zoo key and a hash of its model spec."""
+    spec = {k: entry.get(k) for k in ENTRY_KEYS}
+    spec["pretrained"] = entry.get("pretrained", pretrained)
+    digest = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + "-" + digest
+
+
+def finished_rows(out_dir: Path, cell_id: str, keys: Dict[str, str], flatness: Any = None) -> Optional[pd.DataFrame]:
+    """The rows of a cell already finished in out_dir with the same id, targets and flatness settings, else None."""
+    meta_f, res_f = out_dir / "cell.json", out_dir / "results.csv"
+    if not (meta_f.exists() and res_f.exists()):
+        return None
+    try:
+        meta = json.loads(meta_f.read_text())
+    except (OSError, ValueError):
+        return None
+    if meta.get("cell_id") != cell_id or meta.get("targets") != keys or meta.get("flatness") != flatness:
+        return None
+    return pd.read_csv(res_f)
+
+
+def seed_eval_cache(out_dir: Path, cell_id: str, keys: Dict[str, str], store: AdvStore) -> None:
+    """Copy an earlier run's per-image predictions of this cell into the evaluation cache.
+
+    So `flatbench evaluate` on an old sweep, or a rerun whose cache directory was cleaned,
+    evaluates only the (cell, target) pairs that are really missing.
+    """
+    meta_f, pred_f = out_dir / "cell.json", out_dir / "predictions.csv"
+    if not (meta_f.exists() and pred_f.exists()):
+        return
+    try:
+        meta = json.loads(meta_f.read_text())
+    except (OSError, ValueError):
+        return
+    if meta.get("cell_id") != cell_id:
+        return
+    old = meta.get("targets") or {}
+    want = [k for k, v in keys.items() if old.get(k) == v and not store.eval_path(v).exists()]
+    if not want:
+        return
+    pred = pd.read_csv(pred_f)
+    for k in want:
+        rows = pred[pred["target"] == k][["image_id", "clean_pred", "adv_pred"]]
+        if len(rows):
+            atomic_write_text(store.eval_path(keys[k]), rows.to_csv(index=False))
+
+
+def _device(name: str, w: World) -> torch.device:
+    dev = pick_device(name)
+    if w.active and dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", w.local_rank)
+    return dev
+
+
+def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.DataFrame]:
+    """Run the cell described by ``cfg`` into ``out_dir``; returns its rows (None on ranks > 0).
+
+    ``mode="run"`` crafts what is missing (resuming from finished batches) and evaluates the
+    (cell, target) pairs without a cached evaluation; ``mode="evaluate"`` never crafts and
+    fails when the cell has no stored adversarial set. A cell already finished in ``out_dir``
+    with the same id and targets is skipped; ``force=true`` recomputes everything.
+    """
     out_dir = Path(out_dir)
+    w = world()
     s = resolve(cfg)
     zoo = parse_targets(cfg.targets)
-    device = pick_device(cfg.device)
+    device = _device(cfg.device, w)
+    force = bool(cfg.get("force", False))
     torch.manual_seed(s.seed)
-    logger = build_logger(plain(cfg.logger))
+    logger = build_logger(plain(cfg.logger)) if w.main else build_logger({"name": "csv"})
     failed = True
     try:
         attack = build_attack(None, max_batch=cfg.max_batch, **attack_kwargs(s))
         data = load_data(s)
-        semantic = describe(s, attack, data)
-        cell_id = hashlib.sha1(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        logger.start(OmegaConf.to_container(cfg, resolve=True), out_dir, f"{attack.label}-{'+'.join(s.surrogate)}-eps{s.eps:g}")
-        zoo_kw = dict(zoo_dir=Path(cfg.paths.zoo_dir), progress=cfg.progress)
-        surrogate = load_surrogate(s.surrogate, **zoo_kw).to(device)
-        attack.model = surrogate
-        log.info("cell %s: %s on %s, %d images of %s, eps=%g/255, device=%s",
-                 cell_id, attack.label, "+".join(s.surrogate), len(data), data.name, s.eps, device)
-        y_attack = choose_targets(s, data, surrogate, device, cfg.batch_size)
-        adv, seconds = craft(attack, data, data.labels if y_attack is None else y_attack, device,
-                             cfg.batch_size, s.seed, cfg.progress)
-        if cfg.save_images:
-            save_adv(out_dir / "adv.safetensors", adv, data.ids)
-        base = config_columns(s, attack, data, semantic, cell_id)
+        semantic = describe(s, attack, data, cfg.batch_size, cfg.pretrained)
+        cell_id = cell_hash(semantic)
+        keys = {k: target_key(k, e, cfg.pretrained) for k, e in zoo.items()}
+        flat_node = plain(cfg.get("flatness")) or {}
+        flat_node = flat_node if flat_node.get("enabled") else None
+        done = finished_rows(out_dir, cell_id, keys, flat_node)
+        if done is not None and not force:
+            log.info("cell %s already finished in %s: skipping (force=true recomputes)", cell_id, out_dir)
+            failed = False
+            return done if w.main else None
+        store = AdvStore(Path(cfg.paths.cache_dir), cell_id)
+        if force and mode == "run" and w.main:
+            store.clear()
+        w.barrier()
+        if w.main:
+            logger.start(OmegaConf.to_container(cfg, resolve=True), out_dir,
+                         f"{attack.label}-{'+'.join(s.surrogate)}-eps{s.eps:g}")
+        zoo_kw = dict(zoo_dir=Path(cfg.paths.zoo_dir), progress=cfg.progress, pretrained=cfg.pretrained)
+        skipped = data.meta.get("skipped") or []
+        if skipped and w.main:
+            atomic_write_text(out_dir / "skipped.csv", pd.DataFrame(skipped).to_csv(index=False))
+            log.warning("%d bad image(s) skipped (skip_bad_images=true); list in %s", len(skipped), out_dir / "skipped.csv")
+
+        stored = store.load()
+        if stored is None and (out_dir / "adv.safetensors").exists() and not force:
+            stored = load_adv(out_dir / "adv.safetensors")  # an old sweep's set, kept in its cell dir
+        if stored is not None and list(stored[1]) != list(data.ids):
+            raise ConfigError(f"the stored adversarial set of cell {cell_id} holds other images than the data set")
+        if stored is None and mode == "evaluate":
+            raise ConfigError(f"cell {cell_id} ({out_dir}) has no stored adversarial set; `flatbench evaluate` never "
+                              "crafts: run the sweep itself (it resumes from finished batches)")
+        surrogate_box: Dict[str, torch.nn.Module] = {}
+
+        def surrogate() -> torch.nn.Module:
+            if "m" not in surrogate_box:
+                surrogate_box["m"] = load_surrogate(s.surrogate, **zoo_kw).to(device)
+                check_classes(surrogate_box["m"], data, device, f"surrogate {'+'.join(s.surrogate)!r}")
+            return surrogate_box["m"]
+
+        if stored is None:
+            attack.model = surrogate()
+        if w.main and not force:
+            seed_eval_cache(out_dir, cell_id, keys, store)
+        w.barrier()
+        # Every target still to evaluate is built (and its class space checked) before crafting.
+        todo = [k for k in zoo if force or not store.eval_path(keys[k]).exists()]
+        models = TargetModels(surrogate_box.get("m"), s.surrogate, zoo_kw, device, data)
+        target_models = {k: models.get(zoo[k]) for k in todo}
+        log.info("cell %s: %s on %s, %d images of %s, eps=%g/255, device=%s%s; %d target(s) to evaluate, %d cached",
+                 cell_id, attack.label, "+".join(s.surrogate), len(data), data.name, s.eps, device,
+                 f", rank {w.rank}/{w.size}" if w.active else "", len(todo), len(zoo) - len(todo))
+        y_attack = choose_targets(s, data, surrogate() if s.targeted and s.target_rule == "least_likely" else None,
+                                  device, cfg.batch_size)
+        y_craft = data.labels if y_attack is None else y_attack
+        if stored is None:
+            adv, seconds, crafted = craft(attack, data, y_craft, device, cfg.batch_size, s.seed, cfg.progress,
+                                          store=store, world=w, force=force)
+            grad_evals = int(w.sum(attack.grad_evals))
+            seconds = w.max(seconds)
+            w.barrier()
+            if w.main:
+                parts = [store.load_batch(lo, min(len(data), lo + cfg.batch_size)) for lo in range(0, len(data), cfg.batch_size)]
+                adv = torch.cat(parts)
+                store.save(adv, data.ids, {"cell_id": cell_id, "craft_seconds": seconds, "grad_evals": grad_evals,
+                                           "semantic": semantic})
+            w.barrier()
+            adv = store.load()[0] if w.active else adv
+            craft_meta = {"craft_seconds": seconds, "grad_evals": grad_evals}
+        else:
+            adv = stored[0]
+            craft_meta = store.meta() or {"craft_seconds": float("nan"), "grad_evals": -1}
+            log.info("cell %s: reusing the stored adversarial set (%d images)", cell_id, len(adv))
+
+        evaluated = []
+        per_target: Dict[str, pd.DataFrame] = {}
+        for key in zoo:
+            path = store.eval_path(keys[key])
+            if key not in target_models:
+                per_target[key] = pd.read_csv(path)
+                continue
+            per_target[key] = evaluate_target(target_models[key], data, adv, device, cfg.batch_size, w)
+            evaluated.append(key)
+            if w.main:
+                atomic_write_text(path, per_target[key].to_csv(index=False))
+        log.info("cell %s: evaluated %d target(s) [%s], reused %d from the cache", cell_id, len(evaluated),
+                 ", ".join(evaluated), len(zoo) - len(evaluated))
+        if not w.main:
+            failed = False
+            return None
+
+        seconds = float(craft_meta.get("craft_seconds", float("nan")))
+        base = config_columns(s, attack, data, semantic, cell_id, experiment=str(cfg.name))
+        flat = flatness_settings(cfg.get("flatness"))
+        if flat is not None:
+            base.update(measure_flatness(surrogate(), data, adv, y_craft, s, flat, device, cfg.batch_size, out_dir,
+                                         cfg.progress, attack.label))
         base.update(perturbation_norms(data.images, adv))
         base.update({"craft_seconds": round(seconds, 3), "images_per_second": round(len(data) / max(seconds, 1e-9), 3),
-                     "grad_evals": attack.grad_evals, "version": __version__})
+                     "grad_evals": int(craft_meta.get("grad_evals", -1)), "version": __version__})
         rows, per_image = [], []
         for key, entry in zoo.items():
-            model = surrogate if entry["model"] in s.surrogate and len(s.surrogate) == 1 else \
-                load_model(entry["model"], **zoo_kw).to(device)
-            clean, pred = predict(model, data.images, device, cfg.batch_size), predict(model, adv, device, cfg.batch_size)
+            pt = per_target[key]
+            clean, pred = (torch.as_tensor(pt[c].to_numpy().copy()) for c in ("clean_pred", "adv_pred"))
             counts = transfer_counts(clean, pred, data.labels, y_attack)
-            role = "white-box" if entry["model"] in s.surrogate else ROLES[entry["role"]]
+            role = "white-box" if entry["model"] in s.surrogate and not entry.get("defense") else ROLES[entry["role"]]
             rows.append({**base, "target": key, "target_model": entry["model"], "role": role, **counts,
                          "n_images": len(data)})
+            fooled = success_flags(pred, data.labels, y_attack).numpy()
             per_image.append(pd.DataFrame({"cell_id": cell_id, "target": key, "image_id": data.ids,
                                            "label": data.labels.numpy(), "clean_pred": clean.numpy(),
-                                           "adv_pred": pred.numpy(),
-                                           "attack_target": (y_attack if y_attack is not None else data.labels).numpy()}))
+                                           "adv_pred": pred.numpy(), "attack_target": y_craft.numpy(),
+                                           "fooled": fooled.astype(int)}))
+        # cell.json goes last: it marks the cell finished, and the report reads only cells that have it.
+        if cfg.save_images:
+            save_adv(out_dir / "adv.safetensors", adv, data.ids)
+        atomic_write_text(out_dir / "predictions.csv", pd.concat(per_image).to_csv(index=False))
         df = write_csv(out_dir / "results.csv", rows)
-        pi = pd.concat(per_image)
-        atomic_write_text(out_dir / "predictions.csv", pi.to_csv(index=False))
-        atomic_write_text(out_dir / "cell.json", json.dumps({"cell_id": cell_id, "semantic": semantic,
-                                                             "craft_seconds": seconds, "version": __version__},
-                                                            indent=2, default=str))
+        atomic_write_text(out_dir / "cell.json", json.dumps({
+            "cell_id": cell_id, "semantic": semantic, "targets": keys, "evaluated": evaluated,
+            "reused": [k for k in zoo if k not in evaluated], "craft_seconds": seconds, "version": __version__,
+            "flatness": flat_node,
+            "adv_store": str(store.full)}, indent=2, default=str))
         logger.log_rows(df)
         failed = False
         return df
     finally:
         logger.finish(failed=failed)
+
+
+def measure_flatness(model, data: ImageSet, adv: torch.Tensor, y: torch.Tensor, s: CellSettings, flat, device,
+                     batch_size: int, out_dir: Path, progress: bool, label: str) -> Dict[str, float]:
+    """Flatness metrics of the surrogate at the stored adversarial images (and clean ones).
+
+    Writes flatness.csv (per image), landscape.csv and landscape.png (the first images) into
+    out_dir; returns the aggregated columns for the rows.
+    """
+    from tqdm.auto import tqdm
+
+    from .flatness import METRICS, aggregate, landscape, landscape_png, metrics, model_loss
+
+    where = [("adv", adv)] + ([("clean", data.images)] if flat.at_clean else [])
+    frames, cols = [], {}
+    for at, images in where:
+        per = {m: [] for m in METRICS}
+        for lo in tqdm(range(0, len(data), batch_size), desc=f"flatness ({at})", disable=not progress):
+            hi = min(len(data), lo + batch_size)
+            x = images[lo:hi].to(device).float() / 255.0
+            fn = model_loss(model, y[lo:hi], s.targeted)
+            for m, v in metrics(fn, x, data.ids[lo:hi], flat, seed=s.seed).items():
+                per[m] += v.tolist()
+        frames.append(pd.DataFrame({"image_id": data.ids, "at": at, **per}))
+        cols.update(aggregate(per, prefix="flat" if at == "adv" else "flat_clean"))
+    atomic_write_text(out_dir / "flatness.csv", pd.concat(frames).to_csv(index=False))
+    n = min(flat.landscape_images, len(data))
+    if n:
+        x = adv[:n].to(device).float() / 255.0
+        rows = landscape(model_loss(model, y[:n], s.targeted), x, data.ids[:n], flat, seed=s.seed)
+        land = pd.DataFrame(rows)
+        atomic_write_text(out_dir / "landscape.csv", land.to_csv(index=False))
+        from .io import atomic_write_bytes
+
+        atomic_write_bytes(out_dir / "landscape.png", landscape_png({label: land}, data.ids[:n],
+                                                                    title=f"{label}: loss around x_adv"))
+    cols["flat_rho"] = to_255(flat.rho)
+    return cols
+
+
+def evaluate_target(model: torch.nn.Module, data: ImageSet, adv: torch.Tensor, device, batch_size: int,
+                    w: World) -> pd.DataFrame:
+    """Clean and adversarial predictions of one target on every image (ranks share the batches)."""
+    idx, clean, pred = [], [], []
+    for i, lo in enumerate(range(0, len(data), batch_size)):
+        if not w.mine(i):
+            continue
+        hi = min(len(data), lo + batch_size)
+        idx.append(torch.arange(lo, hi))
+        clean.append(predict(model, data.images[lo:hi], device, batch_size))
+        pred.append(predict(model, adv[lo:hi], device, batch_size))
+    cat = (lambda t: torch.cat(t) if t else torch.zeros(0, dtype=torch.long))
+    parts = w.gather((cat(idx), cat(clean), cat(pred)))
+    order = torch.cat([p[0] for p in parts]).argsort()
+    return pd.DataFrame({"image_id": data.ids,
+                         "clean_pred": torch.cat([p[1] for p in parts])[order].numpy(),
+                         "adv_pred": torch.cat([p[2] for p in parts])[order].numpy()})

@@ -34,10 +34,13 @@ class FlatbenchConfig:
     attack: Dict[str, Any] = field(default_factory=dict)
     penalty: Dict[str, Any] = field(default_factory=dict)
     transforms: Dict[str, Any] = field(default_factory=dict)
+    transform_defaults: Dict[str, Any] = field(default_factory=dict)
     logger: Dict[str, Any] = field(default_factory=dict)
     paths: Dict[str, Any] = field(default_factory=dict)
+    flatness: Dict[str, Any] = field(default_factory=dict)
     name: str = "default"
     surrogate: Any = "digits-cnn"
+    pretrained: bool = True
     eps: Optional[float] = None
     steps: int = 10
     alpha: Optional[float] = None
@@ -51,6 +54,7 @@ class FlatbenchConfig:
     device: str = "auto"
     progress: bool = True
     save_images: bool = True
+    force: bool = False
 
 
 def register_schema() -> None:
@@ -59,6 +63,8 @@ def register_schema() -> None:
 
 TARGET_RULES = ("dataset", "random", "least_likely")
 ROLES = {"normal": "black-box", "adversarial": "adv-trained", "defense": "defense"}
+# What a target-zoo entry may hold besides its key (see conf/targets/*.yaml).
+ENTRY_KEYS = ("model", "role", "label_offset", "num_classes", "input_size", "pretrained", "defense")
 
 
 def plain(node: Any) -> Any:
@@ -131,6 +137,12 @@ def resolve(cfg: DictConfig) -> CellSettings:
     if pen_kw.get("r") is not None:
         _range("penalty.r", pen_kw["r"], pen_kw["r"] > 0, "r > 0 (1/255 units) or null for r = alpha")
     transforms = {k: dict(v or {}) for k, v in (plain(cfg.transforms) or {}).items()}
+    # An experiment's per-part defaults fill the keys a selected transform leaves null.
+    for name, defaults in (plain(cfg.transform_defaults) or {}).items():
+        if name in transforms:
+            for k, v in dict(defaults or {}).items():
+                if transforms[name].get(k) is None:
+                    transforms[name][k] = v
     return CellSettings(
         data=data, surrogate=surrogate_names(cfg.surrogate), optimizer=opt, optimizer_kwargs=opt_kw,
         penalty=pen, penalty_kwargs=pen_kw, transforms=transforms, eps=float(eps), steps=int(cfg.steps),
@@ -157,12 +169,33 @@ def parse_targets(node: Any) -> Dict[str, Dict[str, str]]:
     out = {}
     for key, entry in zoo.items():
         entry = {"model": entry} if isinstance(entry, str) else dict(entry or {})
-        unknown = set(entry) - {"model", "role", "label_offset"}
+        unknown = set(entry) - set(ENTRY_KEYS)
         if unknown:
-            raise ConfigError(f"targets.{key}: unknown key(s) {sorted(unknown)}; valid: model, role, label_offset")
+            raise ConfigError(f"targets.{key}: unknown key(s) {sorted(unknown)}; valid: {', '.join(ENTRY_KEYS)}")
+        if entry.get("defense") is not None and not isinstance(entry["defense"], dict):
+            raise ConfigError(f"targets.{key}.defense must be a mapping like {{name: jpeg, quality: 75}}")
         entry.setdefault("model", key)
         entry.setdefault("role", "normal")
         if entry["role"] not in ROLES:
             raise ConfigError(f"targets.{key}.role={entry['role']!r}; valid: {', '.join(ROLES)}")
         out[key] = entry
     return out
+
+
+def flatness_settings(node: Any):
+    """The flatness group as :class:`flatbench.flatness.FlatnessSettings` ([0,1] units), or None when off."""
+    from dataclasses import fields
+
+    from .flatness import FlatnessSettings
+    from .registry import suggest
+
+    node = dict(plain(node) or {})
+    if not node.pop("enabled", False):
+        return None
+    valid = [f.name for f in fields(FlatnessSettings)]
+    for key in node:
+        if key not in valid:
+            raise ConfigError(f"flatness: unknown key {key!r}. Valid keys: {', '.join(valid)}.{suggest(key, valid)}")
+    if "rho" in node:
+        node["rho"] = px(node["rho"])
+    return FlatnessSettings(**node).check()

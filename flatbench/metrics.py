@@ -5,6 +5,8 @@ from typing import Dict
 
 import torch
 
+from .stats import wilson
+
 
 def success_flags(pred: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor = None) -> torch.Tensor:
     """Untargeted: the prediction differs from the label. Targeted: it equals the target."""
@@ -15,6 +17,7 @@ def transfer_counts(clean_pred: torch.Tensor, adv_pred: torch.Tensor, labels: to
                     targets: torch.Tensor = None) -> Dict[str, float]:
     """Counts and rates for one target model.
 
+    ``asr_ci_low``/``asr_ci_high`` bound ``asr`` with the Wilson 95% interval.
     ``asr`` is over all images (the convention of TransferAttack and the PGN paper);
     ``asr_clean_correct`` is over the images the target classified correctly when clean
     (the convention of papers that exclude already-misclassified images).
@@ -25,10 +28,13 @@ def transfer_counts(clean_pred: torch.Tensor, adv_pred: torch.Tensor, labels: to
     n_fooled = int(fooled.sum())
     n_ok = int(clean_ok.sum())
     n_fooled_ok = int((fooled & clean_ok).sum())
+    lo, hi = wilson(n_fooled, n)
     return {
         "n_images": n,
         "clean_acc": 100.0 * n_ok / n,
         "asr": 100.0 * n_fooled / n,
+        "asr_ci_low": 100.0 * lo,
+        "asr_ci_high": 100.0 * hi,
         "asr_clean_correct": 100.0 * n_fooled_ok / n_ok if n_ok else float("nan"),
         "n_fooled": n_fooled,
         "n_clean_correct": n_ok,

@@ -18,14 +18,15 @@ log = logging.getLogger(__name__)
 
 # Leading columns, in this order; everything else (flattened part settings) follows.
 COLUMNS = [
-    "dataset", "n_images", "surrogate", "attack", "optimizer", "penalty", "beta", "r", "zeta", "n_samples",
+    "experiment", "dataset", "n_images", "surrogate", "attack", "optimizer", "penalty", "beta", "r", "zeta", "n_samples",
     "lookahead", "transforms", "eps", "steps", "alpha", "decay", "norm", "targeted", "target_rule", "seed",
-    "cell_id", "target", "target_model", "role", "clean_acc", "asr", "asr_clean_correct", "n_fooled",
+    "cell_id", "target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", "asr_ci_high", "asr_clean_correct", "n_fooled",
     "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "craft_seconds", "images_per_second",
     "grad_evals", "version",
 ]
 
 COLUMN_DOCS = {
+    "experiment": "the config's name (experiment=NAME sets it); not part of cell_id",
     "dataset": "data set name and split, e.g. digits-test",
     "n_images": "images attacked in this cell",
     "surrogate": "surrogate model name(s), '+'-joined for an ensemble",
@@ -41,6 +42,7 @@ COLUMN_DOCS = {
     "target, target_model, role": "zoo key, model name, white-box | black-box | adv-trained | defense",
     "clean_acc": "target accuracy on the clean images, %",
     "asr": "attack success rate over all images, %",
+    "asr_ci_low, asr_ci_high": "Wilson 95% confidence interval of asr, %",
     "asr_clean_correct": "success rate over the images the target classified correctly when clean, %",
     "n_fooled, n_clean_correct, n_fooled_clean_correct": "the counts behind the rates",
     "linf_mean, l2_mean": "mean perturbation norms of the stored 8-bit images, 1/255 units",

@@ -5,12 +5,15 @@
 
 Writes ``results.csv`` (all rows), ``table.md`` and ``table.tex`` (rows: attack settings;
 columns: targets; white-box cells marked with *; a black-box mean column) and
-``heatmap.png`` into ``--out`` (default: the first sweep directory).
+``heatmap.png`` into ``--out`` (default: the first sweep directory), plus ``table_ci.md``
+(ASR with Wilson 95% intervals), and on request ``compare.md`` (--compare published),
+``mcnemar.md`` (--mcnemar A B) and ``asr_vs_<param>.png`` (--plot-param beta).
 """
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -148,8 +151,266 @@ def heatmap_png(table: pd.DataFrame, white: pd.DataFrame, value: str) -> bytes:
     return buf.getvalue()
 
 
+PUBLISHED_DIR = Path(__file__).resolve().parent.parent / "conf" / "published"
+MATCH_KEYS = ["surrogate", "attack", "eps", "target"]
+
+
+def load_published(source: str) -> pd.DataFrame:
+    """Published numbers: ``published`` (every CSV under conf/published/) or a CSV path."""
+    files = sorted(PUBLISHED_DIR.glob("*.csv")) if source == "published" else [Path(source)]
+    missing = [f for f in files if not f.is_file()]
+    if not files or missing:
+        raise FileNotFoundError(f"--compare: no published-numbers file {missing[0] if missing else PUBLISHED_DIR}")
+    pub = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    need = set(MATCH_KEYS) | {"asr", "source"}
+    if not need <= set(pub.columns):
+        raise ValueError(f"--compare: published files need columns {sorted(need)}; found {list(pub.columns)}")
+    return pub
+
+
+def compare(df: pd.DataFrame, pub: pd.DataFrame, value: str = "asr") -> pd.DataFrame:
+    """Ours beside the published number for every (surrogate, attack, eps, target) both have."""
+    ours = df.groupby(MATCH_KEYS, as_index=False)[value].mean().rename(columns={value: "ours"})
+    pub = pub.rename(columns={"asr": "published"})
+    ours["eps"], pub["eps"] = ours["eps"].astype(float), pub["eps"].astype(float)
+    m = ours.merge(pub[MATCH_KEYS + ["published", "source"]], on=MATCH_KEYS, how="inner")
+    m["diff"] = m["ours"] - m["published"]
+    return m
+
+
+def compare_markdown(m: pd.DataFrame) -> str:
+    if m.empty:
+        return "No cell matches a published number (matched on surrogate, attack, eps, target).\n"
+    lines = ["| surrogate | attack | eps | target | ours | published | diff |", "|---|---|---:|---|---:|---:|---:|"]
+    for r in m.itertuples():
+        lines.append(f"| {r.surrogate} | {r.attack} | {r.eps:g} | {r.target} | {r.ours:.1f} | {r.published:.1f} | {r.diff:+.1f} |")
+    lines += ["", "Sources: " + "; ".join(sorted(set(m["source"].astype(str))))]
+    return "\n".join(lines) + "\n"
+
+
+def ci_markdown(df: pd.DataFrame, rows: Optional[List[str]] = None) -> str:
+    """ASR with its Wilson 95% interval, one line per (row settings, target)."""
+    keys = row_keys(df, rows)
+    lines = ["| " + " | ".join(keys + ["target", "asr", "95% CI", "n"]) + " |",
+             "|" + "|".join(["---"] * (len(keys) + 1) + ["---:"] * 3) + "|"]
+    for r in df.itertuples(index=False):
+        d = r._asdict()
+        lines.append("| " + " | ".join([_cell(d.get(k)) for k in keys] + [str(d["target"]), f"{d['asr']:.1f}",
+                     f"[{d['asr_ci_low']:.1f}, {d['asr_ci_high']:.1f}]", str(d["n_images"])]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(v) -> str:
+    return "-" if pd.isna(v) else (f"{v:g}" if isinstance(v, float) else str(v))
+
+
+def load_flags(dirs: Sequence[Path]) -> pd.DataFrame:
+    """Per-image fooled flags of every cell (predictions.csv beside cell.json)."""
+    frames = []
+    for d in dirs:
+        for f in sorted(Path(d).rglob("predictions.csv")):
+            if (f.parent / "cell.json").exists():
+                frames.append(pd.read_csv(f, usecols=["cell_id", "target", "image_id", "fooled"]))
+    if not frames:
+        raise FileNotFoundError("no per-image flags (predictions.csv with a 'fooled' column) found")
+    return pd.concat(frames).drop_duplicates(["cell_id", "target", "image_id"], keep="last")
+
+
+def mcnemar_table(df: pd.DataFrame, flags: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """McNemar's test of attack ``a`` against ``b`` for each target, on the images both attacked.
+
+    Cells are paired when every other setting that identifies them (surrogate, eps, data,
+    seed, targeted) is equal.
+    """
+    from .stats import mcnemar
+
+    attacks = set(df["attack"])
+    for name in (a, b):
+        if name not in attacks:
+            raise ValueError(f"--mcnemar: no cells of attack {name!r}; attacks: {', '.join(sorted(attacks))}")
+    pair_keys = [k for k in ("surrogate", "eps", "dataset", "n_images", "seed", "targeted") if k in df.columns]
+    cells = df.drop_duplicates(["cell_id"])[["cell_id", "attack"] + pair_keys]
+    out = []
+    for _, ca in cells[cells["attack"] == a].iterrows():
+        match = cells[(cells["attack"] == b)]
+        for k in pair_keys:
+            match = match[match[k].astype(str) == str(ca[k])]
+        for _, cb in match.iterrows():
+            fa = flags[flags["cell_id"] == ca["cell_id"]]
+            fb = flags[flags["cell_id"] == cb["cell_id"]]
+            m = fa.merge(fb, on=["target", "image_id"], suffixes=("_a", "_b"))
+            for target, g in m.groupby("target", sort=False):
+                only_a = int(((g["fooled_a"] == 1) & (g["fooled_b"] == 0)).sum())
+                only_b = int(((g["fooled_a"] == 0) & (g["fooled_b"] == 1)).sum())
+                t = mcnemar(only_a, only_b)
+                out.append({**{k: ca[k] for k in pair_keys}, "target": target, "attack_a": a, "attack_b": b,
+                            "n": len(g), "asr_a": 100 * g["fooled_a"].mean(), "asr_b": 100 * g["fooled_b"].mean(),
+                            "only_a": only_a, "only_b": only_b, "p_exact": t["p_exact"], "chi2": t["chi2"],
+                            "p_chi2": t["p_chi2"]})
+    if not out:
+        raise ValueError(f"--mcnemar: no pair of {a!r} and {b!r} cells on the same images and settings")
+    return pd.DataFrame(out)
+
+
+def mcnemar_markdown(t: pd.DataFrame) -> str:
+    lines = ["| surrogate | eps | target | n | ASR A | ASR B | A only | B only | p (exact) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in t.itertuples():
+        lines.append(f"| {r.surrogate} | {r.eps:g} | {r.target} | {r.n} | {r.asr_a:.1f} | {r.asr_b:.1f} | "
+                     f"{r.only_a} | {r.only_b} | {r.p_exact:.3g} |")
+    a, b = t["attack_a"].iloc[0], t["attack_b"].iloc[0]
+    lines += ["", f"A = {a}, B = {b}. McNemar's exact test on the per-image fooled flags (two-sided)."]
+    return "\n".join(lines) + "\n"
+
+
+def param_plot_png(df: pd.DataFrame, param: str, value: str = "asr") -> bytes:
+    """ASR against a swept parameter, one line per target (with Wilson 95% bands), per attack panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if param not in df.columns:
+        raise ValueError(f"--plot-param: unknown column {param!r}")
+    d = df[df[param].notna()].copy()
+    if d[param].nunique() < 2:
+        raise ValueError(f"--plot-param: {param!r} takes fewer than 2 values in these cells")
+    groups = [g for g in d.groupby(["surrogate", "attack"], sort=False)]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4), squeeze=False)
+    for ax, ((sur, att), g) in zip(axes[0], groups):
+        for target, t in g.groupby("target", sort=False):
+            t = t.groupby(param, as_index=False)[[value, "asr_ci_low", "asr_ci_high"]].mean().sort_values(param)
+            ax.plot(t[param], t[value], marker="o", label=target)
+            if value == "asr":
+                ax.fill_between(t[param], t["asr_ci_low"], t["asr_ci_high"], alpha=0.15)
+        ax.set_xlabel(param)
+        ax.set_ylabel(f"{value} (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{att} from {sur}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    a, b = pd.Series(list(a), dtype=float), pd.Series(list(b), dtype=float)
+    if len(a) < 3 or a.nunique() < 2 or b.nunique() < 2:
+        return float("nan")
+    return float(a.rank().corr(b.rank()))
+
+
+def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> tuple:
+    """(markdown, per-cell scatter PNG, per-image fooled/not PNG) for one flatness metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    col = f"flat_{metric}_median"
+    if col not in df.columns:
+        raise ValueError(f"--flatness: no column {col!r}; run the cells with flatness=on "
+                         f"(metrics: loss, grad_l1, grad_l2, sharp_mean, sharp_max, sharp_worst, hess_top)")
+    bb = df[df["role"] != "white-box"]
+    cells = bb.groupby("cell_id").agg(asr=("asr", "mean"), flat=(col, "first"), attack=("attack", "first"),
+                                      surrogate=("surrogate", "first")).dropna()
+    rho_cells = spearman(cells["flat"], cells["asr"])
+    frames = []
+    for d in dirs:
+        for f in sorted(Path(d).rglob("flatness.csv")):
+            if (f.parent / "cell.json").exists() and (f.parent / "predictions.csv").exists():
+                fl = pd.read_csv(f)
+                fl = fl[fl["at"] == "adv"][["image_id", metric]]
+                pr = pd.read_csv(f.parent / "predictions.csv")
+                cid = pr["cell_id"].iloc[0]
+                roles = df[df["cell_id"] == cid].set_index("target")["role"]
+                pr = pr[pr["target"].map(roles).ne("white-box")]
+                frames.append(pr.merge(fl, on="image_id"))
+    per = pd.concat(frames) if frames else pd.DataFrame(columns=["fooled", metric])
+    fooled, kept = per[per["fooled"] == 1][metric], per[per["fooled"] == 0][metric]
+    lines = [f"## Flatness ({metric}, median per cell) against transfer (black-box mean ASR)", "",
+             f"Spearman rho over {len(cells)} cells: {rho_cells:.3f}", "",
+             "| surrogate | attack | " + metric + " (median) | black-box mean ASR |", "|---|---|---:|---:|"]
+    for r in cells.sort_values("flat").itertuples():
+        lines.append(f"| {r.surrogate} | {r.attack} | {r.flat:.4g} | {r.asr:.1f} |")
+    lines += ["", f"Per image and black-box target: median {metric} of examples that fooled the target "
+              f"{fooled.median():.4g} (n={len(fooled)}), that did not {kept.median():.4g} (n={len(kept)})."]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for att, g in cells.groupby("attack"):
+        ax.scatter(g["flat"], g["asr"], label=att, s=40)
+    ax.set_xlabel(f"{metric} at x_adv (median over images)")
+    ax.set_ylabel("black-box mean ASR (%)")
+    ax.set_title(f"Flatness vs transfer, Spearman rho = {rho_cells:.2f} ({len(cells)} cells)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    b1 = io.BytesIO()
+    fig.savefig(b1, format="png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.boxplot([kept.dropna().to_numpy(), fooled.dropna().to_numpy()], showfliers=False)
+    ax.set_xticks([1, 2], labels=[f"not fooled (n={len(kept)})", f"fooled (n={len(fooled)})"])
+    ax.set_ylabel(f"{metric} at x_adv")
+    ax.set_title("Per image, black-box targets", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    b2 = io.BytesIO()
+    fig.savefig(b2, format="png", dpi=110)
+    plt.close(fig)
+    return "\n".join(lines) + "\n", b1.getvalue(), b2.getvalue(), rho_cells
+
+
+def landscape_compare(df: pd.DataFrame, dirs: Sequence[Path], a: str, b: str) -> bytes:
+    """Side-by-side landscapes of attacks a and b on the same images (cells paired as for McNemar)."""
+    from .flatness import landscape_png
+
+    frames = {}
+    for name in (a, b):
+        ids = set(df[df["attack"] == name]["cell_id"])
+        for d in dirs:
+            for f in sorted(Path(d).rglob("landscape.csv")):
+                meta = f.parent / "cell.json"
+                if meta.exists() and json.loads(meta.read_text()).get("cell_id") in ids and name not in frames:
+                    frames[name] = pd.read_csv(f)
+        if name not in frames:
+            raise ValueError(f"--landscape: no landscape.csv for attack {name!r} (run it with flatness=on)")
+    images = [i for i in dict.fromkeys(frames[a]["image_id"]) if i in set(frames[b]["image_id"])]
+    if not images:
+        raise ValueError("--landscape: the two attacks' landscapes share no image")
+    return landscape_png(frames, images, title=f"{a} vs {b}: loss around x_adv")
+
+
+def log_wandb(rep: dict, project: str) -> None:
+    """Mirror the report's tables to W&B (offline unless WANDB_MODE says otherwise)."""
+    import os
+
+    import wandb
+
+    run = wandb.init(project=project, job_type="report", mode=os.environ.get("WANDB_MODE", "offline"),
+                     dir=str(rep["out"]), reinit="finish_previous")
+    try:
+        clean = lambda d: d.astype(object).where(d.notna(), None)  # noqa: E731
+        run.log({"report/results": wandb.Table(dataframe=clean(rep["df"]))})
+        run.log({"report/table": wandb.Table(dataframe=clean(rep["table"].reset_index()))})
+        for name in ("compare", "mcnemar"):
+            if name in rep:
+                run.log({f"report/{name}": wandb.Table(dataframe=clean(rep[name]))})
+        for name, path in rep["paths"].items():
+            if name.endswith(".png"):
+                run.log({f"report/{name[:-4]}": wandb.Image(str(path))})
+    finally:
+        run.finish()
+
+
 def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = "asr",
-                 filters: Sequence[str] = (), rows: Optional[List[str]] = None) -> dict:
+                 filters: Sequence[str] = (), rows: Optional[List[str]] = None,
+                 compare_with: Optional[str] = None, mcnemar_pair: Optional[Sequence[str]] = None,
+                 plot_params: Sequence[str] = (), flatness_metric: Optional[str] = None,
+                 landscape_pair: Optional[Sequence[str]] = None) -> dict:
     dirs = [Path(d) for d in dirs]
     out = Path(out) if out is not None else dirs[0]
     df = apply_filters(collect(dirs), filters)
@@ -162,7 +423,32 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
         "table.tex": atomic_write_text(out / "table.tex", to_latex(table, white)),
         "heatmap.png": atomic_write_bytes(out / "heatmap.png", heatmap_png(table, white, value)),
     }
-    return {"df": df, "table": table, "white": white, "paths": paths}
+    if "asr_ci_low" in df.columns:
+        paths["table_ci.md"] = atomic_write_text(out / "table_ci.md", ci_markdown(df, rows))
+    rep = {"df": df, "table": table, "white": white, "paths": paths, "out": out}
+    for param in plot_params:
+        paths[f"asr_vs_{param}.png"] = atomic_write_bytes(out / f"asr_vs_{param}.png", param_plot_png(df, param, value))
+    if flatness_metric:
+        md, scatter, box, rho = flatness_report(df, dirs, flatness_metric)
+        paths["flatness.md"] = atomic_write_text(out / "flatness.md", md)
+        paths["flatness_vs_transfer.png"] = atomic_write_bytes(out / "flatness_vs_transfer.png", scatter)
+        paths["flatness_by_fooled.png"] = atomic_write_bytes(out / "flatness_by_fooled.png", box)
+        rep["spearman"] = rho
+    if landscape_pair:
+        a, b = landscape_pair
+        paths["landscape_compare.png"] = atomic_write_bytes(out / "landscape_compare.png",
+                                                            landscape_compare(df, dirs, a, b))
+    if mcnemar_pair:
+        t = mcnemar_table(df, load_flags(dirs), *mcnemar_pair)
+        paths["mcnemar.md"] = atomic_write_text(out / "mcnemar.md", mcnemar_markdown(t))
+        paths["mcnemar.csv"] = atomic_write_text(out / "mcnemar.csv", t.to_csv(index=False))
+        rep["mcnemar"] = t
+    if compare_with:
+        m = compare(df, load_published(compare_with), value)
+        paths["compare.md"] = atomic_write_text(out / "compare.md", compare_markdown(m))
+        paths["compare.csv"] = atomic_write_text(out / "compare.csv", m.to_csv(index=False))
+        rep["compare"] = m
+    return rep
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -173,13 +459,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--value", default="asr", help="the column to tabulate (asr, asr_clean_correct, clean_acc, ...)")
     p.add_argument("--filter", action="append", default=[], metavar="COL=VAL", help="keep rows where COL equals VAL")
     p.add_argument("--rows", nargs="+", default=None, help="row keys (default: surrogate attack eps + varying settings)")
+    p.add_argument("--compare", default=None, metavar="published|CSV",
+                   help="put published numbers beside ours: 'published' (conf/published/*.csv) or a CSV path")
+    p.add_argument("--mcnemar", nargs=2, metavar=("ATTACK_A", "ATTACK_B"), default=None,
+                   help="paired McNemar test of two attacks (labels as in the attack column) on the same images")
+    p.add_argument("--plot-param", action="append", default=[], metavar="COL",
+                   help="plot ASR against a swept setting (beta, zeta, n_samples, eps, ...), one line per target")
+    p.add_argument("--flatness", default=None, metavar="METRIC",
+                   help="flatness vs transfer: sharp_mean, sharp_max, sharp_worst, hess_top, grad_l2, ... (cells run with flatness=on)")
+    p.add_argument("--landscape", nargs=2, default=None, metavar=("ATTACK_A", "ATTACK_B"),
+                   help="side-by-side loss landscapes of two attacks on the same images (flatness=on)")
+    p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log the tables to this W&B project")
     args = p.parse_args(argv)
     try:
-        rep = build_report(args.dirs, args.out, args.value, args.filter, args.rows)
+        rep = build_report(args.dirs, args.out, args.value, args.filter, args.rows, args.compare, args.mcnemar,
+                           args.plot_param, args.flatness, args.landscape)
+        if args.wandb:
+            log_wandb(rep, args.wandb)
     except (FileNotFoundError, ValueError) as exc:
         print(f"flatbench-report: error: {exc}", file=sys.stderr)
         return 2
     print(rep["paths"]["table.md"].read_text())
+    for extra in ("compare.md", "mcnemar.md", "flatness.md"):
+        if extra in rep["paths"]:
+            print(rep["paths"][extra].read_text())
     for name, path in rep["paths"].items():
         print(f"{name:12s} {path}")
     return 0

@@ -87,7 +87,8 @@ def test_wandb_finishes_after_a_crash(trained_zoo, zoo_dir, tmp_path, monkeypatc
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("FLATBENCH_ZOO", str(zoo_dir))
-    cfg = _compose(["logger=wandb", "n_images=4", "targets=digits_small", "progress=false"])
+    cfg = _compose(["logger=wandb", "n_images=4", "targets=digits_small", "progress=false",
+                    f"paths.cache_dir={tmp_path / 'cache'}"])
 
     def boom(*a, **k):
         raise RuntimeError("crash in crafting")

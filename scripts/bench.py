@@ -1,0 +1,307 @@
+"""Benchmark: how close flatbench's attacks get to the hardware's gradient throughput.
+
+A gradient evaluation is one image through one forward and one input-gradient backward of
+the surrogate. For a surrogate, resolution, batch, device and dtype this script measures
+
+1. the limit: the best throughput of a bare loop (forward, then torch.autograd.grad w.r.t.
+   the input), searched over batch sizes and memory formats (contiguous, channels_last);
+2. each attack (I-FGSM, MI-FGSM, PGN, GNP, PGN+DIM+TIM at their defaults) as flatbench runs
+   it, in gradient evaluations per second, with its peak memory;
+3. the sequential baseline: PGN written the way the public reference code does it, one
+   forward/backward of the image batch per neighbour (labelled "baseline (sequential PGN)").
+
+It prints: method, images/s, grad evals/s, efficiency (2 / 1), speed-up over the baseline
+(2 / 3, PGN-family rows) and peak memory; each figure is the median of --repeats timed runs
+after a warm-up. It also writes a CSV.
+
+    python scripts/bench.py --model digits-cnn                        # make bench runs the set below
+    python scripts/bench.py --model resnet18 --size 224 --batch 8
+    python scripts/bench.py --model resnet50 --size 224 --batch 25 --device cuda --dtype bf16
+    python scripts/bench.py --smoke                                   # tiny sizes, one repeat (the test suite)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+METHODS = ["ifgsm", "mifgsm", "pgn", "gnp", "pgn_dim_tim"]
+
+
+# ---------------------------------------------------------------- memory
+
+def _proc_kib(field: str) -> Optional[int]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA max allocated, or on Linux CPU the resident-set peak
+    (VmHWM, reset through /proc/self/clear_refs). Reported in MiB."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.mib = float("nan")
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mib = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+        else:
+            peak = _proc_kib("VmHWM")
+            self.mib = peak / 1024 if peak else float("nan")
+        return False
+
+
+# ---------------------------------------------------------------- models and data
+
+def build_model(name: str, size: int, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
+    """A frozen surrogate taking [0,1] images: a testbed model, or a random-init timm model."""
+    from flatbench.models import TESTBED, load_model
+
+    if name in TESTBED:
+        model = load_model(name, progress=False)
+    else:
+        model = load_model(name, pretrained=False, input_size=size)
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def inputs(name: str, size: int, batch: int, device: torch.device):
+    from flatbench.models import TESTBED
+
+    channels = 1 if name in TESTBED else 3
+    classes = 10 if name in TESTBED else 1000
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, channels, size, size, generator=g).to(device)
+    y = torch.randint(0, classes, (batch,), generator=g).to(device)
+    return x, y
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], int], device, warmup: int, repeats: int) -> Dict[str, float]:
+    """Median seconds and the grad evals of one call of fn (which returns its grad evals)."""
+    for _ in range(warmup):
+        fn()
+    times, evals = [], 0
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        evals = fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return {"seconds": statistics.median(times), "grad_evals": evals}
+
+
+def autocast(device, dtype: str):
+    if dtype == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+# ---------------------------------------------------------------- 1. the limit
+
+def bare_loop(model, x, y, device, dtype: str, channels_last: bool) -> int:
+    xx = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    xx = xx.detach().requires_grad_(True)
+    with autocast(device, dtype):
+        loss = F.cross_entropy(model(xx).float(), y, reduction="sum")
+    torch.autograd.grad(loss, xx)
+    return x.shape[0]
+
+
+def limit(args, device) -> Dict[str, object]:
+    best = {"grad_evals_per_s": 0.0}
+    rows = []
+    for cl in (False, True):
+        model = build_model(args.model, args.size, device, channels_last=cl)
+        for b in args.search:
+            x, y = inputs(args.model, args.size, b, device)
+            r = timed(lambda: bare_loop(model, x, y, device, args.dtype, cl), device, args.warmup, args.repeats)
+            rate = r["grad_evals"] / r["seconds"]
+            rows.append({"batch": b, "channels_last": cl, "grad_evals_per_s": rate})
+            if rate > best["grad_evals_per_s"]:
+                best = {"batch": b, "channels_last": cl, "grad_evals_per_s": rate}
+    best["search"] = rows
+    return best
+
+
+# ---------------------------------------------------------------- 2. flatbench's attacks
+
+def flatbench_attack(method: str, model, args, max_batch, channels_last: bool):
+    from flatbench.attacks import create_attack
+
+    a = create_attack(method, model, eps=args.eps / 255, steps=args.steps, max_batch=max_batch)
+    a.amp = args.dtype if args.dtype != "fp32" else None
+    a.channels_last = channels_last
+    return a
+
+
+def run_attack(attack, x, y) -> int:
+    attack.grad_evals = 0
+    attack(x, y, seed=0)
+    return attack.grad_evals
+
+
+# ---------------------------------------------------------------- 3. the sequential baseline
+
+def baseline_pgn(model, x, y, eps, steps, n=20, zeta=3.0, beta=0.5, decay=1.0, dtype="fp32", device=None) -> int:
+    """Baseline (sequential PGN): the public reference implementations' loop, one forward and
+    backward of the image batch per neighbour and per gradient (2·N per step)."""
+    alpha = eps / steps
+    delta = torch.zeros_like(x)
+    momentum = torch.zeros_like(x)
+    evals = 0
+
+    def grad(z):
+        z = z.detach().requires_grad_(True)
+        with autocast(device or x.device, dtype):
+            loss = F.cross_entropy(model(z).float(), y)
+        return torch.autograd.grad(loss, z)[0]
+
+    for _ in range(steps):
+        avg = torch.zeros_like(x)
+        for _ in range(n):
+            x_near = x + delta + torch.zeros_like(x).uniform_(-eps * zeta, eps * zeta)
+            g1 = grad(x_near)
+            x_star = x_near - alpha * g1 / g1.abs().mean(dim=(1, 2, 3), keepdim=True)
+            g2 = grad(x_star)
+            avg += (1 - beta) * g1 + beta * g2
+            evals += 2 * x.shape[0]
+        g = avg / n
+        momentum = decay * momentum + g / g.abs().mean(dim=(1, 2, 3), keepdim=True)
+        delta = (delta + alpha * momentum.sign()).clamp(-eps, eps)
+        delta = (x + delta).clamp(0, 1) - x
+    return evals
+
+
+# ---------------------------------------------------------------- driver
+
+def hardware(device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="digits-cnn", help="testbed name or timm name (random init)")
+    p.add_argument("--size", type=int, default=None, help="input resolution (default: 32 testbed, 224 timm)")
+    p.add_argument("--batch", type=int, default=None, help="images per attack batch (default: 64 testbed, 8 timm)")
+    p.add_argument("--search", type=int, nargs="+", default=None, help="batch sizes searched for the limit")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--steps", type=int, default=2, help="T per timed attack call (rates do not depend on it)")
+    p.add_argument("--eps", type=float, default=16.0)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--methods", nargs="+", default=METHODS)
+    p.add_argument("--max-batch", default="auto", help="flatbench's max_batch for the attacks: an int, or auto")
+    p.add_argument("--memory-budget-mb", type=float, default=None, help="flatbench's memory budget for neighbour chunks")
+    p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--csv", type=Path, default=None, help="CSV path (default: outputs/bench/<model>-<device>.csv)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes and one repeat, for the test suite")
+    args = p.parse_args(argv)
+
+    from flatbench.models import TESTBED
+
+    testbed = args.model in TESTBED
+    args.size = args.size or (32 if testbed else 224)
+    args.batch = args.batch or (64 if testbed else 8)
+    args.search = args.search or ([16, 32, 64, 128, 256] if testbed else [2, 4, 8, 16, 32])
+    if args.smoke:
+        args.search, args.batch, args.repeats, args.warmup, args.steps = [4, 8], 4, 1, 0, 1
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    print(f"# {args.model} at {args.size}x{args.size}, batch {args.batch}, {device}, {args.dtype}; {hardware(device)}")
+
+    lim = limit(args, device)
+    print(f"limit: {lim['grad_evals_per_s']:.1f} grad evals/s at batch {lim['batch']}, "
+          f"{'channels_last' if lim['channels_last'] else 'contiguous'}")
+    cl = bool(lim["channels_last"])
+    model = build_model(args.model, args.size, device, channels_last=cl)
+    x, y = inputs(args.model, args.size, args.batch, device)
+    max_batch = args.max_batch if args.max_batch == "auto" else int(args.max_batch)
+    rows: List[dict] = []
+    base_rate = None
+    if not args.no_baseline:
+        with PeakMemory(device) as mem:
+            r = timed(lambda: baseline_pgn(model, x, y, args.eps / 255, args.steps, dtype=args.dtype, device=device),
+                      device, args.warmup, args.repeats)
+        base_rate = r["grad_evals"] / r["seconds"]
+        rows.append({"method": "baseline (sequential PGN)", "seconds": r["seconds"], "grad_evals": r["grad_evals"],
+                     "grad_evals_per_s": base_rate, "peak_mib": mem.mib, "chunk": args.batch})
+    for m in args.methods:
+        attack = flatbench_attack(m, model, args, max_batch, cl)
+        if args.memory_budget_mb:
+            attack.memory_budget_mb = args.memory_budget_mb
+        with PeakMemory(device) as mem:
+            r = timed(lambda: run_attack(attack, x, y), device, args.warmup, args.repeats)
+        rows.append({"method": attack.label, "seconds": r["seconds"], "grad_evals": r["grad_evals"],
+                     "grad_evals_per_s": r["grad_evals"] / r["seconds"], "peak_mib": mem.mib,
+                     "chunk": attack.resolved_max_batch(x)})
+    for row in rows:
+        per_image = row["grad_evals"] / args.batch
+        row.update({"model": args.model, "size": args.size, "batch": args.batch, "device": str(device),
+                    "dtype": args.dtype, "steps": args.steps,
+                    "images_per_s": row["grad_evals_per_s"] / per_image * args.steps / args.steps if per_image else 0,
+                    "efficiency": row["grad_evals_per_s"] / lim["grad_evals_per_s"],
+                    "speedup_vs_baseline": (row["grad_evals_per_s"] / base_rate
+                                            if base_rate and ("PGN" in row["method"] or "baseline" in row["method"]) else float("nan")),
+                    "limit_grad_evals_per_s": lim["grad_evals_per_s"], "limit_batch": lim["batch"],
+                    "limit_channels_last": lim["channels_last"], "hardware": hardware(device)})
+        # images/s for a full T-step attack, from the measured rate: rate / (grad evals per image per step) / T
+        row["images_per_s"] = row["grad_evals_per_s"] / (row["grad_evals"] / args.batch)
+    print(f"{'method':28s} {'img/s':>8s} {'grad/s':>9s} {'eff':>6s} {'speedup':>8s} {'peak MiB':>9s} {'chunk':>6s}")
+    for r in rows:
+        print(f"{r['method']:28s} {r['images_per_s']:8.2f} {r['grad_evals_per_s']:9.1f} {r['efficiency']:6.2f} "
+              f"{r['speedup_vs_baseline']:8.2f} {r['peak_mib']:9.0f} {r['chunk']:>6}")
+    print(f"(img/s: whole {args.steps}-step attacks per second; the default T = 10 takes {args.steps}/10 of that rate)")
+    out = args.csv or ROOT / "outputs" / "bench" / f"{args.model.replace('/', '_')}-{device.type}-{args.dtype}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"csv: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
