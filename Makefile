@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SWEEP ?= outputs/sweeps/digits/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: install run test test-slow report clean
+.PHONY: install run test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,13 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The CPU benchmark set of docs/benchmarks.md (about 12 minutes on 2 cores); CSVs in outputs/bench/.
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py --model digits-cnn
+	$(BIN)/python scripts/bench.py --model digits-resnet
+	$(BIN)/python scripts/bench.py --model resnet18 --size 224 --batch 8 --steps 1 --search 2 4 8 16 32 --csv outputs/bench/resnet18-b8.csv
+	$(BIN)/python scripts/bench.py --model resnet18 --size 224 --batch 2 --steps 1 --search 2 4 8 16 --methods pgn --csv outputs/bench/resnet18-b2.csv
 
 clean:
 	rm -rf $(VENV) outputs/runs outputs/sweeps outputs/zoo

@@ -19,7 +19,7 @@ from .attacks.loop import NonFiniteError
 from .config import (ENTRY_KEYS, ROLES, CellSettings, attack_kwargs, flatness_settings, parse_targets, plain, resolve,
                      to_255)
 from .data import DATASETS, ImageSet
-from .io import atomic_write_text
+from .io import atomic_write_text, check_writable
 from .dist import World, world
 from .metrics import perturbation_norms, success_flags, transfer_counts
 from .models import load_model, load_surrogate
@@ -91,6 +91,7 @@ def describe(s: CellSettings, attack, data: ImageSet, batch_size: int = 64, pret
         "eps": s.eps, "steps": s.steps, "alpha": round(s.alpha, 6), "norm": s.norm,
         "targeted": s.targeted, "target_rule": s.target_rule if s.targeted else None, "seed": s.seed,
         "batch_size": int(batch_size),
+        "amp": attack.amp,
     }
 
 
@@ -150,6 +151,22 @@ class TargetModels:
         if entry.get("defense"):
             model = freeze(defend(model, entry["defense"], name=entry["model"])).to(self.device)
         return model
+
+
+def config_files(*groups: str) -> str:
+    """' (config files: penalty/pgn.yaml, ...)' for the groups Hydra selected, to point at the file."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = HydraConfig.get().runtime.choices
+    except (ValueError, ImportError):
+        return ""
+    files = []
+    for g in groups:
+        c = choices.get(g)
+        if c not in (None, "null", "None"):
+            files += [f"conf/{g}/{x.strip()}.yaml" for x in str(c).strip("[]").split(",") if x.strip()]
+    return f" (config files: {', '.join(files)})" if files else ""
 
 
 def check_classes(model: torch.nn.Module, data: ImageSet, device, what: str) -> None:
@@ -278,6 +295,9 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
     out_dir = Path(out_dir)
     w = world()
     s = resolve(cfg)
+    if w.main:
+        check_writable(out_dir)
+        check_writable(Path(cfg.paths.cache_dir))
     zoo = parse_targets(cfg.targets)
     device = _device(cfg.device, w)
     force = bool(cfg.get("force", False))
@@ -285,7 +305,11 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
     logger = build_logger(plain(cfg.logger)) if w.main else build_logger({"name": "csv"})
     failed = True
     try:
-        attack = build_attack(None, max_batch=cfg.max_batch, **attack_kwargs(s))
+        try:
+            attack = build_attack(None, max_batch=cfg.max_batch, memory_budget_mb=cfg.get("memory_budget_mb"),
+                                  amp=cfg.get("amp"), channels_last=bool(cfg.get("channels_last")), **attack_kwargs(s))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}{config_files('attack', 'penalty', 'transforms', 'method', 'experiment')}") from None
         data = load_data(s)
         semantic = describe(s, attack, data, cfg.batch_size, cfg.pretrained)
         cell_id = cell_hash(semantic)
@@ -327,7 +351,7 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
             return surrogate_box["m"]
 
         if stored is None:
-            attack.model = surrogate()
+            attack.model = torch.compile(surrogate()) if cfg.get("compile") else surrogate()
         if w.main and not force:
             seed_eval_cache(out_dir, cell_id, keys, store)
         w.barrier()

@@ -129,8 +129,35 @@ def evaluate_main(argv: List[str]) -> int:
     return 0
 
 
+def _compact_run_and_report(func):
+    """Hydra's run_and_report, but a composition error becomes one line on stderr (exit 1);
+    HYDRA_FULL_ERROR=1 or hydra.verbose=true keeps Hydra's full report."""
+    try:
+        return func()
+    except Exception as exc:  # noqa: BLE001 - everything Hydra would report
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or any(a.startswith("hydra.verbose=") and not a.endswith("=false")
+                                                            for a in sys.argv):
+            raise
+        text = str(exc) + ("\n" + str(exc.__cause__) if exc.__cause__ is not None else "")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
+        lines = list(dict.fromkeys(ln for ln in lines if not ln.startswith(("Config search path", "provider="))))
+        import re
+
+        miss = re.search(r"Could not (?:find|load) '([\w/]+)/([^']+)'", text)
+        if miss:
+            from .registry import suggest
+
+            options = [p.stem for p in (Path(CONFIG_DIR) / miss.group(1)).glob("*.yaml")]
+            lines.append(suggest(miss.group(2), options).strip())
+        print(f"flatbench: error: {'; '.join(lines) or type(exc).__name__}", file=sys.stderr)
+        sys.exit(1)
+
+
 def main() -> None:
+    import hydra._internal.utils as hydra_utils
+
     register_schema()
+    hydra_utils.run_and_report = _compact_run_and_report
     # W&B and tqdm write a lot to a non-interactive terminal; keep runs readable.
     os.environ.setdefault("WANDB_SILENT", "true")
     if len(sys.argv) > 1 and sys.argv[1] == "evaluate":

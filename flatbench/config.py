@@ -50,7 +50,11 @@ class FlatbenchConfig:
     seed: int = 0
     n_images: Optional[int] = None
     batch_size: int = 64
-    max_batch: Optional[int] = 256
+    max_batch: Any = 256
+    memory_budget_mb: Optional[float] = None
+    amp: Optional[str] = None
+    channels_last: bool = False
+    compile: bool = False
     device: str = "auto"
     progress: bool = True
     save_images: bool = True
@@ -73,9 +77,13 @@ def plain(node: Any) -> Any:
     return node
 
 
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) and value.is_integer() else repr(value)
+
+
 def _range(key: str, value, ok: bool, allowed: str):
     if not ok:
-        raise ConfigError(f"{key}={value!r} is out of range; allowed: {allowed}")
+        raise ConfigError(f"{key}={_shown(value)} is out of range; allowed: {allowed}")
 
 
 def surrogate_names(value: Any) -> List[str]:
@@ -117,6 +125,7 @@ def split_node(node: Any, where: str) -> tuple:
 
 def resolve(cfg: DictConfig) -> CellSettings:
     """Validate the top-level values and return the cell's settings (nulls resolved)."""
+    check_targets_safe(cfg)
     data = dict(plain(cfg.data) or {})
     if "name" not in data:
         raise ConfigError("data: missing 'name'")
@@ -131,7 +140,12 @@ def resolve(cfg: DictConfig) -> CellSettings:
     _range("target_rule", cfg.target_rule, cfg.target_rule in TARGET_RULES, " | ".join(TARGET_RULES))
     _range("batch_size", cfg.batch_size, cfg.batch_size >= 1, "batch_size >= 1")
     _range("n_images", cfg.n_images, cfg.n_images is None or cfg.n_images >= 1, "n_images >= 1 or null")
-    _range("max_batch", cfg.max_batch, cfg.max_batch is None or cfg.max_batch >= 1, "max_batch >= 1 or null")
+    mb = cfg.max_batch
+    _range("max_batch", mb, mb is None or mb == "auto" or (isinstance(mb, int) and not isinstance(mb, bool) and mb >= 1),
+           "an integer >= 1, auto, or null")
+    mem = cfg.get("memory_budget_mb")
+    _range("memory_budget_mb", mem, mem is None or mem > 0, "> 0 (MiB) or null")
+    _range("amp", cfg.get("amp"), cfg.get("amp") in (None, "bf16", "fp16"), "null | bf16 | fp16")
     opt, opt_kw = split_node(cfg.attack, "attack")
     pen, pen_kw = split_node(cfg.penalty, "penalty")
     if pen_kw.get("r") is not None:
@@ -199,3 +213,29 @@ def flatness_settings(node: Any):
     if "rho" in node:
         node["rho"] = px(node["rho"])
     return FlatnessSettings(**node).check()
+
+
+# Where a `_target_` in flatbench's own groups may point. flatbench never instantiates config
+# nodes itself; the check keeps a shared config from smuggling in a callable for tools that do.
+TARGET_PREFIXES = ("flatbench.", "timm.", "torchvision.", "torch.nn.")
+CHECKED_GROUPS = ("data", "targets", "attack", "penalty", "transforms", "transform_defaults", "logger", "paths",
+                  "flatness")
+
+
+def check_targets_safe(cfg: Any) -> None:
+    """Refuse `_target_` values outside flatbench and the model libraries, naming the key."""
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "_target_" and not (isinstance(v, str) and v.startswith(TARGET_PREFIXES)):
+                    raise ConfigError(f"{where}._target_={v!r} is not allowed: `_target_` in flatbench's groups may only "
+                                      f"name {', '.join(p + '*' for p in TARGET_PREFIXES)}")
+                walk(v, f"{where}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}[{i}]")
+
+    for group in CHECKED_GROUPS:
+        node = cfg.get(group) if hasattr(cfg, "get") else None
+        walk(plain(node), group)

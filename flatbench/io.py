@@ -13,21 +13,45 @@ from typing import Union
 PathLike = Union[str, os.PathLike]
 
 
+class WriteError(OSError):
+    """A file could not be written (read-only directory, full disk, ...); names the path."""
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc} (is the directory writable?)") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        with _suppress():
+            os.unlink(tmp)
+        raise WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc} (disk full or read-only?); "
+                                    "the previous version, if any, is untouched") from None
     except BaseException:
         with _suppress():
             os.unlink(tmp)
         raise
     return path
+
+
+def check_writable(directory: PathLike) -> None:
+    """Fail before any compute when ``directory`` cannot be created or written."""
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise WriteError(exc.errno, f"output directory {d} is not writable: {exc.strerror or exc}") from None
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:

@@ -34,6 +34,37 @@ def check_kwargs(fn: Callable, kwargs: Dict[str, Any], where: str) -> None:
             )
 
 
+def _expected(param) -> str:
+    """'number', 'integer', 'bool', 'str' or '' (anything), from a parameter's annotation/default."""
+    ann = param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "")
+    default = param.default
+    if isinstance(default, bool) or ann == "bool":
+        return "bool"
+    if (isinstance(default, int) and not isinstance(default, bool)) or ann in ("int", "Optional[int]"):
+        return "integer"
+    if isinstance(default, float) or ann in ("float", "Optional[float]"):
+        return "number"
+    if isinstance(default, str) or ann in ("str", "Optional[str]"):
+        return "str"
+    return ""
+
+
+def check_types(fn: Callable, kwargs: Dict[str, Any], where: str) -> None:
+    """Raise ConfigError when a value has the wrong type for the parameter it sets."""
+    params = inspect.signature(fn).parameters
+    for key, value in kwargs.items():
+        if key not in params or value is None:
+            continue
+        want = _expected(params[key])
+        ok = {"bool": isinstance(value, bool),
+              "integer": isinstance(value, int) and not isinstance(value, bool)
+              or (isinstance(value, float) and value.is_integer()),
+              "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+              "str": isinstance(value, str), "": True}[want]
+        if not ok:
+            raise ConfigError(f"{where}: {key}={value!r} has the wrong type; expected {'a' if want != 'integer' else 'an'} {want}")
+
+
 class Registry:
     """A named collection of factories. ``None``-valued kwargs mean "the factory's default"."""
 
@@ -69,4 +100,5 @@ class Registry:
         fn = self.get(name)
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         check_kwargs(fn, kwargs, f"{self.kind} {name!r}")
+        check_types(fn, kwargs, f"{self.kind} {name!r}")
         return fn(**kwargs)

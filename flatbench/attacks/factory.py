@@ -30,7 +30,8 @@ METHODS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
     "vmi_dim": ("mifgsm", "vmi", ("dim",)),
 }
 
-_LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "max_batch", "check_finite", "loss", "name")
+_LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "max_batch", "memory_budget_mb", "amp", "channels_last",
+              "check_finite", "loss", "name")
 
 
 def _params(fn) -> set:

@@ -85,8 +85,11 @@ def parse_name(name: str) -> ModelSpec:
     arch, _, tag = name.partition(".")
     names = _timm_names()
     if arch not in names:
-        raise ConfigError(f"unknown model {raw!r}: not a testbed model, a timm architecture, or "
-                          f"'torchvision:NAME.WEIGHTS'.{suggest(arch, names)}")
+        from .testbed import TESTBED
+
+        hint = suggest(raw, TESTBED) or suggest(arch, names)
+        raise ConfigError(f"unknown model {raw!r}: not a testbed model ({', '.join(TESTBED)}), a timm architecture, "
+                          f"or 'torchvision:NAME.WEIGHTS'.{hint}")
     return ModelSpec(raw, "timm", arch, tag or None, checkpoint)
 
 

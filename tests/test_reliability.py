@@ -1,0 +1,223 @@
+"""Bad input fails fast with one clear line; faults lose nothing; config files run no code."""
+import ast
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from omegaconf import open_dict
+
+from flatbench.attacks import create_attack
+from flatbench.attacks.loop import NonFiniteError
+from flatbench.io import WriteError, atomic_write_text
+from flatbench.registry import ConfigError
+from test_run import BIN, SMALL, run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fail(args, zoo_dir, cwd, extra_env=None):
+    env = dict(os.environ, FLATBENCH_ZOO=str(zoo_dir), WANDB_MODE="offline", **(extra_env or {}))
+    p = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0, p.stdout[-2000:]
+    return p
+
+
+@pytest.mark.parametrize("override,expect", [
+    ("epss=3", "Key 'epss' not in 'FlatbenchConfig'"),
+    ("steps=ten", "Value 'ten' of type 'str' could not be converted to Integer"),
+    ("penalty=pgnn", "Did you mean 'pgn'?"),
+    ("targets=cnnn", "Did you mean 'cnn'?"),
+    ("data=nips", "Did you mean 'nips17'?"),
+    ("transforms=[dimm]", "Did you mean 'dim'?"),
+    ("method=pgm", "Did you mean 'pgn'?"),
+    ("eps=0", "eps=0 is out of range; allowed: 0 < eps <= 255"),
+    ("eps=256", "eps=256 is out of range"),
+    ("steps=0", "steps=0 is out of range; allowed: steps >= 1"),
+    ("batch_size=0", "batch_size=0 is out of range"),
+    ("max_batch=-3", "max_batch=-3 is out of range"),
+    ("penalty=pgn penalty.beta=-1", "penalty.beta must be >= 0, got -1"),
+    ("penalty=pgn penalty.r=0", "penalty.r=0 is out of range"),
+    ("penalty=pgn penalty.zeta=-0.5", "penalty.zeta must be >= 0"),
+    ("penalty=pgn penalty.n_samples=0", "penalty.n_samples must be >= 1"),
+    ("transforms=[tim] transforms.tim.kernel_size=4", "kernel_size must be odd and >= 1"),
+    ("transforms=[dim] transforms.dim.resize_rate=0.5", "resize_rate"),
+    ("surrogate=digits-cnnn", "Did you mean 'digits-cnn'?"),
+    ("+penalty.bta=1 penalty=pgn", "Did you mean 'beta'?"),
+    ("targeted=true", "has no target column; use target_rule=random or target_rule=least_likely"),
+    ("+attack._target_=os.system", "attack._target_='os.system' is not allowed"),
+    ("flatness=on flatness.k_samples=0", "flatness.k_samples=0 is out of range"),
+    ("amp=fp8", "amp='fp8' is out of range"),
+])
+def test_bad_config_is_one_line_on_stderr(trained_zoo, zoo_dir, tmp_path, override, expect):
+    p = fail(["flatbench", *SMALL, *override.split(), f"hydra.run.dir={tmp_path / 'r'}"], zoo_dir, tmp_path)
+    assert p.returncode == 1
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("flatbench: error:"), p.stderr
+    assert expect in lines[0]
+    assert "Traceback" not in p.stderr and not (tmp_path / "r" / "results.csv").exists()
+
+
+def test_verbose_shows_the_traceback(trained_zoo, zoo_dir, tmp_path):
+    p = fail(["flatbench", "eps=0", *SMALL, "hydra.verbose=true", f"hydra.run.dir={tmp_path / 'r'}"], zoo_dir, tmp_path,
+             {"HYDRA_FULL_ERROR": "1"})
+    assert "Traceback" in p.stderr and "eps=0" in p.stderr
+
+
+def test_help_describes_options(zoo_dir, tmp_path):
+    p = run(["flatbench", "--help"], zoo_dir, tmp_path)
+    for word in ("Config groups", "method:", "targets:", "max_batch", "flatbench-report", "1/255"):
+        assert word in p.stdout, word
+    r = run(["flatbench-report", "--help"], zoo_dir, tmp_path)
+    for word in ("--compare", "--mcnemar", "--plot-param", "--flatness", "--landscape", "--filter"):
+        assert word in r.stdout, word
+    e = run(["flatbench", "evaluate", "--help"], zoo_dir, tmp_path)
+    assert "nothing is recrafted" in e.stdout
+
+
+def test_report_errors_are_one_line(tmp_path, zoo_dir):
+    p = fail(["flatbench-report", str(tmp_path / "none")], zoo_dir, tmp_path)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "no such sweep directory" in p.stderr
+
+
+def test_unwritable_output_fails_before_compute(trained_zoo, zoo_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    p = fail(["flatbench", *SMALL, f"paths.cache_dir={blocker}/cache", f"hydra.run.dir={tmp_path / 'r'}"], zoo_dir,
+             tmp_path)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not writable" in lines[0] and "Traceback" not in p.stderr
+    assert not (tmp_path / "r" / "results.csv").exists()
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    f = tmp_path / "results.csv"
+    atomic_write_text(f, "old\n")
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(WriteError, match="cannot write .*results.csv: No space left on device"):
+        atomic_write_text(f, "new\n")
+    monkeypatch.undo()
+    assert f.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_nan_stops_the_cell_naming_step_and_batch(trained_zoo, zoo_dir, tmp_path):
+    from flatbench.cell import craft
+    from flatbench.data import DATASETS
+
+    class NaNAfter(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, x):
+            self.calls += 1
+            out = self.inner(x)
+            return out * float("nan") if self.calls > 12 else out
+
+    data = DATASETS.build("digits").subset(12)
+    a = create_attack("mifgsm", NaNAfter(trained_zoo["digits-cnn"]), eps=32 / 255, steps=10)
+    with pytest.raises(NonFiniteError, match=r"non-finite model output at step 3 in batch of images 4\.\.7"):
+        craft(a, data, data.labels, torch.device("cpu"), 4, 0, False)
+
+
+def test_zero_gradient_gives_no_nan():
+    class Flat(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(x.shape[0], 3) + 0 * x.sum()
+
+    for m, kw in (("mifgsm", {}), ("pgn", {"n_samples": 2}), ("gnp", {}), ("vmifgsm", {"n_samples": 2})):
+        out = create_attack(m, Flat(), eps=8 / 255, steps=2, **kw)(torch.rand(2, 1, 8, 8), torch.tensor([0, 1]))
+        assert torch.isfinite(out).all(), m
+
+
+def test_skip_bad_images_writes_the_list_into_the_cell(layouts, tmp_path):
+    import shutil
+    from test_configs import _compose
+    from flatbench.cell import run_cell
+
+    d = tmp_path / "nips17"
+    shutil.copytree(layouts["nips17"], d)
+    (d / "images" / "img003.png").write_bytes(b"\x89PNG truncated")
+    cfg = _compose(["data=nips17", f"data.root={d}", "data.image_size=32", "data.skip_bad_images=true",
+                    "surrogate=resnet18.a1_in1k", "pretrained=false", "steps=1", "progress=false",
+                    f"paths.cache_dir={tmp_path / 'cache'}"])
+    with open_dict(cfg):
+        cfg.targets = {"r18": {"model": "resnet18.a1_in1k", "role": "normal"}}
+    df = run_cell(cfg, tmp_path / "cell")
+    assert (df["n_images"] == 5).all()
+    skipped = pd.read_csv(tmp_path / "cell" / "skipped.csv")
+    assert list(skipped["image_id"]) == ["img003"] and "unreadable" in skipped["reason"].iloc[0]
+    with open_dict(cfg):
+        cfg.data.skip_bad_images = False
+    from flatbench.data.folders import DataError
+    with pytest.raises(DataError, match=r"images.csv:5: unreadable or truncated image .*img003.png"):
+        run_cell(cfg, tmp_path / "cell2")
+
+
+def test_label_space_mismatch_fails_before_crafting(trained_zoo, zoo_dir, tmp_path):
+    p = fail(["flatbench", *SMALL, "surrogate=resnet18.a1_in1k", "pretrained=false",
+              f"hydra.run.dir={tmp_path / 'r'}"], zoo_dir, tmp_path)
+    assert "outputs 1000 classes but data set 'digits-test' has 10" in p.stderr
+    assert not list((tmp_path / "outputs").rglob("batches/*.safetensors"))
+
+
+def test_two_killed_processes_in_one_sweep_both_resume(trained_zoo, zoo_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    long = ["method=pgn", "penalty.n_samples=4", "n_images=48", "batch_size=6", "targets=digits_small", "progress=false"]
+    env = dict(os.environ, FLATBENCH_ZOO=str(zoo_dir), OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([str(BIN / "flatbench"), *long, f"seed={s}", f"hydra.run.dir={sweep / str(s)}"],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for s in (0, 1)]
+    t0 = time.time()
+    while len(list((tmp_path / "outputs" / "cache").glob("adv/*/batches/*"))) < 4 and time.time() - t0 < 200:
+        time.sleep(0.05)
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert not list(sweep.glob("*/results.csv"))
+    for s in (0, 1):
+        run(["flatbench", *long, f"seed={s}", f"hydra.run.dir={sweep / str(s)}"], zoo_dir, tmp_path)
+    run(["flatbench-report", str(sweep)], zoo_dir, tmp_path)
+    merged = pd.read_csv(sweep / "results.csv")
+    assert len(merged) == 4 and merged["cell_id"].nunique() == 2 and not merged.duplicated(["cell_id", "target"]).any()
+
+
+def test_no_eval_or_exec_in_flatbench():
+    for f in (ROOT / "flatbench").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in ("eval", "exec", "compile"), f"{f}:{node.lineno}"
+
+
+def test_target_restriction_allows_the_model_libraries():
+    from flatbench.config import check_targets_safe
+
+    check_targets_safe({"attack": {"_target_": "flatbench.attacks.create_attack"},
+                        "targets": {"m": {"_target_": "timm.create_model"}}})
+    with pytest.raises(ConfigError, match=r"targets.m._target_='builtins.eval'"):
+        check_targets_safe({"targets": {"m": {"_target_": "builtins.eval"}}})
+    with pytest.raises(ConfigError, match=r"transforms.dim.x\[0\]._target_='subprocess.run'"):
+        check_targets_safe({"transforms": {"dim": {"x": [{"_target_": "subprocess.run"}]}}})
+
+
+def test_typo_inside_a_group_file_names_the_key_and_the_file(trained_zoo, zoo_dir, tmp_path):
+    import shutil
+    from flatbench.cli import CONFIG_DIR
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONFIG_DIR, conf)
+    pgn = conf / "penalty" / "pgn.yaml"
+    pgn.write_text(pgn.read_text().replace("beta: 0.5", "bta: 0.5"))
+    p = fail(["flatbench", "--config-path", str(conf), "method=pgn", *SMALL, f"hydra.run.dir={tmp_path / 'r'}"], zoo_dir,
+             tmp_path)
+    line = p.stderr.strip()
+    assert len(line.splitlines()) == 1
+    assert "unknown key 'bta'" in line and "Did you mean 'beta'?" in line and "conf/penalty/pgn.yaml" in line
