@@ -170,7 +170,8 @@ class Attack:
     def loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int) -> torch.Tensor:
         # Callers often hold no_grad (evaluation code, notebooks); the input gradient needs autograd.
         with torch.enable_grad():
-            return self._loss_grad(x.detach().clone().requires_grad_(True), y, gens, step)
+            # detach() gives a new leaf sharing storage: no copy, and the caller's tensor is untouched.
+            return self._loss_grad(x.detach().requires_grad_(True), y, gens, step)
 
     def _loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int) -> torch.Tensor:
         z = x
