@@ -37,19 +37,18 @@ class World:
         if self.active:
             dist.barrier()
 
-    def sum(self, value: float) -> float:
+    def _reduce(self, value: float, op) -> float:
         if not self.active:
             return value
         t = torch.tensor([float(value)], dtype=torch.float64)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        dist.all_reduce(t, op=op)
         return float(t.item())
 
+    def sum(self, value: float) -> float:
+        return self._reduce(value, dist.ReduceOp.SUM)
+
     def max(self, value: float) -> float:
-        if not self.active:
-            return value
-        t = torch.tensor([float(value)], dtype=torch.float64)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return float(t.item())
+        return self._reduce(value, dist.ReduceOp.MAX)
 
     def gather(self, obj: Any) -> List[Any]:
         """Every rank's ``obj``, in rank order (on every rank)."""

@@ -169,20 +169,28 @@ def _int(value, where: str, col: str) -> int:
         raise DataError(f"{where}: column {col!r} is not an integer: {value!r}") from None
 
 
+def _csv_layout(root: Path, csv_name: str, id_col: str, label_col: str, target_col: str, image_of,
+                shift: int) -> List[tuple]:
+    """Rows (id, path, label, target, 'file:row') of a label-CSV layout; labels shifted by ``shift``."""
+    csv_path = root / csv_name
+    rows = []
+    for i, r in enumerate(_read_csv(csv_path, [id_col, label_col]), start=2):
+        where = f"{csv_path}:{i}"
+        rid = str(r[id_col]).strip()
+        tgt = r.get(target_col)
+        rows.append((rid, image_of(rid), _int(r[label_col], where, label_col) + shift,
+                     None if tgt in (None, "") else _int(tgt, where, target_col) + shift, where))
+    return rows
+
+
 @DATASETS.register("nips17")
 def nips17(root: Optional[str] = None, image_size: int = 299, interpolation: str = "bilinear", resize: bool = True,
            crop_pct: Optional[float] = None, label_shift: int = -1, num_classes: int = 1000,
            skip_bad_images: bool = False, num_workers: int = 4) -> ImageSet:
     """NIPS 2017 dev set (images.csv: ImageId, TrueLabel 1..1000, TargetClass; images/<ImageId>.png)."""
     root = _check_common(root, image_size, interpolation, crop_pct, num_classes)
-    csv_path = root / "images.csv"
-    rows = []
-    for i, r in enumerate(_read_csv(csv_path, ["ImageId", "TrueLabel"]), start=2):
-        where = f"{csv_path}:{i}"
-        rid = str(r["ImageId"]).strip()
-        tgt = r.get("TargetClass")
-        rows.append((rid, root / "images" / f"{rid}.png", _int(r["TrueLabel"], where, "TrueLabel") + label_shift,
-                     None if tgt in (None, "") else _int(tgt, where, "TargetClass") + label_shift, where))
+    rows = _csv_layout(root, "images.csv", "ImageId", "TrueLabel", "TargetClass",
+                       lambda rid: root / "images" / f"{rid}.png", label_shift)
     return _assemble("nips17", rows, int(image_size), interpolation, resize, crop_pct, int(num_classes),
                      skip_bad_images, num_workers, {"root": str(root)})
 
@@ -193,14 +201,8 @@ def transferattack(root: Optional[str] = None, image_size: int = 224, interpolat
                    skip_bad_images: bool = False, num_workers: int = 4) -> ImageSet:
     """TransferAttack layout (labels.csv: filename,label[,targeted_label], 0..999; images/)."""
     root = _check_common(root, image_size, interpolation, crop_pct, num_classes)
-    csv_path = root / "labels.csv"
-    rows = []
-    for i, r in enumerate(_read_csv(csv_path, ["filename", "label"]), start=2):
-        where = f"{csv_path}:{i}"
-        fn = str(r["filename"]).strip()
-        tgt = r.get("targeted_label")
-        rows.append((fn, root / "images" / fn, _int(r["label"], where, "label"),
-                     None if tgt in (None, "") else _int(tgt, where, "targeted_label"), where))
+    rows = _csv_layout(root, "labels.csv", "filename", "label", "targeted_label",
+                       lambda fn: root / "images" / fn, 0)
     return _assemble("transferattack", rows, int(image_size), interpolation, resize, crop_pct, int(num_classes),
                      skip_bad_images, num_workers, {"root": str(root)})
 
