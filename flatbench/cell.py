@@ -22,7 +22,7 @@ from .data import DATASETS, ImageSet
 from .io import atomic_write_text, check_writable
 from .dist import World, world
 from .metrics import perturbation_norms, success_flags, transfer_counts
-from .models import load_model, load_surrogate
+from .models import defend, freeze, load_model, load_surrogate
 from .record import build_logger, write_csv
 from .registry import ConfigError
 from .store import AdvStore, load_adv, quantize, save_adv
@@ -136,8 +136,6 @@ class TargetModels:
         self.cache = {}
 
     def get(self, entry: Dict[str, Any]) -> torch.nn.Module:
-        from .models import defend, freeze
-
         build = {k: entry[k] for k in self.BUILD_KEYS if entry.get(k) is not None}
         key = (entry["model"], tuple(sorted(build.items())))
         if key not in self.cache:
@@ -204,7 +202,7 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
                disable=not progress or not world.main)
     crafted = 0
     if store is not None and not force and not store.full.exists():
-        have = sum(store._batch(lo, hi).exists() for _, lo, hi in mine)
+        have = sum(store.batch_path(lo, hi).exists() for _, lo, hi in mine)
         if have:
             log.info("resuming: %d of %d batches already finished (checkpoints in %s)", have, len(mine), store.batches)
     for _, lo, hi in mine:

@@ -57,7 +57,7 @@ class AdvStore:
         self.full = self.dir / "adv.safetensors"
         self.evals = self.dir / "eval"
 
-    def _batch(self, lo: int, hi: int) -> Path:
+    def batch_path(self, lo: int, hi: int) -> Path:
         return self.batches / f"{lo:07d}-{hi:07d}.safetensors"
 
     def load_batch(self, lo: int, hi: int) -> Optional[torch.Tensor]:
@@ -65,16 +65,13 @@ class AdvStore:
 
         if self.full.exists():
             return load_adv(self.full)[0][lo:hi]
-        f = self._batch(lo, hi)
+        f = self.batch_path(lo, hi)
         return load_file(str(f))["images"] if f.exists() else None
 
     def save_batch(self, lo: int, hi: int, images: torch.Tensor) -> None:
         from safetensors.torch import save
 
-        atomic_write_bytes(self._batch(lo, hi), save({"images": images.contiguous().cpu()}))
-
-    def finished_batches(self) -> int:
-        return len(list(self.batches.glob("*.safetensors"))) if self.batches.exists() else 0
+        atomic_write_bytes(self.batch_path(lo, hi), save({"images": images.contiguous().cpu()}))
 
     def load(self) -> Optional[Tuple[torch.Tensor, List[str]]]:
         return load_adv(self.full) if self.full.exists() else None

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
 
     try:
         names = needed_models(compose(args.overrides))
-    except (ConfigError, Exception) as exc:  # noqa: BLE001 - composition errors are the user's to fix
+    except Exception as exc:  # noqa: BLE001 - composition errors are the user's to fix
         print(f"fetch_weights: error: {exc}", file=sys.stderr)
         return 2
     failed = 0

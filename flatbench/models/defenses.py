@@ -20,14 +20,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import ConfigError, Registry
+from ..store import quantize
 
 DEFENSES = Registry("defense")
 
 
 def _image_generators(x: torch.Tensor, seed: int) -> List[torch.Generator]:
     gens = []
-    q = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    for img in q:
+    for img in quantize(x).cpu():
         h = hashlib.blake2b(img.numpy().tobytes(), digest_size=8, key=str(int(seed)).encode()).digest()
         gens.append(torch.Generator().manual_seed(int.from_bytes(h, "little") & ((1 << 63) - 1)))
     return gens
@@ -52,8 +52,7 @@ class JPEG(Defense):
         import numpy as np
 
         out = []
-        q = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-        for img in q:
+        for img in quantize(x).cpu():
             arr = img.permute(1, 2, 0).numpy()
             pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
             buf = io.BytesIO()
