@@ -20,7 +20,7 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/flatbench -m experiment=digits hydra.sweep.dir=$(SWEEP)
 	$(BIN)/flatbench-report $(SWEEP)
-	@echo "Sweep directory: $(SWEEP) (per-cell CSVs in its numbered subdirectories; results.csv, table.md, table.tex, heatmap.png at its top)"
+	@echo "Sweep directory: $(SWEEP) (per-cell CSVs in its numbered subdirectories; the report (results.csv, table.md, table.tex, heatmap.png) in $(SWEEP)/report)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

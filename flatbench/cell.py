@@ -69,12 +69,15 @@ def choose_targets(s: CellSettings, data: ImageSet, surrogate: torch.nn.Module, 
 NON_SEMANTIC_DATA = ("default_eps", "root", "num_workers", "skip_bad_images", "classes")
 
 
-def describe(s: CellSettings, attack, data: ImageSet, batch_size: int = 64, pretrained: bool = True) -> Dict[str, Any]:
+def describe(s: CellSettings, attack, data: ImageSet, batch_size: int = 64, pretrained: bool = True,
+             device: Any = "cpu") -> Dict[str, Any]:
     """The effective settings, after each part applied its own defaults (hashed into cell_id).
 
-    Paths, the logger, the launcher, the device and the target zoo are not part of it; the
-    data set enters by name, settings and content digest; ``batch_size`` does, because a
-    batch's noise is keyed by its first image's index.
+    Paths, the logger, the launcher and the target zoo are not part of it; the data set
+    enters by name, settings and content digest; ``batch_size`` does, because a batch's noise
+    is keyed by its first image's index; the device *type* does, because CPU and CUDA
+    generators draw different noise from the same key (and kernels round differently), so a
+    set crafted on one is not the other's. The device index does not enter.
     """
     est = part_params(attack.estimator)
     if "r" in est:
@@ -92,6 +95,7 @@ def describe(s: CellSettings, attack, data: ImageSet, batch_size: int = 64, pret
         "targeted": s.targeted, "target_rule": s.target_rule if s.targeted else None, "seed": s.seed,
         "batch_size": int(batch_size),
         "amp": attack.amp,
+        "device": torch.device(device).type,
     }
 
 
@@ -113,7 +117,12 @@ def config_columns(s: CellSettings, attack, data: ImageSet, semantic: Dict[str, 
         "transforms": "+".join(tf_labels) or "none", "eps": s.eps, "steps": s.steps, "alpha": round(s.alpha, 6),
         "decay": getattr(attack.optimizer, "decay", None), "norm": s.norm, "targeted": s.targeted,
         "target_rule": s.target_rule if s.targeted else "", "seed": s.seed, "cell_id": cell_id,
+        # Every other setting that enters cell_id is a column too, so a table can tell any two cells apart.
+        "batch_size": semantic["batch_size"], "amp": semantic["amp"] or "none", "pretrained": semantic["pretrained"],
+        "device": semantic["device"], "data_digest": semantic["data_digest"],
     }
+    cols.update({f"optimizer.{k}": v for k, v in semantic["optimizer"][1].items() if k != "decay"})
+    cols.update({f"penalty.{k}": v for k, v in est.items() if k not in cols})
     cols.update({f"data.{k}": v for k, v in semantic["data"].items() if k != "name"})
     cols.update(tf_cols)
     return cols
@@ -177,6 +186,10 @@ def check_classes(model: torch.nn.Module, data: ImageSet, device, what: str) -> 
                           "model trained on this data set")
 
 
+class OutOfMemory(ConfigError):
+    """The device ran out of memory; the message says which settings lower the need."""
+
+
 class Stop(Exception):
     """Raised between batches when SIGTERM/SIGINT asked the cell to stop (finished batches are kept)."""
 
@@ -217,6 +230,10 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
                 x_adv = attack(x, y_attack[lo:hi].to(device), seed=(seed, lo))
             except NonFiniteError as exc:
                 raise NonFiniteError(f"{exc} in batch of images {lo}..{hi - 1} ({data.ids[lo]}..{data.ids[hi - 1]})") from None
+            except torch.OutOfMemoryError:
+                raise OutOfMemory(f"out of memory on {device} crafting images {lo}..{hi - 1} (max_batch resolved to "
+                                  f"{attack.max_batch}); lower max_batch or batch_size, set memory_budget_mb, or use "
+                                  "amp=bf16; finished batches are kept") from None
             done = quantize(x_adv, data.images[lo:hi], attack.eps, attack.norm).cpu()
             if store is not None:
                 store.save_batch(lo, hi, done)
@@ -249,6 +266,67 @@ def finished_rows(out_dir: Path, cell_id: str, keys: Dict[str, str], flatness: A
     return pd.read_csv(res_f)
 
 
+# What a cell writes into its directory (cell.json first to go, last to come: it marks the cell finished).
+CELL_FILES = ("cell.json", "results.csv", "predictions.csv", "adv.safetensors", "flatness.csv", "landscape.csv",
+              "landscape.png", "skipped.csv", "error.json")
+
+
+def dir_cell(out_dir: Path) -> Optional[Dict[str, Any]]:
+    """Who owns out_dir's cell files: ``{"cell_id": ..., "semantic": ...}``, or None when it holds none.
+
+    The owner is the id in cell.json; without one (a cell killed while writing its outputs),
+    the id stored in its adv.safetensors; ``cell_id`` is None when files exist but name no cell.
+    """
+    from .store import adv_cell_id
+
+    present = [f for f in CELL_FILES if (out_dir / f).exists() and f != "error.json"]
+    if not present:
+        return None
+    try:
+        meta = json.loads((out_dir / "cell.json").read_text())
+        return {"cell_id": meta.get("cell_id"), "semantic": meta.get("semantic") or {}}
+    except (OSError, ValueError):
+        pass
+    try:
+        return {"cell_id": adv_cell_id(out_dir / "adv.safetensors"), "semantic": {}}
+    except Exception:  # noqa: BLE001 - a missing or unreadable set names no cell
+        return {"cell_id": None, "semantic": {}}
+
+
+def setting_changes(old: Dict[str, Any], new: Dict[str, Any]) -> str:
+    """'eps 32 -> 16, seed 0 -> 5': the semantic settings in which two cells differ."""
+    keys = [k for k in dict.fromkeys([*old, *new]) if json.dumps(old.get(k), sort_keys=True, default=str)
+            != json.dumps(new.get(k), sort_keys=True, default=str)]
+    shown = [f"{k} {old.get(k)} -> {new.get(k)}" if not isinstance(new.get(k), (dict, list)) else k for k in keys]
+    return ", ".join(shown[:6]) + (", ..." if len(shown) > 6 else "")
+
+
+def claim_dir(out_dir: Path, cell_id: str, semantic: Dict[str, Any], mode: str) -> None:
+    """The one reuse rule for a cell directory: its files are used only when they are this cell's.
+
+    A directory holding another cell's results is recomputed into by a run: the old cell's
+    files are removed first (cell.json first, so that a killed run never leaves them marked
+    finished) and the log names the old cell and where its adversarial set stays cached.
+    ``flatbench evaluate`` only adds targets to the cell a directory holds, so there the
+    mismatch is refused with one line and nothing is touched.
+    """
+    owner = dir_cell(out_dir)
+    if owner is None or owner["cell_id"] == cell_id:
+        return
+    old = owner["cell_id"] or "of unknown id"
+    diff = setting_changes(owner["semantic"], semantic) if owner["semantic"] else ""
+    if mode == "evaluate":
+        raise ConfigError(f"{out_dir} holds cell {old}, but these settings describe cell {cell_id}"
+                          f"{' (' + diff + ')' if diff else ''}; `flatbench evaluate` adds targets to the cell a "
+                          "directory holds and never changes its settings: run `flatbench` with the new settings "
+                          "into another directory")
+    log.warning("%s holds the results of cell %s, not of this cell %s%s: replacing them (the old cell's adversarial "
+                "set and evaluations stay in the cache under adv/%s; rerun its settings to get its rows back)",
+                out_dir, old, cell_id, f" ({diff})" if diff else "", old)
+    for f in CELL_FILES:
+        (out_dir / f).unlink(missing_ok=True)
+
+
 def seed_eval_cache(out_dir: Path, cell_id: str, keys: Dict[str, str], store: AdvStore) -> None:
     """Copy an earlier run's per-image predictions of this cell into the evaluation cache.
 
@@ -273,6 +351,16 @@ def seed_eval_cache(out_dir: Path, cell_id: str, keys: Dict[str, str], store: Ad
         rows = pred[pred["target"] == k][["image_id", "clean_pred", "adv_pred"]]
         if len(rows):
             atomic_write_text(store.eval_path(keys[k]), rows.to_csv(index=False))
+
+
+def crafted_on(out_dir: Path, device: torch.device, mode: str) -> str:
+    """The device type that enters cell_id: where this run crafts, or for `flatbench evaluate`
+    (which never crafts) where the directory's cell was crafted."""
+    if mode == "evaluate":
+        owner = dir_cell(out_dir)
+        if owner and owner["semantic"].get("device"):
+            return owner["semantic"]["device"]
+    return device.type
 
 
 def _device(name: str, w: World) -> torch.device:
@@ -309,11 +397,14 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
         except ConfigError as exc:
             raise ConfigError(f"{exc}{config_files('attack', 'penalty', 'transforms', 'method', 'experiment')}") from None
         data = load_data(s)
-        semantic = describe(s, attack, data, cfg.batch_size, cfg.pretrained)
+        semantic = describe(s, attack, data, cfg.batch_size, cfg.pretrained, crafted_on(out_dir, device, mode))
         cell_id = cell_hash(semantic)
         keys = {k: target_key(k, e, cfg.pretrained) for k, e in zoo.items()}
         flat_node = plain(cfg.get("flatness")) or {}
         flat_node = flat_node if flat_node.get("enabled") else None
+        if w.main:
+            claim_dir(out_dir, cell_id, semantic, mode)
+        w.barrier()
         done = finished_rows(out_dir, cell_id, keys, flat_node)
         if done is not None and not force:
             log.info("cell %s already finished in %s: skipping (force=true recomputes)", cell_id, out_dir)
@@ -334,7 +425,8 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
 
         stored = store.load()
         if stored is None and (out_dir / "adv.safetensors").exists() and not force:
-            stored = load_adv(out_dir / "adv.safetensors")  # an old sweep's set, kept in its cell dir
+            # The set kept in the cell dir (a sweep whose cache was cleaned): claim_dir made sure it is this cell's.
+            stored = load_adv(out_dir / "adv.safetensors")
         if stored is not None and list(stored[1]) != list(data.ids):
             raise ConfigError(f"the stored adversarial set of cell {cell_id} holds other images than the data set")
         if stored is None and mode == "evaluate":
@@ -423,7 +515,7 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
                                            "fooled": fooled.astype(int)}))
         # cell.json goes last: it marks the cell finished, and the report reads only cells that have it.
         if cfg.save_images:
-            save_adv(out_dir / "adv.safetensors", adv, data.ids)
+            save_adv(out_dir / "adv.safetensors", adv, data.ids, cell_id)
         atomic_write_text(out_dir / "predictions.csv", pd.concat(per_image).to_csv(index=False))
         df = write_csv(out_dir / "results.csv", rows)
         atomic_write_text(out_dir / "cell.json", json.dumps({

@@ -52,10 +52,21 @@ def _verbose() -> bool:
 
 
 def expected_errors() -> tuple:
+    """Errors flatbench raises on purpose (bad config or data, missing weights, non-finite values,
+    out of memory with its advice, unwritable files): one line each. Anything else is a bug and
+    keeps its traceback."""
     from .attacks.loop import NonFiniteError
     from .registry import ConfigError
 
-    return (ConfigError, NonFiniteError, OSError, ValueError, KeyError, RuntimeError)
+    return (ConfigError, NonFiniteError, OSError)
+
+
+def _full_error() -> bool:
+    return _verbose() or os.environ.get("HYDRA_FULL_ERROR") == "1" or bool(os.environ.get("FLATBENCH_TRACEBACK"))
+
+
+def one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split()) or type(exc).__name__}"
 
 
 def guarded(fn, *args, **kwargs):
@@ -68,26 +79,107 @@ def guarded(fn, *args, **kwargs):
         print(f"flatbench: {exc}; finished batches are kept, rerun (or requeue) to resume", file=sys.stderr)
         sys.exit(EXIT_STOPPED)
     except expected_errors() as exc:
-        if _verbose() or os.environ.get("FLATBENCH_TRACEBACK"):
+        if _full_error():
             raise
-        msg = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"flatbench: error: {type(exc).__name__}: {msg}", file=sys.stderr)
+        print(f"flatbench: error: {one_line(exc)}", file=sys.stderr)
         sys.exit(1)
 
 
+class CellFailed(Exception):
+    """One cell of a multirun failed with an expected error (already printed in one line).
+
+    Raised, not exited, so that Hydra records the job as failed and runs the other cells."""
+
+
+ERROR_FILE = "error.json"
+START = {"time": None}  # when this command started: error records older than this are another run's
+
+
+def _record_error(out_dir: Path, exc: BaseException, cell: dict) -> Path:
+    import json
+    import traceback
+
+    from .io import atomic_write_text
+
+    path = out_dir / ERROR_FILE
+    atomic_write_text(path, json.dumps({**cell, "type": type(exc).__name__, "message": str(exc),
+                                        "traceback": "".join(traceback.format_exception(exc))}, indent=2))
+    return path
+
+
 def task(cfg: DictConfig) -> None:
-    from .cell import run_cell
+    from hydra.types import RunMode
+
+    from .cell import Stop, run_cell
     from .dist import world
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _on_signal)
     w = guarded(world)
+    hc = HydraConfig.get()
     # Under torchrun every rank must write into rank 0's directory (timestamps may differ).
-    out_dir = Path(w.broadcast(str(HydraConfig.get().runtime.output_dir)))
-    df = guarded(run_cell, cfg, out_dir)
+    out_dir = Path(w.broadcast(str(hc.runtime.output_dir)))
+    multirun = hc.mode == RunMode.MULTIRUN
+    cell = {"multirun": multirun, "num": hc.job.get("num"), "overrides": list(hc.overrides.task),
+            "sweep_dir": str(Path(hc.sweep.dir).resolve()) if multirun else None, "cell_dir": str(out_dir)}
+    if w.main:
+        (out_dir / ERROR_FILE).unlink(missing_ok=True)
+    try:
+        df = run_cell(cfg, out_dir)
+    except Stop as exc:
+        # The whole sweep stops (exit 143), as a single cell does: a requeue or rerun resumes it.
+        print(f"flatbench: {exc}; finished batches are kept, rerun (or requeue) to resume", file=sys.stderr)
+        sys.exit(EXIT_STOPPED)
+    except Exception as exc:  # noqa: BLE001 - recorded in the cell dir, then reported or re-raised
+        where = None
+        if w.main:
+            try:
+                where = _record_error(out_dir, exc, cell)
+            except OSError:
+                pass  # an unwritable cell dir is itself the error being reported
+        exc.flatbench_cell = cell
+        if not isinstance(exc, expected_errors()) or _full_error():
+            raise  # a bug, or a traceback asked for: Hydra records the job as failed and shows it
+        if not multirun:
+            print(f"flatbench: error: {one_line(exc)}", file=sys.stderr)
+            sys.exit(1)
+        print(f"flatbench: cell {cell['num']} failed: {one_line(exc)}" + (f" (details in {where})" if where else ""),
+              file=sys.stderr)
+        # Raised, not exited: Hydra records the failed job and runs the remaining cells.
+        failed = CellFailed(one_line(exc))
+        failed.flatbench_cell = cell
+        raise failed from None
     if df is not None:
         _print_table(df)
         log.info("results: %s", out_dir / "results.csv")
+
+
+def sweep_summary(sweep_dir: Path, since: Optional[float]) -> Optional[str]:
+    """'N of M cells failed: 1 (surrogate=x), ...' from the error records this command wrote."""
+    import json
+
+    cells = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").exists()
+             and (since is None or (d / ".hydra" / "overrides.yaml").stat().st_mtime >= since - 1)]
+    overrides = {d: OmegaConf.to_container(OmegaConf.load(d / ".hydra" / "overrides.yaml")) for d in cells}
+    # Name each failed cell by the overrides that vary across the sweep (what the user swept).
+    seen: dict = {}
+    for ov in overrides.values():
+        for o in ov:
+            k, _, v = o.partition("=")
+            seen.setdefault(k, set()).add(v)
+    swept = {k for k, vals in seen.items() if len(vals) > 1 or sum(k == o.partition("=")[0] for ov in overrides.values()
+                                                                   for o in ov) < len(cells)}
+    failed = []
+    for d in sorted(cells, key=lambda p: (len(p.name), p.name)):
+        f = d / ERROR_FILE
+        if f.exists() and (since is None or f.stat().st_mtime >= since - 1):
+            rec = json.loads(f.read_text())
+            shown = [o for o in overrides[d] if o.partition("=")[0] in swept] or overrides[d]
+            failed.append(f"{rec.get('num', d.name)} ({' '.join(shown)})")
+    if not failed:
+        return None
+    return (f"flatbench: {len(failed)} of {len(cells)} cells failed: {'; '.join(failed)}; the other cells finished; "
+            f"each failed cell's error is in its {ERROR_FILE} under {sweep_dir}")
 
 
 def _cell_dirs(root: Path) -> List[Path]:
@@ -135,8 +227,21 @@ def _compact_run_and_report(func):
     try:
         return func()
     except Exception as exc:  # noqa: BLE001 - everything Hydra would report
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        cell = getattr(exc, "flatbench_cell", None)
+        if cell and cell.get("multirun"):
+            summary = sweep_summary(Path(cell["sweep_dir"]), START["time"])
+            if summary:
+                print(summary, file=sys.stderr)
+            if isinstance(exc, CellFailed):
+                sys.exit(1)
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or any(a.startswith("hydra.verbose=") and not a.endswith("=false")
                                                             for a in sys.argv):
+            raise
+        # Composition errors (Hydra's, OmegaConf's, flatbench's checks) are one line; a bug keeps its traceback.
+        if not isinstance(exc, (HydraException, OmegaConfBaseException, *expected_errors())):
             raise
         text = str(exc) + ("\n" + str(exc.__cause__) if exc.__cause__ is not None else "")
         lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
@@ -156,6 +261,9 @@ def _compact_run_and_report(func):
 def main() -> None:
     import hydra._internal.utils as hydra_utils
 
+    import time
+
+    START["time"] = time.time()
     register_schema()
     hydra_utils.run_and_report = _compact_run_and_report
     # W&B and tqdm write a lot to a non-interactive terminal; keep runs readable.

@@ -25,6 +25,27 @@ COLUMNS = [
     "grad_evals", "version",
 ]
 
+# Columns of a row that measure or label it rather than set up its cell.
+MEASURES = ("target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", "asr_ci_high", "asr_clean_correct",
+            "n_fooled", "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "craft_seconds",
+            "images_per_second", "grad_evals")
+LABELS = ("cell_id", "experiment", "version")  # not settings: the hash of the settings, a name, the code's version
+# The settings that make up "the attack" (McNemar compares attacks on otherwise equal cells);
+# so do the parts' flattened settings (dim.resize_rate, penalty.normalize, ...), see attack_columns.
+ATTACK_SETTINGS = ("attack", "optimizer", "penalty", "beta", "r", "zeta", "n_samples", "lookahead", "transforms",
+                   "decay")
+
+
+def setting_columns(columns) -> List[str]:
+    """Every column that is a setting of the cell (all of them enter cell_id), in column order."""
+    return [c for c in columns if c not in MEASURES and c not in LABELS
+            and not (c.startswith("flat_") and c != "flat_rho")]
+
+
+def attack_columns(columns) -> List[str]:
+    return [c for c in setting_columns(columns) if c in ATTACK_SETTINGS or ("." in c and not c.startswith("data."))]
+
+
 COLUMN_DOCS = {
     "experiment": "the config's name (experiment=NAME sets it); not part of cell_id",
     "dataset": "data set name and split, e.g. digits-test",
@@ -39,6 +60,7 @@ COLUMN_DOCS = {
     "steps, decay, norm": "iterations T, momentum mu, threat model",
     "targeted, target_rule": "attack goal and how targets are chosen",
     "seed, cell_id": "seed; hash of the cell's resolved semantic settings",
+    "batch_size, amp, pretrained, device, data_digest": "the other settings that enter cell_id (device: its type)",
     "target, target_model, role": "zoo key, model name, white-box | black-box | adv-trained | defense",
     "clean_acc": "target accuracy on the clean images, %",
     "asr": "attack success rate over all images, %",

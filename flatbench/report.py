@@ -5,7 +5,8 @@
 
 Writes ``results.csv`` (all rows), ``table.md`` and ``table.tex`` (rows: attack settings;
 columns: targets; white-box cells marked with *; a black-box mean column) and
-``heatmap.png`` into ``--out`` (default: the first sweep directory), plus ``table_ci.md``
+``heatmap.png`` into ``--out`` (default: ``report/`` inside the first directory; a report
+never writes over one of its inputs), plus ``table_ci.md``
 (ASR with Wilson 95% intervals), and on request ``compare.md`` (--compare published),
 ``mcnemar.md`` (--mcnemar A B) and ``asr_vs_<param>.png`` (--plot-param beta).
 """
@@ -21,30 +22,53 @@ from typing import List, Optional, Sequence
 import pandas as pd
 
 from .io import atomic_write_bytes, atomic_write_text
-from .record import order_columns
+from .record import attack_columns, order_columns, setting_columns
 
 ROW_KEYS = ["surrogate", "attack", "eps"]
-# Settings that, when they vary across a sweep, are shown as extra row keys.
+# Settings shown whenever they vary (they say what a method ran with); any other setting is
+# added only where it still tells two cells of one row apart.
 VARYING_CANDIDATES = ["dataset", "norm", "targeted", "steps", "alpha", "beta", "r", "zeta", "n_samples",
                       "decay", "transforms", "seed", "n_images"]
 BLACK_BOX_MEAN = "black-box mean"
 
 
-def collect(dirs: Sequence[Path]) -> pd.DataFrame:
-    """All cell rows under the given directories (each cell writes one results.csv)."""
-    frames = []
+def _cells_of(dirs: Sequence[Path]) -> List[Path]:
+    """Cell directories (a cell.json beside a results.csv) under the given directories."""
+    out = []
     for d in dirs:
         d = Path(d)
         if not d.exists():
             raise FileNotFoundError(f"no such sweep directory: {d}")
-        for f in sorted(d.rglob("results.csv")):
-            # A cell's results.csv sits beside its cell.json; a merged report's does not.
-            if (f.parent / "cell.json").exists():
-                frames.append(pd.read_csv(f))
+        out += [f.parent for f in sorted(d.rglob("results.csv")) if (f.parent / "cell.json").exists()]
+    return list(dict.fromkeys(out))
+
+
+def collect(dirs: Sequence[Path]) -> pd.DataFrame:
+    """All cell rows under the given directories (each cell writes one results.csv)."""
+    # A cell's results.csv sits beside its cell.json; a report's does not.
+    frames = [pd.read_csv(c / "results.csv") for c in _cells_of(dirs)]
     if not frames:
         raise FileNotFoundError(f"no cell results (results.csv beside cell.json) under {', '.join(map(str, dirs))}")
     df = pd.concat(frames, ignore_index=True)
     return order_columns(df.drop_duplicates(subset=["cell_id", "target"], keep="last"))
+
+
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _parse(col: str, series: pd.Series, val: str):
+    """A filter value in the column's own type: booleans from true/false/1/0, numbers from text."""
+    if pd.api.types.is_bool_dtype(series) or set(series.dropna().map(str)) <= {"True", "False"} and len(series.dropna()):
+        low = val.strip().lower()
+        if low not in TRUE + FALSE:
+            raise ValueError(f"--filter {col}={val}: {col} is true/false (also 1/0)")
+        return low in TRUE
+    if pd.api.types.is_numeric_dtype(series):
+        try:
+            return float(val)
+        except ValueError:
+            raise ValueError(f"--filter {col}={val}: {col} holds numbers") from None
+    return val
 
 
 def apply_filters(df: pd.DataFrame, filters: Sequence[str]) -> pd.DataFrame:
@@ -54,25 +78,73 @@ def apply_filters(df: pd.DataFrame, filters: Sequence[str]) -> pd.DataFrame:
         col, val = f.split("=", 1)
         if col not in df.columns:
             raise ValueError(f"--filter: unknown column {col!r}; columns: {', '.join(df.columns)}")
-        df = df[df[col].astype(str) == val] if df[col].dtype == object else df[df[col] == type(df[col].iloc[0])(val)]
-    if df.empty:
-        raise ValueError("the filters leave no rows")
+        want = _parse(col, df[col], val)
+        if isinstance(want, bool):
+            keep = df[col].map(_text).str.lower().isin(TRUE if want else FALSE)
+        elif isinstance(want, float):
+            keep = pd.to_numeric(df[col], errors="coerce") == want
+        else:
+            keep = df[col].map(_text) == want
+        if not keep.any():
+            values = ", ".join(map(_cell, sorted(df[col].dropna().unique(), key=str))) or "(none)"
+            raise ValueError(f"--filter {col}={val} matches no row; {col} takes: {values}")
+        df = df[keep]
     return df
 
 
+def _text(v) -> str:
+    """A value as the text that tells settings apart; missing is "-" (pandas 3's astype(str) keeps NaN)."""
+    return "-" if pd.isna(v) else str(v)
+
+
+def _key_strings(df: pd.DataFrame, keys: List[str]) -> pd.DataFrame:
+    return df[keys].map(_text) if keys else pd.DataFrame(index=df.index)
+
+
+def _n_groups(df: pd.DataFrame, keys: List[str]) -> int:
+    return len(_key_strings(df, keys).drop_duplicates()) if keys else 1
+
+
 def row_keys(df: pd.DataFrame, rows: Optional[List[str]] = None) -> List[str]:
+    """Row labels under which no two cells that differ in a setting are ever merged.
+
+    By default: surrogate, attack, eps, the usual settings that vary (β, r, ...), then any other
+    setting that still splits a row, in column order. With ``rows`` given, a setting that
+    varies inside one row is an error naming it.
+    """
+    settings = setting_columns(df.columns)
     if rows:
-        return rows
-    keys = list(ROW_KEYS)
-    for c in VARYING_CANDIDATES:
-        if c in df.columns and df[c].astype(str).nunique() > 1:
+        unknown = [r for r in rows if r not in df.columns]
+        if unknown:
+            raise ValueError(f"--rows: unknown column(s) {unknown}")
+        keys = list(rows)
+        split = [c for c in settings if c not in keys and _n_groups(df, keys + [c]) > _n_groups(df, keys)]
+        if split:
+            c = split[0]
+            raise ValueError(f"--rows {' '.join(rows)}: cells that differ in {c!r} "
+                             f"({', '.join(sorted(df[c].map(_text).unique()))}) would be averaged into one row; "
+                             f"add {c} to --rows or --filter it")
+        return keys
+    keys = [k for k in ROW_KEYS if k in df.columns]
+    keys += [c for c in VARYING_CANDIDATES if c in df.columns and _n_groups(df, [c]) > 1]
+    for c in settings:
+        if c not in keys and _n_groups(df, keys + [c]) > _n_groups(df, keys):
             keys.append(c)
     return keys
+
+
+def _one_cell_per_entry(df: pd.DataFrame, keys: List[str]) -> None:
+    """Refuse a table entry made of two cells (same settings in every column, yet another cell id)."""
+    n = df.assign(_k=_key_strings(df, keys).agg("|".join, axis=1)).groupby(["_k", "target"])["cell_id"].nunique()
+    if (n > 1).any():
+        raise ValueError(f"cells {', '.join(sorted(set(df['cell_id'])))[:200]} share every setting column but not "
+                         f"their cell id (results of another flatbench version?); --filter on cell_id or version")
 
 
 def pivot(df: pd.DataFrame, value: str = "asr", rows: Optional[List[str]] = None) -> tuple:
     """(values, white-box mask) with attack settings as rows and targets as columns."""
     keys = row_keys(df, rows)
+    _one_cell_per_entry(df, keys)
     d = df.copy()
     for k in keys:
         # Settings a method does not have (beta for I-FGSM) are NaN; show them as "-" and keep the row.
@@ -219,8 +291,9 @@ def load_flags(dirs: Sequence[Path]) -> pd.DataFrame:
 def mcnemar_table(df: pd.DataFrame, flags: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """McNemar's test of attack ``a`` against ``b`` for each target, on the images both attacked.
 
-    Cells are paired when every other setting that identifies them (surrogate, eps, data,
-    seed, targeted) is equal.
+    Cells are paired when they agree on every setting but the attack's own (the method, its
+    optimizer, penalty and transform settings): surrogate, eps, steps, alpha, norm, data,
+    seed, targeted, batch_size, device, ...
     """
     from .stats import mcnemar
 
@@ -228,13 +301,14 @@ def mcnemar_table(df: pd.DataFrame, flags: pd.DataFrame, a: str, b: str) -> pd.D
     for name in (a, b):
         if name not in attacks:
             raise ValueError(f"--mcnemar: no cells of attack {name!r}; attacks: {', '.join(sorted(attacks))}")
-    pair_keys = [k for k in ("surrogate", "eps", "dataset", "n_images", "seed", "targeted") if k in df.columns]
+    own = set(attack_columns(df.columns))
+    pair_keys = [k for k in setting_columns(df.columns) if k not in own]
     cells = df.drop_duplicates(["cell_id"])[["cell_id", "attack"] + pair_keys]
     out = []
     for _, ca in cells[cells["attack"] == a].iterrows():
         match = cells[(cells["attack"] == b)]
         for k in pair_keys:
-            match = match[match[k].astype(str) == str(ca[k])]
+            match = match[match[k].map(_text) == _text(ca[k])]
         for _, cb in match.iterrows():
             fa = flags[flags["cell_id"] == ca["cell_id"]]
             fb = flags[flags["cell_id"] == cb["cell_id"]]
@@ -244,6 +318,7 @@ def mcnemar_table(df: pd.DataFrame, flags: pd.DataFrame, a: str, b: str) -> pd.D
                 only_b = int(((g["fooled_a"] == 0) & (g["fooled_b"] == 1)).sum())
                 t = mcnemar(only_a, only_b)
                 out.append({**{k: ca[k] for k in pair_keys}, "target": target, "attack_a": a, "attack_b": b,
+                            "cell_a": ca["cell_id"], "cell_b": cb["cell_id"],
                             "n": len(g), "asr_a": 100 * g["fooled_a"].mean(), "asr_b": 100 * g["fooled_b"].mean(),
                             "only_a": only_a, "only_b": only_b, "p_exact": t["p_exact"], "chi2": t["chi2"],
                             "p_chi2": t["p_chi2"]})
@@ -275,18 +350,23 @@ def param_plot_png(df: pd.DataFrame, param: str, value: str = "asr") -> bytes:
     d = df[df[param].notna()].copy()
     if d[param].nunique() < 2:
         raise ValueError(f"--plot-param: {param!r} takes fewer than 2 values in these cells")
-    groups = [g for g in d.groupby(["surrogate", "attack"], sort=False)]
+    # One panel per combination of the other settings that vary, so no point averages two cells.
+    panel_keys = [k for k in row_keys(d) if k != param]
+    if d.assign(_p=_key_strings(d, panel_keys).agg("|".join, axis=1)).duplicated(["_p", "target", param]).any():
+        raise ValueError(f"--plot-param {param}: cells that differ only along {param} and settings tied to it "
+                         "cannot be told apart; --filter the others")
+    groups = [g for g in d.groupby(_key_strings(d, panel_keys).agg(" | ".join, axis=1), sort=False)]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4), squeeze=False)
-    for ax, ((sur, att), g) in zip(axes[0], groups):
+    for ax, (title, g) in zip(axes[0], groups):
         for target, t in g.groupby("target", sort=False):
-            t = t.groupby(param, as_index=False)[[value, "asr_ci_low", "asr_ci_high"]].mean().sort_values(param)
+            t = t[[param, value, "asr_ci_low", "asr_ci_high"]].sort_values(param)
             ax.plot(t[param], t[value], marker="o", label=target)
             if value == "asr":
                 ax.fill_between(t[param], t["asr_ci_low"], t["asr_ci_high"], alpha=0.15)
         ax.set_xlabel(param)
         ax.set_ylabel(f"{value} (%)")
         ax.set_ylim(0, 100)
-        ax.set_title(f"{att} from {sur}", fontsize=9)
+        ax.set_title(title, fontsize=8)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -412,41 +492,51 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
                  plot_params: Sequence[str] = (), flatness_metric: Optional[str] = None,
                  landscape_pair: Optional[Sequence[str]] = None) -> dict:
     dirs = [Path(d) for d in dirs]
-    out = Path(out) if out is not None else dirs[0]
+    out = Path(out) if out is not None else dirs[0] / "report"
+    cells = _cells_of(dirs)
+    if (out / "cell.json").exists():
+        raise ValueError(f"--out {out} is a cell directory, and its files are inputs of the report; reports go to a "
+                         f"directory of their own (default: {dirs[0] / 'report'})")
+    inputs = {p.resolve() for c in cells for p in c.iterdir() if p.is_file()}
+    paths = {}
+
+    def put(name: str, data) -> None:
+        path = out / name
+        if path.resolve() in inputs:  # a guard at the single place reports write, whatever --out says
+            raise ValueError(f"refusing to write {path}: it is an input of this report")
+        write = atomic_write_bytes if isinstance(data, bytes) else atomic_write_text
+        paths[name] = write(path, data)
+
     df = apply_filters(collect(dirs), filters)
     if value not in df.columns:
         raise ValueError(f"--value: unknown column {value!r}")
     table, white = pivot(df, value, rows)
-    paths = {
-        "results.csv": atomic_write_text(out / "results.csv", df.to_csv(index=False)),
-        "table.md": atomic_write_text(out / "table.md", to_markdown(table, white, value)),
-        "table.tex": atomic_write_text(out / "table.tex", to_latex(table, white)),
-        "heatmap.png": atomic_write_bytes(out / "heatmap.png", heatmap_png(table, white, value)),
-    }
+    put("results.csv", df.to_csv(index=False))
+    put("table.md", to_markdown(table, white, value))
+    put("table.tex", to_latex(table, white))
+    put("heatmap.png", heatmap_png(table, white, value))
     if "asr_ci_low" in df.columns:
-        paths["table_ci.md"] = atomic_write_text(out / "table_ci.md", ci_markdown(df, rows))
+        put("table_ci.md", ci_markdown(df, rows))
     rep = {"df": df, "table": table, "white": white, "paths": paths, "out": out}
     for param in plot_params:
-        paths[f"asr_vs_{param}.png"] = atomic_write_bytes(out / f"asr_vs_{param}.png", param_plot_png(df, param, value))
+        put(f"asr_vs_{param}.png", param_plot_png(df, param, value))
     if flatness_metric:
         md, scatter, box, rho = flatness_report(df, dirs, flatness_metric)
-        paths["flatness.md"] = atomic_write_text(out / "flatness.md", md)
-        paths["flatness_vs_transfer.png"] = atomic_write_bytes(out / "flatness_vs_transfer.png", scatter)
-        paths["flatness_by_fooled.png"] = atomic_write_bytes(out / "flatness_by_fooled.png", box)
+        put("flatness.md", md)
+        put("flatness_vs_transfer.png", scatter)
+        put("flatness_by_fooled.png", box)
         rep["spearman"] = rho
     if landscape_pair:
-        a, b = landscape_pair
-        paths["landscape_compare.png"] = atomic_write_bytes(out / "landscape_compare.png",
-                                                            landscape_compare(df, dirs, a, b))
+        put("landscape_compare.png", landscape_compare(df, dirs, *landscape_pair))
     if mcnemar_pair:
         t = mcnemar_table(df, load_flags(dirs), *mcnemar_pair)
-        paths["mcnemar.md"] = atomic_write_text(out / "mcnemar.md", mcnemar_markdown(t))
-        paths["mcnemar.csv"] = atomic_write_text(out / "mcnemar.csv", t.to_csv(index=False))
+        put("mcnemar.md", mcnemar_markdown(t))
+        put("mcnemar.csv", t.to_csv(index=False))
         rep["mcnemar"] = t
     if compare_with:
         m = compare(df, load_published(compare_with), value)
-        paths["compare.md"] = atomic_write_text(out / "compare.md", compare_markdown(m))
-        paths["compare.csv"] = atomic_write_text(out / "compare.csv", m.to_csv(index=False))
+        put("compare.md", compare_markdown(m))
+        put("compare.csv", m.to_csv(index=False))
         rep["compare"] = m
     return rep
 
@@ -455,7 +545,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="flatbench-report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", type=Path, help="sweep (or run) directories to merge")
-    p.add_argument("--out", type=Path, default=None, help="where to write the outputs (default: the first dir)")
+    p.add_argument("--out", type=Path, default=None, help="where to write the outputs (default: DIR/report for the first DIR); never a cell directory")
     p.add_argument("--value", default="asr", help="the column to tabulate (asr, asr_clean_correct, clean_acc, ...)")
     p.add_argument("--filter", action="append", default=[], metavar="COL=VAL", help="keep rows where COL equals VAL")
     p.add_argument("--rows", nargs="+", default=None, help="row keys (default: surrogate attack eps + varying settings)")

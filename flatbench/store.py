@@ -8,6 +8,11 @@ from typing import List, Optional, Tuple
 import torch
 
 from .io import atomic_write_bytes
+from .registry import ConfigError
+
+
+class StoreError(ConfigError):
+    """A stored set or directory belongs to another cell than the one asking for it."""
 
 
 def quantize(x_adv: torch.Tensor, x_clean_u8: Optional[torch.Tensor] = None, eps: Optional[float] = None,
@@ -25,12 +30,16 @@ def quantize(x_adv: torch.Tensor, x_clean_u8: Optional[torch.Tensor] = None, eps
     return q.clamp(0, 255).to(torch.uint8)
 
 
-def save_adv(path: Path, images: torch.Tensor, ids: List[str]) -> Path:
+def save_adv(path: Path, images: torch.Tensor, ids: List[str], cell_id: Optional[str] = None) -> Path:
+    """Store a uint8 set with its image ids and the id of the cell that crafted it."""
     from safetensors.torch import save
 
     if images.dtype != torch.uint8:
         raise TypeError("adversarial sets are stored as uint8")
-    data = save({"images": images.contiguous().cpu()}, metadata={"ids": json.dumps(list(ids))})
+    meta = {"ids": json.dumps(list(ids))}
+    if cell_id is not None:
+        meta["cell_id"] = cell_id
+    data = save({"images": images.contiguous().cpu()}, metadata=meta)
     return atomic_write_bytes(path, data)
 
 
@@ -40,6 +49,14 @@ def load_adv(path: Path) -> Tuple[torch.Tensor, List[str]]:
     with safe_open(str(path), framework="pt") as f:
         ids = json.loads(f.metadata()["ids"])
         return f.get_tensor("images"), ids
+
+
+def adv_cell_id(path: Path) -> Optional[str]:
+    """The cell id a stored set was saved with (None for sets written before ids were stored)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("cell_id")
 
 
 class AdvStore:
@@ -52,6 +69,7 @@ class AdvStore:
     """
 
     def __init__(self, cache_dir: Path, cell_id: str):
+        self.cell_id = cell_id
         self.dir = Path(cache_dir) / "adv" / cell_id
         self.batches = self.dir / "batches"
         self.full = self.dir / "adv.safetensors"
@@ -74,10 +92,16 @@ class AdvStore:
         atomic_write_bytes(self.batch_path(lo, hi), save({"images": images.contiguous().cpu()}))
 
     def load(self) -> Optional[Tuple[torch.Tensor, List[str]]]:
-        return load_adv(self.full) if self.full.exists() else None
+        if not self.full.exists():
+            return None
+        stored = adv_cell_id(self.full)
+        if stored is not None and stored != self.cell_id:
+            raise StoreError(f"{self.full} was saved by cell {stored}, not {self.cell_id}: the cache is corrupt; "
+                             f"delete {self.dir}")
+        return load_adv(self.full)
 
     def save(self, images: torch.Tensor, ids: List[str], meta: dict) -> None:
-        save_adv(self.full, images, ids)
+        save_adv(self.full, images, ids, self.cell_id)
         from .io import atomic_write_text
 
         atomic_write_text(self.dir / "meta.json", json.dumps(meta, indent=2, default=str))

@@ -128,7 +128,7 @@ def test_flatness_on_adds_columns_files_and_report(trained_zoo, zoo_dir, tmp_pat
     p = run(["flatbench-report", str(sweep), "--flatness", "sharp_mean", "--landscape", "I-FGSM", "PGN"], zoo_dir, tmp_path)
     assert "Spearman rho over 2 cells" in p.stdout
     for f in ("flatness_vs_transfer.png", "flatness_by_fooled.png", "landscape_compare.png", "flatness.md"):
-        assert (sweep / f).stat().st_size > (200 if f.endswith(".md") else 10_000), f
+        assert (sweep / "report" / f).stat().st_size > (200 if f.endswith(".md") else 10_000), f
     # Turning flatness on for a finished cell recomputes it instead of skipping.
     cell = sorted(sweep.glob("[0-9]*"))[0]
     plain = run(["flatbench", "method=ifgsm", *SMALL, f"hydra.run.dir={cell}"], zoo_dir, tmp_path)

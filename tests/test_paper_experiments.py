@@ -26,11 +26,11 @@ def test_transferattack_rn50_sweep_and_compare_published(layouts, zoo_dir, tmp_p
     assert (df["eps"] == 16).all() and (df["linf_mean"] <= 16).all()
     assert (df.loc[df["target"] == "resnet50", "role"] == "white-box").all()
     p = run(["flatbench-report", str(sweep), "--compare", "published"], zoo_dir, tmp_path)
-    cmp = pd.read_csv(sweep / "compare.csv")
+    cmp = pd.read_csv(sweep / "report" / "compare.csv")
     assert len(cmp) == 3 * 8  # MI-FGSM, PGN and GNP have published numbers for all 8 targets
     row = cmp[(cmp["attack"] == "PGN") & (cmp["target"] == "vit")].iloc[0]
     assert row["published"] == 50.1 and row["diff"] == pytest.approx(row["ours"] - 50.1)
-    assert "| PGN | 16 | vit |" in (sweep / "compare.md").read_text() and "TransferAttack README" in p.stdout
+    assert "| PGN | 16 | vit |" in (sweep / "report" / "compare.md").read_text() and "TransferAttack README" in p.stdout
 
 
 @pytest.mark.parametrize("experiment,extra", [

@@ -186,7 +186,7 @@ def test_two_killed_processes_in_one_sweep_both_resume(trained_zoo, zoo_dir, tmp
     for s in (0, 1):
         run(["flatbench", *long, f"seed={s}", f"hydra.run.dir={sweep / str(s)}"], zoo_dir, tmp_path)
     run(["flatbench-report", str(sweep)], zoo_dir, tmp_path)
-    merged = pd.read_csv(sweep / "results.csv")
+    merged = pd.read_csv(sweep / "report" / "results.csv")
     assert len(merged) == 4 and merged["cell_id"].nunique() == 2 and not merged.duplicated(["cell_id", "target"]).any()
 
 

@@ -47,15 +47,15 @@ def test_sweep_then_report(trained_zoo, zoo_dir, tmp_path):
     run(["flatbench", "-m", "method=ifgsm,mifgsm", *SMALL, f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
     p = run(["flatbench-report", str(sweep)], zoo_dir, tmp_path)
     for name in ("results.csv", "table.md", "table.tex", "heatmap.png"):
-        assert (sweep / name).stat().st_size > 0, name
-    merged = pd.read_csv(sweep / "results.csv")
+        assert (sweep / "report" / name).stat().st_size > 0, name
+    merged = pd.read_csv(sweep / "report" / "results.csv")
     assert len(merged) == 4 and merged["cell_id"].nunique() == 2
-    md = (sweep / "table.md").read_text()
+    md = (sweep / "report" / "table.md").read_text()
     assert "I-FGSM" in md and "MI-FGSM" in md and "black-box mean" in md and "*" in md
-    assert "\\begin{tabular}" in (sweep / "table.tex").read_text()
+    assert "\\begin{tabular}" in (sweep / "report" / "table.tex").read_text()
     assert "I-FGSM" in p.stdout
     import matplotlib.image as mpimg
-    img = mpimg.imread(sweep / "heatmap.png")
+    img = mpimg.imread(sweep / "report" / "heatmap.png")
     assert img.shape[0] > 100 and img.shape[1] > 200 and img[..., :3].std() > 0.05
 
 

@@ -125,7 +125,7 @@ def test_killed_cell_resumes_and_equals_uninterrupted(trained_zoo, zoo_dir, tmp_
     assert meta["cell_id"] == _results(ref / "cell")["cell_id"].iloc[0]
     # The report over the resumed sweep has each (cell, target) once.
     run(["flatbench-report", str(sweep)], zoo_dir, tmp_path)
-    merged = pd.read_csv(sweep / "results.csv")
+    merged = pd.read_csv(sweep / "report" / "results.csv")
     assert len(merged) == 4 and not merged.duplicated(["cell_id", "target"]).any()
     assert f"resuming: {kept} of 8 batches already finished" in resumed.stdout + resumed.stderr
 
@@ -174,19 +174,19 @@ def test_report_ci_mcnemar_and_param_plot(trained_zoo, zoo_dir, tmp_path):
          "eps=8,16", f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
     run(["flatbench-report", str(sweep), "--mcnemar", "PGN", "MI-FGSM", "--plot-param", "eps", "--wandb", "fb-test"],
         zoo_dir, tmp_path)
-    df = pd.read_csv(sweep / "results.csv")
+    df = pd.read_csv(sweep / "report" / "results.csv")
     assert ((df["asr_ci_low"] <= df["asr"]) & (df["asr"] <= df["asr_ci_high"])).all()
-    mc = pd.read_csv(sweep / "mcnemar.csv")
+    mc = pd.read_csv(sweep / "report" / "mcnemar.csv")
     assert len(mc) == 2 * 2 and (mc["n"] == 24).all()  # 2 eps x 2 targets
     flags = pd.concat(pd.read_csv(f) for f in sweep.glob("*/predictions.csv"))
     assert set(flags["fooled"]) <= {0, 1}
     row = mc.iloc[0]
     assert row["p_exact"] == pytest.approx(mcnemar(int(row["only_a"]), int(row["only_b"]))["p_exact"])
-    assert "[" in (sweep / "table_ci.md").read_text()
+    assert "[" in (sweep / "report" / "table_ci.md").read_text()
     import matplotlib.image as mpimg
-    img = mpimg.imread(sweep / "asr_vs_eps.png")
+    img = mpimg.imread(sweep / "report" / "asr_vs_eps.png")
     assert img.shape[1] > 400 and img[..., :3].std() > 0.05
-    assert list(sweep.glob("wandb/offline-run-*"))
+    assert list((sweep / "report").glob("wandb/offline-run-*"))
 
 
 # ---------------------------------------------------------------- launchers and data-parallel cells
