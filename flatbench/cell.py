@@ -70,7 +70,7 @@ NON_SEMANTIC_DATA = ("default_eps", "root", "num_workers", "skip_bad_images", "c
 
 
 def describe(s: CellSettings, attack, data: ImageSet, batch_size: int = 64, pretrained: bool = True,
-             device: Any = "cpu") -> Dict[str, Any]:
+             device: Any = "cpu", preprocess: str = "own", quantize_mode: str = "round") -> Dict[str, Any]:
     """The effective settings, after each part applied its own defaults (hashed into cell_id).
 
     Paths, the logger, the launcher and the target zoo are not part of it; the data set
@@ -96,6 +96,8 @@ def describe(s: CellSettings, attack, data: ImageSet, batch_size: int = 64, pret
         "batch_size": int(batch_size),
         "amp": attack.amp,
         "device": torch.device(device).type,
+        "preprocess": preprocess,
+        "quantize": quantize_mode,
     }
 
 
@@ -114,12 +116,14 @@ def config_columns(s: CellSettings, attack, data: ImageSet, semantic: Dict[str, 
         "experiment": experiment, "dataset": data.name, "n_images": len(data), "surrogate": "+".join(s.surrogate), "attack": attack.label,
         "optimizer": s.optimizer, "penalty": s.penalty, "beta": est.get("beta"), "r": est.get("r"),
         "zeta": est.get("zeta"), "n_samples": est.get("n_samples"), "lookahead": est.get("lookahead"),
+        "normalize": est.get("normalize"), "combine": est.get("combine"),
         "transforms": "+".join(tf_labels) or "none", "eps": s.eps, "steps": s.steps, "alpha": round(s.alpha, 6),
         "decay": getattr(attack.optimizer, "decay", None), "norm": s.norm, "targeted": s.targeted,
         "target_rule": s.target_rule if s.targeted else "", "seed": s.seed, "cell_id": cell_id,
         # Every other setting that enters cell_id is a column too, so a table can tell any two cells apart.
         "batch_size": semantic["batch_size"], "amp": semantic["amp"] or "none", "pretrained": semantic["pretrained"],
         "device": semantic["device"], "data_digest": semantic["data_digest"],
+        "preprocess": semantic["preprocess"], "quantize": semantic["quantize"],
     }
     cols.update({f"optimizer.{k}": v for k, v in semantic["optimizer"][1].items() if k != "decay"})
     cols.update({f"penalty.{k}": v for k, v in est.items() if k not in cols})
@@ -198,7 +202,8 @@ STOP_REQUESTED = {"signal": None}
 
 
 def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: int, seed: int, progress: bool,
-          store: Optional[AdvStore] = None, world: Optional[World] = None, force: bool = False) -> tuple:
+          store: Optional[AdvStore] = None, world: Optional[World] = None, force: bool = False,
+          quantize_mode: str = "round") -> tuple:
     """Adversarial uint8 images for the batches this rank owns, batch by batch, with a progress bar.
 
     Each finished batch is checkpointed in ``store`` (when given), so an interrupted cell
@@ -226,15 +231,19 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
             x = data.floats(slice(lo, hi)).to(device)
             # Keyed by the batch's first image index, so a batch's noise does not depend on the
             # rank or on what ran before it.
+            # A batch of one has no other image to mix with: mixing transforms draw from the data set.
+            partners = None
+            if hi - lo == 1 and len(data) > 1 and any(hasattr(t, "with_partners") for t in attack.transforms):
+                partners = data.floats([(lo + 1 + j) % len(data) for j in range(min(16, len(data) - 1))]).to(device)
             try:
-                x_adv = attack(x, y_attack[lo:hi].to(device), seed=(seed, lo))
+                x_adv = attack(x, y_attack[lo:hi].to(device), seed=(seed, lo), partners=partners)
             except NonFiniteError as exc:
                 raise NonFiniteError(f"{exc} in batch of images {lo}..{hi - 1} ({data.ids[lo]}..{data.ids[hi - 1]})") from None
             except torch.OutOfMemoryError:
                 raise OutOfMemory(f"out of memory on {device} crafting images {lo}..{hi - 1} (max_batch resolved to "
                                   f"{attack.max_batch}); lower max_batch or batch_size, set memory_budget_mb, or use "
                                   "amp=bf16; finished batches are kept") from None
-            done = quantize(x_adv, data.images[lo:hi], attack.eps, attack.norm).cpu()
+            done = quantize(x_adv, data.images[lo:hi], attack.eps, attack.norm, quantize_mode).cpu()
             if store is not None:
                 store.save_batch(lo, hi, done)
             crafted += 1
@@ -244,10 +253,12 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
     return out, time.perf_counter() - t0, crafted
 
 
-def target_key(key: str, entry: Dict[str, Any], pretrained: bool) -> str:
+def target_key(key: str, entry: Dict[str, Any], pretrained: bool, preprocess: str = "own") -> str:
     """File-safe key of one target's evaluation: the zoo key and a hash of its model spec."""
     spec = {k: entry.get(k) for k in ENTRY_KEYS}
     spec["pretrained"] = entry.get("pretrained", pretrained)
+    if preprocess != "own":  # keys of the default pipeline stay as they were
+        spec["preprocess"] = preprocess
     digest = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + "-" + digest
 
@@ -397,9 +408,10 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
         except ConfigError as exc:
             raise ConfigError(f"{exc}{config_files('attack', 'penalty', 'transforms', 'method', 'experiment')}") from None
         data = load_data(s)
-        semantic = describe(s, attack, data, cfg.batch_size, cfg.pretrained, crafted_on(out_dir, device, mode))
+        semantic = describe(s, attack, data, cfg.batch_size, cfg.pretrained, crafted_on(out_dir, device, mode),
+                            cfg.preprocess, cfg.quantize)
         cell_id = cell_hash(semantic)
-        keys = {k: target_key(k, e, cfg.pretrained) for k, e in zoo.items()}
+        keys = {k: target_key(k, e, cfg.pretrained, cfg.preprocess) for k, e in zoo.items()}
         flat_node = plain(cfg.get("flatness")) or {}
         flat_node = flat_node if flat_node.get("enabled") else None
         if w.main:
@@ -417,7 +429,8 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
         if w.main:
             logger.start(OmegaConf.to_container(cfg, resolve=True), out_dir,
                          f"{attack.label}-{'+'.join(s.surrogate)}-eps{s.eps:g}")
-        zoo_kw = dict(zoo_dir=Path(cfg.paths.zoo_dir), progress=cfg.progress, pretrained=cfg.pretrained)
+        zoo_kw = dict(zoo_dir=Path(cfg.paths.zoo_dir), progress=cfg.progress, pretrained=cfg.pretrained,
+                      preprocess=cfg.preprocess)
         skipped = data.meta.get("skipped") or []
         if skipped and w.main:
             atomic_write_text(out_dir / "skipped.csv", pd.DataFrame(skipped).to_csv(index=False))
@@ -457,7 +470,7 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
         y_craft = data.labels if y_attack is None else y_attack
         if stored is None:
             adv, seconds, crafted = craft(attack, data, y_craft, device, cfg.batch_size, s.seed, cfg.progress,
-                                          store=store, world=w, force=force)
+                                          store=store, world=w, force=force, quantize_mode=cfg.quantize)
             grad_evals = int(w.sum(attack.grad_evals))
             seconds = w.max(seconds)
             w.barrier()

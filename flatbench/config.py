@@ -53,6 +53,8 @@ class FlatbenchConfig:
     max_batch: Any = 256
     memory_budget_mb: Optional[float] = None
     amp: Optional[str] = None
+    preprocess: str = "own"
+    quantize: str = "round"
     channels_last: bool = False
     compile: bool = False
     device: str = "auto"
@@ -132,7 +134,11 @@ def resolve(cfg: DictConfig) -> CellSettings:
     eps = cfg.eps if cfg.eps is not None else data.get("default_eps")
     if eps is None:
         raise ConfigError("eps is null and the data config has no default_eps")
-    _range("eps", eps, 0 < eps <= 255, "0 < eps <= 255 (1/255 units)")
+    if cfg.norm == "l2":
+        # An L2 radius in 1/255 units: ImageNet papers use a few thousand (e.g. 16·√(224·224·3)/4 ≈ 1552).
+        _range("eps", eps, 0 < eps, "eps > 0 (an L2 radius in 1/255 units) for norm=l2")
+    else:
+        _range("eps", eps, 0 < eps <= 255, "0 < eps <= 255 (1/255 units) for norm=linf")
     _range("steps", cfg.steps, cfg.steps >= 1, "steps >= 1")
     alpha = cfg.alpha if cfg.alpha is not None else eps / cfg.steps
     _range("alpha", alpha, alpha > 0, "alpha > 0 (1/255 units) or null")
@@ -146,6 +152,10 @@ def resolve(cfg: DictConfig) -> CellSettings:
     mem = cfg.get("memory_budget_mb")
     _range("memory_budget_mb", mem, mem is None or mem > 0, "> 0 (MiB) or null")
     _range("amp", cfg.get("amp"), cfg.get("amp") in (None, "bf16", "fp16"), "null | bf16 | fp16")
+    _range("preprocess", cfg.get("preprocess", "own"), cfg.get("preprocess", "own") in ("own", "transferattack"),
+           "own | transferattack")
+    _range("quantize", cfg.get("quantize", "round"), cfg.get("quantize", "round") in ("round", "truncate"),
+           "round | truncate")
     opt, opt_kw = split_node(cfg.attack, "attack")
     pen, pen_kw = split_node(cfg.penalty, "penalty")
     if pen_kw.get("r") is not None:

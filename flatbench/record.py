@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 # Leading columns, in this order; everything else (flattened part settings) follows.
 COLUMNS = [
     "experiment", "dataset", "n_images", "surrogate", "attack", "optimizer", "penalty", "beta", "r", "zeta", "n_samples",
-    "lookahead", "transforms", "eps", "steps", "alpha", "decay", "norm", "targeted", "target_rule", "seed",
+    "lookahead", "normalize", "combine", "transforms", "eps", "steps", "alpha", "decay", "norm", "targeted", "target_rule", "seed",
     "cell_id", "target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", "asr_ci_high", "asr_clean_correct", "n_fooled",
     "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "craft_seconds", "images_per_second",
     "grad_evals", "version",
@@ -32,7 +32,8 @@ MEASURES = ("target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", 
 LABELS = ("cell_id", "experiment", "version")  # not settings: the hash of the settings, a name, the code's version
 # The settings that make up "the attack" (McNemar compares attacks on otherwise equal cells);
 # so do the parts' flattened settings (dim.resize_rate, penalty.normalize, ...), see attack_columns.
-ATTACK_SETTINGS = ("attack", "optimizer", "penalty", "beta", "r", "zeta", "n_samples", "lookahead", "transforms",
+ATTACK_SETTINGS = ("attack", "optimizer", "penalty", "beta", "r", "zeta", "n_samples", "lookahead", "normalize", "combine",
+                   "transforms",
                    "decay")
 
 
@@ -54,7 +55,7 @@ COLUMN_DOCS = {
     "attack": "method label, e.g. PGN, MI-FGSM+DIM+TIM",
     "optimizer": "update rule: ifgsm | mifgsm | nifgsm",
     "penalty": "gradient estimator: none | pgn | gnp | vmi",
-    "beta, r, zeta, n_samples, lookahead": "estimator settings (r in 1/255 units, resolved: r=alpha when null)",
+    "beta, r, zeta, n_samples, lookahead, normalize, combine": "estimator settings (r in 1/255 units, resolved: r=alpha when null)",
     "transforms": "input transforms and gradient filters with their settings",
     "eps, alpha": "threat radius and step size, 1/255 units",
     "steps, decay, norm": "iterations T, momentum mu, threat model",

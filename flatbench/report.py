@@ -241,11 +241,19 @@ def load_published(source: str) -> pd.DataFrame:
 
 
 def compare(df: pd.DataFrame, pub: pd.DataFrame, value: str = "asr") -> pd.DataFrame:
-    """Ours beside the published number for every (surrogate, attack, eps, target) both have."""
-    ours = df.groupby(MATCH_KEYS, as_index=False)[value].mean().rename(columns={value: "ours"})
+    """Ours beside the published number for every (surrogate, attack, eps, target) both have.
+
+    The attack label names the method variant (``GNP`` is the paper's form, ``GNP-TA``
+    TransferAttack's port), so a published number is only ever set beside the variant that
+    produced it. One line per matching cell: cells are never averaged.
+    """
+    ours = df[MATCH_KEYS + [value, "cell_id"]].rename(columns={value: "ours"})
     pub = pub.rename(columns={"asr": "published"})
+    if "note" not in pub.columns:
+        pub["note"] = ""
     ours["eps"], pub["eps"] = ours["eps"].astype(float), pub["eps"].astype(float)
-    m = ours.merge(pub[MATCH_KEYS + ["published", "source"]], on=MATCH_KEYS, how="inner")
+    m = ours.merge(pub[MATCH_KEYS + ["published", "source", "note"]], on=MATCH_KEYS, how="inner")
+    m["note"] = m["note"].fillna("")
     m["diff"] = m["ours"] - m["published"]
     return m
 
@@ -253,9 +261,11 @@ def compare(df: pd.DataFrame, pub: pd.DataFrame, value: str = "asr") -> pd.DataF
 def compare_markdown(m: pd.DataFrame) -> str:
     if m.empty:
         return "No cell matches a published number (matched on surrogate, attack, eps, target).\n"
-    lines = ["| surrogate | attack | eps | target | ours | published | diff |", "|---|---|---:|---|---:|---:|---:|"]
+    lines = ["| surrogate | attack | eps | target | ours | published | diff | cell | note |",
+             "|---|---|---:|---|---:|---:|---:|---|---|"]
     for r in m.itertuples():
-        lines.append(f"| {r.surrogate} | {r.attack} | {r.eps:g} | {r.target} | {r.ours:.1f} | {r.published:.1f} | {r.diff:+.1f} |")
+        lines.append(f"| {r.surrogate} | {r.attack} | {r.eps:g} | {r.target} | {r.ours:.1f} | {r.published:.1f} | "
+                     f"{r.diff:+.1f} | {r.cell_id} | {r.note} |")
     lines += ["", "Sources: " + "; ".join(sorted(set(m["source"].astype(str))))]
     return "\n".join(lines) + "\n"
 

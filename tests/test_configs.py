@@ -73,10 +73,18 @@ def test_paper_experiments_compose_with_their_settings():
     cfg = _compose(["experiment=pgn_table1", "method=tim", "transforms.tim.kernel_size=9"])
     assert resolve(cfg).transforms["tim"]["kernel_size"] == 9  # an explicit value wins over the experiment's
     assert resolve(_compose(["method=tim"])).transforms["tim"].get("kernel_size") is None  # -> TIM's own 15
-    cfg = _compose(["experiment=transferattack_rn50"], hydra=True)
-    assert cfg.hydra.sweeper.params.method == "mifgsm,pgn,gnp,dim,tim"
-    assert set(parse_targets(cfg.targets)) == {"resnet50", "vgg16", "mobilenet_v2", "inception_v3", "vit", "pit",
-                                              "visformer", "swin"}
+    import pandas as pd
+    for exp in ("transferattack_rn50", "transferattack_rn18"):
+        cfg = _compose([f"experiment={exp}"], hydra=True)
+        # Every row of the published table that flatbench implements, GNP as TransferAttack's port.
+        pub = pd.read_csv(Path(CONFIG_DIR) / "published" / f"{exp}.csv")
+        assert sorted(cfg.hydra.sweeper.params.method.split(",")) == sorted(set(pub["method"]))
+        assert "gnp_ta" in cfg.hydra.sweeper.params.method and "gnp," not in cfg.hydra.sweeper.params.method + ","
+        zoo = set(parse_targets(cfg.targets))
+        assert zoo == set(pub["target"]) - {"HGD", "NRP", "DiffPure"}
+        assert cfg.preprocess == "transferattack" and cfg.quantize == "truncate"
+        assert resolve(cfg).transforms.get("dim") is None and cfg.transform_defaults.dim.interpolation == "bilinear"
+    assert _compose([]).preprocess == "own" and _compose([]).quantize == "round"
     assert _compose(["experiment=gnp_table"], hydra=True).hydra.sweeper.params.eps == "4,8,16"
 
 

@@ -7,6 +7,7 @@ FLATBENCH_DATA, here a folder of generated PNGs in each layout.
 import pandas as pd
 import pytest
 
+from conftest import ROOT
 from test_run import run
 
 SMOKE = ["pretrained=false", "n_images=4", "steps=1", "progress=false", "batch_size=4"]
@@ -18,19 +19,37 @@ def _env(layouts):
 
 def test_transferattack_rn50_sweep_and_compare_published(layouts, zoo_dir, tmp_path):
     sweep = tmp_path / "ta"
-    run(["flatbench", "-m", "experiment=transferattack_rn50", *SMOKE, f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path,
-        _env(layouts))
+    # Three of its rows (the full sweep is in test-slow), plus the paper's GNP, which must match nothing.
+    run(["flatbench", "-m", "experiment=transferattack_rn50", *SMOKE, "method=mifgsm,gnp_ta,gnp",
+         "targets.RS.defense.n=4", f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path, _env(layouts))
     df = pd.concat(pd.read_csv(f) for f in sweep.glob("*/results.csv"))
-    assert sorted(df["attack"].unique()) == ["GNP", "MI-FGSM", "MI-FGSM+DIM", "MI-FGSM+TIM", "PGN"]
-    assert len(df) == 5 * 8 and (df["experiment"] == "transferattack_rn50").all()
+    assert sorted(df["attack"].unique()) == ["GNP", "GNP-TA", "MI-FGSM"]
+    assert len(df) == 3 * 10 and (df["experiment"] == "transferattack_rn50").all()
     assert (df["eps"] == 16).all() and (df["linf_mean"] <= 16).all()
+    assert (df["preprocess"] == "transferattack").all() and (df["quantize"] == "truncate").all()
     assert (df.loc[df["target"] == "resnet50", "role"] == "white-box").all()
     p = run(["flatbench-report", str(sweep), "--compare", "published"], zoo_dir, tmp_path)
     cmp = pd.read_csv(sweep / "report" / "compare.csv")
-    assert len(cmp) == 3 * 8  # MI-FGSM, PGN and GNP have published numbers for all 8 targets
-    row = cmp[(cmp["attack"] == "PGN") & (cmp["target"] == "vit")].iloc[0]
-    assert row["published"] == 50.1 and row["diff"] == pytest.approx(row["ours"] - 50.1)
-    assert "| PGN | 16 | vit |" in (sweep / "report" / "compare.md").read_text() and "TransferAttack README" in p.stdout
+    # MI-FGSM and GNP-TA against all 10 targets flatbench has (8 models, AT, RS); the paper's GNP never.
+    assert sorted(cmp["attack"].unique()) == ["GNP-TA", "MI-FGSM"] and len(cmp) == 2 * 10
+    row = cmp[(cmp["attack"] == "GNP-TA") & (cmp["target"] == "vit")].iloc[0]
+    pub = pd.read_csv(ROOT / "conf" / "published" / "transferattack_rn50.csv")
+    want = pub[(pub["attack"] == "GNP-TA") & (pub["target"] == "vit")]["asr"].item()
+    assert row["published"] == want and row["diff"] == pytest.approx(row["ours"] - want)
+    assert cmp[cmp["target"] == "RS"]["note"].str.contains("comparable in kind only").all()
+    assert "| GNP-TA | 16 | vit |" in (sweep / "report" / "compare.md").read_text() and "TransferAttack README" in p.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["transferattack_rn50", "transferattack_rn18"])
+def test_transferattack_full_sweeps(layouts, zoo_dir, tmp_path, experiment):
+    sweep = tmp_path / experiment
+    run(["flatbench", "-m", f"experiment={experiment}", *SMOKE, "targets.RS.defense.n=4", f"hydra.sweep.dir={sweep}"],
+        zoo_dir, tmp_path, _env(layouts))
+    df = pd.concat(pd.read_csv(f) for f in sweep.glob("*/results.csv"))
+    assert df["cell_id"].nunique() == 10 and "GNP-TA" in set(df["attack"])
+    run(["flatbench-report", str(sweep), "--compare", "published"], zoo_dir, tmp_path)
+    assert len(pd.read_csv(sweep / "report" / "compare.csv")) == 10 * 10
 
 
 @pytest.mark.parametrize("experiment,extra", [

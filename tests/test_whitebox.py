@@ -18,18 +18,17 @@ def _white_box_asr(model, method, n=64, **kw):
         return 100 * float((model(adv).argmax(1) != d.labels).float().mean())
 
 
-@pytest.mark.parametrize("method", sorted(m for m in METHODS if "gnp" not in m))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_white_box_at_calibrated_eps(method, trained_zoo):
     # TIM's 15×15 kernel is sized for 299×299 images; scaled to 32×32 it is 5×5 (README).
     kw = {"kernel_size": 5} if "tim" in method else {}
     assert _white_box_asr(trained_zoo["digits-resnet"], method, **kw) >= 90
 
 
-@pytest.mark.parametrize("method", ["gnp", "gnp_dim_tim"])
-def test_gnp_white_box_with_small_lookahead(method, trained_zoo):
-    """GNP's derivation-sign update needs r inside the region where the first-order expansion
-    holds. The digits models are sharper than ImageNet CNNs: at the paper's r = 0.01 the
-    −β·g2 term dominates and GNP descends (documented in the README); at r = 1/1000 it is strong."""
+def test_gnp_paper_form_descends_when_the_lookahead_leaves_the_first_order_region(trained_zoo):
+    """The paper's −β·g2 is a penalty gradient only while r·g/‖g‖₂ stays in the region where
+    ℓ is near-linear: at r = 0.5 (an L2 step of half the [0,1] range) it outweighs g1 and the
+    attack descends, as the issue's table measured on the CNN. The TA port's +β·g2 never does."""
     model = trained_zoo["digits-resnet"]
-    assert _white_box_asr(model, method, r=0.001) >= 90
-    assert _white_box_asr(model, method) < 50  # the paper's r on this testbed, recorded as it is
+    assert _white_box_asr(model, "gnp", r=0.5) < 50
+    assert _white_box_asr(model, "gnp_ta", r=0.5) >= 90

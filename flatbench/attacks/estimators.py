@@ -1,14 +1,18 @@
 """Gradient estimators: what the loop ascends at each step.
 
 ``plain``   ∇ℓ(x) (through the input transforms).
-``pgn``/``gnp``  The gradient-norm penalty, one estimator with two presets. With lookahead
-            sign s (descent −1, ascent +1), for i = 1..N:
+``pgn``/``gnp``/``gnp_ta``  The gradient-norm penalty, one estimator with three presets.
+            With lookahead sign s (descent −1, ascent +1) and normalisation n(·), for i = 1..N:
                 x' = x + u,  u ~ U(−ζ·ε, ζ·ε) per pixel   (ζ = 0: x' = x)
-                g1 = ∇ℓ(x');   ĝ = g1 / mean|g1|
+                g1 = ∇ℓ(x');   ĝ = n(g1)    mean_abs: g1/mean|g1|,  l2: g1/‖g1‖₂
                 g2 = ∇ℓ(x' + s·r·ĝ)
-                ḡ += g1 − s·β·(g2 − g1)
-            and returns ḡ/N. Both presets approximate g1 − β·r·H·ĝ, the gradient of
-            ℓ − λ‖∇ℓ‖ (a penalty on the gradient norm, which favours flat maxima).
+                combine = difference:  ḡ += g1 − s·β·(g2 − g1)
+                combine = sum:         ḡ += (1+β)·g1 + β·g2     (TransferAttack's GNP port)
+            and returns ḡ/N. ``difference`` approximates g1 − β·r·H·ĝ, the gradient of
+            ℓ − λ‖∇ℓ‖ (a penalty on the gradient norm, which favours flat maxima); ``sum``
+            is not that gradient and exists only to reproduce the port's published numbers.
+            Under ``norm=l2`` the look-ahead is an L2 step of length r whatever ``normalize``
+            says (see :meth:`flatbench.attacks.threat.L2Ball.lookahead`).
 ``vmi``     Variance tuning: returns ∇ℓ(x) + v, v = mean_i ∇ℓ(x + u_i) − ∇ℓ(x) from the
             previous step, u_i ~ U(−ζ·ε, ζ·ε).
 
@@ -24,7 +28,6 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from ..registry import ConfigError, Registry
-from .optimizers import mean_abs_normalize
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import StepContext
@@ -32,6 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
 ESTIMATORS = Registry("penalty (gradient estimator)")
 
 LOOKAHEADS = {"descent": -1.0, "ascent": 1.0}
+NORMALIZE = ("mean_abs", "l2")
+COMBINE = ("difference", "sum")
 
 
 class Estimator(abc.ABC):
@@ -62,9 +67,10 @@ def _neighbours(ctx: "StepContext", x: torch.Tensor, lo: int, hi: int, radius: f
 
 
 class Penalty(Estimator):
-    """Gradient-norm penalty estimator; see the module docstring and :func:`pgn`, :func:`gnp`."""
+    """Gradient-norm penalty estimator; see the module docstring and :func:`pgn`, :func:`gnp`, :func:`gnp_ta`."""
 
-    def __init__(self, beta: float, r: Optional[float], zeta: float, n_samples: int, lookahead: str, name: str):
+    def __init__(self, beta: float, r: Optional[float], zeta: float, n_samples: int, lookahead: str, name: str,
+                 normalize: str = "mean_abs", combine: str = "difference", label: Optional[str] = None):
         if beta < 0:
             raise ConfigError(f"penalty.beta must be >= 0, got {beta}")
         if r is not None and r <= 0:
@@ -75,10 +81,15 @@ class Penalty(Estimator):
             raise ConfigError(f"penalty.n_samples must be >= 1, got {n_samples}")
         if lookahead not in LOOKAHEADS:
             raise ConfigError(f"penalty.lookahead must be one of {', '.join(LOOKAHEADS)}, got {lookahead!r}")
+        if normalize not in NORMALIZE:
+            raise ConfigError(f"penalty.normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+        if combine not in COMBINE:
+            raise ConfigError(f"penalty.combine must be one of {', '.join(COMBINE)}, got {combine!r}")
         self.beta, self.r, self.zeta = float(beta), r if r is None else float(r), float(zeta)
         self.n_samples, self.lookahead, self.name = int(n_samples), lookahead, name
+        self.normalize, self.combine = normalize, combine
         self.sign = LOOKAHEADS[lookahead]
-        self.label = name.upper()
+        self.label = label or name.upper()
 
     def __call__(self, ctx, x, y):
         n, b, s = self.n_samples, x.shape[0], self.sign
@@ -90,8 +101,12 @@ class Penalty(Estimator):
             yp = y.repeat(hi - lo)
             g1 = ctx.grad(xp, yp, [("g1", i) for i in range(lo, hi)])
             if self.beta:
-                g2 = ctx.grad(xp + s * r * mean_abs_normalize(g1), yp, [("g2", i) for i in range(lo, hi)])
-                g1 = g1 - s * self.beta * (g2 - g1)
+                ahead = ctx.threat.lookahead(g1, self.normalize)  # per image and neighbour
+                g2 = ctx.grad(xp + s * r * ahead, yp, [("g2", i) for i in range(lo, hi)])
+                if self.combine == "difference":
+                    g1 = g1 - s * self.beta * (g2 - g1)
+                else:
+                    g1 = (1 + self.beta) * g1 + self.beta * g2
             for part in g1.view(hi - lo, *x.shape):
                 total += part
         return total / n
@@ -129,28 +144,42 @@ def plain() -> Estimator:
 
 @ESTIMATORS.register("pgn")
 def pgn(beta: float = 0.5, r: Optional[float] = None, zeta: float = 3.0, n_samples: int = 20,
-        lookahead: str = "descent") -> Penalty:
-    """PGN (Ge et al., NeurIPS 2023, arXiv 2306.05225): β=δ=0.5, r=α, ζ=3, N=20, descent.
+        lookahead: str = "descent", normalize: str = "mean_abs", combine: str = "difference") -> Penalty:
+    """PGN (Ge et al., NeurIPS 2023, arXiv 2306.05225): β=δ=0.5, r=α, ζ=3, N=20, descent, mean_abs.
 
     Paper symbols → parameters: δ (balance) → ``beta``, α (look-ahead step) → ``r`` (None: α),
     ζ (neighbourhood radius, in units of ε) → ``zeta``, N → ``n_samples``. The update is
-    ḡ = (1−δ)·∇ℓ(x') + δ·∇ℓ(x' − α·ĝ), averaged over N uniform neighbours x'.
-    Like the public code, x' is not clipped to [0,1].
+    ḡ = (1−δ)·∇ℓ(x') + δ·∇ℓ(x' − α·ĝ), ĝ = g/mean|g|, averaged over N uniform neighbours x'.
+    Matches the official code and TransferAttack's ``gradient/pgn.py`` (x' not clipped to
+    [0,1]; tested equal to a written-out reference with ζ = 0, N = 1).
     """
-    return Penalty(beta, r, zeta, n_samples, lookahead, "pgn")
+    return Penalty(beta, r, zeta, n_samples, lookahead, "pgn", normalize, combine)
 
 
 @ESTIMATORS.register("gnp")
 def gnp(beta: float = 0.8, r: Optional[float] = 0.01, zeta: float = 0.0, n_samples: int = 1,
-        lookahead: str = "ascent") -> Penalty:
-    """GNP (Wu et al., ICIP 2023, arXiv 2307.04099): β=0.8, r=0.01, ζ=0, N=1, ascent.
+        lookahead: str = "ascent", normalize: str = "l2", combine: str = "difference") -> Penalty:
+    """GNP as the paper writes it (Wu et al., ICIP 2023, arXiv 2307.04099): β=0.8, r=0.01, l2.
 
     Paper symbols → parameters: β → ``beta``, r → ``r``. The update is
-    ḡ = (1+β)·∇ℓ(x) − β·∇ℓ(x + r·ĝ), which is what the first-order derivation of
-    ∇(ℓ − λ‖∇ℓ‖) gives. A public port adds +β·∇ℓ(x + r·ĝ) instead; flatbench follows the
-    derivation.
+    ḡ = (1+β)·∇ℓ(x) − β·∇ℓ(x + r·∇ℓ(x)/‖∇ℓ(x)‖₂), the first-order gradient of ℓ − β·r·‖∇ℓ‖₂.
+    No public code of the authors exists; this follows the paper's equations. For the form
+    TransferAttack ports (and publishes numbers for), use :func:`gnp_ta`.
     """
-    return Penalty(beta, r, zeta, n_samples, lookahead, "gnp")
+    return Penalty(beta, r, zeta, n_samples, lookahead, "gnp", normalize, combine)
+
+
+@ESTIMATORS.register("gnp_ta")
+def gnp_ta(beta: float = 0.8, r: Optional[float] = 0.01, zeta: float = 0.0, n_samples: int = 1,
+           lookahead: str = "ascent", normalize: str = "mean_abs", combine: str = "sum") -> Penalty:
+    """GNP as TransferAttack ports it (``transferattack/gradient/gnp.py``): β=0.8, r=0.01.
+
+    ḡ = (1+β)·g1 + β·∇ℓ(x + r·g1/mean|g1|): a mean-|g| look-ahead (each pixel moves by about
+    r) and a plus sign. That is not the penalty's gradient; it is kept, labelled GNP-TA, so
+    that TransferAttack's published GNP rows can be reproduced and never mixed with ``gnp``.
+    Tested equal to a reference written out from that file.
+    """
+    return Penalty(beta, r, zeta, n_samples, lookahead, "gnp_ta", normalize, combine, label="GNP-TA")
 
 
 @ESTIMATORS.register("vmi")

@@ -20,6 +20,7 @@ METHODS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
     "vmifgsm": ("mifgsm", "vmi", ()),
     "pgn": ("mifgsm", "pgn", ()),
     "gnp": ("mifgsm", "gnp", ()),
+    "gnp_ta": ("mifgsm", "gnp_ta", ()),
     "dim": ("mifgsm", "none", ("dim",)),
     "tim": ("mifgsm", "none", ("tim",)),
     "sim": ("mifgsm", "none", ("sim",)),
@@ -27,6 +28,7 @@ METHODS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
     "mi_dim_tim": ("mifgsm", "none", ("dim", "tim")),
     "pgn_dim_tim": ("mifgsm", "pgn", ("dim", "tim")),
     "gnp_dim_tim": ("mifgsm", "gnp", ("dim", "tim")),
+    "gnp_ta_dim_tim": ("mifgsm", "gnp_ta", ("dim", "tim")),
     "vmi_dim": ("mifgsm", "vmi", ("dim",)),
 }
 
@@ -72,7 +74,7 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
 
     ``eps`` (and ``alpha``, ``r``) are fractions of the [0,1] range here. Keywords are routed
     to the part that takes them: the loop (eps, steps, alpha, norm, targeted, max_batch), the
-    update rule (decay), the estimator (beta, r, zeta, n_samples, lookahead) or a transform
+    update rule (decay), the estimator (beta, r, zeta, n_samples, lookahead, normalize, combine) or a transform
     (resize_rate, prob, interpolation, kernel_size, nsig, num_scale, strength, num_admix).
     ``optimizer=``, ``penalty=`` and ``transforms=`` replace the preset's parts.
 

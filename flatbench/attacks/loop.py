@@ -1,7 +1,7 @@
 """The one attack loop. Every method in flatbench is this loop with different parts:
 
     for t in 1..T:
-        x_eval = optimizer.lookahead(x + δ)         # NI: x + α·μ·m; others: x + δ
+        x_eval = optimizer.lookahead(x + δ)         # NI: x + α·μ·m (L2: an L2 move of α·μ); others: x + δ
         g = estimator(x_eval)                       # plain ∇ℓ | PGN/GNP penalty | VMI
                                                     #   ℓ through the input transforms
         g = filter(g)                               # TIM, else identity
@@ -205,8 +205,23 @@ class Attack:
             raise NonFiniteError(f"non-finite gradient at step {step + 1} (loss {loss.item():.4g})")
         return g
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, seed: Hashable = 0) -> torch.Tensor:
-        """Return x_adv in [0,1] with ‖x_adv − x‖ ≤ eps; ``seed`` keys every random draw."""
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, seed: Hashable = 0,
+                 partners: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Return x_adv in [0,1] with ‖x_adv − x‖ ≤ eps; ``seed`` keys every random draw.
+
+        ``partners``: other images ([0,1]) that a mixing transform (Admix) may draw from when
+        ``x`` holds a single image; batches of two or more mix within the batch.
+        """
+        if partners is None:
+            return self._run(x, y, seed)
+        own = self.transforms
+        self.transforms = [t.with_partners(partners) if hasattr(t, "with_partners") else t for t in own]
+        try:
+            return self._run(x, y, seed)
+        finally:
+            self.transforms = own
+
+    def _run(self, x: torch.Tensor, y: torch.Tensor, seed: Hashable) -> torch.Tensor:
         x = x.detach().float()
         y = y.detach().long()
         self.device_of_last_call = x.device
@@ -218,7 +233,7 @@ class Attack:
         state: Dict = {}
         for t in range(self.steps):
             ctx = StepContext(self, seed, t, self.alpha, state)
-            x_eval = self.optimizer.lookahead(x + delta, state, self.alpha)
+            x_eval = self.optimizer.lookahead(x + delta, state, self.alpha, self.threat)
             g = self.estimator(ctx, x_eval, y)
             for f in self.filters:
                 g = f(g)

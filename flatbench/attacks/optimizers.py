@@ -3,7 +3,8 @@
 I-FGSM  (Kurakin et al., 2016, arXiv 1607.02533): m = g.
 MI-FGSM (Dong et al., CVPR 2018, arXiv 1710.06081): m ← μ·m + g / mean|g|, μ = ``decay`` = 1.0.
 NI-FGSM (Lin et al., ICLR 2020, arXiv 1908.06281): the gradient is taken at the Nesterov
-look-ahead point x + α·μ·m, then the MI update; μ = ``decay`` = 1.0.
+look-ahead point x + α·μ·m (under L2: x + α·μ·m/‖m‖₂, an L2 move of α·μ), then the MI
+update; μ = ``decay`` = 1.0.
 
 Normalising by the per-example *mean* |g| rather than the L1 norm of the paper differs by
 the constant factor d, which changes neither sign(m) nor the relative weight of steps.
@@ -13,10 +14,9 @@ from __future__ import annotations
 import torch
 
 from ..registry import Registry
+from .threat import mean_abs_normalize  # noqa: F401 - re-exported: the MI normalisation lives with the others
 
 OPTIMIZERS = Registry("attack (update rule)")
-
-_TINY = 1e-12
 
 
 def part_params(part) -> dict:
@@ -25,11 +25,6 @@ def part_params(part) -> dict:
     return {k: v for k, v in vars(part).items() if k not in skip and isinstance(v, (bool, int, float, str, type(None)))}
 
 
-def mean_abs_normalize(g: torch.Tensor) -> torch.Tensor:
-    """g / mean|g| per example; a zero gradient stays zero instead of becoming NaN."""
-    scale = g.abs().flatten(1).mean(1).clamp_min(_TINY)
-    return g / scale.view((-1,) + (1,) * (g.dim() - 1))
-
 
 class Optimizer:
     """Base: plain I-FGSM, m = g, evaluated at the current point."""
@@ -37,7 +32,7 @@ class Optimizer:
     name = "ifgsm"
     label = "I-FGSM"
 
-    def lookahead(self, x_adv: torch.Tensor, state: dict, alpha: float) -> torch.Tensor:
+    def lookahead(self, x_adv: torch.Tensor, state: dict, alpha: float, threat) -> torch.Tensor:
         return x_adv
 
     def update(self, g: torch.Tensor, state: dict) -> torch.Tensor:
@@ -62,9 +57,10 @@ class Nesterov(Momentum):
     name = "nifgsm"
     label = "NI-FGSM"
 
-    def lookahead(self, x_adv: torch.Tensor, state: dict, alpha: float) -> torch.Tensor:
+    def lookahead(self, x_adv: torch.Tensor, state: dict, alpha: float, threat) -> torch.Tensor:
+        # Sized by the threat model: m as it is under L∞ (the public code), an L2 move of α·μ under L2.
         m = state.get("m")
-        return x_adv if m is None else x_adv + alpha * self.decay * m
+        return x_adv if m is None else x_adv + alpha * self.decay * threat.momentum_lookahead(m)
 
 
 @OPTIMIZERS.register("ifgsm")

@@ -12,6 +12,16 @@ def _per_example(t: torch.Tensor) -> tuple:
     return (t.shape[0],) + (1,) * (t.dim() - 1)
 
 
+def mean_abs_normalize(g: torch.Tensor) -> torch.Tensor:
+    """g / mean|g| per example; a zero gradient stays zero instead of becoming NaN."""
+    return g / g.abs().flatten(1).mean(1).clamp_min(_TINY).view(_per_example(g))
+
+
+def l2_normalize(g: torch.Tensor) -> torch.Tensor:
+    """g / ‖g‖₂ per example; a zero gradient stays zero."""
+    return g / g.flatten(1).norm(dim=1).clamp_min(_TINY).view(_per_example(g))
+
+
 class LinfBall:
     """‖δ‖∞ ≤ eps. The ascent step is α·sign(m) (the FGSM family's update)."""
 
@@ -31,8 +41,15 @@ class LinfBall:
         """Per-pixel half-width of the uniform neighbourhood U(−ζ·ε, ζ·ε)."""
         return zeta * self.eps
 
-    def distance(self, delta: torch.Tensor) -> torch.Tensor:
-        return delta.flatten(1).abs().amax(1)
+    def lookahead(self, g: torch.Tensor, normalize: str) -> torch.Tensor:
+        """A look-ahead direction for a step of length r: g/mean|g| moves each pixel by about r
+        (PGN's code, TransferAttack's GNP port), g/‖g‖₂ is an L2 step of r (the GNP paper)."""
+        return mean_abs_normalize(g) if normalize == "mean_abs" else l2_normalize(g)
+
+    def momentum_lookahead(self, m: torch.Tensor) -> torch.Tensor:
+        """NI-FGSM evaluates at x + α·μ·m, m as it is (the public code)."""
+        return m
+
 
 
 class L2Ball:
@@ -44,8 +61,7 @@ class L2Ball:
         self.eps = float(eps)
 
     def step(self, delta: torch.Tensor, m: torch.Tensor, alpha: float) -> torch.Tensor:
-        norm = m.flatten(1).norm(dim=1).clamp_min(_TINY).view(_per_example(m))
-        return delta + alpha * m / norm
+        return delta + alpha * l2_normalize(m)
 
     def project(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         norm = delta.flatten(1).norm(dim=1).view(_per_example(delta))
@@ -58,8 +74,14 @@ class L2Ball:
         # neighbourhood's typical L2 size is ζ·ε, as it is for the L∞ ball in its own norm.
         return zeta * self.eps / math.sqrt(x[0].numel())
 
-    def distance(self, delta: torch.Tensor) -> torch.Tensor:
-        return delta.flatten(1).norm(dim=1)
+    def lookahead(self, g: torch.Tensor, normalize: str) -> torch.Tensor:
+        """Every look-ahead is an L2 step of length r here, whatever the normalisation: a
+        per-pixel (mean-|g|) step of r would be about √d·r long in this ball's own norm."""
+        return l2_normalize(g)
+
+    def momentum_lookahead(self, m: torch.Tensor) -> torch.Tensor:
+        """NI-FGSM's x + α·μ·m becomes an L2 move of α·μ, as its ascent step is one of α."""
+        return l2_normalize(m)
 
 
 THREATS = {"linf": LinfBall, "l2": L2Ball}

@@ -8,8 +8,10 @@ attack loop keys by (seed, step, neighbour), so results do not depend on chunkin
 DIM   (Xie et al., CVPR 2019, arXiv 1803.06978): with probability p, resize to rnd×rnd,
       rnd ~ U{W, …, ⌊rate·W⌋−1}, zero-pad at a random offset to ⌊rate·W⌋, resize back to W.
 SIM   (Lin et al., ICLR 2020, arXiv 1908.06281): copies x/2^i, i = 0..m−1.
-Admix (Wang et al., ICCV 2021, arXiv 2102.00436): x + η·x', x' another image of the batch,
-      for ``num_admix`` partners, each at ``num_scale`` scales x/2^i.
+Admix (Wang et al., ICCV 2021, arXiv 2102.00436): x + η·x', x' another image of the batch
+      (a constant, never x itself; from the data set for a batch of one), for ``num_admix``
+      partners, each at ``num_scale`` scales x/2^i. As TransferAttack's ``admix.py``, which
+      draws x' from the batch and detaches it.
 TIM   (Dong et al., CVPR 2019, arXiv 1904.02884): a gradient filter, per-channel convolution
       with a normalised k×k Gaussian whose support spans ±nsig standard deviations.
 """
@@ -122,10 +124,34 @@ class Admix(InputTransform):
         self.strength, self.num_admix, self.num_scale = float(strength), int(num_admix), int(num_scale)
         self.copies = self.num_admix * self.num_scale
 
+        self.partners: Optional[torch.Tensor] = None  # other images, for batches of one (see with_partners)
+
+    def with_partners(self, partners: Optional[torch.Tensor]) -> "Admix":
+        """This transform, drawing the partners of a batch of one from ``partners`` (other images
+        of the data set, [0,1]); batches of two or more always mix within the batch."""
+        import copy
+
+        t = copy.copy(self)
+        t.partners = None if partners is None else partners.detach()
+        return t
+
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b = x.shape[0]
-        mixed = [x + self.strength * x[torch.randperm(b, generator=gen, device=x.device)] for _ in range(self.num_admix)]
-        mixed = torch.cat(mixed)
+        # The partner is a constant (detached, as in the public code): image i's loss must send
+        # no gradient into the image it is mixed with. It is never the image itself: another
+        # image of the batch, or of ``partners`` when the batch holds one image.
+        if b > 1:
+            others = x.detach()
+            pick = lambda: (torch.arange(b, device=x.device)  # noqa: E731
+                            + torch.randint(1, b, (b,), generator=gen, device=x.device)) % b
+        elif self.partners is not None and len(self.partners):
+            others = self.partners.to(x.device, x.dtype)
+            pick = lambda: torch.randint(0, len(others), (1,), generator=gen, device=x.device)  # noqa: E731
+        else:
+            raise ConfigError("Admix mixes each image with another image, never itself: a batch of one image needs "
+                              "partner images (Attack(x, y, partners=other_images), which flatbench's cells pass "
+                              "from the data set), or attack batches of two or more")
+        mixed = torch.cat([x + self.strength * others[pick()] for _ in range(self.num_admix)])
         return torch.cat([mixed / (2**i) for i in range(self.num_scale)])
 
 

@@ -25,13 +25,13 @@ def model_names() -> list:
 
 def load_model(name: str, *, zoo_dir: Optional[Path] = None, seed: int = 0, progress: bool = True,
                pretrained: bool = True, label_offset: Optional[int] = None, num_classes: Optional[int] = None,
-               input_size: Optional[int] = None, defense: Optional[dict] = None) -> nn.Module:
+               input_size: Optional[int] = None, defense: Optional[dict] = None, preprocess: str = "own") -> nn.Module:
     """The model ``name`` (see the module docstring), optionally behind a ``defense``."""
     if name in TESTBED:
         model = load_testbed(name, zoo_dir=zoo_dir, seed=seed, progress=progress)
     else:
         model = load_hub_model(name, pretrained=pretrained, label_offset=label_offset, num_classes=num_classes,
-                               input_size=input_size)
+                               input_size=input_size, preprocess=preprocess)
     return freeze(defend(model, defense, name=name)) if defense else model
 
 

@@ -229,16 +229,27 @@ def _build(spec: ModelSpec, pretrained: bool, num_classes: Optional[int]) -> nn.
                                   f"{FETCH_HINT}") from None
 
 
+PREPROCESS = ("own", "transferattack")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
 def load_hub_model(name: str, *, pretrained: bool = True, label_offset: Optional[int] = None,
                    num_classes: Optional[int] = None, input_size: Optional[int] = None,
-                   interpolation: Optional[str] = None) -> Preprocess:
+                   interpolation: Optional[str] = None, preprocess: str = "own") -> Preprocess:
     """Build ``name`` and wrap it to take [0,1] images with its own preprocessing.
 
     ``label_offset`` (default: the pretrained config's, 0 for every timm ImageNet model)
     drops leading logits, e.g. 1 for a 1001-class TF-slim checkpoint; ``num_classes`` sets
     the head size for checkpoints; ``input_size`` / ``interpolation`` override the model's
     own, which come from timm's pretrained config or torchvision's weights meta.
+
+    ``preprocess="transferattack"`` reproduces TransferAttack's ``utils.wrap_model`` instead:
+    bilinear resize to 224 and the timm config's mean/std for timm models; for torchvision
+    models ImageNet's mean/std at 224, except Inception models, which it feeds mean = std = 0.5
+    at 299 (on top of torchvision's own ``transform_input``). Only its two experiments use it.
     """
+    if preprocess not in PREPROCESS:
+        raise ConfigError(f"preprocess={preprocess!r}; valid: {', '.join(PREPROCESS)}")
     spec = parse_name(name)
     meta = model_meta(spec)
     use_hub = pretrained and spec.checkpoint is None
@@ -254,5 +265,11 @@ def load_hub_model(name: str, *, pretrained: bool = True, label_offset: Optional
             raise ConfigError(f"checkpoint {spec.checkpoint} does not match {spec.arch}: "
                               f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
     offset = meta.label_offset if label_offset is None else int(label_offset)
-    return Preprocess(model, meta.mean, meta.std, input_size or meta.input_size, interpolation or meta.interpolation,
-                      label_offset=offset, name=name)
+    mean, std, size, interp = meta.mean, meta.std, meta.input_size, meta.interpolation
+    if preprocess == "transferattack":
+        size, interp = 224, "bilinear"
+        if spec.library == "torchvision":
+            inception = spec.arch.startswith("inception")
+            mean, std = ((0.5,) * 3, (0.5,) * 3) if inception else (IMAGENET_MEAN, IMAGENET_STD)
+            size = 299 if inception else 224
+    return Preprocess(model, mean, std, input_size or size, interpolation or interp, label_offset=offset, name=name)

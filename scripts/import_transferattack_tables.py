@@ -1,0 +1,40 @@
+"""Convert TransferAttack's README tables (CSV, one row per attack, one column per target) into
+flatbench's published-numbers format under conf/published/ (one row per attack x target, with
+the flatbench method that reproduces it, the source table and commit, and a note where the
+flatbench target differs from TransferAttack's).
+
+    python scripts/import_transferattack_tables.py ../shared/published
+
+GNP rows become attack "GNP-TA" (method gnp_ta): they come from TransferAttack's port, not
+from the GNP paper's formula, and must never be set beside flatbench's `gnp`.
+"""
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+SRC = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/published")
+OUT = Path(__file__).resolve().parent.parent / "conf" / "published"
+LABELS = {"I-FGSM": ("I-FGSM", "ifgsm"), "MI-FGSM": ("MI-FGSM", "mifgsm"), "NI-FGSM": ("NI-FGSM", "nifgsm"),
+          "VMI-FGSM": ("VMI-FGSM", "vmifgsm"), "GNP": ("GNP-TA", "gnp_ta"), "PGN": ("PGN", "pgn"),
+          "DIM": ("MI-FGSM+DIM", "dim"), "TIM": ("MI-FGSM+TIM", "tim"), "SIM": ("MI-FGSM+SIM", "sim"),
+          "Admix": ("MI-FGSM+Admix", "admix")}
+NOTES = {"AT": "flatbench's AT key is timm's adversarially trained Inc-v3 (inception_v3.tf_adv_in1k), not TransferAttack's AT model (not on the hub): comparable in kind only",
+         "HGD": "no flatbench target: HGD needs its own denoiser weights",
+         "NRP": "no flatbench target: NRP needs its own purifier weights",
+         "DiffPure": "no flatbench target: DiffPure needs its own diffusion-model weights",
+         "RS": "flatbench's RS key is randomized smoothing (sigma 0.25, 100 votes) over the surrogate's standard weights, not Cohen et al.'s noise-trained ResNet-50: comparable in kind only"}
+for src, exp, sur, commit, table in [
+    ("transferattack_readme_rn50_2663e4a.csv", "transferattack_rn50", "torchvision:resnet50.IMAGENET1K_V2", "2663e4a", "ResNet-50"),
+    ("transferattack_readme_rn18_696e8a1.csv", "transferattack_rn18", "torchvision:resnet18.IMAGENET1K_V1", "696e8a1", "ResNet-18")]:
+    df = pd.read_csv(SRC / src)
+    rows = []
+    for _, r in df.iterrows():
+        label, method = LABELS[r["attack"]]
+        for target in df.columns[1:]:
+            rows.append({"experiment": exp, "surrogate": sur, "attack": label, "method": method, "eps": 16,
+                         "target": target, "asr": r[target],
+                         "source": f"TransferAttack README {table} table, commit {commit} (github.com/Trustworthy-AI-Group/TransferAttack)",
+                         "note": NOTES.get(target, "")})
+    pd.DataFrame(rows).to_csv(OUT / f"{exp}.csv", index=False)
+    print(exp, len(rows))
