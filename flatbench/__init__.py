@@ -2,5 +2,7 @@
 __version__ = "0.1.0"
 
 from .attacks import Attack, create_attack  # noqa: E402
+from .listing import list_data, list_experiments, list_methods, list_models, list_zoos  # noqa: E402
 
-__all__ = ["Attack", "create_attack", "__version__"]
+__all__ = ["Attack", "create_attack", "list_methods", "list_models", "list_zoos", "list_experiments", "list_data",
+           "__version__"]

@@ -429,7 +429,8 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
         if w.main:
             logger.start(OmegaConf.to_container(cfg, resolve=True), out_dir,
                          f"{attack.label}-{'+'.join(s.surrogate)}-eps{s.eps:g}")
-        zoo_kw = dict(zoo_dir=Path(cfg.paths.zoo_dir), progress=cfg.progress, pretrained=cfg.pretrained,
+        zoo_dir = cfg.paths.get("zoo_dir")
+        zoo_kw = dict(zoo_dir=Path(zoo_dir) if zoo_dir else None, progress=cfg.progress, pretrained=cfg.pretrained,
                       preprocess=cfg.preprocess)
         skipped = data.meta.get("skipped") or []
         if skipped and w.main:

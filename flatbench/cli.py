@@ -26,7 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import register_schema
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# The configs ship inside the package (the repository's top-level conf/ links here), so a wheel
+# install finds them; users add their own with --config-dir (searched before these).
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 EXIT_STOPPED = 143  # 128 + SIGTERM: the cell did not finish; its finished batches are kept
 
 log = logging.getLogger("flatbench")
@@ -268,6 +270,10 @@ def main() -> None:
     hydra_utils.run_and_report = _compact_run_and_report
     # W&B and tqdm write a lot to a non-interactive terminal; keep runs readable.
     os.environ.setdefault("WANDB_SILENT", "true")
+    if len(sys.argv) > 1 and sys.argv[1] == "list":
+        from .listing import main as list_main
+
+        sys.exit(list_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "evaluate":
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         sys.exit(evaluate_main(sys.argv[2:]))

@@ -89,6 +89,11 @@ class Registry:
     def names(self) -> List[str]:
         return sorted(self._items)
 
+    def doc(self, name: str) -> str:
+        """The one-line description of ``name`` (its factory's docstring, first line)."""
+        self.get(name)
+        return self._docs[name]
+
     def get(self, name: str) -> Callable:
         if name not in self._items:
             raise ConfigError(

@@ -223,7 +223,7 @@ def heatmap_png(table: pd.DataFrame, white: pd.DataFrame, value: str) -> bytes:
     return buf.getvalue()
 
 
-PUBLISHED_DIR = Path(__file__).resolve().parent.parent / "conf" / "published"
+PUBLISHED_DIR = Path(__file__).resolve().parent / "conf" / "published"
 MATCH_KEYS = ["surrogate", "attack", "eps", "target"]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 SRC = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/published")
-OUT = Path(__file__).resolve().parent.parent / "conf" / "published"
+OUT = Path(__file__).resolve().parent.parent / "flatbench" / "conf" / "published"
 LABELS = {"I-FGSM": ("I-FGSM", "ifgsm"), "MI-FGSM": ("MI-FGSM", "mifgsm"), "NI-FGSM": ("NI-FGSM", "nifgsm"),
           "VMI-FGSM": ("VMI-FGSM", "vmifgsm"), "GNP": ("GNP-TA", "gnp_ta"), "PGN": ("PGN", "pgn"),
           "DIM": ("MI-FGSM+DIM", "dim"), "TIM": ("MI-FGSM+TIM", "tim"), "SIM": ("MI-FGSM+SIM", "sim"),

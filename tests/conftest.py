@@ -5,13 +5,17 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-# The suite shares the repository's zoo cache: the six testbed models train once (about
-# 100 s on 2 cores) and every later run reuses them through their sidecars.
-ZOO = Path(os.environ.get("FLATBENCH_ZOO", ROOT / "outputs" / "zoo"))
+# The suite uses the pinned testbed weights (None), or trained ones when FLATBENCH_ZOO names a directory.
+ZOO = Path(os.environ["FLATBENCH_ZOO"]) if os.environ.get("FLATBENCH_ZOO") else None
+
+
+def zoo_env(zoo_dir) -> dict:
+    """The environment that selects ``zoo_dir``'s weights in a subprocess (none: the pinned ones)."""
+    return {} if zoo_dir is None else {"FLATBENCH_ZOO": str(zoo_dir)}
 
 
 @pytest.fixture(scope="session")
-def zoo_dir() -> Path:
+def zoo_dir():
     return ZOO
 
 

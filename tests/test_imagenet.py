@@ -17,7 +17,7 @@ from flatbench.models import DEFENSES, MissingWeightsError, load_model, read_che
 from flatbench.models.hub import parse_name
 from flatbench.registry import ConfigError
 
-from conftest import make_layouts, write_png
+from conftest import ROOT, make_layouts, write_png
 
 ZOOS = ["cnn", "vit", "pgn_paper", "transferattack", "defenses"]
 RESOLUTION = {"pgn_paper": 299, "defenses": 299}
@@ -93,14 +93,14 @@ def test_offline_missing_weights_error_names_model_and_script(monkeypatch, tmp_p
 def test_fetch_weights_dry_run_lists_every_model(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path), TORCH_HOME=str(tmp_path))
     p = subprocess.run([sys.executable, "scripts/fetch_weights.py", "--dry-run", "experiment=pgn_table1"],
-                       cwd=Path(CONFIG_DIR).parent, env=env, capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     for entry in zoo("pgn_paper").values():
         assert f"missing {entry['model']}" in p.stdout
     assert "7 model(s)" in p.stdout  # the Inc-v3 surrogate is also a target: listed once
     # Offline without the cache, a real fetch fails with the script's error, quickly.
     p = subprocess.run([sys.executable, "scripts/fetch_weights.py", "targets=digits_small",
-                        "surrogate=resnet18.a1_in1k"], cwd=Path(CONFIG_DIR).parent, env=env,
+                        "surrogate=resnet18.a1_in1k"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and "FAILED  resnet18.a1_in1k" in p.stdout
 

@@ -13,12 +13,13 @@ import torch
 
 from flatbench.store import load_adv
 from test_run import BIN, run
+from conftest import zoo_env
 
 SMALL = ["targets=digits_small", "progress=false"]
 
 
 def _env(zoo_dir, **extra):
-    return dict(os.environ, FLATBENCH_ZOO=str(zoo_dir), WANDB_MODE="offline", OMP_NUM_THREADS="1", **extra)
+    return dict(os.environ, **zoo_env(zoo_dir), WANDB_MODE="offline", OMP_NUM_THREADS="1", **extra)
 
 
 def _call(args, zoo_dir, cwd, **extra):

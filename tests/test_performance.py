@@ -62,7 +62,7 @@ def test_bf16_asr_within_one_point_of_fp32(trained_zoo, zoo_dir, tmp_path):
     res = {}
     for amp in ("null", "bf16"):
         cfg = _compose(["method=mifgsm", "n_images=null", "targets=digits", "progress=false", f"amp={amp}",
-                        f"paths.zoo_dir={zoo_dir}", f"paths.cache_dir={tmp_path / 'cache'}"])
+                        f"paths.zoo_dir={zoo_dir or 'null'}", f"paths.cache_dir={tmp_path / 'cache'}"])
         res[amp] = run_cell(cfg, tmp_path / amp).set_index("target")["asr"]
     diff = res["bf16"] - res["null"]
     print("bf16 - fp32 ASR:", diff.round(2).to_dict())

@@ -16,12 +16,13 @@ from flatbench.attacks.loop import NonFiniteError
 from flatbench.io import WriteError, atomic_write_text
 from flatbench.registry import ConfigError
 from test_run import BIN, SMALL, run
+from conftest import zoo_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def fail(args, zoo_dir, cwd, extra_env=None):
-    env = dict(os.environ, FLATBENCH_ZOO=str(zoo_dir), WANDB_MODE="offline", **(extra_env or {}))
+    env = dict(os.environ, **zoo_env(zoo_dir), WANDB_MODE="offline", **(extra_env or {}))
     p = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode != 0, p.stdout[-2000:]
     return p
@@ -172,7 +173,7 @@ def test_label_space_mismatch_fails_before_crafting(trained_zoo, zoo_dir, tmp_pa
 def test_two_killed_processes_in_one_sweep_both_resume(trained_zoo, zoo_dir, tmp_path):
     sweep = tmp_path / "sweep"
     long = ["method=pgn", "penalty.n_samples=4", "n_images=48", "batch_size=6", "targets=digits_small", "progress=false"]
-    env = dict(os.environ, FLATBENCH_ZOO=str(zoo_dir), OMP_NUM_THREADS="1")
+    env = dict(os.environ, **zoo_env(zoo_dir), OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([str(BIN / "flatbench"), *long, f"seed={s}", f"hydra.run.dir={sweep / str(s)}"],
                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for s in (0, 1)]

@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 
 from flatbench.record import COLUMNS
+from conftest import zoo_env
 
 BIN = Path(sys.executable).parent
 
 
 def run(args, zoo_dir, cwd, extra_env=None):
-    env = dict(os.environ, FLATBENCH_ZOO=str(zoo_dir), WANDB_MODE="offline", **(extra_env or {}))
+    env = dict(os.environ, **zoo_env(zoo_dir), WANDB_MODE="offline", **(extra_env or {}))
     p = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p
@@ -86,7 +87,8 @@ def test_wandb_finishes_after_a_crash(trained_zoo, zoo_dir, tmp_path, monkeypatc
     from tests.test_configs import _compose
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("FLATBENCH_ZOO", str(zoo_dir))
+    for k, v in zoo_env(zoo_dir).items():
+        monkeypatch.setenv(k, v)
     cfg = _compose(["logger=wandb", "n_images=4", "targets=digits_small", "progress=false",
                     f"paths.cache_dir={tmp_path / 'cache'}"])
 

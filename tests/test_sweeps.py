@@ -16,12 +16,13 @@ import torch
 from flatbench.stats import mcnemar, wilson
 from flatbench.store import load_adv
 from test_run import BIN, SMALL, run
+from conftest import zoo_env
 
 PGN_SMALL = ["method=pgn", "penalty.n_samples=2", "targets=digits_small", "progress=false"]
 
 
 def _env(zoo_dir, **extra):
-    return dict(os.environ, FLATBENCH_ZOO=str(zoo_dir), WANDB_MODE="offline", OMP_NUM_THREADS="1", **extra)
+    return dict(os.environ, **zoo_env(zoo_dir), WANDB_MODE="offline", OMP_NUM_THREADS="1", **extra)
 
 
 def _results(d: Path) -> pd.DataFrame:

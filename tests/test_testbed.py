@@ -1,6 +1,11 @@
 """The digits testbed: data split, zoo accuracy, training determinism, and the cache."""
 import json
 import logging
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
 
 import torch
 
@@ -23,16 +28,63 @@ def test_zoo_families_and_accuracy(trained_zoo, zoo_dir):
     families = {spec.family for spec in TESTBED.values()}
     assert len(TESTBED) >= 6 and len(families) == len(TESTBED)
     test = DATASETS.build("digits")
-    total_train = 0.0
     for name, model in trained_zoo.items():
         meta = sidecar(name, zoo_dir)
         assert meta["test_acc"] >= 95.0, (name, meta["test_acc"])
-        total_train += meta["train_seconds"]
         with torch.no_grad():
             acc = 100 * (model(test.floats()).argmax(1) == test.labels).float().mean()
         assert abs(float(acc) - meta["test_acc"]) < 0.01
         assert not any(p.requires_grad for p in model.parameters()) and not model.training
-    assert total_train < 180, total_train
+
+
+def test_pinned_weights_ship_with_the_package_and_are_checked(tmp_path):
+    from flatbench.models.testbed import PINNED_DIR, file_sha256, load_pinned
+    from flatbench.registry import ConfigError
+
+    total = 0
+    for name in TESTBED:
+        meta = json.loads((PINNED_DIR / f"{name}.json").read_text())
+        assert file_sha256(PINNED_DIR / f"{name}.safetensors") == meta["sha256"]
+        assert {"recipe", "seed", "data_hash", "test_acc", "arch"} <= set(meta) and meta["seed"] == 0
+        total += (PINNED_DIR / f"{name}.safetensors").stat().st_size
+    assert total < 10 * 2**20  # a few MB in all
+    # A changed byte is an error naming the check, never a silent retrain.
+    bad = tmp_path / "zoo"
+    shutil.copytree(PINNED_DIR, bad)
+    f = bad / "digits-cnn.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="SHA-256"):
+        load_pinned("digits-cnn", bad)
+    (bad / "digits-mlp.json").unlink()
+    with pytest.raises(ConfigError, match="missing"):
+        load_pinned("digits-mlp", bad)
+    assert not list(bad.glob("*.lock"))  # nothing was trained there
+
+
+def test_retraining_through_the_cli_matches_the_pinned_model(tmp_path, zoo_dir):
+    """`flatbench-zoo train` retrains for real; the result is as accurate as the pinned model
+    (within a point), and `paths.zoo_dir` makes a run use it."""
+    from test_run import BIN, run
+
+    out = tmp_path / "trained"
+    p = subprocess.run([str(BIN / "flatbench-zoo"), "train", "digits-mlp", "--out", str(out), "--no-progress"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("digits-mlp"))
+    acc, pinned = (float(v.rstrip("%")) for v in line.split()[1:3])
+    assert abs(acc - pinned) <= 1.0 and line.split()[4] in ("yes", "no")
+    meta = json.loads((out / "digits-mlp.json").read_text())
+    from flatbench.models.testbed import file_sha256
+    assert meta["sha256"] == file_sha256(out / "digits-mlp.safetensors") and abs(meta["test_acc"] - acc) < 0.01
+    r = run(["flatbench", "surrogate=digits-mlp", "n_images=8", "targets=digits_small", "~targets.digits-cnn",
+             "progress=false", f"paths.zoo_dir={out}", f"hydra.run.dir={tmp_path / 'cell'}"], None, tmp_path)
+    assert "training" not in r.stderr  # it used the weights trained above, the one model it needs
+    assert len(pd.read_csv(tmp_path / "cell" / "results.csv")) == 1 and sorted(p.name for p in out.glob("*.json")) == \
+        ["digits-mlp.json"]
+    v = subprocess.run([str(BIN / "flatbench-zoo"), "verify"], capture_output=True, text=True, timeout=600)
+    assert v.returncode == 0 and v.stdout.count("ok ") == len(TESTBED)
 
 
 def test_training_is_deterministic():

@@ -1,15 +1,19 @@
-"""The digits testbed zoo: six small classifiers from distinct families, trained on first use.
+"""The digits testbed zoo: six small classifiers from distinct families, with pinned weights.
 
-Each model is trained on the digits training split and cached under the zoo directory
-(``outputs/zoo`` by default) as ``NAME.safetensors`` with a ``NAME.json`` sidecar holding
-the architecture, the training recipe, the seed, the data hash, the test accuracy and the
-training time. A cached model is reused only when its sidecar matches all of these;
-otherwise it is retrained, and the log says why.
+The weights ship with the package (``flatbench/models/zoo/NAME.safetensors``, 6.6 MB in all)
+beside a ``NAME.json`` sidecar: SHA-256 of the file, architecture, recipe, seed, data hash,
+test accuracy, where it was trained. Loading checks the hash and the data hash; a mismatch is
+an error, never a silent retrain, so every machine attacks the same zoo and prints the same
+table. Training stays available and real: ``flatbench-zoo train`` retrains into a directory
+of the user's choice, and ``paths.zoo_dir=DIR`` (or ``FLATBENCH_ZOO``) selects those
+weights; a model missing there is trained on first use and cached with its sidecar, reused
+only while the sidecar matches (otherwise retrained, and the log says why).
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -161,8 +165,56 @@ TESTBED: Dict[str, Spec] = {
 TRAIN_CODE_VERSION = 1
 
 
-def default_zoo_dir() -> Path:
-    return Path(os.environ.get("FLATBENCH_ZOO", "outputs/zoo"))
+PINNED_DIR = Path(__file__).resolve().parent / "zoo"
+
+
+def default_zoo_dir() -> Optional[Path]:
+    """Trained weights selected by FLATBENCH_ZOO, else None: the pinned weights."""
+    env = os.environ.get("FLATBENCH_ZOO")
+    return Path(env) if env else None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _build_wrapped(name: str, weights: Path, seed: int = 0) -> nn.Module:
+    from safetensors.torch import load_file
+
+    torch.manual_seed(seed)
+    model = Preprocess(TESTBED[name].build(), MEAN, STD, name=name)
+    model.model.load_state_dict(load_file(str(weights)))
+    return freeze(model)
+
+
+def load_pinned(name: str, directory: Path = PINNED_DIR) -> nn.Module:
+    """The pinned weights of ``name``, after checking their SHA-256 and the data they were trained on."""
+    from ..data.digits import load_split
+
+    weights, side = directory / f"{name}.safetensors", directory / f"{name}.json"
+    if not weights.exists() or not side.exists():
+        raise ConfigError(f"the pinned weights of {name!r} are missing from {directory} (a broken install?): reinstall "
+                          f"flatbench, or train them with `flatbench-zoo train {name} --out DIR` and set paths.zoo_dir=DIR")
+    meta = json.loads(side.read_text())
+    got = file_sha256(weights)
+    if got != meta.get("sha256"):
+        raise ConfigError(f"the pinned weights {weights} fail their SHA-256 check (sidecar {str(meta.get('sha256'))[:16]}..., "
+                          f"file {got[:16]}...): the file is corrupt or was changed; reinstall flatbench (flatbench "
+                          "never retrains pinned weights silently)")
+    data = load_split("train").digest() + load_split("test").digest()
+    if meta.get("data_hash") != data:
+        raise ConfigError(f"the pinned weights of {name!r} were trained on digits data with hash {meta.get('data_hash')}, "
+                          f"but this installation's split hashes to {data} (another scikit-learn data file?): their "
+                          "accuracy and the README's tables do not apply; retrain with `flatbench-zoo train`")
+    return _build_wrapped(name, weights)
+
+
+def pinned_sidecar(name: str, directory: Path = PINNED_DIR) -> dict:
+    return json.loads((directory / f"{name}.json").read_text())
 
 
 def _crop(pad: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -264,29 +316,40 @@ def cache_status(name: str, zoo_dir: Path, seed: int) -> Optional[str]:
 
 
 def load_testbed(name: str, zoo_dir: Optional[Path] = None, seed: int = 0, progress: bool = True) -> nn.Module:
-    """The trained testbed model ``name``, from the cache or freshly trained."""
-    from safetensors.torch import load_file, save
-
+    """Testbed model ``name``: the pinned weights, or with ``zoo_dir`` the trained ones there
+    (trained on first use and cached with their sidecar)."""
     if name not in TESTBED:
         raise ConfigError(f"unknown testbed model {name!r}. Valid choices: {', '.join(TESTBED)}")
     zoo_dir = Path(zoo_dir) if zoo_dir is not None else default_zoo_dir()
+    if zoo_dir is None:
+        if seed != 0:
+            raise ConfigError(f"pinned testbed weights are seed 0's; for seed {seed} train them with "
+                              f"`flatbench-zoo train --seed {seed} --out DIR` and set paths.zoo_dir=DIR")
+        return load_pinned(name)
     weights, side = zoo_dir / f"{name}.safetensors", zoo_dir / f"{name}.json"
     with _locked(zoo_dir / f".{name}.lock"):
         reason = cache_status(name, zoo_dir, seed)
         if reason is None:
-            torch.manual_seed(seed)
-            model = Preprocess(TESTBED[name].build(), MEAN, STD, name=name)
-            model.model.load_state_dict(load_file(str(weights)))
-            return model
-        log.info("training %s (%s)", name, reason)
+            return _build_wrapped(name, weights, seed)
+        log.info("training %s (%s) into %s", name, reason, zoo_dir)
         model, meta = train(name, seed, progress)
-        state = {k: v.contiguous() for k, v in model.model.state_dict().items()}
-        atomic_write_bytes(weights, save(state))
-        atomic_write_text(side, json.dumps(meta, indent=2))
+        save_trained(model, meta, zoo_dir)
         log.info("trained %s: test accuracy %.2f%% in %.1fs -> %s", name, meta["test_acc"], meta["train_seconds"], weights)
         return model
 
 
+def save_trained(model: nn.Module, meta: dict, directory: Path) -> Path:
+    """Write a trained model and its sidecar (with the file's SHA-256) into ``directory``."""
+    from safetensors.torch import save
+
+    weights = Path(directory) / f"{meta['name']}.safetensors"
+    state = {k: v.contiguous() for k, v in model.model.state_dict().items()}
+    atomic_write_bytes(weights, save(state))
+    atomic_write_text(weights.with_suffix(".json"), json.dumps({**meta, "sha256": file_sha256(weights)}, indent=2))
+    return weights
+
+
 def sidecar(name: str, zoo_dir: Optional[Path] = None) -> dict:
+    """The sidecar of ``name``: of the trained weights in ``zoo_dir``, else of the pinned ones."""
     zoo_dir = Path(zoo_dir) if zoo_dir is not None else default_zoo_dir()
-    return json.loads((zoo_dir / f"{name}.json").read_text())
+    return json.loads(((zoo_dir or PINNED_DIR) / f"{name}.json").read_text())

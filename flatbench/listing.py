@@ -1,0 +1,168 @@
+"""What exists, by name: methods, models, zoos, experiments and data sets.
+
+    flatbench list methods [PATTERN]       # each method with its one-line description and defaults
+    flatbench list models [PATTERN]        # testbed models (pinned accuracy) and every hub model a zoo names,
+                                           # with whether its weights are in the local cache
+    flatbench list zoos [PATTERN]          # each target zoo with its entries and their roles
+    flatbench list experiments [PATTERN]   # each experiment with its description
+    flatbench list data [PATTERN]          # each data set with its description
+
+The same lists in Python: ``flatbench.list_methods()``, ``list_models()``, ``list_zoos()``,
+``list_experiments()``, ``list_data()`` (each takes an optional glob pattern). Everything is
+read from the registries and the packaged configs, so the lists cannot drift from the code.
+"""
+from __future__ import annotations
+
+import fnmatch
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+KINDS = ("methods", "models", "zoos", "experiments", "data")
+
+
+def _conf() -> Path:
+    from .cli import CONFIG_DIR
+
+    return Path(CONFIG_DIR)
+
+
+def _match(name: str, pattern: Optional[str]) -> bool:
+    return pattern is None or fnmatch.fnmatch(name, pattern if any(c in pattern for c in "*?[") else f"*{pattern}*")
+
+
+def _first_comment(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("#") and not line.startswith("# @package"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def _yaml(path: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+
+
+def list_methods(pattern: Optional[str] = None) -> List[Dict]:
+    """Every ``method=`` / ``create_attack`` name: its label, description and effective defaults."""
+    import torch
+
+    from .attacks import METHODS, create_attack, part_params
+    from .attacks.estimators import ESTIMATORS
+    from .attacks.optimizers import OPTIMIZERS
+    from .attacks.transforms import TRANSFORMS
+
+    out = []
+    for name, (opt, pen, tfs) in sorted(METHODS.items()):
+        if not _match(name, pattern):
+            continue
+        attack = create_attack(name, torch.nn.Identity(), eps=16 / 255)
+        parts = [OPTIMIZERS.doc(opt)] + ([ESTIMATORS.doc(pen)] if pen != "none" else []) + [TRANSFORMS.doc(t) for t in tfs]
+        defaults = {**part_params(attack.optimizer), **part_params(attack.estimator)}
+        for t in (*attack.transforms, *attack.filters):
+            defaults.update({f"{type(t).__name__.lower()}.{k}": v for k, v in part_params(t).items()})
+        if defaults.get("r", 0) is None:
+            defaults["r"] = "alpha"
+        out.append({"name": name, "label": attack.label, "attack": opt, "penalty": pen, "transforms": list(tfs),
+                    "description": " | ".join(p for p in parts if p), "defaults": defaults})
+    return out
+
+
+def list_models(pattern: Optional[str] = None) -> List[Dict]:
+    """Testbed models (pinned weights, test accuracy) and the hub models the packaged zoos and
+    experiments name, with whether their pretrained weights are in the local cache."""
+    from .models.hub import parse_name, weights_cached
+    from .models.testbed import TESTBED, pinned_sidecar
+
+    out = []
+    for name in TESTBED:
+        if _match(name, pattern):
+            meta = pinned_sidecar(name)
+            out.append({"name": name, "source": "testbed", "family": meta["family"], "test_acc": meta["test_acc"],
+                        "cached": True, "used_by": []})
+    used: Dict[str, List[str]] = {}
+    for group in ("targets", "experiment"):
+        for f in sorted((_conf() / group).glob("*.yaml")):
+            node = _yaml(f)
+            names = [e if isinstance(e, str) else (e or {}).get("model", k) for k, e in node.items()] \
+                if group == "targets" else [node.get("surrogate")] if isinstance(node.get("surrogate"), str) else []
+            for n in names:
+                where = used.setdefault(n, []) if n and n not in TESTBED else None
+                if where is not None and f"{group}={f.stem}" not in where:
+                    where.append(f"{group}={f.stem}")
+    for name, where in sorted(used.items()):
+        if not _match(name, pattern):
+            continue
+        spec = parse_name(name)
+        out.append({"name": name, "source": spec.library, "family": spec.arch, "test_acc": None,
+                    "cached": bool(weights_cached(spec)), "used_by": where})
+    return out
+
+
+def list_zoos(pattern: Optional[str] = None) -> List[Dict]:
+    """Every ``targets=`` zoo: its entries (key, model, role, defense)."""
+    from .config import parse_targets
+
+    out = []
+    for f in sorted((_conf() / "targets").glob("*.yaml")):
+        if _match(f.stem, pattern):
+            zoo = parse_targets(_yaml(f))
+            out.append({"name": f.stem, "description": _first_comment(f),
+                        "entries": [{"key": k, "model": e["model"], "role": e["role"],
+                                     "defense": (e.get("defense") or {}).get("name")} for k, e in zoo.items()]})
+    return out
+
+
+def _described(group: str, pattern: Optional[str]) -> List[Dict]:
+    return [{"name": f.stem, "description": _first_comment(f)} for f in sorted((_conf() / group).glob("*.yaml"))
+            if _match(f.stem, pattern)]
+
+
+def list_experiments(pattern: Optional[str] = None) -> List[Dict]:
+    """Every ``experiment=`` with the first line of its description."""
+    return _described("experiment", pattern)
+
+
+def list_data(pattern: Optional[str] = None) -> List[Dict]:
+    """Every ``data=`` set with the first line of its description."""
+    return _described("data", pattern)
+
+
+def _print(kind: str, rows: List[Dict]) -> None:
+    if not rows:
+        print(f"no {kind} match")
+        return
+    if kind == "methods":
+        for r in rows:
+            d = ", ".join(f"{k}={v}" for k, v in r["defaults"].items())
+            print(f"{r['name']:16s} {r['label']:20s} {r['description']}\n{'':37s}defaults: {d or '-'}")
+    elif kind == "models":
+        for r in rows:
+            acc = f"test acc {r['test_acc']:.2f}% (pinned)" if r["test_acc"] is not None else \
+                ("weights cached" if r["cached"] else "weights NOT cached (scripts/fetch_weights.py)")
+            print(f"{r['name']:45s} {r['source']:11s} {acc}" + (f"  [{', '.join(r['used_by'])}]" if r["used_by"] else ""))
+    elif kind == "zoos":
+        for r in rows:
+            print(f"{r['name']}: {r['description']}")
+            for e in r["entries"]:
+                print(f"    {e['key']:18s} {e['model']:45s} {e['role']}" + (f" ({e['defense']})" if e["defense"] else ""))
+    else:
+        for r in rows:
+            print(f"{r['name']:22s} {r['description']}")
+
+
+def main(argv: Sequence[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in KINDS or len(argv) > 2:
+        print(__doc__)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    kind, pattern = argv[0], (argv[1] if len(argv) > 1 else None)
+    fn = {"methods": list_methods, "models": list_models, "zoos": list_zoos, "experiments": list_experiments,
+          "data": list_data}[kind]
+    _print(kind, fn(pattern))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,96 @@
+"""flatbench installs like any other package: a wheel, in a fresh virtual environment outside
+the repository, finds its configs, published numbers and pinned weights, runs a cell and a
+report from another working directory, and takes a user's own config directory."""
+import os
+import site
+import subprocess
+import sys
+import zipfile
+
+import pandas as pd
+
+from conftest import ROOT
+
+
+def _sh(args, **kw):
+    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=900, **kw)
+    assert p.returncode == 0, (args, p.stdout[-2000:], p.stderr[-3000:])
+    return p
+
+
+def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
+    dist = tmp_path / "dist"
+    _sh([sys.executable, "-m", "pip", "wheel", ROOT, "--no-deps", "--no-build-isolation", "-q", "-w", dist])
+    whl = next(dist.glob("flatbench-*.whl"))
+    names = zipfile.ZipFile(whl).namelist()
+    for want in ("flatbench/conf/config.yaml", "flatbench/conf/experiment/digits.yaml",
+                 "flatbench/conf/published/transferattack_rn50.csv", "flatbench/models/zoo/digits-cnn.safetensors",
+                 "flatbench/models/zoo/digits-cnn.json"):
+        assert want in names, want
+    venv = tmp_path / "venv"
+    _sh([sys.executable, "-m", "venv", venv])
+    py = venv / "bin" / "python"
+    _sh([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", whl])
+    # The dependencies (torch, timm, hydra, ...) come from the suite's environment, appended after
+    # the new environment's own site-packages, so `flatbench` itself is the wheel's.
+    own = _sh([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    with open(os.path.join(own, "zz_deps.pth"), "w") as fh:
+        fh.write("\n".join(site.getsitepackages()) + "\n")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("FLATBENCH_ZOO", "PYTHONPATH")}
+    env["WANDB_MODE"] = "offline"
+    where = _sh([py, "-c", "import flatbench; print(flatbench.__file__)"], cwd=work, env=env).stdout
+    assert where.startswith(str(venv)), where
+    bin_ = venv / "bin"
+    _sh([bin_ / "flatbench", "n_images=8", "targets=digits_small", "progress=false", "hydra.run.dir=cell"], cwd=work, env=env)
+    df = pd.read_csv(work / "cell" / "results.csv")
+    assert len(df) == 2 and (df["attack"] == "MI-FGSM").all()
+    _sh([bin_ / "flatbench-report", "cell", "--compare", "published"], cwd=work, env=env)
+    assert (work / "cell" / "report" / "table.md").is_file()
+    # A user's own config directory: their own zoo and experiment, beside the packaged ones.
+    mine = tmp_path / "myconf"
+    (mine / "targets").mkdir(parents=True)
+    (mine / "experiment").mkdir()
+    (mine / "targets" / "two.yaml").write_text("a: {model: digits-mlp}\nb: {model: digits-vit}\n")
+    (mine / "experiment" / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - override /targets: two\n"
+                                                   "name: mine\nn_images: 8\neps: 24\n")
+    _sh([bin_ / "flatbench", "--config-dir", mine, "experiment=mine", "progress=false", "hydra.run.dir=own"], cwd=work,
+        env=env)
+    own_df = pd.read_csv(work / "own" / "results.csv")
+    assert set(own_df["target"]) == {"a", "b"} and (own_df["eps"] == 24).all()
+    zoo = _sh([bin_ / "flatbench-zoo", "verify"], cwd=work, env=env)
+    assert zoo.stdout.count("ok ") == 6
+
+
+def test_listing_names_everything_from_the_cli_and_python(tmp_path):
+    import flatbench
+    from flatbench.attacks import METHODS
+    from test_run import BIN
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+
+    def cli(*args, rc=0):
+        p = subprocess.run([str(BIN / "flatbench"), "list", *args], capture_output=True, text=True, env=env, timeout=300)
+        assert p.returncode == rc, p.stderr[-2000:]
+        return p.stdout
+
+    out = cli("methods", "pgn")
+    assert "pgn_dim_tim" in out and "PGN (Ge et al." in out and "beta=0.5" in out and "r=alpha" in out
+    assert "gnp" not in out.split()  # the pattern filters
+    models = cli("models")
+    assert "digits-cnn" in models and "(pinned)" in models and "NOT cached" in models and "targets=transferattack" in models
+    assert "digits-nosuch" not in models
+    zoos = cli("zoos", "defenses")
+    assert "inc-v3-jpeg" in zoos and "defense (jpeg)" in zoos
+    assert "transferattack_rn18" in cli("experiments") and "nips17" in cli("data")
+    assert "flatbench list methods" in cli(rc=2)
+    assert {m["name"] for m in flatbench.list_methods()} == set(METHODS)
+    assert flatbench.list_methods("gnp_ta")[0]["defaults"]["combine"] == "sum"
+    assert [m["name"] for m in flatbench.list_models("digits-*")] == ["digits-mlp", "digits-cnn", "digits-cnn-bn",
+                                                                      "digits-resnet", "digits-vit", "digits-mixer"]
+    assert {z["name"] for z in flatbench.list_zoos()} >= {"digits", "transferattack", "transferattack_rn18"}
+    assert {e["name"] for e in flatbench.list_experiments()} >= {"digits", "transferattack_rn50"}
+    assert {d["name"] for d in flatbench.list_data()} == {"digits", "nips17", "transferattack", "imagefolder"}
+    helptext = subprocess.run([str(BIN / "flatbench"), "--help"], capture_output=True, text=True, env=env).stdout
+    assert "flatbench list" in helptext and "--config-dir" in helptext
