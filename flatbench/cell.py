@@ -180,6 +180,30 @@ def config_files(*groups: str) -> str:
     return f" (config files: {', '.join(files)})" if files else ""
 
 
+def precheck_target(entry: Dict[str, Any], data: ImageSet, pretrained: bool) -> bool:
+    """Check a target before crafting without building it: its declared class count against the
+    data set's labels and, offline, that its weights are cached. False when its config does not
+    say enough (the caller builds it and checks on one image instead)."""
+    from .models import TESTBED
+    from .models.hub import check_available, declared_classes
+    from .models.testbed import NUM_CLASSES
+
+    name = entry["model"]
+    if name in TESTBED:
+        k = NUM_CLASSES
+    else:
+        check_available(name, entry.get("pretrained", pretrained))
+        try:
+            k = declared_classes(name, entry.get("label_offset"), entry.get("num_classes"))
+        except ConfigError:
+            return False
+    if k != data.num_classes:
+        raise ConfigError(f"target {name!r} outputs {k} classes but data set {data.name!r} has {data.num_classes} "
+                          f"(labels 0..{data.num_classes - 1}); set label_offset for 1001-class models, or pick a "
+                          "model trained on this data set")
+    return True
+
+
 def check_classes(model: torch.nn.Module, data: ImageSet, device, what: str) -> None:
     """Fail before crafting when a model's class space does not match the data set's labels."""
     with torch.inference_mode():
@@ -389,6 +413,7 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
     fails when the cell has no stored adversarial set. A cell already finished in ``out_dir``
     with the same id and targets is skipped; ``force=true`` recomputes everything.
     """
+    t_start = time.perf_counter()
     out_dir = Path(out_dir)
     w = world()
     s = resolve(cfg)
@@ -459,10 +484,15 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
         if w.main and not force:
             seed_eval_cache(out_dir, cell_id, keys, store)
         w.barrier()
-        # Every target still to evaluate is built (and its class space checked) before crafting.
+        # Every target still to evaluate is checked before crafting (its class space and, offline,
+        # its weights), from its config when that says enough; it is built only after crafting,
+        # so startup (paid again on every SLURM requeue) stays short.
         todo = [k for k in zoo if force or not store.eval_path(keys[k]).exists()]
         models = TargetModels(surrogate_box.get("m"), s.surrogate, zoo_kw, device, data)
-        target_models = {k: models.get(zoo[k]) for k in todo}
+        unchecked = [k for k in todo if not precheck_target(zoo[k], data, cfg.pretrained)]
+        target_models = {k: models.get(zoo[k]) for k in unchecked}  # no config-level answer: build and check now
+        log.info("cell %s: %.1f s from start to crafting (%d of %d targets built before it)", cell_id,
+                 time.perf_counter() - t_start, len(unchecked), len(todo))
         log.info("cell %s: %s on %s, %d images of %s, eps=%g/255, device=%s%s; %d target(s) to evaluate, %d cached",
                  cell_id, attack.label, "+".join(s.surrogate), len(data), data.name, s.eps, device,
                  f", rank {w.rank}/{w.size}" if w.active else "", len(todo), len(zoo) - len(todo))
@@ -488,6 +518,10 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
             craft_meta = store.meta() or {"craft_seconds": float("nan"), "grad_evals": -1}
             log.info("cell %s: reusing the stored adversarial set (%d images)", cell_id, len(adv))
 
+        t_build = time.perf_counter()
+        models.surrogate = models.surrogate if models.surrogate is not None else surrogate_box.get("m")
+        target_models.update({k: models.get(zoo[k]) for k in todo if k not in target_models})
+        log.info("cell %s: built %d target(s) in %.1f s", cell_id, len(target_models), time.perf_counter() - t_build)
         evaluated = []
         per_target: Dict[str, pd.DataFrame] = {}
         for key in zoo:

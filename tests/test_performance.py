@@ -93,3 +93,34 @@ def test_bench_smoke_writes_its_table(tmp_path):
     for r in rows:
         assert float(r["grad_evals_per_s"]) > 0 and float(r["efficiency"]) > 0
     assert "limit:" in p.stdout and "speedup" in p.stdout
+
+
+def test_targets_are_checked_before_crafting_and_built_after(layouts, zoo_dir, tmp_path):
+    """Startup (paid again on every requeue) checks each target from its config, builds none
+    before crafting, and still refuses a wrong class space or missing offline weights first."""
+    import os
+
+    from conftest import zoo_env
+    from test_run import BIN, run
+
+    p = run(["flatbench", "n_images=8", "targets=digits", "progress=false", f"hydra.run.dir={tmp_path / 'd'}"],
+            zoo_dir, tmp_path)
+    assert "(0 of 6 targets built before it)" in p.stdout + p.stderr and "built 6 target(s)" in p.stdout + p.stderr
+    env = {"FLATBENCH_DATA": str(layouts["root"]), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf"),
+           "TORCH_HOME": str(tmp_path / "torch")}
+    smoke = ["experiment=transferattack_rn50", "method=mifgsm", "n_images=4", "steps=1", "batch_size=4", "progress=false",
+             "targets.RS.defense.n=4"]
+    p = run(["flatbench", *smoke, "pretrained=false", f"hydra.run.dir={tmp_path / 'i'}"], zoo_dir, tmp_path, env)
+    assert "(0 of 10 targets built before it)" in p.stdout + p.stderr
+    # A target whose weights are not cached, offline: refused before any batch is crafted.
+    bad = subprocess.run([str(BIN / "flatbench"), *smoke, "pretrained=false", "+targets.vit.pretrained=true",
+                          f"hydra.run.dir={tmp_path / 'm'}", f"paths.cache_dir={tmp_path / 'c'}"], cwd=tmp_path,
+                         env=dict(os.environ, **zoo_env(zoo_dir), **env), capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and "not in the local cache" in bad.stderr and "fetch_weights" in bad.stderr
+    assert not list((tmp_path / "c").glob("adv/*/batches/*"))
+    # A target with another class space (a 1001-class model read without its offset): refused before crafting.
+    wrong = subprocess.run([str(BIN / "flatbench"), *smoke, "pretrained=false", "+targets.vit.label_offset=-1",
+                            f"hydra.run.dir={tmp_path / 'w'}", f"paths.cache_dir={tmp_path / 'c2'}"], cwd=tmp_path,
+                           env=dict(os.environ, **zoo_env(zoo_dir), **env), capture_output=True, text=True, timeout=600)
+    assert wrong.returncode == 1 and "1001 classes" in wrong.stderr and "1000" in wrong.stderr
+    assert not list((tmp_path / "c2").glob("adv/*/batches/*"))

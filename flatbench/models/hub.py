@@ -206,6 +206,25 @@ def read_checkpoint(path: Path) -> Dict[str, torch.Tensor]:
     return state
 
 
+def declared_classes(name: str, label_offset: Optional[int] = None, num_classes: Optional[int] = None) -> int:
+    """The class count a hub model will output, from its config alone (nothing is built)."""
+    spec = parse_name(name)
+    meta = model_meta(spec)
+    n = int(num_classes) if num_classes is not None else meta.num_classes
+    return n - (meta.label_offset if label_offset is None else int(label_offset))
+
+
+def check_available(name: str, pretrained: bool = True) -> None:
+    """Fail now, not after crafting, when a model's weights cannot be had (offline, not cached)."""
+    spec = parse_name(name)
+    if spec.checkpoint is not None:
+        if not spec.checkpoint.is_file():
+            raise ConfigError(f"checkpoint {spec.checkpoint} of {name!r} does not exist")
+    elif pretrained and offline() and not weights_cached(spec):
+        raise MissingWeightsError(f"pretrained weights of {spec.name!r} are not in the local cache and the run is "
+                                  f"offline (HF_HUB_OFFLINE=1); {FETCH_HINT}")
+
+
 def _build(spec: ModelSpec, pretrained: bool, num_classes: Optional[int]) -> nn.Module:
     kw = {} if num_classes is None else {"num_classes": int(num_classes)}
     if pretrained and offline() and not weights_cached(spec):
