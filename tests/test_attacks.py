@@ -95,16 +95,24 @@ def test_gnp_sign_is_the_derivations():
     assert not torch.allclose(got, (1 + beta) * g + beta * g2)
 
 
+class SinSquare(torch.nn.Module):
+    """ℓ = Σ sin(x)·x², whose gradient and (diagonal) Hessian are known in closed form."""
+
+    def forward(self, x):
+        z = x.flatten(1).double()
+        return (torch.sin(z) * z**2).sum(1, keepdim=True)
+
+    @staticmethod
+    def grad_and_hessian(x):
+        return (torch.cos(x) * x**2 + 2 * x * torch.sin(x),
+                -torch.sin(x) * x**2 + 4 * x * torch.cos(x) + 2 * torch.sin(x))
+
+
 def test_penalty_first_order_on_smooth_nonquadratic():
     """For small r the estimate is g − β·r·H·ĝ up to O(r²), on ℓ = Σ sin(x)·x² (known Hessian)."""
-    class F(torch.nn.Module):
-        def forward(self, x):
-            z = x.flatten(1).double()
-            return (torch.sin(z) * z**2).sum(1, keepdim=True)
-
+    F = SinSquare
     x = torch.rand(2, 1, 3, 3, dtype=torch.float64) + 0.5
-    g = torch.cos(x) * x**2 + 2 * x * torch.sin(x)
-    h = -torch.sin(x) * x**2 + 4 * x * torch.cos(x) + 2 * torch.sin(x)  # diagonal Hessian
+    g, h = SinSquare.grad_and_hessian(x)
     errs = []
     for r in (1e-2, 1e-3):
         for preset, la in (("pgn", "descent"), ("gnp", "ascent")):

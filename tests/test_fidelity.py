@@ -14,7 +14,7 @@ from flatbench.attacks import METHODS, Attack, Penalty
 from flatbench.attacks.loop import StepContext
 from flatbench.attacks.optimizers import mean_abs_normalize
 from flatbench.registry import ConfigError
-from test_attacks import Quadratic, _estimate
+from test_attacks import Quadratic, SinSquare, _estimate
 from test_run import run
 
 
@@ -42,14 +42,9 @@ def test_gnp_is_the_papers_formula_on_a_quadratic():
 
 def test_gnp_first_order_on_a_known_hessian():
     """On ℓ = Σ sin(x)·x² the paper form is g − β·r·H·g/‖g‖₂ up to O(r²)."""
-    class F_(torch.nn.Module):
-        def forward(self, x):
-            z = x.flatten(1).double()
-            return (torch.sin(z) * z**2).sum(1, keepdim=True)
-
+    F_ = SinSquare
     x = torch.rand(2, 1, 3, 3, dtype=torch.float64) + 0.5
-    g = torch.cos(x) * x**2 + 2 * x * torch.sin(x)
-    h = -torch.sin(x) * x**2 + 4 * x * torch.cos(x) + 2 * torch.sin(x)
+    g, h = SinSquare.grad_and_hessian(x)
     errs = []
     for r in (1e-2, 1e-3):
         est = create_attack("gnp", F_(), eps=0.1, r=r).estimator
