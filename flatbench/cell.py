@@ -491,7 +491,7 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
         models = TargetModels(surrogate_box.get("m"), s.surrogate, zoo_kw, device, data)
         unchecked = [k for k in todo if not precheck_target(zoo[k], data, cfg.pretrained)]
         target_models = {k: models.get(zoo[k]) for k in unchecked}  # no config-level answer: build and check now
-        log.info("cell %s: %.1f s from start to crafting (%d of %d targets built before it)", cell_id,
+        log.info("cell %s: startup %.1f s (%d of %d targets built at startup)", cell_id,
                  time.perf_counter() - t_start, len(unchecked), len(todo))
         log.info("cell %s: %s on %s, %d images of %s, eps=%g/255, device=%s%s; %d target(s) to evaluate, %d cached",
                  cell_id, attack.label, "+".join(s.surrogate), len(data), data.name, s.eps, device,

@@ -105,13 +105,13 @@ def test_targets_are_checked_before_crafting_and_built_after(layouts, zoo_dir, t
 
     p = run(["flatbench", "n_images=8", "targets=digits", "progress=false", f"hydra.run.dir={tmp_path / 'd'}"],
             zoo_dir, tmp_path)
-    assert "(0 of 6 targets built before it)" in p.stdout + p.stderr and "built 6 target(s)" in p.stdout + p.stderr
+    assert "(0 of 6 targets built at startup)" in p.stdout + p.stderr and "built 6 target(s)" in p.stdout + p.stderr
     env = {"FLATBENCH_DATA": str(layouts["root"]), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf"),
            "TORCH_HOME": str(tmp_path / "torch")}
     smoke = ["experiment=transferattack_rn50", "method=mifgsm", "n_images=4", "steps=1", "batch_size=4", "progress=false",
              "targets.RS.defense.n=4"]
     p = run(["flatbench", *smoke, "pretrained=false", f"hydra.run.dir={tmp_path / 'i'}"], zoo_dir, tmp_path, env)
-    assert "(0 of 10 targets built before it)" in p.stdout + p.stderr
+    assert "(0 of 10 targets built at startup)" in p.stdout + p.stderr
     # A target whose weights are not cached, offline: refused before any batch is crafted.
     bad = subprocess.run([str(BIN / "flatbench"), *smoke, "pretrained=false", "+targets.vit.pretrained=true",
                           f"hydra.run.dir={tmp_path / 'm'}", f"paths.cache_dir={tmp_path / 'c'}"], cwd=tmp_path,
