@@ -197,10 +197,7 @@ def precheck_target(entry: Dict[str, Any], data: ImageSet, pretrained: bool) -> 
             k = declared_classes(name, entry.get("label_offset"), entry.get("num_classes"))
         except ConfigError:
             return False
-    if k != data.num_classes:
-        raise ConfigError(f"target {name!r} outputs {k} classes but data set {data.name!r} has {data.num_classes} "
-                          f"(labels 0..{data.num_classes - 1}); set label_offset for 1001-class models, or pick a "
-                          "model trained on this data set")
+    require_classes(k, data, f"target {name!r}")
     return True
 
 
@@ -208,6 +205,10 @@ def check_classes(model: torch.nn.Module, data: ImageSet, device, what: str) -> 
     """Fail before crafting when a model's class space does not match the data set's labels."""
     with torch.inference_mode():
         k = model(data.floats(slice(0, 1)).to(device)).shape[-1]
+    require_classes(k, data, what)
+
+
+def require_classes(k: int, data: ImageSet, what: str) -> None:
     if k != data.num_classes:
         raise ConfigError(f"{what} outputs {k} classes but data set {data.name!r} has {data.num_classes} "
                           f"(labels 0..{data.num_classes - 1}); set label_offset for 1001-class models, or pick a "

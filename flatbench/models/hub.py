@@ -220,16 +220,19 @@ def check_available(name: str, pretrained: bool = True) -> None:
     if spec.checkpoint is not None:
         if not spec.checkpoint.is_file():
             raise ConfigError(f"checkpoint {spec.checkpoint} of {name!r} does not exist")
-    elif pretrained and offline() and not weights_cached(spec):
+    else:
+        _require_cached(spec, pretrained)
+
+
+def _require_cached(spec: ModelSpec, pretrained: bool) -> None:
+    if pretrained and offline() and not weights_cached(spec):
         raise MissingWeightsError(f"pretrained weights of {spec.name!r} are not in the local cache and the run is "
                                   f"offline (HF_HUB_OFFLINE=1); {FETCH_HINT}")
 
 
 def _build(spec: ModelSpec, pretrained: bool, num_classes: Optional[int]) -> nn.Module:
     kw = {} if num_classes is None else {"num_classes": int(num_classes)}
-    if pretrained and offline() and not weights_cached(spec):
-        raise MissingWeightsError(f"pretrained weights of {spec.name!r} are not in the local cache and the run is "
-                                  f"offline (HF_HUB_OFFLINE=1); {FETCH_HINT}")
+    _require_cached(spec, pretrained)
     try:
         if spec.library == "timm":
             import timm
