@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import __version__
 from .attacks import build_attack, part_params
 from .attacks.loop import NonFiniteError
-from .config import (ENTRY_KEYS, ROLES, CellSettings, attack_kwargs, flatness_settings, parse_targets, plain, resolve,
+from .config import (ALL_ROLES, ENTRY_KEYS, ROLES, CellSettings, attack_kwargs, flatness_settings, parse_targets, plain, resolve,
                      to_255)
 from .data import DATASETS, ImageSet
 from .io import atomic_write_text, check_writable
@@ -406,7 +406,32 @@ def _device(name: str, w: World) -> torch.device:
     return dev
 
 
-def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.DataFrame]:
+def target_role(entry: Dict[str, Any], surrogate: List[str]) -> str:
+    return "white-box" if entry["model"] in surrogate and not entry.get("defense") else ROLES[entry["role"]]
+
+
+def check_objective(objective: str, zoo: Dict[str, Dict[str, Any]]) -> None:
+    """At startup: the objective names a role, ``all`` or one of this cell's targets."""
+    if objective in ("all", *ALL_ROLES) or objective in zoo:
+        return
+    raise ConfigError(f"objective={objective!r} is neither a role nor a target of this cell; allowed: all, "
+                      f"{', '.join(ALL_ROLES)}, or a target key ({', '.join(zoo)})")
+
+
+def cell_objective(df: pd.DataFrame, objective: str) -> float:
+    """What the cell returns to a sweeper: the mean ASR (%) over the objective's targets; NaN
+    when the cell has no target of that role (Optuna records such a trial as failed)."""
+    rows = df if objective == "all" else df[df["target"] == objective] if objective in set(df["target"]) \
+        else df[df["role"] == objective]
+    if rows.empty:
+        log.warning("objective %s: this cell has no target of that role (roles: %s); returning NaN", objective,
+                    ", ".join(dict.fromkeys(df["role"])))
+        return float("nan")
+    return float(rows["asr"].mean())
+
+
+def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run",
+             sweep: Optional[Dict[str, Any]] = None) -> Optional[pd.DataFrame]:
     """Run the cell described by ``cfg`` into ``out_dir``; returns its rows (None on ranks > 0).
 
     ``mode="run"`` crafts what is missing (resuming from finished batches) and evaluates the
@@ -422,6 +447,7 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
         check_writable(out_dir)
         check_writable(Path(cfg.paths.cache_dir))
     zoo = parse_targets(cfg.targets)
+    check_objective(str(cfg.get("objective", "black-box")), zoo)
     device = _device(cfg.device, w)
     force = bool(cfg.get("force", False))
     torch.manual_seed(s.seed)
@@ -454,7 +480,7 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
         w.barrier()
         if w.main:
             logger.start(OmegaConf.to_container(cfg, resolve=True), out_dir,
-                         f"{attack.label}-{'+'.join(s.surrogate)}-eps{s.eps:g}")
+                         f"{attack.label}-{'+'.join(s.surrogate)}-eps{s.eps:g}", sweep)
         zoo_dir = cfg.paths.get("zoo_dir")
         zoo_kw = dict(zoo_dir=Path(zoo_dir) if zoo_dir else None, progress=cfg.progress, pretrained=cfg.pretrained,
                       preprocess=cfg.preprocess)
@@ -554,7 +580,7 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run") -> Optional[pd.D
             pt = per_target[key]
             clean, pred = (torch.as_tensor(pt[c].to_numpy().copy()) for c in ("clean_pred", "adv_pred"))
             counts = transfer_counts(clean, pred, data.labels, y_attack)
-            role = "white-box" if entry["model"] in s.surrogate and not entry.get("defense") else ROLES[entry["role"]]
+            role = target_role(entry, s.surrogate)
             rows.append({**base, "target": key, "target_model": entry["model"], "role": role, **counts,
                          "n_images": len(data)})
             fooled = success_flags(pred, data.labels, y_attack).numpy()

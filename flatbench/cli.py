@@ -46,6 +46,23 @@ def _on_signal(signum, frame) -> None:
     log.warning("%s received: stopping after the current batch (finished batches are kept)", STOP_REQUESTED["signal"])
 
 
+def _wrap_requeue_signal() -> None:
+    """Under submitit (SLURM), USR2 announces the time limit (or a preemption): submitit's own
+    handler requeues the job and exits at once. Log first, in the cell's log, what is kept."""
+    usr2 = getattr(signal, "SIGUSR2", None)
+    prev = signal.getsignal(usr2) if usr2 is not None else None
+    if not callable(prev) or getattr(prev, "flatbench_wrapped", False):
+        return
+
+    def on_usr2(signum, frame):
+        log.warning("SIGUSR2 (time limit or preemption): submitit requeues this cell now; its finished batches are "
+                    "kept and the requeued job resumes from them (the batch in progress is recomputed)")
+        prev(signum, frame)
+
+    on_usr2.flatbench_wrapped = True
+    signal.signal(usr2, on_usr2)
+
+
 def _verbose() -> bool:
     try:
         return bool(HydraConfig.get().verbose)
@@ -109,14 +126,18 @@ def _record_error(out_dir: Path, exc: BaseException, cell: dict) -> Path:
     return path
 
 
-def task(cfg: DictConfig) -> None:
+def task(cfg: DictConfig) -> Optional[float]:
+    """One cell. Returns its objective (``objective``: by default the mean black-box ASR, %), the
+    value a sweeper such as Optuna maximises."""
     from hydra.types import RunMode
 
-    from .cell import Stop, run_cell
+    from .cell import Stop, cell_objective, run_cell
     from .dist import world
+    from .record import sweep_group
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _on_signal)
+    _wrap_requeue_signal()
     w = guarded(world)
     hc = HydraConfig.get()
     # Under torchrun every rank must write into rank 0's directory (timestamps may differ).
@@ -124,10 +145,14 @@ def task(cfg: DictConfig) -> None:
     multirun = hc.mode == RunMode.MULTIRUN
     cell = {"multirun": multirun, "num": hc.job.get("num"), "overrides": list(hc.overrides.task),
             "sweep_dir": str(Path(hc.sweep.dir).resolve()) if multirun else None, "cell_dir": str(out_dir)}
+    sweep = None
+    if multirun:
+        sweep = {"group": str(cfg.logger.get("group") or sweep_group(cfg.name, hc.sweep.dir)), "num": cell["num"],
+                 "dir": cell["sweep_dir"], "overrides": cell["overrides"]}
     if w.main:
         (out_dir / ERROR_FILE).unlink(missing_ok=True)
     try:
-        df = run_cell(cfg, out_dir)
+        df = run_cell(cfg, out_dir, sweep=sweep)
     except Stop as exc:
         # The whole sweep stops (exit 143), as a single cell does: a requeue or rerun resumes it.
         print(f"flatbench: {exc}; finished batches are kept, rerun (or requeue) to resume", file=sys.stderr)
@@ -151,9 +176,13 @@ def task(cfg: DictConfig) -> None:
         failed = CellFailed(one_line(exc))
         failed.flatbench_cell = cell
         raise failed from None
-    if df is not None:
-        _print_table(df)
-        log.info("results: %s", out_dir / "results.csv")
+    if df is None:
+        return None
+    _print_table(df)
+    log.info("results: %s", out_dir / "results.csv")
+    objective = cell_objective(df, str(cfg.objective))
+    log.info("objective (%s ASR, %%): %.2f", cfg.objective, objective)
+    return objective
 
 
 def sweep_summary(sweep_dir: Path, since: Optional[float]) -> Optional[str]:
@@ -242,6 +271,12 @@ def _compact_run_and_report(func):
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or any(a.startswith("hydra.verbose=") and not a.endswith("=false")
                                                             for a in sys.argv):
             raise
+        if type(exc).__name__ == "FailedJobError" and "sbatch" in str(exc):
+            # submitit could not submit (no SLURM here, or its config not found): one line.
+            hint = ("; no SLURM configuration found: on the local cluster run `eval \"$(scripts/slurm_local.sh env)\"` "
+                    "first" if "configuration source" in str(exc) else "")
+            print(f"flatbench: error: sbatch failed: {' '.join(str(exc).split())}{hint}", file=sys.stderr)
+            sys.exit(1)
         # Composition errors (Hydra's, OmegaConf's, flatbench's checks) are one line; a bug keeps its traceback.
         if not isinstance(exc, (HydraException, OmegaConfBaseException, *expected_errors())):
             raise
@@ -260,12 +295,30 @@ def _compact_run_and_report(func):
         sys.exit(1)
 
 
+class _OnceSacctWarning(logging.Filter):
+    """On a cluster without accounting (scripts/slurm_local.sh) submitit's every poll warns that
+    sacct failed; it then waits for the jobs' result files, which works. Say it once."""
+
+    seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        if _OnceSacctWarning.seen:
+            return False
+        _OnceSacctWarning.seen = True
+        record.msg, record.args = ("sacct is not available (no accounting on this cluster?): submitit follows the jobs "
+                                   "through their result files instead (further sacct warnings hidden)"), ()
+        return True
+
+
 def main() -> None:
     import hydra._internal.utils as hydra_utils
 
     import time
 
     START["time"] = time.time()
+    logging.getLogger("submitit").addFilter(_OnceSacctWarning())
     register_schema()
     hydra_utils.run_and_report = _compact_run_and_report
     # W&B and tqdm write a lot to a non-interactive terminal; keep runs readable.

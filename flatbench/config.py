@@ -61,6 +61,7 @@ class FlatbenchConfig:
     progress: bool = True
     save_images: bool = True
     force: bool = False
+    objective: str = "black-box"
 
 
 def register_schema() -> None:
@@ -69,6 +70,7 @@ def register_schema() -> None:
 
 TARGET_RULES = ("dataset", "random", "least_likely")
 ROLES = {"normal": "black-box", "adversarial": "adv-trained", "defense": "defense"}
+ALL_ROLES = ("white-box", *ROLES.values())
 # What a target-zoo entry may hold besides its key (see conf/targets/*.yaml).
 ENTRY_KEYS = ("model", "role", "label_offset", "num_classes", "input_size", "pretrained", "defense")
 

@@ -88,10 +88,19 @@ def write_csv(path: Path, rows: List[Dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-class Logger:
-    """Receives the resolved config at start and each cell's rows; always closed in finally."""
+def sweep_group(name: str, sweep_dir: str) -> str:
+    """The W&B group of a sweep's cells and of its report: the experiment name and the sweep
+    directory's own name (by default the time the sweep started)."""
+    return f"{name}-{Path(str(sweep_dir)).name}"
 
-    def start(self, config: Dict[str, Any], run_dir: Path, name: str) -> None:
+
+class Logger:
+    """Receives the resolved config at start and each cell's rows; always closed in finally.
+
+    ``sweep`` (multirun cells only): the sweep's group, the job number and the overrides that
+    made this cell (what the user swept)."""
+
+    def start(self, config: Dict[str, Any], run_dir: Path, name: str, sweep: Optional[Dict[str, Any]] = None) -> None:
         pass
 
     def log_rows(self, df: pd.DataFrame) -> None:
@@ -109,10 +118,16 @@ class WandbLogger(Logger):
         self.tags = list(tags or [])
         self.run = None
 
-    def start(self, config, run_dir, name):
+    def start(self, config, run_dir, name, sweep=None):
         import wandb
 
-        self.run = wandb.init(project=self.project, entity=self.entity, group=self.group, name=name,
+        group = self.group
+        if sweep:
+            # One group per sweep (a given logger.group wins); the swept settings name the run.
+            group = group or sweep["group"]
+            name = f"{name} [{' '.join(sweep['overrides'])}]" if sweep["overrides"] else name
+            config = {**config, "sweep": sweep}
+        self.run = wandb.init(project=self.project, entity=self.entity, group=group, name=name,
                               config=config, mode=self.mode, dir=str(run_dir), tags=self.tags,
                               reinit="finish_previous")
 

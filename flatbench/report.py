@@ -474,14 +474,38 @@ def landscape_compare(df: pd.DataFrame, dirs: Sequence[Path], a: str, b: str) ->
     return landscape_png(frames, images, title=f"{a} vs {b}: loss around x_adv")
 
 
-def log_wandb(rep: dict, project: str) -> None:
-    """Mirror the report's tables to W&B (offline unless WANDB_MODE says otherwise)."""
+def report_group(dirs: Sequence[Path]) -> Optional[str]:
+    """The W&B group of the sweep the report reads: the group its cells logged into (their
+    logger.group, else <name>-<sweep dir name>); None when the cells are not one sweep's."""
+    from omegaconf import OmegaConf
+
+    from .record import sweep_group
+
+    groups = set()
+    for d in dirs:
+        for hydra_yaml in sorted(Path(d).rglob(".hydra/hydra.yaml")):
+            cell = hydra_yaml.parent.parent
+            hc = OmegaConf.load(hydra_yaml).hydra
+            if hc.get("mode") != "MULTIRUN":
+                groups.add(None)
+                continue
+            sweep_dir = OmegaConf.to_container(hc.sweep)["dir"]  # as the cells saw it (unresolved: the parent)
+            sweep_dir = sweep_dir if "${" not in str(sweep_dir) else str(cell.parent)
+            cfg = OmegaConf.load(cell / ".hydra" / "config.yaml")
+            groups.add(cfg.get("logger", {}).get("group") or sweep_group(cfg.get("name", "default"), sweep_dir))
+    return groups.pop() if len(groups) == 1 else None
+
+
+def log_wandb(rep: dict, project: str, group: Optional[str] = None) -> None:
+    """Mirror the report's tables to W&B (offline unless WANDB_MODE says otherwise), into the
+    sweep's group (see :func:`report_group`)."""
     import os
 
     import wandb
 
     run = wandb.init(project=project, job_type="report", mode=os.environ.get("WANDB_MODE", "offline"),
-                     dir=str(rep["out"]), reinit="finish_previous")
+                     dir=str(rep["out"]), group=group, name=f"report-{group}" if group else None,
+                     reinit="finish_previous")
     try:
         clean = lambda d: d.astype(object).where(d.notna(), None)  # noqa: E731
         run.log({"report/results": wandb.Table(dataframe=clean(rep["df"]))})
@@ -570,12 +594,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--landscape", nargs=2, default=None, metavar=("ATTACK_A", "ATTACK_B"),
                    help="side-by-side loss landscapes of two attacks on the same images (flatness=on)")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log the tables to this W&B project")
+    p.add_argument("--wandb-group", default=None, metavar="GROUP",
+                   help="the W&B group of the report's run (default: the group the sweep's cells logged into)")
     args = p.parse_args(argv)
     try:
         rep = build_report(args.dirs, args.out, args.value, args.filter, args.rows, args.compare, args.mcnemar,
                            args.plot_param, args.flatness, args.landscape)
         if args.wandb:
-            log_wandb(rep, args.wandb)
+            log_wandb(rep, args.wandb, args.wandb_group or report_group(args.dirs))
     except (FileNotFoundError, ValueError) as exc:
         print(f"flatbench-report: error: {exc}", file=sys.stderr)
         return 2

@@ -74,3 +74,29 @@ def make_layouts(root: Path, n: int = 6) -> dict:
 @pytest.fixture(scope="session")
 def layouts(tmp_path_factory):
     return make_layouts(tmp_path_factory.mktemp("imagenet_layouts"))
+
+
+SLURM_SCRIPT = ROOT / "scripts" / "slurm_local.sh"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The single-node cluster of scripts/slurm_local.sh: used when running (CI starts it in
+    .ci/run), else started here and stopped at the end; the tests skip, with the script's reason,
+    where it cannot start (not root, no apt-get)."""
+    import subprocess
+
+    def script(*args, timeout=900):
+        return subprocess.run(["bash", str(SLURM_SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+
+    started = False
+    if script("status").returncode != 0:
+        p = script("start")
+        if p.returncode != 0:
+            reason = (p.stderr.strip() or p.stdout.strip() or "unknown").splitlines()[-1]
+            pytest.skip(f"no local SLURM cluster: {reason}")
+        started = True
+    conf = script("env").stdout.strip().split("=", 1)[1]
+    yield {"SLURM_CONF": conf}
+    if started:
+        script("stop")

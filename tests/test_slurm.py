@@ -1,0 +1,179 @@
+"""flatbench against a real scheduler: the single-node SLURM cluster of scripts/slurm_local.sh.
+
+Sweeps go through Hydra's submitit_slurm launcher (hydra/launcher=slurm_local) exactly as on a
+cluster: sbatch job arrays, SLURM's time limit and USR2 signal, submitit's requeue, scancel and
+scontrol requeue. Each test compares with the same cell run locally and uninterrupted.
+"""
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from flatbench.store import load_adv
+from test_run import BIN
+from conftest import zoo_env
+
+pytestmark = pytest.mark.slurm
+
+LAUNCHER = ["hydra/launcher=slurm_local"]
+# PGN on the digits CNN, 8 images a batch: about 2.5 s a batch on one core.
+PGN_CELL = ["method=pgn", "surrogate=digits-cnn", "batch_size=8", "targets=digits_small", "progress=false"]
+
+
+def _env(zoo_dir, slurm):
+    return dict(os.environ, **zoo_env(zoo_dir), **slurm, WANDB_MODE="offline", OMP_NUM_THREADS="1")
+
+
+def _start(args, env, cwd):
+    return subprocess.Popen([str(BIN / "flatbench"), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(p, timeout=600):
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+def _squeue(env):
+    out = subprocess.run(["squeue", "-h", "-o", "%i %t"], env=env, capture_output=True, text=True, check=True).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+def _wait(cond, timeout, what, step=0.5):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _logs(sweep: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in sorted((sweep / ".submitit").rglob("*_log.*")))
+
+
+def _batches(out: Path):
+    return sorted(out.rglob("batches/*.safetensors"))
+
+
+def _same_images(a: Path, b: Path):
+    xa, ida = load_adv(a / "adv.safetensors")
+    xb, idb = load_adv(b / "adv.safetensors")
+    assert list(ida) == list(idb) and torch.equal(xa, xb)
+
+
+def test_sweep_on_slurm_equals_local_and_a_failing_cell_spares_the_others(slurm_cluster, zoo_dir, tmp_path):
+    """One job array of 4 cells, 2 of them with an unknown surrogate: the 2 good cells give the
+    rows a local run gives, the failed ones are named in the summary, the command ends with 1."""
+    env = _env(zoo_dir, slurm_cluster)
+    cells = ["method=ifgsm,pgn", "surrogate=digits-cnn,digits-nosuch", "n_images=32", "batch_size=16",
+             "targets=digits", "progress=false"]
+    on_slurm = _start(["-m", *LAUNCHER, *cells, f"paths.output_dir={tmp_path / 'o1'}", f"hydra.sweep.dir={tmp_path / 's1'}"],
+                      env, tmp_path)
+    local = _start(["-m", *cells, f"paths.output_dir={tmp_path / 'o2'}", f"hydra.sweep.dir={tmp_path / 's2'}"], env, tmp_path)
+    (rc_s, _, err_s), (rc_l, _, err_l) = _finish(on_slurm), _finish(local)
+    for rc, err in ((rc_s, err_s), (rc_l, err_l)):
+        assert rc == 1, err[-3000:]
+        summary = [ln for ln in err.splitlines() if "cells failed" in ln]
+        assert summary and "2 of 4 cells failed" in summary[0], err[-3000:]
+        assert "surrogate=digits-nosuch" in summary[0] and "surrogate=digits-cnn" not in summary[0]
+    # One sbatch job array ran the four cells.
+    scripts = list((tmp_path / "s1" / ".submitit").glob("*/*_submission.sh"))
+    assert len(scripts) == 1 and "#SBATCH --array=0-3" in scripts[0].read_text()
+    assert "#SBATCH --signal=USR2@" in scripts[0].read_text()
+    for d in (tmp_path / "s1", tmp_path / "s2"):
+        subprocess.run([str(BIN / "flatbench-report"), str(d)], env=env, cwd=tmp_path, check=True, capture_output=True)
+    key = ["cell_id", "target"]
+    a = pd.read_csv(tmp_path / "s1" / "report" / "results.csv").sort_values(key).reset_index(drop=True)
+    b = pd.read_csv(tmp_path / "s2" / "report" / "results.csv").sort_values(key).reset_index(drop=True)
+    assert len(a) == 2 * 6 and a["cell_id"].nunique() == 2
+    pd.testing.assert_frame_equal(a[key + ["asr", "clean_acc", "n_fooled", "linf_mean"]],
+                                  b[key + ["asr", "clean_acc", "n_fooled", "linf_mean"]])
+    failed = sorted(p.parent for p in (tmp_path / "s1").glob("*/error.json"))
+    assert len(failed) == 2
+    assert all("surrogate=digits-nosuch" in (d / ".hydra" / "overrides.yaml").read_text() for d in failed)
+
+
+def test_time_limit_requeues_and_resumes_to_the_uninterrupted_images(slurm_cluster, zoo_dir, tmp_path):
+    """A cell longer than its 1-minute limit: SLURM sends USR2, submitit requeues it, it resumes
+    from its finished batches and ends with the images of an uninterrupted run."""
+    env = _env(zoo_dir, slurm_cluster)
+    cell = [*PGN_CELL, "n_images=320"]   # 40 batches, about 100 s of crafting on one core: longer than 1 minute
+    sweep = tmp_path / "sweep"
+    p = _start(["-m", *LAUNCHER, *cell, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5",
+                "hydra.launcher.max_num_timeout=5", f"paths.output_dir={tmp_path / 'out'}", f"hydra.sweep.dir={sweep}"],
+               env, tmp_path)
+    ref = _start(["-m", *cell, f"paths.output_dir={tmp_path / 'ref_out'}", f"hydra.sweep.dir={tmp_path / 'ref'}"],
+                 env, tmp_path)
+    rc, out, err = _finish(p)
+    assert rc == 0, err[-3000:]
+    assert _finish(ref)[0] == 0
+    log = _logs(sweep)
+    assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log, log[-3000:]
+    assert re.search(r"Requeued job \S+ \(\d+ remaining timeouts\)", log)
+    assert "SIGUSR2 (time limit or preemption): submitit requeues this cell now" in log
+    resumed = [int(m) for m in re.findall(r"resuming: (\d+) of 40 batches already finished", log)]
+    assert resumed and resumed[0] > 0, log[-3000:]
+    assert resumed == sorted(resumed)  # every attempt starts from at least what the previous one finished
+    _same_images(sweep / "0", tmp_path / "ref" / "0")
+    assert (sweep / "0" / "results.csv").exists()
+
+
+def test_scontrol_requeue_and_scancel_term_lose_no_batch_and_a_rerun_finishes(slurm_cluster, zoo_dir, tmp_path):
+    env = _env(zoo_dir, slurm_cluster)
+    cell = [*PGN_CELL, "n_images=96"]   # 12 batches
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    args = ["-m", *LAUNCHER, *cell, f"paths.output_dir={out}", f"hydra.sweep.dir={sweep}"]
+    ref = _start(["-m", *cell, f"paths.output_dir={tmp_path / 'ref_out'}", f"hydra.sweep.dir={tmp_path / 'ref'}"],
+                 env, tmp_path)
+    driver = _start(args, env, tmp_path)
+    try:
+        job = _wait(lambda: next((j for j, st in _squeue(env).items() if st == "R"), None), 120, "the job to run")
+        _wait(lambda: len(_batches(out)) >= 1, 120, "a first finished batch")
+        # scontrol requeue: SLURM stops the job (SIGTERM, the cell stops after its batch) and queues it again.
+        subprocess.run(["scontrol", "requeue", job], env=env, check=True)
+        _wait(lambda: "resuming:" in _logs(sweep), 180, "the requeued job to resume")
+        kept = len(_batches(out))
+        _wait(lambda: len(_batches(out)) > kept, 120, "a batch after the requeue")
+        subprocess.run(["scancel", "--signal=TERM", job], env=env, check=True)
+        _wait(lambda: job not in _squeue(env), 120, "the job to stop after SIGTERM")
+        before = len(_batches(out))
+        assert kept >= 1 and before > kept and before < 12
+    finally:
+        # Without accounting (sacct), submitit cannot see that the stopped job ended: stop the driver.
+        driver.send_signal(signal.SIGINT)
+        driver.communicate(timeout=60)
+    log = _logs(sweep)
+    assert "SIGTERM received: stopping after the current batch" in log
+    assert re.search(r"stopped by SIGTERM before batch \d+:\d+; finished batches are kept", log)
+    rc, _, err = _finish(_start(args, env, tmp_path))
+    assert rc == 0, err[-3000:]
+    resumed = [int(m) for m in re.findall(r"resuming: (\d+) of 12 batches already finished", _logs(sweep))]
+    assert resumed[-1] >= before, resumed
+    assert _finish(ref)[0] == 0
+    _same_images(sweep / "0", tmp_path / "ref" / "0")
+
+
+def test_optuna_search_with_one_trial_a_job(slurm_cluster, zoo_dir, tmp_path):
+    env = _env(zoo_dir, slurm_cluster)
+    sweep = tmp_path / "search"
+    rc, out, err = _finish(_start(["-m", *LAUNCHER, "experiment=digits_search", "hydra.sweeper.n_trials=2",
+                                   "hydra.sweeper.n_jobs=2", "n_images=16", "targets=digits_small", "progress=false",
+                                   f"paths.output_dir={tmp_path / 'o'}", f"hydra.sweep.dir={sweep}"], env, tmp_path))
+    assert rc == 0, err[-3000:]
+    scripts = list((sweep / ".submitit").glob("*/*_submission.sh"))
+    assert len(scripts) == 1 and "#SBATCH --array=0-1" in scripts[0].read_text()
+    assert "Best value:" in out + err
+    best = (sweep / "optimization_results.yaml").read_text()
+    objectives = []
+    for num in ("0", "1"):
+        df = pd.read_csv(sweep / num / "results.csv")
+        objectives.append(df[df["role"] == "black-box"]["asr"].mean())
+    assert f"best_value: {max(objectives)}" in best
