@@ -456,7 +456,8 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run",
     try:
         try:
             attack = build_attack(None, max_batch=cfg.max_batch, memory_budget_mb=cfg.get("memory_budget_mb"),
-                                  amp=cfg.get("amp"), channels_last=bool(cfg.get("channels_last")), **attack_kwargs(s))
+                                  amp=cfg.get("amp"), channels_last=cfg.get("channels_last", "auto"),
+                                  tuning_file=cfg.paths.get("tuning_file"), **attack_kwargs(s))
         except ConfigError as exc:
             raise ConfigError(f"{exc}{config_files('attack', 'penalty', 'transforms', 'method', 'experiment')}") from None
         data = load_data(s)
@@ -536,10 +537,12 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run",
                 parts = [store.load_batch(lo, min(len(data), lo + cfg.batch_size)) for lo in range(0, len(data), cfg.batch_size)]
                 adv = torch.cat(parts)
                 store.save(adv, data.ids, {"cell_id": cell_id, "craft_seconds": seconds, "grad_evals": grad_evals,
+                                           "chunk": attack.cap, "memory_format": attack.memory_format,
                                            "semantic": semantic})
             w.barrier()
             adv = store.load()[0] if w.active else adv
-            craft_meta = {"craft_seconds": seconds, "grad_evals": grad_evals}
+            craft_meta = {"craft_seconds": seconds, "grad_evals": grad_evals, "chunk": attack.cap,
+                          "memory_format": attack.memory_format}
         else:
             adv = stored[0]
             craft_meta = store.meta() or {"craft_seconds": float("nan"), "grad_evals": -1}
@@ -574,7 +577,8 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run",
                                          cfg.progress, attack.label))
         base.update(perturbation_norms(data.images, adv))
         base.update({"craft_seconds": round(seconds, 3), "images_per_second": round(len(data) / max(seconds, 1e-9), 3),
-                     "grad_evals": int(craft_meta.get("grad_evals", -1)), "version": __version__})
+                     "grad_evals": int(craft_meta.get("grad_evals", -1)), "chunk": craft_meta.get("chunk"),
+                     "memory_format": craft_meta.get("memory_format", ""), "version": __version__})
         rows, per_image = [], []
         for key, entry in zoo.items():
             pt = per_target[key]

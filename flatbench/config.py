@@ -55,7 +55,7 @@ class FlatbenchConfig:
     amp: Optional[str] = None
     preprocess: str = "own"
     quantize: str = "round"
-    channels_last: bool = False
+    channels_last: Any = False
     compile: bool = False
     device: str = "auto"
     progress: bool = True
@@ -153,6 +153,8 @@ def resolve(cfg: DictConfig) -> CellSettings:
            "an integer >= 1, auto, or null")
     mem = cfg.get("memory_budget_mb")
     _range("memory_budget_mb", mem, mem is None or mem > 0, "> 0 (MiB) or null")
+    cl = cfg.get("channels_last", "auto")
+    _range("channels_last", cl, cl in ("auto", True, False) and cl is not None, "auto | true | false")
     _range("amp", cfg.get("amp"), cfg.get("amp") in (None, "bf16", "fp16"), "null | bf16 | fp16")
     _range("preprocess", cfg.get("preprocess", "own"), cfg.get("preprocess", "own") in ("own", "transferattack"),
            "own | transferattack")

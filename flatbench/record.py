@@ -28,7 +28,7 @@ COLUMNS = [
 # Columns of a row that measure or label it rather than set up its cell.
 MEASURES = ("target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", "asr_ci_high", "asr_clean_correct",
             "n_fooled", "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "craft_seconds",
-            "images_per_second", "grad_evals")
+            "images_per_second", "grad_evals", "chunk", "memory_format")
 LABELS = ("cell_id", "experiment", "version")  # not settings: the hash of the settings, a name, the code's version
 # The settings that make up "the attack" (McNemar compares attacks on otherwise equal cells);
 # so do the parts' flattened settings (dim.resize_rate, penalty.normalize, ...), see attack_columns.
@@ -70,6 +70,8 @@ COLUMN_DOCS = {
     "n_fooled, n_clean_correct, n_fooled_clean_correct": "the counts behind the rates",
     "linf_mean, l2_mean": "mean perturbation norms of the stored 8-bit images, 1/255 units",
     "craft_seconds, images_per_second, grad_evals": "crafting cost (grad_evals: images through forward+backward)",
+    "chunk, memory_format": "how the crafting ran: images per forward and the surrogate's memory format (chosen by "
+                            "measurement unless pinned; not part of cell_id)",
     "version": "flatbench version",
     "<part>.<key>": "every other setting, flattened (e.g. dim.resize_rate, data.image_size)",
 }

@@ -5,12 +5,15 @@ the surrogate. For a surrogate, resolution, batch, device and dtype this script 
 
 1. the limit: the best throughput of a bare loop (forward, then torch.autograd.grad w.r.t.
    the input), searched over batch sizes and memory formats (contiguous, channels_last);
-2. each attack (I-FGSM, MI-FGSM, PGN, GNP, PGN+DIM+TIM at their defaults) as flatbench runs
-   it, in gradient evaluations per second, with its peak memory;
+2. each attack (I-FGSM, MI-FGSM, PGN, GNP, PGN+DIM+TIM at their defaults) twice: as users
+   get it (``create_attack`` with no performance arguments, the "default" columns) and with
+   the settings given here (--max-batch, and the
+   limit's memory format), in gradient evaluations per second, with its peak memory;
 3. the sequential baseline: PGN written the way the public reference code does it, one
    forward/backward of the image batch per neighbour (labelled "baseline (sequential PGN)").
 
-It prints: method, images/s, grad evals/s, efficiency (2 / 1), speed-up over the baseline
+It prints: method, images/s, grad evals/s, efficiency (2 / 1), the default's grad evals/s and
+efficiency, speed-up over the baseline
 (2 / 3, PGN-family rows) and peak memory; each figure is the median of --repeats timed runs
 after a warm-up. It also writes a CSV.
 
@@ -270,7 +273,17 @@ def main(argv=None) -> int:
         base_rate = r["grad_evals"] / r["seconds"]
         rows.append({"method": "baseline (sequential PGN)", "seconds": r["seconds"], "grad_evals": r["grad_evals"],
                      "grad_evals_per_s": base_rate, "peak_mib": mem.mib, "chunk": args.batch})
+    # What users get: create_attack with no performance arguments (today max_batch=None,
+    # channels_last=False), on a model as it comes (contiguous).
+    default_model = build_model(args.model, args.size, device, channels_last=False)
     for m in args.methods:
+        from flatbench.attacks import create_attack
+
+        default = create_attack(m, default_model, eps=args.eps / 255, steps=args.steps,
+                                amp=args.dtype if args.dtype != "fp32" else None)
+        for _ in range(max(1, args.warmup)):
+            run_attack(default, x, y)
+        d = timed(lambda: run_attack(default, x, y), device, 0, args.repeats)
         attack = flatbench_attack(m, attack_model, args, max_batch, cl)
         # Warm-up outside the memory window: max_batch=auto times its candidate chunks on the first call.
         for _ in range(max(1, args.warmup)):
@@ -279,7 +292,9 @@ def main(argv=None) -> int:
             r = timed(lambda: run_attack(attack, x, y), device, 0, args.repeats)
         rows.append({"method": attack.label + (" (compiled)" if args.compile else ""), "seconds": r["seconds"], "grad_evals": r["grad_evals"],
                      "grad_evals_per_s": r["grad_evals"] / r["seconds"], "peak_mib": mem.mib,
-                     "chunk": attack.resolved_max_batch(x)})
+                     "chunk": attack.resolved_max_batch(x),
+                     "default_grad_evals_per_s": d["grad_evals"] / d["seconds"], "default_chunk": default.cap,
+                     "default_memory_format": default.memory_format})
     for row in rows:
         per_image = row["grad_evals"] / args.batch
         # Whole attacks at the default T = 10 per second, from the measured rate.
@@ -289,19 +304,25 @@ def main(argv=None) -> int:
                     "images_per_s": row["grad_evals_per_s"] / per_image_t10,
                     "grad_evals_per_image": per_image_t10,
                     "efficiency": row["grad_evals_per_s"] / lim["grad_evals_per_s"],
+                    "default_efficiency": row.get("default_grad_evals_per_s", float("nan")) / lim["grad_evals_per_s"],
                     "speedup_vs_baseline": (row["grad_evals_per_s"] / base_rate
                                             if base_rate and ("PGN" in row["method"] or "baseline" in row["method"]) else float("nan")),
                     "limit_grad_evals_per_s": lim["grad_evals_per_s"], "limit_batch": lim["batch"],
                     "limit_channels_last": lim["channels_last"], "hardware": hardware(device)})
-    print(f"{'method':28s} {'img/s':>8s} {'grad/s':>9s} {'eff':>6s} {'speedup':>8s} {'peak MiB':>9s} {'chunk':>6s}")
+    print(f"{'method':28s} {'img/s':>8s} {'grad/s':>9s} {'eff':>6s} {'default grad/s':>15s} {'default eff':>11s} "
+          f"{'speedup':>8s} {'peak MiB':>9s} {'chunk':>6s} {'default chunk':>20s}")
     for r in rows:
+        dflt = f"{r['default_chunk']} {r['default_memory_format']}" if "default_chunk" in r else ""
         print(f"{r['method']:28s} {r['images_per_s']:8.2f} {r['grad_evals_per_s']:9.1f} {r['efficiency']:6.2f} "
-              f"{r['speedup_vs_baseline']:8.2f} {r['peak_mib']:9.0f} {r['chunk']:>6}")
+              f"{r.get('default_grad_evals_per_s', float('nan')):15.1f} {r['default_efficiency']:11.2f} "
+              f"{r['speedup_vs_baseline']:8.2f} {r['peak_mib']:9.0f} {r['chunk']:>6} {dflt:>20s}")
+    print("(default: create_attack with no performance arguments; the other columns: max_batch and the limit's "
+          "memory format as given to the script)")
     print(f"(img/s: images per second for a whole T = 10 attack, from the rate measured over {args.steps} step(s))")
     out = args.csv or ROOT / "outputs" / "bench" / f"{args.model.replace('/', '_')}-{device.type}-{args.dtype}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         w.writeheader()
         w.writerows(rows)
     print(f"csv: {out}")

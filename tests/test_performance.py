@@ -36,8 +36,9 @@ def test_memory_budget_sets_the_chunk_it_chooses(small_cnn):
     big = a.bytes_per_image(torch.rand(2, 3, 32, 32))
     assert 3.5 < big / per < 4.5  # activation memory scales with the pixels
     budget_mb = 5.5 * per / 2 ** 20
-    b = _pgn(small_cnn, memory_budget_mb=budget_mb)
+    b = _pgn(small_cnn, memory_budget_mb=budget_mb, max_batch=None)   # the budget alone sets the chunk
     assert b.resolved_max_batch(x) == 5
+    assert 1 <= _pgn(small_cnn, memory_budget_mb=budget_mb, max_batch="auto").resolved_max_batch(x) <= 5  # auto stays within it
     b(x, torch.tensor([0, 1]), seed=0)
     from flatbench.attacks.loop import StepContext
     ctx = StepContext(b, 0, 0, b.alpha)
@@ -124,3 +125,58 @@ def test_targets_are_checked_before_crafting_and_built_after(layouts, zoo_dir, t
                            env=dict(os.environ, **zoo_env(zoo_dir), **env), capture_output=True, text=True, timeout=600)
     assert wrong.returncode == 1 and "1001 classes" in wrong.stderr and "1000" in wrong.stderr
     assert not list((tmp_path / "c2").glob("adv/*/batches/*"))
+
+
+def test_defaults_are_measured_once_kept_in_the_tuning_file_and_recorded(trained_zoo, small_cnn, tmp_path, monkeypatch):
+    """create_attack with max_batch and channels_last "auto" measures chunk and memory format on the
+    first call, keeps them in FLATBENCH_TUNING_FILE, and a new process (an empty process cache) reads
+    them back instead of measuring; the result equals a run pinned to the same choice."""
+    import json
+
+    from flatbench.attacks import tuning
+
+    path = tmp_path / "tuning.json"
+    monkeypatch.setenv(tuning.ENV_FILE, str(path))
+    monkeypatch.setattr(tuning, "_PROCESS", {})
+    m = trained_zoo["digits-resnet"]
+    x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([1, 2, 3, 4])
+    a = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, max_batch="auto", channels_last="auto")
+    out = a(x, y, seed=1)
+    entry = next(iter(json.loads(path.read_text()).values()))
+    assert a.cap == entry["chunk"] and a.memory_format == ("channels_last" if entry["channels_last"] else "contiguous")
+    assert set(entry["rates"]) == {"contiguous", "channels_last"}
+    # Another process: nothing in memory, the file answers; measuring again would be a failure.
+    monkeypatch.setattr(tuning, "_PROCESS", {})
+    monkeypatch.setattr(tuning, "measure", lambda *a, **k: pytest.fail("measured again despite the tuning file"))
+    b = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, max_batch="auto", channels_last="auto")
+    assert torch.equal(b(x, y, seed=1), out) and b.cap == a.cap
+    pinned = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, max_batch=entry["chunk"],
+                           channels_last=entry["channels_last"])
+    assert torch.equal(pinned(x, y, seed=1), out)
+    with pytest.raises(Exception, match="channels_last must be auto, true or false"):
+        create_attack("pgn", m, eps=32 / 255, channels_last="yes")
+
+
+def test_cli_cells_share_one_measurement_and_record_it(trained_zoo, zoo_dir, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from test_run import run
+
+    sweep = tmp_path / "sweep"
+    p = run(["flatbench", "-m", "method=ifgsm,mifgsm", "max_batch=auto", "channels_last=auto", "n_images=8", "targets=digits_small",
+             "progress=false", f"paths.output_dir={tmp_path / 'out'}", f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
+    log = p.stdout + p.stderr
+    assert log.count("tuning: measured") == 1, log[-3000:]   # one architecture and input shape: measured once
+    entries = json.loads((tmp_path / "out" / "cache" / "tuning.json").read_text())
+    assert len(entries) == 1
+    entry = next(iter(entries.values()))
+    fmt = "channels_last" if entry["channels_last"] else "contiguous"
+    for d in ("0", "1"):
+        row = pd.read_csv(sweep / d / "results.csv").iloc[0]
+        assert row["chunk"] == entry["chunk"] and row["memory_format"] == fmt
+    bad = subprocess.run([str(Path(sys.executable).parent / "flatbench"), "channels_last=maybe", "n_images=4"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 1 and "channels_last" in bad.stderr and "auto | true | false" in bad.stderr

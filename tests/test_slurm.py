@@ -135,7 +135,10 @@ def test_scontrol_requeue_and_scancel_term_lose_no_batch_and_a_rerun_finishes(sl
                  env, tmp_path)
     driver = _start(args, env, tmp_path)
     try:
-        job = _wait(lambda: next((j for j, st in _squeue(env).items() if st == "R"), None), 120, "the job to run")
+        # This sweep's job (submitit names its folder after the job id), not one still completing from another test.
+        job = _wait(lambda: next((d.name for d in (sweep / ".submitit").glob("*") if d.is_dir()), None)
+                    if (sweep / ".submitit").is_dir() else None, 120, "the job to be submitted")
+        _wait(lambda: _squeue(env).get(job) == "R", 120, f"job {job} to run")
         _wait(lambda: len(_batches(out)) >= 1, 120, "a first finished batch")
         # scontrol requeue: SLURM stops the job (SIGTERM, the cell stops after its batch) and queues it again.
         subprocess.run(["scontrol", "requeue", job], env=env, check=True)

@@ -33,6 +33,7 @@ METHODS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
 }
 
 _LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "max_batch", "memory_budget_mb", "amp", "channels_last",
+              "tuning_file",
               "check_finite", "loss", "name")
 
 

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import ConfigError
+from . import tuning
 from .estimators import Estimator, Plain
 from .optimizers import Optimizer
 from .threat import THREATS
@@ -86,12 +87,16 @@ class Attack:
         norm: "linf" or "l2".
         targeted: ascend −CE(target) instead of CE(label); ``y`` then holds target classes.
         estimator, optimizer, transforms, filters: the parts (plain gradient, I-FGSM, none).
-        max_batch: most images in one forward/backward (None: all N·B neighbours at once;
-            "auto": the fastest size measured on this device, see :meth:`resolved_max_batch`).
+        max_batch: most images in one forward/backward (None, the default: all N·B neighbours
+            at once; an integer; "auto": the fastest size measured for this architecture, input
+            shape and device, see :mod:`.tuning`).
         memory_budget_mb: lowers the chunk so that one forward/backward's saved activations
             fit this many MiB (counted with saved-tensor hooks, per image).
         amp: None, or "bf16"/"fp16" autocast of the surrogate's forward (CUDA; bf16 also CPU).
-        channels_last: run the surrogate in channels_last memory format (faster convolutions).
+        channels_last: the surrogate's memory format: False (the default), True, or "auto"
+            (channels_last when measured faster). The model's 4-D weights are converted in place.
+        tuning_file: a JSON file that keeps measured choices across processes (None:
+            ``$FLATBENCH_TUNING_FILE``, else this process only).
         check_finite: stop with :class:`NonFiniteError` when a gradient is NaN or Inf.
         loss: ``loss(outputs, y)`` summed over the batch (None: cross-entropy). The loop
             ascends it (descends it when targeted).
@@ -115,7 +120,8 @@ class Attack:
         max_batch=None,
         memory_budget_mb: Optional[float] = None,
         amp: Optional[str] = None,
-        channels_last: bool = False,
+        channels_last=False,
+        tuning_file=None,
         check_finite: bool = True,
         loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
         name: Optional[str] = None,
@@ -134,6 +140,8 @@ class Attack:
             raise ConfigError(f"memory_budget_mb must be > 0 (or null), got {memory_budget_mb}")
         if amp not in (None, "bf16", "fp16"):
             raise ConfigError(f"amp must be null, bf16 or fp16; got {amp!r}")
+        if channels_last not in ("auto", True, False):
+            raise ConfigError(f"channels_last must be auto, true or false; got {channels_last!r}")
         self.model = model
         self.eps, self.steps = float(eps), int(steps)
         self.alpha = float(alpha) if alpha is not None else self.eps / self.steps
@@ -144,7 +152,9 @@ class Attack:
         self.transforms, self.filters = list(transforms), list(filters)
         self.max_batch = None if max_batch is None else (max_batch if max_batch == "auto" else int(max_batch))
         self.memory_budget_mb = None if memory_budget_mb is None else float(memory_budget_mb)
-        self.amp, self.channels_last = amp, bool(channels_last)
+        self.amp, self.channels_last = amp, channels_last
+        self.tuning_file = tuning_file
+        self.memory_format: Optional[str] = None  # the format in force, settled on the first call
         self.cap: Optional[int] = None  # the chunk cap in force for the current call
         self._sizing: Dict = {}
         self.check_finite = check_finite
@@ -186,7 +196,7 @@ class Attack:
             # Labels follow the copy-major layout of each group's views.
             yg = y.chunk(len(gens)) if len(gens) > 1 else [y]
             y = torch.cat([v.repeat(self.copies) for v in yg])
-        if self.channels_last and z.dim() == 4:
+        if self.memory_format == "channels_last" and z.dim() == 4:
             z = z.contiguous(memory_format=torch.channels_last)
         if self.amp:
             dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
@@ -225,10 +235,7 @@ class Attack:
         x = x.detach().float()
         y = y.detach().long()
         self.device_of_last_call = x.device
-        if self.channels_last and not getattr(self.model, "_flatbench_channels_last", False):
-            self.model = self.model.to(memory_format=torch.channels_last)
-            self.model._flatbench_channels_last = True
-        self.cap = self.resolved_max_batch(x)
+        self.cap = self.resolved_max_batch(x)  # also puts the model in the chosen memory format
         delta = torch.zeros_like(x)
         state: Dict = {}
         for t in range(self.steps):
@@ -242,75 +249,27 @@ class Attack:
         return (x + delta).clamp(0.0, 1.0).detach()
 
     def bytes_per_image(self, x: torch.Tensor) -> int:
-        """Memory one image needs in a forward/backward: the tensors autograd saves for the
-        backward of one image (plus the input and its gradient), counted exactly with
-        saved-tensor hooks rather than estimated from timings."""
+        """Memory one image needs in a forward/backward (see :func:`tuning.bytes_per_image`)."""
         key = ("bytes", tuple(x.shape[1:]), x.device.type)
         if key not in self._sizing:
-            total = [0]
-
-            def pack(t):
-                total[0] += t.numel() * t.element_size()
-                return t
-
-            z = x[:1].detach().clone().requires_grad_(True)
-            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                out = self.model(z)
-            total[0] += 2 * z.numel() * z.element_size() + out.numel() * out.element_size()
-            self._sizing[key] = max(1, total[0])
+            self._sizing[key] = tuning.bytes_per_image(self.model, x)
         return self._sizing[key]
 
-    def _fastest_chunk(self, x: torch.Tensor, limit: int) -> int:
-        """The images-per-forward with the best measured gradient throughput (max_batch=auto).
-
-        On a GPU throughput keeps rising with the batch, so the largest size that fits wins;
-        on a CPU it peaks early (cache sizes), so candidates 1, 2, 4, ... are timed once
-        each, stopping after two consecutive slowdowns.
-        """
-        import time
-
-        key = ("auto", tuple(x.shape[1:]), x.device.type, limit)
-        if key in self._sizing:
-            return self._sizing[key]
-        if x.device.type == "cuda":
-            self._sizing[key] = limit
-            return limit
-        y = torch.zeros(1, dtype=torch.long, device=x.device)
-        best, best_rate, worse, b = 1, 0.0, 0, 1
-        while b <= limit:
-            z = x[:1].detach().repeat(b, *[1] * (x.dim() - 1))
-            yy = y.repeat(b)
-            times = []
-            for _ in range(3):  # the first call of a shape pays one-off costs; keep the faster of the others
-                t0 = time.perf_counter()
-                with torch.enable_grad():
-                    zz = z.clone().requires_grad_(True)
-                    if self.channels_last and zz.dim() == 4:
-                        zz = zz.contiguous(memory_format=torch.channels_last)
-                    torch.autograd.grad(self.loss(self.model(zz), yy), zz)
-                times.append(time.perf_counter() - t0)
-            rate = b / max(min(times[1:]), 1e-9)
-            if rate > best_rate:
-                best, best_rate = b, rate
-            # Stop after two sizes in a row clearly (>5%) slower than the best: past the peak.
-            worse = worse + 1 if rate < 0.95 * best_rate else 0
-            if worse >= 2:
-                break
-            b *= 2
-        self._sizing[key] = best
-        return best
-
     def resolved_max_batch(self, x: torch.Tensor) -> Optional[int]:
-        """The cap on images per forward for inputs like ``x``: max_batch, auto-sized, and
-        lowered to fit the memory budget."""
+        """The cap on images per forward for inputs like ``x`` (max_batch, or the measured fastest
+        with "auto", lowered to fit the memory budget); also settles the memory format."""
         budget_cap = None
         if self.memory_budget_mb is not None:
             budget_cap = max(1, int(self.memory_budget_mb * 2 ** 20 // self.bytes_per_image(x)))
-        if self.max_batch == "auto":
-            return self._fastest_chunk(x, budget_cap or 1024)
-        if self.max_batch is None:
-            return budget_cap
-        return self.max_batch if budget_cap is None else min(self.max_batch, budget_cap)
+        fixed = self.max_batch if budget_cap is None or self.max_batch in (None, "auto") else min(self.max_batch, budget_cap)
+        if self.max_batch == "auto" or self.channels_last == "auto":
+            limit = (budget_cap or 1024) if self.max_batch == "auto" else (fixed or budget_cap or 1024)
+            choice = tuning.choose(self.model, self.loss, x, limit, self.channels_last, self.amp, self.tuning_file)
+            self.memory_format = "channels_last" if choice["channels_last"] else "contiguous"
+            return int(choice["chunk"]) if self.max_batch == "auto" else (fixed if self.max_batch is not None else budget_cap)
+        tuning.set_memory_format(self.model, bool(self.channels_last) and x.dim() == 4)
+        self.memory_format = "channels_last" if self.channels_last and x.dim() == 4 else "contiguous"
+        return fixed if self.max_batch is not None else budget_cap
 
     def __repr__(self) -> str:
         return f"Attack({self.label}, eps={self.eps:.5g}, steps={self.steps}, alpha={self.alpha:.5g}, norm={self.norm})"

@@ -1,0 +1,188 @@
+"""How the attack loop sizes its work: memory per image, and the chunk size and memory format
+chosen by measurement (``max_batch="auto"``, ``channels_last="auto"``; not the defaults yet:
+on a CPU the measurement costs minutes for ImageNet-size models, see the README).
+
+A chunk is the number of images in one forward/backward (PGN's N·B neighbours are split into
+chunks). The fastest chunk and memory format depend on the model's architecture, the input
+shape and the device, so they are measured once per (architecture, input shape, device type,
+amp, limit) and reused: within a process (a dict here) and across processes through a small
+JSON file (``FLATBENCH_TUNING_FILE``; the command line uses ``<paths.cache_dir>/tuning.json``),
+so every cell of a sweep on one machine runs with the same choice.
+
+What the choice changes: speed and memory, and the floating-point summation order. The noise is
+keyed per neighbour, never per chunk, so the attack is the same; but convolutions sum in another
+order at another batch size or memory format, which can flip the sign of a near-zero gradient
+component. Measured on a PGN set of 16 digits (eps 32, T 10, N 20; scripts/chunk_numerics.py):
+no pixel differs between chunk sizes on the digits CNN and ResNet, nor between formats on the
+CNN; channels_last moves 20 of 16,384 pixels of the ResNet's set, by up to 20 levels. The resolved choice is
+therefore recorded with every result (columns ``chunk`` and ``memory_format``), and the tuning
+file keeps it fixed on one machine; pin ``max_batch`` and ``channels_last`` for bit-equality
+across machines that would measure differently.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+log = logging.getLogger("flatbench")
+ENV_FILE = "FLATBENCH_TUNING_FILE"
+_PROCESS: Dict[str, Dict[str, Any]] = {}  # key -> {"chunk", "channels_last", "rate", ...}
+
+
+def arch_key(model: nn.Module) -> str:
+    """The model's architecture (its class and its parameter and buffer shapes), not its
+    weights: the timings depend on the first only."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+    return f"{type(model).__name__}-{h.hexdigest()[:12]}"
+
+
+def bytes_per_image(model: nn.Module, x: torch.Tensor) -> int:
+    """Memory one image needs in a forward/backward: the tensors autograd saves for the backward
+    of one image (plus the input and its gradient), counted exactly with saved-tensor hooks."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    z = x[:1].detach().clone().requires_grad_(True)
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(z)
+    total[0] += 2 * z.numel() * z.element_size() + out.numel() * out.element_size()
+    return max(1, total[0])
+
+
+def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
+    """Put the model's 4-D weights in channels_last (or back to contiguous); in place, as
+    ``Module.to`` does, and remembered on the model so it is done once."""
+    if getattr(model, "_flatbench_channels_last", False) != channels_last:
+        model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        model._flatbench_channels_last = channels_last
+    return model
+
+
+def _rate(model: nn.Module, loss: Callable, x: torch.Tensor, b: int, channels_last: bool, amp: Optional[str]) -> float:
+    """Images per second of forward + input gradient at chunk b (best of the calls after the first)."""
+    z = x[:1].detach().repeat(b, *[1] * (x.dim() - 1))
+    y = torch.zeros(b, dtype=torch.long, device=x.device)
+    times = []
+    for _ in range(3):  # the first call of a shape pays one-off costs
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        t0 = time.perf_counter()
+        with torch.enable_grad():
+            zz = z.clone().requires_grad_(True)
+            zin = zz.contiguous(memory_format=torch.channels_last) if channels_last and zz.dim() == 4 else zz
+            if amp:
+                with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16):
+                    out = model(zin)
+            else:
+                out = model(zin)
+            torch.autograd.grad(loss(out.float(), y), zz)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        times.append(time.perf_counter() - t0)
+    return b / max(min(times[1:]), 1e-9)
+
+
+def _best_chunk(model, loss, x, limit: int, channels_last: bool, amp) -> Tuple[int, float]:
+    """On a CPU throughput peaks early (cache sizes): chunks 1, 2, 4, ... are timed, stopping
+    after two in a row clearly (>5%) slower than the best. On a GPU it keeps rising with the
+    chunk, so the limit wins (it is timed once, for the memory-format comparison)."""
+    if x.device.type == "cuda":
+        b = min(limit, 64)
+        return limit, _rate(model, loss, x, b, channels_last, amp)
+    best, best_rate, worse, b = 1, 0.0, 0, 1
+    while b <= limit:
+        rate = _rate(model, loss, x, b, channels_last, amp)
+        if rate > best_rate:
+            best, best_rate = b, rate
+        worse = worse + 1 if rate < 0.95 * best_rate else 0
+        if worse >= 2:
+            break
+        b *= 2
+    return best, best_rate
+
+
+def measure(model: nn.Module, loss: Callable, x: torch.Tensor, limit: int, formats: Tuple[bool, ...],
+            amp: Optional[str] = None) -> Dict[str, Any]:
+    """Time the candidate chunks in each memory format (False: contiguous, True: channels_last);
+    channels_last is chosen only when more than 3% faster (contiguous is what users expect)."""
+    results = {}
+    for cl in formats:
+        set_memory_format(model, cl)
+        results[cl] = _best_chunk(model, loss, x, limit, cl, amp)
+    pick = True if True in results and (False not in results or results[True][1] > 1.03 * results[False][1]) else False
+    set_memory_format(model, pick)
+    chunk, rate = results[pick]
+    return {"chunk": int(chunk), "channels_last": bool(pick), "rate": round(float(rate), 2),
+            "rates": {("channels_last" if k else "contiguous"): round(float(v[1]), 2) for k, v in results.items()}}
+
+
+def tuning_file(path: Optional[Path] = None) -> Optional[Path]:
+    if path is not None:
+        return Path(path)
+    env = os.environ.get(ENV_FILE)
+    return Path(env) if env else None
+
+
+def _read(path: Path) -> Dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # missing or half-written by an older version: measure again
+
+
+def choose(model: nn.Module, loss: Callable, x: torch.Tensor, limit: int, memory_format: Any,
+           amp: Optional[str] = None, path: Optional[Path] = None) -> Dict[str, Any]:
+    """The chunk and memory format for inputs like ``x``: from this process's cache, else the
+    tuning file, else measured now (and written to both). ``memory_format``: "auto" (measure
+    both), True (channels_last) or False (contiguous)."""
+    formats = (False, True) if memory_format == "auto" and x.dim() == 4 else (bool(memory_format) and x.dim() == 4,)
+    key = "|".join([arch_key(model), "x".join(map(str, x.shape[1:])), x.device.type, str(amp), str(limit),
+                    {(False, True): "auto", (True,): "channels_last", (False,): "contiguous"}[formats]])
+    path = tuning_file(path)
+    if key not in _PROCESS and path is not None:
+        stored = _read(path).get(key)
+        if isinstance(stored, dict) and {"chunk", "channels_last"} <= set(stored):
+            _PROCESS[key] = stored
+            log.info("tuning: chunk %d, %s for %s (from %s, measured %s)", stored["chunk"],
+                     "channels_last" if stored["channels_last"] else "contiguous", key.split("|")[0], path,
+                     stored.get("measured", "?"))
+    if key not in _PROCESS:
+        t0 = time.perf_counter()
+        found = measure(model, loss, x, limit, formats, amp)
+        found["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        _PROCESS[key] = found
+        if path is not None:
+            _write(path, key, found)
+        log.info("tuning: measured in %.1f s: chunk %d, %s (%s images/s) for %s%s", time.perf_counter() - t0,
+                 found["chunk"], "channels_last" if found["channels_last"] else "contiguous",
+                 ", ".join(f"{k} {v:g}" for k, v in found["rates"].items()), key.split("|")[0],
+                 f"; kept in {path}" if path is not None else "")
+    choice = _PROCESS[key]
+    set_memory_format(model, bool(choice["channels_last"]))
+    return choice
+
+
+def _write(path: Path, key: str, value: Dict[str, Any]) -> None:
+    """Merge one entry into the tuning file (read again just before: cells of a sweep share it)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _read(path)
+        data[key] = value
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache still runs, measuring once per process

@@ -1,0 +1,83 @@
+"""What users get: PGN's crafting time with the defaults of the command line and of
+create_attack, next to pinned settings (issue 17's table).
+
+64 test digits, eps 32/255, T 10, N 20, from the digits ResNet; a gradient evaluation is one
+image through forward + input gradient (PGN: 64 x 10 x 20 x 2 = 25,600 of them).
+
+    python scripts/default_speed.py                    # about 4 minutes on 2 cores
+    python scripts/default_speed.py --rows api_default cli_default
+
+Rows: cli_default (flatbench n_images=64 method=pgn surrogate=digits-resnet), cli_auto
+(max_batch=auto channels_last=auto), api_default (create_attack("pgn", model, eps=32/255)),
+api_auto (max_batch="auto", channels_last="auto"). CLI times are the cell's craft_seconds; API
+times include the first call's measurement, as a notebook user pays it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+N_IMAGES, GRAD_EVALS = 64, 64 * 10 * 20 * 2
+
+
+def cli(extra, tmp: Path) -> float:
+    import pandas as pd
+
+    out = tmp / f"run{len(list(tmp.iterdir()))}"
+    cmd = [str(Path(sys.executable).parent / "flatbench"), f"n_images={N_IMAGES}", "method=pgn",
+           "surrogate=digits-resnet", "progress=false", f"hydra.run.dir={out}", f"paths.output_dir={out}-o", *extra]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=tmp)
+    return float(pd.read_csv(out / "results.csv")["craft_seconds"].iloc[0])
+
+
+def api(kwargs) -> float:
+    import torch
+
+    from flatbench.attacks import create_attack
+    from flatbench.data import DATASETS
+    from flatbench.models import load_model
+
+    data = DATASETS.build("digits", split="test")
+    model = load_model("digits-resnet", progress=False)
+    x, y = data.floats(slice(0, N_IMAGES)), data.labels[:N_IMAGES]
+    attack = create_attack("pgn", model, eps=32 / 255, **kwargs)
+    t0 = time.perf_counter()
+    attack(x, y, seed=(0, 0))
+    return time.perf_counter() - t0
+
+
+ROWS = {
+    "cli_default": ("`flatbench n_images=64 method=pgn surrogate=digits-resnet` (the defaults)", lambda t: cli([], t)),
+    "cli_auto": ("the same with `max_batch=auto channels_last=auto`",
+                 lambda t: cli(["max_batch=auto", "channels_last=auto"], t)),
+    "api_default": ('`create_attack("pgn", model, eps=32/255)` (no performance arguments)', lambda t: api({})),
+    "api_auto": ('the same with `max_batch="auto", channels_last="auto"` (measurement included)',
+                 lambda t: api({"max_batch": "auto", "channels_last": "auto"})),
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    args = p.parse_args(argv)
+    os.environ.pop("FLATBENCH_TUNING_FILE", None)
+    print("| how PGN runs (64 test digits, eps 32, T 10, N 20) | crafting time | gradient evaluations/s |")
+    print("|---|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.rows:
+            label, fn = ROWS[name]
+            seconds = fn(Path(tmp))
+            print(f"| {label} | {seconds:.1f} s | {GRAD_EVALS / seconds:,.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
