@@ -248,6 +248,20 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
         have = sum(store.batch_path(lo, hi).exists() for _, lo, hi in mine)
         if have:
             log.info("resuming: %d of %d batches already finished (checkpoints in %s)", have, len(mine), store.batches)
+    # One chunk size and memory format for the whole set: a resumed cell keeps the ones its first
+    # batches were crafted with (chunking and memory format change the floating-point summation
+    # order), and under torchrun every rank takes rank 0's instead of measuring its own.
+    settings = store.crafting_settings() if store is not None and not force else None
+    if settings is None and world.active:
+        if world.main:
+            x0 = data.floats(slice(0, min(len(data), batch_size))).to(device)
+            settings = {"chunk": attack.resolved_max_batch(x0), "memory_format": attack.memory_format}
+        settings = world.broadcast(settings)
+    if settings is not None:
+        attack.pin(settings["chunk"], settings["memory_format"])
+        log.info("crafting with chunk %s, %s (%s)", settings["chunk"], settings["memory_format"],
+                 "as the finished batches were" if store is not None and store.settings_path.exists() else "rank 0's choice")
+    settings_kept = store is None or (not force and store.settings_path.exists())
     for _, lo, hi in mine:
         done = None if (store is None or force) else store.load_batch(lo, hi)
         if done is None:
@@ -270,6 +284,9 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
                                   "amp=bf16; finished batches are kept") from None
             done = quantize(x_adv, data.images[lo:hi], attack.eps, attack.norm, quantize_mode).cpu()
             if store is not None:
+                if not settings_kept and world.main:
+                    store.save_crafting_settings(attack.cap, attack.memory_format)
+                    settings_kept = True
                 store.save_batch(lo, hi, done)
             crafted += 1
         out[lo:hi] = done

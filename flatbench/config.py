@@ -50,12 +50,12 @@ class FlatbenchConfig:
     seed: int = 0
     n_images: Optional[int] = None
     batch_size: int = 64
-    max_batch: Any = 256
+    max_batch: Any = "auto"
     memory_budget_mb: Optional[float] = None
     amp: Optional[str] = None
     preprocess: str = "own"
     quantize: str = "round"
-    channels_last: Any = False
+    channels_last: Any = "auto"
     compile: bool = False
     device: str = "auto"
     progress: bool = True

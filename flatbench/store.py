@@ -103,6 +103,23 @@ class AdvStore:
 
         atomic_write_bytes(self.batch_path(lo, hi), save({"images": images.contiguous().cpu()}))
 
+    @property
+    def settings_path(self) -> Path:
+        return self.batches / "crafting.json"
+
+    def crafting_settings(self) -> Optional[dict]:
+        """The chunk and memory format the finished batches were crafted with (None: no batch yet)."""
+        try:
+            found = json.loads(self.settings_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) and {"chunk", "memory_format"} <= set(found) else None
+
+    def save_crafting_settings(self, chunk: Optional[int], memory_format: str) -> None:
+        from .io import atomic_write_text
+
+        atomic_write_text(self.settings_path, json.dumps({"chunk": chunk, "memory_format": memory_format}))
+
     def load(self) -> Optional[Tuple[torch.Tensor, List[str]]]:
         if not self.full.exists():
             return None

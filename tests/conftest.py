@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 # The suite uses the pinned testbed weights (None), or trained ones when FLATBENCH_ZOO names a directory.
 ZOO = Path(os.environ["FLATBENCH_ZOO"]) if os.environ.get("FLATBENCH_ZOO") else None
+# max_batch and channels_last default to "auto": one tuning file for the whole session (the
+# subprocesses inherit it), so each architecture and input shape is measured once, as on a
+# user's machine, not once per test's cache directory.
+os.environ.setdefault("FLATBENCH_TUNING_FILE", os.path.join(tempfile.mkdtemp(prefix="flatbench-tuning-"), "tuning.json"))
 
 
 def zoo_env(zoo_dir) -> dict:

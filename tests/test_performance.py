@@ -51,8 +51,49 @@ def test_auto_chunk_on_cpu_is_measured_and_cached(small_cnn):
     a = _pgn(small_cnn, max_batch="auto", memory_budget_mb=1.0)
     x = torch.rand(2, 3, 16, 16)
     cap = a.resolved_max_batch(x)
-    assert 1 <= cap <= int(2 ** 20 // a.bytes_per_image(x)) and (cap & (cap - 1)) == 0
+    limit = int(2 ** 20 // a.bytes_per_image(x))
+    assert 1 <= cap <= limit and ((cap & (cap - 1)) == 0 or cap == limit)  # candidates: 1, 2, 4, ... and the limit
     assert a.resolved_max_batch(x) == cap  # cached: measured once per shape
+
+
+def test_chunk_search_stops_where_its_rules_say():
+    """The measurement is the default, so it must stay cheap: it stops after two doublings that
+    gain < 5%, at a chunk whose call takes CALL_S, or when its budget is spent; it picks the
+    smallest chunk within 3% of the fastest. Checked with timers whose answers are known."""
+    from flatbench.attacks.tuning import search_chunks
+
+    def timer_of(seconds_per_call):
+        timed = []
+
+        def timer(b):
+            timed.append(b)
+            s = seconds_per_call(b)
+            return b / s, s
+        return timer, timed
+
+    # Per-call overhead 10 ms, 1 ms per image: rate b/(0.01+0.001b) rises to a plateau near 1000/s.
+    timer, timed = timer_of(lambda b: 0.01 + 0.001 * b)
+    chunk, rate, rates = search_chunks(timer, limit=4096, call_s=100, budget_s=100)
+    # Gains: 64->128 is +6.3%, 128->256 +3.1%, 256->512 +1.6%: two flat doublings after 128.
+    assert timed == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+    best = max(rates.values())
+    assert chunk == min(b for b, r in rates.items() if r >= 0.97 * best) == 256 and rate == rates[256]
+    # A CPU whose throughput falls past 16 (caches): the search ends two doublings later.
+    timer, timed = timer_of(lambda b: 0.001 * b * (1 if b <= 16 else 1.5))
+    assert search_chunks(timer, limit=1024, call_s=100, budget_s=100)[0] == 1 and timed == [1, 2, 4]
+    timer, timed = timer_of(lambda b: 0.01 + 0.001 * b if b <= 16 else 0.002 * b)
+    assert search_chunks(timer, limit=1024, call_s=100, budget_s=100)[0] == 16 and timed == [1, 2, 4, 8, 16, 32, 64]
+    # A slow model: a chunk whose call takes call_s is the last one timed.
+    timer, timed = timer_of(lambda b: 0.3 + 0.1 * b)
+    search_chunks(timer, limit=1024, call_s=1.0, budget_s=100)
+    assert timed == [1, 2, 4, 8]
+    # The limit itself is a candidate when it is not a power of two; nothing above it is timed.
+    timer, timed = timer_of(lambda b: 0.01 + 0.001 * b)
+    chunk, _, rates = search_chunks(timer, limit=36, call_s=100, budget_s=100)
+    assert timed == [1, 2, 4, 8, 16, 32, 36] and rates[36] > rates[32] >= 0.97 * rates[36] and chunk == 32
+    # No budget left: the first candidate only.
+    timer, timed = timer_of(lambda b: 0.01 + 0.001 * b)
+    assert search_chunks(timer, limit=1024, call_s=100, budget_s=0)[0] == 1 and timed == [1]
 
 
 def test_bf16_asr_within_one_point_of_fp32(trained_zoo, zoo_dir, tmp_path):
@@ -128,8 +169,8 @@ def test_targets_are_checked_before_crafting_and_built_after(layouts, zoo_dir, t
 
 
 def test_defaults_are_measured_once_kept_in_the_tuning_file_and_recorded(trained_zoo, small_cnn, tmp_path, monkeypatch):
-    """create_attack with max_batch and channels_last "auto" measures chunk and memory format on the
-    first call, keeps them in FLATBENCH_TUNING_FILE, and a new process (an empty process cache) reads
+    """create_attack with no performance arguments (max_batch and channels_last "auto") measures
+    chunk and memory format on the first call, keeps them in FLATBENCH_TUNING_FILE, and a new process (an empty process cache) reads
     them back instead of measuring; the result equals a run pinned to the same choice."""
     import json
 
@@ -141,7 +182,8 @@ def test_defaults_are_measured_once_kept_in_the_tuning_file_and_recorded(trained
     m = trained_zoo["digits-resnet"]
     x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(2))
     y = torch.tensor([1, 2, 3, 4])
-    a = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, max_batch="auto", channels_last="auto")
+    a = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4)
+    assert (a.max_batch, a.channels_last) == ("auto", "auto")
     out = a(x, y, seed=1)
     entry = next(iter(json.loads(path.read_text()).values()))
     assert a.cap == entry["chunk"] and a.memory_format == ("channels_last" if entry["channels_last"] else "contiguous")
@@ -158,15 +200,16 @@ def test_defaults_are_measured_once_kept_in_the_tuning_file_and_recorded(trained
         create_attack("pgn", m, eps=32 / 255, channels_last="yes")
 
 
-def test_cli_cells_share_one_measurement_and_record_it(trained_zoo, zoo_dir, tmp_path):
+def test_cli_cells_share_one_measurement_and_record_it(trained_zoo, zoo_dir, tmp_path, monkeypatch):
     import json
 
     import pandas as pd
 
     from test_run import run
 
+    monkeypatch.delenv("FLATBENCH_TUNING_FILE")  # the command line's default: <paths.cache_dir>/tuning.json
     sweep = tmp_path / "sweep"
-    p = run(["flatbench", "-m", "method=ifgsm,mifgsm", "max_batch=auto", "channels_last=auto", "n_images=8", "targets=digits_small",
+    p = run(["flatbench", "-m", "method=ifgsm,mifgsm", "n_images=8", "targets=digits_small",
              "progress=false", f"paths.output_dir={tmp_path / 'out'}", f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
     log = p.stdout + p.stderr
     assert log.count("tuning: measured") == 1, log[-3000:]   # one architecture and input shape: measured once
@@ -180,3 +223,45 @@ def test_cli_cells_share_one_measurement_and_record_it(trained_zoo, zoo_dir, tmp
     bad = subprocess.run([str(Path(sys.executable).parent / "flatbench"), "channels_last=maybe", "n_images=4"],
                          cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 1 and "channels_last" in bad.stderr and "auto | true | false" in bad.stderr
+
+
+def test_a_resumed_cell_crafts_with_the_chunk_and_format_of_its_first_batches(trained_zoo, tmp_path, caplog):
+    """Chunk size and memory format change the floating-point summation order, so a set must not
+    mix them: a cell resumed with other settings (or on a machine that measures otherwise) keeps
+    the ones its finished batches were crafted with, and equals the uninterrupted run."""
+    import logging
+
+    from flatbench.cell import STOP_REQUESTED, Stop, craft
+    from flatbench.data import DATASETS
+    from flatbench.store import AdvStore
+
+    class StopAfter(torch.nn.Module):  # asks the cell to stop once the first batch is done
+        def __init__(self, inner, calls):
+            super().__init__()
+            self.inner, self.calls = inner, calls
+
+        def forward(self, x):
+            self.calls -= 1
+            if self.calls == 0:
+                STOP_REQUESTED["signal"] = "SIGTERM"
+            return self.inner(x)
+
+    data = DATASETS.build("digits").subset(8)
+    m = trained_zoo["digits-resnet"]
+    kw = dict(eps=32 / 255, steps=2, n_samples=4)
+    ref, _, _ = craft(create_attack("pgn", m, max_batch=8, channels_last=False, **kw), data, data.labels,
+                      torch.device("cpu"), 4, 0, False)
+    store = AdvStore(tmp_path / "cache", "c0ffee")
+    first = create_attack("pgn", StopAfter(m, 1), max_batch=8, channels_last=False, **kw)
+    try:
+        with pytest.raises(Stop, match="before batch 4:8"):
+            craft(first, data, data.labels, torch.device("cpu"), 4, 0, False, store=store)
+    finally:
+        STOP_REQUESTED["signal"] = None
+    assert store.crafting_settings() == {"chunk": 8, "memory_format": "contiguous"}
+    resumed = create_attack("pgn", m, max_batch=3, channels_last=True, **kw)  # what a rerun might resolve
+    with caplog.at_level(logging.INFO, logger="flatbench"):
+        out, _, crafted = craft(resumed, data, data.labels, torch.device("cpu"), 4, 0, False, store=store)
+    assert crafted == 1 and "crafting with chunk 8, contiguous (as the finished batches were)" in caplog.text
+    assert (resumed.cap, resumed.memory_format) == (8, "contiguous")
+    assert torch.equal(out, ref)

@@ -87,14 +87,15 @@ class Attack:
         norm: "linf" or "l2".
         targeted: ascend −CE(target) instead of CE(label); ``y`` then holds target classes.
         estimator, optimizer, transforms, filters: the parts (plain gradient, I-FGSM, none).
-        max_batch: most images in one forward/backward (None, the default: all N·B neighbours
-            at once; an integer; "auto": the fastest size measured for this architecture, input
-            shape and device, see :mod:`.tuning`).
+        max_batch: most images in one forward/backward: "auto" (the default: the fastest size
+            measured once for this architecture, input shape and device, see :mod:`.tuning`),
+            an integer, or None (all N·B neighbours at once).
         memory_budget_mb: lowers the chunk so that one forward/backward's saved activations
             fit this many MiB (counted with saved-tensor hooks, per image).
         amp: None, or "bf16"/"fp16" autocast of the surrogate's forward (CUDA; bf16 also CPU).
-        channels_last: the surrogate's memory format: False (the default), True, or "auto"
-            (channels_last when measured faster). The model's 4-D weights are converted in place.
+        channels_last: the surrogate's memory format: "auto" (the default: channels_last when
+            measured more than 3% faster), True or False. The model's 4-D weights are converted
+            in place. The resolved chunk and format are ``cap`` and ``memory_format`` after a call.
         tuning_file: a JSON file that keeps measured choices across processes (None:
             ``$FLATBENCH_TUNING_FILE``, else this process only).
         check_finite: stop with :class:`NonFiniteError` when a gradient is NaN or Inf.
@@ -117,10 +118,10 @@ class Attack:
         optimizer: Optional[Optimizer] = None,
         transforms: Sequence[InputTransform] = (),
         filters: Sequence[GradientFilter] = (),
-        max_batch=None,
+        max_batch="auto",
         memory_budget_mb: Optional[float] = None,
         amp: Optional[str] = None,
-        channels_last=False,
+        channels_last="auto",
         tuning_file=None,
         check_finite: bool = True,
         loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
@@ -154,6 +155,7 @@ class Attack:
         self.memory_budget_mb = None if memory_budget_mb is None else float(memory_budget_mb)
         self.amp, self.channels_last = amp, channels_last
         self.tuning_file = tuning_file
+        self.pinned: Optional[Tuple[Optional[int], str]] = None
         self.memory_format: Optional[str] = None  # the format in force, settled on the first call
         self.cap: Optional[int] = None  # the chunk cap in force for the current call
         self._sizing: Dict = {}
@@ -258,18 +260,34 @@ class Attack:
     def resolved_max_batch(self, x: torch.Tensor) -> Optional[int]:
         """The cap on images per forward for inputs like ``x`` (max_batch, or the measured fastest
         with "auto", lowered to fit the memory budget); also settles the memory format."""
+        if self.pinned is not None:
+            chunk, fmt = self.pinned
+            tuning.set_memory_format(self.model, fmt == "channels_last" and x.dim() == 4)
+            self.memory_format = fmt if x.dim() == 4 else "contiguous"
+            return chunk
         budget_cap = None
         if self.memory_budget_mb is not None:
             budget_cap = max(1, int(self.memory_budget_mb * 2 ** 20 // self.bytes_per_image(x)))
         fixed = self.max_batch if budget_cap is None or self.max_batch in (None, "auto") else min(self.max_batch, budget_cap)
         if self.max_batch == "auto" or self.channels_last == "auto":
-            limit = (budget_cap or 1024) if self.max_batch == "auto" else (fixed or budget_cap or 1024)
+            if self.max_batch == "auto":
+                limit = budget_cap or tuning.memory_limit(self.bytes_per_image(x), x.device) or 1024
+            else:
+                limit = fixed or budget_cap or 1024
             choice = tuning.choose(self.model, self.loss, x, limit, self.channels_last, self.amp, self.tuning_file)
             self.memory_format = "channels_last" if choice["channels_last"] else "contiguous"
             return int(choice["chunk"]) if self.max_batch == "auto" else (fixed if self.max_batch is not None else budget_cap)
         tuning.set_memory_format(self.model, bool(self.channels_last) and x.dim() == 4)
         self.memory_format = "channels_last" if self.channels_last and x.dim() == 4 else "contiguous"
         return fixed if self.max_batch is not None else budget_cap
+
+    def pin(self, chunk: Optional[int], memory_format: str) -> None:
+        """Craft with this chunk and memory format from now on, whatever max_batch and
+        channels_last say: a resumed cell keeps the choice its first batches were crafted with,
+        and the ranks of a torchrun cell take rank 0's."""
+        if memory_format not in ("contiguous", "channels_last"):
+            raise ValueError(f"memory_format must be contiguous or channels_last, got {memory_format!r}")
+        self.pinned = (None if chunk is None else int(chunk), memory_format)
 
     def __repr__(self) -> str:
         return f"Attack({self.label}, eps={self.eps:.5g}, steps={self.steps}, alpha={self.alpha:.5g}, norm={self.norm})"

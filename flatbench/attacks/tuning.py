@@ -1,13 +1,14 @@
 """How the attack loop sizes its work: memory per image, and the chunk size and memory format
-chosen by measurement (``max_batch="auto"``, ``channels_last="auto"``; not the defaults yet:
-on a CPU the measurement costs minutes for ImageNet-size models, see the README).
+chosen by measurement (``max_batch="auto"``, ``channels_last="auto"``: the defaults of the
+command line and of ``create_attack``).
 
 A chunk is the number of images in one forward/backward (PGN's N·B neighbours are split into
 chunks). The fastest chunk and memory format depend on the model's architecture, the input
 shape and the device, so they are measured once per (architecture, input shape, device type,
 amp, limit) and reused: within a process (a dict here) and across processes through a small
-JSON file (``FLATBENCH_TUNING_FILE``; the command line uses ``<paths.cache_dir>/tuning.json``),
-so every cell of a sweep on one machine runs with the same choice.
+JSON file (``FLATBENCH_TUNING_FILE``; the command line's ``paths.tuning_file`` is that, else
+``<paths.cache_dir>/tuning.json``), so every cell of a sweep on one machine runs with the same
+choice.
 
 What the choice changes: speed and memory, and the floating-point summation order. The noise is
 keyed per neighbour, never per chunk, so the attack is the same; but convolutions sum in another
@@ -15,9 +16,14 @@ order at another batch size or memory format, which can flip the sign of a near-
 component. Measured on a PGN set of 16 digits (eps 32, T 10, N 20; scripts/chunk_numerics.py):
 no pixel differs between chunk sizes on the digits CNN and ResNet, nor between formats on the
 CNN; channels_last moves 20 of 16,384 pixels of the ResNet's set, by up to 20 levels. The resolved choice is
-therefore recorded with every result (columns ``chunk`` and ``memory_format``), and the tuning
-file keeps it fixed on one machine; pin ``max_batch`` and ``channels_last`` for bit-equality
-across machines that would measure differently.
+therefore recorded with every result (columns ``chunk`` and ``memory_format``), the tuning
+file keeps it fixed on one machine, a resumed cell keeps the choice of its finished batches,
+and the ranks of a torchrun cell take rank 0's; pin ``max_batch`` and ``channels_last`` for
+bit-equality across machines that would measure differently (different CPUs or GPUs also
+differ in their kernels, so bit-equality across machines is not promised either way).
+
+The measurement is bounded (the rules above ``search_chunks``): chunks 1, 2, 4, ... are timed
+until doubling stops paying, a call takes ``CALL_S`` or ``BUDGET_S`` is spent, per format.
 """
 from __future__ import annotations
 
@@ -71,12 +77,28 @@ def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
     return model
 
 
-def _rate(model: nn.Module, loss: Callable, x: torch.Tensor, b: int, channels_last: bool, amp: Optional[str]) -> float:
-    """Images per second of forward + input gradient at chunk b (best of the calls after the first)."""
+# Why the measurement stops where it does (it must stay cheap: it is the default):
+# - a chunk whose forward+backward already takes CALL_S seconds is not doubled: the per-call
+#   costs that larger chunks amortise (Python, dispatch, kernel launches) are then well under
+#   1% of a call, so doubling can only gain through kernel efficiency, and costs twice the time;
+# - two doublings in a row that gain less than 5% over the best so far end the search (the
+#   plateau on a GPU, or the cache-size decline on a CPU);
+# - BUDGET_S bounds the whole search of one memory format.
+CALL_S = 1.0
+BUDGET_S = 8.0
+GAIN = 1.05
+WITHIN = 0.97  # the smallest chunk within 3% of the fastest is chosen: the same speed in less memory
+
+
+def _rate(model: nn.Module, loss: Callable, x: torch.Tensor, b: int, channels_last: bool,
+          amp: Optional[str]) -> Tuple[float, float]:
+    """Images per second of forward + input gradient at chunk b, and the seconds one call took.
+    The first call of a shape pays one-off costs (kernel selection, allocation) and is not
+    counted; one more call is timed, two when calls are short (< 0.2 s) and timings noisier."""
     z = x[:1].detach().repeat(b, *[1] * (x.dim() - 1))
     y = torch.zeros(b, dtype=torch.long, device=x.device)
-    times = []
-    for _ in range(3):  # the first call of a shape pays one-off costs
+
+    def call() -> float:
         if x.device.type == "cuda":
             torch.cuda.synchronize(x.device)
         t0 = time.perf_counter()
@@ -91,27 +113,33 @@ def _rate(model: nn.Module, loss: Callable, x: torch.Tensor, b: int, channels_la
             torch.autograd.grad(loss(out.float(), y), zz)
         if x.device.type == "cuda":
             torch.cuda.synchronize(x.device)
-        times.append(time.perf_counter() - t0)
-    return b / max(min(times[1:]), 1e-9)
+        return time.perf_counter() - t0
+
+    first = call()
+    times = [call() for _ in range(1 if first >= 0.2 else 2)]
+    return b / max(min(times), 1e-9), max(first, min(times))
 
 
-def _best_chunk(model, loss, x, limit: int, channels_last: bool, amp) -> Tuple[int, float]:
-    """On a CPU throughput peaks early (cache sizes): chunks 1, 2, 4, ... are timed, stopping
-    after two in a row clearly (>5%) slower than the best. On a GPU it keeps rising with the
-    chunk, so the limit wins (it is timed once, for the memory-format comparison)."""
-    if x.device.type == "cuda":
-        b = min(limit, 64)
-        return limit, _rate(model, loss, x, b, channels_last, amp)
-    best, best_rate, worse, b = 1, 0.0, 0, 1
-    while b <= limit:
-        rate = _rate(model, loss, x, b, channels_last, amp)
-        if rate > best_rate:
-            best, best_rate = b, rate
-        worse = worse + 1 if rate < 0.95 * best_rate else 0
-        if worse >= 2:
+def search_chunks(timer: Callable[[int], Tuple[float, float]], limit: int, call_s: float = CALL_S,
+                  budget_s: float = BUDGET_S) -> Tuple[int, float, Dict[int, float]]:
+    """Chunks 1, 2, 4, ... up to ``limit`` (and the limit itself), timed by ``timer(b) -> (images/s,
+    seconds per call)`` until a stopping rule above holds; returns the chosen chunk, its rate and
+    every rate measured."""
+    rates: Dict[int, float] = {}
+    sizes = [1 << k for k in range(max(1, int(limit)).bit_length()) if (1 << k) <= limit]
+    if limit not in sizes:
+        sizes.append(int(limit))
+    t0, best, flat = time.perf_counter(), 0.0, 0
+    for b in sizes:
+        rate, seconds = timer(b)
+        rates[b] = rate
+        flat = 0 if rate > GAIN * best else flat + 1
+        best = max(best, rate)
+        if flat >= 2 or seconds >= call_s or time.perf_counter() - t0 >= budget_s:
             break
-        b *= 2
-    return best, best_rate
+    best = max(rates.values())
+    chunk = min(b for b, r in rates.items() if r >= WITHIN * best)
+    return chunk, rates[chunk], rates
 
 
 def measure(model: nn.Module, loss: Callable, x: torch.Tensor, limit: int, formats: Tuple[bool, ...],
@@ -121,12 +149,23 @@ def measure(model: nn.Module, loss: Callable, x: torch.Tensor, limit: int, forma
     results = {}
     for cl in formats:
         set_memory_format(model, cl)
-        results[cl] = _best_chunk(model, loss, x, limit, cl, amp)
+        results[cl] = search_chunks(lambda b: _rate(model, loss, x, b, cl, amp), limit)
     pick = True if True in results and (False not in results or results[True][1] > 1.03 * results[False][1]) else False
     set_memory_format(model, pick)
-    chunk, rate = results[pick]
+    chunk, rate, _ = results[pick]
     return {"chunk": int(chunk), "channels_last": bool(pick), "rate": round(float(rate), 2),
-            "rates": {("channels_last" if k else "contiguous"): round(float(v[1]), 2) for k, v in results.items()}}
+            "rates": {("channels_last" if k else "contiguous"): round(float(v[1]), 2) for k, v in results.items()},
+            "timed": {("channels_last" if k else "contiguous"): {str(b): round(r, 1) for b, r in v[2].items()}
+                      for k, v in results.items()}}
+
+
+def memory_limit(bytes_per_image: int, device: torch.device) -> Optional[int]:
+    """On a GPU with no memory budget set, the largest chunk whose saved activations take half
+    of the memory free now (the rest: weights, workspaces, the allocator's fragmentation)."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, int(0.5 * free // max(1, bytes_per_image)))
 
 
 def tuning_file(path: Optional[Path] = None) -> Optional[Path]:
@@ -163,6 +202,7 @@ def choose(model: nn.Module, loss: Callable, x: torch.Tensor, limit: int, memory
         t0 = time.perf_counter()
         found = measure(model, loss, x, limit, formats, amp)
         found["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        found["seconds"] = round(time.perf_counter() - t0, 2)
         _PROCESS[key] = found
         if path is not None:
             _write(path, key, found)
