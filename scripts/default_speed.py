@@ -55,12 +55,14 @@ def api(kwargs) -> float:
 
 
 ROWS = {
-    "cli_default": ("`flatbench n_images=64 method=pgn surrogate=digits-resnet` (the defaults)", lambda t: cli([], t)),
-    "cli_auto": ("the same with `max_batch=auto channels_last=auto`",
-                 lambda t: cli(["max_batch=auto", "channels_last=auto"], t)),
-    "api_default": ('`create_attack("pgn", model, eps=32/255)` (no performance arguments)', lambda t: api({})),
-    "api_auto": ('the same with `max_batch="auto", channels_last="auto"` (measurement included)',
-                 lambda t: api({"max_batch": "auto", "channels_last": "auto"})),
+    "cli_default": ("`flatbench n_images=64 method=pgn surrogate=digits-resnet` (the defaults: auto, measurement included)",
+                    lambda t: cli([], t)),
+    "cli_old": ("the same with `max_batch=256 channels_last=false` (the defaults before)",
+                lambda t: cli(["max_batch=256", "channels_last=false"], t)),
+    "api_default": ('`create_attack("pgn", model, eps=32/255)` (no performance arguments: auto, measurement included)',
+                    lambda t: api({})),
+    "api_old": ('the same with `max_batch=None, channels_last=False` (the defaults before)',
+                lambda t: api({"max_batch": None, "channels_last": False})),
 }
 
 
