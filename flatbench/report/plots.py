@@ -1,0 +1,102 @@
+"""The report's figures: the transfer heatmap, ASR against a swept setting, two attacks' loss
+landscapes side by side. Each returns PNG bytes; the command writes them."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from .tables import _key_strings, row_keys
+
+
+def png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (110 dpi), closed after."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def heatmap_png(table: pd.DataFrame, white: pd.DataFrame, value: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    labels = [" | ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in table.index]
+    fig, ax = plt.subplots(figsize=(1.1 * len(table.columns) + 3.5, 0.45 * len(table) + 1.8))
+    im = ax.imshow(table.values.astype(float), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(table.columns)), labels=list(table.columns), rotation=35, ha="right")
+    ax.set_yticks(range(len(table)), labels=labels)
+    for i in range(table.shape[0]):
+        for j in range(table.shape[1]):
+            v = table.values[i, j]
+            if not pd.isna(v):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="white" if v < 60 else "black", fontsize=8)
+            if white.values[i, j]:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+    fig.colorbar(im, ax=ax, label=f"{value} (%)")
+    ax.set_title("Transfer success rate (red box: white-box)")
+    fig.tight_layout()
+    return png(fig)
+
+
+def param_plot_png(df: pd.DataFrame, param: str, value: str = "asr") -> bytes:
+    """ASR against a swept parameter, one line per target (with Wilson 95% bands), per attack panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if param not in df.columns:
+        raise ValueError(f"--plot-param: unknown column {param!r}")
+    d = df[df[param].notna()].copy()
+    if d[param].nunique() < 2:
+        raise ValueError(f"--plot-param: {param!r} takes fewer than 2 values in these cells")
+    # One panel per combination of the other settings that vary, so no point averages two cells.
+    panel_keys = [k for k in row_keys(d) if k != param]
+    if d.assign(_p=_key_strings(d, panel_keys).agg("|".join, axis=1)).duplicated(["_p", "target", param]).any():
+        raise ValueError(f"--plot-param {param}: cells that differ only along {param} and settings tied to it "
+                         "cannot be told apart; --filter the others")
+    groups = [g for g in d.groupby(_key_strings(d, panel_keys).agg(" | ".join, axis=1), sort=False)]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4), squeeze=False)
+    for ax, (title, g) in zip(axes[0], groups):
+        for target, t in g.groupby("target", sort=False):
+            t = t[[param, value, "asr_ci_low", "asr_ci_high"]].sort_values(param)
+            ax.plot(t[param], t[value], marker="o", label=target)
+            if value == "asr":
+                ax.fill_between(t[param], t["asr_ci_low"], t["asr_ci_high"], alpha=0.15)
+        ax.set_xlabel(param)
+        ax.set_ylabel(f"{value} (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(title, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return png(fig)
+
+
+def landscape_compare(df: pd.DataFrame, dirs: Sequence[Path], a: str, b: str) -> bytes:
+    """Side-by-side landscapes of attacks a and b on the same images (cells paired as for McNemar)."""
+    from ..flatness import landscape_png
+
+    frames = {}
+    for name in (a, b):
+        ids = set(df[df["attack"] == name]["cell_id"])
+        for d in dirs:
+            for f in sorted(Path(d).rglob("landscape.csv")):
+                meta = f.parent / "cell.json"
+                if meta.exists() and json.loads(meta.read_text()).get("cell_id") in ids and name not in frames:
+                    frames[name] = pd.read_csv(f)
+        if name not in frames:
+            raise ValueError(f"--landscape: no landscape.csv for attack {name!r} (run it with flatness=on)")
+    images = [i for i in dict.fromkeys(frames[a]["image_id"]) if i in set(frames[b]["image_id"])]
+    if not images:
+        raise ValueError("--landscape: the two attacks' landscapes share no image")
+    return landscape_png(frames, images, title=f"{a} vs {b}: loss around x_adv")

@@ -1,0 +1,132 @@
+"""The transfer table: rows are attack settings (never two cells merged), columns are targets,
+with the white-box mark and the black-box mean; markdown, LaTeX, and ASR with Wilson intervals."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import pandas as pd
+
+from ..record import setting_columns
+from .cells import _cell, _text
+
+
+ROW_KEYS = ["surrogate", "attack", "eps"]
+
+
+# Settings shown whenever they vary (they say what a method ran with); any other setting is
+# added only where it still tells two cells of one row apart.
+VARYING_CANDIDATES = ["dataset", "norm", "targeted", "steps", "alpha", "beta", "r", "zeta", "n_samples",
+                      "decay", "transforms", "seed", "n_images"]
+
+
+BLACK_BOX_MEAN = "black-box mean"
+
+
+def _key_strings(df: pd.DataFrame, keys: List[str]) -> pd.DataFrame:
+    return df[keys].map(_text) if keys else pd.DataFrame(index=df.index)
+
+
+def _n_groups(df: pd.DataFrame, keys: List[str]) -> int:
+    return len(_key_strings(df, keys).drop_duplicates()) if keys else 1
+
+
+def row_keys(df: pd.DataFrame, rows: Optional[List[str]] = None) -> List[str]:
+    """Row labels under which no two cells that differ in a setting are ever merged.
+
+    By default: surrogate, attack, eps, the usual settings that vary (β, r, ...), then any other
+    setting that still splits a row, in column order. With ``rows`` given, a setting that
+    varies inside one row is an error naming it.
+    """
+    settings = setting_columns(df.columns)
+    if rows:
+        unknown = [r for r in rows if r not in df.columns]
+        if unknown:
+            raise ValueError(f"--rows: unknown column(s) {unknown}")
+        keys = list(rows)
+        split = [c for c in settings if c not in keys and _n_groups(df, keys + [c]) > _n_groups(df, keys)]
+        if split:
+            c = split[0]
+            raise ValueError(f"--rows {' '.join(rows)}: cells that differ in {c!r} "
+                             f"({', '.join(sorted(df[c].map(_text).unique()))}) would be averaged into one row; "
+                             f"add {c} to --rows or --filter it")
+        return keys
+    keys = [k for k in ROW_KEYS if k in df.columns]
+    keys += [c for c in VARYING_CANDIDATES if c in df.columns and _n_groups(df, [c]) > 1]
+    for c in settings:
+        if c not in keys and _n_groups(df, keys + [c]) > _n_groups(df, keys):
+            keys.append(c)
+    return keys
+
+
+def _one_cell_per_entry(df: pd.DataFrame, keys: List[str]) -> None:
+    """Refuse a table entry made of two cells (same settings in every column, yet another cell id)."""
+    n = df.assign(_k=_key_strings(df, keys).agg("|".join, axis=1)).groupby(["_k", "target"])["cell_id"].nunique()
+    if (n > 1).any():
+        raise ValueError(f"cells {', '.join(sorted(set(df['cell_id'])))[:200]} share every setting column but not "
+                         f"their cell id (results of another flatbench version?); --filter on cell_id or version")
+
+
+def pivot(df: pd.DataFrame, value: str = "asr", rows: Optional[List[str]] = None) -> tuple:
+    """(values, white-box mask) with attack settings as rows and targets as columns."""
+    keys = row_keys(df, rows)
+    _one_cell_per_entry(df, keys)
+    d = df.copy()
+    for k in keys:
+        # Settings a method does not have (beta for I-FGSM) are NaN; show them as "-" and keep the row.
+        d[k] = d[k].map(lambda v: "-" if pd.isna(v) else (f"{v:g}" if isinstance(v, float) else str(v)))
+    targets = list(dict.fromkeys(d["target"]))
+    table = d.pivot_table(index=keys, columns="target", values=value, aggfunc="mean", sort=False)[targets]
+    white = d.assign(w=d["role"].eq("white-box")).pivot_table(index=keys, columns="target", values="w", aggfunc="max", sort=False)[targets]
+    black = d[d["role"] != "white-box"].groupby(keys, sort=False)[value].mean()
+    table[BLACK_BOX_MEAN] = black.reindex(table.index)
+    white[BLACK_BOX_MEAN] = False
+    return table, white.fillna(False).astype(bool)
+
+
+def _fmt(v, w: bool) -> str:
+    return "" if pd.isna(v) else f"{v:.1f}" + ("*" if w else "")
+
+
+def to_markdown(table: pd.DataFrame, white: pd.DataFrame, value: str) -> str:
+    keys = list(table.index.names)
+    head = keys + list(table.columns)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(keys) + ["---:"] * len(table.columns)) + "|"]
+    for idx, row in table.iterrows():
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        cells = [str(i) for i in idx] + [_fmt(row[c], white.loc[idx if len(idx) > 1 else idx[0], c]) for c in table.columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Values: {value} (%). * marks white-box cells (target = surrogate); "
+                 f"'{BLACK_BOX_MEAN}' averages the other targets.")
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(table: pd.DataFrame, white: pd.DataFrame) -> str:
+    def esc(s):
+        return str(s).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+
+    keys = list(table.index.names)
+    cols = list(table.columns)
+    out = [r"\begin{tabular}{" + "l" * len(keys) + "r" * len(cols) + "}", r"\toprule",
+           " & ".join(esc(c) for c in keys + cols) + r" \\", r"\midrule"]
+    for idx, row in table.iterrows():
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        vals = []
+        for c in cols:
+            v, w = row[c], white.loc[idx if len(idx) > 1 else idx[0], c]
+            vals.append("" if pd.isna(v) else (rf"\textit{{{v:.1f}}}" if w else f"{v:.1f}"))
+        out.append(" & ".join([esc(i) for i in idx] + vals) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}", "% white-box cells in italics"]
+    return "\n".join(out) + "\n"
+
+
+def ci_markdown(df: pd.DataFrame, rows: Optional[List[str]] = None) -> str:
+    """ASR with its Wilson 95% interval, one line per (row settings, target)."""
+    keys = row_keys(df, rows)
+    lines = ["| " + " | ".join(keys + ["target", "asr", "95% CI", "n"]) + " |",
+             "|" + "|".join(["---"] * (len(keys) + 1) + ["---:"] * 3) + "|"]
+    for r in df.itertuples(index=False):
+        d = r._asdict()
+        lines.append("| " + " | ".join([_cell(d.get(k)) for k in keys] + [str(d["target"]), f"{d['asr']:.1f}",
+                     f"[{d['asr_ci_low']:.1f}, {d['asr_ci_high']:.1f}]", str(d["n_images"])]) + " |")
+    return "\n".join(lines) + "\n"
