@@ -47,36 +47,6 @@ def attack_columns(columns) -> List[str]:
     return [c for c in setting_columns(columns) if c in ATTACK_SETTINGS or ("." in c and not c.startswith("data."))]
 
 
-COLUMN_DOCS = {
-    "experiment": "the config's name (experiment=NAME sets it); not part of cell_id",
-    "dataset": "data set name and split, e.g. digits-test",
-    "n_images": "images attacked in this cell",
-    "surrogate": "surrogate model name(s), '+'-joined for an ensemble",
-    "attack": "method label, e.g. PGN, MI-FGSM+DIM+TIM",
-    "optimizer": "update rule: ifgsm | mifgsm | nifgsm",
-    "penalty": "gradient estimator: none | pgn | gnp | vmi",
-    "beta, r, zeta, n_samples, lookahead, normalize, combine": "estimator settings (r in 1/255 units, resolved: r=alpha when null)",
-    "transforms": "input transforms and gradient filters with their settings",
-    "eps, alpha": "threat radius and step size, 1/255 units",
-    "steps, decay, norm": "iterations T, momentum mu, threat model",
-    "targeted, target_rule": "attack goal and how targets are chosen",
-    "seed, cell_id": "seed; hash of the cell's resolved semantic settings",
-    "batch_size, amp, pretrained, device, data_digest": "the other settings that enter cell_id (device: its type)",
-    "target, target_model, role": "zoo key, model name, white-box | black-box | adv-trained | defense",
-    "clean_acc": "target accuracy on the clean images, %",
-    "asr": "attack success rate over all images, %",
-    "asr_ci_low, asr_ci_high": "Wilson 95% confidence interval of asr, %",
-    "asr_clean_correct": "success rate over the images the target classified correctly when clean, %",
-    "n_fooled, n_clean_correct, n_fooled_clean_correct": "the counts behind the rates",
-    "linf_mean, l2_mean": "mean perturbation norms of the stored 8-bit images, 1/255 units",
-    "craft_seconds, images_per_second, grad_evals": "crafting cost (grad_evals: images through forward+backward)",
-    "chunk, memory_format": "how the crafting ran: images per forward and the surrogate's memory format (chosen by "
-                            "measurement unless pinned; not part of cell_id)",
-    "version": "flatbench version",
-    "<part>.<key>": "every other setting, flattened (e.g. dim.resize_rate, data.image_size)",
-}
-
-
 def order_columns(df: pd.DataFrame) -> pd.DataFrame:
     lead = [c for c in COLUMNS if c in df.columns]
     return df[lead + sorted(c for c in df.columns if c not in lead)]

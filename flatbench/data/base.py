@@ -35,10 +35,6 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    @property
-    def resolution(self) -> int:
-        return int(self.images.shape[-1])
-
     def subset(self, n: Optional[int]) -> "ImageSet":
         """The first n images (the order is fixed by the data set, so this is deterministic)."""
         if n is None or n >= len(self):

@@ -15,12 +15,8 @@ from .hub import MissingWeightsError, load_hub_model, parse_name, read_checkpoin
 from .testbed import TESTBED, load_testbed
 from .wrap import Ensemble, Preprocess, freeze
 
-__all__ = ["load_model", "load_surrogate", "model_names", "Ensemble", "Preprocess", "freeze", "TESTBED",
+__all__ = ["load_model", "load_surrogate", "Ensemble", "Preprocess", "freeze", "TESTBED",
            "DEFENSES", "defend", "MissingWeightsError", "parse_name", "read_checkpoint", "weights_cached"]
-
-
-def model_names() -> list:
-    return sorted(TESTBED)
 
 
 def load_model(name: str, *, zoo_dir: Optional[Path] = None, seed: int = 0, progress: bool = True,

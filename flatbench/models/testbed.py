@@ -326,7 +326,7 @@ def load_testbed(name: str, zoo_dir: Optional[Path] = None, seed: int = 0, progr
             raise ConfigError(f"pinned testbed weights are seed 0's; for seed {seed} train them with "
                               f"`flatbench-zoo train --seed {seed} --out DIR` and set paths.zoo_dir=DIR")
         return load_pinned(name)
-    weights, side = zoo_dir / f"{name}.safetensors", zoo_dir / f"{name}.json"
+    weights = zoo_dir / f"{name}.safetensors"
     with _locked(zoo_dir / f".{name}.lock"):
         reason = cache_status(name, zoo_dir, seed)
         if reason is None:
