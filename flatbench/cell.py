@@ -25,7 +25,8 @@ from .metrics import perturbation_norms, success_flags, transfer_counts
 from .models import defend, freeze, load_model, load_surrogate
 from .record import build_logger, write_csv
 from .registry import ConfigError
-from .store import AdvStore, load_adv, quantize, save_adv
+from .quantize import quantize
+from .store import AdvStore, load_adv, save_adv
 
 log = logging.getLogger("flatbench")
 

@@ -12,7 +12,7 @@ import torch
 from flatbench import create_attack
 from flatbench.data import DATASETS
 from flatbench.models import TESTBED, load_model
-from flatbench.store import quantize
+from flatbench.quantize import quantize
 
 
 def main():

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
 
     from flatbench.attacks import create_attack
     from flatbench.models import load_model
-    from flatbench.store import quantize
+    from flatbench.quantize import quantize
 
     settings = [dict(max_batch=256, channels_last=False), dict(max_batch=None, channels_last=False),
                 dict(max_batch=16, channels_last=False), dict(max_batch=320, channels_last=False),

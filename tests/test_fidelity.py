@@ -188,7 +188,7 @@ def test_nifgsm_lookahead_is_alpha_in_the_l2_norm():
 def test_l2_eps_accepts_imagenet_radii_and_quantized_sets_stay_in_the_ball():
     from tests.test_configs import _compose
     from flatbench.config import resolve
-    from flatbench.store import quantize
+    from flatbench.quantize import quantize
 
     assert resolve(_compose(["norm=l2", "eps=4000"])).eps == 4000
     with pytest.raises(ConfigError, match="eps"):
@@ -322,7 +322,7 @@ def test_transferattack_preprocess_is_its_wrap_model():
 def test_truncate_quantize_is_its_save_images():
     import numpy as np
 
-    from flatbench.store import quantize
+    from flatbench.quantize import quantize
 
     x = torch.tensor([0.0, 0.5, 0.9999, 1.0, 200.6 / 255]).view(1, 1, 1, 5)
     want = (x.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)  # save_images

@@ -5,7 +5,7 @@ import torch
 from flatbench import create_attack
 from flatbench.attacks import METHODS
 from flatbench.data import DATASETS
-from flatbench.store import quantize
+from flatbench.quantize import quantize
 
 EPS = 32  # conf/data/digits.yaml default_eps
 

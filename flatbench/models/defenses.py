@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import ConfigError, Registry
-from ..store import quantize
+from ..quantize import quantize
 
 DEFENSES = Registry("defense")
 
