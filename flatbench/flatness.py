@@ -23,13 +23,13 @@ seed and the image id, so metrics do not depend on batching.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from .keyed import keyed_generator
 from .registry import ConfigError
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
@@ -65,10 +65,7 @@ class FlatnessSettings:
 
 
 def image_generator(seed: int, image_id: str, tag: str, device) -> torch.Generator:
-    h = hashlib.blake2b(f"{seed}|{image_id}|{tag}".encode(), digest_size=8).digest()
-    g = torch.Generator(device=device)
-    g.manual_seed(int.from_bytes(h, "little") & ((1 << 63) - 1))
-    return g
+    return keyed_generator(f"{seed}|{image_id}|{tag}".encode(), device)
 
 
 def _per_image(shape, ids: Sequence[str], seed: int, tag: str, device, kind: str = "uniform") -> torch.Tensor:

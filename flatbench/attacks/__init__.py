@@ -1,7 +1,8 @@
 """Attack engine: one loop (:mod:`.loop`) with pluggable parts."""
 from .estimators import ESTIMATORS, Penalty, Plain, Variance
 from .factory import METHODS, build_attack, create_attack
-from .loop import Attack, NonFiniteError, keyed_generator
+from ..keyed import keyed_generator
+from .loop import Attack, NonFiniteError
 from .optimizers import OPTIMIZERS, mean_abs_normalize, part_params
 from .threat import THREATS, L2Ball, LinfBall
 from .transforms import DIM, SIM, TIM, TRANSFORMS, Admix, gaussian_kernel

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..keyed import keyed_generator
 from ..registry import ConfigError
 from . import tuning
 from .estimators import Estimator, Plain
@@ -33,14 +33,6 @@ class NonFiniteError(FloatingPointError):
 def _cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # A sum, not a mean: each example's gradient must not depend on the batch it shares.
     return F.cross_entropy(logits.float(), y, reduction="sum")
-
-
-def keyed_generator(key: Tuple[Hashable, ...], device: torch.device) -> torch.Generator:
-    """A generator whose stream depends on ``key`` alone (not on draw order or chunking)."""
-    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
-    return gen
 
 
 @dataclass

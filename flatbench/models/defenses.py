@@ -11,7 +11,6 @@ batch, shard or process it is evaluated in.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 from typing import List
 
@@ -20,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import ConfigError, Registry
+from ..keyed import keyed_generator
 from ..quantize import quantize
 
 DEFENSES = Registry("defense")
@@ -28,8 +28,7 @@ DEFENSES = Registry("defense")
 def _image_generators(x: torch.Tensor, seed: int) -> List[torch.Generator]:
     gens = []
     for img in quantize(x).cpu():
-        h = hashlib.blake2b(img.numpy().tobytes(), digest_size=8, key=str(int(seed)).encode()).digest()
-        gens.append(torch.Generator().manual_seed(int.from_bytes(h, "little") & ((1 << 63) - 1)))
+        gens.append(keyed_generator(img.numpy().tobytes(), salt=str(int(seed)).encode()))
     return gens
 
 
