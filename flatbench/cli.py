@@ -40,7 +40,7 @@ def _print_table(df) -> None:
 
 
 def _on_signal(signum, frame) -> None:
-    from .cell import STOP_REQUESTED
+    from .cell.crafting import STOP_REQUESTED
 
     STOP_REQUESTED["signal"] = signal.Signals(signum).name
     log.warning("%s received: stopping after the current batch (finished batches are kept)", STOP_REQUESTED["signal"])
@@ -90,7 +90,7 @@ def one_line(exc: BaseException) -> str:
 
 def guarded(fn, *args, **kwargs):
     """Run fn; expected errors become one line on stderr and exit 1 (SIGTERM stops exit 143)."""
-    from .cell import Stop
+    from .cell.crafting import Stop
 
     try:
         return fn(*args, **kwargs)
@@ -131,7 +131,8 @@ def task(cfg: DictConfig) -> Optional[float]:
     value a sweeper such as Optuna maximises."""
     from hydra.types import RunMode
 
-    from .cell import Stop, cell_objective, run_cell
+    from .cell import cell_objective, run_cell
+    from .cell.crafting import Stop
     from .dist import world
     from .record import sweep_group
 

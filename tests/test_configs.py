@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from flatbench.attacks import METHODS, build_attack
-from flatbench.cell import describe, load_data
+from flatbench.cell.plan import describe, load_data
 from flatbench.cli import CONFIG_DIR
 from flatbench.config import attack_kwargs, parse_targets, register_schema, resolve
 from flatbench.models import TESTBED

@@ -107,10 +107,10 @@ def test_evaluate_with_other_settings_refuses_and_changes_nothing(trained_zoo, z
 
 def test_cell_id_holds_the_device_type():
     """CPU and CUDA generators draw different noise: a set crafted on one is not the other's."""
-    from flatbench.cell import cell_hash, describe
+    from flatbench.cell.plan import cell_hash, describe
     from tests.test_configs import _compose
     from flatbench.attacks import build_attack
-    from flatbench.cell import load_data
+    from flatbench.cell.plan import load_data
     from flatbench.config import attack_kwargs, resolve
 
     cfg = _compose(["n_images=4", "method=pgn"])

@@ -231,7 +231,7 @@ def test_a_resumed_cell_crafts_with_the_chunk_and_format_of_its_first_batches(tr
     the ones its finished batches were crafted with, and equals the uninterrupted run."""
     import logging
 
-    from flatbench.cell import STOP_REQUESTED, Stop, craft
+    from flatbench.cell.crafting import STOP_REQUESTED, Stop, craft
     from flatbench.data import DATASETS
     from flatbench.store import AdvStore
 

@@ -110,7 +110,7 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 def test_nan_stops_the_cell_naming_step_and_batch(trained_zoo, zoo_dir, tmp_path):
-    from flatbench.cell import craft
+    from flatbench.cell.crafting import craft
     from flatbench.data import DATASETS
 
     class NaNAfter(torch.nn.Module):

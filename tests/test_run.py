@@ -84,6 +84,7 @@ def test_wandb_offline_run_holds_the_table(trained_zoo, zoo_dir, tmp_path):
 def test_wandb_finishes_after_a_crash(trained_zoo, zoo_dir, tmp_path, monkeypatch):
     """A job that fails still finishes its W&B run, so the next job of a multirun starts clean."""
     import flatbench.cell as cell
+    import flatbench.cell.crafting as crafting
     from tests.test_configs import _compose
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -95,7 +96,7 @@ def test_wandb_finishes_after_a_crash(trained_zoo, zoo_dir, tmp_path, monkeypatc
     def boom(*a, **k):
         raise RuntimeError("crash in crafting")
 
-    monkeypatch.setattr(cell, "craft", boom)
+    monkeypatch.setattr(crafting, "craft", boom)
     with pytest.raises(RuntimeError, match="crash"):
         cell.run_cell(cfg, tmp_path / "a")
     import wandb

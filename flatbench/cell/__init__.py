@@ -1,0 +1,100 @@
+"""One cell: a short sequence of stages, each in its own module, passing one :class:`~.plan.Cell`.
+
+    plan        settings, cell id, and what exists: finished rows, the stored set, cached
+                evaluations (the one reuse rule: by cell id)                    plan.py
+    check       every target still to evaluate, before any batch is crafted     evaluation.py
+    craft       the adversarial set, batch by batch with checkpoints           crafting.py
+    evaluate    each target's predictions, through the evaluation cache        evaluation.py
+    flatness    the surrogate's flatness at the set (flatness=on)              flatness.py
+    record      rows, predictions.csv, the set, cell.json (last)               recording.py
+
+:func:`run_cell` runs them in that order and owns the logger's lifecycle: the logger is
+finished, as failed or not, whatever a stage raises, and the exception goes on (Hydra's
+multirun and the command line decide what a failure means).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..config import plain
+from ..dist import world
+from ..record import build_logger
+from . import crafting
+from .evaluation import TargetModels, check_targets, evaluate_cell
+from .flatness import flatness_cell
+from .plan import Cell, plan_cell
+from .recording import record_cell, record_skipped
+
+log = logging.getLogger("flatbench")
+
+__all__ = ["run_cell", "cell_objective", "Cell"]
+
+
+def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run",
+             sweep: Optional[Dict[str, Any]] = None) -> Optional[pd.DataFrame]:
+    """Run the cell described by ``cfg`` into ``out_dir``; returns its rows (None on ranks > 0).
+
+    ``mode="run"`` crafts what is missing (resuming from finished batches) and evaluates the
+    (cell, target) pairs without a cached evaluation; ``mode="evaluate"`` never crafts and
+    fails when the cell has no stored adversarial set. A cell already finished in ``out_dir``
+    with the same id and targets is skipped; ``force=true`` recomputes everything.
+    """
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    w = world()
+    logger = build_logger(plain(cfg.logger)) if w.main else build_logger({"name": "csv"})
+    failed = True
+    try:
+        cell = plan_cell(cfg, out_dir, mode, w)
+        if cell.done is not None:
+            log.info("cell %s already finished in %s: skipping (force=true recomputes)", cell.cell_id, out_dir)
+            failed = False
+            return cell.done if w.main else None
+        if w.main:
+            logger.start(OmegaConf.to_container(cfg, resolve=True), out_dir,
+                         f"{cell.attack.label}-{'+'.join(cell.settings.surrogate)}-eps{cell.settings.eps:g}", sweep)
+            record_skipped(cell, out_dir)
+        zoo_dir = cfg.paths.get("zoo_dir")
+        models = TargetModels(cell.settings.surrogate, dict(zoo_dir=Path(zoo_dir) if zoo_dir else None,
+                                                            progress=cfg.progress, pretrained=cfg.pretrained,
+                                                            preprocess=cfg.preprocess), cell.device, cell.data)
+        if cell.stored is None:
+            cell.attack.model = torch.compile(models.surrogate()) if cfg.get("compile") else models.surrogate()
+        built = check_targets(cell, models, cfg.pretrained)
+        log.info("cell %s: startup %.1f s (%d of %d targets built at startup)", cell.cell_id,
+                 time.perf_counter() - t_start, len(built), len(cell.todo))
+        log.info("cell %s: %s on %s, %d images of %s, eps=%g/255, device=%s%s; %d target(s) to evaluate, %d cached",
+                 cell.cell_id, cell.attack.label, "+".join(cell.settings.surrogate), len(cell.data), cell.data.name,
+                 cell.settings.eps, cell.device, f", rank {w.rank}/{w.size}" if w.active else "", len(cell.todo),
+                 len(cell.zoo) - len(cell.todo))
+        crafting.craft_cell(cell, cfg, w, models.surrogate)
+        evaluate_cell(cell, models, built, cfg.batch_size, w)
+        if not w.main:
+            failed = False
+            return None
+        flatness_cell(cell, cfg, models.surrogate, out_dir)
+        df = record_cell(cell, cfg, out_dir, experiment=str(cfg.name))
+        logger.log_rows(df)
+        failed = False
+        return df
+    finally:
+        logger.finish(failed=failed)
+
+
+def cell_objective(df: pd.DataFrame, objective: str) -> float:
+    """What the cell returns to a sweeper: the mean ASR (%) over the objective's targets; NaN
+    when the cell has no target of that role (Optuna records such a trial as failed)."""
+    rows = df if objective == "all" else df[df["target"] == objective] if objective in set(df["target"]) \
+        else df[df["role"] == objective]
+    if rows.empty:
+        log.warning("objective %s: this cell has no target of that role (roles: %s); returning NaN", objective,
+                    ", ".join(dict.fromkeys(df["role"])))
+        return float("nan")
+    return float(rows["asr"].mean())

@@ -1,0 +1,146 @@
+"""Stage 2, crafting: the adversarial set, batch by batch, each finished batch checkpointed in
+the cell's store so an interrupted cell resumes; the attack's target classes for targeted cells."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional
+
+import torch
+
+from ..attacks.loop import NonFiniteError
+from ..config import CellSettings
+from ..data import ImageSet
+from ..dist import World
+from ..quantize import quantize
+from ..registry import ConfigError
+from ..store import AdvStore
+
+log = logging.getLogger("flatbench")
+
+
+def choose_targets(s: CellSettings, data: ImageSet, surrogate: torch.nn.Module, device, batch_size: int) -> Optional[torch.Tensor]:
+    """Target classes for a targeted cell, by ``target_rule``; None when untargeted."""
+    if not s.targeted:
+        return None
+    if s.target_rule == "dataset":
+        if data.targets is None:
+            raise ConfigError(f"targeted=true with target_rule=dataset, but data set {data.name!r} has no target column; "
+                              "use target_rule=random or target_rule=least_likely")
+        return data.targets.clone()
+    if s.target_rule == "random":
+        gen = torch.Generator().manual_seed(s.seed)
+        shift = torch.randint(1, data.num_classes, (len(data),), generator=gen)
+        return (data.labels + shift) % data.num_classes
+    with torch.inference_mode():
+        logits = torch.cat([surrogate(data.floats(slice(i, i + batch_size)).to(device)).cpu()
+                            for i in range(0, len(data), batch_size)])
+    return logits.argmin(1)
+
+
+class OutOfMemory(ConfigError):
+    """The device ran out of memory; the message says which settings lower the need."""
+
+
+class Stop(Exception):
+    """Raised between batches when SIGTERM/SIGINT asked the cell to stop (finished batches are kept)."""
+
+
+STOP_REQUESTED = {"signal": None}
+
+
+def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: int, seed: int, progress: bool,
+          store: Optional[AdvStore] = None, world: Optional[World] = None, force: bool = False,
+          quantize_mode: str = "round") -> tuple:
+    """Adversarial uint8 images for the batches this rank owns, batch by batch, with a progress bar.
+
+    Each finished batch is checkpointed in ``store`` (when given), so an interrupted cell
+    resumes from its last finished batch. Returns (images, seconds, batches crafted now).
+    """
+    from tqdm.auto import tqdm
+
+    world = world or World()
+    out = torch.zeros_like(data.images)
+    t0 = time.perf_counter()
+    bounds = [(lo, min(len(data), lo + batch_size)) for lo in range(0, len(data), batch_size)]
+    mine = [(i, lo, hi) for i, (lo, hi) in enumerate(bounds) if world.mine(i)]
+    bar = tqdm(total=sum(hi - lo for _, lo, hi in mine), desc=f"craft {attack.label}", unit="img",
+               disable=not progress or not world.main)
+    crafted = 0
+    if store is not None and not force and not store.full.exists():
+        have = sum(store.batch_path(lo, hi).exists() for _, lo, hi in mine)
+        if have:
+            log.info("resuming: %d of %d batches already finished (checkpoints in %s)", have, len(mine), store.batches)
+    # One chunk size and memory format for the whole set: a resumed cell keeps the ones its first
+    # batches were crafted with (chunking and memory format change the floating-point summation
+    # order), and under torchrun every rank takes rank 0's instead of measuring its own.
+    settings = store.crafting_settings() if store is not None and not force else None
+    if settings is None and world.active:
+        if world.main:
+            x0 = data.floats(slice(0, min(len(data), batch_size))).to(device)
+            settings = {"chunk": attack.resolved_max_batch(x0), "memory_format": attack.memory_format}
+        settings = world.broadcast(settings)
+    if settings is not None:
+        attack.pin(settings["chunk"], settings["memory_format"])
+        log.info("crafting with chunk %s, %s (%s)", settings["chunk"], settings["memory_format"],
+                 "as the finished batches were" if store is not None and store.settings_path.exists() else "rank 0's choice")
+    settings_kept = store is None or (not force and store.settings_path.exists())
+    for _, lo, hi in mine:
+        done = None if (store is None or force) else store.load_batch(lo, hi)
+        if done is None:
+            if STOP_REQUESTED["signal"]:
+                raise Stop(f"stopped by {STOP_REQUESTED['signal']} before batch {lo}:{hi}")
+            x = data.floats(slice(lo, hi)).to(device)
+            # Keyed by the batch's first image index, so a batch's noise does not depend on the
+            # rank or on what ran before it.
+            # A batch of one has no other image to mix with: mixing transforms draw from the data set.
+            partners = None
+            if hi - lo == 1 and len(data) > 1 and any(hasattr(t, "with_partners") for t in attack.transforms):
+                partners = data.floats([(lo + 1 + j) % len(data) for j in range(min(16, len(data) - 1))]).to(device)
+            try:
+                x_adv = attack(x, y_attack[lo:hi].to(device), seed=(seed, lo), partners=partners)
+            except NonFiniteError as exc:
+                raise NonFiniteError(f"{exc} in batch of images {lo}..{hi - 1} ({data.ids[lo]}..{data.ids[hi - 1]})") from None
+            except torch.OutOfMemoryError:
+                raise OutOfMemory(f"out of memory on {device} crafting images {lo}..{hi - 1} (max_batch resolved to "
+                                  f"{attack.max_batch}); lower max_batch or batch_size, set memory_budget_mb, or use "
+                                  "amp=bf16; finished batches are kept") from None
+            done = quantize(x_adv, data.images[lo:hi], attack.eps, attack.norm, quantize_mode).cpu()
+            if store is not None:
+                if not settings_kept and world.main:
+                    store.save_crafting_settings(attack.cap, attack.memory_format)
+                    settings_kept = True
+                store.save_batch(lo, hi, done)
+            crafted += 1
+        out[lo:hi] = done
+        bar.update(hi - lo)
+    bar.close()
+    return out, time.perf_counter() - t0, crafted
+
+
+def craft_cell(cell, cfg, w: World, surrogate) -> None:
+    """The stage: choose the attack's labels, then craft what is missing (resuming from the
+    store's finished batches) and store the whole set, or take the set the plan found.
+    ``surrogate()`` builds the surrogate on first use (a reused set may never need it)."""
+    s, data = cell.settings, cell.data
+    cell.y_attack = choose_targets(s, data, surrogate() if s.targeted and s.target_rule == "least_likely" else None,
+                                   cell.device, cfg.batch_size)
+    if cell.stored is not None:
+        cell.adv = cell.stored[0]
+        cell.craft_meta = cell.store.meta() or {"craft_seconds": float("nan"), "grad_evals": -1}
+        log.info("cell %s: reusing the stored adversarial set (%d images)", cell.cell_id, len(cell.adv))
+        return
+    attack, store = cell.attack, cell.store
+    adv, seconds, _ = craft(attack, data, cell.y_craft, cell.device, cfg.batch_size, s.seed, cfg.progress,
+                            store=store, world=w, force=cell.force, quantize_mode=cfg.quantize)
+    grad_evals = int(w.sum(attack.grad_evals))
+    seconds = w.max(seconds)
+    cell.craft_meta = {"craft_seconds": seconds, "grad_evals": grad_evals, "chunk": attack.cap,
+                       "memory_format": attack.memory_format}
+    w.barrier()
+    if w.main:
+        parts = [store.load_batch(lo, min(len(data), lo + cfg.batch_size)) for lo in range(0, len(data), cfg.batch_size)]
+        adv = torch.cat(parts)
+        store.save(adv, data.ids, {"cell_id": cell.cell_id, **cell.craft_meta, "semantic": cell.semantic})
+    w.barrier()
+    cell.adv = store.load()[0] if w.active else adv

@@ -1,0 +1,141 @@
+"""Stage 3, evaluation: every target's clean and adversarial predictions (ranks share the
+batches), with the checks that run before crafting (class space, offline weights)."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, Optional
+
+import pandas as pd
+import torch
+
+from ..data import ImageSet
+from ..dist import World
+from ..io import atomic_write_text
+from ..models import defend, freeze, load_model, load_surrogate
+from ..registry import ConfigError
+
+log = logging.getLogger("flatbench")
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, images_u8: torch.Tensor, device, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(images_u8[i:i + batch_size].to(device).float() / 255.0).argmax(1).cpu()
+                      for i in range(0, len(images_u8), batch_size)])
+
+
+class TargetModels:
+    """The cell's models, each built once: the surrogate on first use (a reused set may never
+    need it), and each distinct target; a surrogate already built doubles as its own target."""
+
+    BUILD_KEYS = ("label_offset", "num_classes", "input_size", "pretrained")
+
+    def __init__(self, surrogate_names, zoo_kw, device, data: Optional[ImageSet] = None):
+        self.data = data
+        self.names, self.kw, self.device = list(surrogate_names), dict(zoo_kw), device
+        self.built_surrogate: Optional[torch.nn.Module] = None
+        self.cache = {}
+
+    def surrogate(self) -> torch.nn.Module:
+        if self.built_surrogate is None:
+            self.built_surrogate = load_surrogate(self.names, **self.kw).to(self.device)
+            if self.data is not None:
+                check_classes(self.built_surrogate, self.data, self.device, f"surrogate {'+'.join(self.names)!r}")
+        return self.built_surrogate
+
+    def get(self, entry: Dict[str, Any]) -> torch.nn.Module:
+        build = {k: entry[k] for k in self.BUILD_KEYS if entry.get(k) is not None}
+        key = (entry["model"], tuple(sorted(build.items())))
+        if key not in self.cache:
+            own = not build and len(self.names) == 1 and entry["model"] == self.names[0]
+            if own and self.built_surrogate is not None:
+                self.cache[key] = self.built_surrogate
+            else:
+                self.cache[key] = load_model(entry["model"], **{**self.kw, **build}).to(self.device)
+                if self.data is not None:
+                    check_classes(self.cache[key], self.data, self.device, f"target {entry['model']!r}")
+        model = self.cache[key]
+        if entry.get("defense"):
+            model = freeze(defend(model, entry["defense"], name=entry["model"])).to(self.device)
+        return model
+
+
+def precheck_target(entry: Dict[str, Any], data: ImageSet, pretrained: bool) -> bool:
+    """Check a target before crafting without building it: its declared class count against the
+    data set's labels and, offline, that its weights are cached. False when its config does not
+    say enough (the caller builds it and checks on one image instead)."""
+    from ..models import TESTBED
+    from ..models.hub import check_available, declared_classes
+    from ..models.testbed import NUM_CLASSES
+
+    name = entry["model"]
+    if name in TESTBED:
+        k = NUM_CLASSES
+    else:
+        check_available(name, entry.get("pretrained", pretrained))
+        try:
+            k = declared_classes(name, entry.get("label_offset"), entry.get("num_classes"))
+        except ConfigError:
+            return False
+    require_classes(k, data, f"target {name!r}")
+    return True
+
+
+def check_classes(model: torch.nn.Module, data: ImageSet, device, what: str) -> None:
+    """Fail before crafting when a model's class space does not match the data set's labels."""
+    with torch.inference_mode():
+        k = model(data.floats(slice(0, 1)).to(device)).shape[-1]
+    require_classes(k, data, what)
+
+
+def require_classes(k: int, data: ImageSet, what: str) -> None:
+    if k != data.num_classes:
+        raise ConfigError(f"{what} outputs {k} classes but data set {data.name!r} has {data.num_classes} "
+                          f"(labels 0..{data.num_classes - 1}); set label_offset for 1001-class models, or pick a "
+                          "model trained on this data set")
+
+
+def evaluate_target(model: torch.nn.Module, data: ImageSet, adv: torch.Tensor, device, batch_size: int,
+                    w: World) -> pd.DataFrame:
+    """Clean and adversarial predictions of one target on every image (ranks share the batches)."""
+    idx, clean, pred = [], [], []
+    for i, lo in enumerate(range(0, len(data), batch_size)):
+        if not w.mine(i):
+            continue
+        hi = min(len(data), lo + batch_size)
+        idx.append(torch.arange(lo, hi))
+        clean.append(predict(model, data.images[lo:hi], device, batch_size))
+        pred.append(predict(model, adv[lo:hi], device, batch_size))
+    cat = (lambda t: torch.cat(t) if t else torch.zeros(0, dtype=torch.long))
+    parts = w.gather((cat(idx), cat(clean), cat(pred)))
+    order = torch.cat([p[0] for p in parts]).argsort()
+    return pd.DataFrame({"image_id": data.ids,
+                         "clean_pred": torch.cat([p[1] for p in parts])[order].numpy(),
+                         "adv_pred": torch.cat([p[2] for p in parts])[order].numpy()})
+
+
+def check_targets(cell, models: TargetModels, pretrained: bool) -> Dict[str, torch.nn.Module]:
+    """Before crafting: every target still to evaluate is checked (its class space and, offline,
+    its weights), from its config when that says enough; only the others are built now (and
+    returned), so startup, paid again on every SLURM requeue, stays short."""
+    unchecked = [k for k in cell.todo if not precheck_target(cell.zoo[k], cell.data, pretrained)]
+    return {k: models.get(cell.zoo[k]) for k in unchecked}
+
+
+def evaluate_cell(cell, models: TargetModels, built: Dict[str, torch.nn.Module], batch_size: int, w: World) -> None:
+    """The stage: build the targets not built at startup, predict each target still to evaluate on
+    the clean and adversarial images (into the evaluation cache), read the others from it."""
+    t_build = time.perf_counter()
+    built.update({k: models.get(cell.zoo[k]) for k in cell.todo if k not in built})
+    log.info("cell %s: built %d target(s) in %.1f s", cell.cell_id, len(built), time.perf_counter() - t_build)
+    for key in cell.zoo:
+        path = cell.store.eval_path(cell.keys[key])
+        if key not in built:
+            cell.predictions[key] = pd.read_csv(path)
+            continue
+        cell.predictions[key] = evaluate_target(built[key], cell.data, cell.adv, cell.device, batch_size, w)
+        cell.evaluated.append(key)
+        if w.main:
+            atomic_write_text(path, cell.predictions[key].to_csv(index=False))
+    log.info("cell %s: evaluated %d target(s) [%s], reused %d from the cache", cell.cell_id, len(cell.evaluated),
+             ", ".join(cell.evaluated), len(cell.zoo) - len(cell.evaluated))

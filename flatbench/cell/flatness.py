@@ -1,0 +1,64 @@
+"""Stage 4 (flatness=on), flatness measurement: the surrogate's flatness metrics at the stored
+adversarial images (and clean ones), per image into flatness.csv, the landscape of the first
+images into landscape.csv/png; the metrics themselves are :mod:`flatbench.flatness`."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict
+
+import pandas as pd
+import torch
+
+from ..config import CellSettings, to_255
+from ..data import ImageSet
+from ..io import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger("flatbench")
+
+
+def measure_flatness(model, data: ImageSet, adv: torch.Tensor, y: torch.Tensor, s: CellSettings, flat, device,
+                     batch_size: int, out_dir: Path, progress: bool, label: str) -> Dict[str, float]:
+    """Flatness metrics of the surrogate at the stored adversarial images (and clean ones).
+
+    Writes flatness.csv (per image), landscape.csv and landscape.png (the first images) into
+    out_dir; returns the aggregated columns for the rows.
+    """
+    from tqdm.auto import tqdm
+
+    from ..flatness import METRICS, aggregate, landscape, landscape_png, metrics, model_loss
+
+    where = [("adv", adv)] + ([("clean", data.images)] if flat.at_clean else [])
+    frames, cols = [], {}
+    for at, images in where:
+        per = {m: [] for m in METRICS}
+        for lo in tqdm(range(0, len(data), batch_size), desc=f"flatness ({at})", disable=not progress):
+            hi = min(len(data), lo + batch_size)
+            x = images[lo:hi].to(device).float() / 255.0
+            fn = model_loss(model, y[lo:hi], s.targeted)
+            for m, v in metrics(fn, x, data.ids[lo:hi], flat, seed=s.seed).items():
+                per[m] += v.tolist()
+        frames.append(pd.DataFrame({"image_id": data.ids, "at": at, **per}))
+        cols.update(aggregate(per, prefix="flat" if at == "adv" else "flat_clean"))
+    atomic_write_text(out_dir / "flatness.csv", pd.concat(frames).to_csv(index=False))
+    n = min(flat.landscape_images, len(data))
+    if n:
+        x = adv[:n].to(device).float() / 255.0
+        rows = landscape(model_loss(model, y[:n], s.targeted), x, data.ids[:n], flat, seed=s.seed)
+        land = pd.DataFrame(rows)
+        atomic_write_text(out_dir / "landscape.csv", land.to_csv(index=False))
+
+        atomic_write_bytes(out_dir / "landscape.png", landscape_png({label: land}, data.ids[:n],
+                                                                    title=f"{label}: loss around x_adv"))
+    cols["flat_rho"] = to_255(flat.rho)
+    return cols
+
+
+def flatness_cell(cell, cfg, surrogate, out_dir: Path) -> None:
+    """The stage, when ``flatness.enabled``: the columns it adds go to ``cell.flat_columns``."""
+    from ..config import flatness_settings
+
+    flat = flatness_settings(cfg.get("flatness"))
+    if flat is not None:
+        cell.flat_columns = measure_flatness(surrogate(), cell.data, cell.adv, cell.y_craft, cell.settings, flat,
+                                             cell.device, cfg.batch_size, out_dir, cfg.progress, cell.attack.label)

@@ -1,0 +1,96 @@
+"""Stage 5, recording: the cell's rows (every setting a column, one row per target) and its
+files; cell.json goes last, because it marks the cell finished."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pandas as pd
+import torch
+
+from .. import __version__
+from ..config import ROLES, CellSettings
+from ..data import ImageSet
+from ..io import atomic_write_text
+from ..metrics import perturbation_norms, success_flags, transfer_counts
+from ..record import write_csv
+from ..store import save_adv
+
+log = logging.getLogger("flatbench")
+
+
+def config_columns(s: CellSettings, attack, data: ImageSet, semantic: Dict[str, Any], cell_id: str,
+                   experiment: str = "") -> Dict[str, Any]:
+    est = semantic["penalty"][1]
+    tf_cols, tf_labels = {}, []
+    for name, params in semantic["transforms"]:
+        tf_labels.append(name + "(" + ",".join(f"{k}={v}" for k, v in params.items()) + ")")
+        tf_cols.update({f"{name}.{k}": v for k, v in params.items()})
+    cols = {
+        "experiment": experiment, "dataset": data.name, "n_images": len(data), "surrogate": "+".join(s.surrogate), "attack": attack.label,
+        "optimizer": s.optimizer, "penalty": s.penalty, "beta": est.get("beta"), "r": est.get("r"),
+        "zeta": est.get("zeta"), "n_samples": est.get("n_samples"), "lookahead": est.get("lookahead"),
+        "normalize": est.get("normalize"), "combine": est.get("combine"),
+        "transforms": "+".join(tf_labels) or "none", "eps": s.eps, "steps": s.steps, "alpha": round(s.alpha, 6),
+        "decay": getattr(attack.optimizer, "decay", None), "norm": s.norm, "targeted": s.targeted,
+        "target_rule": s.target_rule if s.targeted else "", "seed": s.seed, "cell_id": cell_id,
+        # Every other setting that enters cell_id is a column too, so a table can tell any two cells apart.
+        "batch_size": semantic["batch_size"], "amp": semantic["amp"] or "none", "pretrained": semantic["pretrained"],
+        "device": semantic["device"], "data_digest": semantic["data_digest"],
+        "preprocess": semantic["preprocess"], "quantize": semantic["quantize"],
+    }
+    cols.update({f"optimizer.{k}": v for k, v in semantic["optimizer"][1].items() if k != "decay"})
+    cols.update({f"penalty.{k}": v for k, v in est.items() if k not in cols})
+    cols.update({f"data.{k}": v for k, v in semantic["data"].items() if k != "name"})
+    cols.update(tf_cols)
+    return cols
+
+
+def target_role(entry: Dict[str, Any], surrogate: List[str]) -> str:
+    return "white-box" if entry["model"] in surrogate and not entry.get("defense") else ROLES[entry["role"]]
+
+
+
+def record_skipped(cell, out_dir: Path) -> None:
+    """skipped.csv: the images a folder data set skipped (skip_bad_images=true), kept with the cell."""
+    skipped = cell.data.meta.get("skipped") or []
+    if skipped:
+        atomic_write_text(out_dir / "skipped.csv", pd.DataFrame(skipped).to_csv(index=False))
+        log.warning("%d bad image(s) skipped (skip_bad_images=true); list in %s", len(skipped), out_dir / "skipped.csv")
+
+
+def record_cell(cell, cfg, out_dir: Path, experiment: str = "") -> pd.DataFrame:
+    """The stage: one row per target (every setting a column, the counts and rates, the crafting
+    cost), predictions.csv (per image and target), the set itself (save_images) and cell.json."""
+    s, data, meta = cell.settings, cell.data, cell.craft_meta
+    seconds = float(meta.get("craft_seconds", float("nan")))
+    base = config_columns(s, cell.attack, data, cell.semantic, cell.cell_id, experiment=experiment)
+    base.update(cell.flat_columns)
+    base.update(perturbation_norms(data.images, cell.adv))
+    base.update({"craft_seconds": round(seconds, 3), "images_per_second": round(len(data) / max(seconds, 1e-9), 3),
+                 "grad_evals": int(meta.get("grad_evals", -1)), "chunk": meta.get("chunk"),
+                 "memory_format": meta.get("memory_format", ""), "version": __version__})
+    rows, per_image = [], []
+    for key, entry in cell.zoo.items():
+        pt = cell.predictions[key]
+        clean, pred = (torch.as_tensor(pt[c].to_numpy().copy()) for c in ("clean_pred", "adv_pred"))
+        counts = transfer_counts(clean, pred, data.labels, cell.y_attack)
+        rows.append({**base, "target": key, "target_model": entry["model"], "role": target_role(entry, s.surrogate),
+                     **counts, "n_images": len(data)})
+        fooled = success_flags(pred, data.labels, cell.y_attack).numpy()
+        per_image.append(pd.DataFrame({"cell_id": cell.cell_id, "target": key, "image_id": data.ids,
+                                       "label": data.labels.numpy(), "clean_pred": clean.numpy(),
+                                       "adv_pred": pred.numpy(), "attack_target": cell.y_craft.numpy(),
+                                       "fooled": fooled.astype(int)}))
+    # cell.json goes last: it marks the cell finished, and the report reads only cells that have it.
+    if cfg.save_images:
+        save_adv(out_dir / "adv.safetensors", cell.adv, data.ids, cell.cell_id)
+    atomic_write_text(out_dir / "predictions.csv", pd.concat(per_image).to_csv(index=False))
+    df = write_csv(out_dir / "results.csv", rows)
+    atomic_write_text(out_dir / "cell.json", json.dumps({
+        "cell_id": cell.cell_id, "semantic": cell.semantic, "targets": cell.keys, "evaluated": cell.evaluated,
+        "reused": [k for k in cell.zoo if k not in cell.evaluated], "craft_seconds": seconds, "version": __version__,
+        "flatness": cell.flatness, "adv_store": str(cell.store.full)}, indent=2, default=str))
+    return df
