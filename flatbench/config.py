@@ -13,7 +13,9 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from .attacks.loop import check_loop_settings
 from .registry import ConfigError
+from .registry import check_range as _range
 
 PIXEL = 255.0
 
@@ -81,15 +83,6 @@ def plain(node: Any) -> Any:
     return node
 
 
-def _shown(value) -> str:
-    return f"{value:g}" if isinstance(value, float) and value.is_integer() else repr(value)
-
-
-def _range(key: str, value, ok: bool, allowed: str):
-    if not ok:
-        raise ConfigError(f"{key}={_shown(value)} is out of range; allowed: {allowed}")
-
-
 def surrogate_names(value: Any) -> List[str]:
     value = plain(value)
     names = [value] if isinstance(value, str) else list(value or [])
@@ -141,21 +134,14 @@ def resolve(cfg: DictConfig) -> CellSettings:
         _range("eps", eps, 0 < eps, "eps > 0 (an L2 radius in 1/255 units) for norm=l2")
     else:
         _range("eps", eps, 0 < eps <= 255, "0 < eps <= 255 (1/255 units) for norm=linf")
-    _range("steps", cfg.steps, cfg.steps >= 1, "steps >= 1")
+    check_loop_settings(steps=cfg.steps, norm=cfg.norm, max_batch=cfg.max_batch,
+                        memory_budget_mb=cfg.get("memory_budget_mb"), amp=cfg.get("amp"),
+                        channels_last=cfg.get("channels_last", "auto"))
     alpha = cfg.alpha if cfg.alpha is not None else eps / cfg.steps
     _range("alpha", alpha, alpha > 0, "alpha > 0 (1/255 units) or null")
-    _range("norm", cfg.norm, cfg.norm in ("linf", "l2"), "linf | l2")
     _range("target_rule", cfg.target_rule, cfg.target_rule in TARGET_RULES, " | ".join(TARGET_RULES))
     _range("batch_size", cfg.batch_size, cfg.batch_size >= 1, "batch_size >= 1")
     _range("n_images", cfg.n_images, cfg.n_images is None or cfg.n_images >= 1, "n_images >= 1 or null")
-    mb = cfg.max_batch
-    _range("max_batch", mb, mb is None or mb == "auto" or (isinstance(mb, int) and not isinstance(mb, bool) and mb >= 1),
-           "an integer >= 1, auto, or null")
-    mem = cfg.get("memory_budget_mb")
-    _range("memory_budget_mb", mem, mem is None or mem > 0, "> 0 (MiB) or null")
-    cl = cfg.get("channels_last", "auto")
-    _range("channels_last", cl, cl in ("auto", True, False) and cl is not None, "auto | true | false")
-    _range("amp", cfg.get("amp"), cfg.get("amp") in (None, "bf16", "fp16"), "null | bf16 | fp16")
     _range("preprocess", cfg.get("preprocess", "own"), cfg.get("preprocess", "own") in ("own", "transferattack"),
            "own | transferattack")
     _range("quantize", cfg.get("quantize", "round"), cfg.get("quantize", "round") in ("round", "truncate"),

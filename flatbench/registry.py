@@ -16,6 +16,17 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key and the valid choices."""
 
 
+def shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) and value.is_integer() else repr(value)
+
+
+def check_range(key: str, value, ok: bool, allowed: str) -> None:
+    """The one form of a range error, wherever a value is checked: ``key=value is out of range;
+    allowed: ...``."""
+    if not ok:
+        raise ConfigError(f"{key}={shown(value)} is out of range; allowed: {allowed}")
+
+
 def suggest(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.5)
     return f" Did you mean {close[0]!r}?" if close else ""

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..keyed import keyed_generator
-from ..registry import ConfigError
+from ..registry import check_range
 from . import tuning
 from .estimators import Estimator, Plain
 from .optimizers import Optimizer
@@ -33,6 +33,21 @@ class NonFiniteError(FloatingPointError):
 def _cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # A sum, not a mean: each example's gradient must not depend on the batch it shares.
     return F.cross_entropy(logits.float(), y, reduction="sum")
+
+
+def check_loop_settings(*, steps, norm, max_batch, memory_budget_mb, amp, channels_last) -> None:
+    """The loop's own settings, checked here for the command line (``config.resolve``) and for
+    :class:`Attack` alike, with one message each."""
+    check_range("steps", steps, isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1, "steps >= 1")
+    check_range("norm", norm, norm in THREATS, " | ".join(THREATS))
+    check_range("max_batch", max_batch, max_batch is None or max_batch == "auto" or (
+        isinstance(max_batch, int) and not isinstance(max_batch, bool) and max_batch >= 1), "an integer >= 1, auto, or null")
+    check_range("memory_budget_mb", memory_budget_mb, memory_budget_mb is None or (
+        isinstance(memory_budget_mb, (int, float)) and not isinstance(memory_budget_mb, bool) and memory_budget_mb > 0),
+        "> 0 (MiB) or null")
+    check_range("amp", amp, amp in (None, "bf16", "fp16"), "null | bf16 | fp16")
+    check_range("channels_last", channels_last, channels_last in ("auto", True, False) and channels_last is not None,
+                "auto | true | false")
 
 
 @dataclass
@@ -119,22 +134,11 @@ class Attack:
         loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
         name: Optional[str] = None,
     ):
-        if not eps > 0:
-            raise ConfigError(f"eps must be > 0, got {eps}")
-        if int(steps) < 1:
-            raise ConfigError(f"steps must be >= 1, got {steps}")
-        if alpha is not None and not alpha > 0:
-            raise ConfigError(f"alpha must be > 0 (or null for eps/steps), got {alpha}")
-        if norm not in THREATS:
-            raise ConfigError(f"norm must be one of {', '.join(THREATS)}, got {norm!r}")
-        if max_batch is not None and max_batch != "auto" and (not str(max_batch).isdigit() or int(max_batch) < 1):
-            raise ConfigError(f"max_batch must be an integer >= 1, auto, or null; got {max_batch!r}")
-        if memory_budget_mb is not None and not float(memory_budget_mb) > 0:
-            raise ConfigError(f"memory_budget_mb must be > 0 (or null), got {memory_budget_mb}")
-        if amp not in (None, "bf16", "fp16"):
-            raise ConfigError(f"amp must be null, bf16 or fp16; got {amp!r}")
-        if channels_last not in ("auto", True, False):
-            raise ConfigError(f"channels_last must be auto, true or false; got {channels_last!r}")
+        check_range("eps", eps, eps > 0, "eps > 0 ([0,1] pixel units)")
+        if alpha is not None:
+            check_range("alpha", alpha, alpha > 0, "alpha > 0 ([0,1] pixel units) or None for eps/steps")
+        check_loop_settings(steps=steps, norm=norm, max_batch=max_batch, memory_budget_mb=memory_budget_mb, amp=amp,
+                            channels_last=channels_last)
         self.model = model
         self.eps, self.steps = float(eps), int(steps)
         self.alpha = float(alpha) if alpha is not None else self.eps / self.steps
