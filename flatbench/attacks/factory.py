@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
@@ -12,25 +13,30 @@ from .loop import Attack
 from .optimizers import OPTIMIZERS
 from .transforms import TRANSFORMS, GradientFilter
 
-# method name -> (update rule, estimator, transforms). Mirrors conf/method/*.yaml.
-METHODS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
-    "ifgsm": ("ifgsm", "none", ()),
-    "mifgsm": ("mifgsm", "none", ()),
-    "nifgsm": ("nifgsm", "none", ()),
-    "vmifgsm": ("mifgsm", "vmi", ()),
-    "pgn": ("mifgsm", "pgn", ()),
-    "gnp": ("mifgsm", "gnp", ()),
-    "gnp_ta": ("mifgsm", "gnp_ta", ()),
-    "dim": ("mifgsm", "none", ("dim",)),
-    "tim": ("mifgsm", "none", ("tim",)),
-    "sim": ("mifgsm", "none", ("sim",)),
-    "admix": ("mifgsm", "none", ("admix",)),
-    "mi_dim_tim": ("mifgsm", "none", ("dim", "tim")),
-    "pgn_dim_tim": ("mifgsm", "pgn", ("dim", "tim")),
-    "gnp_dim_tim": ("mifgsm", "gnp", ("dim", "tim")),
-    "gnp_ta_dim_tim": ("mifgsm", "gnp_ta", ("dim", "tim")),
-    "vmi_dim": ("mifgsm", "vmi", ("dim",)),
-}
+METHOD_DIR = Path(__file__).resolve().parent.parent / "conf" / "method"
+
+
+def _read_methods(directory: Path = METHOD_DIR) -> Dict[str, Tuple[str, str, Tuple[str, ...]]]:
+    """Method presets from their one source, conf/method/NAME.yaml: each selects an update rule
+    (``override /attack``), a penalty and the transforms; ``create_attack(NAME)`` and
+    ``method=NAME`` on the command line therefore build the same loop."""
+    import yaml
+
+    methods = {}
+    for f in sorted(directory.glob("*.yaml")):
+        chosen = {}
+        for entry in yaml.safe_load(f.read_text()).get("defaults", []):
+            if isinstance(entry, dict):
+                for k, v in entry.items():
+                    chosen[k.replace("override", "").strip().lstrip("/")] = v
+        if not {"attack", "penalty", "transforms"} <= set(chosen):
+            raise RuntimeError(f"{f} must override /attack, /penalty and /transforms")
+        methods[f.stem] = (str(chosen["attack"]), str(chosen["penalty"]), tuple(chosen["transforms"] or ()))
+    return methods
+
+
+# method name -> (update rule, penalty, transforms)
+METHODS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = _read_methods()
 
 _LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "max_batch", "memory_budget_mb", "amp", "channels_last",
               "tuning_file",
