@@ -7,7 +7,6 @@ import torch
 from flatbench import create_attack
 from flatbench.attacks import (DIM, METHODS, SIM, TIM, Admix, Attack, NonFiniteError, Penalty, build_attack,
                                gaussian_kernel, keyed_generator)
-from flatbench.attacks.loop import StepContext
 from flatbench.attacks.optimizers import mean_abs_normalize
 from flatbench.registry import ConfigError
 
@@ -61,7 +60,7 @@ def _sum_loss(out, y):
 
 def _estimate(penalty: Penalty, model, x, alpha=0.01):
     attack = Attack(model, eps=0.1, steps=1, alpha=alpha, estimator=penalty, loss=_sum_loss)
-    ctx = StepContext(attack, seed=0, step=0, alpha=alpha)
+    ctx = attack.step_context(seed=0, step=0)
     return penalty(ctx, x.double(), torch.zeros(len(x), dtype=torch.long))
 
 
@@ -140,7 +139,7 @@ def test_penalty_with_beta_zero_is_mifgsm(preset, small_cnn):
 def _sequential_pgn_grad(attack, x, y, seed, step):
     """The public reference's loop: one neighbour at a time, same keyed noise as flatbench."""
     est = attack.estimator
-    ctx = StepContext(attack, seed, step, attack.alpha)
+    ctx = attack.step_context(seed, step)
     total = torch.zeros_like(x)
     radius = est.zeta * attack.eps
     for i in range(est.n_samples):
@@ -161,7 +160,7 @@ def test_batched_neighbours_equal_sequential_loop(method, small_cnn):
     seq = _sequential_pgn_grad(ref, x, y, seed=5, step=0)
     for max_batch in (4, 8, 12, 24, None):
         a = create_attack(method, small_cnn, eps=16 / 255, n_samples=6, max_batch=max_batch)
-        got = a.estimator(StepContext(a, 5, 0, a.alpha), x, y)
+        got = a.estimator(a.step_context(5, 0), x, y)
         torch.testing.assert_close(got, seq, rtol=1e-5, atol=1e-7)
     outs = [create_attack(method, small_cnn, eps=16 / 255, n_samples=6, max_batch=mb)(x, y, seed=2)
             for mb in (4, 12, None)]

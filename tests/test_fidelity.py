@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from flatbench import create_attack
 from flatbench.attacks import METHODS, Attack, Penalty
-from flatbench.attacks.loop import StepContext
 from flatbench.attacks.optimizers import mean_abs_normalize
 from flatbench.registry import ConfigError
 from test_attacks import Quadratic, SinSquare, _estimate
@@ -108,7 +107,7 @@ def test_admix_partner_is_a_constant(small_cnn):
     attack = create_attack("admix", small_cnn, eps=8 / 255, loss=_Masked())
     x = torch.rand(3, 3, 16, 16)
     y = torch.tensor([0, 1, 1])
-    ctx = StepContext(attack, seed=0, step=0, alpha=attack.alpha)
+    ctx = attack.step_context(seed=0, step=0)
     g = ctx.grad(x, y, [("g",)])
     assert g[0].abs().sum() > 0
     assert torch.equal(g[1:], torch.zeros_like(g[1:]))

@@ -40,8 +40,7 @@ def test_memory_budget_sets_the_chunk_it_chooses(small_cnn):
     assert b.resolved_max_batch(x) == 5
     assert 1 <= _pgn(small_cnn, memory_budget_mb=budget_mb, max_batch="auto").resolved_max_batch(x) <= 5  # auto stays within it
     b(x, torch.tensor([0, 1]), seed=0)
-    from flatbench.attacks.loop import StepContext
-    ctx = StepContext(b, 0, 0, b.alpha)
+    ctx = b.step_context(0, 0)
     assert ctx.chunks(6, 2) == [(0, 2), (2, 4), (4, 6)]  # ≤ 5 images per forward: 2 neighbours of 2 images
     capped = _pgn(small_cnn, memory_budget_mb=budget_mb, max_batch=3)
     assert capped.resolved_max_batch(x) == 3

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -52,20 +52,21 @@ def check_loop_settings(*, steps, norm, max_batch, memory_budget_mb, amp, channe
 
 @dataclass
 class StepContext:
-    """What an estimator may use at step ``step``: keyed randomness, chunking and ∇ℓ."""
+    """What an estimator may use at step ``step``, and nothing more of the attack: keyed
+    randomness, the chunk cap, the threat model and ∇ℓ through the input transforms."""
 
-    attack: "Attack"
     seed: Hashable
     step: int
     alpha: float
+    threat: Any
+    loss_grad: Callable[..., torch.Tensor]  # (x, y, generators, step) -> ∇ℓ, see Attack.loss_grad
+    device: torch.device
+    cap: Optional[int]       # most images in one forward (None: no limit)
+    copies: int = 1          # images one input makes through the input transforms
     state: Dict = field(default_factory=dict)
 
-    @property
-    def threat(self):
-        return self.attack.threat
-
     def rng(self, *key: Hashable) -> torch.Generator:
-        return keyed_generator((self.seed, self.step) + key, self.attack.device_of_last_call)
+        return keyed_generator((self.seed, self.step) + key, self.device)
 
     def chunks(self, n: int, b: int) -> List[Tuple[int, int]]:
         """Split n neighbours of a batch of b images so one forward holds ≤ the chunk cap.
@@ -74,13 +75,12 @@ class StepContext:
         lowered to fit ``memory_budget_mb``. Noise is keyed per neighbour, so the split
         changes speed and memory, never results.
         """
-        cap = self.attack.cap
-        per = n if cap is None else max(1, cap // (b * self.attack.copies))
+        per = n if self.cap is None else max(1, self.cap // (b * self.copies))
         return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
 
     def grad(self, x: torch.Tensor, y: torch.Tensor, keys: Sequence[Tuple[Hashable, ...]]) -> torch.Tensor:
         """∇ℓ at x, ℓ taken through the input transforms; x holds len(keys) groups of equal size."""
-        return self.attack.loss_grad(x, y, [self.rng("tf", *k) for k in keys], self.step)
+        return self.loss_grad(x, y, [self.rng("tf", *k) for k in keys], self.step)
 
 
 class Attack:
@@ -237,7 +237,7 @@ class Attack:
         delta = torch.zeros_like(x)
         state: Dict = {}
         for t in range(self.steps):
-            ctx = StepContext(self, seed, t, self.alpha, state)
+            ctx = self.step_context(seed, t, state)
             x_eval = self.optimizer.lookahead(x + delta, state, self.alpha, self.threat)
             g = self.estimator(ctx, x_eval, y)
             for f in self.filters:
@@ -245,6 +245,11 @@ class Attack:
             m = self.optimizer.update(g, state)
             delta = self.threat.project(self.threat.step(delta, m, self.alpha), x)
         return (x + delta).clamp(0.0, 1.0).detach()
+
+    def step_context(self, seed: Hashable, step: int, state: Optional[Dict] = None) -> StepContext:
+        """What the estimator gets at ``step`` (the cap and device of the current call)."""
+        return StepContext(seed, step, self.alpha, self.threat, self.loss_grad, self.device_of_last_call, self.cap,
+                           self.copies, state if state is not None else {})
 
     def bytes_per_image(self, x: torch.Tensor) -> int:
         """Memory one image needs in a forward/backward (see :func:`tuning.bytes_per_image`)."""
