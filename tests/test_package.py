@@ -94,3 +94,25 @@ def test_listing_names_everything_from_the_cli_and_python(tmp_path):
     assert {d["name"] for d in flatbench.list_data()} == {"digits", "nips17", "transferattack", "imagefolder"}
     helptext = subprocess.run([str(BIN / "flatbench"), "--help"], capture_output=True, text=True, env=env).stdout
     assert "flatbench list" in helptext and "--config-dir" in helptext
+
+
+def test_readme_design_map_matches_the_package():
+    """Every module of the package is in the README's map, and every path the map names exists."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text()
+    section = text[text.index("### The package, in data-flow order"):]
+    rows = re.findall(r"^\| ([^|]+) \| (.+) \|$", section, flags=re.M)[1:]  # after the header
+    pkg = root / "flatbench"
+    named = {n: desc for first, desc in rows for n in re.findall(r"`([^`]+)`", first)}
+    assert len(named) > 15
+    for name in named:
+        assert (pkg / name).exists(), f"the README's map names {name}, which is not in flatbench/"
+    for path in sorted(pkg.rglob("*.py")):
+        m = path.relative_to(pkg).as_posix()
+        top, _, leaf = m.partition("/")
+        if m in named or m in ("__init__.py", "__main__.py") or (leaf == "__init__.py" and top + "/" in named):
+            continue
+        assert top + "/" in named and f"`{leaf}`" in named[top + "/"], f"flatbench/{m} is missing from the README's map"
