@@ -272,7 +272,7 @@ class Attack:
         fixed = self.max_batch if budget_cap is None or self.max_batch in (None, "auto") else min(self.max_batch, budget_cap)
         if self.max_batch == "auto" or self.channels_last == "auto":
             if self.max_batch == "auto":
-                limit = budget_cap or tuning.memory_limit(self.bytes_per_image(x), x.device) or 1024
+                limit = budget_cap or tuning.memory_limit(x.device, lambda: self.bytes_per_image(x)) or 1024
             else:
                 limit = fixed or budget_cap or 1024
             choice = tuning.choose(self.model, self.loss, x, limit, self.channels_last, self.amp, self.tuning_file)

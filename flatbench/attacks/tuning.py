@@ -161,13 +161,14 @@ def measure(model: nn.Module, loss: Callable, x: torch.Tensor, limit: int, forma
                       for k, v in results.items()}}
 
 
-def memory_limit(bytes_per_image: int, device: torch.device) -> Optional[int]:
+def memory_limit(device: torch.device, bytes_per_image: Callable[[], int]) -> Optional[int]:
     """On a GPU with no memory budget set, the largest chunk whose saved activations take half
-    of the memory free now (the rest: weights, workspaces, the allocator's fragmentation)."""
+    of the memory free now (the rest: weights, workspaces, the allocator's fragmentation).
+    None on a CPU, where the per-image size (one extra forward) is then never computed."""
     if device.type != "cuda":
         return None
     free, _ = torch.cuda.mem_get_info(device)
-    return max(1, int(0.5 * free // max(1, bytes_per_image)))
+    return max(1, int(0.5 * free // max(1, bytes_per_image())))
 
 
 def tuning_file(path: Optional[Path] = None) -> Optional[Path]:
