@@ -14,8 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .attacks.loop import check_loop_settings
-from .registry import ConfigError
-from .registry import check_range as _range
+from .registry import ConfigError, check_range
 
 PIXEL = 255.0
 
@@ -131,25 +130,25 @@ def resolve(cfg: DictConfig) -> CellSettings:
         raise ConfigError("eps is null and the data config has no default_eps")
     if cfg.norm == "l2":
         # An L2 radius in 1/255 units: ImageNet papers use a few thousand (e.g. 16·√(224·224·3)/4 ≈ 1552).
-        _range("eps", eps, 0 < eps, "eps > 0 (an L2 radius in 1/255 units) for norm=l2")
+        check_range("eps", eps, 0 < eps, "eps > 0 (an L2 radius in 1/255 units) for norm=l2")
     else:
-        _range("eps", eps, 0 < eps <= 255, "0 < eps <= 255 (1/255 units) for norm=linf")
+        check_range("eps", eps, 0 < eps <= 255, "0 < eps <= 255 (1/255 units) for norm=linf")
     check_loop_settings(steps=cfg.steps, norm=cfg.norm, max_batch=cfg.max_batch,
                         memory_budget_mb=cfg.get("memory_budget_mb"), amp=cfg.get("amp"),
                         channels_last=cfg.get("channels_last", "auto"))
     alpha = cfg.alpha if cfg.alpha is not None else eps / cfg.steps
-    _range("alpha", alpha, alpha > 0, "alpha > 0 (1/255 units) or null")
-    _range("target_rule", cfg.target_rule, cfg.target_rule in TARGET_RULES, " | ".join(TARGET_RULES))
-    _range("batch_size", cfg.batch_size, cfg.batch_size >= 1, "batch_size >= 1")
-    _range("n_images", cfg.n_images, cfg.n_images is None or cfg.n_images >= 1, "n_images >= 1 or null")
-    _range("preprocess", cfg.get("preprocess", "own"), cfg.get("preprocess", "own") in ("own", "transferattack"),
+    check_range("alpha", alpha, alpha > 0, "alpha > 0 (1/255 units) or null")
+    check_range("target_rule", cfg.target_rule, cfg.target_rule in TARGET_RULES, " | ".join(TARGET_RULES))
+    check_range("batch_size", cfg.batch_size, cfg.batch_size >= 1, "batch_size >= 1")
+    check_range("n_images", cfg.n_images, cfg.n_images is None or cfg.n_images >= 1, "n_images >= 1 or null")
+    check_range("preprocess", cfg.get("preprocess", "own"), cfg.get("preprocess", "own") in ("own", "transferattack"),
            "own | transferattack")
-    _range("quantize", cfg.get("quantize", "round"), cfg.get("quantize", "round") in ("round", "truncate"),
+    check_range("quantize", cfg.get("quantize", "round"), cfg.get("quantize", "round") in ("round", "truncate"),
            "round | truncate")
     opt, opt_kw = split_node(cfg.attack, "attack")
     pen, pen_kw = split_node(cfg.penalty, "penalty")
     if pen_kw.get("r") is not None:
-        _range("penalty.r", pen_kw["r"], pen_kw["r"] > 0, "r > 0 (1/255 units) or null for r = alpha")
+        check_range("penalty.r", pen_kw["r"], pen_kw["r"] > 0, "r > 0 (1/255 units) or null for r = alpha")
     transforms = {k: dict(v or {}) for k, v in (plain(cfg.transforms) or {}).items()}
     # An experiment's per-part defaults fill the keys a selected transform leaves null.
     for name, defaults in (plain(cfg.transform_defaults) or {}).items():
