@@ -5,6 +5,7 @@
     flatbench -m method=mifgsm,pgn,gnp surrogate=digits-cnn,digits-vit   # a sweep
     flatbench -m experiment=digits              # the default experiment (make run)
     flatbench evaluate SWEEP_DIR targets=digits # evaluate stored adversarial sets on more targets
+    flatbench describe pgn estimator.beta=0.8    # the loop a run would execute, written out from its parts
     torchrun --nproc-per-node=2 -m flatbench ...            # one cell across 2 processes/GPUs
 
 Rerunning a sweep skips finished cells; ``force=true`` recomputes. Errors print one line on
@@ -32,6 +33,35 @@ CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 EXIT_STOPPED = 143  # 128 + SIGTERM: the cell did not finish; its finished batches are kept
 
 log = logging.getLogger("flatbench")
+
+
+# flatbench 0.2 gave each concept one name (issue 16): the config group that chose the update
+# rule was `attack`, which is also the whole method's column; the one that chose the gradient
+# estimator was `penalty`, which also held VMI and the plain gradient (`none`).
+RENAMED_GROUPS = {"attack": "optimizer", "penalty": "estimator"}
+RENAMED_HINT = ("flatbench 0.2 renamed the config groups attack -> optimizer and penalty -> estimator "
+                "(estimator=none -> estimator=plain)")
+
+
+def old_group_name(args: List[str]) -> Optional[str]:
+    """The first command-line override that uses a pre-0.2 group name, with its new spelling."""
+    import re
+
+    for arg in args:
+        if "=" not in arg and not arg.startswith("~"):
+            continue
+        key, eq, value = arg.partition("=")
+        m = re.match(r"^([+~]*)((?:hydra\.sweeper\.params\.)?)(\w+)(.*)$", key)
+        if not m:
+            continue
+        prefix, sweep, head, rest = m.groups()
+        if head in RENAMED_GROUPS:
+            new = RENAMED_GROUPS[head]
+            value = "plain" if new == "estimator" and not rest and value == "none" else value
+            return f"{arg}: {RENAMED_HINT}; write {prefix}{sweep}{new}{rest}{eq}{value}"
+        if head == "estimator" and not rest and value == "none":
+            return f"{arg}: the plain gradient is estimator=plain since flatbench 0.2"
+    return None
 
 
 def _print_table(df) -> None:
@@ -223,9 +253,6 @@ def evaluate_main(argv: List[str]) -> int:
     """``flatbench evaluate DIR... [OVERRIDES]``: evaluate the stored adversarial sets of every
     cell under DIR with the cell's own config plus OVERRIDES (e.g. ``targets=[digits,cnn]``).
     Only (cell, target) pairs without a stored evaluation are computed; nothing is recrafted."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     from .cell import run_cell
 
     if not argv or argv[0] in ("-h", "--help"):
@@ -238,14 +265,16 @@ def evaluate_main(argv: List[str]) -> int:
         print(f"flatbench evaluate: error: no cells (.hydra/overrides.yaml with an adversarial set) under "
               f"{', '.join(map(str, dirs)) or 'the given directories'}", file=sys.stderr)
         return 2
-    register_schema()
     keys = {o.split("=", 1)[0].lstrip("+~") for o in extra}
     for cell in cells:
         own = [o for o in OmegaConf.to_container(OmegaConf.load(cell / ".hydra" / "overrides.yaml"))
                if o.split("=", 1)[0].lstrip("+~") not in keys]
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = guarded(compose, "config", overrides=own + extra)
+        old = old_group_name(own)
+        if old:
+            print(f"flatbench evaluate: error: {cell} was made by flatbench 0.1 ({old}); 0.2 gives it another cell id, "
+                  "so its stored set cannot be extended: rerun its settings with the new names", file=sys.stderr)
+            return 1
+        cfg = compose_or_exit(own + extra)
         print(f"== {cell}")
         df = guarded(run_cell, cfg, cell, mode="evaluate")
         if df is not None:
@@ -281,19 +310,76 @@ def _compact_run_and_report(func):
         # Composition errors (Hydra's, OmegaConf's, flatbench's checks) are one line; a bug keeps its traceback.
         if not isinstance(exc, (HydraException, OmegaConfBaseException, *expected_errors())):
             raise
-        text = str(exc) + ("\n" + str(exc.__cause__) if exc.__cause__ is not None else "")
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
-        lines = list(dict.fromkeys(ln for ln in lines if not ln.startswith(("Config search path", "provider="))))
-        import re
-
-        miss = re.search(r"Could not (?:find|load) '([\w/]+)/([^']+)'", text)
-        if miss:
-            from .registry import suggest
-
-            options = [p.stem for p in (Path(CONFIG_DIR) / miss.group(1)).glob("*.yaml")]
-            lines.append(suggest(miss.group(2), options).strip())
-        print(f"flatbench: error: {'; '.join(lines) or type(exc).__name__}", file=sys.stderr)
+        print(f"flatbench: error: {composition_error(exc)}", file=sys.stderr)
         sys.exit(1)
+
+
+def composition_error(exc: BaseException) -> str:
+    """A composition error (Hydra's, OmegaConf's, flatbench's checks) as one line, with the
+    closest option of a misspelt group choice and the 0.2 renames when they are the cause."""
+    import re
+
+    text = str(exc) + ("\n" + str(exc.__cause__) if exc.__cause__ is not None else "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
+    lines = list(dict.fromkeys(ln for ln in lines if not ln.startswith(("Config search path", "provider="))))
+    miss = re.search(r"Could not (?:find|load) '([\w/]+)/([^']+)'", text)
+    if miss:
+        from .registry import suggest
+
+        options = [p.stem for p in (Path(CONFIG_DIR) / miss.group(1)).glob("*.yaml")]
+        lines.append(suggest(miss.group(2), options).strip())
+    if re.search(r"'(?:attack|penalty)'|\b(?:attack|penalty)/", text):
+        lines.append(RENAMED_HINT + ": update the config files")  # a user's own config written for 0.1
+    return "; ".join(ln for ln in lines if ln) or type(exc).__name__
+
+
+def compose_or_exit(overrides: List[str]) -> DictConfig:
+    """The config that `flatbench OVERRIDES` would run, composed outside a Hydra app (evaluate,
+    describe); a bad override is one line on stderr and exit 1, as on the main command."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_schema()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException, *expected_errors()) as exc:
+        if _full_error():
+            raise
+        print(f"flatbench: error: {composition_error(exc)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def describe_main(argv: List[str]) -> int:
+    """``flatbench describe [METHOD] [OVERRIDES]``: the loop that ``flatbench METHOD OVERRIDES``
+    would run, written out from its parts with their values (nothing is loaded or run).
+    Example: ``flatbench describe pgn estimator.beta=0.8 optimizer=nifgsm transforms=[dim]``."""
+    if argv and argv[0] in ("-h", "--help"):
+        print(describe_main.__doc__)
+        return 0
+    unknown = [a for a in argv[1:] if "=" not in a] + [a for a in argv[:1] if a.startswith("-")]
+    if unknown:
+        print(f"flatbench describe: error: expected METHOD then key=value overrides, got {unknown[0]!r}", file=sys.stderr)
+        return 2
+    print(describe_text(argv))
+    return 0
+
+
+def describe_text(argv: List[str]) -> str:
+    """What ``flatbench describe ARGV`` prints (docs/methods.md is made of these)."""
+    from .attacks import build_attack
+    from .config import attack_kwargs, resolve
+
+    method = [f"method={argv[0]}"] if argv and "=" not in argv[0] else []
+    cfg = compose_or_exit(method + [a for a in argv if "=" in a])
+    s = guarded(resolve, cfg)
+    attack = guarded(build_attack, None, **attack_kwargs(s))
+    tfs = ",".join(s.transforms)
+    return (f"# flatbench {' '.join(argv)}: optimizer={s.optimizer} estimator={s.estimator} transforms=[{tfs}]\n"
+            + attack.describe())
 
 
 class _OnceSacctWarning(logging.Filter):
@@ -324,10 +410,16 @@ def main() -> None:
     hydra_utils.run_and_report = _compact_run_and_report
     # W&B and tqdm write a lot to a non-interactive terminal; keep runs readable.
     os.environ.setdefault("WANDB_SILENT", "true")
+    old = old_group_name(sys.argv[1:])
+    if old:
+        print(f"flatbench: error: {old}", file=sys.stderr)
+        sys.exit(1)
     if len(sys.argv) > 1 and sys.argv[1] == "list":
         from .listing import main as list_main
 
         sys.exit(list_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "describe":
+        sys.exit(describe_main(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] == "evaluate":
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         sys.exit(evaluate_main(sys.argv[2:]))

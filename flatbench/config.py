@@ -1,7 +1,7 @@
 """The config schema, the one place where 1/255 units become [0,1] units, and cell settings.
 
 Hydra composes the YAML under ``conf/`` on top of :class:`FlatbenchConfig`, so an unknown
-top-level key or a wrong type fails at composition. Group contents (attack, penalty,
+top-level key or a wrong type fails at composition. Group contents (optimizer, estimator,
 transforms, data, logger) are checked against the signature of the factory they name, so
 an unknown key there fails at startup with the list of valid keys.
 """
@@ -32,8 +32,8 @@ def to_255(value: Optional[float]) -> Optional[float]:
 class FlatbenchConfig:
     data: Dict[str, Any] = field(default_factory=dict)
     targets: Dict[str, Any] = field(default_factory=dict)
-    attack: Dict[str, Any] = field(default_factory=dict)
-    penalty: Dict[str, Any] = field(default_factory=dict)
+    optimizer: Dict[str, Any] = field(default_factory=dict)
+    estimator: Dict[str, Any] = field(default_factory=dict)
     transforms: Dict[str, Any] = field(default_factory=dict)
     transform_defaults: Dict[str, Any] = field(default_factory=dict)
     logger: Dict[str, Any] = field(default_factory=dict)
@@ -98,8 +98,8 @@ class CellSettings:
     surrogate: List[str]
     optimizer: str
     optimizer_kwargs: Dict[str, Any]
-    penalty: str
-    penalty_kwargs: Dict[str, Any]
+    estimator: str
+    estimator_kwargs: Dict[str, Any]
     transforms: Dict[str, Dict[str, Any]]
     eps: float
     steps: int
@@ -145,10 +145,10 @@ def resolve(cfg: DictConfig) -> CellSettings:
            "own | transferattack")
     check_range("quantize", cfg.get("quantize", "round"), cfg.get("quantize", "round") in ("round", "truncate"),
            "round | truncate")
-    opt, opt_kw = split_node(cfg.attack, "attack")
-    pen, pen_kw = split_node(cfg.penalty, "penalty")
-    if pen_kw.get("r") is not None:
-        check_range("penalty.r", pen_kw["r"], pen_kw["r"] > 0, "r > 0 (1/255 units) or null for r = alpha")
+    opt, opt_kw = split_node(cfg.optimizer, "optimizer")
+    est, est_kw = split_node(cfg.estimator, "estimator")
+    if est_kw.get("r") is not None:
+        check_range("estimator.r", est_kw["r"], est_kw["r"] > 0, "r > 0 (1/255 units) or null for r = alpha")
     transforms = {k: dict(v or {}) for k, v in (plain(cfg.transforms) or {}).items()}
     # An experiment's per-part defaults fill the keys a selected transform leaves null.
     for name, defaults in (plain(cfg.transform_defaults) or {}).items():
@@ -158,7 +158,7 @@ def resolve(cfg: DictConfig) -> CellSettings:
                     transforms[name][k] = v
     return CellSettings(
         data=data, surrogate=surrogate_names(cfg.surrogate), optimizer=opt, optimizer_kwargs=opt_kw,
-        penalty=pen, penalty_kwargs=pen_kw, transforms=transforms, eps=float(eps), steps=int(cfg.steps),
+        estimator=est, estimator_kwargs=est_kw, transforms=transforms, eps=float(eps), steps=int(cfg.steps),
         alpha=float(alpha), norm=cfg.norm, targeted=bool(cfg.targeted), target_rule=cfg.target_rule,
         seed=int(cfg.seed), n_images=cfg.n_images,
     )
@@ -166,11 +166,11 @@ def resolve(cfg: DictConfig) -> CellSettings:
 
 def attack_kwargs(s: CellSettings) -> Dict[str, Any]:
     """Keyword arguments of :func:`flatbench.attacks.build_attack`, converted to [0,1] units."""
-    pen_kw = dict(s.penalty_kwargs)
-    if "r" in pen_kw:
-        pen_kw["r"] = px(pen_kw["r"])
+    est_kw = dict(s.estimator_kwargs)
+    if "r" in est_kw:
+        est_kw["r"] = px(est_kw["r"])
     return dict(
-        optimizer=s.optimizer, optimizer_kwargs=s.optimizer_kwargs, penalty=s.penalty, penalty_kwargs=pen_kw,
+        optimizer=s.optimizer, optimizer_kwargs=s.optimizer_kwargs, estimator=s.estimator, estimator_kwargs=est_kw,
         transforms=s.transforms, eps=px(s.eps), steps=s.steps, alpha=px(s.alpha), norm=s.norm, targeted=s.targeted,
     )
 
@@ -217,7 +217,7 @@ def flatness_settings(node: Any):
 # Where a `_target_` in flatbench's own groups may point. flatbench never instantiates config
 # nodes itself; the check keeps a shared config from smuggling in a callable for tools that do.
 TARGET_PREFIXES = ("flatbench.", "timm.", "torchvision.", "torch.nn.")
-CHECKED_GROUPS = ("data", "targets", "attack", "penalty", "transforms", "transform_defaults", "logger", "paths",
+CHECKED_GROUPS = ("data", "targets", "optimizer", "estimator", "transforms", "transform_defaults", "logger", "paths",
                   "flatness")
 
 

@@ -55,17 +55,17 @@ def list_methods(pattern: Optional[str] = None) -> List[Dict]:
     from .attacks.transforms import TRANSFORMS
 
     out = []
-    for name, (opt, pen, tfs) in sorted(METHODS.items()):
+    for name, (opt, est, tfs) in sorted(METHODS.items()):
         if not _match(name, pattern):
             continue
         attack = create_attack(name, torch.nn.Identity(), eps=16 / 255)
-        parts = [OPTIMIZERS.doc(opt)] + ([ESTIMATORS.doc(pen)] if pen != "none" else []) + [TRANSFORMS.doc(t) for t in tfs]
+        parts = [OPTIMIZERS.doc(opt)] + ([ESTIMATORS.doc(est)] if est != "plain" else []) + [TRANSFORMS.doc(t) for t in tfs]
         defaults = {**part_params(attack.optimizer), **part_params(attack.estimator)}
         for t in (*attack.transforms, *attack.filters):
             defaults.update({f"{type(t).__name__.lower()}.{k}": v for k, v in part_params(t).items()})
         if defaults.get("r", 0) is None:
             defaults["r"] = "alpha"
-        out.append({"name": name, "label": attack.label, "attack": opt, "penalty": pen, "transforms": list(tfs),
+        out.append({"name": name, "label": attack.label, "optimizer": opt, "estimator": est, "transforms": list(tfs),
                     "description": " | ".join(p for p in parts if p), "defaults": defaults})
     return out
 

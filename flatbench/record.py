@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # Leading columns, in this order; everything else (flattened part settings) follows.
 COLUMNS = [
-    "experiment", "dataset", "n_images", "surrogate", "attack", "optimizer", "penalty", "beta", "r", "zeta", "n_samples",
+    "experiment", "dataset", "n_images", "surrogate", "attack", "optimizer", "estimator", "beta", "r", "zeta", "n_samples",
     "lookahead", "normalize", "combine", "transforms", "eps", "steps", "alpha", "decay", "norm", "targeted", "target_rule", "seed",
     "cell_id", "target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", "asr_ci_high", "asr_clean_correct", "n_fooled",
     "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "craft_seconds", "images_per_second",
@@ -31,8 +31,8 @@ MEASURES = ("target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", 
             "images_per_second", "grad_evals", "chunk", "memory_format")
 LABELS = ("cell_id", "experiment", "version")  # not settings: the hash of the settings, a name, the code's version
 # The settings that make up "the attack" (McNemar compares attacks on otherwise equal cells);
-# so do the parts' flattened settings (dim.resize_rate, penalty.normalize, ...), see attack_columns.
-ATTACK_SETTINGS = ("attack", "optimizer", "penalty", "beta", "r", "zeta", "n_samples", "lookahead", "normalize", "combine",
+# so do the parts' flattened settings (dim.resize_rate, estimator.normalize, ...), see attack_columns.
+ATTACK_SETTINGS = ("attack", "optimizer", "estimator", "beta", "r", "zeta", "n_samples", "lookahead", "normalize", "combine",
                    "transforms",
                    "decay")
 

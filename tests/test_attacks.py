@@ -309,6 +309,56 @@ def test_ensemble_averages_logits(small_cnn):
 
 
 def test_build_attack_from_part_names(small_cnn):
-    a = build_attack(small_cnn, optimizer="nifgsm", penalty="vmi", penalty_kwargs={"n_samples": 2},
+    a = build_attack(small_cnn, optimizer="nifgsm", estimator="vmi", estimator_kwargs={"n_samples": 2},
                      transforms={"sim": {"num_scale": 2}}, eps=0.05)
     assert a.label == "NI-FGSM+VMI+SIM" and a.copies == 2
+
+
+def _changed(key, value):
+    """Another valid value of a part's setting."""
+    other = {"lookahead": {"descent": "ascent", "ascent": "descent"}, "normalize": {"mean_abs": "l2", "l2": "mean_abs"},
+             "combine": {"difference": "sum", "sum": "difference"}, "interpolation": {"nearest": "bilinear"}}
+    if key in other:
+        return other[key][value]
+    if key == "kernel_size":
+        return value + 2
+    if key == "prob":
+        return value / 2
+    if value is None:  # r = alpha
+        return 0.02
+    return type(value)(value * 2 + 1) if isinstance(value, int) else value * 1.5 + 0.25
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_describe_is_written_from_the_parts(name):
+    """Attack.describe shows the loop a method runs with its values: every setting of every part
+    (each enters the cell id) moves the text, and so do ε, T and the threat model."""
+    from flatbench.attacks import part_params
+
+    base = create_attack(name, torch.nn.Identity(), eps=16 / 255)
+    text = base.describe()
+    assert text.startswith(base.label) and "ε = 16/255 (linf), T = 10, α = 1.6/255" in text
+    for part in (base.optimizer, base.estimator, *base.transforms, *base.filters):
+        for key, value in part_params(part).items():
+            if key == "partners":  # Admix's partner images for a batch of one: passed per call, not a setting
+                continue
+            other = create_attack(name, torch.nn.Identity(), eps=16 / 255, **{key: _changed(key, value)})
+            assert other.describe() != text, (name, key)
+    for kw in ({"eps": 8 / 255}, {"steps": 5}, {"norm": "l2", "eps": 1.0}, {"targeted": True}):
+        assert create_attack(name, torch.nn.Identity(), **{"eps": 16 / 255, **kw}).describe() != text, kw
+
+
+def test_describe_states_the_formulas_the_code_runs():
+    pgn = create_attack("pgn", torch.nn.Identity(), eps=16 / 255).describe()
+    assert "u_i ~ U(−3·ε, 3·ε) per pixel" in pgn and "g2 = ∇ℓ(x' − r·g1/mean|g1|),   r = α = 1.6/255" in pgn
+    assert "(1−β)·g1 + β·g2,   β = 0.5" in pgn and "N = 20" in pgn and "m = 1·m + g/mean|g|" in pgn
+    gnp = create_attack("gnp", torch.nn.Identity(), eps=16 / 255).describe()
+    assert "x' = x_eval   (ζ = 0: no sampling)" in gnp and "g2 = ∇ℓ(x' + r·g1/‖g1‖₂),   r = 2.55/255 = 0.01" in gnp
+    assert "(1+β)·g1 − β·g2,   β = 0.8" in gnp
+    ta = create_attack("gnp_ta", torch.nn.Identity(), eps=16 / 255).describe()
+    assert "g2 = ∇ℓ(x' + r·g1/mean|g1|)" in ta and "ḡ += (1+β)·g1 + β·g2" in ta and "not the penalty's gradient" in ta
+    # Under L2 every look-ahead is an L2 step, whatever normalize says (threat.L2Ball.lookahead).
+    l2 = create_attack("pgn", torch.nn.Identity(), eps=1.0, norm="l2", optimizer="nifgsm").describe()
+    assert "r·g1/‖g1‖₂" in l2 and "x + δ + α·1·m/‖m‖₂" in l2 and "scaled down to ‖δ‖₂ ≤ ε" in l2
+    tim = create_attack("mi_dim_tim", torch.nn.Identity(), eps=16 / 255, kernel_size=7).describe()
+    assert tim.index("g = ∇ℓ(x_eval)") < tim.index("7×7 Gaussian") < tim.index("m = 1·m")

@@ -13,7 +13,7 @@ from flatbench.models import TESTBED
 from flatbench.record import build_logger
 from flatbench.registry import ConfigError
 
-GROUPS = ["data", "targets", "attack", "penalty", "transforms", "logger", "paths", "method", "experiment"]
+GROUPS = ["data", "targets", "optimizer", "estimator", "transforms", "logger", "paths", "method", "experiment"]
 
 
 def options(group):
@@ -90,14 +90,14 @@ def test_paper_experiments_compose_with_their_settings():
 
 def test_method_configs_mirror_presets():
     assert set(options("method")) == set(METHODS)
-    for name, (opt, pen, tfs) in METHODS.items():
+    for name, (opt, est, tfs) in METHODS.items():
         cfg = _compose([f"method={name}"])
-        assert cfg.attack.name == opt and cfg.penalty.name == pen and tuple(cfg.transforms) == tfs
+        assert cfg.optimizer.name == opt and cfg.estimator.name == est and tuple(cfg.transforms) == tfs
         assert _build(cfg).label
 
 
 def test_composed_combination_and_units():
-    cfg = _compose(["method=pgn", "transforms=[dim,tim]", "eps=16", "attack=nifgsm", "penalty.r=2"])
+    cfg = _compose(["method=pgn", "transforms=[dim,tim]", "eps=16", "optimizer=nifgsm", "estimator.r=2"])
     a = _build(cfg)
     assert a.label == "NI-FGSM+PGN+DIM+TIM"
     assert a.eps == pytest.approx(16 / 255) and a.alpha == pytest.approx(1.6 / 255)
@@ -130,13 +130,13 @@ def test_unknown_top_level_key_fails_at_composition(tmp_path):
 
 def test_unknown_group_key_names_valid_keys():
     with pytest.raises(ConfigError, match=r"unknown key 'bta'.*beta.*Did you mean 'beta'"):
-        _build(_compose(["penalty=pgn", "+penalty.bta=1"]))
+        _build(_compose(["estimator=pgn", "+estimator.bta=1"]))
 
 
 @pytest.mark.parametrize("override,match", [
-    ("eps=0", "eps=0"), ("eps=300", "eps=300"), ("steps=0", "steps"), ("penalty=pgn penalty.beta=-1", "beta"),
-    ("penalty=pgn penalty.r=0", "penalty.r"), ("penalty=pgn penalty.zeta=-1", "zeta"),
-    ("penalty=pgn penalty.n_samples=0", "n_samples"), ("transforms=[tim] transforms.tim.kernel_size=4", "kernel_size"),
+    ("eps=0", "eps=0"), ("eps=300", "eps=300"), ("steps=0", "steps"), ("estimator=pgn estimator.beta=-1", "beta"),
+    ("estimator=pgn estimator.r=0", "estimator.r"), ("estimator=pgn estimator.zeta=-1", "zeta"),
+    ("estimator=pgn estimator.n_samples=0", "n_samples"), ("transforms=[tim] transforms.tim.kernel_size=4", "kernel_size"),
     ("transforms=[dim] transforms.dim.resize_rate=0.9", "resize_rate"), ("batch_size=0", "batch_size"),
     ("norm=l3", "norm"), ("surrogate=digits-cnnn", "digits-cnn"),
 ])
@@ -146,3 +146,29 @@ def test_out_of_range_values_fail(override, match):
         _build(cfg)
         from flatbench.models import load_surrogate
         load_surrogate(resolve(cfg).surrogate)
+
+
+def test_one_name_per_concept():
+    """The groups that choose the loop's parts carry the names the code, the columns, the cell
+    id and `flatbench list methods` use (issue 16): `optimizer` (the update rule), `estimator`
+    (the gradient it follows; a gradient-norm penalty is one kind) and `transforms`; `attack`
+    is the whole method (the Attack, create_attack, the label column), never one of its parts."""
+    from flatbench.attacks import ESTIMATORS, OPTIMIZERS, TRANSFORMS
+    from flatbench.listing import list_methods
+    from flatbench.record import COLUMNS
+
+    for group, registry in (("optimizer", OPTIMIZERS), ("estimator", ESTIMATORS), ("transforms", TRANSFORMS)):
+        assert options(group) == registry.names(), group
+        assert registry.kind == group.rstrip("s")
+    groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
+    assert not groups & {"attack", "penalty"}
+    cfg = _compose(["method=vmifgsm"])
+    s = resolve(cfg)
+    assert (s.optimizer, s.estimator) == ("mifgsm", "vmi")
+    attack = build_attack(None, **attack_kwargs(s))
+    semantic = describe(s, attack, load_data(s))
+    assert semantic["optimizer"][0] == "mifgsm" and semantic["estimator"][0] == "vmi"
+    assert {"attack", "optimizer", "estimator", "transforms"} <= set(COLUMNS) and "penalty" not in COLUMNS
+    (row,) = list_methods("vmifgsm")
+    assert (row["optimizer"], row["estimator"], row["label"]) == ("mifgsm", "vmi", "VMI-FGSM")
+    assert _compose([]).estimator.name == "plain"

@@ -2,16 +2,13 @@
 with constant partners, look-aheads sized in the threat model's own norm, and equality with
 references written out from TransferAttack's public code (transferattack/, read for these
 tests; nothing of it is vendored)."""
-import json
-
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
 from flatbench import create_attack
-from flatbench.attacks import METHODS, Attack, Penalty
-from flatbench.attacks.optimizers import mean_abs_normalize
+from flatbench.attacks import METHODS
 from flatbench.registry import ConfigError
 from test_attacks import Quadratic, SinSquare, _estimate
 from test_run import run
@@ -205,7 +202,7 @@ def test_l2_eps_accepts_imagenet_radii_and_quantized_sets_stay_in_the_ball():
 
 def test_l2_cell_end_to_end(trained_zoo, zoo_dir, tmp_path):
     out = tmp_path / "r"
-    run(["flatbench", "norm=l2", "eps=1500", "method=pgn", "penalty.n_samples=2", "n_images=8",
+    run(["flatbench", "norm=l2", "eps=1500", "method=pgn", "estimator.n_samples=2", "n_images=8",
          "targets=digits_small", "progress=false", f"hydra.run.dir={out}"], zoo_dir, tmp_path)
     df = pd.read_csv(out / "results.csv")
     assert (df["norm"] == "l2").all() and (df["l2_mean"] <= 1500 + 1e-6).all() and (df["l2_mean"] > 750).all()

@@ -62,9 +62,9 @@ def test_rerun_into_the_same_dir_with_other_settings_never_relabels(trained_zoo,
     id8, adv8 = _check_rows_describe_images(out, 8, "MI-FGSM", 0)
     assert id8 != id32 and not torch.equal(adv8, adv32)
     # Another method, then another seed, into the same directory.
-    run(base + ["eps=8", "method=pgn", "penalty.n_samples=2"], zoo_dir, tmp_path)
+    run(base + ["eps=8", "method=pgn", "estimator.n_samples=2"], zoo_dir, tmp_path)
     id_pgn, adv_pgn = _check_rows_describe_images(out, 8, "PGN", 0)
-    run(base + ["eps=8", "method=pgn", "penalty.n_samples=2", "seed=5"], zoo_dir, tmp_path)
+    run(base + ["eps=8", "method=pgn", "estimator.n_samples=2", "seed=5"], zoo_dir, tmp_path)
     id_seed, adv_seed = _check_rows_describe_images(out, 8, "PGN", 5)
     assert len({id32, id8, id_pgn, id_seed}) == 4
     assert not torch.equal(adv_pgn, adv_seed)
@@ -103,6 +103,35 @@ def test_evaluate_with_other_settings_refuses_and_changes_nothing(trained_zoo, z
     ok = run(["flatbench", "evaluate", str(out), "targets=digits"], zoo_dir, tmp_path)
     assert "reusing the stored adversarial set" in ok.stdout + ok.stderr
     assert len(pd.read_csv(out / "results.csv")) == 6
+
+
+def _as_flatbench_0_1(cell: Path) -> None:
+    """Rewrite a cell's records as flatbench 0.1 wrote them: the estimator was `penalty` (the
+    plain gradient `none`) in its overrides and semantic settings, hence another cell id."""
+    from flatbench.cell.plan import cell_hash
+
+    ov = cell / ".hydra" / "overrides.yaml"
+    ov.write_text(ov.read_text().replace("estimator.", "penalty."))
+    meta = json.loads((cell / "cell.json").read_text())
+    sem = meta["semantic"]
+    name, params = sem.pop("estimator")
+    sem["penalty"] = ["none" if name == "plain" else name, params]
+    meta["cell_id"] = cell_hash(sem)
+    (cell / "cell.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("extra", [["method=pgn", "estimator.n_samples=2"], ["method=ifgsm"]],
+                         ids=["old-override", "old-id"])
+def test_evaluate_refuses_a_cell_of_flatbench_0_1_and_changes_nothing(trained_zoo, zoo_dir, tmp_path, extra):
+    out = tmp_path / "old"
+    run(["flatbench", "n_images=8", *SMALL, *extra, f"hydra.run.dir={out}"], zoo_dir, tmp_path)
+    _as_flatbench_0_1(out)
+    before = _hashes(out)
+    p = _call(["flatbench", "evaluate", str(out), "targets=digits"], zoo_dir, tmp_path)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert "error" in lines[-1] and "flatbench 0.1" in lines[-1], lines[-1]
+    assert _hashes(out) == before
 
 
 def test_cell_id_holds_the_device_type():
@@ -264,9 +293,27 @@ def test_tables_and_mcnemar_never_mix_cells_that_differ_in_a_setting(trained_zoo
 def test_every_semantic_setting_is_a_column(trained_zoo, zoo_dir, tmp_path):
     """What enters cell_id is in the row, so a table can always tell two cells apart."""
     out = tmp_path / "r"
-    run(["flatbench", "n_images=4", *SMALL, "method=pgn_dim_tim", "penalty.n_samples=2", f"hydra.run.dir={out}"],
+    run(["flatbench", "n_images=4", *SMALL, "method=pgn_dim_tim", "estimator.n_samples=2", f"hydra.run.dir={out}"],
         zoo_dir, tmp_path)
     df = pd.read_csv(out / "results.csv")
     for col in ("batch_size", "amp", "pretrained", "device", "lookahead", "dim.resize_rate", "tim.kernel_size",
                 "data_digest", "target_rule"):
         assert col in df.columns, col
+
+
+def test_a_report_reads_cells_of_flatbench_0_1_under_the_new_names_and_leaves_them_alone(trained_zoo, zoo_dir, tmp_path):
+    """0.1 wrote the estimator as `penalty` (columns penalty, penalty.*) and the plain gradient as
+    `none`: a report over old and new cells reads both under 0.2's names; the old file is not rewritten."""
+    sweep = _two_cell_sweep(zoo_dir, tmp_path, ["method=ifgsm,mifgsm"])
+    old = next(f for f in sweep.glob("*/results.csv") if pd.read_csv(f)["attack"].iloc[0] == "I-FGSM")
+    df = pd.read_csv(old)
+    assert set(df["estimator"]) == {"plain"}
+    df = df.rename(columns={c: c.replace("estimator", "penalty") for c in df.columns if c.startswith("estimator")})
+    df["penalty"] = "none"
+    df.to_csv(old, index=False)
+    before = old.read_bytes()
+    run(["flatbench-report", str(sweep), "--filter", "estimator=plain", "--out", str(tmp_path / "r")], zoo_dir, tmp_path)
+    got = pd.read_csv(tmp_path / "r" / "results.csv")
+    assert "penalty" not in got.columns and set(got["estimator"]) == {"plain"}
+    assert set(got["attack"]) == {"I-FGSM", "MI-FGSM"} and len(got) == 4
+    assert old.read_bytes() == before

@@ -116,3 +116,34 @@ def test_readme_design_map_matches_the_package():
         if m in named or m in ("__init__.py", "__main__.py") or (leaf == "__init__.py" and top + "/" in named):
             continue
         assert top + "/" in named and f"`{leaf}`" in named[top + "/"], f"flatbench/{m} is missing from the README's map"
+
+
+def test_describe_prints_the_loop_a_run_would_execute():
+    """`flatbench describe` composes the config as a run does and prints the assembled loop;
+    docs/methods.md is that output for every preset (scripts/methods_page.py --check)."""
+    import sys
+    from pathlib import Path
+
+    from test_run import BIN
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+
+    def cli(*args):
+        return subprocess.run([str(BIN / "flatbench"), "describe", *args], capture_output=True, text=True, env=env,
+                              timeout=300)
+
+    p = cli("pgn", "estimator.beta=0.8", "optimizer=nifgsm", "transforms=[dim]", "eps=16")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.startswith("# flatbench pgn estimator.beta=0.8 optimizer=nifgsm transforms=[dim] eps=16: "
+                               "optimizer=nifgsm estimator=pgn transforms=[dim]\nNI-FGSM+PGN+DIM")
+    assert "(1−β)·g1 + β·g2,   β = 0.8" in p.stdout and "x + δ + α·1·m" in p.stdout and "w = DIM(z)" in p.stdout
+    assert "ε = 16/255 (linf)" in p.stdout
+    for args, expect in ((["pgnn"], "Did you mean 'pgn'?"), (["pgn", "estimator.beta=-1"], "estimator.beta must be >= 0"),
+                         (["pgn", "penalty.beta=1"], "write estimator.beta=1")):
+        bad = cli(*args)
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode == 1 and len(lines) == 1 and expect in lines[0] and "Traceback" not in bad.stderr, bad.stderr
+    root = Path(__file__).resolve().parent.parent
+    check = subprocess.run([sys.executable, str(root / "scripts" / "methods_page.py"), "--check"], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert check.returncode == 0, check.stderr

@@ -53,7 +53,7 @@ def test_transferattack_full_sweeps(layouts, zoo_dir, tmp_path, experiment):
 
 
 @pytest.mark.parametrize("experiment,extra", [
-    ("pgn_table1", ["method=pgn_dim_tim", "penalty.n_samples=2"]),
+    ("pgn_table1", ["method=pgn_dim_tim", "estimator.n_samples=2"]),
     ("gnp_table", ["method=gnp_dim_tim", "eps=4"]),
 ])
 def test_paper_experiment_cell_runs(layouts, zoo_dir, tmp_path, experiment, extra):

@@ -31,7 +31,7 @@ def fail(args, zoo_dir, cwd, extra_env=None):
 @pytest.mark.parametrize("override,expect", [
     ("epss=3", "Key 'epss' not in 'FlatbenchConfig'"),
     ("steps=ten", "Value 'ten' of type 'str' could not be converted to Integer"),
-    ("penalty=pgnn", "Did you mean 'pgn'?"),
+    ("estimator=pgnn", "Did you mean 'pgn'?"),
     ("targets=cnnn", "Did you mean 'cnn'?"),
     ("data=nips", "Did you mean 'nips17'?"),
     ("transforms=[dimm]", "Did you mean 'dim'?"),
@@ -41,18 +41,24 @@ def fail(args, zoo_dir, cwd, extra_env=None):
     ("steps=0", "steps=0 is out of range; allowed: steps >= 1"),
     ("batch_size=0", "batch_size=0 is out of range"),
     ("max_batch=-3", "max_batch=-3 is out of range"),
-    ("penalty=pgn penalty.beta=-1", "penalty.beta must be >= 0, got -1"),
-    ("penalty=pgn penalty.r=0", "penalty.r=0 is out of range"),
-    ("penalty=pgn penalty.zeta=-0.5", "penalty.zeta must be >= 0"),
-    ("penalty=pgn penalty.n_samples=0", "penalty.n_samples must be >= 1"),
+    ("estimator=pgn estimator.beta=-1", "estimator.beta must be >= 0, got -1"),
+    ("estimator=pgn estimator.r=0", "estimator.r=0 is out of range"),
+    ("estimator=pgn estimator.zeta=-0.5", "estimator.zeta must be >= 0"),
+    ("estimator=pgn estimator.n_samples=0", "estimator.n_samples must be >= 1"),
     ("transforms=[tim] transforms.tim.kernel_size=4", "kernel_size must be odd and >= 1"),
     ("transforms=[dim] transforms.dim.resize_rate=0.5", "resize_rate"),
     ("surrogate=digits-cnnn", "Did you mean 'digits-cnn'?"),
-    ("+penalty.bta=1 penalty=pgn", "Did you mean 'beta'?"),
+    ("+estimator.bta=1 estimator=pgn", "Did you mean 'beta'?"),
     ("targeted=true", "has no target column; use target_rule=random or target_rule=least_likely"),
-    ("+attack._target_=os.system", "attack._target_='os.system' is not allowed"),
+    ("+optimizer._target_=os.system", "optimizer._target_='os.system' is not allowed"),
     ("flatness=on flatness.k_samples=0", "flatness.k_samples=0 is out of range"),
     ("amp=fp8", "amp='fp8' is out of range"),
+    # flatbench 0.1's group names (issue 16): the message says what to write instead.
+    ("attack=nifgsm", "renamed the config groups attack -> optimizer and penalty -> estimator"),
+    ("attack=nifgsm", "; write optimizer=nifgsm"),
+    ("method=pgn penalty.n_samples=2", "write estimator.n_samples=2"),
+    ("penalty=none", "write estimator=plain"),
+    ("estimator=none", "the plain gradient is estimator=plain"),
 ])
 def test_bad_config_is_one_line_on_stderr(trained_zoo, zoo_dir, tmp_path, override, expect):
     p = fail(["flatbench", *SMALL, *override.split(), f"hydra.run.dir={tmp_path / 'r'}"], zoo_dir, tmp_path)
@@ -174,7 +180,7 @@ def test_label_space_mismatch_fails_before_crafting(trained_zoo, zoo_dir, tmp_pa
 
 def test_two_killed_processes_in_one_sweep_both_resume(trained_zoo, zoo_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    long = ["method=pgn", "penalty.n_samples=4", "n_images=48", "batch_size=6", "targets=digits_small", "progress=false"]
+    long = ["method=pgn", "estimator.n_samples=4", "n_images=48", "batch_size=6", "targets=digits_small", "progress=false"]
     env = dict(os.environ, **zoo_env(zoo_dir), OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([str(BIN / "flatbench"), *long, f"seed={s}", f"hydra.run.dir={sweep / str(s)}"],
                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -203,7 +209,7 @@ def test_no_eval_or_exec_in_flatbench():
 def test_target_restriction_allows_the_model_libraries():
     from flatbench.config import check_targets_safe
 
-    check_targets_safe({"attack": {"_target_": "flatbench.attacks.create_attack"},
+    check_targets_safe({"optimizer": {"_target_": "flatbench.attacks.create_attack"},
                         "targets": {"m": {"_target_": "timm.create_model"}}})
     with pytest.raises(ConfigError, match=r"targets.m._target_='builtins.eval'"):
         check_targets_safe({"targets": {"m": {"_target_": "builtins.eval"}}})
@@ -217,10 +223,22 @@ def test_typo_inside_a_group_file_names_the_key_and_the_file(trained_zoo, zoo_di
 
     conf = tmp_path / "conf"
     shutil.copytree(CONFIG_DIR, conf)
-    pgn = conf / "penalty" / "pgn.yaml"
+    pgn = conf / "estimator" / "pgn.yaml"
     pgn.write_text(pgn.read_text().replace("beta: 0.5", "bta: 0.5"))
     p = fail(["flatbench", "--config-path", str(conf), "method=pgn", *SMALL, f"hydra.run.dir={tmp_path / 'r'}"], zoo_dir,
              tmp_path)
     line = p.stderr.strip()
     assert len(line.splitlines()) == 1
-    assert "unknown key 'bta'" in line and "Did you mean 'beta'?" in line and "conf/penalty/pgn.yaml" in line
+    assert "unknown key 'bta'" in line and "Did you mean 'beta'?" in line and "conf/estimator/pgn.yaml" in line
+
+
+def test_a_config_file_written_for_flatbench_0_1_names_the_renamed_groups(trained_zoo, zoo_dir, tmp_path):
+    """A user's own experiment that still selects `/penalty` fails in one line that says what changed."""
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    (tmp_path / "mine" / "experiment" / "old.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /attack: mifgsm\n  - override /penalty: pgn\n")
+    p = fail(["flatbench", "--config-dir", str(tmp_path / "mine"), "experiment=old", *SMALL,
+              f"hydra.run.dir={tmp_path / 'r'}"], zoo_dir, tmp_path)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "renamed the config groups attack -> optimizer and penalty -> estimator" in lines[0]

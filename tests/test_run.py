@@ -25,7 +25,7 @@ SMALL = ["n_images=8", "targets=digits_small", "progress=false"]
 
 def test_single_cell_writes_schema(trained_zoo, zoo_dir, tmp_path):
     out = tmp_path / "run"
-    run(["flatbench", "method=pgn", "penalty.n_samples=2", *SMALL, f"hydra.run.dir={out}"], zoo_dir, tmp_path)
+    run(["flatbench", "method=pgn", "estimator.n_samples=2", *SMALL, f"hydra.run.dir={out}"], zoo_dir, tmp_path)
     df = pd.read_csv(out / "results.csv")
     assert list(df.columns[: len(COLUMNS)]) == COLUMNS
     assert len(df) == 2 and set(df["target"]) == {"digits-cnn", "digits-mlp"}
@@ -78,7 +78,7 @@ def test_wandb_offline_run_holds_the_table(trained_zoo, zoo_dir, tmp_path):
     assert "asr" in t["columns"] and len(t["data"]) == 2
     # Offline, the config travels in the run's transaction log (synced by `wandb sync`).
     log = next(runs[0].glob("*.wandb")).read_bytes()
-    assert b"surrogate" in log and b"digits-cnn" in log and b"penalty" in log
+    assert b"surrogate" in log and b"digits-cnn" in log and b"estimator" in log
 
 
 def test_wandb_finishes_after_a_crash(trained_zoo, zoo_dir, tmp_path, monkeypatch):

@@ -55,13 +55,13 @@ def test_optuna_search_every_trial_a_cell_and_the_best_printed(trained_zoo, zoo_
     for d in cells:
         over = dict(o.split("=", 1) for o in yaml.safe_load((d / ".hydra" / "overrides.yaml").read_text()))
         row = pd.read_csv(d / "results.csv").iloc[0]
-        assert row["beta"] == pytest.approx(float(over["penalty.beta"]))
-        assert row["zeta"] == pytest.approx(float(over["penalty.zeta"]))
-        assert row["n_samples"] == int(over["penalty.n_samples"]) and row["attack"] == "PGN"
+        assert row["beta"] == pytest.approx(float(over["estimator.beta"]))
+        assert row["zeta"] == pytest.approx(float(over["estimator.zeta"]))
+        assert row["n_samples"] == int(over["estimator.n_samples"]) and row["attack"] == "PGN"
     # The sampler is seeded: trial 0 draws numpy's RandomState(0) first uniforms.
     first = dict(o.split("=", 1) for o in yaml.safe_load((sweep / "0" / ".hydra" / "overrides.yaml").read_text()))
-    assert float(first["penalty.beta"]) == pytest.approx(0.5488135039273248)
-    assert float(first["penalty.zeta"]) == pytest.approx(0.5 + 5.5 * 0.7151893663724195)
+    assert float(first["estimator.beta"]) == pytest.approx(0.5488135039273248)
+    assert float(first["estimator.zeta"]) == pytest.approx(0.5 + 5.5 * 0.7151893663724195)
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     objectives = [_bb_mean(d) for d in cells]
     assert best["best_value"] == pytest.approx(max(objectives))

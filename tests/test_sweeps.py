@@ -5,7 +5,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from flatbench.store import load_adv
 from test_run import BIN, SMALL, run
 from conftest import zoo_env
 
-PGN_SMALL = ["method=pgn", "penalty.n_samples=2", "targets=digits_small", "progress=false"]
+PGN_SMALL = ["method=pgn", "estimator.n_samples=2", "targets=digits_small", "progress=false"]
 
 
 def _env(zoo_dir, **extra):
@@ -93,7 +92,7 @@ def _wait_batches(cache: Path, n: int, proc, timeout=240):
     raise AssertionError("no batch checkpoints appeared")
 
 
-LONG = ["method=pgn", "penalty.n_samples=4", "n_images=48", "batch_size=6", "targets=digits_small", "progress=false"]
+LONG = ["method=pgn", "estimator.n_samples=4", "n_images=48", "batch_size=6", "targets=digits_small", "progress=false"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])

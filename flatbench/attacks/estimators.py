@@ -23,7 +23,7 @@ and neighbours are summed in index order, so the chunk size changes memory and s
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import torch
 
@@ -32,7 +32,7 @@ from ..registry import ConfigError, Registry
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import StepContext
 
-ESTIMATORS = Registry("penalty (gradient estimator)")
+ESTIMATORS = Registry("estimator")
 
 LOOKAHEADS = {"descent": -1.0, "ascent": 1.0}
 NORMALIZE = ("mean_abs", "l2")
@@ -46,12 +46,19 @@ class Estimator(abc.ABC):
     @abc.abstractmethod
     def __call__(self, ctx: "StepContext", x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
 
+    @abc.abstractmethod
+    def describe(self, threat, alpha: str) -> List[str]:
+        """The lines that compute g at x_eval, with this estimator's values (Attack.describe)."""
+
 
 class Plain(Estimator):
-    name = "none"
+    name = "plain"
 
     def __call__(self, ctx, x, y):
         return ctx.grad(x, y, [("g",)])
+
+    def describe(self, threat, alpha):
+        return ["g = ∇ℓ(x_eval)"]
 
 
 def _neighbours(ctx: "StepContext", x: torch.Tensor, lo: int, hi: int, radius: float, tag: str) -> torch.Tensor:
@@ -72,19 +79,19 @@ class Penalty(Estimator):
     def __init__(self, beta: float, r: Optional[float], zeta: float, n_samples: int, lookahead: str, name: str,
                  normalize: str = "mean_abs", combine: str = "difference", label: Optional[str] = None):
         if beta < 0:
-            raise ConfigError(f"penalty.beta must be >= 0, got {beta}")
+            raise ConfigError(f"estimator.beta must be >= 0, got {beta}")
         if r is not None and r <= 0:
-            raise ConfigError(f"penalty.r must be > 0 (or null for r = alpha), got {r}")
+            raise ConfigError(f"estimator.r must be > 0 (or null for r = alpha), got {r}")
         if zeta < 0:
-            raise ConfigError(f"penalty.zeta must be >= 0, got {zeta}")
+            raise ConfigError(f"estimator.zeta must be >= 0, got {zeta}")
         if int(n_samples) < 1:
-            raise ConfigError(f"penalty.n_samples must be >= 1, got {n_samples}")
+            raise ConfigError(f"estimator.n_samples must be >= 1, got {n_samples}")
         if lookahead not in LOOKAHEADS:
-            raise ConfigError(f"penalty.lookahead must be one of {', '.join(LOOKAHEADS)}, got {lookahead!r}")
+            raise ConfigError(f"estimator.lookahead must be one of {', '.join(LOOKAHEADS)}, got {lookahead!r}")
         if normalize not in NORMALIZE:
-            raise ConfigError(f"penalty.normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+            raise ConfigError(f"estimator.normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
         if combine not in COMBINE:
-            raise ConfigError(f"penalty.combine must be one of {', '.join(COMBINE)}, got {combine!r}")
+            raise ConfigError(f"estimator.combine must be one of {', '.join(COMBINE)}, got {combine!r}")
         self.beta, self.r, self.zeta = float(beta), r if r is None else float(r), float(zeta)
         self.n_samples, self.lookahead, self.name = int(n_samples), lookahead, name
         self.normalize, self.combine = normalize, combine
@@ -111,6 +118,26 @@ class Penalty(Estimator):
                 total += part
         return total / n
 
+    def describe(self, threat, alpha):
+        sign = "−" if self.sign < 0 else "+"
+        r = f"α = {alpha}" if self.r is None else f"{self.r * 255:g}/255 = {self.r:g}"
+        sample = (f"x' = x_eval + u_i,  u_i ~ {threat.noise_text.format(z=f'{self.zeta:g}')}" if self.zeta
+                  else "x' = x_eval   (ζ = 0: no sampling)")
+        if not self.beta:
+            body = [sample, "g1 = ∇ℓ(x')", "ḡ += g1   (β = 0: no look-ahead)"]
+        else:
+            if self.combine == "difference":
+                s = -1 if self.sign < 0 else 1
+                closed = f"(1{'−' if s < 0 else '+'}β)·g1 {'+' if s < 0 else '−'} β·g2"
+                comb = f"ḡ += g1 {'+' if s < 0 else '−'} β·(g2 − g1) = {closed},   β = {self.beta:g}"
+            else:
+                comb = f"ḡ += (1+β)·g1 + β·g2,   β = {self.beta:g}   (a weighted sum, not the penalty's gradient)"
+            body = [sample, "g1 = ∇ℓ(x')",
+                    f"g2 = ∇ℓ(x' {sign} r·{threat.lookahead_text(self.normalize)}),   r = {r}   ({self.lookahead} look-ahead)",
+                    comb]
+        return ([f"ḡ = 0; for i = 1..N (N = {self.n_samples}, evaluated together in chunks):"]
+                + ["    " + b for b in body] + ["g = ḡ/N"])
+
 
 class Variance(Estimator):
     name = "vmi"
@@ -118,9 +145,9 @@ class Variance(Estimator):
 
     def __init__(self, n_samples: int = 20, zeta: float = 1.5):
         if int(n_samples) < 1:
-            raise ConfigError(f"penalty.n_samples must be >= 1, got {n_samples}")
+            raise ConfigError(f"estimator.n_samples must be >= 1, got {n_samples}")
         if zeta < 0:
-            raise ConfigError(f"penalty.zeta must be >= 0, got {zeta}")
+            raise ConfigError(f"estimator.zeta must be >= 0, got {zeta}")
         self.n_samples, self.zeta = int(n_samples), float(zeta)
 
     def __call__(self, ctx, x, y):
@@ -135,8 +162,14 @@ class Variance(Estimator):
         ctx.state["vmi_v"] = total / self.n_samples - g
         return g if v is None else g + v
 
+    def describe(self, threat, alpha):
+        return ["g0 = ∇ℓ(x_eval)",
+                "g = g0 + v   (v = 0 at the first step)",
+                f"v ← (1/N)·Σ_i ∇ℓ(x_eval + u_i) − g0,  u_i ~ {threat.noise_text.format(z=f'{self.zeta:g}')},  "
+                f"N = {self.n_samples}   (used at the next step)"]
 
-@ESTIMATORS.register("none")
+
+@ESTIMATORS.register("plain")
 def plain() -> Estimator:
     """Plain gradient ∇ℓ(x)."""
     return Plain()

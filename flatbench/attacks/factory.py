@@ -17,9 +17,9 @@ METHOD_DIR = Path(__file__).resolve().parent.parent / "conf" / "method"
 
 
 def _read_methods(directory: Path = METHOD_DIR) -> Dict[str, Tuple[str, str, Tuple[str, ...]]]:
-    """Method presets from their one source, conf/method/NAME.yaml: each selects an update rule
-    (``override /attack``), a penalty and the transforms; ``create_attack(NAME)`` and
-    ``method=NAME`` on the command line therefore build the same loop."""
+    """Method presets from their one source, conf/method/NAME.yaml: each selects an optimizer,
+    an estimator and the transforms (``override /optimizer``, ``/estimator``, ``/transforms``);
+    ``create_attack(NAME)`` and ``method=NAME`` on the command line therefore build the same loop."""
     import yaml
 
     methods = {}
@@ -29,13 +29,13 @@ def _read_methods(directory: Path = METHOD_DIR) -> Dict[str, Tuple[str, str, Tup
             if isinstance(entry, dict):
                 for k, v in entry.items():
                     chosen[k.replace("override", "").strip().lstrip("/")] = v
-        if not {"attack", "penalty", "transforms"} <= set(chosen):
-            raise RuntimeError(f"{f} must override /attack, /penalty and /transforms")
-        methods[f.stem] = (str(chosen["attack"]), str(chosen["penalty"]), tuple(chosen["transforms"] or ()))
+        if not {"optimizer", "estimator", "transforms"} <= set(chosen):
+            raise RuntimeError(f"{f} must override /optimizer, /estimator and /transforms")
+        methods[f.stem] = (str(chosen["optimizer"]), str(chosen["estimator"]), tuple(chosen["transforms"] or ()))
     return methods
 
 
-# method name -> (update rule, penalty, transforms)
+# method name -> (optimizer, estimator, transforms)
 METHODS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = _read_methods()
 
 _LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "max_batch", "memory_budget_mb", "amp", "channels_last",
@@ -52,8 +52,8 @@ def build_attack(
     *,
     optimizer: str = "ifgsm",
     optimizer_kwargs: Optional[Mapping[str, Any]] = None,
-    penalty: str = "none",
-    penalty_kwargs: Optional[Mapping[str, Any]] = None,
+    estimator: str = "plain",
+    estimator_kwargs: Optional[Mapping[str, Any]] = None,
     transforms: Union[Sequence[str], Mapping[str, Mapping[str, Any]], None] = None,
     **loop_kwargs: Any,
 ) -> Attack:
@@ -68,7 +68,7 @@ def build_attack(
         (filters if isinstance(part, GradientFilter) else inputs).append(part)
     return Attack(
         model,
-        estimator=ESTIMATORS.build(penalty, **dict(penalty_kwargs or {})),
+        estimator=ESTIMATORS.build(estimator, **dict(estimator_kwargs or {})),
         optimizer=OPTIMIZERS.build(optimizer, **dict(optimizer_kwargs or {})),
         transforms=inputs,
         filters=filters,
@@ -81,24 +81,24 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
 
     ``eps`` (and ``alpha``, ``r``) are fractions of the [0,1] range here. Keywords are routed
     to the part that takes them: the loop (eps, steps, alpha, norm, targeted, max_batch), the
-    update rule (decay), the estimator (beta, r, zeta, n_samples, lookahead, normalize, combine) or a transform
+    optimizer (decay), the estimator (beta, r, zeta, n_samples, lookahead, normalize, combine) or a transform
     (resize_rate, prob, interpolation, kernel_size, nsig, num_scale, strength, num_admix).
-    ``optimizer=``, ``penalty=`` and ``transforms=`` replace the preset's parts.
+    ``optimizer=``, ``estimator=`` and ``transforms=`` replace the preset's parts.
 
     Example: ``create_attack("pgn", model, eps=16/255, steps=10, n_samples=20, zeta=3.0, beta=0.5)``.
     """
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}. Valid choices: {', '.join(sorted(METHODS))}.{suggest(name, METHODS)}")
-    opt, pen, tfs = METHODS[name]
+    opt, est, tfs = METHODS[name]
     opt = kwargs.pop("optimizer", opt)
-    pen = kwargs.pop("penalty", pen)
+    est = kwargs.pop("estimator", est)
     tf_arg = kwargs.pop("transforms", tfs)
     tf_specs: Dict[str, Dict[str, Any]] = (
         {k: dict(v or {}) for k, v in tf_arg.items()} if isinstance(tf_arg, Mapping) else {k: {} for k in tf_arg}
     )
     loop_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _LOOP_KEYS}
     opt_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _params(OPTIMIZERS.get(opt))}
-    pen_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _params(ESTIMATORS.get(pen))}
+    est_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _params(ESTIMATORS.get(est))}
     for key in list(kwargs):
         owners = [t for t in tf_specs if key in _params(TRANSFORMS.get(t))]
         if len(owners) > 1:
@@ -107,12 +107,12 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
         if owners:
             tf_specs[owners[0]][key] = kwargs.pop(key)
     if kwargs:
-        valid = set(_LOOP_KEYS) | _params(OPTIMIZERS.get(opt)) | _params(ESTIMATORS.get(pen))
+        valid = set(_LOOP_KEYS) | _params(OPTIMIZERS.get(opt)) | _params(ESTIMATORS.get(est))
         for t in tf_specs:
             valid |= _params(TRANSFORMS.get(t))
         key = next(iter(kwargs))
         raise ConfigError(f"method {name!r}: unknown keyword {key!r}. Valid: {', '.join(sorted(valid))}.{suggest(key, valid)}")
     if "eps" not in loop_kw:
         raise ConfigError("create_attack needs eps (a fraction of the [0,1] range, e.g. 16/255)")
-    return build_attack(model, optimizer=opt, optimizer_kwargs=opt_kw, penalty=pen, penalty_kwargs=pen_kw,
+    return build_attack(model, optimizer=opt, optimizer_kwargs=opt_kw, estimator=est, estimator_kwargs=est_kw,
                         transforms=tf_specs, **loop_kw)

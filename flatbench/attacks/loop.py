@@ -175,6 +175,40 @@ class Attack:
             head = f"{opt.label}+{est.label}"
         return "+".join([head] + [p.label for p in (*self.transforms, *self.filters)])
 
+    def describe(self) -> str:
+        """The assembled loop, written out from the parts with their values: what this attack
+        computes, on one screen (``flatbench describe METHOD`` prints it)."""
+
+        def frac(v: float) -> str:  # lengths as the configs write them, in 1/255 units
+            return f"{v * 255:g}/255"
+
+        est, opt = self.estimator, self.optimizer
+        parts = (f"optimizer {opt.name} ({opt.label}), estimator {est.name}"
+                 f"{' (' + est.label + ')' if est.label else ''}, transforms "
+                 f"{', '.join(type(p).__name__.lower() for p in (*self.transforms, *self.filters)) or 'none'}")
+        ce = "−CE(f({}), y_target)" if self.targeted else "CE(f({}), y)"
+        if not self.transforms:
+            loss = [f"ℓ(z) = {ce.format('z')}"]
+        elif self.copies == 1:
+            loss = [f"ℓ(z) = {ce.format('w')}, w = {'∘'.join(type(t).__name__ for t in reversed(self.transforms))}(z):"]
+        else:
+            loss = [f"ℓ(z) = the mean of {ce.format('w')} over the {self.copies} views w of z"
+                    f"{' (the transforms in this order)' if len(self.transforms) > 1 else ''}:"]
+        loss += [f"    {t.describe()}" for t in self.transforms]
+        lines = [f"{self.label}   [{parts}]",
+                 f"ε = {frac(self.eps)} ({self.norm}), T = {self.steps}, α = {frac(self.alpha)}"
+                 f"{', targeted' if self.targeted else ''}",
+                 *loss,
+                 "δ = 0",
+                 f"for t = 1..{self.steps}:",
+                 f"    x_eval = {opt.lookahead_text(self.threat)}",
+                 *("    " + ln for ln in est.describe(self.threat, frac(self.alpha))),
+                 *("    " + f.describe() for f in self.filters),
+                 f"    {opt.update_text()}",
+                 f"    {self.threat.step_text}",
+                 "return x + δ   (flatbench then rounds it to 8 bits)"]
+        return "\n".join(lines)
+
     def loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int) -> torch.Tensor:
         # Callers often hold no_grad (evaluation code, notebooks); the input gradient needs autograd.
         with torch.enable_grad():

@@ -1,4 +1,4 @@
-"""Update rules: how the estimated gradient becomes the ascent direction m.
+"""Optimizers, the update rule: how the estimated gradient becomes the ascent direction m.
 
 I-FGSM  (Kurakin et al., 2016, arXiv 1607.02533): m = g.
 MI-FGSM (Dong et al., CVPR 2018, arXiv 1710.06081): m ← μ·m + g / mean|g|, μ = ``decay`` = 1.0.
@@ -16,7 +16,7 @@ import torch
 from ..registry import Registry
 from .threat import mean_abs_normalize  # noqa: F401 - re-exported: the MI normalisation lives with the others
 
-OPTIMIZERS = Registry("attack (update rule)")
+OPTIMIZERS = Registry("optimizer")
 
 
 def part_params(part) -> dict:
@@ -38,6 +38,12 @@ class Optimizer:
     def update(self, g: torch.Tensor, state: dict) -> torch.Tensor:
         return g
 
+    def lookahead_text(self, threat) -> str:
+        return "x + δ"
+
+    def update_text(self) -> str:
+        return "m = g"
+
 
 class Momentum(Optimizer):
     name = "mifgsm"
@@ -52,6 +58,9 @@ class Momentum(Optimizer):
         state["m"] = g if m is None else self.decay * m + g
         return state["m"]
 
+    def update_text(self) -> str:
+        return f"m = {self.decay:g}·m + g/mean|g|   (μ = decay = {self.decay:g}; m = 0 before the first step)"
+
 
 class Nesterov(Momentum):
     name = "nifgsm"
@@ -61,6 +70,9 @@ class Nesterov(Momentum):
         # Sized by the threat model: m as it is under L∞ (the public code), an L2 move of α·μ under L2.
         m = state.get("m")
         return x_adv if m is None else x_adv + alpha * self.decay * threat.momentum_lookahead(m)
+
+    def lookahead_text(self, threat) -> str:
+        return f"x + δ + α·{self.decay:g}·{threat.momentum_text()}   (Nesterov look-ahead, μ = decay)"
 
 
 @OPTIMIZERS.register("ifgsm")

@@ -50,6 +50,16 @@ class LinfBall:
         """NI-FGSM evaluates at x + α·μ·m, m as it is (the public code)."""
         return m
 
+    # The text of each operation, for Attack.describe.
+    step_text = "δ = clip(δ + α·sign(m), −ε, ε); then x + δ clipped to [0, 1]"
+    noise_text = "U(−{z}·ε, {z}·ε) per pixel"
+
+    def lookahead_text(self, normalize: str) -> str:
+        return "g1/mean|g1|" if normalize == "mean_abs" else "g1/‖g1‖₂"
+
+    def momentum_text(self) -> str:
+        return "m"
+
 
 
 class L2Ball:
@@ -82,6 +92,15 @@ class L2Ball:
     def momentum_lookahead(self, m: torch.Tensor) -> torch.Tensor:
         """NI-FGSM's x + α·μ·m becomes an L2 move of α·μ, as its ascent step is one of α."""
         return l2_normalize(m)
+
+    step_text = "δ = δ + α·m/‖m‖₂, scaled down to ‖δ‖₂ ≤ ε; then x + δ clipped to [0, 1]"
+    noise_text = "U(−{z}·ε/√d, {z}·ε/√d) per pixel (d pixels: a typical L2 size of {z}·ε)"
+
+    def lookahead_text(self, normalize: str) -> str:
+        return "g1/‖g1‖₂"  # whatever normalize says: see lookahead
+
+    def momentum_text(self) -> str:
+        return "m/‖m‖₂"
 
 
 THREATS = {"linf": LinfBall, "l2": L2Ball}

@@ -41,6 +41,10 @@ class InputTransform(abc.ABC):
     @abc.abstractmethod
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor: ...
 
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """What it does to the images z before the model, with its values (Attack.describe)."""
+
 
 class GradientFilter(abc.ABC):
     """Maps the estimated gradient to a filtered gradient of the same shape."""
@@ -49,6 +53,10 @@ class GradientFilter(abc.ABC):
 
     @abc.abstractmethod
     def __call__(self, g: torch.Tensor) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """The line that filters g, with its values (Attack.describe)."""
 
 
 def _randint(low: int, high: int, gen: torch.Generator, device) -> int:
@@ -97,6 +105,11 @@ class DIM(InputTransform):
         # input size need it back at W, as the TransferAttack port does (bilinear).
         return F.interpolate(z, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
+    def describe(self):
+        return (f"DIM: with probability {self.prob:g}, resize z to rnd×rnd, rnd ∈ [W, {self.resize_rate:g}·W) "
+                f"({self.interpolation}), zero-pad to {self.resize_rate:g}·W at a random offset, resize back to W "
+                "(bilinear); else z")
+
 
 class SIM(InputTransform):
     label = "SIM"
@@ -109,6 +122,9 @@ class SIM(InputTransform):
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return torch.cat([x / (2**i) for i in range(self.num_scale)])
+
+    def describe(self):
+        return f"SIM: the {self.num_scale} copies z/2^i, i = 0..{self.num_scale - 1}"
 
 
 class Admix(InputTransform):
@@ -154,6 +170,10 @@ class Admix(InputTransform):
         mixed = torch.cat([x + self.strength * others[pick()] for _ in range(self.num_admix)])
         return torch.cat([mixed / (2**i) for i in range(self.num_scale)])
 
+    def describe(self):
+        return (f"Admix: {self.num_admix} mixes z + {self.strength:g}·z_other (z_other another image, a constant), "
+                f"each at the scales /2^i, i = 0..{self.num_scale - 1} ({self.copies} copies)")
+
 
 def gaussian_kernel(kernel_size: int = 15, nsig: float = 3.0) -> torch.Tensor:
     """TIM's kernel: the outer product of N(0,1) densities on linspace(−nsig, nsig, k), summing to 1."""
@@ -178,6 +198,10 @@ class TIM(GradientFilter):
         c = g.shape[1]
         w = self.kernel.to(g.device, g.dtype).expand(c, 1, -1, -1)
         return F.conv2d(g, w, padding=self.kernel_size // 2, groups=c)
+
+    def describe(self):
+        return (f"g = TIM(g): per-channel convolution with a {self.kernel_size}×{self.kernel_size} Gaussian kernel "
+                f"(nsig = {self.nsig:g})")
 
 
 @TRANSFORMS.register("dim")

@@ -54,7 +54,7 @@ def load_data(s: CellSettings) -> ImageSet:
 
 
 def config_files(*groups: str) -> str:
-    """' (config files: penalty/pgn.yaml, ...)' for the groups Hydra selected, to point at the file."""
+    """' (config files: estimator/pgn.yaml, ...)' for the groups Hydra selected, to point at the file."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -93,7 +93,7 @@ def describe(s: CellSettings, attack, data: ImageSet, batch_size: int = 64, pret
         "surrogate": s.surrogate,
         "pretrained": bool(pretrained),
         "optimizer": [s.optimizer, part_params(attack.optimizer)],
-        "penalty": [s.penalty, est],
+        "estimator": [s.estimator, est],
         "transforms": [[type(p).__name__.lower(), part_params(p)] for p in (*attack.transforms, *attack.filters)],
         "eps": s.eps, "steps": s.steps, "alpha": round(s.alpha, 6), "norm": s.norm,
         "targeted": s.targeted, "target_rule": s.target_rule if s.targeted else None, "seed": s.seed,
@@ -182,6 +182,8 @@ def claim_dir(out_dir: Path, cell_id: str, semantic: Dict[str, Any], mode: str) 
         return
     old = owner["cell_id"] or "of unknown id"
     diff = setting_changes(owner["semantic"], semantic) if owner["semantic"] else ""
+    if "penalty" in owner["semantic"]:  # 0.1's name for the estimator: every 0.1 cell id differs from 0.2's
+        diff = "it was made by flatbench 0.1, which called the estimator `penalty`"
     if mode == "evaluate":
         raise ConfigError(f"{out_dir} holds cell {old}, but these settings describe cell {cell_id}"
                           f"{' (' + diff + ')' if diff else ''}; `flatbench evaluate` adds targets to the cell a "
@@ -290,7 +292,7 @@ def plan_cell(cfg: DictConfig, out_dir: Path, mode: str, w: World) -> Cell:
                               amp=cfg.get("amp"), channels_last=cfg.get("channels_last", "auto"),
                               tuning_file=cfg.paths.get("tuning_file"), **attack_kwargs(s))
     except ConfigError as exc:
-        raise ConfigError(f"{exc}{config_files('attack', 'penalty', 'transforms', 'method', 'experiment')}") from None
+        raise ConfigError(f"{exc}{config_files('optimizer', 'estimator', 'transforms', 'method', 'experiment')}") from None
     data = load_data(s)
     semantic = describe(s, attack, data, cfg.batch_size, cfg.pretrained, crafted_on(out_dir, device, mode),
                         cfg.preprocess, cfg.quantize)

@@ -23,14 +23,14 @@ log = logging.getLogger("flatbench")
 
 def config_columns(s: CellSettings, attack, data: ImageSet, semantic: Dict[str, Any], cell_id: str,
                    experiment: str = "") -> Dict[str, Any]:
-    est = semantic["penalty"][1]
+    est = semantic["estimator"][1]
     tf_cols, tf_labels = {}, []
     for name, params in semantic["transforms"]:
         tf_labels.append(name + "(" + ",".join(f"{k}={v}" for k, v in params.items()) + ")")
         tf_cols.update({f"{name}.{k}": v for k, v in params.items()})
     cols = {
         "experiment": experiment, "dataset": data.name, "n_images": len(data), "surrogate": "+".join(s.surrogate), "attack": attack.label,
-        "optimizer": s.optimizer, "penalty": s.penalty, "beta": est.get("beta"), "r": est.get("r"),
+        "optimizer": s.optimizer, "estimator": s.estimator, "beta": est.get("beta"), "r": est.get("r"),
         "zeta": est.get("zeta"), "n_samples": est.get("n_samples"), "lookahead": est.get("lookahead"),
         "normalize": est.get("normalize"), "combine": est.get("combine"),
         "transforms": "+".join(tf_labels) or "none", "eps": s.eps, "steps": s.steps, "alpha": round(s.alpha, 6),
@@ -42,7 +42,7 @@ def config_columns(s: CellSettings, attack, data: ImageSet, semantic: Dict[str, 
         "preprocess": semantic["preprocess"], "quantize": semantic["quantize"],
     }
     cols.update({f"optimizer.{k}": v for k, v in semantic["optimizer"][1].items() if k != "decay"})
-    cols.update({f"penalty.{k}": v for k, v in est.items() if k not in cols})
+    cols.update({f"estimator.{k}": v for k, v in est.items() if k not in cols})
     cols.update({f"data.{k}": v for k, v in semantic["data"].items() if k != "name"})
     cols.update(tf_cols)
     return cols

@@ -24,11 +24,25 @@ def _cells_of(dirs: Sequence[Path]) -> List[Path]:
 def collect(dirs: Sequence[Path]) -> pd.DataFrame:
     """All cell rows under the given directories (each cell writes one results.csv)."""
     # A cell's results.csv sits beside its cell.json; a report's does not.
-    frames = [pd.read_csv(c / "results.csv") for c in _cells_of(dirs)]
+    frames = [current_names(pd.read_csv(c / "results.csv")) for c in _cells_of(dirs)]
     if not frames:
         raise FileNotFoundError(f"no cell results (results.csv beside cell.json) under {', '.join(map(str, dirs))}")
     df = pd.concat(frames, ignore_index=True)
     return order_columns(df.drop_duplicates(subset=["cell_id", "target"], keep="last"))
+
+
+def current_names(df: pd.DataFrame) -> pd.DataFrame:
+    """A flatbench 0.1 cell's rows under 0.2's column names, in memory (the file is not touched).
+
+    0.1 called the estimator `penalty` (columns penalty, penalty.*) and the plain gradient
+    `none`; the settings are the same, so old and new cells of one setting share a table row.
+    """
+    if "penalty" not in df.columns or "estimator" in df.columns:
+        return df
+    df = df.rename(columns={c: "estimator" + c[len("penalty"):] for c in df.columns
+                            if c == "penalty" or c.startswith("penalty.")})
+    df["estimator"] = df["estimator"].replace({"none": "plain"})
+    return df
 
 
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")

@@ -12,7 +12,7 @@ def mcnemar_table(df: pd.DataFrame, flags: pd.DataFrame, a: str, b: str) -> pd.D
     """McNemar's test of attack ``a`` against ``b`` for each target, on the images both attacked.
 
     Cells are paired when they agree on every setting but the attack's own (the method, its
-    optimizer, penalty and transform settings): surrogate, eps, steps, alpha, norm, data,
+    optimizer, estimator and transform settings): surrogate, eps, steps, alpha, norm, data,
     seed, targeted, batch_size, device, ...
     """
     from ..stats import mcnemar

@@ -7,7 +7,6 @@ bounded so that `make test` stays fast; FLATBENCH_FUZZ_CASES raises them.
 """
 import os
 import random
-from pathlib import Path
 
 import pytest
 from hydra.errors import HydraException
@@ -32,20 +31,20 @@ KEYS = {
     "target_rule": ["dataset", "random", "least_likely", "most_likely"],
     "n_images": ["0", "1", "-3", "null"],
     "surrogate": ["digits-cnn", "digits-cnnn", "[]", "[digits-cnn,digits-mlp]", "resnet50.tv_in1kk"],
-    "penalty.beta": ["-1", "0", "0.5", "x"],
-    "penalty.r": ["0", "-2", "2.55", "null"],
-    "penalty.zeta": ["-1", "0", "3"],
-    "penalty.n_samples": ["0", "1", "-4", "2.5"],
+    "estimator.beta": ["-1", "0", "0.5", "x"],
+    "estimator.r": ["0", "-2", "2.55", "null"],
+    "estimator.zeta": ["-1", "0", "3"],
+    "estimator.n_samples": ["0", "1", "-4", "2.5"],
     "transforms.tim.kernel_size": ["0", "4", "7", "-3"],
     "transforms.dim.resize_rate": ["0.5", "1.0", "1.1", "x"],
     "transforms.dim.prob": ["-0.1", "0.5", "2"],
-    "attack.decay": ["-1", "0", "1.0", "x"],
+    "optimizer.decay": ["-1", "0", "1.0", "x"],
     "targets.extra": ["{model: digits-cnn, role: normal}", "{model: digits-cnn, role: boss}", "{mdl: x}", "{}"],
     "flatness.rho": ["0", "-8", "8"],
     "flatness.k_samples": ["0", "16"],
 }
-GROUPS = {"method": ["pgn", "gnp", "ifgsm", "pgnn", "dim_tim"], "penalty": ["pgn", "gnp", "none", "vmii"],
-          "transforms": ["[dim]", "[tim]", "[dim,tim]", "[timm]"], "attack": ["ifgsm", "mifgsm", "adam"],
+GROUPS = {"method": ["pgn", "gnp", "ifgsm", "pgnn", "dim_tim"], "estimator": ["pgn", "gnp", "plain", "vmii"],
+          "transforms": ["[dim]", "[tim]", "[dim,tim]", "[timm]"], "optimizer": ["ifgsm", "mifgsm", "adam"],
           "flatness": ["on", "off", "maybe"]}
 
 
@@ -58,7 +57,7 @@ def _compose(overrides):
 def _mutation(rng: random.Random):
     out = [f"{g}={rng.choice(v)}" for g, v in GROUPS.items() if rng.random() < 0.4]
     for key in rng.sample(list(KEYS), rng.randint(1, 4)):
-        prefix = "++" if key.split(".")[0] in ("penalty", "transforms", "attack", "flatness", "targets") else ""
+        prefix = "++" if key.split(".")[0] in ("estimator", "transforms", "optimizer", "flatness", "targets") else ""
         out.append(f"{prefix}{key}={rng.choice(KEYS[key])}")
     return out
 
