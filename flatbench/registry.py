@@ -27,6 +27,11 @@ def check_range(key: str, value, ok: bool, allowed: str) -> None:
         raise ConfigError(f"{key}={shown(value)} is out of range; allowed: {allowed}")
 
 
+# The resize modes flatbench accepts wherever a setting names one (data sets, DIM): torch's
+# F.interpolate modes that work on images of any size.
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
+
+
 def suggest(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.5)
     return f" Did you mean {close[0]!r}?" if close else ""

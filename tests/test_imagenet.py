@@ -288,3 +288,20 @@ def test_smoothing_is_a_majority_vote(photos):
 def test_unknown_defense_suggests():
     with pytest.raises(ConfigError, match="Did you mean 'jpeg'"):
         DEFENSES.build("jpg")
+
+
+def test_data_sets_and_dim_accept_the_same_interpolations(layouts):
+    """One list of resize modes (registry.INTERPOLATIONS) for the data sets and DIM, one message form."""
+    from flatbench import create_attack
+    from flatbench.registry import INTERPOLATIONS, ConfigError
+
+    import re
+
+    allowed = re.escape("allowed: " + " | ".join(INTERPOLATIONS))
+    with pytest.raises(ConfigError, match=rf"data\.interpolation='cubic' is out of range; {allowed}$"):
+        DATASETS.build("transferattack", root=str(layouts["transferattack"]), image_size=32, interpolation="cubic")
+    with pytest.raises(ConfigError, match=rf"transforms\.dim\.interpolation='cubic' is out of range; {allowed}$"):
+        create_attack("dim", torch.nn.Identity(), eps=16 / 255, interpolation="cubic")
+    for mode in INTERPOLATIONS:
+        DATASETS.build("transferattack", root=str(layouts["transferattack"]), image_size=32, interpolation=mode)
+        create_attack("dim", torch.nn.Identity(), eps=16 / 255, interpolation=mode)

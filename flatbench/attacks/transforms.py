@@ -24,11 +24,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..registry import ConfigError, Registry
+from ..registry import INTERPOLATIONS, ConfigError, Registry, check_range
 
 TRANSFORMS = Registry("transform")
 
-_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
 
 
 class InputTransform(abc.ABC):
@@ -72,10 +71,8 @@ class DIM(InputTransform):
             raise ConfigError(f"transforms.dim.resize_rate must be >= 1, got {resize_rate}")
         if not 0 <= prob <= 1:
             raise ConfigError(f"transforms.dim.prob must be in [0, 1], got {prob}")
-        if interpolation not in _INTERPOLATIONS:
-            raise ConfigError(
-                f"transforms.dim.interpolation {interpolation!r} is not one of {', '.join(_INTERPOLATIONS)}"
-            )
+        check_range("transforms.dim.interpolation", interpolation, interpolation in INTERPOLATIONS,
+                    " | ".join(INTERPOLATIONS))
         self.resize_rate, self.prob, self.interpolation = float(resize_rate), float(prob), interpolation
 
     def params(self, size: int, gen: torch.Generator, device) -> Optional[tuple]:

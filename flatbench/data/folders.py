@@ -31,13 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..registry import ConfigError
+from ..registry import INTERPOLATIONS, ConfigError, check_range
 from . import DATASETS
 from .base import ImageSet
 
 log = logging.getLogger(__name__)
 
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -53,8 +52,7 @@ def _check_common(root, image_size, interpolation, crop_pct, num_classes) -> Pat
         raise DataError(f"data.root: no such directory: {root}")
     if int(image_size) < 8:
         raise ConfigError(f"data.image_size={image_size} is out of range; allowed >= 8")
-    if interpolation not in INTERPOLATIONS:
-        raise ConfigError(f"data.interpolation={interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
+    check_range("data.interpolation", interpolation, interpolation in INTERPOLATIONS, " | ".join(INTERPOLATIONS))
     if crop_pct is not None and not 0 < float(crop_pct) <= 1:
         raise ConfigError(f"data.crop_pct={crop_pct} is out of range; allowed (0, 1] or null")
     if int(num_classes) < 2:
