@@ -308,6 +308,12 @@ def test_ensemble_averages_logits(small_cnn):
     assert create_attack("mifgsm", e, eps=8 / 255, steps=2)(x, torch.tensor([0, 1])).shape == x.shape
 
 
+def test_create_attack_names_the_renamed_keyword():
+    with pytest.raises(ConfigError, match=r"penalty= is estimator= since flatbench 0\.2"):
+        create_attack("mifgsm", torch.nn.Identity(), eps=16 / 255, penalty="pgn")
+    assert create_attack("mifgsm", torch.nn.Identity(), eps=16 / 255, estimator="pgn").label == "PGN"
+
+
 def test_build_attack_from_part_names(small_cnn):
     a = build_attack(small_cnn, optimizer="nifgsm", estimator="vmi", estimator_kwargs={"n_samples": 2},
                      transforms={"sim": {"num_scale": 2}}, eps=0.05)

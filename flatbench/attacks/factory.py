@@ -89,6 +89,9 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
     """
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}. Valid choices: {', '.join(sorted(METHODS))}.{suggest(name, METHODS)}")
+    if "penalty" in kwargs:
+        raise ConfigError("create_attack: penalty= is estimator= since flatbench 0.2 (one name per concept; the plain "
+                          "gradient is estimator='plain')")
     opt, est, tfs = METHODS[name]
     opt = kwargs.pop("optimizer", opt)
     est = kwargs.pop("estimator", est)
