@@ -119,21 +119,20 @@ class Penalty(Estimator):
         return total / n
 
     def describe(self, threat, alpha):
-        sign = "−" if self.sign < 0 else "+"
+        descent = self.sign < 0
         r = f"α = {alpha}" if self.r is None else f"{self.r * 255:g}/255 = {self.r:g}"
         sample = (f"x' = x_eval + u_i,  u_i ~ {threat.noise_text.format(z=f'{self.zeta:g}')}" if self.zeta
                   else "x' = x_eval   (ζ = 0: no sampling)")
         if not self.beta:
             body = [sample, "g1 = ∇ℓ(x')", "ḡ += g1   (β = 0: no look-ahead)"]
         else:
-            if self.combine == "difference":
-                s = -1 if self.sign < 0 else 1
-                closed = f"(1{'−' if s < 0 else '+'}β)·g1 {'+' if s < 0 else '−'} β·g2"
-                comb = f"ḡ += g1 {'+' if s < 0 else '−'} β·(g2 − g1) = {closed},   β = {self.beta:g}"
+            if self.combine == "difference":  # g1 − s·β·(g2 − g1)
+                closed = "(1−β)·g1 + β·g2" if descent else "(1+β)·g1 − β·g2"
+                comb = f"ḡ += g1 {'+' if descent else '−'} β·(g2 − g1) = {closed},   β = {self.beta:g}"
             else:
                 comb = f"ḡ += (1+β)·g1 + β·g2,   β = {self.beta:g}   (a weighted sum, not the penalty's gradient)"
             body = [sample, "g1 = ∇ℓ(x')",
-                    f"g2 = ∇ℓ(x' {sign} r·{threat.lookahead_text(self.normalize)}),   r = {r}   ({self.lookahead} look-ahead)",
+                    f"g2 = ∇ℓ(x' {'−' if descent else '+'} r·{threat.lookahead_text(self.normalize)}),   r = {r}   ({self.lookahead} look-ahead)",
                     comb]
         return ([f"ḡ = 0; for i = 1..N (N = {self.n_samples}, evaluated together in chunks):"]
                 + ["    " + b for b in body] + ["g = ḡ/N"])

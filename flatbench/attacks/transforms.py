@@ -29,7 +29,6 @@ from ..registry import INTERPOLATIONS, ConfigError, Registry, check_range
 TRANSFORMS = Registry("transform")
 
 
-
 class InputTransform(abc.ABC):
     """Maps B images to ``copies``·B views; ``random`` says whether it draws from ``gen``."""
 
