@@ -1,10 +1,12 @@
-"""Atomic file writes: a temp file in the same directory, fsync, then rename.
+"""Atomic file writes (a temp file in the same directory, fsync, then rename) and a file lock.
 
 A reader (or a process killed mid-write) therefore sees either the old file or the new
 one, never a partial file.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -64,3 +66,17 @@ class _suppress:
 
     def __exit__(self, *exc):
         return exc[0] is not None and issubclass(exc[0], OSError)
+
+
+@contextlib.contextmanager
+def locked(path: PathLike):
+    """An exclusive lock on ``path`` (created if missing) across processes: what one process
+    does under it (train a testbed model, measure the chunk) the others wait for, then reuse."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

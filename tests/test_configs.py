@@ -31,12 +31,37 @@ def _build(cfg):
     s = resolve(cfg)
     attack = build_attack(None, max_batch=cfg.max_batch, **attack_kwargs(s))
     zoo = parse_targets(cfg.targets)
-    for entry in zoo.values():
-        assert entry["model"] in TESTBED or entry["model"]
     build_logger(dict(cfg.logger))
     data = load_data(s)
+    for key, entry in zoo.items():
+        _check_target(key, entry)
     describe(s, attack, data)
     return attack
+
+
+def _check_target(key, entry):
+    """Every model a zoo names parses (testbed, timm architecture and tag, torchvision builder and
+    weights) and declares the class count of the data sets it is meant for, through the check the
+    command line runs before crafting; models the config cannot answer for are built, random-init."""
+    from flatbench.cell.evaluation import check_classes, precheck_target
+    from flatbench.models import load_model
+
+    # Each model against the data sets it is meant for (a group option composes beside defaults
+    # of the other groups): testbed models on digits, hub models on an ImageNet layout.
+    data = _reference_data("data=digits" if entry["model"] in TESTBED else "data=nips17")
+    if not precheck_target(entry, data, pretrained=False):
+        model = load_model(entry["model"], pretrained=False, progress=False,
+                           **{k: entry[k] for k in ("label_offset", "num_classes") if entry.get(k) is not None})
+        check_classes(model, data, "cpu", f"targets.{key}")
+
+
+_DATA = {}
+
+
+def _reference_data(override):
+    if override not in _DATA:
+        _DATA[override] = load_data(resolve(_compose([override])))
+    return _DATA[override]
 
 
 CASES = [(g, o) for g in GROUPS for o in options(g)]

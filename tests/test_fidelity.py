@@ -125,11 +125,36 @@ def test_admix_never_mixes_an_image_with_itself(small_cnn):
     assert set(((views - one) / t.strength)[:, 0, 0, 0].tolist()) <= {1.0, 2.0, 3.0}
 
 
-def test_admix_cell_with_a_batch_of_one_draws_partners_from_the_data(trained_zoo, zoo_dir, tmp_path):
-    out = tmp_path / "r"
-    run(["flatbench", "method=admix", "n_images=3", "batch_size=1", "targets=digits_small", "progress=false",
-         "transforms.admix.num_scale=2", f"hydra.run.dir={out}"], zoo_dir, tmp_path)
-    assert (pd.read_csv(out / "results.csv")["linf_mean"] > 0).all()
+def test_admix_cell_with_a_batch_of_one_draws_partners_from_the_data(trained_zoo, zoo_dir, tmp_path, monkeypatch):
+    """A cell of batches of one image mixes each image with other images of the data set: every
+    partner Admix sees is a clean image of the set, never the batch's own."""
+    from test_configs import _compose
+    from flatbench.attacks.transforms import Admix
+    from flatbench.cell import run_cell
+    from flatbench.cell.plan import load_data
+    from flatbench.config import resolve
+
+    seen = []
+    call = Admix.__call__
+
+    def recording(self, x, gen):
+        if x.shape[0] == 1:
+            seen.append(self.partners.clone())
+        return call(self, x, gen)
+
+    monkeypatch.setattr(Admix, "__call__", recording)
+    cfg = _compose(["method=admix", "n_images=3", "batch_size=1", "targets=digits_small", "progress=false",
+                    "transforms.admix.num_scale=2", f"paths.zoo_dir={zoo_dir or 'null'}",
+                    f"paths.cache_dir={tmp_path / 'cache'}"])
+    df = run_cell(cfg, tmp_path / "r")
+    assert (df["linf_mean"] > 0).all()
+    images = load_data(resolve(cfg)).floats(slice(0, 3))
+    steps = cfg.steps
+    assert len(seen) == 3 * steps   # one call per step for each of the three images
+    for i in range(3):
+        for partners in seen[i * steps:(i + 1) * steps]:
+            assert len(partners) == 2
+            assert torch.equal(partners[0], images[(i + 1) % 3]) and torch.equal(partners[1], images[(i + 2) % 3])
 
 
 # ---------------------------------------------------------------- L2: look-aheads in the threat's own norm
@@ -167,6 +192,8 @@ def test_penalty_lookahead_is_r_in_the_l2_norm(preset):
     big = (linf.model.seen[1] - linf.model.seen[0]).flatten(1)
     if preset != "gnp":  # mean-|g| look-aheads move each pixel by about r under L∞
         assert big.abs().mean(1).mean() == pytest.approx(0.05, rel=1e-4)
+    else:  # the paper's GNP normalises by ‖g‖₂ under either threat: a look-ahead of r in L2
+        torch.testing.assert_close(big.norm(dim=1), torch.full((2,), 0.05), rtol=1e-4, atol=1e-6)
 
 
 def test_nifgsm_lookahead_is_alpha_in_the_l2_norm():

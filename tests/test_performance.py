@@ -20,7 +20,7 @@ def test_chunking_auto_and_budget_never_change_results(small_cnn):
     x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 1, 2])
     ref = _pgn(small_cnn, max_batch=None)(x, y, seed=5)
-    for kw in ({"max_batch": 1}, {"max_batch": 7}, {"max_batch": "auto"}, {"memory_budget_mb": 0.05},
+    for kw in ({"max_batch": 1}, {"max_batch": 7}, {"max_batch": "auto"}, {"max_batch": "measure"}, {"memory_budget_mb": 0.05},
                {"max_batch": 64, "memory_budget_mb": 0.2}):
         out = _pgn(small_cnn, **kw)(x, y, seed=5)
         assert torch.allclose(out, ref, atol=1e-6), kw
@@ -38,7 +38,8 @@ def test_memory_budget_sets_the_chunk_it_chooses(small_cnn):
     budget_mb = 5.5 * per / 2 ** 20
     b = _pgn(small_cnn, memory_budget_mb=budget_mb, max_batch=None)   # the budget alone sets the chunk
     assert b.resolved_max_batch(x) == 5
-    assert 1 <= _pgn(small_cnn, memory_budget_mb=budget_mb, max_batch="auto").resolved_max_batch(x) <= 5  # auto stays within it
+    assert _pgn(small_cnn, memory_budget_mb=budget_mb, max_batch="auto").resolved_max_batch(x) == 4  # the rule: a power of two within it
+    assert 1 <= _pgn(small_cnn, memory_budget_mb=budget_mb, max_batch="measure").resolved_max_batch(x) <= 5
     b(x, torch.tensor([0, 1]), seed=0)
     ctx = b.step_context(0, 0)
     assert ctx.chunks(6, 2) == [(0, 2), (2, 4), (4, 6)]  # ≤ 5 images per forward: 2 neighbours of 2 images
@@ -46,8 +47,30 @@ def test_memory_budget_sets_the_chunk_it_chooses(small_cnn):
     assert capped.resolved_max_batch(x) == 3
 
 
-def test_auto_chunk_on_cpu_is_measured_and_cached(small_cnn):
-    a = _pgn(small_cnn, max_batch="auto", memory_budget_mb=1.0)
+def test_auto_chunk_is_a_rule_that_never_times(small_cnn, monkeypatch):
+    """The default chunk and format come from the model's exact activation size and fixed budgets,
+    never from a timing: the same on an idle machine and a loaded one."""
+    from flatbench.attacks import tuning
+
+    monkeypatch.setattr(tuning, "measure", lambda *a, **k: pytest.fail("the default measured"))
+    x = torch.rand(2, 3, 16, 16)
+    a = _pgn(small_cnn)
+    per = a.bytes_per_image(x)
+    want = min(tuning.RULE_MAX, 1 << (int(tuning.RULE_CPU_MB * 2 ** 20 // per).bit_length() - 1))
+    assert a.resolved_max_batch(x) == want and a.memory_format == "contiguous"
+    big = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 3, padding=1),
+                              torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    big(torch.rand(1, 3, 128, 128))
+    b = _pgn(big)
+    xb = torch.rand(1, 3, 128, 128)
+    per = b.bytes_per_image(xb)
+    assert per > 4 * 64 * 128 * 128 * 2   # two 64-channel maps at least
+    assert b.resolved_max_batch(xb) == 1 << (int(2 ** 30 // per).bit_length() - 1) < tuning.RULE_MAX
+    assert not tuning.rule_channels_last(torch.device("cuda"), 4) and not tuning.rule_channels_last(torch.device("cpu"), 4)
+
+
+def test_measured_chunk_on_cpu_is_timed_and_cached(small_cnn, tmp_path):
+    a = _pgn(small_cnn, max_batch="measure", memory_budget_mb=1.0, tuning_file=tmp_path / "t.json")
     x = torch.rand(2, 3, 16, 16)
     cap = a.resolved_max_batch(x)
     limit = int(2 ** 20 // a.bytes_per_image(x))
@@ -105,6 +128,9 @@ def test_bf16_asr_within_one_point_of_fp32(trained_zoo, zoo_dir, tmp_path):
         cfg = _compose(["method=mifgsm", "n_images=null", "targets=digits", "progress=false", f"amp={amp}",
                         f"paths.zoo_dir={zoo_dir or 'null'}", f"paths.cache_dir={tmp_path / 'cache'}"])
         res[amp] = run_cell(cfg, tmp_path / amp).set_index("target")["asr"]
+    # The setting is applied, not ignored: the crafted sets differ (an ignored amp gives equal sets).
+    from flatbench.store import load_adv
+    assert not torch.equal(load_adv(tmp_path / "null" / "adv.safetensors")[0], load_adv(tmp_path / "bf16" / "adv.safetensors")[0])
     diff = res["bf16"] - res["null"]
     print("bf16 - fp32 ASR:", diff.round(2).to_dict())
     # White-box and black-box mean within 1 point; single black-box targets move by a few
@@ -114,14 +140,48 @@ def test_bf16_asr_within_one_point_of_fp32(trained_zoo, zoo_dir, tmp_path):
     assert diff.abs().max() <= 2.0, diff.to_dict()
 
 
+def _conv_probe(model):
+    """Records, at each call of the model's first convolution of several input channels, the
+    dtype of its output and whether its weight was in channels_last (and not also contiguous)."""
+    conv = next(mod for mod in model.modules() if isinstance(mod, torch.nn.Conv2d) and mod.in_channels > 1)
+    seen = []
+
+    def hook(mod, inp, out):
+        w = mod.weight
+        seen.append((out.dtype, None, w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()))
+    return conv.register_forward_hook(hook), seen
+
+
 def test_channels_last_gives_the_same_images(trained_zoo):
     m = trained_zoo["digits-resnet"]
     x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([1, 2, 3, 4])
-    a = create_attack("mifgsm", m, eps=32 / 255)(x, y)
-    import copy
-    b = create_attack("mifgsm", copy.deepcopy(m), eps=32 / 255, channels_last=True)(x, y)
+    handle, seen = _conv_probe(m)
+    try:
+        a = create_attack("mifgsm", m, eps=32 / 255, channels_last=False)(x, y)
+        assert seen and not any(w for _, _, w in seen)
+        seen.clear()
+        cl = create_attack("mifgsm", m, eps=32 / 255, channels_last=True)
+        b = cl(x, y)
+        # The setting is applied, not ignored: the convolutions ran on channels_last weights.
+        assert cl.memory_format == "channels_last" and seen and all(w for _, _, w in seen), seen[:2]
+    finally:
+        handle.remove()
     assert ((a - b).abs() > 1e-5).float().mean() < 0.01  # sign flips at exact ties only
+
+
+def test_amp_runs_the_surrogate_in_bf16(trained_zoo):
+    m = trained_zoo["digits-resnet"]
+    x, y = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)), torch.tensor([1, 2])
+    handle, seen = _conv_probe(m)
+    try:
+        create_attack("mifgsm", m, eps=32 / 255, steps=2, amp="bf16")(x, y)
+        assert seen and all(dt == torch.bfloat16 for dt, _, _ in seen), seen[:2]
+        seen.clear()
+        create_attack("mifgsm", m, eps=32 / 255, steps=2)(x, y)
+        assert seen and all(dt == torch.float32 for dt, _, _ in seen)
+    finally:
+        handle.remove()
 
 
 def test_bench_smoke_writes_its_table(tmp_path):
@@ -167,10 +227,11 @@ def test_targets_are_checked_before_crafting_and_built_after(layouts, zoo_dir, t
     assert not list((tmp_path / "c2").glob("adv/*/batches/*"))
 
 
-def test_defaults_are_measured_once_kept_in_the_tuning_file_and_recorded(trained_zoo, small_cnn, tmp_path, monkeypatch):
-    """create_attack with no performance arguments (max_batch and channels_last "auto") measures
-    chunk and memory format on the first call, keeps them in FLATBENCH_TUNING_FILE, and a new process (an empty process cache) reads
-    them back instead of measuring; the result equals a run pinned to the same choice."""
+def test_measured_choice_is_kept_in_the_tuning_file_and_recorded(trained_zoo, small_cnn, tmp_path, monkeypatch):
+    """max_batch and channels_last "measure" time chunk and memory format on the first call, keep
+    them in FLATBENCH_TUNING_FILE, and a new process (an empty process cache) reads them back
+    instead of measuring; the result equals a run pinned to the same choice. The defaults write
+    no tuning file."""
     import json
 
     from flatbench.attacks import tuning
@@ -181,8 +242,11 @@ def test_defaults_are_measured_once_kept_in_the_tuning_file_and_recorded(trained
     m = trained_zoo["digits-resnet"]
     x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(2))
     y = torch.tensor([1, 2, 3, 4])
-    a = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4)
-    assert (a.max_batch, a.channels_last) == ("auto", "auto")
+    d = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4)
+    assert (d.max_batch, d.channels_last) == ("auto", "auto")
+    d(x, y, seed=1)
+    assert not path.exists() and not tuning._PROCESS   # the defaults are a rule: nothing timed, nothing kept
+    a = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, max_batch="measure", channels_last="measure")
     out = a(x, y, seed=1)
     entry = next(iter(json.loads(path.read_text()).values()))
     assert a.cap == entry["chunk"] and a.memory_format == ("channels_last" if entry["channels_last"] else "contiguous")
@@ -190,26 +254,26 @@ def test_defaults_are_measured_once_kept_in_the_tuning_file_and_recorded(trained
     # Another process: nothing in memory, the file answers; measuring again would be a failure.
     monkeypatch.setattr(tuning, "_PROCESS", {})
     monkeypatch.setattr(tuning, "measure", lambda *a, **k: pytest.fail("measured again despite the tuning file"))
-    b = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, max_batch="auto", channels_last="auto")
+    b = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, max_batch="measure", channels_last="measure")
     assert torch.equal(b(x, y, seed=1), out) and b.cap == a.cap
     pinned = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, max_batch=entry["chunk"],
                            channels_last=entry["channels_last"])
     assert torch.equal(pinned(x, y, seed=1), out)
-    with pytest.raises(Exception, match=r"channels_last=.yes. is out of range; allowed: auto \| true \| false"):
+    with pytest.raises(Exception, match=r"channels_last=.yes. is out of range; allowed: auto \(by rule\) \| measure"):
         create_attack("pgn", m, eps=32 / 255, channels_last="yes")
 
 
-def test_cli_cells_share_one_measurement_and_record_it(trained_zoo, zoo_dir, tmp_path, monkeypatch):
+def test_cli_cells_share_one_measurement_and_record_it(trained_zoo, zoo_dir, tmp_path):
     import json
 
     import pandas as pd
 
     from test_run import run
 
-    monkeypatch.delenv("FLATBENCH_TUNING_FILE")  # the command line's default: <paths.cache_dir>/tuning.json
     sweep = tmp_path / "sweep"
-    p = run(["flatbench", "-m", "method=ifgsm,mifgsm", "n_images=8", "targets=digits_small",
-             "progress=false", f"paths.output_dir={tmp_path / 'out'}", f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
+    p = run(["flatbench", "-m", "method=ifgsm,mifgsm", "n_images=8", "targets=digits_small", "max_batch=measure",
+             "channels_last=measure", "progress=false", f"paths.output_dir={tmp_path / 'out'}", f"hydra.sweep.dir={sweep}"],
+            zoo_dir, tmp_path)
     log = p.stdout + p.stderr
     assert log.count("tuning: measured") == 1, log[-3000:]   # one architecture and input shape: measured once
     entries = json.loads((tmp_path / "out" / "cache" / "tuning.json").read_text())
@@ -221,7 +285,43 @@ def test_cli_cells_share_one_measurement_and_record_it(trained_zoo, zoo_dir, tmp
         assert row["chunk"] == entry["chunk"] and row["memory_format"] == fmt
     bad = subprocess.run([str(Path(sys.executable).parent / "flatbench"), "channels_last=maybe", "n_images=4"],
                          cwd=tmp_path, capture_output=True, text=True)
-    assert bad.returncode == 1 and "channels_last" in bad.stderr and "auto | true | false" in bad.stderr
+    assert bad.returncode == 1 and "channels_last" in bad.stderr and "auto (by rule) | measure (timed) | true | false" in bad.stderr
+
+
+def test_two_cells_started_together_craft_the_images_of_one_alone(trained_zoo, zoo_dir, tmp_path):
+    """Issue 23, section 4: two identical commands started at the same moment each resolved chunk
+    and format while the other ran, and one crafted other images. With the defaults (a rule), both
+    equal a lone run; with max_batch=measure and a shared tuning file, one measures under the lock
+    and the other takes its choice, so the two are equal. (Each has its own cache, so neither can
+    reuse the other's batches.)"""
+    import os
+
+    from conftest import zoo_env
+    from flatbench.store import load_adv
+    from test_run import BIN, run
+
+    base = ["flatbench", "n_images=32", "batch_size=16", "method=pgn", "estimator.n_samples=4", "steps=3",
+            "surrogate=digits-resnet", "targets=digits_small", "progress=false"]
+    run([*base, f"hydra.run.dir={tmp_path / 'alone'}", f"paths.cache_dir={tmp_path / 'cache_alone'}"], zoo_dir, tmp_path)
+    alone = load_adv(tmp_path / "alone" / "adv.safetensors")[0]
+    env = dict(os.environ, **zoo_env(zoo_dir))
+    env.pop("FLATBENCH_TUNING_FILE", None)
+    for extra in ([], ["max_batch=measure", "channels_last=measure"]):
+        tag = "measure" if extra else "auto"
+        procs = [subprocess.Popen([str(BIN / base[0]), *base[1:], *extra, f"hydra.run.dir={tmp_path / tag / str(i)}",
+                                   f"paths.cache_dir={tmp_path / tag / ('cache' + str(i))}",
+                                   f"paths.tuning_file={tmp_path / tag / 'tuning.json'}"], cwd=tmp_path, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+        logs = [p.communicate(timeout=600)[0] for p in procs]
+        assert all(p.returncode == 0 for p in procs), logs
+        sets = [load_adv(tmp_path / tag / str(i) / "adv.safetensors")[0] for i in range(2)]
+        assert torch.equal(sets[0], sets[1]), tag
+        if not extra:
+            assert torch.equal(sets[0], alone)
+            assert not (tmp_path / "auto" / "tuning.json").exists()
+        else:   # one of the two measured; the other waited on the lock and read its choice
+            assert sum(log.count("tuning: measured") for log in logs) == 1, logs
+            assert sum(log.count("tuning: chunk") for log in logs) == 1, logs
 
 
 def test_a_resumed_cell_crafts_with_the_chunk_and_format_of_its_first_batches(trained_zoo, tmp_path, caplog):

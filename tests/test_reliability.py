@@ -1,5 +1,6 @@
 """Bad input fails fast with one clear line; faults lose nothing; config files run no code."""
 import ast
+import json
 import os
 import signal
 import subprocess
@@ -185,15 +186,29 @@ def test_two_killed_processes_in_one_sweep_both_resume(trained_zoo, zoo_dir, tmp
     procs = [subprocess.Popen([str(BIN / "flatbench"), *long, f"seed={s}", f"hydra.run.dir={sweep / str(s)}"],
                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for s in (0, 1)]
+    cache = tmp_path / "outputs" / "cache"
+
+    def per_cell():  # finished batches (checkpoints) of each cell so far
+        found = {}
+        for f in cache.glob("adv/*/batches/*.safetensors"):
+            found[f.parent.parent.name] = found.get(f.parent.parent.name, 0) + 1
+        return found
+
     t0 = time.time()
-    while len(list((tmp_path / "outputs" / "cache").glob("adv/*/batches/*"))) < 4 and time.time() - t0 < 200:
+    while not (len(per_cell()) == 2 and min(per_cell().values()) >= 2) and time.time() - t0 < 200:
         time.sleep(0.05)
     for p in procs:
         p.send_signal(signal.SIGKILL)
         p.wait()
+    kept = per_cell()
+    # Both cells were killed mid-way with checkpoints on disk (8 batches of 6 images each).
+    assert len(kept) == 2 and all(2 <= n < 8 for n in kept.values()), kept
     assert not list(sweep.glob("*/results.csv"))
     for s in (0, 1):
-        run(["flatbench", *long, f"seed={s}", f"hydra.run.dir={sweep / str(s)}"], zoo_dir, tmp_path)
+        p = run(["flatbench", *long, f"seed={s}", f"hydra.run.dir={sweep / str(s)}"], zoo_dir, tmp_path)
+        cell_id = json.loads((sweep / str(s) / "cell.json").read_text())["cell_id"]
+        # Each rerun resumed from what its own killed process had finished: no batch crafted twice.
+        assert f"resuming: {kept[cell_id]} of 8 batches already finished" in p.stdout + p.stderr, (kept, p.stderr[-2000:])
     run(["flatbench-report", str(sweep)], zoo_dir, tmp_path)
     merged = pd.read_csv(sweep / "report" / "results.csv")
     assert len(merged) == 4 and merged["cell_id"].nunique() == 2 and not merged.duplicated(["cell_id", "target"]).any()

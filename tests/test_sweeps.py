@@ -3,6 +3,7 @@ import json
 import math
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import time
@@ -180,8 +181,24 @@ def test_report_ci_mcnemar_and_param_plot(trained_zoo, zoo_dir, tmp_path):
     assert len(mc) == 2 * 2 and (mc["n"] == 24).all()  # 2 eps x 2 targets
     flags = pd.concat(pd.read_csv(f) for f in sweep.glob("*/predictions.csv"))
     assert set(flags["fooled"]) <= {0, 1}
-    row = mc.iloc[0]
-    assert row["p_exact"] == pytest.approx(mcnemar(int(row["only_a"]), int(row["only_b"]))["p_exact"])
+    # Independent counts: the discordant pairs recounted from the two cells' predictions.csv, the
+    # exact p-value from SciPy's binomial test, and the interval from SciPy's Wilson interval on
+    # the fooled count recounted per cell and target.
+    from scipy.stats import binomtest
+    for r in mc.itertuples():
+        fa = flags[(flags["cell_id"] == r.cell_a) & (flags["target"] == r.target)].set_index("image_id")["fooled"]
+        fb = flags[(flags["cell_id"] == r.cell_b) & (flags["target"] == r.target)].set_index("image_id")["fooled"]
+        assert len(fa) == len(fb) == r.n and set(fa.index) == set(fb.index)
+        fb = fb[fa.index]
+        assert (r.only_a, r.only_b) == (int(((fa == 1) & (fb == 0)).sum()), int(((fa == 0) & (fb == 1)).sum()))
+        k = r.only_a + r.only_b
+        want = 1.0 if k == 0 else binomtest(min(r.only_a, r.only_b), k, 0.5).pvalue
+        assert r.p_exact == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert (mc["only_a"] + mc["only_b"]).sum() > 0   # something to count
+    for r in df.itertuples():
+        fooled = flags[(flags["cell_id"] == r.cell_id) & (flags["target"] == r.target)]["fooled"]
+        ci = binomtest(int(fooled.sum()), len(fooled)).proportion_ci(method="wilson")
+        assert (r.asr_ci_low, r.asr_ci_high) == pytest.approx((100 * ci.low, 100 * ci.high), abs=1e-6)
     assert "[" in (sweep / "report" / "table_ci.md").read_text()
     import matplotlib.image as mpimg
     img = mpimg.imread(sweep / "report" / "asr_vs_eps.png")
@@ -210,15 +227,27 @@ def _free_port() -> int:
 
 
 def test_torchrun_two_gloo_ranks_equal_single_process(trained_zoo, zoo_dir, tmp_path):
-    args = [*PGN_SMALL, "n_images=20", "batch_size=4", "device=cpu"]
-    single = tmp_path / "single"
-    run(["flatbench", *args, f"hydra.run.dir={single}", "paths.cache_dir=cache_single"], zoo_dir, tmp_path)
+    """Two ranks craft one cell: the same images and rows as one process. With max_batch and
+    channels_last "measure", each rank has its own tuning file: rank 0 measures, rank 1 does not
+    and crafts with rank 0's choice (broadcast); the single process then reads rank 0's file."""
+    args = [*PGN_SMALL, "n_images=20", "batch_size=4", "device=cpu", "max_batch=measure", "channels_last=measure"]
     multi = tmp_path / "multi"
     p = subprocess.run([str(BIN / "torchrun"), "--nproc-per-node=2", f"--master-port={_free_port()}", "-m", "flatbench",
-                        *args, f"hydra.run.dir={multi}", "paths.cache_dir=cache_multi"], cwd=tmp_path,
+                        *args, f"hydra.run.dir={multi}", "paths.cache_dir=cache_multi",
+                        "paths.tuning_file=" + str(tmp_path / "tuning-rank${oc.env:RANK}.json")], cwd=tmp_path,
                        env=_env(zoo_dir), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "rank 1/2" in p.stderr + p.stdout
+    log = p.stderr + p.stdout
+    assert "rank 1/2" in log
+    assert (tmp_path / "tuning-rank0.json").exists() and not (tmp_path / "tuning-rank1.json").exists(), log[-3000:]
+    assert log.count("tuning: measured") == 1 and "(rank 0's choice)" in log
+    entry = next(iter(json.loads((tmp_path / "tuning-rank0.json").read_text()).values()))
+    fmt = "channels_last" if entry["channels_last"] else "contiguous"
+    assert (_results(multi)["chunk"] == entry["chunk"]).all() and (_results(multi)["memory_format"] == fmt).all()
+    single = tmp_path / "single"
+    shutil.copy(tmp_path / "tuning-rank0.json", tmp_path / "tuning-single.json")
+    run(["flatbench", *args, f"hydra.run.dir={single}", "paths.cache_dir=cache_single",
+         f"paths.tuning_file={tmp_path / 'tuning-single.json'}"], zoo_dir, tmp_path)
     pd.testing.assert_frame_equal(_results(multi)[SAME + ["grad_evals"]], _results(single)[SAME + ["grad_evals"]])
     assert torch.equal(load_adv(multi / "adv.safetensors")[0], load_adv(single / "adv.safetensors")[0])
     pm, ps = pd.read_csv(multi / "predictions.csv"), pd.read_csv(single / "predictions.csv")

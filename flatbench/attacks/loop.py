@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..keyed import keyed_generator
 from ..registry import check_range
 from . import tuning
+from .model_state import borrowed, deterministic_kernels, set_memory_format
 from .estimators import Estimator, Plain
 from .optimizers import Optimizer
 from .threat import THREATS
@@ -40,14 +41,15 @@ def check_loop_settings(*, steps, norm, max_batch, memory_budget_mb, amp, channe
     :class:`Attack` alike, with one message each."""
     check_range("steps", steps, isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1, "steps >= 1")
     check_range("norm", norm, norm in THREATS, " | ".join(THREATS))
-    check_range("max_batch", max_batch, max_batch is None or max_batch == "auto" or (
-        isinstance(max_batch, int) and not isinstance(max_batch, bool) and max_batch >= 1), "an integer >= 1, auto, or null")
+    check_range("max_batch", max_batch, max_batch is None or max_batch in ("auto", "measure") or (
+        isinstance(max_batch, int) and not isinstance(max_batch, bool) and max_batch >= 1),
+        "an integer >= 1, auto (by rule), measure (timed), or null")
     check_range("memory_budget_mb", memory_budget_mb, memory_budget_mb is None or (
         isinstance(memory_budget_mb, (int, float)) and not isinstance(memory_budget_mb, bool) and memory_budget_mb > 0),
         "> 0 (MiB) or null")
     check_range("amp", amp, amp in (None, "bf16", "fp16"), "null | bf16 | fp16")
-    check_range("channels_last", channels_last, channels_last in ("auto", True, False) and channels_last is not None,
-                "auto | true | false")
+    check_range("channels_last", channels_last, channels_last in ("auto", "measure", True, False)
+                and channels_last is not None, "auto (by rule) | measure (timed) | true | false")
 
 
 @dataclass
@@ -71,9 +73,10 @@ class StepContext:
     def chunks(self, n: int, b: int) -> List[Tuple[int, int]]:
         """Split n neighbours of a batch of b images so one forward holds ≤ the chunk cap.
 
-        The cap is ``max_batch`` (or, with ``max_batch="auto"``, the fastest measured size),
-        lowered to fit ``memory_budget_mb``. Noise is keyed per neighbour, so the split
-        changes speed and memory, never results.
+        The cap is ``max_batch`` (``"auto"``: by rule, ``"measure"``: the fastest timed size),
+        lowered to fit ``memory_budget_mb``. Noise is keyed per neighbour, so the split never
+        changes the draws; it changes speed, memory and the kernels' summation order (see
+        :mod:`.tuning`), which is why the default is a rule, not a timing.
         """
         per = n if self.cap is None else max(1, self.cap // (b * self.copies))
         return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
@@ -87,24 +90,29 @@ class Attack:
     """An iterative sign-gradient attack assembled from parts; see the module docstring.
 
     Args:
-        model: maps [0,1] images (NCHW) to logits; its parameters are not touched.
+        model: maps [0,1] images (NCHW) to logits. Borrowed for each call (see
+            :mod:`.model_state`): attacked in eval mode with frozen parameters, then handed back
+            exactly as it came (every submodule's mode, ``requires_grad``, weights, statistics,
+            memory format, device), also when the attack raises.
         eps: radius of the threat ball, in [0,1] pixel units (16/255 for ImageNet papers).
         steps: T, the number of iterations (10).
         alpha: step size; None means eps/steps.
         norm: "linf" or "l2".
         targeted: ascend −CE(target) instead of CE(label); ``y`` then holds target classes.
         estimator, optimizer, transforms, filters: the parts (plain gradient, I-FGSM, none).
-        max_batch: most images in one forward/backward: "auto" (the default: the fastest size
-            measured once for this architecture, input shape and device, see :mod:`.tuning`),
-            an integer, or None (all N·B neighbours at once).
+        max_batch: most images in one forward/backward: "auto" (the default: by rule, the
+            largest power of two ≤ 256 whose activations fit 1 GiB on a CPU or half the GPU's
+            memory, see :mod:`.tuning`), "measure" (the fastest size, timed once per
+            architecture, input shape and device), an integer, or None (all N·B at once).
         memory_budget_mb: lowers the chunk so that one forward/backward's saved activations
             fit this many MiB (counted with saved-tensor hooks, per image).
         amp: None, or "bf16"/"fp16" autocast of the surrogate's forward (CUDA; bf16 also CPU).
-        channels_last: the surrogate's memory format: "auto" (the default: channels_last when
-            measured more than 3% faster), True or False. The model's 4-D weights are converted
-            in place. The resolved chunk and format are ``cap`` and ``memory_format`` after a call.
-        tuning_file: a JSON file that keeps measured choices across processes (None:
-            ``$FLATBENCH_TUNING_FILE``, else this process only).
+        channels_last: the surrogate's memory format: "auto" (the default: by rule,
+            contiguous), "measure" (channels_last when timed more than 3%
+            faster), True or False. The model's 4-D weights are converted for the call and
+            restored after it. The resolved chunk and format are ``cap`` and ``memory_format``.
+        tuning_file: a JSON file that keeps "measure" choices across processes, under a lock
+            (None: ``$FLATBENCH_TUNING_FILE``, else this process only).
         check_finite: stop with :class:`NonFiniteError` when a gradient is NaN or Inf.
         loss: ``loss(outputs, y)`` summed over the batch (None: cross-entropy). The loop
             ascends it (descends it when targeted).
@@ -147,7 +155,7 @@ class Attack:
         self.estimator = estimator if estimator is not None else Plain()
         self.optimizer = optimizer if optimizer is not None else Optimizer()
         self.transforms, self.filters = list(transforms), list(filters)
-        self.max_batch = None if max_batch is None else (max_batch if max_batch == "auto" else int(max_batch))
+        self.max_batch = None if max_batch is None else (max_batch if max_batch in ("auto", "measure") else int(max_batch))
         self.memory_budget_mb = None if memory_budget_mb is None else float(memory_budget_mb)
         self.amp, self.channels_last = amp, channels_last
         self.tuning_file = tuning_file
@@ -254,12 +262,12 @@ class Attack:
         ``partners``: other images ([0,1]) that a mixing transform (Admix) may draw from when
         ``x`` holds a single image; batches of two or more mix within the batch.
         """
-        if partners is None:
-            return self._run(x, y, seed)
         own = self.transforms
-        self.transforms = [t.with_partners(partners) if hasattr(t, "with_partners") else t for t in own]
+        if partners is not None:
+            self.transforms = [t.with_partners(partners) if hasattr(t, "with_partners") else t for t in own]
         try:
-            return self._run(x, y, seed)
+            with borrowed(self.model), deterministic_kernels():
+                return self._run(x, y, seed)
         finally:
             self.transforms = own
 
@@ -267,7 +275,7 @@ class Attack:
         x = x.detach().float()
         y = y.detach().long()
         self.device_of_last_call = x.device
-        self.cap = self.resolved_max_batch(x)  # also puts the model in the chosen memory format
+        self.cap = self._resolve(x)  # also puts the (borrowed) model in the chosen memory format
         delta = torch.zeros_like(x)
         state: Dict = {}
         for t in range(self.steps):
@@ -287,34 +295,50 @@ class Attack:
 
     def bytes_per_image(self, x: torch.Tensor) -> int:
         """Memory one image needs in a forward/backward (see :func:`tuning.bytes_per_image`)."""
-        key = ("bytes", tuple(x.shape[1:]), x.device.type)
+        key = ("bytes", tuple(x.shape[1:]), x.device.type, self.amp)
         if key not in self._sizing:
-            self._sizing[key] = tuning.bytes_per_image(self.model, x)
+            self._sizing[key] = tuning.bytes_per_image(self.model, x, self.amp)
         return self._sizing[key]
 
     def resolved_max_batch(self, x: torch.Tensor) -> Optional[int]:
-        """The cap on images per forward for inputs like ``x`` (max_batch, or the measured fastest
-        with "auto", lowered to fit the memory budget); also settles the memory format."""
+        """The cap on images per forward for inputs like ``x`` (max_batch: by rule with "auto",
+        timed with "measure", lowered to fit the memory budget); also settles ``memory_format``.
+        The model is borrowed meanwhile, and handed back as it came."""
+        with borrowed(self.model):
+            return self._resolve(x)
+
+    def _resolve(self, x: torch.Tensor) -> Optional[int]:
+        images = x.dim() == 4
         if self.pinned is not None:
             chunk, fmt = self.pinned
-            tuning.set_memory_format(self.model, fmt == "channels_last" and x.dim() == 4)
-            self.memory_format = fmt if x.dim() == 4 else "contiguous"
+            self.memory_format = fmt if images else "contiguous"
+            set_memory_format(self.model, self.memory_format == "channels_last")
             return chunk
         budget_cap = None
         if self.memory_budget_mb is not None:
             budget_cap = max(1, int(self.memory_budget_mb * 2 ** 20 // self.bytes_per_image(x)))
-        fixed = self.max_batch if budget_cap is None or self.max_batch in (None, "auto") else min(self.max_batch, budget_cap)
-        if self.max_batch == "auto" or self.channels_last == "auto":
-            if self.max_batch == "auto":
-                limit = budget_cap or tuning.memory_limit(x.device, lambda: self.bytes_per_image(x)) or 1024
-            else:
-                limit = fixed or budget_cap or 1024
-            choice = tuning.choose(self.model, self.loss, x, limit, self.channels_last, self.amp, self.tuning_file)
-            self.memory_format = "channels_last" if choice["channels_last"] else "contiguous"
-            return int(choice["chunk"]) if self.max_batch == "auto" else (fixed if self.max_batch is not None else budget_cap)
-        tuning.set_memory_format(self.model, bool(self.channels_last) and x.dim() == 4)
-        self.memory_format = "channels_last" if self.channels_last and x.dim() == 4 else "contiguous"
-        return fixed if self.max_batch is not None else budget_cap
+        choice = None
+        if "measure" in (self.max_batch, self.channels_last):
+            fmt = "measure" if self.channels_last == "measure" else (
+                tuning.rule_channels_last(x.device, x.dim()) if self.channels_last == "auto" else self.channels_last)
+            limit = (self.max_batch if isinstance(self.max_batch, int) else None) or budget_cap or tuning.memory_limit(
+                x.device, lambda: self.bytes_per_image(x)) or 1024
+            choice = tuning.choose(self.model, self.loss, x, limit, fmt, self.amp, self.tuning_file)
+        if self.channels_last == "measure":
+            cl = bool(choice["channels_last"])
+        elif self.channels_last == "auto":
+            cl = tuning.rule_channels_last(x.device, x.dim())
+        else:
+            cl = bool(self.channels_last)
+        self.memory_format = "channels_last" if cl and images else "contiguous"
+        set_memory_format(self.model, self.memory_format == "channels_last")
+        if self.max_batch == "measure":
+            return int(choice["chunk"])
+        if self.max_batch == "auto":
+            return tuning.rule_chunk(x.device, lambda: self.bytes_per_image(x), self.memory_budget_mb)
+        if self.max_batch is None:
+            return budget_cap
+        return self.max_batch if budget_cap is None else min(self.max_batch, budget_cap)
 
     def pin(self, chunk: Optional[int], memory_format: str) -> None:
         """Craft with this chunk and memory format from now on, whatever max_batch and

@@ -1,32 +1,34 @@
-"""How the attack loop sizes its work: memory per image, and the chunk size and memory format
-chosen by measurement (``max_batch="auto"``, ``channels_last="auto"``: the defaults of the
-command line and of ``create_attack``).
-
-A chunk is the number of images in one forward/backward (PGN's N·B neighbours are split into
-chunks). The fastest chunk and memory format depend on the model's architecture, the input
-shape and the device, so they are measured once per (architecture, input shape, device type,
-amp, limit) and reused: within a process (a dict here) and across processes through a small
-JSON file (``FLATBENCH_TUNING_FILE``; the command line's ``paths.tuning_file`` is that, else
-``<paths.cache_dir>/tuning.json``), so every cell of a sweep on one machine runs with the same
-choice.
+"""How the attack loop sizes its work: the chunk (images in one forward/backward; PGN's N·B
+neighbours are split into chunks) and the surrogate's memory format.
 
 What the choice changes: speed and memory, and the floating-point summation order. The noise is
-keyed per neighbour, never per chunk, so the attack is the same; but convolutions sum in another
-order at another batch size or memory format, which can flip the sign of a near-zero gradient
-component. Measured on a PGN set of 16 digits (eps 32, T 10, N 20; scripts/chunk_numerics.py):
-no pixel differs between chunk sizes on the digits CNN and ResNet, nor between formats on the
-CNN; channels_last moves 20 of 16,384 pixels of the ResNet's set, by up to 20 levels. The resolved choice is
-therefore recorded with every result (columns ``chunk`` and ``memory_format``), the tuning
-file keeps it fixed on one machine, a resumed cell keeps the choice of its finished batches,
-and the ranks of a torchrun cell take rank 0's; pin ``max_batch`` and ``channels_last`` for
-bit-equality across machines that would measure differently (different CPUs or GPUs also
-differ in their kernels, so bit-equality across machines is not promised either way).
+keyed per neighbour, never per chunk, so the attack is the same; but another batch size selects
+other kernels, and channels_last sums in another order, which can flip the sign of a near-zero
+gradient component and move a pixel by a step (scripts/chunk_numerics.py; issue 23 saw 205 of
+98,304 pixels move when a loaded machine measured chunk 1 instead of 64). So the defaults are
+chosen by rule, from facts that do not depend on what else the machine is doing:
+
+- ``max_batch="auto"`` (the default): :func:`rule_chunk`, the largest power of two whose saved
+  activations (counted exactly, :func:`bytes_per_image`) fit a fixed budget: RULE_CPU_MB on a
+  CPU, RULE_GPU_SHARE of the card's total (not free) memory on a GPU, ``memory_budget_mb`` when
+  set; at most RULE_MAX images.
+- ``channels_last="auto"`` (the default): :func:`rule_channels_last`, contiguous.
+
+The same command on the same machine then crafts the same images, whatever else runs on it.
+Timed tuning is there on request: ``max_batch="measure"`` / ``channels_last="measure"`` time
+the candidates once per (architecture, input shape, device type, amp, limit) and keep the
+outcome in a JSON file (``FLATBENCH_TUNING_FILE``; the command line's ``paths.tuning_file``),
+under a file lock, so the cells of a machine never measure at the same time, and all take the
+first measurement's choice. The resolved choice is recorded with every result (columns
+``chunk`` and ``memory_format``); a resumed cell keeps the choice of its finished batches, and
+the ranks of a distributed cell take rank 0's.
 
 The measurement is bounded (the rules above ``search_chunks``): chunks 1, 2, 4, ... are timed
 until doubling stops paying, a call takes ``CALL_S`` or ``BUDGET_S`` is spent, per format.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -37,6 +39,9 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
+
+from ..io import locked
+from .model_state import set_memory_format
 
 log = logging.getLogger("flatbench")
 ENV_FILE = "FLATBENCH_TUNING_FILE"
@@ -52,7 +57,7 @@ def arch_key(model: nn.Module) -> str:
     return f"{type(model).__name__}-{h.hexdigest()[:12]}"
 
 
-def bytes_per_image(model: nn.Module, x: torch.Tensor) -> int:
+def bytes_per_image(model: nn.Module, x: torch.Tensor, amp: Optional[str] = None) -> int:
     """Memory one image needs in a forward/backward: the tensors autograd saves for the backward
     of one image (plus the input and its gradient), counted exactly with saved-tensor hooks."""
     total = [0]
@@ -62,19 +67,41 @@ def bytes_per_image(model: nn.Module, x: torch.Tensor) -> int:
         return t
 
     z = x[:1].detach().clone().requires_grad_(True)
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast(
+            device_type=x.device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16, enabled=bool(amp)):
         out = model(z)
     total[0] += 2 * z.numel() * z.element_size() + out.numel() * out.element_size()
     return max(1, total[0])
 
 
-def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
-    """Put the model's 4-D weights in channels_last (or back to contiguous); in place, as
-    ``Module.to`` does, and remembered on the model so it is done once."""
-    if getattr(model, "_flatbench_channels_last", False) != channels_last:
-        model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        model._flatbench_channels_last = channels_last
-    return model
+# The rule behind the defaults. CPU: 1 GiB of saved activations gives the chunks the timed
+# search found best on this project's CPUs (digits CNN/ResNet 64-256, ResNet-18 at 224 px: 8;
+# docs/benchmarks.md). GPU: half of the card's memory, as the timed search's limit took of the
+# free memory, but of the total, which does not depend on other processes.
+RULE_CPU_MB = 1024
+RULE_GPU_SHARE = 0.5
+RULE_MAX = 256
+
+
+def rule_chunk(device: torch.device, bytes_per_image: Callable[[], int], budget_mb: Optional[float] = None) -> int:
+    """The default chunk: the largest power of two ≤ RULE_MAX whose saved activations fit the budget."""
+    if budget_mb is not None:
+        budget = budget_mb * 2 ** 20
+    elif device.type == "cuda":
+        budget = RULE_GPU_SHARE * torch.cuda.get_device_properties(device).total_memory
+    else:
+        budget = RULE_CPU_MB * 2 ** 20
+    fit = max(1, int(budget // max(1, bytes_per_image())))
+    return min(RULE_MAX, 1 << (fit.bit_length() - 1))
+
+
+def rule_channels_last(device: torch.device, ndim: int) -> bool:
+    """The default memory format: contiguous, on every device (what users and the reference codes
+    use). Measured on an H200 (scripts/gpu_check.sh): the bare forward+input-gradient limit of
+    ResNet-50 at 224 and Inception-v3 at 299 was fastest contiguous in fp32 and bf16, and the
+    default PGN in channels_last ran at 0.78-0.79 of it on ResNet-50. On the digits CPU models
+    channels_last was a few percent faster; ``channels_last=measure`` or ``true`` takes it."""
+    return False
 
 
 # Why the measurement stops where it does (it must stay cheap: it is the default):
@@ -162,8 +189,8 @@ def measure(model: nn.Module, loss: Callable, x: torch.Tensor, limit: int, forma
 
 
 def memory_limit(device: torch.device, bytes_per_image: Callable[[], int]) -> Optional[int]:
-    """On a GPU with no memory budget set, the largest chunk whose saved activations take half
-    of the memory free now (the rest: weights, workspaces, the allocator's fragmentation).
+    """The timed search's upper bound on a GPU with no memory budget set: the largest chunk whose
+    saved activations take half of the memory free now (the rest: weights, workspaces, the allocator's fragmentation).
     None on a CPU, where the per-image size (one extra forward) is then never computed."""
     if device.type != "cuda":
         return None
@@ -187,39 +214,57 @@ def _read(path: Path) -> Dict[str, Any]:
 
 def choose(model: nn.Module, loss: Callable, x: torch.Tensor, limit: int, memory_format: Any,
            amp: Optional[str] = None, path: Optional[Path] = None) -> Dict[str, Any]:
-    """The chunk and memory format for inputs like ``x``: from this process's cache, else the
-    tuning file, else measured now (and written to both). ``memory_format``: "auto" (measure
-    both), True (channels_last) or False (contiguous)."""
-    formats = (False, True) if memory_format == "auto" and x.dim() == 4 else (bool(memory_format) and x.dim() == 4,)
+    """The timed chunk and memory format for inputs like ``x``: from this process's cache, else
+    the tuning file, else measured now (and written to both). ``memory_format``: "measure" (time
+    both), True (channels_last) or False (contiguous). With a tuning file the lookup and the
+    measurement run under its lock: a second process waits, then reads the first's choice, so
+    two cells never measure at the same time and reach different choices. Leaves the model in
+    the chosen format (inside :func:`.model_state.borrowed`, which undoes it)."""
+    formats = (False, True) if memory_format == "measure" and x.dim() == 4 else (bool(memory_format) and x.dim() == 4,)
     key = "|".join([arch_key(model), "x".join(map(str, x.shape[1:])), x.device.type, str(amp), str(limit),
-                    {(False, True): "auto", (True,): "channels_last", (False,): "contiguous"}[formats]])
+                    {(False, True): "measure", (True,): "channels_last", (False,): "contiguous"}[formats]])
     path = tuning_file(path)
-    if key not in _PROCESS and path is not None:
-        stored = _read(path).get(key)
-        if isinstance(stored, dict) and {"chunk", "channels_last"} <= set(stored):
-            _PROCESS[key] = stored
-            log.info("tuning: chunk %d, %s for %s (from %s, measured %s)", stored["chunk"],
-                     "channels_last" if stored["channels_last"] else "contiguous", key.split("|")[0], path,
-                     stored.get("measured", "?"))
     if key not in _PROCESS:
-        t0 = time.perf_counter()
-        found = measure(model, loss, x, limit, formats, amp)
-        found["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        found["seconds"] = round(time.perf_counter() - t0, 2)
-        _PROCESS[key] = found
-        if path is not None:
-            _write(path, key, found)
-        log.info("tuning: measured in %.1f s: chunk %d, %s (%s images/s) for %s%s", time.perf_counter() - t0,
-                 found["chunk"], "channels_last" if found["channels_last"] else "contiguous",
-                 ", ".join(f"{k} {v:g}" for k, v in found["rates"].items()), key.split("|")[0],
-                 f"; kept in {path}" if path is not None else "")
+        with _lock(path):
+            stored = _read(path).get(key) if path is not None else None
+            if isinstance(stored, dict) and {"chunk", "channels_last"} <= set(stored):
+                _PROCESS[key] = stored
+                log.info("tuning: chunk %d, %s for %s (from %s, measured %s)", stored["chunk"],
+                         "channels_last" if stored["channels_last"] else "contiguous", key.split("|")[0], path,
+                         stored.get("measured", "?"))
+            else:
+                t0 = time.perf_counter()
+                found = measure(model, loss, x, limit, formats, amp)
+                found["measured"] = time.strftime("%Y-%m-%d %H:%M:%S")
+                found["seconds"] = round(time.perf_counter() - t0, 2)
+                _PROCESS[key] = found
+                if path is not None:
+                    _write(path, key, found)
+                log.info("tuning: measured in %.1f s: chunk %d, %s (%s images/s) for %s%s", time.perf_counter() - t0,
+                         found["chunk"], "channels_last" if found["channels_last"] else "contiguous",
+                         ", ".join(f"{k} {v:g}" for k, v in found["rates"].items()), key.split("|")[0],
+                         f"; kept in {path}" if path is not None else "")
     choice = _PROCESS[key]
     set_memory_format(model, bool(choice["channels_last"]))
     return choice
 
 
+def _lock(path: Optional[Path]):
+    """The tuning file's lock; none without a file, or where it cannot be created (a read-only
+    cache still runs, measuring once per process)."""
+    if path is None:
+        return contextlib.nullcontext()
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        lock.touch()
+    except OSError:
+        return contextlib.nullcontext()
+    return locked(lock)
+
+
 def _write(path: Path, key: str, value: Dict[str, Any]) -> None:
-    """Merge one entry into the tuning file (read again just before: cells of a sweep share it)."""
+    """Merge one entry into the tuning file (under its lock, read again just before)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = _read(path)

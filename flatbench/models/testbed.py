@@ -11,8 +11,6 @@ only while the sidecar matches (otherwise retrained, and the log says why).
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..io import atomic_write_bytes, atomic_write_text
+from ..io import atomic_write_bytes, atomic_write_text, locked
 from ..registry import ConfigError
 from .wrap import Preprocess, freeze
 
@@ -289,18 +287,6 @@ def sidecar_key(name: str, seed: int) -> dict:
     }
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """Serialise training of one model across processes that share the zoo (parallel sweeps)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def cache_status(name: str, zoo_dir: Path, seed: int) -> Optional[str]:
     """None if the cached model can be reused, else the reason it cannot."""
     weights, side = zoo_dir / f"{name}.safetensors", zoo_dir / f"{name}.json"
@@ -327,7 +313,7 @@ def load_testbed(name: str, zoo_dir: Optional[Path] = None, seed: int = 0, progr
                               f"`flatbench-zoo train --seed {seed} --out DIR` and set paths.zoo_dir=DIR")
         return load_pinned(name)
     weights = zoo_dir / f"{name}.safetensors"
-    with _locked(zoo_dir / f".{name}.lock"):
+    with locked(zoo_dir / f".{name}.lock"):
         reason = cache_status(name, zoo_dir, seed)
         if reason is None:
             return _build_wrapped(name, weights, seed)

@@ -82,7 +82,13 @@ def test_fuzz_configs_fail_clearly_or_succeed():
         except ConfigError as exc:
             assert str(exc), overrides
             outcomes["config_error"] += 1
-        except (HydraException, OmegaConfBaseException):  # interpolation and type errors when reading values
+        except (HydraException, OmegaConfBaseException) as exc:
+            # An interpolation that cannot resolve is the user's; but OmegaConf's ConfigKeyError,
+            # ConfigTypeError and ConfigAttributeError (KeyError/TypeError/AttributeError
+            # subclasses) raised here come from flatbench reading a missing or mistyped key:
+            # exactly the bugs this test exists for.
+            if isinstance(exc, (KeyError, TypeError, AttributeError)):
+                pytest.fail(f"{overrides}: flatbench read a missing or mistyped key: {type(exc).__name__}: {exc}")
             outcomes["composition_error"] += 1
         except Exception as exc:  # noqa: BLE001 - the point of the test
             pytest.fail(f"{overrides} raised {type(exc).__name__}: {exc}")

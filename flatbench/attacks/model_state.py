@@ -1,0 +1,72 @@
+"""The user's model is theirs: an attack borrows it and hands it back as it came.
+
+During the attack the model is in eval mode (BatchNorm uses its running statistics and does not
+update them; dropout is off, so the attack is deterministic under its seed) and its parameters
+do not require gradients (autograd then computes the input gradient only). The attack may also
+convert its 4-D weights to channels_last. On the way out, also when the attack raises, every
+submodule gets its own mode back, every parameter its ``requires_grad``, and every parameter
+and buffer its own tensor object (so its memory format, device and storage are the caller's).
+Nothing else is written: weights and statistics are read, never assigned, and no attribute is
+added to the model.
+
+Attacking in training mode is not offered: BatchNorm would fold adversarial batches into the
+user's running statistics, and dropout would make the images depend on the draw of masks that
+no seed of flatbench's controls. (Dropout as a model augmentation, as in Ghost Networks, would
+be a part of its own, with keyed masks.)
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def borrowed(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and frozen parameters inside the block; the caller's state restored on exit."""
+    modules = list(model.modules())
+    modes = [(m, m.training) for m in modules]
+    entries = [(m, slot, name, t, t.data if isinstance(t, nn.Parameter) else None)
+               for m in modules for slot in ("_parameters", "_buffers")
+               for name, t in getattr(m, slot).items() if t is not None]
+    wants = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in wants:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, slot, name, t, data in entries:
+            if getattr(m, slot).get(name) is not t:   # replaced (Module.to with swapped tensors)
+                getattr(m, slot)[name] = t
+            elif data is not None and (t.data.data_ptr() != data.data_ptr() or t.data.stride() != data.stride()):
+                t.data = data                        # Module.to(memory_format=...) swaps .data in place
+        for p, wanted in wants:
+            p.requires_grad_(wanted)
+        for m, training in modes:
+            m.training = training
+
+
+def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
+    """Put the model's 4-D weights in channels_last (or contiguous), converting only when some
+    are not; in place, as ``Module.to`` does. Call it inside :func:`borrowed`, which undoes it."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if any(p.dim() == 4 and not p.is_contiguous(memory_format=fmt) for p in model.parameters()):
+        model.to(memory_format=fmt)
+    return model
+
+
+@contextmanager
+def deterministic_kernels() -> Iterator[None]:
+    """cuDNN's deterministic algorithms for the attack, the caller's setting restored after.
+    cuDNN's default backward convolutions may sum with atomics: on an H200 two identical default
+    PGN calls on ResNet-50 differed in 447 of 2,408,448 8-bit pixels, and in none with this flag,
+    at the same speed (scripts/gpu_check.sh, docs/benchmarks.md). A no-op on a CPU."""
+    before = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic = before

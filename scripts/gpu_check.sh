@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The GPU check: flatbench's attack throughput on ImageNet-size surrogates (random init) at the
+# defaults (chunk and memory format by rule) against timed tuning and the bare limit, fp32 and
+# bf16, then whether the same call gives the same images twice on CUDA. Writes CSVs and a log
+# into ${OUT:-outputs/gpu_check}; docs/benchmarks.md takes its figures from there.
+#   bash scripts/gpu_check.sh                     # on a GPU machine (about 6 minutes on one H100)
+#   bash scripts/gpu_check.sh --device cpu --smoke  # the dry run (tiny sizes, CPU)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-$(command -v python3)}
+[ -x .venv/bin/python ] && PY=.venv/bin/python
+out=${OUT:-outputs/gpu_check}
+mkdir -p "$out"
+device=cuda; smoke=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --device) device=$2; shift 2 ;;
+    --smoke) smoke=(--smoke); shift ;;
+    *) echo "gpu_check: unknown argument $1 (valid: --device DEV, --smoke)" >&2; exit 2 ;;
+  esac
+done
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+"$PY" -c "import torch; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), '|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$out/hardware.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee -a "$out/hardware.txt" || true
+common=(--device "$device" --steps 1 --repeats 3 --methods ifgsm mifgsm pgn gnp "${smoke[@]}")
+if [ ${#smoke[@]} -eq 0 ]; then
+  for dtype in fp32 bf16; do
+    "$PY" scripts/bench.py --model resnet50 --size 224 --batch 25 --dtype $dtype --search 25 50 100 200 \
+      "${common[@]}" --csv "$out/resnet50-224-$dtype.csv" 2>&1 | tee -a "$out/log.txt"
+    "$PY" scripts/bench.py --model inception_v3 --size 299 --batch 25 --dtype $dtype --search 25 50 100 200 \
+      "${common[@]}" --no-baseline --csv "$out/inception_v3-299-$dtype.csv" 2>&1 | tee -a "$out/log.txt"
+  done
+else
+  "$PY" scripts/bench.py --model resnet18 --size 64 "${common[@]}" --csv "$out/smoke.csv" 2>&1 | tee -a "$out/log.txt"
+fi
+"$PY" - "$device" "${#smoke[@]}" <<'PYEOF' 2>&1 | tee -a "$out/log.txt"
+# Determinism: the same default PGN call twice on the same model and images.
+import sys, time, torch, timm
+from flatbench import create_attack
+dev, smoke = torch.device(sys.argv[1]), sys.argv[2] != "0"
+size, n, N = (64, 2, 2) if smoke else (224, 16, 20)
+torch.manual_seed(0)
+model = timm.create_model("resnet50", pretrained=False).to(dev).eval()
+g = torch.Generator().manual_seed(1)
+x, y = torch.rand(n, 3, size, size, generator=g).to(dev), torch.randint(0, 1000, (n,), generator=g).to(dev)
+for label, det in (("default", False), ("cudnn.deterministic", True)):
+    torch.backends.cudnn.deterministic = det
+    runs = []
+    for _ in range(2):
+        a = create_attack("pgn", model, eps=16 / 255, steps=3, n_samples=N)
+        t0 = time.perf_counter(); runs.append(a(x, y, seed=0)); torch.cuda.synchronize() if dev.type == "cuda" else None
+        dt = time.perf_counter() - t0
+    q = [(r * 255).round() for r in runs]
+    diff = (q[0] != q[1]).sum().item()
+    print(f"determinism [{label}]: chunk {a.cap}, {a.memory_format}; 8-bit pixels differing between two identical calls: "
+          f"{diff} of {q[0].numel()} ({dt:.2f} s per call)")
+PYEOF
+echo "gpu_check: done; files in $out"
