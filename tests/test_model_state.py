@@ -8,6 +8,7 @@ for ensembles, ``torch.compile``d models, and the measurement that picks chunk a
 import pytest
 import torch
 import torch.nn as nn
+import torch.utils.deterministic
 
 from flatbench import create_attack
 from flatbench.models.wrap import Ensemble
@@ -149,3 +150,34 @@ def test_timm_resnet_in_training_mode():
     x_adv = a(x, y)
     assert (x_adv - x).abs().max() <= 16 / 255 + 1e-6
     assert_same(before, model)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_global_determinism_flags_are_set_for_the_call_and_restored(strict):
+    """The attack runs with cuDNN's and PyTorch's deterministic kernels (GPU sets repeat bit for
+    bit; see model_state.deterministic_kernels) and leaves the caller's global flags as they were."""
+    seen = []
+
+    class Spy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = conv_bn_dropout()
+
+        def forward(self, x):
+            seen.append((torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+                         torch.utils.deterministic.fill_uninitialized_memory))
+            return self.net(x)
+
+    before = (torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(strict)
+    try:
+        create_attack("mifgsm", Spy(), eps=8 / 255, steps=2)(*data())
+        assert seen and all(s == (True, True, strict) for s in seen)   # no NaN fill unless the caller had it on
+        assert torch.backends.cudnn.deterministic is False
+        assert torch.are_deterministic_algorithms_enabled() is strict
+        assert torch.is_deterministic_algorithms_warn_only_enabled() is False
+        assert torch.utils.deterministic.fill_uninitialized_memory is True
+    finally:
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+        torch.backends.cudnn.deterministic = before[0]

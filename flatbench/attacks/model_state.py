@@ -16,6 +16,7 @@ be a part of its own, with keyed masks.)
 """
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -60,13 +61,36 @@ def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
 
 @contextmanager
 def deterministic_kernels() -> Iterator[None]:
-    """cuDNN's deterministic algorithms for the attack, the caller's setting restored after.
-    cuDNN's default backward convolutions may sum with atomics: on an H200 two identical default
-    PGN calls on ResNet-50 differed in 447 of 2,408,448 8-bit pixels, and in none with this flag,
-    at the same speed (scripts/gpu_check.sh, docs/benchmarks.md). A no-op on a CPU."""
-    before = torch.backends.cudnn.deterministic
+    """Deterministic kernels for the attack; the caller's settings restored after.
+
+    - ``torch.backends.cudnn.deterministic``: cuDNN's default backward convolutions may sum with
+      atomics. On an H200 two identical default PGN calls on ResNet-50 differed in 447 of
+      2,408,448 8-bit pixels, and in none with this flag, at the same speed.
+    - ``torch.use_deterministic_algorithms(True, warn_only=True)``: PyTorch's own kernels that
+      accumulate with atomics switch to deterministic implementations; among them the bilinear
+      resize's backward, which DIM uses to return to W. Without it PGN+DIM+TIM on Inception-v3
+      differed in 428,327 of 4,291,248 pixels between two identical calls (H200). Ops with no
+      deterministic implementation warn rather than fail.
+    - ``CUBLAS_WORKSPACE_CONFIG`` is set (if unset) to ``:4096:8``, which cuBLAS needs for
+      repeatable matrix products; it takes effect where cuBLAS starts after it.
+
+    Figures: scripts/determinism_check.py, docs/benchmarks.md. On a CPU the kernels flatbench uses
+    give the same images either way (measured on digits PGN and PGN+DIM+TIM).
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    cudnn = torch.backends.cudnn.deterministic
+    algorithms = torch.are_deterministic_algorithms_enabled()  # a caller's own setting (strict or not) is kept
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.backends.cudnn.deterministic = True
+    if not algorithms:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        # Filling every new tensor with NaN is a debugging aid of deterministic mode, not part of
+        # determinism (the loop reads no uninitialised memory); it cost 6-10% on a CPU.
+        torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
-        torch.backends.cudnn.deterministic = before
+        torch.backends.cudnn.deterministic = cudnn
+        if not algorithms:
+            torch.use_deterministic_algorithms(False)
+            torch.utils.deterministic.fill_uninitialized_memory = fill
