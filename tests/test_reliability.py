@@ -208,7 +208,9 @@ def test_two_killed_processes_in_one_sweep_both_resume(trained_zoo, zoo_dir, tmp
         p = run(["flatbench", *long, f"seed={s}", f"hydra.run.dir={sweep / str(s)}"], zoo_dir, tmp_path)
         cell_id = json.loads((sweep / str(s) / "cell.json").read_text())["cell_id"]
         # Each rerun resumed from what its own killed process had finished: no batch crafted twice.
-        assert f"resuming: {kept[cell_id]} of 8 batches already finished" in p.stdout + p.stderr, (kept, p.stderr[-2000:])
+        log = p.stdout + p.stderr
+        assert f"resuming: {kept[cell_id]} of 8 batches already finished" in log, (kept, log[-2000:])
+        assert f"crafted {8 - kept[cell_id]} of 8 batches now, {kept[cell_id]} from checkpoints" in log, log[-2000:]
     run(["flatbench-report", str(sweep)], zoo_dir, tmp_path)
     merged = pd.read_csv(sweep / "report" / "results.csv")
     assert len(merged) == 4 and merged["cell_id"].nunique() == 2 and not merged.duplicated(["cell_id", "target"]).any()

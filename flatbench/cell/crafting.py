@@ -115,6 +115,7 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
         out[lo:hi] = done
         bar.update(hi - lo)
     bar.close()
+    log.info("crafted %d of %d batches now, %d from checkpoints", crafted, len(mine), len(mine) - crafted)
     return out, time.perf_counter() - t0, crafted
 
 
