@@ -20,8 +20,11 @@ def _env(layouts):
 def test_transferattack_rn50_sweep_and_compare_published(layouts, zoo_dir, tmp_path):
     sweep = tmp_path / "ta"
     # Three of its rows (the full sweep is in test-slow), plus the paper's GNP, which must match nothing.
-    run(["flatbench", "-m", "experiment=transferattack_rn50", *SMOKE, "method=mifgsm,gnp_ta,gnp",
-         "targets.RS.defense.n=4", f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path, _env(layouts))
+    p = run(["flatbench", "-m", "experiment=transferattack_rn50", *SMOKE, "method=mifgsm,gnp_ta,gnp",
+             "targets.RS.defense.n=4", f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path, _env(layouts))
+    # Startup checks all ten ImageNet targets from their configs and builds none before crafting
+    # (moved here from tests/test_performance.py, which ran the same MI-FGSM cell again).
+    assert (p.stdout + p.stderr).count("(0 of 10 targets built at startup)") == 3
     df = pd.concat(pd.read_csv(f) for f in sweep.glob("*/results.csv"))
     assert sorted(df["attack"].unique()) == ["GNP", "GNP-TA", "MI-FGSM"]
     assert len(df) == 3 * 10 and (df["experiment"] == "transferattack_rn50").all()

@@ -211,8 +211,8 @@ def test_targets_are_checked_before_crafting_and_built_after(layouts, zoo_dir, t
            "TORCH_HOME": str(tmp_path / "torch")}
     smoke = ["experiment=transferattack_rn50", "method=mifgsm", "n_images=4", "steps=1", "batch_size=4", "progress=false",
              "targets.RS.defense.n=4"]
-    p = run(["flatbench", *smoke, "pretrained=false", f"hydra.run.dir={tmp_path / 'i'}"], zoo_dir, tmp_path, env)
-    assert "(0 of 10 targets built at startup)" in p.stdout + p.stderr
+    # The ImageNet zoo's ten targets are checked from their configs too: asserted on the
+    # transferattack_rn50 sweep of tests/test_paper_experiments.py (the same cell, run once).
     # A target whose weights are not cached, offline: refused before any batch is crafted.
     bad = subprocess.run([str(BIN / "flatbench"), *smoke, "pretrained=false", "+targets.vit.pretrained=true",
                           f"hydra.run.dir={tmp_path / 'm'}", f"paths.cache_dir={tmp_path / 'c'}"], cwd=tmp_path,

@@ -29,7 +29,7 @@ def fail(args, zoo_dir, cwd, extra_env=None):
     return p
 
 
-@pytest.mark.parametrize("override,expect", [
+BAD_CONFIGS = [
     ("epss=3", "Key 'epss' not in 'FlatbenchConfig'"),
     ("steps=ten", "Value 'ten' of type 'str' could not be converted to Integer"),
     ("estimator=pgnn", "Did you mean 'pgn'?"),
@@ -60,14 +60,53 @@ def fail(args, zoo_dir, cwd, extra_env=None):
     ("method=pgn penalty.n_samples=2", "write estimator.n_samples=2"),
     ("penalty=none", "write estimator=plain"),
     ("estimator=none", "the plain gradient is estimator=plain"),
-])
+]
+# One of each kind through a real process (Hydra's key and type errors, a misspelt group option,
+# a range check, an error raised inside the task, a 0.1 name caught before Hydra starts): the
+# exit status and stderr a shell sees. The others run flatbench's main() in this process, the
+# same entry point without paying torch's and Hydra's startup once per case.
+IN_A_PROCESS = {"epss=3", "steps=ten", "method=pgm", "eps=0", "targeted=true", "attack=nifgsm"}
+
+
+def _one_line_error(stderr, expect, out_dir):
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("flatbench: error:"), stderr
+    assert expect in lines[0]
+    assert "Traceback" not in stderr and not (out_dir / "results.csv").exists()
+
+
+@pytest.mark.parametrize("override,expect", [c for c in BAD_CONFIGS if c[0] in IN_A_PROCESS])
 def test_bad_config_is_one_line_on_stderr(trained_zoo, zoo_dir, tmp_path, override, expect):
     p = fail(["flatbench", *SMALL, *override.split(), f"hydra.run.dir={tmp_path / 'r'}"], zoo_dir, tmp_path)
     assert p.returncode == 1
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("flatbench: error:"), p.stderr
-    assert expect in lines[0]
-    assert "Traceback" not in p.stderr and not (tmp_path / "r" / "results.csv").exists()
+    _one_line_error(p.stderr, expect, tmp_path / "r")
+
+
+@pytest.mark.parametrize("override,expect", [c for c in BAD_CONFIGS if c[0] not in IN_A_PROCESS])
+def test_bad_config_is_one_line_from_main(trained_zoo, zoo_dir, tmp_path, monkeypatch, capfd, override, expect):
+    import sys
+
+    import hydra._internal.utils as hydra_utils
+    from hydra.core.global_hydra import GlobalHydra
+
+    from flatbench import cli
+
+    for k, v in {**zoo_env(zoo_dir), "WANDB_MODE": "offline"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["flatbench", *SMALL, *override.split(), f"hydra.run.dir={tmp_path / 'r'}"])
+    monkeypatch.setattr(hydra_utils, "run_and_report", hydra_utils.run_and_report)  # main() patches it: undone after
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
+    GlobalHydra.instance().clear()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main()
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+        GlobalHydra.instance().clear()
+    assert exit_.value.code == 1
+    _one_line_error(capfd.readouterr().err, expect, tmp_path / "r")
 
 
 def test_verbose_shows_the_traceback(trained_zoo, zoo_dir, tmp_path):
