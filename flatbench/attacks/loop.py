@@ -101,14 +101,14 @@ class Attack:
         targeted: ascend −CE(target) instead of CE(label); ``y`` then holds target classes.
         estimator, optimizer, transforms, filters: the parts (plain gradient, I-FGSM, none).
         max_batch: most images in one forward/backward: "auto" (the default: by rule, the
-            largest power of two ≤ 256 whose activations fit 1 GiB on a CPU or half the GPU's
-            memory, see :mod:`.tuning`), "measure" (the fastest size, timed once per
+            largest power of two ≤ 64 whose activations fit 1 GiB on a CPU, ≤ 256 fitting half
+            the GPU's memory on CUDA, see :mod:`.tuning`), "measure" (the fastest size, timed once per
             architecture, input shape and device), an integer, or None (all N·B at once).
         memory_budget_mb: lowers the chunk so that one forward/backward's saved activations
             fit this many MiB (counted with saved-tensor hooks, per image).
         amp: None, or "bf16"/"fp16" autocast of the surrogate's forward (CUDA; bf16 also CPU).
         channels_last: the surrogate's memory format: "auto" (the default: by rule,
-            contiguous), "measure" (channels_last when timed more than 3%
+            channels_last on a CPU, contiguous on CUDA), "measure" (channels_last when timed more than 3%
             faster), True or False. The model's 4-D weights are converted for the call and
             restored after it. The resolved chunk and format are ``cap`` and ``memory_format``.
         tuning_file: a JSON file that keeps "measure" choices across processes, under a lock
@@ -317,23 +317,17 @@ class Attack:
         budget_cap = None
         if self.memory_budget_mb is not None:
             budget_cap = max(1, int(self.memory_budget_mb * 2 ** 20 // self.bytes_per_image(x)))
-        choice = None
-        if "measure" in (self.max_batch, self.channels_last):
-            fmt = "measure" if self.channels_last == "measure" else (
-                tuning.rule_channels_last(x.device, x.dim()) if self.channels_last == "auto" else self.channels_last)
+        cl = tuning.rule_channels_last(x.device) if self.channels_last == "auto" else self.channels_last  # or "measure"
+        if "measure" in (self.max_batch, cl):
             limit = (self.max_batch if isinstance(self.max_batch, int) else None) or budget_cap or tuning.memory_limit(
                 x.device, lambda: self.bytes_per_image(x)) or 1024
-            choice = tuning.choose(self.model, self.loss, x, limit, fmt, self.amp, self.tuning_file)
-        if self.channels_last == "measure":
-            cl = bool(choice["channels_last"])
-        elif self.channels_last == "auto":
-            cl = tuning.rule_channels_last(x.device, x.dim())
-        else:
-            cl = bool(self.channels_last)
+            choice = tuning.choose(self.model, self.loss, x, limit, cl, self.amp, self.tuning_file)
+            chunk = int(choice["chunk"]) if self.max_batch == "measure" else None
+            cl = bool(choice["channels_last"])   # the timed choice, or the format it was timed in
         self.memory_format = "channels_last" if cl and images else "contiguous"
         set_memory_format(self.model, self.memory_format == "channels_last")
         if self.max_batch == "measure":
-            return int(choice["chunk"])
+            return chunk
         if self.max_batch == "auto":
             return tuning.rule_chunk(x.device, lambda: self.bytes_per_image(x), self.memory_budget_mb)
         if self.max_batch is None:

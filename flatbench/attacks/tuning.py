@@ -11,8 +11,9 @@ chosen by rule, from facts that do not depend on what else the machine is doing:
 - ``max_batch="auto"`` (the default): :func:`rule_chunk`, the largest power of two whose saved
   activations (counted exactly, :func:`bytes_per_image`) fit a fixed budget: RULE_CPU_MB on a
   CPU, RULE_GPU_SHARE of the card's total (not free) memory on a GPU, ``memory_budget_mb`` when
-  set; at most RULE_MAX images.
-- ``channels_last="auto"`` (the default): :func:`rule_channels_last`, contiguous.
+  set; at most RULE_MAX images (64 on a CPU, 256 on CUDA).
+- ``channels_last="auto"`` (the default): :func:`rule_channels_last`, channels_last on a CPU,
+  contiguous on CUDA.
 
 The same command on the same machine then crafts the same images, whatever else runs on it.
 Timed tuning is there on request: ``max_batch="measure"`` / ``channels_last="measure"`` time
@@ -74,13 +75,19 @@ def bytes_per_image(model: nn.Module, x: torch.Tensor, amp: Optional[str] = None
     return max(1, total[0])
 
 
-# The rule behind the defaults. CPU: 1 GiB of saved activations gives the chunks the timed
-# search found best on this project's CPUs (digits CNN/ResNet 64-256, ResNet-18 at 224 px: 8;
-# docs/benchmarks.md). GPU: half of the card's memory, as the timed search's limit took of the
-# free memory, but of the total, which does not depend on other processes.
+# The rule behind the defaults, from measurements (docs/benchmarks.md, scripts/default_speed.py):
+# - CPU: at most 64 images per forward, fewer when their saved activations pass 1 GiB, in
+#   channels_last. On 2 cores the digits models ran PGN fastest at chunks 32-64 in
+#   channels_last (chunk 256 contiguous, a first draft of this rule, took 1.7x as long), and a
+#   ResNet-18 at 224 px at 8 (1 GiB / 77 MB per image gives 8).
+# - CUDA: at most 256, fewer when their activations pass half of the card's total memory (not
+#   its free memory, which depends on other processes), contiguous: on an H200 the bare limit of
+#   ResNet-50 and Inception-v3 was fastest contiguous in fp32 and bf16, and PGN in channels_last
+#   ran at 0.78-0.79 of it on ResNet-50, 0.94 contiguous.
 RULE_CPU_MB = 1024
 RULE_GPU_SHARE = 0.5
-RULE_MAX = 256
+RULE_MAX = {"cpu": 64, "cuda": 256}
+RULE_CHANNELS_LAST = {"cpu": True, "cuda": False}
 
 
 def rule_chunk(device: torch.device, bytes_per_image: Callable[[], int], budget_mb: Optional[float] = None) -> int:
@@ -92,19 +99,15 @@ def rule_chunk(device: torch.device, bytes_per_image: Callable[[], int], budget_
     else:
         budget = RULE_CPU_MB * 2 ** 20
     fit = max(1, int(budget // max(1, bytes_per_image())))
-    return min(RULE_MAX, 1 << (fit.bit_length() - 1))
+    return min(RULE_MAX.get(device.type, RULE_MAX["cpu"]), 1 << (fit.bit_length() - 1))
 
 
-def rule_channels_last(device: torch.device, ndim: int) -> bool:
-    """The default memory format: contiguous, on every device (what users and the reference codes
-    use). Measured on an H200 (scripts/gpu_check.sh): the bare forward+input-gradient limit of
-    ResNet-50 at 224 and Inception-v3 at 299 was fastest contiguous in fp32 and bf16, and the
-    default PGN in channels_last ran at 0.78-0.79 of it on ResNet-50. On the digits CPU models
-    channels_last was a few percent faster; ``channels_last=measure`` or ``true`` takes it."""
-    return False
+def rule_channels_last(device: torch.device) -> bool:
+    """The default memory format for images on ``device`` (RULE_CHANNELS_LAST)."""
+    return RULE_CHANNELS_LAST.get(device.type, False)
 
 
-# Why the measurement stops where it does (it must stay cheap: it is the default):
+# Why the measurement stops where it does (max_batch=measure; it must stay cheap, since a cell pays it):
 # - a chunk whose forward+backward already takes CALL_S seconds is not doubled: the per-call
 #   costs that larger chunks amortise (Python, dispatch, kernel launches) are then well under
 #   1% of a call, so doubling can only gain through kernel efficiency, and costs twice the time;
