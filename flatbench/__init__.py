@@ -1,5 +1,5 @@
 """flatbench: transfer attacks that seek flat local maxima (PGN, GNP) and their companions."""
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .attacks import Attack, create_attack  # noqa: E402
 from .listing import list_data, list_experiments, list_methods, list_models, list_zoos  # noqa: E402

@@ -164,7 +164,7 @@ def task(cfg: DictConfig) -> Optional[float]:
     from .cell import cell_objective, run_cell
     from .cell.crafting import Stop
     from .dist import world
-    from .record import sweep_group
+    from .loggers import sweep_group
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _on_signal)

@@ -147,8 +147,6 @@ def resolve(cfg: DictConfig) -> CellSettings:
            "round | truncate")
     opt, opt_kw = split_node(cfg.optimizer, "optimizer")
     est, est_kw = split_node(cfg.estimator, "estimator")
-    if est_kw.get("r") is not None:
-        check_range("estimator.r", est_kw["r"], est_kw["r"] > 0, "r > 0 (1/255 units) or null for r = alpha")
     transforms = {k: dict(v or {}) for k, v in (plain(cfg.transforms) or {}).items()}
     # An experiment's per-part defaults fill the keys a selected transform leaves null.
     for name, defaults in (plain(cfg.transform_defaults) or {}).items():
@@ -164,14 +162,22 @@ def resolve(cfg: DictConfig) -> CellSettings:
     )
 
 
+def _to_api_units(declaration, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """A part's config values with its declared lengths converted from 1/255 units to [0,1]."""
+    lengths = {p.name for p in declaration.params if p.length}
+    return {k: (px(v) if k in lengths and isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+            for k, v in kwargs.items()}
+
+
 def attack_kwargs(s: CellSettings) -> Dict[str, Any]:
     """Keyword arguments of :func:`flatbench.attacks.build_attack`, converted to [0,1] units."""
-    est_kw = dict(s.estimator_kwargs)
-    if "r" in est_kw:
-        est_kw["r"] = px(est_kw["r"])
+    from .attacks import ESTIMATORS, OPTIMIZERS, TRANSFORMS
+
     return dict(
-        optimizer=s.optimizer, optimizer_kwargs=s.optimizer_kwargs, estimator=s.estimator, estimator_kwargs=est_kw,
-        transforms=s.transforms, eps=px(s.eps), steps=s.steps, alpha=px(s.alpha), norm=s.norm, targeted=s.targeted,
+        optimizer=s.optimizer, optimizer_kwargs=_to_api_units(OPTIMIZERS.get(s.optimizer), s.optimizer_kwargs),
+        estimator=s.estimator, estimator_kwargs=_to_api_units(ESTIMATORS.get(s.estimator), s.estimator_kwargs),
+        transforms={k: _to_api_units(TRANSFORMS.get(k), v) for k, v in s.transforms.items()},
+        eps=px(s.eps), steps=s.steps, alpha=px(s.alpha), norm=s.norm, targeted=s.targeted,
     )
 
 

@@ -49,10 +49,7 @@ def list_methods(pattern: Optional[str] = None) -> List[Dict]:
     """Every ``method=`` / ``create_attack`` name: its label, description and effective defaults."""
     import torch
 
-    from .attacks import METHODS, create_attack, part_params
-    from .attacks.estimators import ESTIMATORS
-    from .attacks.optimizers import OPTIMIZERS
-    from .attacks.transforms import TRANSFORMS
+    from .attacks import ESTIMATORS, METHODS, OPTIMIZERS, TRANSFORMS, create_attack
 
     out = []
     for name, (opt, est, tfs) in sorted(METHODS.items()):
@@ -60,11 +57,12 @@ def list_methods(pattern: Optional[str] = None) -> List[Dict]:
             continue
         attack = create_attack(name, torch.nn.Identity(), eps=16 / 255)
         parts = [OPTIMIZERS.doc(opt)] + ([ESTIMATORS.doc(est)] if est != "plain" else []) + [TRANSFORMS.doc(t) for t in tfs]
-        defaults = {**part_params(attack.optimizer), **part_params(attack.estimator)}
-        for t in (*attack.transforms, *attack.filters):
-            defaults.update({f"{type(t).__name__.lower()}.{k}": v for k, v in part_params(t).items()})
-        if defaults.get("r", 0) is None:
-            defaults["r"] = "alpha"
+        defaults = {**OPTIMIZERS.get(opt).defaults(), **ESTIMATORS.get(est).defaults()}
+        for t in tfs:
+            defaults.update({f"{t}.{k}": v for k, v in TRANSFORMS.get(t).defaults().items()})
+        # A null default stands for something the loop binds (PGN's r = alpha): say what.
+        nulls = {p.name: p.null for d in (OPTIMIZERS.get(opt), ESTIMATORS.get(est)) for p in d.params if p.null}
+        defaults.update({k: v for k, v in nulls.items() if defaults.get(k) is None})
         out.append({"name": name, "label": attack.label, "optimizer": opt, "estimator": est, "transforms": list(tfs),
                     "description": " | ".join(p for p in parts if p), "defaults": defaults})
     return out

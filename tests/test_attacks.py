@@ -124,7 +124,8 @@ def test_penalty_first_order_on_smooth_nonquadratic():
 def test_pgn_defaults_match_design():
     a = create_attack("pgn", torch.nn.Identity(), eps=16 / 255)
     e = a.estimator
-    assert (e.beta, e.r, e.zeta, e.n_samples, e.lookahead) == (0.5, None, 3.0, 20, "descent")
+    assert (e.beta, e.zeta, e.n_samples, e.lookahead) == (0.5, 3.0, 20, "descent")
+    assert e.r == a.alpha and "r" in e.from_alpha  # null in the declaration: r = α, bound by the loop
     assert a.optimizer.decay == 1.0 and a.steps == 10 and math.isclose(a.alpha, 1.6 / 255)
 
 
@@ -247,7 +248,7 @@ def test_dim_follows_resize_pad_rule():
     x = torch.rand(2, 3, 32, 32)
     for seed in range(20):
         gen = torch.Generator().manual_seed(seed)
-        rnd, out, top, left = d.params(32, gen, x.device)
+        rnd, out, top, left = d.draw(32, gen, x.device)
         assert out == 35 and 32 <= rnd < 35 and 0 <= top <= out - rnd and 0 <= left <= out - rnd
         z = d.resize_pad(x, rnd, out, top, left)
         assert z.shape[-2:] == (35, 35)
@@ -282,7 +283,7 @@ def test_create_attack_routes_and_rejects_keywords(small_cnn):
         create_attack("mifgsm", small_cnn, eps=0.1, transforms=["sim", "admix"], num_scale=3)
     with pytest.raises(ConfigError, match="odd"):
         create_attack("tim", small_cnn, eps=0.1, kernel_size=4)
-    with pytest.raises(ConfigError, match="beta must be >= 0"):
+    with pytest.raises(ConfigError, match=r"estimator\.beta=-1 is out of range; allowed: >= 0"):
         create_attack("pgn", small_cnn, eps=0.1, beta=-1)
     assert create_attack("gnp", small_cnn, eps=0.1, optimizer="nifgsm").label == "NI-FGSM+GNP"
 
@@ -339,15 +340,11 @@ def _changed(key, value):
 def test_describe_is_written_from_the_parts(name):
     """Attack.describe shows the loop a method runs with its values: every setting of every part
     (each enters the cell id) moves the text, and so do ε, T and the threat model."""
-    from flatbench.attacks import part_params
-
     base = create_attack(name, torch.nn.Identity(), eps=16 / 255)
     text = base.describe()
     assert text.startswith(base.label) and "ε = 16/255 (linf), T = 10, α = 1.6/255" in text
     for part in (base.optimizer, base.estimator, *base.transforms, *base.filters):
-        for key, value in part_params(part).items():
-            if key == "partners":  # Admix's partner images for a batch of one: passed per call, not a setting
-                continue
+        for key, value in part.params().items():
             other = create_attack(name, torch.nn.Identity(), eps=16 / 255, **{key: _changed(key, value)})
             assert other.describe() != text, (name, key)
     for kw in ({"eps": 8 / 255}, {"steps": 5}, {"norm": "l2", "eps": 1.0}, {"targeted": True}):

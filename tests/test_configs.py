@@ -6,11 +6,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from flatbench.attacks import METHODS, build_attack
-from flatbench.cell.plan import describe, load_data
+from flatbench.cell.plan import hashed_settings, load_data
 from flatbench.cli import CONFIG_DIR
 from flatbench.config import attack_kwargs, parse_targets, register_schema, resolve
 from flatbench.models import TESTBED
-from flatbench.record import build_logger
+from flatbench.loggers import build_logger
 from flatbench.registry import ConfigError
 
 GROUPS = ["data", "targets", "optimizer", "estimator", "transforms", "logger", "paths", "method", "experiment"]
@@ -35,7 +35,7 @@ def _build(cfg):
     data = load_data(s)
     for key, entry in zoo.items():
         _check_target(key, entry)
-    describe(s, attack, data)
+    hashed_settings(s, attack, data)
     return attack
 
 
@@ -180,7 +180,7 @@ def test_one_name_per_concept():
     is the whole method (the Attack, create_attack, the label column), never one of its parts."""
     from flatbench.attacks import ESTIMATORS, OPTIMIZERS, TRANSFORMS
     from flatbench.listing import list_methods
-    from flatbench.record import COLUMNS
+    from flatbench.columns import COLUMNS
 
     for group, registry in (("optimizer", OPTIMIZERS), ("estimator", ESTIMATORS), ("transforms", TRANSFORMS)):
         assert options(group) == registry.names(), group
@@ -191,7 +191,7 @@ def test_one_name_per_concept():
     s = resolve(cfg)
     assert (s.optimizer, s.estimator) == ("mifgsm", "vmi")
     attack = build_attack(None, **attack_kwargs(s))
-    semantic = describe(s, attack, load_data(s))
+    semantic = hashed_settings(s, attack, load_data(s))
     assert semantic["optimizer"][0] == "mifgsm" and semantic["estimator"][0] == "vmi"
     assert {"attack", "optimizer", "estimator", "transforms"} <= set(COLUMNS) and "penalty" not in COLUMNS
     (row,) = list_methods("vmifgsm")

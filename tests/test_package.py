@@ -138,7 +138,7 @@ def test_describe_prints_the_loop_a_run_would_execute():
                                "optimizer=nifgsm estimator=pgn transforms=[dim]\nNI-FGSM+PGN+DIM")
     assert "(1−β)·g1 + β·g2,   β = 0.8" in p.stdout and "x + δ + α·1·m" in p.stdout and "w = DIM(z)" in p.stdout
     assert "ε = 16/255 (linf)" in p.stdout
-    for args, expect in ((["pgnn"], "Did you mean 'pgn'?"), (["pgn", "estimator.beta=-1"], "estimator.beta must be >= 0"),
+    for args, expect in ((["pgnn"], "Did you mean 'pgn'?"), (["pgn", "estimator.beta=-1"], "estimator.beta=-1 is out of range; allowed: >= 0"),
                          (["pgn", "penalty.beta=1"], "write estimator.beta=1")):
         bad = cli(*args)
         lines = bad.stderr.strip().splitlines()

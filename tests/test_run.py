@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flatbench.record import COLUMNS
+from flatbench.columns import COLUMNS
 from conftest import zoo_env
 
 BIN = Path(sys.executable).parent

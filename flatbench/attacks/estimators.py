@@ -27,21 +27,20 @@ from typing import TYPE_CHECKING, List, Optional
 
 import torch
 
-from ..registry import ConfigError, Registry
+from .parts import Param, Part, Parts
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import StepContext
 
-ESTIMATORS = Registry("estimator")
+ESTIMATORS = Parts("estimator")
 
+# The sign of the penalty's look-ahead (the point its second gradient is taken at).
 LOOKAHEADS = {"descent": -1.0, "ascent": 1.0}
 NORMALIZE = ("mean_abs", "l2")
 COMBINE = ("difference", "sum")
 
 
-class Estimator(abc.ABC):
-    label = ""
-    name = ""
+class Estimator(Part, abc.ABC):
 
     @abc.abstractmethod
     def __call__(self, ctx: "StepContext", x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
@@ -51,9 +50,8 @@ class Estimator(abc.ABC):
         """The lines that compute g at x_eval, with this estimator's values (Attack.describe)."""
 
 
+@ESTIMATORS.declare("plain", "", doc="Plain gradient ∇ℓ(x) (through the input transforms).")
 class Plain(Estimator):
-    name = "plain"
-
     def __call__(self, ctx, x, y):
         return ctx.grad(x, y, [("g",)])
 
@@ -77,30 +75,18 @@ class Penalty(Estimator):
     """Gradient-norm penalty estimator; see the module docstring and :func:`pgn`, :func:`gnp`, :func:`gnp_ta`."""
 
     def __init__(self, beta: float, r: Optional[float], zeta: float, n_samples: int, lookahead: str, name: str,
-                 normalize: str = "mean_abs", combine: str = "difference", label: Optional[str] = None):
-        if beta < 0:
-            raise ConfigError(f"estimator.beta must be >= 0, got {beta}")
-        if r is not None and r <= 0:
-            raise ConfigError(f"estimator.r must be > 0 (or null for r = alpha), got {r}")
-        if zeta < 0:
-            raise ConfigError(f"estimator.zeta must be >= 0, got {zeta}")
-        if int(n_samples) < 1:
-            raise ConfigError(f"estimator.n_samples must be >= 1, got {n_samples}")
-        if lookahead not in LOOKAHEADS:
-            raise ConfigError(f"estimator.lookahead must be one of {', '.join(LOOKAHEADS)}, got {lookahead!r}")
-        if normalize not in NORMALIZE:
-            raise ConfigError(f"estimator.normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
-        if combine not in COMBINE:
-            raise ConfigError(f"estimator.combine must be one of {', '.join(COMBINE)}, got {combine!r}")
-        self.beta, self.r, self.zeta = float(beta), r if r is None else float(r), float(zeta)
-        self.n_samples, self.lookahead, self.name = int(n_samples), lookahead, name
-        self.normalize, self.combine = normalize, combine
-        self.sign = LOOKAHEADS[lookahead]
-        self.label = label or name.upper()
+                 normalize: str = "mean_abs", combine: str = "difference"):
+        # Values are checked by the preset's declaration (ESTIMATORS.build); this keeps them.
+        self.beta, self.r, self.zeta, self.n_samples = beta, r, zeta, n_samples
+        self.lookahead, self.normalize, self.combine = lookahead, normalize, combine
+        self.declaration = ESTIMATORS.get(name)
+
+    @property
+    def sign(self) -> float:
+        return LOOKAHEADS[self.lookahead]
 
     def __call__(self, ctx, x, y):
-        n, b, s = self.n_samples, x.shape[0], self.sign
-        r = ctx.alpha if self.r is None else self.r
+        n, b, s, r = self.n_samples, x.shape[0], self.sign, self.r  # r: bound to α by the loop when null
         radius = ctx.threat.noise_radius(self.zeta, x)
         total = torch.zeros_like(x)
         for lo, hi in ctx.chunks(n, b):
@@ -108,7 +94,7 @@ class Penalty(Estimator):
             yp = y.repeat(hi - lo)
             g1 = ctx.grad(xp, yp, [("g1", i) for i in range(lo, hi)])
             if self.beta:
-                ahead = ctx.threat.lookahead(g1, self.normalize)  # per image and neighbour
+                ahead = ctx.threat.unit_direction(g1, self.normalize)  # per image and neighbour
                 g2 = ctx.grad(xp + s * r * ahead, yp, [("g2", i) for i in range(lo, hi)])
                 if self.combine == "difference":
                     g1 = g1 - s * self.beta * (g2 - g1)
@@ -120,7 +106,7 @@ class Penalty(Estimator):
 
     def describe(self, threat, alpha):
         descent = self.sign < 0
-        r = f"α = {alpha}" if self.r is None else f"{self.r * 255:g}/255 = {self.r:g}"
+        r = f"α = {alpha}" if "r" in self.from_alpha else f"{self.r * 255:g}/255 = {self.r:g}"
         sample = (f"x' = x_eval + u_i,  u_i ~ {threat.noise_text.format(z=f'{self.zeta:g}')}" if self.zeta
                   else "x' = x_eval   (ζ = 0: no sampling)")
         if not self.beta:
@@ -132,22 +118,23 @@ class Penalty(Estimator):
             else:
                 comb = f"ḡ += (1+β)·g1 + β·g2,   β = {self.beta:g}   (a weighted sum, not the penalty's gradient)"
             body = [sample, "g1 = ∇ℓ(x')",
-                    f"g2 = ∇ℓ(x' {'−' if descent else '+'} r·{threat.lookahead_text(self.normalize)}),   r = {r}   ({self.lookahead} look-ahead)",
+                    f"g2 = ∇ℓ(x' {'−' if descent else '+'} r·{threat.unit_direction_text(self.normalize)}),   r = {r}   ({self.lookahead} look-ahead)",
                     comb]
         return ([f"ḡ = 0; for i = 1..N (N = {self.n_samples}, evaluated together in chunks):"]
                 + ["    " + b for b in body] + ["g = ḡ/N"])
 
 
-class Variance(Estimator):
-    name = "vmi"
-    label = "VMI"
+@ESTIMATORS.declare("vmi", "VMI", published_with="mifgsm", published_label="VMI-FGSM", params=(
+    Param("n_samples", 20, "integer", lambda v: v >= 1, ">= 1"),
+    Param("zeta", 1.5, "number", lambda v: v >= 0, ">= 0 (in units of eps)"),
+), doc="""VMI-FGSM (Wang & He, CVPR 2021, arXiv 2103.15571): N=20 neighbours in U(±1.5·ε).
 
+Paper symbols → parameters: N → ``n_samples``, β (the neighbourhood's radius in units of ε) →
+``zeta``. Returns ∇ℓ(x) + v, v = mean_i ∇ℓ(x + u_i) − ∇ℓ(x) from the previous step.
+""")
+class Variance(Estimator):
     def __init__(self, n_samples: int = 20, zeta: float = 1.5):
-        if int(n_samples) < 1:
-            raise ConfigError(f"estimator.n_samples must be >= 1, got {n_samples}")
-        if zeta < 0:
-            raise ConfigError(f"estimator.zeta must be >= 0, got {zeta}")
-        self.n_samples, self.zeta = int(n_samples), float(zeta)
+        self.n_samples, self.zeta = n_samples, zeta
 
     def __call__(self, ctx, x, y):
         g = ctx.grad(x, y, [("g",)])
@@ -168,53 +155,52 @@ class Variance(Estimator):
                 f"N = {self.n_samples}   (used at the next step)"]
 
 
-@ESTIMATORS.register("plain")
-def plain() -> Estimator:
-    """Plain gradient ∇ℓ(x)."""
-    return Plain()
+def _penalty_params(beta, r, zeta, n_samples, lookahead, normalize, combine, r_text):
+    """The penalty's parameters with one preset's defaults (ranges are the same for all three)."""
+    return (
+        Param("beta", beta, "number", lambda v: v >= 0, ">= 0"),
+        Param("r", r, "number", lambda v: v > 0, f"> 0 (a length){r_text}", length=True,
+              null="alpha" if r is None else ""),
+        Param("zeta", zeta, "number", lambda v: v >= 0, ">= 0 (in units of eps; 0: no sampling)"),
+        Param("n_samples", n_samples, "integer", lambda v: v >= 1, ">= 1"),
+        Param("lookahead", lookahead, "choice", choices=tuple(LOOKAHEADS)),
+        Param("normalize", normalize, "choice", choices=NORMALIZE),
+        Param("combine", combine, "choice", choices=COMBINE),
+    )
 
 
-@ESTIMATORS.register("pgn")
-def pgn(beta: float = 0.5, r: Optional[float] = None, zeta: float = 3.0, n_samples: int = 20,
-        lookahead: str = "descent", normalize: str = "mean_abs", combine: str = "difference") -> Penalty:
-    """PGN (Ge et al., NeurIPS 2023, arXiv 2306.05225): β=δ=0.5, r=α, ζ=3, N=20, descent, mean_abs.
+def _preset(name: str):
+    def make(**settings) -> Penalty:
+        return Penalty(name=name, **settings)
 
-    Paper symbols → parameters: δ (balance) → ``beta``, α (look-ahead step) → ``r`` (None: α),
-    ζ (neighbourhood radius, in units of ε) → ``zeta``, N → ``n_samples``. The update is
-    ḡ = (1−δ)·∇ℓ(x') + δ·∇ℓ(x' − α·ĝ), ĝ = g/mean|g|, averaged over N uniform neighbours x'.
-    Matches the official code and TransferAttack's ``gradient/pgn.py`` (x' not clipped to
-    [0,1]; tested equal to a written-out reference with ζ = 0, N = 1).
-    """
-    return Penalty(beta, r, zeta, n_samples, lookahead, "pgn", normalize, combine)
+    return make
 
 
-@ESTIMATORS.register("gnp")
-def gnp(beta: float = 0.8, r: Optional[float] = 0.01, zeta: float = 0.0, n_samples: int = 1,
-        lookahead: str = "ascent", normalize: str = "l2", combine: str = "difference") -> Penalty:
-    """GNP as the paper writes it (Wu et al., ICIP 2023, arXiv 2307.04099): β=0.8, r=0.01, l2.
+ESTIMATORS.declare("pgn", "PGN", _penalty_params(0.5, None, 3.0, 20, "descent", "mean_abs", "difference",
+                                                  " or null for r = alpha"),
+                   published_with="mifgsm", doc="""PGN (Ge et al., NeurIPS 2023, arXiv 2306.05225): β=δ=0.5, r=α, ζ=3, N=20, descent, mean_abs.
 
-    Paper symbols → parameters: β → ``beta``, r → ``r``. The update is
-    ḡ = (1+β)·∇ℓ(x) − β·∇ℓ(x + r·∇ℓ(x)/‖∇ℓ(x)‖₂), the first-order gradient of ℓ − β·r·‖∇ℓ‖₂.
-    No public code of the authors exists; this follows the paper's equations. For the form
-    TransferAttack ports (and publishes numbers for), use :func:`gnp_ta`.
-    """
-    return Penalty(beta, r, zeta, n_samples, lookahead, "gnp", normalize, combine)
+Paper symbols → parameters: δ (balance) → ``beta``, α (look-ahead step) → ``r`` (null: α),
+ζ (neighbourhood radius, in units of ε) → ``zeta``, N → ``n_samples``. The update is
+ḡ = (1−δ)·∇ℓ(x') + δ·∇ℓ(x' − α·ĝ), ĝ = g/mean|g|, averaged over N uniform neighbours x'.
+Matches the official code and TransferAttack's ``gradient/pgn.py`` (x' not clipped to
+[0,1]; tested equal to a written-out reference with ζ = 0, N = 1).
+""")(_preset("pgn"))
 
+ESTIMATORS.declare("gnp", "GNP", _penalty_params(0.8, 0.01, 0.0, 1, "ascent", "l2", "difference", ""),
+                   published_with="mifgsm", doc="""GNP as the paper writes it (Wu et al., ICIP 2023, arXiv 2307.04099): β=0.8, r=0.01, l2.
 
-@ESTIMATORS.register("gnp_ta")
-def gnp_ta(beta: float = 0.8, r: Optional[float] = 0.01, zeta: float = 0.0, n_samples: int = 1,
-           lookahead: str = "ascent", normalize: str = "mean_abs", combine: str = "sum") -> Penalty:
-    """GNP as TransferAttack ports it (``transferattack/gradient/gnp.py``): β=0.8, r=0.01.
+Paper symbols → parameters: β → ``beta``, r → ``r``. The update is
+ḡ = (1+β)·∇ℓ(x) − β·∇ℓ(x + r·∇ℓ(x)/‖∇ℓ(x)‖₂), the first-order gradient of ℓ − β·r·‖∇ℓ‖₂.
+No public code of the authors exists; this follows the paper's equations. For the form
+TransferAttack ports (and publishes numbers for), use ``gnp_ta``.
+""")(_preset("gnp"))
 
-    ḡ = (1+β)·g1 + β·∇ℓ(x + r·g1/mean|g1|): a mean-|g| look-ahead (each pixel moves by about
-    r) and a plus sign. That is not the penalty's gradient; it is kept, labelled GNP-TA, so
-    that TransferAttack's published GNP rows can be reproduced and never mixed with ``gnp``.
-    Tested equal to a reference written out from that file.
-    """
-    return Penalty(beta, r, zeta, n_samples, lookahead, "gnp_ta", normalize, combine, label="GNP-TA")
+ESTIMATORS.declare("gnp_ta", "GNP-TA", _penalty_params(0.8, 0.01, 0.0, 1, "ascent", "mean_abs", "sum", ""),
+                   published_with="mifgsm", doc="""GNP as TransferAttack ports it (``transferattack/gradient/gnp.py``): β=0.8, r=0.01.
 
-
-@ESTIMATORS.register("vmi")
-def vmi(n_samples: int = 20, zeta: float = 1.5) -> Variance:
-    """VMI-FGSM (Wang & He, CVPR 2021, arXiv 2103.15571): N=20 neighbours in U(±1.5·ε)."""
-    return Variance(n_samples, zeta)
+ḡ = (1+β)·g1 + β·∇ℓ(x + r·g1/mean|g1|): a mean-|g| look-ahead (each pixel moves by about
+r) and a plus sign. That is not the penalty's gradient; it is kept, labelled GNP-TA, so
+that TransferAttack's published GNP rows can be reproduced and never mixed with ``gnp``.
+Tested equal to a reference written out from that file.
+""")(_preset("gnp_ta"))

@@ -1,7 +1,6 @@
 """Build attacks by name: method presets and keyword routing to the loop's parts."""
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
@@ -11,7 +10,7 @@ from ..registry import ConfigError, suggest
 from .estimators import ESTIMATORS
 from .loop import Attack
 from .optimizers import OPTIMIZERS
-from .transforms import TRANSFORMS, GradientFilter
+from .transforms import TRANSFORMS
 
 METHOD_DIR = Path(__file__).resolve().parent.parent / "conf" / "method"
 
@@ -43,10 +42,6 @@ _LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "max_batch", "memory_
               "check_finite", "loss", "name")
 
 
-def _params(fn) -> set:
-    return set(inspect.signature(fn).parameters)
-
-
 def build_attack(
     model: nn.Module,
     *,
@@ -62,16 +57,11 @@ def build_attack(
         specs = [(k, dict(v or {})) for k, v in transforms.items()]
     else:
         specs = [(k, {}) for k in (transforms or ())]
-    inputs, filters = [], []
-    for name, kw in specs:
-        part = TRANSFORMS.build(name, **kw)
-        (filters if isinstance(part, GradientFilter) else inputs).append(part)
     return Attack(
         model,
         estimator=ESTIMATORS.build(estimator, **dict(estimator_kwargs or {})),
         optimizer=OPTIMIZERS.build(optimizer, **dict(optimizer_kwargs or {})),
-        transforms=inputs,
-        filters=filters,
+        transforms=[TRANSFORMS.build(name, **kw) for name, kw in specs],
         **loop_kwargs,
     )
 
@@ -80,9 +70,10 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
     """Create a method by name; every hyperparameter may be passed by its config name.
 
     ``eps`` (and ``alpha``, ``r``) are fractions of the [0,1] range here. Keywords are routed
-    to the part that takes them: the loop (eps, steps, alpha, norm, targeted, max_batch), the
-    optimizer (decay), the estimator (beta, r, zeta, n_samples, lookahead, normalize, combine) or a transform
-    (resize_rate, prob, interpolation, kernel_size, nsig, num_scale, strength, num_admix).
+    to the part that declares them (:mod:`.parts`): the loop (eps, steps, alpha, norm, targeted,
+    max_batch, ...), the optimizer (decay), the estimator (PGN: beta, r, zeta, n_samples,
+    lookahead, normalize, combine) or a transform (DIM: resize_rate, prob, interpolation; TIM:
+    kernel_size, nsig; ...). ``flatbench list methods`` shows each method's parameters.
     ``optimizer=``, ``estimator=`` and ``transforms=`` replace the preset's parts.
 
     Example: ``create_attack("pgn", model, eps=16/255, steps=10, n_samples=20, zeta=3.0, beta=0.5)``.
@@ -100,19 +91,19 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
         {k: dict(v or {}) for k, v in tf_arg.items()} if isinstance(tf_arg, Mapping) else {k: {} for k in tf_arg}
     )
     loop_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _LOOP_KEYS}
-    opt_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _params(OPTIMIZERS.get(opt))}
-    est_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _params(ESTIMATORS.get(est))}
+    opt_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTIMIZERS.get(opt).names()}
+    est_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in ESTIMATORS.get(est).names()}
     for key in list(kwargs):
-        owners = [t for t in tf_specs if key in _params(TRANSFORMS.get(t))]
+        owners = [t for t in tf_specs if key in TRANSFORMS.get(t).names()]
         if len(owners) > 1:
             raise ConfigError(f"{key!r} is taken by several transforms ({', '.join(owners)}); "
                               f"pass transforms={{name: {{{key!r}: ...}}}} instead")
         if owners:
             tf_specs[owners[0]][key] = kwargs.pop(key)
     if kwargs:
-        valid = set(_LOOP_KEYS) | _params(OPTIMIZERS.get(opt)) | _params(ESTIMATORS.get(est))
+        valid = set(_LOOP_KEYS) | set(OPTIMIZERS.get(opt).names()) | set(ESTIMATORS.get(est).names())
         for t in tf_specs:
-            valid |= _params(TRANSFORMS.get(t))
+            valid |= set(TRANSFORMS.get(t).names())
         key = next(iter(kwargs))
         raise ConfigError(f"method {name!r}: unknown keyword {key!r}. Valid: {', '.join(sorted(valid))}.{suggest(key, valid)}")
     if "eps" not in loop_kw:

@@ -1,7 +1,7 @@
 """The one attack loop. Every method in flatbench is this loop with different parts:
 
     for t in 1..T:
-        x_eval = optimizer.lookahead(x + δ)         # NI: x + α·μ·m (L2: an L2 move of α·μ); others: x + δ
+        x_eval = optimizer.eval_point(x + δ)       # NI: the Nesterov point x + δ + α·μ·m (L2: an L2 move of α·μ); others: x + δ
         g = estimator(x_eval)                       # plain ∇ℓ | PGN/GNP penalty | VMI
                                                     #   ℓ through the input transforms
         g = filter(g)                               # TIM, else identity
@@ -23,6 +23,7 @@ from . import tuning
 from .model_state import borrowed, deterministic_kernels, set_memory_format
 from .estimators import Estimator, Plain
 from .optimizers import Optimizer
+from .parts import Part
 from .threat import THREATS
 from .transforms import GradientFilter, InputTransform
 
@@ -99,7 +100,10 @@ class Attack:
         alpha: step size; None means eps/steps.
         norm: "linf" or "l2".
         targeted: ascend −CE(target) instead of CE(label); ``y`` then holds target classes.
-        estimator, optimizer, transforms, filters: the parts (plain gradient, I-FGSM, none).
+        estimator, optimizer, transforms: the parts (plain gradient, I-FGSM, none); transforms
+            holds input transforms and gradient filters alike (TIM), as the config group does,
+            and the loop applies each where it acts. Parameters whose null stands for α (PGN's
+            r) are bound to ``alpha`` on a copy of the part; the part passed in is not changed.
         max_batch: most images in one forward/backward: "auto" (the default: by rule, the
             largest power of two ≤ 64 whose activations fit 1 GiB on a CPU, ≤ 256 fitting half
             the GPU's memory on CUDA, see :mod:`.tuning`), "measure" (the fastest size, timed once per
@@ -131,8 +135,7 @@ class Attack:
         targeted: bool = False,
         estimator: Optional[Estimator] = None,
         optimizer: Optional[Optimizer] = None,
-        transforms: Sequence[InputTransform] = (),
-        filters: Sequence[GradientFilter] = (),
+        transforms: Sequence[Part] = (),
         max_batch="auto",
         memory_budget_mb: Optional[float] = None,
         amp: Optional[str] = None,
@@ -152,9 +155,13 @@ class Attack:
         self.alpha = float(alpha) if alpha is not None else self.eps / self.steps
         self.norm, self.threat = norm, THREATS[norm](self.eps)
         self.targeted = bool(targeted)
-        self.estimator = estimator if estimator is not None else Plain()
-        self.optimizer = optimizer if optimizer is not None else Optimizer()
-        self.transforms, self.filters = list(transforms), list(filters)
+        self.estimator = (estimator if estimator is not None else Plain()).bind(self.alpha)
+        self.optimizer = (optimizer if optimizer is not None else Optimizer()).bind(self.alpha)
+        for t in transforms:
+            if not isinstance(t, (InputTransform, GradientFilter)):
+                raise TypeError(f"transforms: {t!r} is neither an input transform nor a gradient filter")
+        self.transforms = [t.bind(self.alpha) for t in transforms if isinstance(t, InputTransform)]
+        self.filters = [t.bind(self.alpha) for t in transforms if isinstance(t, GradientFilter)]
         self.max_batch = None if max_batch is None else (max_batch if max_batch in ("auto", "measure") else int(max_batch))
         self.memory_budget_mb = None if memory_budget_mb is None else float(memory_budget_mb)
         self.amp, self.channels_last = amp, channels_last
@@ -174,11 +181,14 @@ class Attack:
 
     @property
     def label(self) -> str:
-        opt, est = self.optimizer, self.estimator
-        if isinstance(est, Plain):
+        """The method's name, from the parts' declarations: an estimator with the optimizer of its
+        paper is its published name (PGN, VMI-FGSM), with another optimizer OPTIMIZER+LABEL; an
+        estimator without a label (the plain gradient) leaves the optimizer's; transforms follow."""
+        opt, est = self.optimizer.declaration, self.estimator.declaration
+        if not est.label:
             head = opt.label
-        elif opt.name == "mifgsm":
-            head = est.label if est.name != "vmi" else "VMI-FGSM"
+        elif opt.name == est.published_with:
+            head = est.published_label or est.label
         else:
             head = f"{opt.label}+{est.label}"
         return "+".join([head] + [p.label for p in (*self.transforms, *self.filters)])
@@ -193,12 +203,12 @@ class Attack:
         est, opt = self.estimator, self.optimizer
         parts = (f"optimizer {opt.name} ({opt.label}), estimator {est.name}"
                  f"{' (' + est.label + ')' if est.label else ''}, transforms "
-                 f"{', '.join(type(p).__name__.lower() for p in (*self.transforms, *self.filters)) or 'none'}")
+                 f"{', '.join(p.name for p in (*self.transforms, *self.filters)) or 'none'}")
         ce = "−CE(f({}), y_target)" if self.targeted else "CE(f({}), y)"
         if not self.transforms:
             loss = [f"ℓ(z) = {ce.format('z')}"]
         elif self.copies == 1:
-            loss = [f"ℓ(z) = {ce.format('w')}, w = {'∘'.join(type(t).__name__ for t in reversed(self.transforms))}(z):"]
+            loss = [f"ℓ(z) = {ce.format('w')}, w = {'∘'.join(t.label for t in reversed(self.transforms))}(z):"]
         else:
             loss = [f"ℓ(z) = the mean of {ce.format('w')} over the {self.copies} views w of z"
                     f"{' (the transforms in this order)' if len(self.transforms) > 1 else ''}:"]
@@ -209,7 +219,7 @@ class Attack:
                  *loss,
                  "δ = 0",
                  f"for t = 1..{self.steps}:",
-                 f"    x_eval = {opt.lookahead_text(self.threat)}",
+                 f"    x_eval = {opt.eval_point_text(self.threat)}",
                  *("    " + ln for ln in est.describe(self.threat, frac(self.alpha))),
                  *("    " + f.describe() for f in self.filters),
                  f"    {opt.update_text()}",
@@ -280,7 +290,7 @@ class Attack:
         state: Dict = {}
         for t in range(self.steps):
             ctx = self.step_context(seed, t, state)
-            x_eval = self.optimizer.lookahead(x + delta, state, self.alpha, self.threat)
+            x_eval = self.optimizer.eval_point(x + delta, state, self.alpha, self.threat)
             g = self.estimator(ctx, x_eval, y)
             for f in self.filters:
                 g = f(g)

@@ -13,42 +13,33 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import Registry
+from .parts import Param, Part, Parts
 from .threat import mean_abs_normalize  # noqa: F401 - re-exported: the MI normalisation lives with the others
 
-OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS = Parts("optimizer")
+
+DECAY = Param("decay", 1.0, "number", lambda v: v >= 0, ">= 0")
 
 
-def part_params(part) -> dict:
-    """The effective scalar hyperparameters of an attack part (for result columns and cell ids)."""
-    skip = {"label", "name", "copies", "random", "sign"}
-    return {k: v for k, v in vars(part).items() if k not in skip and isinstance(v, (bool, int, float, str, type(None)))}
-
-
-
-class Optimizer:
+@OPTIMIZERS.declare("ifgsm", "I-FGSM", doc="I-FGSM: m = g (no momentum).")
+class Optimizer(Part):
     """Base: plain I-FGSM, m = g, evaluated at the current point."""
 
-    name = "ifgsm"
-    label = "I-FGSM"
-
-    def lookahead(self, x_adv: torch.Tensor, state: dict, alpha: float, threat) -> torch.Tensor:
+    def eval_point(self, x_adv: torch.Tensor, state: dict, alpha: float, threat) -> torch.Tensor:
         return x_adv
 
     def update(self, g: torch.Tensor, state: dict) -> torch.Tensor:
         return g
 
-    def lookahead_text(self, threat) -> str:
+    def eval_point_text(self, threat) -> str:
         return "x + δ"
 
     def update_text(self) -> str:
         return "m = g"
 
 
+@OPTIMIZERS.declare("mifgsm", "MI-FGSM", (DECAY,), doc="MI-FGSM: m ← decay·m + g/mean|g| (decay μ = 1.0).")
 class Momentum(Optimizer):
-    name = "mifgsm"
-    label = "MI-FGSM"
-
     def __init__(self, decay: float = 1.0):
         self.decay = float(decay)
 
@@ -62,32 +53,12 @@ class Momentum(Optimizer):
         return f"m = {self.decay:g}·m + g/mean|g|   (μ = decay = {self.decay:g}; m = 0 before the first step)"
 
 
+@OPTIMIZERS.declare("nifgsm", "NI-FGSM", (DECAY,), doc="NI-FGSM: gradient at x + α·decay·m, then the MI update (decay μ = 1.0).")
 class Nesterov(Momentum):
-    name = "nifgsm"
-    label = "NI-FGSM"
-
-    def lookahead(self, x_adv: torch.Tensor, state: dict, alpha: float, threat) -> torch.Tensor:
+    def eval_point(self, x_adv: torch.Tensor, state: dict, alpha: float, threat) -> torch.Tensor:
         # Sized by the threat model: m as it is under L∞ (the public code), an L2 move of α·μ under L2.
         m = state.get("m")
-        return x_adv if m is None else x_adv + alpha * self.decay * threat.momentum_lookahead(m)
+        return x_adv if m is None else x_adv + alpha * self.decay * threat.nesterov_direction(m)
 
-    def lookahead_text(self, threat) -> str:
-        return f"x + δ + α·{self.decay:g}·{threat.momentum_text()}   (Nesterov look-ahead, μ = decay)"
-
-
-@OPTIMIZERS.register("ifgsm")
-def ifgsm() -> Optimizer:
-    """I-FGSM: m = g (no momentum)."""
-    return Optimizer()
-
-
-@OPTIMIZERS.register("mifgsm")
-def mifgsm(decay: float = 1.0) -> Optimizer:
-    """MI-FGSM: m ← decay·m + g/mean|g| (decay μ = 1.0)."""
-    return Momentum(decay)
-
-
-@OPTIMIZERS.register("nifgsm")
-def nifgsm(decay: float = 1.0) -> Optimizer:
-    """NI-FGSM: gradient at x + α·decay·m, then the MI update (decay μ = 1.0)."""
-    return Nesterov(decay)
+    def eval_point_text(self, threat) -> str:
+        return f"x + δ + α·{self.decay:g}·{threat.momentum_text()}   (the Nesterov point, μ = decay)"

@@ -41,12 +41,12 @@ class LinfBall:
         """Per-pixel half-width of the uniform neighbourhood U(−ζ·ε, ζ·ε)."""
         return zeta * self.eps
 
-    def lookahead(self, g: torch.Tensor, normalize: str) -> torch.Tensor:
+    def unit_direction(self, g: torch.Tensor, normalize: str) -> torch.Tensor:
         """A look-ahead direction for a step of length r: g/mean|g| moves each pixel by about r
         (PGN's code, TransferAttack's GNP port), g/‖g‖₂ is an L2 step of r (the GNP paper)."""
         return mean_abs_normalize(g) if normalize == "mean_abs" else l2_normalize(g)
 
-    def momentum_lookahead(self, m: torch.Tensor) -> torch.Tensor:
+    def nesterov_direction(self, m: torch.Tensor) -> torch.Tensor:
         """NI-FGSM evaluates at x + α·μ·m, m as it is (the public code)."""
         return m
 
@@ -54,7 +54,7 @@ class LinfBall:
     step_text = "δ = clip(δ + α·sign(m), −ε, ε); then x + δ clipped to [0, 1]"
     noise_text = "U(−{z}·ε, {z}·ε) per pixel"
 
-    def lookahead_text(self, normalize: str) -> str:
+    def unit_direction_text(self, normalize: str) -> str:
         return "g1/mean|g1|" if normalize == "mean_abs" else "g1/‖g1‖₂"
 
     def momentum_text(self) -> str:
@@ -84,20 +84,20 @@ class L2Ball:
         # neighbourhood's typical L2 size is ζ·ε, as it is for the L∞ ball in its own norm.
         return zeta * self.eps / math.sqrt(x[0].numel())
 
-    def lookahead(self, g: torch.Tensor, normalize: str) -> torch.Tensor:
+    def unit_direction(self, g: torch.Tensor, normalize: str) -> torch.Tensor:
         """Every look-ahead is an L2 step of length r here, whatever the normalisation: a
         per-pixel (mean-|g|) step of r would be about √d·r long in this ball's own norm."""
         return l2_normalize(g)
 
-    def momentum_lookahead(self, m: torch.Tensor) -> torch.Tensor:
+    def nesterov_direction(self, m: torch.Tensor) -> torch.Tensor:
         """NI-FGSM's x + α·μ·m becomes an L2 move of α·μ, as its ascent step is one of α."""
         return l2_normalize(m)
 
     step_text = "δ = δ + α·m/‖m‖₂, scaled down to ‖δ‖₂ ≤ ε; then x + δ clipped to [0, 1]"
     noise_text = "U(−{z}·ε/√d, {z}·ε/√d) per pixel (d pixels: a typical L2 size of {z}·ε)"
 
-    def lookahead_text(self, normalize: str) -> str:
-        return "g1/‖g1‖₂"  # whatever normalize says: see lookahead
+    def unit_direction_text(self, normalize: str) -> str:
+        return "g1/‖g1‖₂"  # whatever normalize says: see unit_direction
 
     def momentum_text(self) -> str:
         return "m/‖m‖₂"

@@ -24,17 +24,18 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..registry import INTERPOLATIONS, ConfigError, Registry, check_range
+from ..registry import INTERPOLATIONS, ConfigError
+from .parts import Param, Part, Parts
 
-TRANSFORMS = Registry("transform")
+# Input transforms and gradient filters: both are `transforms` (config group, Attack(transforms=)).
+TRANSFORMS = Parts("transform")
 
 
-class InputTransform(abc.ABC):
+class InputTransform(Part, abc.ABC):
     """Maps B images to ``copies``·B views; ``random`` says whether it draws from ``gen``."""
 
     copies = 1
     random = False
-    label = ""
 
     @abc.abstractmethod
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor: ...
@@ -44,10 +45,8 @@ class InputTransform(abc.ABC):
         """What it does to the images z before the model, with its values (Attack.describe)."""
 
 
-class GradientFilter(abc.ABC):
+class GradientFilter(Part, abc.ABC):
     """Maps the estimated gradient to a filtered gradient of the same shape."""
-
-    label = ""
 
     @abc.abstractmethod
     def __call__(self, g: torch.Tensor) -> torch.Tensor: ...
@@ -61,20 +60,18 @@ def _randint(low: int, high: int, gen: torch.Generator, device) -> int:
     return int(torch.randint(low, high, (1,), generator=gen, device=device).item())
 
 
+@TRANSFORMS.declare("dim", "DIM", (
+    Param("resize_rate", 1.1, "number", lambda v: v >= 1, ">= 1"),
+    Param("prob", 0.5, "number", lambda v: 0 <= v <= 1, "[0, 1]"),
+    Param("interpolation", "nearest", "choice", choices=INTERPOLATIONS),
+), doc="DIM: random resize and pad (rate 1.1, p 0.5, nearest).")
 class DIM(InputTransform):
-    label = "DIM"
     random = True
 
     def __init__(self, resize_rate: float = 1.1, prob: float = 0.5, interpolation: str = "nearest"):
-        if resize_rate < 1:
-            raise ConfigError(f"transforms.dim.resize_rate must be >= 1, got {resize_rate}")
-        if not 0 <= prob <= 1:
-            raise ConfigError(f"transforms.dim.prob must be in [0, 1], got {prob}")
-        check_range("transforms.dim.interpolation", interpolation, interpolation in INTERPOLATIONS,
-                    " | ".join(INTERPOLATIONS))
         self.resize_rate, self.prob, self.interpolation = float(resize_rate), float(prob), interpolation
 
-    def params(self, size: int, gen: torch.Generator, device) -> Optional[tuple]:
+    def draw(self, size: int, gen: torch.Generator, device) -> Optional[tuple]:
         """(rnd, out, top, left) for this call, or None when the transform is skipped."""
         apply = torch.rand((1,), generator=gen, device=device).item() < self.prob
         out = int(size * self.resize_rate)
@@ -93,7 +90,7 @@ class DIM(InputTransform):
         return F.pad(z, (left, out - rnd - left, top, out - rnd - top), value=0.0)
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        p = self.params(x.shape[-1], gen, x.device)
+        p = self.draw(x.shape[-1], gen, x.device)
         if p is None:
             return x
         z = self.resize_pad(x, *p)
@@ -107,12 +104,10 @@ class DIM(InputTransform):
                 "(bilinear); else z")
 
 
+@TRANSFORMS.declare("sim", "SIM", (Param("num_scale", 5, "integer", lambda v: v >= 1, ">= 1"),),
+                    doc="SIM: average over x/2^i, i < num_scale (5).")
 class SIM(InputTransform):
-    label = "SIM"
-
     def __init__(self, num_scale: int = 5):
-        if num_scale < 1:
-            raise ConfigError(f"transforms.sim.num_scale must be >= 1, got {num_scale}")
         self.num_scale = int(num_scale)
         self.copies = self.num_scale
 
@@ -123,16 +118,15 @@ class SIM(InputTransform):
         return f"SIM: the {self.num_scale} copies z/2^i, i = 0..{self.num_scale - 1}"
 
 
+@TRANSFORMS.declare("admix", "Admix", (
+    Param("strength", 0.2, "number", lambda v: v >= 0, ">= 0"),
+    Param("num_admix", 3, "integer", lambda v: v >= 1, ">= 1"),
+    Param("num_scale", 5, "integer", lambda v: v >= 1, ">= 1"),
+), doc="Admix: x + 0.2·x_other, 3 partners × 5 scales.")
 class Admix(InputTransform):
-    label = "Admix"
     random = True
 
     def __init__(self, strength: float = 0.2, num_admix: int = 3, num_scale: int = 5):
-        if strength < 0 or num_admix < 1 or num_scale < 1:
-            raise ConfigError(
-                f"transforms.admix needs strength >= 0, num_admix >= 1, num_scale >= 1; "
-                f"got {strength}, {num_admix}, {num_scale}"
-            )
         self.strength, self.num_admix, self.num_scale = float(strength), int(num_admix), int(num_scale)
         self.copies = self.num_admix * self.num_scale
 
@@ -179,14 +173,12 @@ def gaussian_kernel(kernel_size: int = 15, nsig: float = 3.0) -> torch.Tensor:
     return (k2 / k2.sum()).float()
 
 
+@TRANSFORMS.declare("tim", "TIM", (
+    Param("kernel_size", 15, "integer", lambda v: v >= 1 and v % 2 == 1, "odd and >= 1"),
+    Param("nsig", 3.0, "number", lambda v: v > 0, "> 0"),
+), doc="TIM: Gaussian gradient smoothing (15×15, nsig 3).")
 class TIM(GradientFilter):
-    label = "TIM"
-
     def __init__(self, kernel_size: int = 15, nsig: float = 3.0):
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ConfigError(f"transforms.tim.kernel_size must be odd and >= 1, got {kernel_size}")
-        if nsig <= 0:
-            raise ConfigError(f"transforms.tim.nsig must be > 0, got {nsig}")
         self.kernel_size, self.nsig = int(kernel_size), float(nsig)
         self.kernel = gaussian_kernel(self.kernel_size, self.nsig)
 
@@ -198,27 +190,3 @@ class TIM(GradientFilter):
     def describe(self):
         return (f"g = TIM(g): per-channel convolution with a {self.kernel_size}×{self.kernel_size} Gaussian kernel "
                 f"(nsig = {self.nsig:g})")
-
-
-@TRANSFORMS.register("dim")
-def dim(resize_rate: float = 1.1, prob: float = 0.5, interpolation: str = "nearest") -> DIM:
-    """DIM: random resize and pad (rate 1.1, p 0.5, nearest)."""
-    return DIM(resize_rate, prob, interpolation)
-
-
-@TRANSFORMS.register("sim")
-def sim(num_scale: int = 5) -> SIM:
-    """SIM: average over x/2^i, i < num_scale (5)."""
-    return SIM(num_scale)
-
-
-@TRANSFORMS.register("admix")
-def admix(strength: float = 0.2, num_admix: int = 3, num_scale: int = 5) -> Admix:
-    """Admix: x + 0.2·x_other, 3 partners × 5 scales."""
-    return Admix(strength, num_admix, num_scale)
-
-
-@TRANSFORMS.register("tim")
-def tim(kernel_size: int = 15, nsig: float = 3.0) -> TIM:
-    """TIM: Gaussian gradient smoothing (15×15, nsig 3)."""
-    return TIM(kernel_size, nsig)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import plain
 from ..dist import world
-from ..record import build_logger
+from ..loggers import build_logger
 from . import crafting
 from .evaluation import TargetModels, check_targets, evaluate_cell
 from .flatness import flatness_cell

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from ..attacks import build_attack, part_params
+from ..attacks import build_attack
 from ..config import (ALL_ROLES, ENTRY_KEYS, CellSettings, attack_kwargs, parse_targets, plain, resolve, to_255)
 from ..data import DATASETS, ImageSet
 from ..dist import World
@@ -73,9 +73,17 @@ def config_files(*groups: str) -> str:
 NON_SEMANTIC_DATA = ("default_eps", "root", "num_workers", "skip_bad_images", "classes")
 
 
-def describe(s: CellSettings, attack, data: ImageSet, batch_size: int = 64, pretrained: bool = True,
-             device: Any = "cpu", preprocess: str = "own", quantize_mode: str = "round") -> Dict[str, Any]:
+def part_settings(part) -> Dict[str, Any]:
+    """A part's declared parameters as configs and columns write them (lengths in 1/255 units)."""
+    decl = part.declaration
+    return {k: (to_255(v) if decl.param(k).length else v) for k, v in part.params().items()}
+
+
+def hashed_settings(s: CellSettings, attack, data: ImageSet, batch_size: int = 64, pretrained: bool = True,
+                    device: Any = "cpu", preprocess: str = "own", quantize_mode: str = "round") -> Dict[str, Any]:
     """The effective settings, after each part applied its own defaults (hashed into cell_id).
+
+    Each part enters by its registry name and its declared parameters (never a class name).
 
     Paths, the logger, the launcher and the target zoo are not part of it; the data set
     enters by name, settings and content digest; ``batch_size`` does, because a batch's noise
@@ -83,18 +91,15 @@ def describe(s: CellSettings, attack, data: ImageSet, batch_size: int = 64, pret
     generators draw different noise from the same key (and kernels round differently), so a
     set crafted on one is not the other's. The device index does not enter.
     """
-    est = part_params(attack.estimator)
-    if "r" in est:
-        est["r"] = to_255(attack.alpha if est["r"] is None else est["r"])
     return {
         "data": {k: v for k, v in s.data.items() if k not in NON_SEMANTIC_DATA},
         "data_digest": data.digest(),
         "n_images": len(data),
         "surrogate": s.surrogate,
         "pretrained": bool(pretrained),
-        "optimizer": [s.optimizer, part_params(attack.optimizer)],
-        "estimator": [s.estimator, est],
-        "transforms": [[type(p).__name__.lower(), part_params(p)] for p in (*attack.transforms, *attack.filters)],
+        "optimizer": [attack.optimizer.name, part_settings(attack.optimizer)],
+        "estimator": [attack.estimator.name, part_settings(attack.estimator)],
+        "transforms": [[p.name, part_settings(p)] for p in (*attack.transforms, *attack.filters)],
         "eps": s.eps, "steps": s.steps, "alpha": round(s.alpha, 6), "norm": s.norm,
         "targeted": s.targeted, "target_rule": s.target_rule if s.targeted else None, "seed": s.seed,
         "batch_size": int(batch_size),
@@ -294,7 +299,7 @@ def plan_cell(cfg: DictConfig, out_dir: Path, mode: str, w: World) -> Cell:
     except ConfigError as exc:
         raise ConfigError(f"{exc}{config_files('optimizer', 'estimator', 'transforms', 'method', 'experiment')}") from None
     data = load_data(s)
-    semantic = describe(s, attack, data, cfg.batch_size, cfg.pretrained, crafted_on(out_dir, device, mode),
+    semantic = hashed_settings(s, attack, data, cfg.batch_size, cfg.pretrained, crafted_on(out_dir, device, mode),
                         cfg.preprocess, cfg.quantize)
     cell_id = cell_hash(semantic)
     keys = {k: target_key(k, e, cfg.pretrained, cfg.preprocess) for k, e in zoo.items()}

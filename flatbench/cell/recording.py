@@ -11,41 +11,14 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..config import ROLES, CellSettings
-from ..data import ImageSet
+from ..config import ROLES
 from ..io import atomic_write_text
 from ..metrics import perturbation_norms, success_flags, transfer_counts
-from ..record import write_csv
+from ..columns import settings_columns
+from ..loggers import write_csv
 from ..store import save_adv
 
 log = logging.getLogger("flatbench")
-
-
-def config_columns(s: CellSettings, attack, data: ImageSet, semantic: Dict[str, Any], cell_id: str,
-                   experiment: str = "") -> Dict[str, Any]:
-    est = semantic["estimator"][1]
-    tf_cols, tf_labels = {}, []
-    for name, params in semantic["transforms"]:
-        tf_labels.append(name + "(" + ",".join(f"{k}={v}" for k, v in params.items()) + ")")
-        tf_cols.update({f"{name}.{k}": v for k, v in params.items()})
-    cols = {
-        "experiment": experiment, "dataset": data.name, "n_images": len(data), "surrogate": "+".join(s.surrogate), "attack": attack.label,
-        "optimizer": s.optimizer, "estimator": s.estimator, "beta": est.get("beta"), "r": est.get("r"),
-        "zeta": est.get("zeta"), "n_samples": est.get("n_samples"), "lookahead": est.get("lookahead"),
-        "normalize": est.get("normalize"), "combine": est.get("combine"),
-        "transforms": "+".join(tf_labels) or "none", "eps": s.eps, "steps": s.steps, "alpha": round(s.alpha, 6),
-        "decay": getattr(attack.optimizer, "decay", None), "norm": s.norm, "targeted": s.targeted,
-        "target_rule": s.target_rule if s.targeted else "", "seed": s.seed, "cell_id": cell_id,
-        # Every other setting that enters cell_id is a column too, so a table can tell any two cells apart.
-        "batch_size": semantic["batch_size"], "amp": semantic["amp"] or "none", "pretrained": semantic["pretrained"],
-        "device": semantic["device"], "data_digest": semantic["data_digest"],
-        "preprocess": semantic["preprocess"], "quantize": semantic["quantize"],
-    }
-    cols.update({f"optimizer.{k}": v for k, v in semantic["optimizer"][1].items() if k != "decay"})
-    cols.update({f"estimator.{k}": v for k, v in est.items() if k not in cols})
-    cols.update({f"data.{k}": v for k, v in semantic["data"].items() if k != "name"})
-    cols.update(tf_cols)
-    return cols
 
 
 def target_role(entry: Dict[str, Any], surrogate: List[str]) -> str:
@@ -66,7 +39,7 @@ def record_cell(cell, cfg, out_dir: Path, experiment: str = "") -> pd.DataFrame:
     cost), predictions.csv (per image and target), the set itself (save_images) and cell.json."""
     s, data, meta = cell.settings, cell.data, cell.craft_meta
     seconds = float(meta.get("craft_seconds", float("nan")))
-    base = config_columns(s, cell.attack, data, cell.semantic, cell.cell_id, experiment=experiment)
+    base = settings_columns(cell.semantic, cell.attack.label, data.name, cell.cell_id, experiment=experiment)
     base.update(cell.flat_columns)
     base.update(perturbation_norms(data.images, cell.adv))
     base.update({"craft_seconds": round(seconds, 3), "images_per_second": round(len(data) / max(seconds, 1e-9), 3),

@@ -7,7 +7,7 @@ from typing import List, Sequence
 
 import pandas as pd
 
-from ..record import order_columns
+from ..columns import order_columns
 
 
 def _cells_of(dirs: Sequence[Path]) -> List[Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..record import attack_columns, setting_columns
+from ..columns import attack_columns, setting_columns
 from .cells import _text
 
 

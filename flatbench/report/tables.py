@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import pandas as pd
 
-from ..record import setting_columns
+from ..columns import setting_columns
 from .cells import _cell, _text
 
 

@@ -10,7 +10,7 @@ def report_group(dirs: Sequence[Path]) -> Optional[str]:
     logger.group, else <name>-<sweep dir name>); None when the cells are not one sweep's."""
     from omegaconf import OmegaConf
 
-    from ..record import sweep_group
+    from ..loggers import sweep_group
 
     groups = set()
     for d in dirs:

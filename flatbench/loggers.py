@@ -1,7 +1,5 @@
-"""Results: long-format rows (one per cell × target), the CSV, and the W&B mirror.
-
-The CSV in each cell directory is the source of truth; W&B only mirrors it.
-"""
+"""Where a cell's rows go: the CSV (the source of truth, in each cell directory) and the W&B
+mirror. What the rows are is :mod:`flatbench.columns`."""
 from __future__ import annotations
 
 import io
@@ -12,45 +10,10 @@ from typing import Any, Dict, List, Optional
 
 import pandas as pd
 
+from .columns import order_columns
 from .io import atomic_write_text
 
 log = logging.getLogger(__name__)
-
-# Leading columns, in this order; everything else (flattened part settings) follows.
-COLUMNS = [
-    "experiment", "dataset", "n_images", "surrogate", "attack", "optimizer", "estimator", "beta", "r", "zeta", "n_samples",
-    "lookahead", "normalize", "combine", "transforms", "eps", "steps", "alpha", "decay", "norm", "targeted", "target_rule", "seed",
-    "cell_id", "target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", "asr_ci_high", "asr_clean_correct", "n_fooled",
-    "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "craft_seconds", "images_per_second",
-    "grad_evals", "version",
-]
-
-# Columns of a row that measure or label it rather than set up its cell.
-MEASURES = ("target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", "asr_ci_high", "asr_clean_correct",
-            "n_fooled", "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "craft_seconds",
-            "images_per_second", "grad_evals", "chunk", "memory_format")
-LABELS = ("cell_id", "experiment", "version")  # not settings: the hash of the settings, a name, the code's version
-# The settings that make up "the attack" (McNemar compares attacks on otherwise equal cells);
-# so do the parts' flattened settings (dim.resize_rate, estimator.normalize, ...), see attack_columns.
-ATTACK_SETTINGS = ("attack", "optimizer", "estimator", "beta", "r", "zeta", "n_samples", "lookahead", "normalize", "combine",
-                   "transforms",
-                   "decay")
-
-
-def setting_columns(columns) -> List[str]:
-    """Every column that is a setting of the cell (all of them enter cell_id), in column order."""
-    return [c for c in columns if c not in MEASURES and c not in LABELS
-            and not (c.startswith("flat_") and c != "flat_rho")]
-
-
-def attack_columns(columns) -> List[str]:
-    return [c for c in setting_columns(columns) if c in ATTACK_SETTINGS or ("." in c and not c.startswith("data."))]
-
-
-def order_columns(df: pd.DataFrame) -> pd.DataFrame:
-    lead = [c for c in COLUMNS if c in df.columns]
-    return df[lead + sorted(c for c in df.columns if c not in lead)]
-
 
 def write_csv(path: Path, rows: List[Dict[str, Any]]) -> pd.DataFrame:
     df = order_columns(pd.DataFrame(rows))

@@ -1,0 +1,199 @@
+"""Parts declare themselves: each optimizer, estimator and transform states, in one place, its
+registry name, its label and its parameters with their defaults and ranges.
+
+Everything else reads that declaration: the factories (:meth:`Parts.build` checks names,
+types and ranges with one message each), ``create_attack``'s keyword routing, the config
+files (a test fails when a YAML default disagrees), ``flatbench list methods``, the printed
+loop (``Attack.describe``), the result columns and the cell id, which names each part by its
+registry name and its declared parameters, never by a class name or by ``vars()``.
+
+A new part is a class with ``__call__`` and ``describe`` plus one :meth:`Parts.declare` call;
+the loop needs no change (tests/test_attacks.py adds one in a test).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from ..registry import ConfigError, check_range, shown, suggest
+
+KINDS = ("number", "integer", "bool", "choice")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a part.
+
+    ``kind``: number | integer | bool | choice (one of ``choices``). ``ok`` tests the range and
+    ``allowed`` says it in words. ``length``: a length, written in 1/255 units in configs and
+    columns and as a fraction of [0,1] in the API. ``null``: what a null value stands for, when
+    the default is null ("alpha": the attack's step size, bound by the loop).
+    """
+
+    name: str
+    default: Any
+    kind: str = "number"
+    ok: Optional[Callable[[Any], bool]] = None
+    allowed: str = ""
+    choices: Tuple[str, ...] = ()
+    length: bool = False
+    null: str = ""
+
+    def check(self, value: Any, where: str) -> Any:
+        """The value converted to the parameter's type, or a ConfigError naming ``where.name``."""
+        key = f"{where}.{self.name}"
+        if value is None:
+            if self.default is None:
+                return None
+            value = self.default
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key}={value!r} has the wrong type; expected a bool")
+        elif self.kind == "integer":
+            if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+                raise ConfigError(f"{key}={value!r} has the wrong type; expected an integer")
+            value = int(value)
+        elif self.kind == "number":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{key}={value!r} has the wrong type; expected a number")
+            value = float(value)
+        elif self.kind == "choice":
+            check_range(key, value, value in self.choices, " | ".join(self.choices))
+        if self.ok is not None:
+            check_range(key, value, bool(self.ok(value)), self.allowed)
+        return value
+
+    @property
+    def range_text(self) -> str:
+        return " | ".join(self.choices) if self.kind == "choice" else self.allowed
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What a part is, by name: see the module docstring.
+
+    ``published_with``/``published_label`` (estimators): the optimizer of the method's paper and
+    the method's name with it (PGN is PGN with MI-FGSM's update, VMI is VMI-FGSM); with any
+    other optimizer the label is ``OPTIMIZER+LABEL``. A part without a label (the plain
+    gradient) adds nothing to the method's label.
+    """
+
+    kind: str
+    name: str
+    label: str
+    make: Callable[..., Any]
+    params: Tuple[Param, ...] = ()
+    doc: str = ""
+    published_with: Optional[str] = None
+    published_label: Optional[str] = None
+
+    @property
+    def summary(self) -> str:
+        return self.doc.strip().split("\n")[0]
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)
+
+    def names(self) -> List[str]:
+        return [p.name for p in self.params]
+
+    def defaults(self) -> Dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def where(self) -> str:
+        return f"transforms.{self.name}" if self.kind == "transform" else self.kind
+
+    def settings(self, given: Mapping[str, Any]) -> Dict[str, Any]:
+        """Every parameter's value: the given ones checked, the rest (and nulls) the defaults."""
+        valid = self.names()
+        for key in given:
+            if key not in valid:
+                raise ConfigError(f"{self.kind} {self.name!r}: unknown key {key!r}. Valid keys: "
+                                  f"{', '.join(sorted(valid)) or '(none)'}.{suggest(key, valid)}")
+        return {p.name: p.check(given.get(p.name), self.where()) for p in self.params}
+
+    def build(self, **given: Any) -> Any:
+        part = self.make(**self.settings(given))
+        part.declaration = self
+        return part
+
+
+class Part:
+    """What every part has through its declaration: ``name``, ``label``, ``params()``."""
+
+    declaration: Declaration
+
+    @property
+    def name(self) -> str:
+        return self.declaration.name
+
+    @property
+    def label(self) -> str:
+        return self.declaration.label
+
+    def params(self) -> Dict[str, Any]:
+        """The declared parameters with this part's values (result columns, cell id, list)."""
+        return {p.name: getattr(self, p.name) for p in self.declaration.params}
+
+    def bind(self, alpha: float) -> "Part":
+        """This part with the parameters whose null stands for α set to ``alpha`` (a copy when
+        anything changes; ``from_alpha`` names them, for the printed loop)."""
+        nulls = [p.name for p in self.declaration.params if p.null == "alpha" and getattr(self, p.name) is None]
+        if not nulls:
+            return self
+        part = copy.copy(self)
+        for n in nulls:
+            setattr(part, n, float(alpha))
+        part.from_alpha = frozenset(nulls)
+        return part
+
+    from_alpha: frozenset = frozenset()
+
+
+@dataclass
+class Parts:
+    """The declared parts of one kind, by name."""
+
+    kind: str
+    _items: Dict[str, Declaration] = field(default_factory=dict)
+
+    def declare(self, name: str, label: str, params: Tuple[Param, ...] = (), doc: str = "",
+                published_with: Optional[str] = None, published_label: Optional[str] = None):
+        """Class decorator (or call with ``make=``): declares ``name``. A class declared once
+        takes that declaration as its own, so that ``Class(...)`` knows its name too."""
+
+        def deco(make):
+            if name in self._items:
+                raise KeyError(f"{self.kind} {name!r} declared twice")
+            decl = Declaration(self.kind, name, label, make, tuple(params), doc or (make.__doc__ or ""),
+                               published_with, published_label)
+            self._items[name] = decl
+            if isinstance(make, type) and "declaration" not in make.__dict__:
+                make.declaration = decl
+            return make
+
+        return deco
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
+
+    def names(self) -> List[str]:
+        return sorted(self._items)
+
+    def get(self, name: str) -> Declaration:
+        if name not in self._items:
+            raise ConfigError(f"unknown {self.kind} {name!r}. Valid choices: {', '.join(self.names())}."
+                              f"{suggest(name, self._items)}")
+        return self._items[name]
+
+    def doc(self, name: str) -> str:
+        return self.get(name).summary
+
+    def build(self, name: str, /, **given: Any) -> Any:
+        return self.get(name).build(**given)
+
+
+def shown_params(part: Part) -> str:
+    """'beta=0.5, r=alpha, ...' (flatbench list methods)."""
+    return ", ".join(f"{k}={shown(v)}" for k, v in part.params().items())

@@ -1,0 +1,138 @@
+"""Parts declare themselves (issue 24): one declaration per part is what the YAML, the
+factories, create_attack's routing, the label, the printed loop, the columns and the cell id
+read."""
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from flatbench.attacks import ESTIMATORS, OPTIMIZERS, TRANSFORMS, Param, create_attack
+from flatbench.attacks.estimators import Estimator
+from flatbench.attacks.transforms import InputTransform
+from flatbench.cell.plan import hashed_settings, part_settings
+from flatbench.columns import settings_columns
+from flatbench.config import CellSettings
+from flatbench.registry import ConfigError
+
+CONF = Path(__file__).resolve().parent.parent / "flatbench" / "conf"
+
+
+def _yaml_defaults():
+    """(file, declaration, {key: value}) for every part's config file."""
+    for group, parts in (("optimizer", OPTIMIZERS), ("estimator", ESTIMATORS)):
+        for f in sorted((CONF / group).glob("*.yaml")):
+            node = yaml.safe_load(f.read_text())
+            yield f"{group}/{f.name}", parts.get(node.pop("name")), node
+    for f in sorted((CONF / "transforms").glob("*.yaml")):
+        for name, node in (yaml.safe_load(f.read_text()) or {}).items():
+            yield f"transforms/{f.name}", TRANSFORMS.get(name), dict(node or {})
+
+
+@pytest.mark.parametrize("where,decl,node", list(_yaml_defaults()), ids=lambda v: v if isinstance(v, str) else "")
+def test_yaml_defaults_agree_with_the_declarations(where, decl, node):
+    """Each config file lists its part's declared parameters, with the declared defaults (lengths
+    in 1/255 units); null is "the part's own default". Changing a default in one place only fails."""
+    assert set(node) == set(decl.names()), where
+    for key, value in node.items():
+        p = decl.param(key)
+        if value is None:
+            continue
+        want = p.default * 255 if p.length and p.default is not None else p.default
+        assert value == pytest.approx(want) if isinstance(want, float) else value == want, (where, key, value, want)
+
+
+def test_every_declared_part_has_a_config_file_and_the_reverse():
+    assert sorted(f.stem for f in (CONF / "optimizer").glob("*.yaml")) == OPTIMIZERS.names()
+    assert sorted(f.stem for f in (CONF / "estimator").glob("*.yaml")) == ESTIMATORS.names()
+    assert sorted(f.stem for f in (CONF / "transforms").glob("*.yaml")) == TRANSFORMS.names()
+
+
+def test_ranges_and_types_come_from_the_declaration_with_one_message():
+    with pytest.raises(ConfigError, match=r"estimator\.r=-1 is out of range; allowed: > 0"):
+        create_attack("pgn", torch.nn.Identity(), eps=16 / 255, r=-1.0)
+    with pytest.raises(ConfigError, match=r"transforms\.tim\.kernel_size=4 is out of range; allowed: odd and >= 1"):
+        create_attack("tim", torch.nn.Identity(), eps=16 / 255, kernel_size=4)
+    with pytest.raises(ConfigError, match=r"estimator\.n_samples='x' has the wrong type; expected an integer"):
+        create_attack("pgn", torch.nn.Identity(), eps=16 / 255, n_samples="x")
+    with pytest.raises(ConfigError, match=r"estimator\.lookahead='up' is out of range; allowed: descent \| ascent"):
+        create_attack("pgn", torch.nn.Identity(), eps=16 / 255, lookahead="up")
+
+
+class _Quad(torch.nn.Module):
+    def forward(self, x):
+        return torch.stack([(x ** 2).flatten(1).sum(1), x.flatten(1).sum(1)], 1)
+
+
+def test_a_new_part_needs_no_change_in_the_loop():
+    """An estimator and a transform declared here, in a test, run through create_attack with
+    their own label, printed lines, routed keywords, columns and cell-id entry."""
+
+    class Scaled(Estimator):
+        """g = scale·∇ℓ(x)."""
+
+        def __init__(self, scale):
+            self.scale = scale
+
+        def __call__(self, ctx, x, y):
+            return self.scale * ctx.grad(x, y, [("g",)])
+
+        def describe(self, threat, alpha):
+            return [f"g = {self.scale:g}·∇ℓ(x_eval)"]
+
+    class Flip(InputTransform):
+        def __init__(self, dims):
+            self.dims = dims
+
+        def __call__(self, x, gen):
+            return x.flip(-1) if self.dims == "w" else x.flip(-2)
+
+        def describe(self):
+            return f"Flip: z flipped along {self.dims}"
+
+    ESTIMATORS.declare("scaled", "SCL", (Param("scale", 0.5, "number", lambda v: v > 0, "> 0"),),
+                       published_with="nifgsm", published_label="SCALED-NI")(Scaled)
+    TRANSFORMS.declare("flip", "Flip", (Param("dims", "w", "choice", choices=("w", "h")),))(Flip)
+    try:
+        model = _Quad()
+        a = create_attack("mifgsm", model, eps=8 / 255, steps=3, estimator="scaled", transforms=["flip"], scale=0.25,
+                          dims="h")
+        assert a.label == "MI-FGSM+SCL+Flip"
+        assert create_attack("nifgsm", model, eps=8 / 255, estimator="scaled").label == "SCALED-NI"
+        text = a.describe()
+        assert "g = 0.25·∇ℓ(x_eval)" in text and "Flip: z flipped along h" in text and "estimator scaled (SCL)" in text
+        with pytest.raises(ConfigError, match=r"estimator\.scale=0 is out of range"):
+            create_attack("mifgsm", model, eps=8 / 255, estimator="scaled", scale=0)
+        x = torch.rand(2, 1, 4, 4)
+        y = torch.zeros(2, dtype=torch.long)
+        adv = a(x, y)
+        assert (adv - x).abs().max() <= 8 / 255 + 1e-7 and adv.min() >= 0 and adv.max() <= 1
+        s = CellSettings(data={"name": "digits"}, surrogate=["m"], optimizer="mifgsm", optimizer_kwargs={},
+                         estimator="scaled", estimator_kwargs={}, transforms={"flip": {}}, eps=8.0, steps=3, alpha=8 / 3,
+                         norm="linf", targeted=False, target_rule="dataset", seed=0, n_images=None)
+
+        class _Data:
+            def __len__(self):
+                return 2
+
+            def digest(self):
+                return "d"
+
+        sem = hashed_settings(s, a, _Data())
+        assert sem["estimator"] == ["scaled", {"scale": 0.25}] and sem["transforms"] == [["flip", {"dims": "h"}]]
+        cols = settings_columns(sem, a.label, "digits", "id")
+        assert cols["estimator.scale"] == 0.25 and cols["flip.dims"] == "h" and cols["transforms"] == "flip(dims=h)"
+        assert part_settings(a.estimator) == {"scale": 0.25}
+    finally:
+        ESTIMATORS._items.pop("scaled", None)
+        TRANSFORMS._items.pop("flip", None)
+
+
+def test_null_r_is_bound_to_alpha_once_and_the_part_passed_in_is_not_changed():
+    est = ESTIMATORS.build("pgn")
+    a = create_attack("pgn", torch.nn.Identity(), eps=16 / 255, estimator="pgn")
+    assert a.estimator.r == pytest.approx(1.6 / 255) and "r = α = 1.6/255" in a.describe()
+    from flatbench.attacks import Attack
+
+    b = Attack(torch.nn.Identity(), eps=16 / 255, steps=4, estimator=est)
+    assert est.r is None and b.estimator.r == pytest.approx(4 / 255)
