@@ -51,7 +51,8 @@ class FlatbenchConfig:
     seed: int = 0
     n_images: Optional[int] = None
     batch_size: int = 64
-    max_batch: Any = "auto"
+    chunk: Any = "auto"
+    max_batch: Any = None  # 0.2's name of chunk, in a user's config files: read as chunk (migration.RENAMED_KEYS)
     memory_budget_mb: Optional[float] = None
     amp: Optional[str] = None
     preprocess: str = "own"
@@ -76,14 +77,15 @@ ALL_ROLES = ("white-box", *ROLES.values())
 ENTRY_KEYS = ("model", "role", "label_offset", "num_classes", "input_size", "pretrained", "defense")
 
 
-def plain(node: Any) -> Any:
+def as_container(node: Any) -> Any:
+    """A config node as plain Python containers (resolved); other values as they are."""
     if isinstance(node, (DictConfig, ListConfig)):
         return OmegaConf.to_container(node, resolve=True)
     return node
 
 
 def surrogate_names(value: Any) -> List[str]:
-    value = plain(value)
+    value = as_container(value)
     names = [value] if isinstance(value, str) else list(value or [])
     if not names or not all(isinstance(n, str) and n for n in names):
         raise ConfigError(f"surrogate must be a model name or a list of names, got {value!r}")
@@ -112,7 +114,7 @@ class CellSettings:
 
 
 def split_node(node: Any, where: str) -> tuple:
-    node = dict(plain(node) or {})
+    node = dict(as_container(node) or {})
     if "name" not in node:
         raise ConfigError(f"{where}: missing 'name'")
     name = node.pop("name")
@@ -122,7 +124,7 @@ def split_node(node: Any, where: str) -> tuple:
 def resolve(cfg: DictConfig) -> CellSettings:
     """Validate the top-level values and return the cell's settings (nulls resolved)."""
     check_targets_safe(cfg)
-    data = dict(plain(cfg.data) or {})
+    data = dict(as_container(cfg.data) or {})
     if "name" not in data:
         raise ConfigError("data: missing 'name'")
     eps = cfg.eps if cfg.eps is not None else data.get("default_eps")
@@ -133,7 +135,7 @@ def resolve(cfg: DictConfig) -> CellSettings:
         check_range("eps", eps, 0 < eps, "eps > 0 (an L2 radius in 1/255 units) for norm=l2")
     else:
         check_range("eps", eps, 0 < eps <= 255, "0 < eps <= 255 (1/255 units) for norm=linf")
-    check_loop_settings(steps=cfg.steps, norm=cfg.norm, max_batch=cfg.max_batch,
+    check_loop_settings(steps=cfg.steps, norm=cfg.norm, chunk=chunk_setting(cfg),
                         memory_budget_mb=cfg.get("memory_budget_mb"), amp=cfg.get("amp"),
                         channels_last=cfg.get("channels_last", "auto"))
     alpha = cfg.alpha if cfg.alpha is not None else eps / cfg.steps
@@ -147,9 +149,9 @@ def resolve(cfg: DictConfig) -> CellSettings:
            "round | truncate")
     opt, opt_kw = split_node(cfg.optimizer, "optimizer")
     est, est_kw = split_node(cfg.estimator, "estimator")
-    transforms = {k: dict(v or {}) for k, v in (plain(cfg.transforms) or {}).items()}
+    transforms = {k: dict(v or {}) for k, v in (as_container(cfg.transforms) or {}).items()}
     # An experiment's per-part defaults fill the keys a selected transform leaves null.
-    for name, defaults in (plain(cfg.transform_defaults) or {}).items():
+    for name, defaults in (as_container(cfg.transform_defaults) or {}).items():
         if name in transforms:
             for k, v in dict(defaults or {}).items():
                 if transforms[name].get(k) is None:
@@ -169,6 +171,19 @@ def _to_api_units(declaration, kwargs: Dict[str, Any]) -> Dict[str, Any]:
             for k, v in kwargs.items()}
 
 
+def chunk_setting(cfg: DictConfig) -> Any:
+    """``chunk``, or the value a config file still sets under 0.2's name ``max_batch`` (with a note)."""
+    import logging
+
+    from .migration import renamed_key_note
+
+    old = cfg.get("max_batch")
+    if old is None:
+        return cfg.chunk
+    logging.getLogger("flatbench").warning("max_batch=%s: %s", old, renamed_key_note("max_batch"))
+    return old
+
+
 def attack_kwargs(s: CellSettings) -> Dict[str, Any]:
     """Keyword arguments of :func:`flatbench.attacks.build_attack`, converted to [0,1] units."""
     from .attacks import ESTIMATORS, OPTIMIZERS, TRANSFORMS
@@ -182,7 +197,7 @@ def attack_kwargs(s: CellSettings) -> Dict[str, Any]:
 
 
 def parse_targets(node: Any) -> Dict[str, Dict[str, str]]:
-    zoo = plain(node) or {}
+    zoo = as_container(node) or {}
     if not isinstance(zoo, dict) or not zoo:
         raise ConfigError("targets: the target zoo is empty; choose one with targets=NAME")
     out = {}
@@ -208,7 +223,7 @@ def flatness_settings(node: Any):
     from .flatness import FlatnessSettings
     from .registry import suggest
 
-    node = dict(plain(node) or {})
+    node = dict(as_container(node) or {})
     if not node.pop("enabled", False):
         return None
     valid = [f.name for f in fields(FlatnessSettings)]
@@ -243,4 +258,4 @@ def check_targets_safe(cfg: Any) -> None:
 
     for group in CHECKED_GROUPS:
         node = cfg.get(group) if hasattr(cfg, "get") else None
-        walk(plain(node), group)
+        walk(as_container(node), group)

@@ -22,7 +22,7 @@ KINDS = ("methods", "models", "zoos", "experiments", "data")
 
 
 def _conf() -> Path:
-    from .cli import CONFIG_DIR
+    from .compose import CONFIG_DIR
 
     return Path(CONFIG_DIR)
 

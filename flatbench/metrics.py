@@ -30,7 +30,6 @@ def transfer_counts(clean_pred: torch.Tensor, adv_pred: torch.Tensor, labels: to
     n_fooled_ok = int((fooled & clean_ok).sum())
     lo, hi = wilson(n_fooled, n)
     return {
-        "n_images": n,
         "clean_acc": 100.0 * n_ok / n,
         "asr": 100.0 * n_fooled / n,
         "asr_ci_low": 100.0 * lo,

@@ -8,7 +8,7 @@ the surrogate. For a surrogate, resolution, batch, device and dtype this script 
    memory formats (contiguous, channels_last);
 2. each attack (I-FGSM, MI-FGSM, PGN, GNP, PGN+DIM+TIM at their defaults) twice: as users
    get it (``create_attack`` with no performance arguments, the "default" columns) and with
-   the settings given here (--max-batch, and the
+   the settings given here (--chunk, and the
    limit's memory format), in gradient evaluations per second, with its peak memory;
 3. the sequential baseline: PGN written the way the public reference code does it, one
    forward/backward of the image batch per neighbour (labelled "baseline (sequential PGN)").
@@ -168,10 +168,10 @@ def limit(args, device) -> Dict[str, object]:
 
 # ---------------------------------------------------------------- 2. flatbench's attacks
 
-def flatbench_attack(method: str, model, args, max_batch, channels_last: bool):
+def flatbench_attack(method: str, model, args, chunk, channels_last: bool):
     from flatbench.attacks import create_attack
 
-    return create_attack(method, model, eps=args.eps / 255, steps=args.steps, max_batch=max_batch,
+    return create_attack(method, model, eps=args.eps / 255, steps=args.steps, chunk=chunk,
                          memory_budget_mb=args.memory_budget_mb, amp=args.dtype if args.dtype != "fp32" else None,
                          channels_last=channels_last)
 
@@ -237,8 +237,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--methods", nargs="+", default=METHODS)
-    p.add_argument("--max-batch", default="measure",
-                   help="flatbench's max_batch for the tuned attacks: an int, auto (the rule) or measure (timed, the default)")
+    p.add_argument("--chunk", default="measure",
+                   help="flatbench's chunk for the tuned attacks: an int, auto (the rule) or measure (timed, the default)")
     p.add_argument("--memory-budget-mb", type=float, default=None, help="flatbench's memory budget for neighbour chunks")
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the surrogate for the attack rows (compile=true)")
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     model = build_model(args.model, args.size, device, channels_last=cl)
     x, y = inputs(args.model, args.size, args.batch, device)
     attack_model = torch.compile(model) if args.compile else model
-    max_batch = args.max_batch if args.max_batch in ("auto", "measure") else int(args.max_batch)
+    chunk = args.chunk if args.chunk in ("auto", "measure") else int(args.chunk)
     rows: List[dict] = []
     base_rate = None
     if not args.no_baseline:
@@ -279,9 +279,9 @@ def main(argv=None) -> int:
         base_rate = r["grad_evals"] / r["seconds"]
         rows.append({"method": "baseline (sequential PGN)", "seconds": r["seconds"], "grad_evals": r["grad_evals"],
                      "grad_evals_per_s": base_rate, "peak_mib": mem.mib, "chunk": args.batch})
-    # What users get: create_attack with no performance arguments (max_batch and channels_last
+    # What users get: create_attack with no performance arguments (chunk and channels_last
     # "auto": chosen by rule, nothing timed), on a model as it comes (contiguous). The tuned rows
-    # use max_batch=measure (timed once, in the warm-up; its seconds are reported) or --max-batch.
+    # use chunk=measure (timed once, in the warm-up; its seconds are reported) or --chunk.
     # A tuning file from the environment would skip the measurement: not here.
     os.environ.pop("FLATBENCH_TUNING_FILE", None)
     from flatbench.attacks import tuning
@@ -295,8 +295,8 @@ def main(argv=None) -> int:
         for _ in range(max(1, args.warmup)):
             run_attack(default, x, y)
         d = timed(lambda: run_attack(default, x, y), device, 0, args.repeats)
-        attack = flatbench_attack(m, attack_model, args, max_batch, cl)
-        # Warm-up outside the memory window: max_batch=measure times its candidate chunks on the first call.
+        attack = flatbench_attack(m, attack_model, args, chunk, cl)
+        # Warm-up outside the memory window: chunk=measure times its candidate chunks on the first call.
         for _ in range(max(1, args.warmup)):
             run_attack(attack, x, y)
         # The one-off measurement (0 when an earlier method already measured this model and shape).
@@ -305,8 +305,8 @@ def main(argv=None) -> int:
             r = timed(lambda: run_attack(attack, x, y), device, 0, args.repeats)
         rows.append({"method": attack.label + (" (compiled)" if args.compile else ""), "seconds": r["seconds"], "grad_evals": r["grad_evals"],
                      "grad_evals_per_s": r["grad_evals"] / r["seconds"], "peak_mib": mem.mib,
-                     "chunk": attack.resolved_max_batch(x),
-                     "default_grad_evals_per_s": d["grad_evals"] / d["seconds"], "default_chunk": default.cap,
+                     "chunk": attack.resolved_chunk(x),
+                     "default_grad_evals_per_s": d["grad_evals"] / d["seconds"], "default_chunk": default.chunk,
                      "default_memory_format": default.memory_format, "default_tuning_s": tuning_s})
     for row in rows:
         per_image = row["grad_evals"] / args.batch
@@ -330,8 +330,8 @@ def main(argv=None) -> int:
               f"{r.get('default_grad_evals_per_s', float('nan')):15.1f} {r['default_efficiency']:11.2f} "
               f"{r['speedup_vs_baseline']:8.2f} {r['peak_mib']:9.0f} {r['chunk']:>6} {dflt:>20s} "
               f"{r.get('default_tuning_s', float('nan')):9.1f}")
-    print("(default: create_attack with no performance arguments, max_batch and channels_last auto, by rule; the other "
-          "columns: --max-batch (measure: timed once, 'tuning s') and the limit's memory format)")
+    print("(default: create_attack with no performance arguments, chunk and channels_last auto, by rule; the other "
+          "columns: --chunk (measure: timed once, 'tuning s') and the limit's memory format)")
     print(f"(img/s: images per second for a whole T = 10 attack, from the rate measured over {args.steps} step(s))")
     out = args.csv or ROOT / "outputs" / "bench" / f"{args.model.replace('/', '_')}-{device.type}-{args.dtype}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)

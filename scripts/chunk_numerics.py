@@ -2,7 +2,7 @@
 
 The noise of every attack is keyed per neighbour, so chunking and memory format do not change
 the attack; they change the order in which convolutions sum, which can move a pixel across an
-8-bit rounding boundary. This script crafts one set per (max_batch, channels_last) and counts
+8-bit rounding boundary. This script crafts one set per (chunk, channels_last) and counts
 the pixels that differ from the first.
 
     python scripts/chunk_numerics.py                       # digits CNN and ResNet, PGN, 16 images
@@ -33,9 +33,9 @@ def main(argv=None) -> int:
     from flatbench.models import load_model
     from flatbench.quantize import quantize
 
-    settings = [dict(max_batch=256, channels_last=False), dict(max_batch=None, channels_last=False),
-                dict(max_batch=16, channels_last=False), dict(max_batch=320, channels_last=False),
-                dict(max_batch=64, channels_last=True), dict(max_batch=256, channels_last=True)]
+    settings = [dict(chunk=256, channels_last=False), dict(chunk=None, channels_last=False),
+                dict(chunk=16, channels_last=False), dict(chunk=320, channels_last=False),
+                dict(chunk=64, channels_last=True), dict(chunk=256, channels_last=True)]
     for name in args.models:
         g = torch.Generator().manual_seed(0)
         x = torch.rand(args.n, 1, 32, 32, generator=g)
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
             q = quantize(out, x_u8, args.eps / 255, "linf", "round")
             ref = q if ref is None else ref
             diff = int((q != ref).sum())
-            print(f"{name:14s} max_batch={str(kw['max_batch']):5s} channels_last={str(kw['channels_last']):5s} "
+            print(f"{name:14s} chunk={str(kw['chunk']):5s} channels_last={str(kw['channels_last']):5s} "
                   f"pixels differing from the first: {diff} of {q.numel()} (max {int((q.int() - ref.int()).abs().max())} level)")
     return 0
 

@@ -8,8 +8,8 @@ image through forward + input gradient (PGN: 64 x 10 x 20 x 2 = 25,600 of them).
     python scripts/default_speed.py --rows api_default cli_default
 
 Rows: cli_default (flatbench n_images=64 method=pgn surrogate=digits-resnet: chunk and format
-by rule), cli_measure (max_batch=measure channels_last=measure: timed), cli_old
-(max_batch=256 channels_last=false, the defaults before issue 17), and the same three through
+by rule), cli_measure (chunk=measure channels_last=measure: timed), cli_old
+(chunk=256 channels_last=false, the defaults before issue 17), and the same three through
 create_attack. CLI times are the cell's craft_seconds; API times are the first call's, with
 the measurement included where there is one, as a notebook user pays it.
 """
@@ -58,16 +58,16 @@ def api(kwargs) -> float:
 ROWS = {
     "cli_default": ("`flatbench n_images=64 method=pgn surrogate=digits-resnet` (the defaults: by rule)",
                     lambda t: cli([], t)),
-    "cli_measure": ("the same with `max_batch=measure channels_last=measure` (timed, measurement included)",
-                    lambda t: cli(["max_batch=measure", "channels_last=measure"], t)),
-    "cli_old": ("the same with `max_batch=256 channels_last=false` (the defaults before issue 17)",
-                lambda t: cli(["max_batch=256", "channels_last=false"], t)),
+    "cli_measure": ("the same with `chunk=measure channels_last=measure` (timed, measurement included)",
+                    lambda t: cli(["chunk=measure", "channels_last=measure"], t)),
+    "cli_old": ("the same with `chunk=256 channels_last=false` (the defaults before issue 17)",
+                lambda t: cli(["chunk=256", "channels_last=false"], t)),
     "api_default": ('`create_attack("pgn", model, eps=32/255)` (no performance arguments: by rule)',
                     lambda t: api({})),
-    "api_measure": ('the same with `max_batch="measure", channels_last="measure"` (measurement included)',
-                    lambda t: api({"max_batch": "measure", "channels_last": "measure"})),
-    "api_old": ('the same with `max_batch=None, channels_last=False` (the defaults before issue 17)',
-                lambda t: api({"max_batch": None, "channels_last": False})),
+    "api_measure": ('the same with `chunk="measure", channels_last="measure"` (measurement included)',
+                    lambda t: api({"chunk": "measure", "channels_last": "measure"})),
+    "api_old": ('the same with `chunk=None, channels_last=False` (the defaults before issue 17)',
+                lambda t: api({"chunk": None, "channels_last": False})),
 }
 
 

@@ -14,6 +14,6 @@ for arch, size in (("resnet50", 224), ("inception_v3", 299)):
                 a = create_attack(method, model, eps=16 / 255, steps=3, amp=amp, **kw)
                 t0 = time.perf_counter(); runs.append((a(x, y, seed=0) * 255).round()); torch.cuda.synchronize()
                 dt = time.perf_counter() - t0
-            print(f"{arch} {method} amp={amp}: chunk {a.cap}, {a.memory_format}; differing 8-bit pixels between two "
+            print(f"{arch} {method} amp={amp}: chunk {a.chunk}, {a.memory_format}; differing 8-bit pixels between two "
                   f"identical calls: {(runs[0] != runs[1]).sum().item()} of {runs[0].numel()} ({dt:.2f} s per call)", flush=True)
     print("cudnn.deterministic after the calls (the caller's, restored):", torch.backends.cudnn.deterministic)

@@ -28,7 +28,7 @@ def compose(overrides: List[str]):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from flatbench.cli import CONFIG_DIR
+    from flatbench.compose import CONFIG_DIR
     from flatbench.config import register_schema
 
     register_schema()
@@ -39,11 +39,11 @@ def compose(overrides: List[str]):
 
 def needed_models(cfg) -> List[str]:
     """Surrogates (also swept ones) and target models, in order, without duplicates."""
-    from flatbench.config import parse_targets, plain, surrogate_names
+    from flatbench.config import as_container, parse_targets, surrogate_names
     from flatbench.models import TESTBED
 
     names = list(surrogate_names(cfg.surrogate))
-    swept = (plain(cfg.hydra.sweeper.get("params")) or {}).get("surrogate")
+    swept = (as_container(cfg.hydra.sweeper.get("params")) or {}).get("surrogate")
     if swept:
         for part in str(swept).split(","):
             names.append(part.strip())

@@ -52,7 +52,7 @@ for label, det in (("default", False), ("cudnn.deterministic", True)):
         dt = time.perf_counter() - t0
     q = [(r * 255).round() for r in runs]
     diff = (q[0] != q[1]).sum().item()
-    print(f"determinism [{label}]: chunk {a.cap}, {a.memory_format}; 8-bit pixels differing between two identical calls: "
+    print(f"determinism [{label}]: chunk {a.chunk}, {a.memory_format}; 8-bit pixels differing between two identical calls: "
           f"{diff} of {q[0].numel()} ({dt:.2f} s per call)")
 PYEOF
 echo "gpu_check: done; files in $out"

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The suite uses the pinned testbed weights (None), or trained ones when FLATBENCH_ZOO names a directory.
 ZOO = Path(os.environ["FLATBENCH_ZOO"]) if os.environ.get("FLATBENCH_ZOO") else None
 
-# max_batch and channels_last default to a rule (no timing). A test that asks for "measure" names
+# chunk and channels_last default to a rule (no timing). A test that asks for "measure" names
 # its own tuning file, so no test's choice depends on which test measured first.
 os.environ.pop("FLATBENCH_TUNING_FILE", None)
 

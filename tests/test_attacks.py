@@ -157,20 +157,20 @@ def _sequential_pgn_grad(attack, x, y, seed, step):
 def test_batched_neighbours_equal_sequential_loop(method, small_cnn):
     torch.manual_seed(0)
     x, y = torch.rand(4, 3, 16, 16), torch.randint(0, 5, (4,))
-    ref = create_attack(method, small_cnn, eps=16 / 255, n_samples=6, max_batch=4)  # one neighbour per chunk
+    ref = create_attack(method, small_cnn, eps=16 / 255, n_samples=6, chunk=4)  # one neighbour per chunk
     seq = _sequential_pgn_grad(ref, x, y, seed=5, step=0)
-    for max_batch in (4, 8, 12, 24, None):
-        a = create_attack(method, small_cnn, eps=16 / 255, n_samples=6, max_batch=max_batch)
+    for chunk in (4, 8, 12, 24, None):
+        a = create_attack(method, small_cnn, eps=16 / 255, n_samples=6, chunk=chunk)
         got = a.estimator(a.step_context(5, 0), x, y)
         torch.testing.assert_close(got, seq, rtol=1e-5, atol=1e-7)
-    outs = [create_attack(method, small_cnn, eps=16 / 255, n_samples=6, max_batch=mb)(x, y, seed=2)
+    outs = [create_attack(method, small_cnn, eps=16 / 255, n_samples=6, chunk=mb)(x, y, seed=2)
             for mb in (4, 12, None)]
     assert all(torch.equal(outs[0], o) for o in outs[1:])
 
 
 def test_vmi_chunking_does_not_change_results(small_cnn):
     x, y = torch.rand(3, 3, 16, 16), torch.tensor([0, 1, 2])
-    outs = [create_attack("vmi_dim", small_cnn, eps=16 / 255, n_samples=5, max_batch=mb)(x, y, seed=1)
+    outs = [create_attack("vmi_dim", small_cnn, eps=16 / 255, n_samples=5, chunk=mb)(x, y, seed=1)
             for mb in (3, 9, None)]
     assert all(torch.equal(outs[0], o) for o in outs[1:])
 

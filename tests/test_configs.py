@@ -7,7 +7,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from flatbench.attacks import METHODS, build_attack
 from flatbench.cell.plan import hashed_settings, load_data
-from flatbench.cli import CONFIG_DIR
+from flatbench.compose import CONFIG_DIR
 from flatbench.config import attack_kwargs, parse_targets, register_schema, resolve
 from flatbench.models import TESTBED
 from flatbench.loggers import build_logger
@@ -29,7 +29,7 @@ def _compose(overrides, hydra=False):
 
 def _build(cfg):
     s = resolve(cfg)
-    attack = build_attack(None, max_batch=cfg.max_batch, **attack_kwargs(s))
+    attack = build_attack(None, chunk=cfg.chunk, **attack_kwargs(s))
     zoo = parse_targets(cfg.targets)
     build_logger(dict(cfg.logger))
     data = load_data(s)

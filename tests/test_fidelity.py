@@ -173,7 +173,7 @@ class _Probe(torch.nn.Module):
         return x.flatten(1) @ self.w
 
 
-PINNED = dict(max_batch=None, channels_last=False)
+PINNED = dict(chunk=None, channels_last=False)
 
 
 @pytest.mark.parametrize("preset", ["pgn", "gnp", "gnp_ta"])

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from flatbench.flatness import FlatnessSettings, hessian_top, landscape, landscape_png, metrics
+from flatbench.flatness import FlatnessSettings, hessian_top, landscape, metrics
+from flatbench.report.plots import landscape_png
 from flatbench.registry import ConfigError
 from test_run import SMALL, run
 

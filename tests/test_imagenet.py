@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from flatbench.cli import CONFIG_DIR
+from flatbench.compose import CONFIG_DIR
 from flatbench.data import DATASETS
 from flatbench.data.folders import DataError
 from flatbench.models import DEFENSES, MissingWeightsError, load_model, read_checkpoint
@@ -155,13 +155,13 @@ def test_layouts_load(layouts):
     n = DATASETS.build("nips17", root=str(layouts["nips17"]), image_size=64)
     assert n.images.shape == (6, 3, 64, 64) and n.images.dtype == torch.uint8
     assert n.labels.tolist() == [37 * i for i in range(6)]          # TrueLabel 1..1000 -> 0..999
-    assert n.targets.tolist() == [499 + i for i in range(6)]
+    assert n.target_classes.tolist() == [499 + i for i in range(6)]
     assert n.ids[0] == "img000"
     t = DATASETS.build("transferattack", root=str(layouts["transferattack"]), image_size=32, interpolation="bicubic")
     assert t.images.shape == (6, 3, 32, 32) and t.labels.tolist() == [37 * i for i in range(6)]
-    assert t.targets.tolist() == [900 - i for i in range(6)]
+    assert t.target_classes.tolist() == [900 - i for i in range(6)]
     f = DATASETS.build("imagefolder", root=str(layouts["imagefolder"]), image_size=32)
-    assert f.images.shape == (6, 3, 32, 32) and sorted(set(f.labels.tolist())) == [0, 1, 2] and f.targets is None
+    assert f.images.shape == (6, 3, 32, 32) and sorted(set(f.labels.tolist())) == [0, 1, 2] and f.target_classes is None
     same = DATASETS.build("nips17", root=str(layouts["nips17"]), image_size=40, resize=False)
     assert same.images.shape[-1] == 40
     with pytest.raises(DataError, match="resize=false requires 64x64"):

@@ -136,7 +136,7 @@ def test_evaluate_refuses_a_cell_of_flatbench_0_1_and_changes_nothing(trained_zo
 
 def test_cell_id_holds_the_device_type():
     """CPU and CUDA generators draw different noise: a set crafted on one is not the other's."""
-    from flatbench.cell.plan import cell_hash, describe
+    from flatbench.cell.plan import cell_hash, hashed_settings
     from tests.test_configs import _compose
     from flatbench.attacks import build_attack
     from flatbench.cell.plan import load_data
@@ -146,11 +146,11 @@ def test_cell_id_holds_the_device_type():
     s = resolve(cfg)
     attack = build_attack(None, **attack_kwargs(s))
     data = load_data(s)
-    cpu = describe(s, attack, data, device=torch.device("cpu"))
-    cuda = describe(s, attack, data, device=torch.device("cuda", 1))
+    cpu = hashed_settings(s, attack, data, device=torch.device("cpu"))
+    cuda = hashed_settings(s, attack, data, device=torch.device("cuda", 1))
     assert cpu["device"] == "cpu" and cuda["device"] == "cuda"
     assert cell_hash(cpu) != cell_hash(cuda)
-    assert describe(s, attack, data, device=torch.device("cuda", 0)) == cuda
+    assert hashed_settings(s, attack, data, device=torch.device("cuda", 0)) == cuda
 
 
 # ---------------------------------------------------------------- 2. reports never write their inputs
@@ -225,23 +225,23 @@ def test_single_run_failure_is_one_line_and_full_error_shows_the_traceback(train
 
 def test_programming_errors_keep_their_traceback(monkeypatch):
     """Only errors flatbench raises on purpose become one line; a KeyError from a bug does not."""
-    from flatbench import cli
+    from flatbench import errors
     from flatbench.registry import ConfigError
 
     def bug():
         return {}["missing"]
 
     with pytest.raises(KeyError):
-        cli.guarded(bug)
+        errors.guarded(bug)
 
     def bad_config():
         raise ConfigError("eps=0 is out of range")
 
     with pytest.raises(SystemExit) as exc:
-        cli.guarded(bad_config)
+        errors.guarded(bad_config)
     assert exc.value.code == 1
     with pytest.raises(RuntimeError):
-        cli.guarded(lambda: (_ for _ in ()).throw(RuntimeError("shape mismatch in a bug")))
+        errors.guarded(lambda: (_ for _ in ()).throw(RuntimeError("shape mismatch in a bug")))
 
 
 # ---------------------------------------------------------------- 4. filters parse their values

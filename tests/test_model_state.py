@@ -92,11 +92,11 @@ def test_model_is_handed_back_when_the_attack_raises():
 
 
 def test_measurement_never_leaves_channels_last_or_flags(tmp_path):
-    """The timed measurement (max_batch=measure, channels_last=measure) converts the weights to
+    """The timed measurement (chunk=measure, channels_last=measure) converts the weights to
     try both formats; whatever it picks, the user's model comes back contiguous and unflagged."""
     model = conv_bn_dropout()
     before = snapshot(model)
-    a = create_attack("pgn", model, eps=16 / 255, steps=2, n_samples=2, max_batch="measure", channels_last="measure",
+    a = create_attack("pgn", model, eps=16 / 255, steps=2, n_samples=2, chunk="measure", channels_last="measure",
                       tuning_file=tmp_path / "t.json")
     a(*data())
     assert_same(before, model)

@@ -147,3 +147,16 @@ def test_describe_prints_the_loop_a_run_would_execute():
     check = subprocess.run([sys.executable, str(root / "scripts" / "methods_page.py"), "--check"], capture_output=True,
                            text=True, env=env, timeout=300)
     assert check.returncode == 0, check.stderr
+
+
+def test_the_gpu_check_dry_run_runs_on_the_cpu(tmp_path):
+    """scripts/gpu_check.sh --device cpu --smoke (issue 27): the script a GPU machine runs goes
+    end to end here, so a rename in the package cannot break it unseen until a GPU is lent."""
+    p = subprocess.run(["bash", "scripts/gpu_check.sh", "--device", "cpu", "--smoke"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900, env={**os.environ, "OUT": str(tmp_path)})
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    rows = pd.read_csv(tmp_path / "smoke.csv")
+    assert {"I-FGSM", "MI-FGSM", "PGN", "GNP"} <= set(rows["method"]), rows
+    det = [ln for ln in p.stdout.splitlines() if ln.startswith("determinism")]
+    assert len(det) == 2 and all("differing between two identical calls: 0 of" in ln for ln in det), det
+    assert (tmp_path / "hardware.txt").read_text().startswith("torch ")

@@ -136,3 +136,22 @@ def test_null_r_is_bound_to_alpha_once_and_the_part_passed_in_is_not_changed():
 
     b = Attack(torch.nn.Identity(), eps=16 / 255, steps=4, estimator=est)
     assert est.r is None and b.estimator.r == pytest.approx(4 / 255)
+
+
+def test_renamed_keys_keep_working_through_the_one_table():
+    """0.2's max_batch is chunk since 0.3 (one word for images per forward pass): on the command
+    line, in a config file and in create_attack it is read as chunk, with a note."""
+    import warnings
+
+    from flatbench.compose import compose
+    from flatbench.config import chunk_setting
+    from flatbench.migration import current_overrides
+
+    args, notes = current_overrides(["max_batch=8", "hydra.sweeper.params.max_batch=4,8", "eps=4"])
+    assert args == ["chunk=8", "hydra.sweeper.params.chunk=4,8", "eps=4"] and len(notes) == 2
+    assert "max_batch is chunk since flatbench 0.3" in notes[0]
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        a = create_attack("pgn", torch.nn.Identity(), eps=16 / 255, max_batch=8)
+    assert a.chunk_setting == 8 and any("max_batch is chunk" in str(x.message) for x in w)
+    assert chunk_setting(compose(["max_batch=16"])) == 16 and chunk_setting(compose([])) == "auto"

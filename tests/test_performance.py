@@ -19,9 +19,9 @@ def _pgn(model, **kw):
 def test_chunking_auto_and_budget_never_change_results(small_cnn):
     x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 1, 2])
-    ref = _pgn(small_cnn, max_batch=None)(x, y, seed=5)
-    for kw in ({"max_batch": 1}, {"max_batch": 7}, {"max_batch": "auto"}, {"max_batch": "measure"}, {"memory_budget_mb": 0.05},
-               {"max_batch": 64, "memory_budget_mb": 0.2}):
+    ref = _pgn(small_cnn, chunk=None)(x, y, seed=5)
+    for kw in ({"chunk": 1}, {"chunk": 7}, {"chunk": "auto"}, {"chunk": "measure"}, {"memory_budget_mb": 0.05},
+               {"chunk": 64, "memory_budget_mb": 0.2}):
         out = _pgn(small_cnn, **kw)(x, y, seed=5)
         assert torch.allclose(out, ref, atol=1e-6), kw
         assert (out - x).abs().max() <= 16 / 255 + 1e-6
@@ -29,22 +29,22 @@ def test_chunking_auto_and_budget_never_change_results(small_cnn):
 
 def test_memory_budget_sets_the_chunk_it_chooses(small_cnn):
     x = torch.rand(2, 3, 16, 16)
-    a = _pgn(small_cnn, max_batch=None)
+    a = _pgn(small_cnn, chunk=None)
     per = a.bytes_per_image(x)
     # Saved activations of one image: at least the input, the conv output and the pooled map.
     assert per >= 4 * (3 * 16 * 16 + 8 * 16 * 16)
     big = a.bytes_per_image(torch.rand(2, 3, 32, 32))
     assert 3.5 < big / per < 4.5  # activation memory scales with the pixels
     budget_mb = 5.5 * per / 2 ** 20
-    b = _pgn(small_cnn, memory_budget_mb=budget_mb, max_batch=None)   # the budget alone sets the chunk
-    assert b.resolved_max_batch(x) == 5
-    assert _pgn(small_cnn, memory_budget_mb=budget_mb, max_batch="auto").resolved_max_batch(x) == 4  # the rule: a power of two within it
-    assert 1 <= _pgn(small_cnn, memory_budget_mb=budget_mb, max_batch="measure").resolved_max_batch(x) <= 5
+    b = _pgn(small_cnn, memory_budget_mb=budget_mb, chunk=None)   # the budget alone sets the chunk
+    assert b.resolved_chunk(x) == 5
+    assert _pgn(small_cnn, memory_budget_mb=budget_mb, chunk="auto").resolved_chunk(x) == 4  # the rule: a power of two within it
+    assert 1 <= _pgn(small_cnn, memory_budget_mb=budget_mb, chunk="measure").resolved_chunk(x) <= 5
     b(x, torch.tensor([0, 1]), seed=0)
     ctx = b.step_context(0, 0)
     assert ctx.chunks(6, 2) == [(0, 2), (2, 4), (4, 6)]  # ≤ 5 images per forward: 2 neighbours of 2 images
-    capped = _pgn(small_cnn, memory_budget_mb=budget_mb, max_batch=3)
-    assert capped.resolved_max_batch(x) == 3
+    capped = _pgn(small_cnn, memory_budget_mb=budget_mb, chunk=3)
+    assert capped.resolved_chunk(x) == 3
 
 
 def test_auto_chunk_is_a_rule_that_never_times(small_cnn, monkeypatch):
@@ -57,7 +57,7 @@ def test_auto_chunk_is_a_rule_that_never_times(small_cnn, monkeypatch):
     a = _pgn(small_cnn)
     per = a.bytes_per_image(x)
     want = min(tuning.RULE_MAX["cpu"], 1 << (int(tuning.RULE_CPU_MB * 2 ** 20 // per).bit_length() - 1))
-    assert a.resolved_max_batch(x) == want and a.memory_format == "channels_last"
+    assert a.resolved_chunk(x) == want and a.memory_format == "channels_last"
     big = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 3, padding=1),
                               torch.nn.Flatten(), torch.nn.LazyLinear(3))
     big(torch.rand(1, 3, 128, 128))
@@ -65,18 +65,18 @@ def test_auto_chunk_is_a_rule_that_never_times(small_cnn, monkeypatch):
     xb = torch.rand(1, 3, 128, 128)
     per = b.bytes_per_image(xb)
     assert per > 4 * 64 * 128 * 128 * 2   # two 64-channel maps at least
-    assert b.resolved_max_batch(xb) == 1 << (int(2 ** 30 // per).bit_length() - 1) < tuning.RULE_MAX["cpu"]
+    assert b.resolved_chunk(xb) == 1 << (int(2 ** 30 // per).bit_length() - 1) < tuning.RULE_MAX["cpu"]
     # channels_last on a CPU, contiguous on CUDA (docs/benchmarks.md: the H200's limit was contiguous)
     assert tuning.rule_channels_last(torch.device("cpu")) and not tuning.rule_channels_last(torch.device("cuda"))
 
 
 def test_measured_chunk_on_cpu_is_timed_and_cached(small_cnn, tmp_path):
-    a = _pgn(small_cnn, max_batch="measure", memory_budget_mb=1.0, tuning_file=tmp_path / "t.json")
+    a = _pgn(small_cnn, chunk="measure", memory_budget_mb=1.0, tuning_file=tmp_path / "t.json")
     x = torch.rand(2, 3, 16, 16)
-    cap = a.resolved_max_batch(x)
+    cap = a.resolved_chunk(x)
     limit = int(2 ** 20 // a.bytes_per_image(x))
     assert 1 <= cap <= limit and ((cap & (cap - 1)) == 0 or cap == limit)  # candidates: 1, 2, 4, ... and the limit
-    assert a.resolved_max_batch(x) == cap  # cached: measured once per shape
+    assert a.resolved_chunk(x) == cap  # cached: measured once per shape
 
 
 def test_chunk_search_stops_where_its_rules_say():
@@ -229,7 +229,7 @@ def test_targets_are_checked_before_crafting_and_built_after(layouts, zoo_dir, t
 
 
 def test_measured_choice_is_kept_in_the_tuning_file_and_recorded(trained_zoo, small_cnn, tmp_path, monkeypatch):
-    """max_batch and channels_last "measure" time chunk and memory format on the first call, keep
+    """chunk and channels_last "measure" time chunk and memory format on the first call, keep
     them in FLATBENCH_TUNING_FILE, and a new process (an empty process cache) reads them back
     instead of measuring; the result equals a run pinned to the same choice. The defaults write
     no tuning file."""
@@ -244,20 +244,20 @@ def test_measured_choice_is_kept_in_the_tuning_file_and_recorded(trained_zoo, sm
     x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(2))
     y = torch.tensor([1, 2, 3, 4])
     d = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4)
-    assert (d.max_batch, d.channels_last) == ("auto", "auto")
+    assert (d.chunk_setting, d.channels_last) == ("auto", "auto")
     d(x, y, seed=1)
     assert not path.exists() and not tuning._PROCESS   # the defaults are a rule: nothing timed, nothing kept
-    a = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, max_batch="measure", channels_last="measure")
+    a = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, chunk="measure", channels_last="measure")
     out = a(x, y, seed=1)
     entry = next(iter(json.loads(path.read_text()).values()))
-    assert a.cap == entry["chunk"] and a.memory_format == ("channels_last" if entry["channels_last"] else "contiguous")
+    assert a.chunk == entry["chunk"] and a.memory_format == ("channels_last" if entry["channels_last"] else "contiguous")
     assert set(entry["rates"]) == {"contiguous", "channels_last"}
     # Another process: nothing in memory, the file answers; measuring again would be a failure.
     monkeypatch.setattr(tuning, "_PROCESS", {})
     monkeypatch.setattr(tuning, "measure", lambda *a, **k: pytest.fail("measured again despite the tuning file"))
-    b = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, max_batch="measure", channels_last="measure")
-    assert torch.equal(b(x, y, seed=1), out) and b.cap == a.cap
-    pinned = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, max_batch=entry["chunk"],
+    b = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, chunk="measure", channels_last="measure")
+    assert torch.equal(b(x, y, seed=1), out) and b.chunk == a.chunk
+    pinned = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, chunk=entry["chunk"],
                            channels_last=entry["channels_last"])
     assert torch.equal(pinned(x, y, seed=1), out)
     with pytest.raises(Exception, match=r"channels_last=.yes. is out of range; allowed: auto \(by rule\) \| measure"):
@@ -272,7 +272,7 @@ def test_cli_cells_share_one_measurement_and_record_it(trained_zoo, zoo_dir, tmp
     from test_run import run
 
     sweep = tmp_path / "sweep"
-    p = run(["flatbench", "-m", "method=ifgsm,mifgsm", "n_images=8", "targets=digits_small", "max_batch=measure",
+    p = run(["flatbench", "-m", "method=ifgsm,mifgsm", "n_images=8", "targets=digits_small", "chunk=measure",
              "channels_last=measure", "progress=false", f"paths.output_dir={tmp_path / 'out'}", f"hydra.sweep.dir={sweep}"],
             zoo_dir, tmp_path)
     log = p.stdout + p.stderr
@@ -292,7 +292,7 @@ def test_cli_cells_share_one_measurement_and_record_it(trained_zoo, zoo_dir, tmp
 def test_two_cells_started_together_craft_the_images_of_one_alone(trained_zoo, zoo_dir, tmp_path):
     """Issue 23, section 4: two identical commands started at the same moment each resolved chunk
     and format while the other ran, and one crafted other images. With the defaults (a rule), both
-    equal a lone run; with max_batch=measure and a shared tuning file, one measures under the lock
+    equal a lone run; with chunk=measure and a shared tuning file, one measures under the lock
     and the other takes its choice, so the two are equal. (Each has its own cache, so neither can
     reuse the other's batches.)"""
     import os
@@ -307,7 +307,7 @@ def test_two_cells_started_together_craft_the_images_of_one_alone(trained_zoo, z
     alone = load_adv(tmp_path / "alone" / "adv.safetensors")[0]
     env = dict(os.environ, **zoo_env(zoo_dir))
     env.pop("FLATBENCH_TUNING_FILE", None)
-    for extra in ([], ["max_batch=measure", "channels_last=measure"]):
+    for extra in ([], ["chunk=measure", "channels_last=measure"]):
         tag = "measure" if extra else "auto"
         procs = [subprocess.Popen([str(BIN / base[0]), *base[1:], *extra, f"hydra.run.dir={tmp_path / tag / str(i)}",
                                    f"paths.cache_dir={tmp_path / tag / ('cache' + str(i))}",
@@ -331,7 +331,8 @@ def test_a_resumed_cell_crafts_with_the_chunk_and_format_of_its_first_batches(tr
     the ones its finished batches were crafted with, and equals the uninterrupted run."""
     import logging
 
-    from flatbench.cell.crafting import STOP_REQUESTED, Stop, craft
+    from flatbench.cell.crafting import craft
+    from flatbench.signals import Stop, StopRequest
     from flatbench.data import DATASETS
     from flatbench.store import AdvStore
 
@@ -343,25 +344,23 @@ def test_a_resumed_cell_crafts_with_the_chunk_and_format_of_its_first_batches(tr
         def forward(self, x):
             self.calls -= 1
             if self.calls == 0:
-                STOP_REQUESTED["signal"] = "SIGTERM"
+                stop.request("SIGTERM")
             return self.inner(x)
 
     data = DATASETS.build("digits").subset(8)
     m = trained_zoo["digits-resnet"]
     kw = dict(eps=32 / 255, steps=2, n_samples=4)
-    ref, _, _ = craft(create_attack("pgn", m, max_batch=8, channels_last=False, **kw), data, data.labels,
+    ref, _, _ = craft(create_attack("pgn", m, chunk=8, channels_last=False, **kw), data, data.labels,
                       torch.device("cpu"), 4, 0, False)
     store = AdvStore(tmp_path / "cache", "c0ffee")
-    first = create_attack("pgn", StopAfter(m, 1), max_batch=8, channels_last=False, **kw)
-    try:
-        with pytest.raises(Stop, match="before batch 4:8"):
-            craft(first, data, data.labels, torch.device("cpu"), 4, 0, False, store=store)
-    finally:
-        STOP_REQUESTED["signal"] = None
+    stop = StopRequest()
+    first = create_attack("pgn", StopAfter(m, 1), chunk=8, channels_last=False, **kw)
+    with pytest.raises(Stop, match="before batch 4:8"):
+        craft(first, data, data.labels, torch.device("cpu"), 4, 0, False, store=store, stop=stop)
     assert store.crafting_settings() == {"chunk": 8, "memory_format": "contiguous"}
-    resumed = create_attack("pgn", m, max_batch=3, channels_last=True, **kw)  # what a rerun might resolve
+    resumed = create_attack("pgn", m, chunk=3, channels_last=True, **kw)  # what a rerun might resolve
     with caplog.at_level(logging.INFO, logger="flatbench"):
         out, _, crafted = craft(resumed, data, data.labels, torch.device("cpu"), 4, 0, False, store=store)
     assert crafted == 1 and "crafting with chunk 8, contiguous (as the finished batches were)" in caplog.text
-    assert (resumed.cap, resumed.memory_format) == (8, "contiguous")
+    assert (resumed.chunk, resumed.memory_format) == (8, "contiguous")
     assert torch.equal(out, ref)

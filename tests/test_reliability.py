@@ -41,7 +41,7 @@ BAD_CONFIGS = [
     ("eps=256", "eps=256 is out of range"),
     ("steps=0", "steps=0 is out of range; allowed: steps >= 1"),
     ("batch_size=0", "batch_size=0 is out of range"),
-    ("max_batch=-3", "max_batch=-3 is out of range"),
+    ("chunk=-3", "chunk=-3 is out of range"),
     ("estimator=pgn estimator.beta=-1", "estimator.beta=-1 is out of range; allowed: >= 0"),
     ("estimator=pgn estimator.r=0", "estimator.r=0 is out of range"),
     ("estimator=pgn estimator.zeta=-0.5", "estimator.zeta=-0.5 is out of range; allowed: >= 0"),
@@ -117,7 +117,7 @@ def test_verbose_shows_the_traceback(trained_zoo, zoo_dir, tmp_path):
 
 def test_help_describes_options(zoo_dir, tmp_path):
     p = run(["flatbench", "--help"], zoo_dir, tmp_path)
-    for word in ("Config groups", "method:", "targets:", "max_batch", "flatbench-report", "1/255"):
+    for word in ("Config groups", "method:", "targets:", "chunk", "flatbench-report", "1/255"):
         assert word in p.stdout, word
     r = run(["flatbench-report", "--help"], zoo_dir, tmp_path)
     for word in ("--compare", "--mcnemar", "--plot-param", "--flatness", "--landscape", "--filter"):
@@ -171,7 +171,7 @@ def test_nan_stops_the_cell_naming_step_and_batch(trained_zoo, zoo_dir, tmp_path
 
     data = DATASETS.build("digits").subset(12)
     # Pinned chunk and format: "auto" would measure with extra calls, and this test counts them.
-    a = create_attack("mifgsm", NaNAfter(trained_zoo["digits-cnn"]), eps=32 / 255, steps=10, max_batch=None,
+    a = create_attack("mifgsm", NaNAfter(trained_zoo["digits-cnn"]), eps=32 / 255, steps=10, chunk=None,
                       channels_last=False)
     with pytest.raises(NonFiniteError, match=r"non-finite model output at step 3 in batch of images 4\.\.7"):
         craft(a, data, data.labels, torch.device("cpu"), 4, 0, False)
@@ -275,7 +275,7 @@ def test_target_restriction_allows_the_model_libraries():
 
 def test_typo_inside_a_group_file_names_the_key_and_the_file(trained_zoo, zoo_dir, tmp_path):
     import shutil
-    from flatbench.cli import CONFIG_DIR
+    from flatbench.compose import CONFIG_DIR
 
     conf = tmp_path / "conf"
     shutil.copytree(CONFIG_DIR, conf)

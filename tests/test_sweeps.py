@@ -227,10 +227,10 @@ def _free_port() -> int:
 
 
 def test_torchrun_two_gloo_ranks_equal_single_process(trained_zoo, zoo_dir, tmp_path):
-    """Two ranks craft one cell: the same images and rows as one process. With max_batch and
+    """Two ranks craft one cell: the same images and rows as one process. With chunk and
     channels_last "measure", each rank has its own tuning file: rank 0 measures, rank 1 does not
     and crafts with rank 0's choice (broadcast); the single process then reads rank 0's file."""
-    args = [*PGN_SMALL, "n_images=20", "batch_size=4", "device=cpu", "max_batch=measure", "channels_last=measure"]
+    args = [*PGN_SMALL, "n_images=20", "batch_size=4", "device=cpu", "chunk=measure", "channels_last=measure"]
     multi = tmp_path / "multi"
     p = subprocess.run([str(BIN / "torchrun"), "--nproc-per-node=2", f"--master-port={_free_port()}", "-m", "flatbench",
                         *args, f"hydra.run.dir={multi}", "paths.cache_dir=cache_multi",

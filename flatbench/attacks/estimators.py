@@ -17,7 +17,7 @@
             previous step, u_i ~ U(−ζ·ε, ζ·ε).
 
 The N neighbours are independent, so they are evaluated together, N·B images at a time in
-chunks sized by the attack's ``max_batch``. Every random draw is keyed by (step, neighbour),
+chunks sized by the attack's ``chunk``. Every random draw is keyed by (step, neighbour),
 and neighbours are summed in index order, so the chunk size changes memory and speed only.
 """
 from __future__ import annotations

@@ -6,6 +6,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
 
+from ..migration import current_keywords, old_keyword
 from ..registry import ConfigError, suggest
 from .estimators import ESTIMATORS
 from .loop import Attack
@@ -37,7 +38,7 @@ def _read_methods(directory: Path = METHOD_DIR) -> Dict[str, Tuple[str, str, Tup
 # method name -> (optimizer, estimator, transforms)
 METHODS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = _read_methods()
 
-_LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "max_batch", "memory_budget_mb", "amp", "channels_last",
+_LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "chunk", "memory_budget_mb", "amp", "channels_last",
               "tuning_file",
               "check_finite", "loss", "name")
 
@@ -71,7 +72,7 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
 
     ``eps`` (and ``alpha``, ``r``) are fractions of the [0,1] range here. Keywords are routed
     to the part that declares them (:mod:`.parts`): the loop (eps, steps, alpha, norm, targeted,
-    max_batch, ...), the optimizer (decay), the estimator (PGN: beta, r, zeta, n_samples,
+    chunk, ...), the optimizer (decay), the estimator (PGN: beta, r, zeta, n_samples,
     lookahead, normalize, combine) or a transform (DIM: resize_rate, prob, interpolation; TIM:
     kernel_size, nsig; ...). ``flatbench list methods`` shows each method's parameters.
     ``optimizer=``, ``estimator=`` and ``transforms=`` replace the preset's parts.
@@ -80,9 +81,10 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
     """
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}. Valid choices: {', '.join(sorted(METHODS))}.{suggest(name, METHODS)}")
-    if "penalty" in kwargs:
-        raise ConfigError("create_attack: penalty= is estimator= since flatbench 0.2 (one name per concept; the plain "
-                          "gradient is estimator='plain')")
+    old = old_keyword(kwargs)
+    if old:
+        raise ConfigError(old)
+    kwargs = current_keywords(kwargs)
     opt, est, tfs = METHODS[name]
     opt = kwargs.pop("optimizer", opt)
     est = kwargs.pop("estimator", est)

@@ -37,13 +37,13 @@ def _cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), y, reduction="sum")
 
 
-def check_loop_settings(*, steps, norm, max_batch, memory_budget_mb, amp, channels_last) -> None:
+def check_loop_settings(*, steps, norm, chunk, memory_budget_mb, amp, channels_last) -> None:
     """The loop's own settings, checked here for the command line (``config.resolve``) and for
     :class:`Attack` alike, with one message each."""
     check_range("steps", steps, isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1, "steps >= 1")
     check_range("norm", norm, norm in THREATS, " | ".join(THREATS))
-    check_range("max_batch", max_batch, max_batch is None or max_batch in ("auto", "measure") or (
-        isinstance(max_batch, int) and not isinstance(max_batch, bool) and max_batch >= 1),
+    check_range("chunk", chunk, chunk is None or chunk in ("auto", "measure") or (
+        isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 1),
         "an integer >= 1, auto (by rule), measure (timed), or null")
     check_range("memory_budget_mb", memory_budget_mb, memory_budget_mb is None or (
         isinstance(memory_budget_mb, (int, float)) and not isinstance(memory_budget_mb, bool) and memory_budget_mb > 0),
@@ -56,7 +56,7 @@ def check_loop_settings(*, steps, norm, max_batch, memory_budget_mb, amp, channe
 @dataclass
 class StepContext:
     """What an estimator may use at step ``step``, and nothing more of the attack: keyed
-    randomness, the chunk cap, the threat model and ∇ℓ through the input transforms."""
+    randomness, the chunk, the threat model and ∇ℓ through the input transforms."""
 
     seed: Hashable
     step: int
@@ -64,7 +64,7 @@ class StepContext:
     threat: Any
     loss_grad: Callable[..., torch.Tensor]  # (x, y, generators, step) -> ∇ℓ, see Attack.loss_grad
     device: torch.device
-    cap: Optional[int]       # most images in one forward (None: no limit)
+    chunk: Optional[int]     # most images in one forward (None: no limit)
     copies: int = 1          # images one input makes through the input transforms
     state: Dict = field(default_factory=dict)
 
@@ -72,14 +72,14 @@ class StepContext:
         return keyed_generator((self.seed, self.step) + key, self.device)
 
     def chunks(self, n: int, b: int) -> List[Tuple[int, int]]:
-        """Split n neighbours of a batch of b images so one forward holds ≤ the chunk cap.
+        """Split n neighbours of a batch of b images so one forward holds ≤ ``chunk`` images.
 
-        The cap is ``max_batch`` (``"auto"``: by rule, ``"measure"``: the fastest timed size),
+        The chunk is the attack's ``chunk`` setting (``"auto"``: by rule, ``"measure"``: the fastest timed size),
         lowered to fit ``memory_budget_mb``. Noise is keyed per neighbour, so the split never
         changes the draws; it changes speed, memory and the kernels' summation order (see
         :mod:`.tuning`), which is why the default is a rule, not a timing.
         """
-        per = n if self.cap is None else max(1, self.cap // (b * self.copies))
+        per = n if self.chunk is None else max(1, self.chunk // (b * self.copies))
         return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
 
     def grad(self, x: torch.Tensor, y: torch.Tensor, keys: Sequence[Tuple[Hashable, ...]]) -> torch.Tensor:
@@ -104,7 +104,7 @@ class Attack:
             holds input transforms and gradient filters alike (TIM), as the config group does,
             and the loop applies each where it acts. Parameters whose null stands for α (PGN's
             r) are bound to ``alpha`` on a copy of the part; the part passed in is not changed.
-        max_batch: most images in one forward/backward: "auto" (the default: by rule, the
+        chunk: most images in one forward/backward: "auto" (the default: by rule, the
             largest power of two ≤ 64 whose activations fit 1 GiB on a CPU, ≤ 256 fitting half
             the GPU's memory on CUDA, see :mod:`.tuning`), "measure" (the fastest size, timed once per
             architecture, input shape and device), an integer, or None (all N·B at once).
@@ -114,7 +114,7 @@ class Attack:
         channels_last: the surrogate's memory format: "auto" (the default: by rule,
             channels_last on a CPU, contiguous on CUDA), "measure" (channels_last when timed more than 3%
             faster), True or False. The model's 4-D weights are converted for the call and
-            restored after it. The resolved chunk and format are ``cap`` and ``memory_format``.
+            restored after it. The resolved chunk and format are ``chunk`` and ``memory_format``.
         tuning_file: a JSON file that keeps "measure" choices across processes, under a lock
             (None: ``$FLATBENCH_TUNING_FILE``, else this process only).
         check_finite: stop with :class:`NonFiniteError` when a gradient is NaN or Inf.
@@ -136,7 +136,7 @@ class Attack:
         estimator: Optional[Estimator] = None,
         optimizer: Optional[Optimizer] = None,
         transforms: Sequence[Part] = (),
-        max_batch="auto",
+        chunk="auto",
         memory_budget_mb: Optional[float] = None,
         amp: Optional[str] = None,
         channels_last="auto",
@@ -148,7 +148,7 @@ class Attack:
         check_range("eps", eps, eps > 0, "eps > 0 ([0,1] pixel units)")
         if alpha is not None:
             check_range("alpha", alpha, alpha > 0, "alpha > 0 ([0,1] pixel units) or None for eps/steps")
-        check_loop_settings(steps=steps, norm=norm, max_batch=max_batch, memory_budget_mb=memory_budget_mb, amp=amp,
+        check_loop_settings(steps=steps, norm=norm, chunk=chunk, memory_budget_mb=memory_budget_mb, amp=amp,
                             channels_last=channels_last)
         self.model = model
         self.eps, self.steps = float(eps), int(steps)
@@ -162,13 +162,13 @@ class Attack:
                 raise TypeError(f"transforms: {t!r} is neither an input transform nor a gradient filter")
         self.transforms = [t.bind(self.alpha) for t in transforms if isinstance(t, InputTransform)]
         self.filters = [t.bind(self.alpha) for t in transforms if isinstance(t, GradientFilter)]
-        self.max_batch = None if max_batch is None else (max_batch if max_batch in ("auto", "measure") else int(max_batch))
+        self.chunk_setting = None if chunk is None else (chunk if chunk in ("auto", "measure") else int(chunk))
         self.memory_budget_mb = None if memory_budget_mb is None else float(memory_budget_mb)
         self.amp, self.channels_last = amp, channels_last
         self.tuning_file = tuning_file
         self.pinned: Optional[Tuple[Optional[int], str]] = None
         self.memory_format: Optional[str] = None  # the format in force, settled on the first call
-        self.cap: Optional[int] = None  # the chunk cap in force for the current call
+        self.chunk: Optional[int] = None  # the chunk in force for the current call (resolved from chunk_setting)
         self._sizing: Dict = {}
         self.check_finite = check_finite
         self.loss = loss if loss is not None else _cross_entropy_sum
@@ -285,7 +285,7 @@ class Attack:
         x = x.detach().float()
         y = y.detach().long()
         self.device_of_last_call = x.device
-        self.cap = self._resolve(x)  # also puts the (borrowed) model in the chosen memory format
+        self.chunk = self._resolve(x)  # also puts the (borrowed) model in the chosen memory format
         delta = torch.zeros_like(x)
         state: Dict = {}
         for t in range(self.steps):
@@ -299,8 +299,8 @@ class Attack:
         return (x + delta).clamp(0.0, 1.0).detach()
 
     def step_context(self, seed: Hashable, step: int, state: Optional[Dict] = None) -> StepContext:
-        """What the estimator gets at ``step`` (the cap and device of the current call)."""
-        return StepContext(seed, step, self.alpha, self.threat, self.loss_grad, self.device_of_last_call, self.cap,
+        """What the estimator gets at ``step`` (the chunk and device of the current call)."""
+        return StepContext(seed, step, self.alpha, self.threat, self.loss_grad, self.device_of_last_call, self.chunk,
                            self.copies, state if state is not None else {})
 
     def bytes_per_image(self, x: torch.Tensor) -> int:
@@ -310,8 +310,8 @@ class Attack:
             self._sizing[key] = tuning.bytes_per_image(self.model, x, self.amp)
         return self._sizing[key]
 
-    def resolved_max_batch(self, x: torch.Tensor) -> Optional[int]:
-        """The cap on images per forward for inputs like ``x`` (max_batch: by rule with "auto",
+    def resolved_chunk(self, x: torch.Tensor) -> Optional[int]:
+        """The most images per forward for inputs like ``x`` (chunk: by rule with "auto",
         timed with "measure", lowered to fit the memory budget); also settles ``memory_format``.
         The model is borrowed meanwhile, and handed back as it came."""
         with borrowed(self.model):
@@ -328,24 +328,24 @@ class Attack:
         if self.memory_budget_mb is not None:
             budget_cap = max(1, int(self.memory_budget_mb * 2 ** 20 // self.bytes_per_image(x)))
         cl = tuning.rule_channels_last(x.device) if self.channels_last == "auto" else self.channels_last  # or "measure"
-        if "measure" in (self.max_batch, cl):
-            limit = (self.max_batch if isinstance(self.max_batch, int) else None) or budget_cap or tuning.memory_limit(
+        if "measure" in (self.chunk_setting, cl):
+            limit = (self.chunk_setting if isinstance(self.chunk_setting, int) else None) or budget_cap or tuning.memory_limit(
                 x.device, lambda: self.bytes_per_image(x)) or 1024
             choice = tuning.choose(self.model, self.loss, x, limit, cl, self.amp, self.tuning_file)
-            chunk = int(choice["chunk"]) if self.max_batch == "measure" else None
+            chunk = int(choice["chunk"]) if self.chunk_setting == "measure" else None
             cl = bool(choice["channels_last"])   # the timed choice, or the format it was timed in
         self.memory_format = "channels_last" if cl and images else "contiguous"
         set_memory_format(self.model, self.memory_format == "channels_last")
-        if self.max_batch == "measure":
+        if self.chunk_setting == "measure":
             return chunk
-        if self.max_batch == "auto":
+        if self.chunk_setting == "auto":
             return tuning.rule_chunk(x.device, lambda: self.bytes_per_image(x), self.memory_budget_mb)
-        if self.max_batch is None:
+        if self.chunk_setting is None:
             return budget_cap
-        return self.max_batch if budget_cap is None else min(self.max_batch, budget_cap)
+        return self.chunk_setting if budget_cap is None else min(self.chunk_setting, budget_cap)
 
     def pin(self, chunk: Optional[int], memory_format: str) -> None:
-        """Craft with this chunk and memory format from now on, whatever max_batch and
+        """Craft with this chunk and memory format from now on, whatever chunk and
         channels_last say: a resumed cell keeps the choice its first batches were crafted with,
         and the ranks of a torchrun cell take rank 0's."""
         if memory_format not in ("contiguous", "channels_last"):

@@ -16,10 +16,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from ..registry import ConfigError, check_range, shown, suggest
-
-KINDS = ("number", "integer", "bool", "choice")
-
+from ..registry import ConfigError, check_range, suggest
 
 @dataclass(frozen=True)
 class Param:
@@ -63,10 +60,6 @@ class Param:
         if self.ok is not None:
             check_range(key, value, bool(self.ok(value)), self.allowed)
         return value
-
-    @property
-    def range_text(self) -> str:
-        return " | ".join(self.choices) if self.kind == "choice" else self.allowed
 
 
 @dataclass(frozen=True)
@@ -193,7 +186,3 @@ class Parts:
     def build(self, name: str, /, **given: Any) -> Any:
         return self.get(name).build(**given)
 
-
-def shown_params(part: Part) -> str:
-    """'beta=0.5, r=alpha, ...' (flatbench list methods)."""
-    return ", ".join(f"{k}={shown(v)}" for k, v in part.params().items())

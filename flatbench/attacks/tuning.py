@@ -8,7 +8,7 @@ gradient component and move a pixel by a step (scripts/chunk_numerics.py; issue 
 98,304 pixels move when a loaded machine measured chunk 1 instead of 64). So the defaults are
 chosen by rule, from facts that do not depend on what else the machine is doing:
 
-- ``max_batch="auto"`` (the default): :func:`rule_chunk`, the largest power of two whose saved
+- ``chunk="auto"`` (the default): :func:`rule_chunk`, the largest power of two whose saved
   activations (counted exactly, :func:`bytes_per_image`) fit a fixed budget: RULE_CPU_MB on a
   CPU, RULE_GPU_SHARE of the card's total (not free) memory on a GPU, ``memory_budget_mb`` when
   set; at most RULE_MAX images (64 on a CPU, 256 on CUDA).
@@ -16,7 +16,7 @@ chosen by rule, from facts that do not depend on what else the machine is doing:
   contiguous on CUDA.
 
 The same command on the same machine then crafts the same images, whatever else runs on it.
-Timed tuning is there on request: ``max_batch="measure"`` / ``channels_last="measure"`` time
+Timed tuning is there on request: ``chunk="measure"`` / ``channels_last="measure"`` time
 the candidates once per (architecture, input shape, device type, amp, limit) and keep the
 outcome in a JSON file (``FLATBENCH_TUNING_FILE``; the command line's ``paths.tuning_file``),
 under a file lock, so the cells of a machine never measure at the same time, and all take the
@@ -107,7 +107,7 @@ def rule_channels_last(device: torch.device) -> bool:
     return RULE_CHANNELS_LAST.get(device.type, False)
 
 
-# Why the measurement stops where it does (max_batch=measure; it must stay cheap, since a cell pays it):
+# Why the measurement stops where it does (chunk=measure; it must stay cheap, since a cell pays it):
 # - a chunk whose forward+backward already takes CALL_S seconds is not doubled: the per-call
 #   costs that larger chunks amortise (Python, dispatch, kernel launches) are then well under
 #   1% of a call, so doubling can only gain through kernel efficiency, and costs twice the time;

@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import plain
+from ..config import as_container
 from ..dist import world
 from ..loggers import build_logger
+from ..signals import StopRequest
 from . import crafting
 from .evaluation import TargetModels, check_targets, evaluate_cell
 from .flatness import flatness_cell
@@ -37,19 +38,20 @@ log = logging.getLogger("flatbench")
 __all__ = ["run_cell", "cell_objective", "Cell"]
 
 
-def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run",
-             sweep: Optional[Dict[str, Any]] = None) -> Optional[pd.DataFrame]:
+def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run", sweep: Optional[Dict[str, Any]] = None,
+             stop: Optional[StopRequest] = None) -> Optional[pd.DataFrame]:
     """Run the cell described by ``cfg`` into ``out_dir``; returns its rows (None on ranks > 0).
 
     ``mode="run"`` crafts what is missing (resuming from finished batches) and evaluates the
     (cell, target) pairs without a cached evaluation; ``mode="evaluate"`` never crafts and
     fails when the cell has no stored adversarial set. A cell already finished in ``out_dir``
-    with the same id and targets is skipped; ``force=true`` recomputes everything.
+    with the same id and targets is skipped; ``force=true`` recomputes everything. ``stop``: set
+    by SIGTERM/SIGINT (see :mod:`flatbench.signals`), crafting stops between batches.
     """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     w = world()
-    logger = build_logger(plain(cfg.logger)) if w.main else build_logger({"name": "csv"})
+    logger = build_logger(as_container(cfg.logger)) if w.main else build_logger({"name": "csv"})
     failed = True
     try:
         cell = plan_cell(cfg, out_dir, mode, w)
@@ -74,7 +76,7 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run",
                  cell.cell_id, cell.attack.label, "+".join(cell.settings.surrogate), len(cell.data), cell.data.name,
                  cell.settings.eps, cell.device, f", rank {w.rank}/{w.size}" if w.active else "", len(cell.todo),
                  len(cell.zoo) - len(cell.todo))
-        crafting.craft_cell(cell, cfg, w, models.surrogate)
+        crafting.craft_cell(cell, cfg, w, models.surrogate, stop)
         evaluate_cell(cell, models, built, cfg.batch_size, w)
         if not w.main:
             failed = False

@@ -14,20 +14,21 @@ from ..data import ImageSet
 from ..dist import World
 from ..quantize import quantize
 from ..registry import ConfigError
+from ..signals import StopRequest
 from ..store import AdvStore
 
 log = logging.getLogger("flatbench")
 
 
-def choose_targets(s: CellSettings, data: ImageSet, surrogate: torch.nn.Module, device, batch_size: int) -> Optional[torch.Tensor]:
+def choose_target_classes(s: CellSettings, data: ImageSet, surrogate: torch.nn.Module, device, batch_size: int) -> Optional[torch.Tensor]:
     """Target classes for a targeted cell, by ``target_rule``; None when untargeted."""
     if not s.targeted:
         return None
     if s.target_rule == "dataset":
-        if data.targets is None:
+        if data.target_classes is None:
             raise ConfigError(f"targeted=true with target_rule=dataset, but data set {data.name!r} has no target column; "
                               "use target_rule=random or target_rule=least_likely")
-        return data.targets.clone()
+        return data.target_classes.clone()
     if s.target_rule == "random":
         gen = torch.Generator().manual_seed(s.seed)
         shift = torch.randint(1, data.num_classes, (len(data),), generator=gen)
@@ -42,20 +43,15 @@ class OutOfMemory(ConfigError):
     """The device ran out of memory; the message says which settings lower the need."""
 
 
-class Stop(Exception):
-    """Raised between batches when SIGTERM/SIGINT asked the cell to stop (finished batches are kept)."""
-
-
-STOP_REQUESTED = {"signal": None}
-
-
 def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: int, seed: int, progress: bool,
           store: Optional[AdvStore] = None, world: Optional[World] = None, force: bool = False,
-          quantize_mode: str = "round") -> tuple:
+          quantize_mode: str = "round", stop: Optional[StopRequest] = None) -> tuple:
     """Adversarial uint8 images for the batches this rank owns, batch by batch, with a progress bar.
 
     Each finished batch is checkpointed in ``store`` (when given), so an interrupted cell
-    resumes from its last finished batch. Returns (images, seconds, batches crafted now).
+    resumes from its last finished batch; ``stop`` is checked before each batch (a signal asked
+    the cell to stop: :class:`~flatbench.signals.Stop`). Returns (images, seconds, batches
+    crafted now).
     """
     from tqdm.auto import tqdm
 
@@ -78,7 +74,7 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
     if settings is None and world.active:
         if world.main:
             x0 = data.floats(slice(0, min(len(data), batch_size))).to(device)
-            settings = {"chunk": attack.resolved_max_batch(x0), "memory_format": attack.memory_format}
+            settings = {"chunk": attack.resolved_chunk(x0), "memory_format": attack.memory_format}
         settings = world.broadcast(settings)
     if settings is not None:
         attack.pin(settings["chunk"], settings["memory_format"])
@@ -88,8 +84,8 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
     for _, lo, hi in mine:
         done = None if (store is None or force) else store.load_batch(lo, hi)
         if done is None:
-            if STOP_REQUESTED["signal"]:
-                raise Stop(f"stopped by {STOP_REQUESTED['signal']} before batch {lo}:{hi}")
+            if stop is not None:
+                stop.check(f"before batch {lo}:{hi}")
             x = data.floats(slice(lo, hi)).to(device)
             # Keyed by the batch's first image index, so a batch's noise does not depend on the
             # rank or on what ran before it.
@@ -102,13 +98,13 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
             except NonFiniteError as exc:
                 raise NonFiniteError(f"{exc} in batch of images {lo}..{hi - 1} ({data.ids[lo]}..{data.ids[hi - 1]})") from None
             except torch.OutOfMemoryError:
-                raise OutOfMemory(f"out of memory on {device} crafting images {lo}..{hi - 1} (max_batch resolved to "
-                                  f"{attack.max_batch}); lower max_batch or batch_size, set memory_budget_mb, or use "
+                raise OutOfMemory(f"out of memory on {device} crafting images {lo}..{hi - 1} (chunk resolved to "
+                                  f"{attack.chunk_setting}); lower chunk or batch_size, set memory_budget_mb, or use "
                                   "amp=bf16; finished batches are kept") from None
             done = quantize(x_adv, data.images[lo:hi], attack.eps, attack.norm, quantize_mode).cpu()
             if store is not None:
                 if not settings_kept and world.main:
-                    store.save_crafting_settings(attack.cap, attack.memory_format)
+                    store.save_crafting_settings(attack.chunk, attack.memory_format)
                     settings_kept = True
                 store.save_batch(lo, hi, done)
             crafted += 1
@@ -119,12 +115,12 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
     return out, time.perf_counter() - t0, crafted
 
 
-def craft_cell(cell, cfg, w: World, surrogate) -> None:
+def craft_cell(cell, cfg, w: World, surrogate, stop: Optional[StopRequest] = None) -> None:
     """The stage: choose the attack's labels, then craft what is missing (resuming from the
     store's finished batches) and store the whole set, or take the set the plan found.
     ``surrogate()`` builds the surrogate on first use (a reused set may never need it)."""
     s, data = cell.settings, cell.data
-    cell.y_attack = choose_targets(s, data, surrogate() if s.targeted and s.target_rule == "least_likely" else None,
+    cell.y_attack = choose_target_classes(s, data, surrogate() if s.targeted and s.target_rule == "least_likely" else None,
                                    cell.device, cfg.batch_size)
     if cell.stored is not None:
         cell.adv = cell.stored[0]
@@ -133,10 +129,10 @@ def craft_cell(cell, cfg, w: World, surrogate) -> None:
         return
     attack, store = cell.attack, cell.store
     adv, seconds, _ = craft(attack, data, cell.y_craft, cell.device, cfg.batch_size, s.seed, cfg.progress,
-                            store=store, world=w, force=cell.force, quantize_mode=cfg.quantize)
+                            store=store, world=w, force=cell.force, quantize_mode=cfg.quantize, stop=stop)
     grad_evals = int(w.sum(attack.grad_evals))
     seconds = w.max(seconds)
-    cell.craft_meta = {"craft_seconds": seconds, "grad_evals": grad_evals, "chunk": attack.cap,
+    cell.craft_meta = {"craft_seconds": seconds, "grad_evals": grad_evals, "chunk": attack.chunk,
                        "memory_format": attack.memory_format}
     w.barrier()
     if w.main:

@@ -12,6 +12,7 @@ import torch
 
 from ..config import CellSettings, to_255
 from ..data import ImageSet
+from .directory import CellDir
 from ..io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("flatbench")
@@ -26,7 +27,8 @@ def measure_flatness(model, data: ImageSet, adv: torch.Tensor, y: torch.Tensor, 
     """
     from tqdm.auto import tqdm
 
-    from ..flatness import METRICS, aggregate, landscape, landscape_png, metrics, model_loss
+    from ..flatness import METRICS, aggregate, landscape, metrics, model_loss
+    from ..report.plots import landscape_png
 
     where = [("adv", adv)] + ([("clean", data.images)] if flat.at_clean else [])
     frames, cols = [], {}
@@ -40,15 +42,15 @@ def measure_flatness(model, data: ImageSet, adv: torch.Tensor, y: torch.Tensor, 
                 per[m] += v.tolist()
         frames.append(pd.DataFrame({"image_id": data.ids, "at": at, **per}))
         cols.update(aggregate(per, prefix="flat" if at == "adv" else "flat_clean"))
-    atomic_write_text(out_dir / "flatness.csv", pd.concat(frames).to_csv(index=False))
+    cell_dir = CellDir(out_dir)
+    atomic_write_text(cell_dir.file("flatness.csv"), pd.concat(frames).to_csv(index=False))
     n = min(flat.landscape_images, len(data))
     if n:
         x = adv[:n].to(device).float() / 255.0
         rows = landscape(model_loss(model, y[:n], s.targeted), x, data.ids[:n], flat, seed=s.seed)
         land = pd.DataFrame(rows)
-        atomic_write_text(out_dir / "landscape.csv", land.to_csv(index=False))
-
-        atomic_write_bytes(out_dir / "landscape.png", landscape_png({label: land}, data.ids[:n],
+        atomic_write_text(cell_dir.file("landscape.csv"), land.to_csv(index=False))
+        atomic_write_bytes(cell_dir.file("landscape.png"), landscape_png({label: land}, data.ids[:n],
                                                                     title=f"{label}: loss around x_adv"))
     cols["flat_rho"] = to_255(flat.rho)
     return cols

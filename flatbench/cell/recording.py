@@ -2,7 +2,6 @@
 files; cell.json goes last, because it marks the cell finished."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, List
@@ -17,6 +16,7 @@ from ..metrics import perturbation_norms, success_flags, transfer_counts
 from ..columns import settings_columns
 from ..loggers import write_csv
 from ..store import save_adv
+from .directory import CellDir
 
 log = logging.getLogger("flatbench")
 
@@ -30,7 +30,7 @@ def record_skipped(cell, out_dir: Path) -> None:
     """skipped.csv: the images a folder data set skipped (skip_bad_images=true), kept with the cell."""
     skipped = cell.data.meta.get("skipped") or []
     if skipped:
-        atomic_write_text(out_dir / "skipped.csv", pd.DataFrame(skipped).to_csv(index=False))
+        atomic_write_text(CellDir(out_dir).file("skipped.csv"), pd.DataFrame(skipped).to_csv(index=False))
         log.warning("%d bad image(s) skipped (skip_bad_images=true); list in %s", len(skipped), out_dir / "skipped.csv")
 
 
@@ -51,19 +51,20 @@ def record_cell(cell, cfg, out_dir: Path, experiment: str = "") -> pd.DataFrame:
         clean, pred = (torch.as_tensor(pt[c].to_numpy().copy()) for c in ("clean_pred", "adv_pred"))
         counts = transfer_counts(clean, pred, data.labels, cell.y_attack)
         rows.append({**base, "target": key, "target_model": entry["model"], "role": target_role(entry, s.surrogate),
-                     **counts, "n_images": len(data)})
+                     **counts})
         fooled = success_flags(pred, data.labels, cell.y_attack).numpy()
         per_image.append(pd.DataFrame({"cell_id": cell.cell_id, "target": key, "image_id": data.ids,
                                        "label": data.labels.numpy(), "clean_pred": clean.numpy(),
                                        "adv_pred": pred.numpy(), "attack_target": cell.y_craft.numpy(),
                                        "fooled": fooled.astype(int)}))
     # cell.json goes last: it marks the cell finished, and the report reads only cells that have it.
+    cell_dir = CellDir(out_dir)
     if cfg.save_images:
-        save_adv(out_dir / "adv.safetensors", cell.adv, data.ids, cell.cell_id)
-    atomic_write_text(out_dir / "predictions.csv", pd.concat(per_image).to_csv(index=False))
-    df = write_csv(out_dir / "results.csv", rows)
-    atomic_write_text(out_dir / "cell.json", json.dumps({
+        save_adv(cell_dir.adv, cell.adv, data.ids, cell.cell_id)
+    atomic_write_text(cell_dir.predictions, pd.concat(per_image).to_csv(index=False))
+    df = write_csv(cell_dir.results, rows)
+    cell_dir.write_meta({
         "cell_id": cell.cell_id, "semantic": cell.semantic, "targets": cell.keys, "evaluated": cell.evaluated,
         "reused": [k for k in cell.zoo if k not in cell.evaluated], "craft_seconds": seconds, "version": __version__,
-        "flatness": cell.flatness, "adv_store": str(cell.store.full)}, indent=2, default=str))
+        "flatness": cell.flatness, "adv_store": str(cell.store.full)})
     return df

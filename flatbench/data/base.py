@@ -7,12 +7,16 @@ from typing import List, Optional
 
 import torch
 
+from ..registry import Registry
+
+DATASETS = Registry("data set")
+
 
 @dataclass
 class ImageSet:
     """Images as uint8 NCHW (exactly what is stored, so clean inputs are on the 8-bit grid).
 
-    ``labels`` are the model-space class indices 0..num_classes−1; ``targets`` holds the data
+    ``labels`` are the model-space class indices 0..num_classes−1; ``target_classes`` holds the data
     set's own target classes for targeted attacks, or None when it has none.
     """
 
@@ -21,7 +25,7 @@ class ImageSet:
     labels: torch.Tensor
     ids: List[str]
     num_classes: int
-    targets: Optional[torch.Tensor] = None
+    target_classes: Optional[torch.Tensor] = None
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -41,7 +45,7 @@ class ImageSet:
             return self
         if n < 1:
             raise ValueError(f"n_images must be >= 1, got {n}")
-        t = None if self.targets is None else self.targets[:n]
+        t = None if self.target_classes is None else self.target_classes[:n]
         return ImageSet(self.name, self.images[:n], self.labels[:n], self.ids[:n], self.num_classes, t, dict(self.meta))
 
     def floats(self, idx=slice(None)) -> torch.Tensor:

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import ConfigError
-from . import DATASETS
-from .base import ImageSet
+from .base import DATASETS, ImageSet
 
 NUM_CLASSES = 10
 

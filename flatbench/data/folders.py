@@ -32,8 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import INTERPOLATIONS, ConfigError, check_range
-from . import DATASETS
-from .base import ImageSet
+from .base import DATASETS, ImageSet
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +139,9 @@ def _assemble(name: str, rows: Sequence[Tuple[str, Path, int, Optional[int], str
     if not keep:
         raise DataError(f"{name}: the selection is empty (no usable images under {meta['root']})")
     has_t = [r[3] is not None for r in keep]
-    targets = torch.tensor([r[3] for r in keep]) if all(has_t) else None
+    target_classes = torch.tensor([r[3] for r in keep]) if all(has_t) else None
     return ImageSet(name, torch.stack(images), torch.tensor([r[2] for r in keep]), [r[0] for r in keep],
-                    num_classes, targets, dict(meta, skipped=skipped))
+                    num_classes, target_classes, dict(meta, skipped=skipped))
 
 
 def _read_csv(path: Path, required: Sequence[str]) -> List[dict]:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..io import atomic_write_bytes, atomic_write_text
-from .cells import _cells_of, apply_filters, collect, load_flags
+from ..cell.directory import CellDir
+from .cells import apply_filters, collect, load_flags
 from .flatness import flatness_report
 from .plots import heatmap_png, landscape_compare, param_plot_png
 from .published import compare, compare_markdown, load_published
@@ -41,11 +42,11 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
                  landscape_pair: Optional[Sequence[str]] = None) -> dict:
     dirs = [Path(d) for d in dirs]
     out = Path(out) if out is not None else dirs[0] / "report"
-    cells = _cells_of(dirs)
-    if (out / "cell.json").exists():
+    cells = CellDir.find(dirs, "results.csv")
+    if CellDir(out).is_cell():
         raise ValueError(f"--out {out} is a cell directory, and its files are inputs of the report; reports go to a "
                          f"directory of their own (default: {dirs[0] / 'report'})")
-    inputs = {p.resolve() for c in cells for p in c.iterdir() if p.is_file()}
+    inputs = {p.resolve() for c in cells for p in c.path.iterdir() if p.is_file()}
     paths = {}
 
     def put(name: str, data) -> None:

@@ -3,46 +3,23 @@ cell.json), their per-image flags, and --filter."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
 import pandas as pd
 
+from ..cell.directory import CellDir
 from ..columns import order_columns
-
-
-def _cells_of(dirs: Sequence[Path]) -> List[Path]:
-    """Cell directories (a cell.json beside a results.csv) under the given directories."""
-    out = []
-    for d in dirs:
-        d = Path(d)
-        if not d.exists():
-            raise FileNotFoundError(f"no such sweep directory: {d}")
-        out += [f.parent for f in sorted(d.rglob("results.csv")) if (f.parent / "cell.json").exists()]
-    return list(dict.fromkeys(out))
+from ..migration import current_columns
 
 
 def collect(dirs: Sequence[Path]) -> pd.DataFrame:
     """All cell rows under the given directories (each cell writes one results.csv)."""
     # A cell's results.csv sits beside its cell.json; a report's does not.
-    frames = [current_names(pd.read_csv(c / "results.csv")) for c in _cells_of(dirs)]
+    frames = [current_columns(pd.read_csv(c.results)) for c in CellDir.find(dirs, "results.csv")]
     if not frames:
         raise FileNotFoundError(f"no cell results (results.csv beside cell.json) under {', '.join(map(str, dirs))}")
     df = pd.concat(frames, ignore_index=True)
     return order_columns(df.drop_duplicates(subset=["cell_id", "target"], keep="last"))
-
-
-def current_names(df: pd.DataFrame) -> pd.DataFrame:
-    """A flatbench 0.1 cell's rows under 0.2's column names, in memory (the file is not touched).
-
-    0.1 called the estimator `penalty` (columns penalty, penalty.*) and the plain gradient
-    `none`; the settings are the same, so old and new cells of one setting share a table row.
-    """
-    if "penalty" not in df.columns or "estimator" in df.columns:
-        return df
-    df = df.rename(columns={c: "estimator" + c[len("penalty"):] for c in df.columns
-                            if c == "penalty" or c.startswith("penalty.")})
-    df["estimator"] = df["estimator"].replace({"none": "plain"})
-    return df
 
 
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
@@ -95,11 +72,8 @@ def _cell(v) -> str:
 
 def load_flags(dirs: Sequence[Path]) -> pd.DataFrame:
     """Per-image fooled flags of every cell (predictions.csv beside cell.json)."""
-    frames = []
-    for d in dirs:
-        for f in sorted(Path(d).rglob("predictions.csv")):
-            if (f.parent / "cell.json").exists():
-                frames.append(pd.read_csv(f, usecols=["cell_id", "target", "image_id", "fooled"]))
+    frames = [pd.read_csv(c.predictions, usecols=["cell_id", "target", "image_id", "fooled"])
+              for c in CellDir.find(dirs, "predictions.csv")]
     if not frames:
         raise FileNotFoundError("no per-image flags (predictions.csv with a 'fooled' column) found")
     return pd.concat(frames).drop_duplicates(["cell_id", "target", "image_id"], keep="last")

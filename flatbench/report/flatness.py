@@ -7,6 +7,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from ..cell.directory import CellDir
 from .plots import png
 from .statistics import spearman
 
@@ -27,16 +28,14 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> tupl
                                       surrogate=("surrogate", "first")).dropna()
     rho_cells = spearman(cells["flat"], cells["asr"])
     frames = []
-    for d in dirs:
-        for f in sorted(Path(d).rglob("flatness.csv")):
-            if (f.parent / "cell.json").exists() and (f.parent / "predictions.csv").exists():
-                fl = pd.read_csv(f)
-                fl = fl[fl["at"] == "adv"][["image_id", metric]]
-                pr = pd.read_csv(f.parent / "predictions.csv")
-                cid = pr["cell_id"].iloc[0]
-                roles = df[df["cell_id"] == cid].set_index("target")["role"]
-                pr = pr[pr["target"].map(roles).ne("white-box")]
-                frames.append(pr.merge(fl, on="image_id"))
+    for cell in CellDir.find(dirs, "flatness.csv", "predictions.csv"):
+        fl = pd.read_csv(cell.file("flatness.csv"))
+        fl = fl[fl["at"] == "adv"][["image_id", metric]]
+        pr = pd.read_csv(cell.predictions)
+        cid = pr["cell_id"].iloc[0]
+        roles = df[df["cell_id"] == cid].set_index("target")["role"]
+        pr = pr[pr["target"].map(roles).ne("white-box")]
+        frames.append(pr.merge(fl, on="image_id"))
     per = pd.concat(frames) if frames else pd.DataFrame(columns=["fooled", metric])
     fooled, kept = per[per["fooled"] == 1][metric], per[per["fooled"] == 0][metric]
     lines = [f"## Flatness ({metric}, median per cell) against transfer (black-box mean ASR)", "",

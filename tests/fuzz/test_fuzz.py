@@ -25,7 +25,7 @@ KEYS = {
     "alpha": ["0", "-1", "1.6", "null", "nan"],
     "norm": ["linf", "l2", "l1", "LINF", "null"],
     "batch_size": ["0", "1", "-2", "64", "q"],
-    "max_batch": ["0", "auto", "null", "-1", "autoo", "8", "true"],
+    "chunk": ["0", "auto", "null", "-1", "autoo", "8", "true"],
     "memory_budget_mb": ["0", "-1", "1", "null"],
     "amp": ["bf16", "fp8", "null", "fp16"],
     "target_rule": ["dataset", "random", "least_likely", "most_likely"],
@@ -74,7 +74,7 @@ def test_fuzz_configs_fail_clearly_or_succeed():
             continue
         try:
             s = resolve(cfg)
-            build_attack(None, max_batch=cfg.max_batch, memory_budget_mb=cfg.memory_budget_mb, amp=cfg.amp,
+            build_attack(None, chunk=cfg.chunk, memory_budget_mb=cfg.memory_budget_mb, amp=cfg.amp,
                          **attack_kwargs(s))
             parse_targets(cfg.targets)
             flatness_settings(cfg.flatness)

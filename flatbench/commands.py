@@ -1,0 +1,88 @@
+"""The subcommands beside the main run: ``flatbench evaluate``, ``flatbench describe`` and
+``flatbench list`` (:mod:`flatbench.listing`)."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import List
+
+from .errors import compose_or_exit, guarded
+from .migration import old_override
+
+
+def print_table(df) -> None:
+    cols = ["attack", "surrogate", "eps", "target", "role", "clean_acc", "asr"]
+    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+
+
+def evaluate_main(argv: List[str]) -> int:
+    """``flatbench evaluate DIR... [OVERRIDES]``: evaluate the stored adversarial sets of every
+    cell under DIR with the cell's own config plus OVERRIDES (e.g. ``targets=[digits,cnn]``).
+    Only (cell, target) pairs without a stored evaluation are computed; nothing is recrafted."""
+    from .cell import run_cell
+    from .cell.directory import CellDir
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(evaluate_main.__doc__)
+        return 0 if argv else 2
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    dirs = [Path(a) for a in argv if "=" not in a]
+    extra = [a for a in argv if "=" in a]
+    cells = [c for d in dirs for c in (CellDir.find_crafted(d) if d.is_dir() else [])]
+    if not cells:
+        print(f"flatbench evaluate: error: no cells (.hydra/overrides.yaml with an adversarial set) under "
+              f"{', '.join(map(str, dirs)) or 'the given directories'}", file=sys.stderr)
+        return 2
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in extra}
+    for cell in cells:
+        own = [o for o in cell.overrides() if o.split("=", 1)[0].lstrip("+~") not in keys]
+        old = old_override(own)
+        if old:
+            print(f"flatbench evaluate: error: {cell.path} was made by flatbench 0.1 ({old}); 0.2 gives it another "
+                  "cell id, so its stored set cannot be extended: rerun its settings with the new names", file=sys.stderr)
+            return 1
+        cfg = compose_or_exit(own + extra)
+        print(f"== {cell.path}")
+        df = guarded(run_cell, cfg, cell.path, mode="evaluate")
+        if df is not None:
+            print_table(df)
+    return 0
+
+
+def describe_main(argv: List[str]) -> int:
+    """``flatbench describe [METHOD] [OVERRIDES]``: the loop that ``flatbench METHOD OVERRIDES``
+    would run, written out from its parts with their values (nothing is loaded or run).
+    Example: ``flatbench describe pgn estimator.beta=0.8 optimizer=nifgsm transforms=[dim]``."""
+    if argv and argv[0] in ("-h", "--help"):
+        print(describe_main.__doc__)
+        return 0
+    unknown = [a for a in argv[1:] if "=" not in a] + [a for a in argv[:1] if a.startswith("-")]
+    if unknown:
+        print(f"flatbench describe: error: expected METHOD then key=value overrides, got {unknown[0]!r}", file=sys.stderr)
+        return 2
+    print(describe_text(argv))
+    return 0
+
+
+def describe_text(argv: List[str]) -> str:
+    """What ``flatbench describe ARGV`` prints (docs/methods.md is made of these)."""
+    from .attacks import build_attack
+    from .config import attack_kwargs, resolve
+
+    method = [f"method={argv[0]}"] if argv and "=" not in argv[0] else []
+    cfg = compose_or_exit(method + [a for a in argv if "=" in a])
+    s = guarded(resolve, cfg)
+    attack = guarded(build_attack, None, **attack_kwargs(s))
+    tfs = ",".join(s.transforms)
+    return (f"# flatbench {' '.join(argv)}: optimizer={s.optimizer} estimator={s.estimator} transforms=[{tfs}]\n"
+            + attack.describe())
+
+
+def list_main(argv: List[str]) -> int:
+    from .listing import main
+
+    return main(argv)
+
+
+SUBCOMMANDS = {"list": list_main, "describe": describe_main, "evaluate": evaluate_main}

@@ -1,0 +1,85 @@
+"""The Hydra job around one cell: where it writes, which sweep it belongs to, the stop
+request its signals set, and :func:`cell_task`, the wrapper that does the cross-cutting work
+(signals, error records, one-line errors, exit 143 on a stop) so that the task itself reads
+as its stages (:func:`flatbench.cli.task`)."""
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from .errors import CellFailed, ERROR_FILE, expected_errors, full_error, guarded, one_line, record_error, stopped
+from .signals import Stop, StopRequest
+
+
+@dataclass
+class Job:
+    world: Any                  # flatbench.dist.World
+    out_dir: Path               # the cell directory (rank 0's under torchrun)
+    multirun: bool
+    num: Optional[int]          # the job number in a sweep
+    overrides: List[str]        # what made this cell (the swept settings among them)
+    sweep_dir: Optional[str]    # the sweep directory, for multiruns
+    stop: StopRequest
+
+    def record(self) -> Dict[str, Any]:
+        """What an error record and a failure message say about the job."""
+        return {"multirun": self.multirun, "num": self.num, "overrides": self.overrides, "sweep_dir": self.sweep_dir,
+                "cell_dir": str(self.out_dir)}
+
+
+def current_job() -> Job:
+    """The running Hydra job, with signals routed to its stop request."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from .dist import world
+
+    stop = StopRequest().install()
+    w = guarded(world)
+    hc = HydraConfig.get()
+    # Under torchrun every rank must write into rank 0's directory (timestamps may differ).
+    out_dir = Path(w.broadcast(str(hc.runtime.output_dir)))
+    multirun = hc.mode == RunMode.MULTIRUN
+    return Job(w, out_dir, multirun, hc.job.get("num"), list(hc.overrides.task),
+               str(Path(hc.sweep.dir).resolve()) if multirun else None, stop)
+
+
+def cell_task(body: Callable[[Any, Job], Optional[float]]):
+    """``body(cfg, job)`` with the cross-cutting work around it: a fresh error record; one line
+    for an expected error (in a sweep the failed cell is recorded and the others run); exit 143
+    on a stop; a bug keeps its traceback."""
+
+    @functools.wraps(body)
+    def task(cfg):
+        job = current_job()
+        if job.world.main:
+            (job.out_dir / ERROR_FILE).unlink(missing_ok=True)
+        try:
+            return body(cfg, job)
+        except Stop as exc:
+            stopped(exc)  # the whole sweep stops (exit 143), as a single cell does: a requeue or rerun resumes it
+        except Exception as exc:  # noqa: BLE001 - recorded in the cell dir, then reported or re-raised
+            cell = job.record()
+            where = None
+            if job.world.main:
+                try:
+                    where = record_error(job.out_dir, exc, cell)
+                except OSError:
+                    pass  # an unwritable cell dir is itself the error being reported
+            exc.flatbench_cell = cell
+            if not isinstance(exc, expected_errors()) or full_error():
+                raise  # a bug, or a traceback asked for: Hydra records the job as failed and shows it
+            if not job.multirun:
+                print(f"flatbench: error: {one_line(exc)}", file=sys.stderr)
+                sys.exit(1)
+            print(f"flatbench: cell {job.num} failed: {one_line(exc)}" + (f" (details in {where})" if where else ""),
+                  file=sys.stderr)
+            # Raised, not exited: Hydra records the failed job and runs the remaining cells.
+            failed = CellFailed(one_line(exc))
+            failed.flatbench_cell = cell
+            raise failed from None
+
+    return task

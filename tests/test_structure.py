@@ -1,0 +1,83 @@
+"""The package's shape (issue 24): no import cycle at module level, one owner per concern."""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "flatbench"
+
+
+def _modules():
+    for f in ROOT.rglob("*.py"):
+        parts = list(f.relative_to(ROOT.parent).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        if is_pkg:
+            parts = parts[:-1]
+        yield ".".join(parts), f, is_pkg
+
+
+def _exists(name: str) -> bool:
+    p = ROOT.parent.joinpath(*name.split("."))
+    return p.with_suffix(".py").exists() or (p / "__init__.py").exists()
+
+
+def _top_level_imports(name: str, f: Path, is_pkg: bool):
+    """flatbench modules imported when this module runs (its body, not its functions, and not
+    under ``if TYPE_CHECKING``)."""
+    package = name if is_pkg else name.rpartition(".")[0]
+    out = set()
+    for node in ast.parse(f.read_text()).body:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("flatbench")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if not mod.startswith("flatbench"):
+                continue
+            for a in node.names:  # `from . import digits` imports the submodule digits
+                sub = f"{mod}.{a.name}"
+                out.add(sub if _exists(sub) else mod)
+    deps = set()
+    for mod in out:
+        deps.add(mod)
+        parts = mod.split(".")
+        for i in range(1, len(parts)):  # importing a.b.c runs a.b's __init__ first, unless it is ours
+            parent = ".".join(parts[:i])
+            if not (name == parent or name.startswith(parent + ".")):
+                deps.add(parent)
+    return deps - {name}
+
+
+def test_no_import_cycle_at_module_level():
+    graph = {name: _top_level_imports(name, f, is_pkg) for name, f, is_pkg in _modules()}
+    state, stack, cycles = {}, [], []
+
+    def visit(n):
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                cycles.append(stack[stack.index(m):] + [m])
+            elif m in graph and not state.get(m):
+                visit(m)
+        stack.pop()
+        state[n] = 2
+
+    for n in sorted(graph):
+        if not state.get(n):
+            visit(n)
+    assert not cycles, "import cycles at module level:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_cell_directories_are_found_and_cell_json_is_read_in_one_place():
+    """Finding cells (rglob) and reading cell.json belong to flatbench/cell/directory.py."""
+    offenders = []
+    for name, f, _ in _modules():
+        if name == "flatbench.cell.directory":
+            continue
+        text = f.read_text()
+        if '"cell.json"' in text or "rglob(" in text and ("results.csv" in text or "overrides.yaml" in text):
+            offenders.append(name)
+    assert not offenders, offenders
