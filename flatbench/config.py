@@ -135,6 +135,12 @@ def resolve(cfg: DictConfig) -> CellSettings:
         check_range("eps", eps, 0 < eps, "eps > 0 (an L2 radius in 1/255 units) for norm=l2")
     else:
         check_range("eps", eps, 0 < eps <= 255, "0 < eps <= 255 (1/255 units) for norm=linf")
+    if cfg.get("max_batch") is not None:
+        import logging
+
+        from .migration import renamed_key_note
+
+        logging.getLogger("flatbench").warning("max_batch=%s: %s", cfg.max_batch, renamed_key_note("max_batch"))
     check_loop_settings(steps=cfg.steps, norm=cfg.norm, chunk=chunk_setting(cfg),
                         memory_budget_mb=cfg.get("memory_budget_mb"), amp=cfg.get("amp"),
                         channels_last=cfg.get("channels_last", "auto"))
@@ -172,16 +178,10 @@ def _to_api_units(declaration, kwargs: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def chunk_setting(cfg: DictConfig) -> Any:
-    """``chunk``, or the value a config file still sets under 0.2's name ``max_batch`` (with a note)."""
-    import logging
-
-    from .migration import renamed_key_note
-
+    """``chunk``, or the value a config file still sets under 0.2's name ``max_batch`` (``resolve``
+    logs the note, once per cell)."""
     old = cfg.get("max_batch")
-    if old is None:
-        return cfg.chunk
-    logging.getLogger("flatbench").warning("max_batch=%s: %s", old, renamed_key_note("max_batch"))
-    return old
+    return cfg.chunk if old is None else old
 
 
 def attack_kwargs(s: CellSettings) -> Dict[str, Any]:

@@ -155,3 +155,23 @@ def test_renamed_keys_keep_working_through_the_one_table():
         a = create_attack("pgn", torch.nn.Identity(), eps=16 / 255, max_batch=8)
     assert a.chunk_setting == 8 and any("max_batch is chunk" in str(x.message) for x in w)
     assert chunk_setting(compose(["max_batch=16"])) == 16 and chunk_setting(compose([])) == "auto"
+
+
+def test_a_part_built_directly_is_checked_against_its_declaration_too():
+    """Penalty(...), DIM(...) and the like check their values as the factories do (0.2's classes
+    checked in their constructors; the declarations must not lose that)."""
+    from flatbench.attacks import DIM, SIM, TIM, Admix, Penalty
+    from flatbench.attacks.estimators import Variance
+    from flatbench.attacks.optimizers import Momentum
+
+    for build, key in ((lambda: Penalty(-1.0, None, 3.0, 20, "descent", "pgn"), r"estimator\.beta=-1"),
+                       (lambda: Penalty(0.5, 0.0, 3.0, 20, "descent", "pgn"), r"estimator\.r=0"),
+                       (lambda: Variance(n_samples=0), r"estimator\.n_samples=0"),
+                       (lambda: Momentum(decay=-1.0), r"optimizer\.decay=-1"),
+                       (lambda: DIM(resize_rate=0.5), r"transforms\.dim\.resize_rate=0\.5"),
+                       (lambda: SIM(0), r"transforms\.sim\.num_scale=0"),
+                       (lambda: Admix(strength=-1.0), r"transforms\.admix\.strength=-1"),
+                       (lambda: TIM(4), r"transforms\.tim\.kernel_size=4")):
+        with pytest.raises(ConfigError, match=key + " is out of range"):
+            build()
+    assert Penalty(0.5, None, 3.0, 20, "descent", "pgn").params()["n_samples"] == 20

@@ -72,14 +72,16 @@ def _neighbours(ctx: "StepContext", x: torch.Tensor, lo: int, hi: int, radius: f
 
 
 class Penalty(Estimator):
-    """Gradient-norm penalty estimator; see the module docstring and :func:`pgn`, :func:`gnp`, :func:`gnp_ta`."""
+    """Gradient-norm penalty estimator; see the module docstring and the declarations of its presets
+    ``pgn``, ``gnp`` and ``gnp_ta`` below (their docstrings cite the papers and map the symbols)."""
 
     def __init__(self, beta: float, r: Optional[float], zeta: float, n_samples: int, lookahead: str, name: str,
                  normalize: str = "mean_abs", combine: str = "difference"):
-        # Values are checked by the preset's declaration (ESTIMATORS.build); this keeps them.
+        # The preset's declaration (by name) checks the values, as ESTIMATORS.build does.
         self.beta, self.r, self.zeta, self.n_samples = beta, r, zeta, n_samples
         self.lookahead, self.normalize, self.combine = lookahead, normalize, combine
         self.declaration = ESTIMATORS.get(name)
+        self.check()
 
     @property
     def sign(self) -> float:
@@ -135,6 +137,7 @@ Paper symbols → parameters: N → ``n_samples``, β (the neighbourhood's radiu
 class Variance(Estimator):
     def __init__(self, n_samples: int = 20, zeta: float = 1.5):
         self.n_samples, self.zeta = n_samples, zeta
+        self.check()
 
     def __call__(self, ctx, x, y):
         g = ctx.grad(x, y, [("g",)])

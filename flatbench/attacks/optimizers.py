@@ -41,7 +41,8 @@ class Optimizer(Part):
 @OPTIMIZERS.declare("mifgsm", "MI-FGSM", (DECAY,), doc="MI-FGSM: m ← decay·m + g/mean|g| (decay μ = 1.0).")
 class Momentum(Optimizer):
     def __init__(self, decay: float = 1.0):
-        self.decay = float(decay)
+        self.decay = decay
+        self.check()
 
     def update(self, g: torch.Tensor, state: dict) -> torch.Tensor:
         m = state.get("m")

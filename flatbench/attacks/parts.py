@@ -129,6 +129,12 @@ class Part:
         """The declared parameters with this part's values (result columns, cell id, list)."""
         return {p.name: getattr(self, p.name) for p in self.declaration.params}
 
+    def check(self) -> None:
+        """Check (and type) this part's values against its declaration. Each constructor calls
+        it, so a part built directly (``DIM(prob=2)``) fails as a config or ``create_attack`` would."""
+        for key, value in self.declaration.settings(self.params()).items():
+            setattr(self, key, value)
+
     def bind(self, alpha: float) -> "Part":
         """This part with the parameters whose null stands for α set to ``alpha`` (a copy when
         anything changes; ``from_alpha`` names them, for the printed loop)."""

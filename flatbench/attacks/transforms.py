@@ -69,7 +69,8 @@ class DIM(InputTransform):
     random = True
 
     def __init__(self, resize_rate: float = 1.1, prob: float = 0.5, interpolation: str = "nearest"):
-        self.resize_rate, self.prob, self.interpolation = float(resize_rate), float(prob), interpolation
+        self.resize_rate, self.prob, self.interpolation = resize_rate, prob, interpolation
+        self.check()
 
     def draw(self, size: int, gen: torch.Generator, device) -> Optional[tuple]:
         """(rnd, out, top, left) for this call, or None when the transform is skipped."""
@@ -108,7 +109,8 @@ class DIM(InputTransform):
                     doc="SIM: average over x/2^i, i < num_scale (5).")
 class SIM(InputTransform):
     def __init__(self, num_scale: int = 5):
-        self.num_scale = int(num_scale)
+        self.num_scale = num_scale
+        self.check()
         self.copies = self.num_scale
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -127,7 +129,8 @@ class Admix(InputTransform):
     random = True
 
     def __init__(self, strength: float = 0.2, num_admix: int = 3, num_scale: int = 5):
-        self.strength, self.num_admix, self.num_scale = float(strength), int(num_admix), int(num_scale)
+        self.strength, self.num_admix, self.num_scale = strength, num_admix, num_scale
+        self.check()
         self.copies = self.num_admix * self.num_scale
 
         self.partners: Optional[torch.Tensor] = None  # other images, for batches of one (see with_partners)
@@ -179,7 +182,8 @@ def gaussian_kernel(kernel_size: int = 15, nsig: float = 3.0) -> torch.Tensor:
 ), doc="TIM: Gaussian gradient smoothing (15×15, nsig 3).")
 class TIM(GradientFilter):
     def __init__(self, kernel_size: int = 15, nsig: float = 3.0):
-        self.kernel_size, self.nsig = int(kernel_size), float(nsig)
+        self.kernel_size, self.nsig = kernel_size, nsig
+        self.check()
         self.kernel = gaussian_kernel(self.kernel_size, self.nsig)
 
     def __call__(self, g: torch.Tensor) -> torch.Tensor:
