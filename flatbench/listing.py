@@ -50,6 +50,7 @@ def list_methods(pattern: Optional[str] = None) -> List[Dict]:
     import torch
 
     from .attacks import ESTIMATORS, METHODS, OPTIMIZERS, TRANSFORMS, create_attack
+    from .attacks.factory import METHOD_PRESETS
 
     out = []
     for name, (opt, est, tfs) in sorted(METHODS.items()):
@@ -57,7 +58,12 @@ def list_methods(pattern: Optional[str] = None) -> List[Dict]:
             continue
         attack = create_attack(name, torch.nn.Identity(), eps=16 / 255)
         parts = [OPTIMIZERS.doc(opt)] + ([ESTIMATORS.doc(est)] if est != "plain" else []) + [TRANSFORMS.doc(t) for t in tfs]
-        defaults = {**OPTIMIZERS.get(opt).defaults(), **ESTIMATORS.get(est).defaults()}
+        preset = METHOD_PRESETS.get(name, {})
+        # The loop's T and α when the preset fixes them (RAP, MEF), then each part's defaults as the preset sets them.
+        defaults = {**({"steps": preset["steps"]} if "steps" in preset else {}),
+                    **({"alpha": f"{preset['alpha']:g}/255"} if "alpha" in preset else {}),
+                    **attack.optimizer.params(), **ESTIMATORS.get(est).defaults(),
+                    **{k: v for k, v in attack.estimator.params().items() if k in (preset.get("estimator") or {})}}
         for t in tfs:
             defaults.update({f"{t}.{k}": v for k, v in TRANSFORMS.get(t).defaults().items()})
         # A null default stands for something the loop binds (PGN's r = alpha): say what.

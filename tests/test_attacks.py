@@ -7,6 +7,7 @@ import torch
 from flatbench import create_attack
 from flatbench.attacks import (DIM, METHODS, SIM, TIM, Admix, Attack, NonFiniteError, Penalty, build_attack,
                                gaussian_kernel, keyed_generator)
+from flatbench.attacks.factory import METHOD_PRESETS
 from flatbench.attacks.optimizers import mean_abs_normalize
 from flatbench.registry import ConfigError
 
@@ -14,7 +15,12 @@ FAST = dict(n_samples=3)  # keep neighbour counts small for the property tests
 
 
 def _kwargs(method):
-    return FAST if METHODS[method][1] in ("pgn", "vmi") else {}
+    kw = dict(FAST) if METHODS[method][1] in ("pgn", "vmi", "gra", "mef") else {}
+    if METHODS[method][1] == "rap":
+        kw.update(late_start=1, inner_steps=2)   # RAP from the second step on, with a short inner loop
+    if METHOD_PRESETS[method].get("alpha") is not None:
+        kw["alpha"] = None   # eps/steps: a preset's fixed alpha (MEF 1.6/255) would not span the ball in 3 steps
+    return kw
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -329,8 +335,10 @@ def _changed(key, value):
         return other[key][value]
     if key == "kernel_size":
         return value + 2
-    if key == "prob":
+    if key in ("prob", "eta", "max_shift"):   # in [0, 1]
         return value / 2
+    if key == "n_views":   # a square
+        return (int(value ** 0.5) + 1) ** 2
     if value is None:  # r = alpha
         return 0.02
     return type(value)(value * 2 + 1) if isinstance(value, int) else value * 1.5 + 0.25
@@ -342,7 +350,8 @@ def test_describe_is_written_from_the_parts(name):
     (each enters the cell id) moves the text, and so do ε, T and the threat model."""
     base = create_attack(name, torch.nn.Identity(), eps=16 / 255)
     text = base.describe()
-    assert text.startswith(base.label) and "ε = 16/255 (linf), T = 10, α = 1.6/255" in text
+    # T and α are the loop's defaults (10, ε/T) unless the preset fixes them (RAP: 400, 2/255; MEF: 20, 1.6/255).
+    assert text.startswith(base.label) and f"ε = 16/255 (linf), T = {base.steps}, α = {base.alpha * 255:g}/255" in text
     for part in (base.optimizer, base.estimator, *base.transforms, *base.filters):
         for key, value in part.params().items():
             other = create_attack(name, torch.nn.Identity(), eps=16 / 255, **{key: _changed(key, value)})

@@ -15,6 +15,14 @@
             says (see :meth:`flatbench.attacks.threat.L2Ball.lookahead`).
 ``vmi``     Variance tuning: returns ∇ℓ(x) + v, v = mean_i ∇ℓ(x + u_i) − ∇ℓ(x) from the
             previous step, u_i ~ U(−ζ·ε, ζ·ε).
+``rap``     RAP: ∇ℓ(x + n), n the reverse-adversarial perturbation that *minimises* ℓ in an
+            ε_n-ball (K inner sign steps from a random start), from step ``late_start`` on.
+``gra``     GRA: s·∇ℓ(x) + (1−s)·ḡ, ḡ the mean gradient of N neighbours in U(±ζ·ε) and s the
+            cosine between the two (the decay indicator is the ``gra_momentum`` optimizer).
+``mef``     MEF: the mean gradient of N neighbours x + u_i + ξ·p_i, p_i an inner momentum of
+            each neighbour's normalised gradient with the sign flipped (gradient inversion).
+``anda``    ANDA: the running mean, over all steps so far, of the gradients of a 5×5 grid of
+            translated views (the mean of the learned asymptotically normal distribution).
 
 The N neighbours are independent, so they are evaluated together, N·B images at a time in
 chunks sized by the attack's ``chunk``. Every random draw is keyed by (step, neighbour),
@@ -23,9 +31,11 @@ and neighbours are summed in index order, so the chunk size changes memory and s
 from __future__ import annotations
 
 import abc
+import math
 from typing import TYPE_CHECKING, List, Optional
 
 import torch
+import torch.nn.functional as F
 
 from .parts import Param, Part, Parts
 
@@ -59,15 +69,24 @@ class Plain(Estimator):
         return ["g = ∇ℓ(x_eval)"]
 
 
+def uniform_noise(ctx: "StepContext", x: torch.Tensor, lo: int, hi: int, radius: float, tag: str) -> torch.Tensor:
+    """U(−radius, radius) per pixel for neighbours lo..hi−1 of the batch x, stacked copy-major;
+    neighbour i's draw is keyed by (seed, step, tag, i), so a chunked call draws what one call
+    would. Public so that a reference implementation can consume the very same numbers."""
+    u = torch.cat([torch.rand(x.shape, generator=ctx.rng(tag, i), device=x.device, dtype=x.dtype)
+                   for i in range(lo, hi)])
+    return (2 * u - 1) * radius
+
+
+def _repeat(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x.repeat(n, *([1] * (x.dim() - 1)))
+
+
 def _neighbours(ctx: "StepContext", x: torch.Tensor, lo: int, hi: int, radius: float, tag: str) -> torch.Tensor:
     """x repeated for neighbours lo..hi−1 (copy-major), each with its own keyed uniform noise."""
-    xs = x.repeat(hi - lo, *([1] * (x.dim() - 1)))
+    xs = _repeat(x, hi - lo)
     if radius > 0:
-        u = torch.cat([
-            torch.rand(x.shape, generator=ctx.rng(tag, i), device=x.device, dtype=x.dtype)
-            for i in range(lo, hi)
-        ])
-        xs = xs + (2 * u - 1) * radius
+        xs = xs + uniform_noise(ctx, x, lo, hi, radius, tag)
     return xs
 
 
@@ -207,3 +226,221 @@ r) and a plus sign. That is not the penalty's gradient; it is kept, labelled GNP
 that TransferAttack's published GNP rows can be reproduced and never mixed with ``gnp``.
 Tested equal to a reference written out from that file.
 """)(_preset("gnp_ta"))
+
+
+# ---------------------------------------------------------------- the rest of the flat-maxima family
+
+@ESTIMATORS.declare("rap", "RAP", published_with="mifgsm", params=(
+    Param("late_start", 100, "integer", lambda v: v >= 0, ">= 0 (a step index; 0: from the first step)"),
+    Param("eps_n", 16 / 255, "number", lambda v: v > 0, "> 0 (a length)", length=True),
+    Param("alpha_n", 2 / 255, "number", lambda v: v > 0, "> 0 (a length)", length=True),
+    Param("inner_steps", 8, "integer", lambda v: v >= 1, ">= 1"),
+), doc="""RAP (Qin et al., NeurIPS 2022, arXiv 2210.05968): ε_n = 16/255, α_n = 2/255, K = 8, late start 100.
+
+Paper symbols → parameters: ε_n → ``eps_n``, α_n → ``alpha_n``, K (inner iterations) →
+``inner_steps``, the late start (RAP-LS) → ``late_start``. The method preset ``rap`` also sets
+T = 400 and α = 2/255 (TransferAttack's official arguments). Before step ``late_start`` the
+gradient is ∇ℓ(x); from it on, a reverse perturbation n is found by K sign steps that
+descend ℓ from a uniform start in the ε_n-ball (n ← clip(n − α_n·sign(∇ℓ(x + n))), in the
+ball and the [0,1] box), and the gradient is ∇ℓ(x + n): the attack climbs the worst point
+of the neighbourhood, a min-max that favours flat maxima. As TransferAttack's
+``gradient/rap.py`` under L∞ (tested equal to a reference written from it, with the start
+noise shared). Under L2 the port fails (its ``init_n_rap`` takes a norm over ``dim=10``
+and draws ``normal_(-ε, ε)``); here the start is U(±ε_n/√d) per pixel, the steps are L2
+steps of α_n and the ball is the L2 ball of radius ε_n.
+""")
+class RAP(Estimator):
+    def __init__(self, late_start: int = 100, eps_n: float = 16 / 255, alpha_n: float = 2 / 255, inner_steps: int = 8):
+        self.late_start, self.eps_n, self.alpha_n, self.inner_steps = late_start, eps_n, alpha_n, inner_steps
+        self.check()
+
+    def start(self, ctx: "StepContext", x: torch.Tensor) -> torch.Tensor:
+        """The inner loop's random start at this step (keyed; exposed for reference tests)."""
+        ball = type(ctx.threat)(self.eps_n)
+        return uniform_noise(ctx, x, 0, 1, ball.noise_radius(1.0, x), "rap_start")
+
+    def __call__(self, ctx, x, y):
+        if ctx.step < self.late_start:
+            return ctx.grad(x, y, [("g",)])
+        ball = type(ctx.threat)(self.eps_n)
+        lo, hi = -x, 1 - x   # n keeps x + n in the [0,1] box
+
+        def box(n):
+            return torch.min(torch.max(n, lo), hi)
+
+        n = box(self.start(ctx, x))
+        for k in range(self.inner_steps):
+            g = ctx.grad(x + n, y, [("rap", k)])
+            n = box(ball.clip_ball(ball.step(n, -g, self.alpha_n)))   # descend ℓ: the reverse perturbation
+        return ctx.grad(x + n, y, [("g",)])
+
+    def describe(self, threat, alpha):
+        return [f"if t ≤ {self.late_start}:   (late start: step index t−1 < {self.late_start})",
+                "    g = ∇ℓ(x_eval)",
+                "else:",
+                f"    n ~ {threat.noise_text.format(z='1').replace('1·ε', 'ε_n')},  ε_n = {self.eps_n * 255:g}/255; "
+                "n kept in the [0,1] box around x_eval",
+                f"    repeat K = {self.inner_steps} times:  n = clip_{{ε_n}}(n − α_n·{'sign' if threat.name == 'linf' else 'l2-unit'}(∇ℓ(x_eval + n))),"
+                f"  α_n = {self.alpha_n * 255:g}/255   (descend ℓ)",
+                "    g = ∇ℓ(x_eval + n)"]
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-example cosine of a and b, shaped to broadcast over an example (GRA's relevance s)."""
+    shape = (-1,) + (1,) * (a.dim() - 1)
+    a, b = a.flatten(1), b.flatten(1)
+    # The clamp changes no value but a zero norm's (the port divides 0 by 0 there: NaN).
+    s = torch.sum(a * b, dim=1) / (torch.sqrt(torch.sum(a ** 2, dim=1)) * torch.sqrt(torch.sum(b ** 2, dim=1))).clamp_min(1e-30)
+    return s.view(shape)
+
+
+@ESTIMATORS.declare("gra", "GRA", published_with="gra_momentum", params=(
+    Param("n_samples", 20, "integer", lambda v: v >= 1, ">= 1"),
+    Param("zeta", 3.5, "number", lambda v: v >= 0, ">= 0 (in units of eps)"),
+), doc="""GRA (Zhu et al., ICCV 2023, "Boosting Adversarial Transferability via Gradient Relevance Attack"): N = 20, ζ = 3.5.
+
+Paper symbols → parameters: β (the neighbourhood's upper bound, in units of ε) → ``zeta``,
+m (number of samples) → ``n_samples``; the decay indicator's η → ``gra_momentum``'s ``eta``
+(0.94). Returns s·g + (1−s)·ḡ with g = ∇ℓ(x), ḡ = mean_i ∇ℓ(x + u_i), u_i ~ U(±ζ·ε), and
+s = cos(g, ḡ) per example (the relevance of the current gradient to its neighbourhood). The
+method preset ``gra`` pairs it with ``gra_momentum`` (MI-FGSM with the decay indicator). As
+TransferAttack's ``gradient/gra.py`` (tested equal to a reference written from it, with the
+neighbours' noise shared); its ``last_noise.cuda()`` (which moves the indicator to the GPU
+whenever one exists, wherever the images are) is not reproduced: it changes no number.
+""")
+class GRA(Estimator):
+    def __init__(self, n_samples: int = 20, zeta: float = 3.5):
+        self.n_samples, self.zeta = n_samples, zeta
+        self.check()
+
+    def __call__(self, ctx, x, y):
+        g = ctx.grad(x, y, [("g",)])
+        radius = ctx.threat.noise_radius(self.zeta, x)
+        total = torch.zeros_like(x)
+        for lo, hi in ctx.chunks(self.n_samples, x.shape[0]):
+            gn = ctx.grad(_neighbours(ctx, x, lo, hi, radius, "noise"), y.repeat(hi - lo),
+                          [("gn", i) for i in range(lo, hi)])
+            for part in gn.view(hi - lo, *x.shape):
+                total += part
+        mean = total / self.n_samples
+        s = _cosine(g, mean)
+        return s * g + (1 - s) * mean
+
+    def describe(self, threat, alpha):
+        return ["g0 = ∇ℓ(x_eval)",
+                f"ḡ = (1/N)·Σ_i ∇ℓ(x_eval + u_i),  u_i ~ {threat.noise_text.format(z=f'{self.zeta:g}')},  N = {self.n_samples}",
+                "s = cos(g0, ḡ) per image   (the gradient's relevance)",
+                "g = s·g0 + (1−s)·ḡ"]
+
+
+@ESTIMATORS.declare("mef", "MEF", published_with="mifgsm", params=(
+    Param("n_samples", 20, "integer", lambda v: v >= 1, ">= 1"),
+    Param("zeta", 2.0, "number", lambda v: v >= 0, ">= 0 (in units of eps)"),
+    Param("xi", 0.15, "number", lambda v: v >= 0, ">= 0 (in units of eps)"),
+    Param("inner_decay", 0.9, "number", lambda v: v >= 0, ">= 0"),
+), doc="""MEF (Qiu et al., 2024, arXiv 2405.16181, maximin expected flatness): N = 20, γ = 2ε, ξ = 0.15ε, inner decay 0.9.
+
+Paper symbols → parameters: N → ``n_samples``, γ (the sampling bound, in units of ε) →
+``zeta``, ξ (the sub-region bound, in units of ε) → ``xi``, the inner momentum's decay →
+``inner_decay``. The method preset ``mef`` also sets T = 20, α = 1.6/255 and MI's decay
+μ = 0.5 (TransferAttack's official arguments). Each neighbour i is sampled conditionally:
+x_i = x + u_i + ξ·p_i, u_i ~ U(±γ), where p_i ← ĝ_i − inner_decay·p_i carries the previous
+steps' normalised gradients ĝ_i = g_i/mean|g_i| of that neighbour with the sign inverted
+(the gradient-inversion momentum that moves samples towards the neighbourhood's minimum).
+Returns (1/N)·Σ_i ∇ℓ(x_i). As TransferAttack's ``gradient/mef.py`` (tested equal to a
+reference written from it, with the noise shared). The port differentiates with respect to
+the *transformed* point when an input transform is set (a shape error under DIM, and it
+passes δ itself through the transform); here the loss is taken through the transforms and
+differentiated with respect to the image, as every other part does, so MEF+DIM+TIM runs.
+""")
+class MEF(Estimator):
+    def __init__(self, n_samples: int = 20, zeta: float = 2.0, xi: float = 0.15, inner_decay: float = 0.9):
+        self.n_samples, self.zeta, self.xi, self.inner_decay = n_samples, zeta, xi, inner_decay
+        self.check()
+
+    def __call__(self, ctx, x, y):
+        n = self.n_samples
+        radius, reach = ctx.threat.noise_radius(self.zeta, x), ctx.threat.noise_radius(self.xi, x)
+        p = ctx.state.get("mef_p")   # (N, *x.shape): each neighbour's inversion momentum; 0 before step 1
+        grads = torch.empty((n, *x.shape), device=x.device, dtype=x.dtype)
+        for lo, hi in ctx.chunks(n, x.shape[0]):
+            shift = uniform_noise(ctx, x, lo, hi, radius, "noise")
+            if p is not None:
+                shift = shift + reach * p[lo:hi].reshape(shift.shape)
+            g = ctx.grad(_repeat(x, hi - lo) + shift, y.repeat(hi - lo), [("g", i) for i in range(lo, hi)])
+            grads[lo:hi] = g.view(hi - lo, *x.shape)
+        grads = (1 / n) * grads
+        dims = tuple(range(2, grads.dim()))
+        inverted = (grads / grads.abs().mean(dims, keepdim=True).clamp_min(1e-12)).detach()
+        ctx.state["mef_p"] = inverted if p is None else inverted - self.inner_decay * p
+        return grads.sum(0)
+
+    def describe(self, threat, alpha):
+        return [f"for i = 1..N (N = {self.n_samples}, evaluated together in chunks):",
+                f"    x_i = x_eval + u_i + ξ·p_i,  u_i ~ {threat.noise_text.format(z=f'{self.zeta:g}')},"
+                f"  ξ = {self.xi:g}·ε{'' if threat.name == 'linf' else '/√d'},  p_i = 0 before the first step",
+                "    g_i = ∇ℓ(x_i)/N",
+                f"    p_i ← g_i/mean|g_i| − {self.inner_decay:g}·p_i   (for the next step)",
+                "g = Σ_i g_i"]
+
+
+def _translation_grid(n_views: int, max_shift: float) -> torch.Tensor:
+    """ANDA's √n × √n affine translations, shifts in linspace(−max, max) on each axis (in
+    grid_sample's [−1, 1] coordinates, so 0.3 moves by 15% of the image's side)."""
+    k = math.isqrt(n_views)
+    shifts = torch.linspace(-max_shift, max_shift, k)
+    return torch.stack([torch.tensor([[1.0, 0.0, float(i)], [0.0, 1.0, float(j)]]) for i in shifts for j in shifts])
+
+
+def _is_square(v: int) -> bool:
+    return math.isqrt(v) ** 2 == v
+
+
+@ESTIMATORS.declare("anda", "ANDA", published_with="ifgsm", params=(
+    Param("n_views", 25, "integer", lambda v: v >= 1 and _is_square(v), "a square >= 1 (a k×k grid)"),
+    Param("max_shift", 0.3, "number", lambda v: 0 <= v <= 1, "[0, 1] (grid coordinates: 1 is half the image)"),
+), doc="""ANDA (Fang et al., CVPR 2024, "Strong Transferable Adversarial Attacks via Ensembled Asymptotically Normal Distribution Learning"): 25 views, shifts up to 0.3.
+
+Paper symbols → parameters: the number of augmentations (n_ens) → ``n_views`` (a square: a
+√n × √n grid), the augmentation degree (aug_max) → ``max_shift``. At each step the
+gradients of the n translated views of x (bilinear ``grid_sample``, zero padding) join the
+statistics of all views of all previous steps; the gradient the step follows is their
+running mean, the mean of the asymptotically normal distribution ANDA learns. The method
+preset ``anda`` uses I-FGSM's update on it (no momentum), as the paper. As TransferAttack's
+``gradient/anda.py`` with ``sample=False``, its default and the setting of its published
+rows (tested equal to a reference written from it). The port takes one image per batch; here
+each image of a batch has its own statistics. Its covariance (used only when sampling the
+final image, ``sample=True``) is not kept.
+""")
+class ANDA(Estimator):
+    def __init__(self, n_views: int = 25, max_shift: float = 0.3):
+        self.n_views, self.max_shift = n_views, max_shift
+        self.check()
+
+    def __call__(self, ctx, x, y):
+        n, b = self.n_views, x.shape[0]
+        thetas = _translation_grid(n, self.max_shift).to(x.device, x.dtype)
+        grads = torch.empty((n, *x.shape), device=x.device, dtype=x.dtype)
+        for lo, hi in ctx.chunks(n, b):
+            theta = thetas[lo:hi].repeat_interleave(b, 0)
+
+            def translate(z, theta=theta):
+                grid = F.affine_grid(theta, list(z.shape), align_corners=False)
+                return F.grid_sample(z, grid, align_corners=False)
+
+            # Each view is its own leaf, as in the paper's code: one gradient per view.
+            g = ctx.grad(_repeat(x, hi - lo), y.repeat(hi - lo), [("view", i) for i in range(lo, hi)], before=translate)
+            grads[lo:hi] = g.view(hi - lo, *x.shape)
+        seen = ctx.state.get("anda_seen", 0)
+        mean = ctx.state.get("anda_mean", torch.zeros_like(x))
+        mean = mean * seen / (seen + n) + grads.sum(0) / (seen + n)
+        ctx.state["anda_seen"], ctx.state["anda_mean"] = seen + n, mean
+        return mean
+
+    def describe(self, threat, alpha):
+        k = math.isqrt(self.n_views)
+        return [f"v_k = translate(x_eval, s_k), s_k on a {k}×{k} grid of shifts in [−{self.max_shift:g}, {self.max_shift:g}]²"
+                " (grid coordinates, bilinear, zero padding)",
+                f"μ ← the running mean of the views' gradients ∇ℓ(v_k) with respect to x_eval, over every view of"
+                f" every step so far ({self.n_views} per step)",
+                "g = μ"]

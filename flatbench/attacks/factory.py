@@ -38,6 +38,29 @@ def _read_methods(directory: Path = METHOD_DIR) -> Dict[str, Tuple[str, str, Tup
 # method name -> (optimizer, estimator, transforms)
 METHODS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = _read_methods()
 
+# What a method preset may set besides its parts: the loop's T and α (the official arguments
+# of RAP and MEF differ from T = 10, α = ε/T) and its parts' settings (MEF's MI decay 0.5).
+PRESET_KEYS = ("steps", "alpha", "optimizer", "estimator")
+
+
+def _read_presets(directory: Path = METHOD_DIR) -> Dict[str, Dict[str, Any]]:
+    """Each method file's own settings (``steps``, ``alpha`` in 1/255 units, ``optimizer: {..}``,
+    ``estimator: {..}``); the command line reads the same file, so both build the same loop."""
+    import yaml
+
+    presets = {}
+    for f in sorted(directory.glob("*.yaml")):
+        body = {k: v for k, v in (yaml.safe_load(f.read_text()) or {}).items() if k != "defaults"}
+        unknown = sorted(set(body) - set(PRESET_KEYS))
+        if unknown:
+            raise RuntimeError(f"{f}: a method preset may set only {', '.join(PRESET_KEYS)}; found {', '.join(unknown)}")
+        presets[f.stem] = body
+    return presets
+
+
+# method name -> the settings its file fixes (empty for most: T = 10, α = ε/T, the parts' defaults)
+METHOD_PRESETS: Dict[str, Dict[str, Any]] = _read_presets()
+
 _LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "chunk", "memory_budget_mb", "amp", "channels_last",
               "tuning_file",
               "check_finite", "loss", "name")
@@ -65,6 +88,12 @@ def build_attack(
         transforms=[TRANSFORMS.build(name, **kw) for name, kw in specs],
         **loop_kwargs,
     )
+
+
+def _from_file(decl, settings: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """A preset file's settings of a part, lengths converted from 1/255 units."""
+    return {k: (v / 255 if decl.param(k).length and v is not None else v)
+            for k, v in dict(settings or {}).items() if k != "name"}
 
 
 def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
@@ -95,6 +124,15 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
     loop_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _LOOP_KEYS}
     opt_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTIMIZERS.get(opt).names()}
     est_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in ESTIMATORS.get(est).names()}
+    preset = METHOD_PRESETS.get(name, {})
+    if "steps" in preset:
+        loop_kw.setdefault("steps", preset["steps"])
+    if "alpha" in preset:
+        loop_kw.setdefault("alpha", preset["alpha"] / 255)   # the file's 1/255 units; the API's fractions
+    if opt == METHODS[name][0]:   # the preset's settings of a part apply to that part only
+        opt_kw = {**_from_file(OPTIMIZERS.get(opt), preset.get("optimizer")), **opt_kw}
+    if est == METHODS[name][1]:
+        est_kw = {**_from_file(ESTIMATORS.get(est), preset.get("estimator")), **est_kw}
     for key in list(kwargs):
         owners = [t for t in tf_specs if key in TRANSFORMS.get(t).names()]
         if len(owners) > 1:

@@ -6,7 +6,11 @@
                                                     #   ℓ through the input transforms
         g = filter(g)                               # TIM, else identity
         m = optimizer.update(m, g)                  # I-FGSM: g | MI/NI: μ·m + g/mean|g|
-        δ = project(δ + α·step(m))                  # L∞: sign(m); L2: m/‖m‖₂; then ball and box
+        α_t = optimizer.step_size(α)                # α; GRA's decay indicator: a per-pixel M ⊙ α
+        δ = project(δ + α_t·step(m))                # L∞: sign(m); L2: m/‖m‖₂; then ball and box
+
+An estimator may keep state across steps (VMI's v, MEF's inner momentum, ANDA's running mean)
+in ``ctx.state``, one dict per call.
 """
 from __future__ import annotations
 
@@ -82,9 +86,14 @@ class StepContext:
         per = n if self.chunk is None else max(1, self.chunk // (b * self.copies))
         return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
 
-    def grad(self, x: torch.Tensor, y: torch.Tensor, keys: Sequence[Tuple[Hashable, ...]]) -> torch.Tensor:
-        """∇ℓ at x, ℓ taken through the input transforms; x holds len(keys) groups of equal size."""
-        return self.loss_grad(x, y, [self.rng("tf", *k) for k in keys], self.step)
+    def grad(self, x: torch.Tensor, y: torch.Tensor, keys: Sequence[Tuple[Hashable, ...]],
+             before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+        """∇ℓ at x, ℓ taken through the input transforms; x holds len(keys) groups of equal size.
+
+        ``before``: a differentiable map of the estimator's own, applied to x ahead of the
+        input transforms (ANDA's translated views), so the gradient is taken through it too.
+        """
+        return self.loss_grad(x, y, [self.rng("tf", *k) for k in keys], self.step, before)
 
 
 class Attack:
@@ -223,18 +232,21 @@ class Attack:
                  *("    " + ln for ln in est.describe(self.threat, frac(self.alpha))),
                  *("    " + f.describe() for f in self.filters),
                  f"    {opt.update_text()}",
+                 *([f"    {opt.step_size_text()}"] if opt.step_size_text() else []),
                  f"    {self.threat.step_text}",
                  "return x + δ   (flatbench then rounds it to 8 bits)"]
         return "\n".join(lines)
 
-    def loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int) -> torch.Tensor:
+    def loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int,
+                  before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
         # Callers often hold no_grad (evaluation code, notebooks); the input gradient needs autograd.
         with torch.enable_grad():
             # detach() gives a new leaf sharing storage: no copy, and the caller's tensor is untouched.
-            return self._loss_grad(x.detach().requires_grad_(True), y, gens, step)
+            return self._loss_grad(x.detach().requires_grad_(True), y, gens, step, before)
 
-    def _loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int) -> torch.Tensor:
-        z = x
+    def _loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int,
+                   before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+        z = x if before is None else before(x)
         if self.transforms:
             groups = z.chunk(len(gens)) if len(gens) > 1 else [z]
             outs = []
@@ -295,7 +307,7 @@ class Attack:
             for f in self.filters:
                 g = f(g)
             m = self.optimizer.update(g, state)
-            delta = self.threat.project(self.threat.step(delta, m, self.alpha), x)
+            delta = self.threat.project(self.threat.step(delta, m, self.optimizer.step_size(self.alpha, state)), x)
         return (x + delta).clamp(0.0, 1.0).detach()
 
     def step_context(self, seed: Hashable, step: int, state: Optional[Dict] = None) -> StepContext:

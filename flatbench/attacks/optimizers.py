@@ -5,6 +5,8 @@ MI-FGSM (Dong et al., CVPR 2018, arXiv 1710.06081): m ← μ·m + g / mean|g|, �
 NI-FGSM (Lin et al., ICLR 2020, arXiv 1908.06281): the gradient is taken at the Nesterov
 look-ahead point x + α·μ·m (under L2: x + α·μ·m/‖m‖₂, an L2 move of α·μ), then the MI
 update; μ = ``decay`` = 1.0.
+GRA-MI  (Zhu et al., ICCV 2023): the MI update with GRA's decay indicator, a per-pixel step
+size M ⊙ α that shrinks by η wherever sign(m) flips (``gra_momentum``, with the ``gra`` estimator).
 
 Normalising by the per-example *mean* |g| rather than the L1 norm of the paper differs by
 the constant factor d, which changes neither sign(m) nor the relative weight of steps.
@@ -31,11 +33,19 @@ class Optimizer(Part):
     def update(self, g: torch.Tensor, state: dict) -> torch.Tensor:
         return g
 
+    def step_size(self, alpha: float, state: dict):
+        """The step size of this step: α, or a tensor of per-pixel sizes (GRA's decay indicator)."""
+        return alpha
+
     def eval_point_text(self, threat) -> str:
         return "x + δ"
 
     def update_text(self) -> str:
         return "m = g"
+
+    def step_size_text(self) -> str:
+        """A line for Attack.describe when the step size is not α."""
+        return ""
 
 
 @OPTIMIZERS.declare("mifgsm", "MI-FGSM", (DECAY,), doc="MI-FGSM: m ← decay·m + g/mean|g| (decay μ = 1.0).")
@@ -63,3 +73,38 @@ class Nesterov(Momentum):
 
     def eval_point_text(self, threat) -> str:
         return f"x + δ + α·{self.decay:g}·{threat.momentum_text()}   (the Nesterov point, μ = decay)"
+
+
+@OPTIMIZERS.declare("gra_momentum", "GRA-MI", (
+    DECAY,
+    Param("eta", 0.94, "number", lambda v: 0 < v <= 1, "(0, 1]"),
+), doc="""MI-FGSM with GRA's decay indicator (Zhu et al., ICCV 2023): η = 0.94, decay μ = 1.0.
+
+Paper symbols → parameters: η (attenuation factor) → ``eta``, μ → ``decay``. M starts at 1/η;
+after each MI update, M ← M ⊙ (1 where sign(m) kept its sign, η where it changed), and the
+step is δ + (M·α) ⊙ sign(m). At the first step the previous m is 0, whose sign differs from
+every non-zero sign(m), so M = (1/η)·η there. η = 1 is plain MI-FGSM. As TransferAttack's
+``gradient/gra.py`` (``get_decay_indicator``), with the same order of operations.
+""")
+class DecayIndicator(Momentum):
+    def __init__(self, decay: float = 1.0, eta: float = 0.94):
+        self.decay, self.eta = decay, eta
+        self.check()
+
+    def update(self, g: torch.Tensor, state: dict) -> torch.Tensor:
+        last = state.get("m")
+        m = super().update(g, state)
+        M = state.get("gra_M")
+        if M is None:
+            M = torch.full_like(m, 1 / self.eta)
+        last_sign = torch.zeros_like(m) if last is None else last.sign()
+        same = (last_sign == m.sign()).float()
+        state["gra_M"] = M * (same + (torch.ones_like(m) - same) * self.eta)
+        return m
+
+    def step_size(self, alpha: float, state: dict):
+        return state["gra_M"] * alpha
+
+    def step_size_text(self) -> str:
+        return (f"M ← M ⊙ (1 where sign(m) kept its sign, else η),  η = {self.eta:g},  M = 1/η before the first step;"
+                f"  α_t = M ⊙ α")

@@ -33,9 +33,12 @@ class LinfBall:
     def step(self, delta: torch.Tensor, m: torch.Tensor, alpha: float) -> torch.Tensor:
         return delta + alpha * m.sign()
 
+    def clip_ball(self, delta: torch.Tensor) -> torch.Tensor:
+        """δ clipped to the ball, not yet to the box."""
+        return delta.clamp(-self.eps, self.eps)
+
     def project(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        delta = delta.clamp(-self.eps, self.eps)
-        return (x + delta).clamp(0.0, 1.0) - x
+        return (x + self.clip_ball(delta)).clamp(0.0, 1.0) - x
 
     def noise_radius(self, zeta: float, x: torch.Tensor) -> float:
         """Per-pixel half-width of the uniform neighbourhood U(−ζ·ε, ζ·ε)."""
@@ -73,11 +76,14 @@ class L2Ball:
     def step(self, delta: torch.Tensor, m: torch.Tensor, alpha: float) -> torch.Tensor:
         return delta + alpha * l2_normalize(m)
 
-    def project(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def clip_ball(self, delta: torch.Tensor) -> torch.Tensor:
+        """δ scaled down onto the ball when it is outside, not yet clipped to the box."""
         norm = delta.flatten(1).norm(dim=1).view(_per_example(delta))
-        delta = delta * (self.eps / norm.clamp_min(_TINY)).clamp(max=1.0)
+        return delta * (self.eps / norm.clamp_min(_TINY)).clamp(max=1.0)
+
+    def project(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         # Clipping to the box only shrinks |δ_i|, so the L2 constraint still holds after it.
-        return (x + delta).clamp(0.0, 1.0) - x
+        return (x + self.clip_ball(delta)).clamp(0.0, 1.0) - x
 
     def noise_radius(self, zeta: float, x: torch.Tensor) -> float:
         # A per-pixel U(±ζ·ε) would have an L2 norm ~√d times the ball; scale it so the
