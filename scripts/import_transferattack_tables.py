@@ -5,7 +5,8 @@ flatbench target differs from TransferAttack's).
 
     python scripts/import_transferattack_tables.py ../shared/published
 
-GNP rows become attack "GNP-TA" (method gnp_ta): they come from TransferAttack's port, not
+The ResNet-50 rows come from the all-rows table (every method of that README), so that RAP,
+GRA, MEF and ANDA are there too. GNP rows become attack "GNP-TA" (method gnp_ta): they come from TransferAttack's port, not
 from the GNP paper's formula, and must never be set beside flatbench's `gnp`.
 """
 import sys
@@ -18,16 +19,22 @@ OUT = Path(__file__).resolve().parent.parent / "flatbench" / "conf" / "published
 LABELS = {"I-FGSM": ("I-FGSM", "ifgsm"), "MI-FGSM": ("MI-FGSM", "mifgsm"), "NI-FGSM": ("NI-FGSM", "nifgsm"),
           "VMI-FGSM": ("VMI-FGSM", "vmifgsm"), "GNP": ("GNP-TA", "gnp_ta"), "PGN": ("PGN", "pgn"),
           "DIM": ("MI-FGSM+DIM", "dim"), "TIM": ("MI-FGSM+TIM", "tim"), "SIM": ("MI-FGSM+SIM", "sim"),
-          "Admix": ("MI-FGSM+Admix", "admix")}
+          "Admix": ("MI-FGSM+Admix", "admix"), "RAP": ("RAP", "rap"), "GRA": ("GRA", "gra"), "MEF": ("MEF", "mef"),
+          "ANDA": ("ANDA", "anda")}
 NOTES = {"AT": "flatbench's AT key is timm's adversarially trained Inc-v3 (inception_v3.tf_adv_in1k), not TransferAttack's AT model (not on the hub): comparable in kind only",
          "HGD": "no flatbench target: HGD needs its own denoiser weights",
          "NRP": "no flatbench target: NRP needs its own purifier weights",
          "DiffPure": "no flatbench target: DiffPure needs its own diffusion-model weights",
          "RS": "flatbench's RS key is randomized smoothing (sigma 0.25, 100 votes) over the surrogate's standard weights, not Cohen et al.'s noise-trained ResNet-50: comparable in kind only"}
 for src, exp, sur, commit, table in [
-    ("transferattack_readme_rn50_2663e4a.csv", "transferattack_rn50", "torchvision:resnet50.IMAGENET1K_V2", "2663e4a", "ResNet-50"),
+    ("transferattack_readme_rn50_2663e4a_all.csv", "transferattack_rn50", "torchvision:resnet50.IMAGENET1K_V2", "2663e4a", "ResNet-50"),
     ("transferattack_readme_rn18_696e8a1.csv", "transferattack_rn18", "torchvision:resnet18.IMAGENET1K_V1", "696e8a1", "ResNet-18")]:
-    df = pd.read_csv(SRC / src)
+    # The all-rows table holds every method of the README (some twice, under two categories):
+    # keep those flatbench implements, once each.
+    df = pd.read_csv(SRC / src).drop(columns=["category"], errors="ignore")
+    df = df[df["attack"].isin(list(LABELS))].drop_duplicates()
+    if df["attack"].duplicated().any():
+        raise SystemExit(f"{src}: one attack with two different rows: {sorted(df[df['attack'].duplicated()]['attack'])}")
     rows = []
     for _, r in df.iterrows():
         label, method = LABELS[r["attack"]]

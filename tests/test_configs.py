@@ -5,6 +5,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+import torch
+
+from flatbench import create_attack
 from flatbench.attacks import METHODS, build_attack
 from flatbench.cell.plan import hashed_settings, load_data
 from flatbench.compose import CONFIG_DIR
@@ -110,6 +113,16 @@ def test_paper_experiments_compose_with_their_settings():
         assert cfg.preprocess == "transferattack" and cfg.quantize == "truncate"
         assert resolve(cfg).transforms.get("dim") is None and cfg.transform_defaults.dim.interpolation == "bilinear"
     assert _compose([]).preprocess == "own" and _compose([]).quantize == "round"
+    # Each TransferAttack class runs with its own T and alpha (RAP 400, 2/255; MEF 20, 1.6/255 and mu 0.5).
+    ta = ["experiment=transferattack_rn50"]
+    for method, steps, alpha, decay in (("mifgsm", 10, 1.6, 1.0), ("rap", 400, 2.0, 1.0), ("mef", 20, 1.6, 0.5),
+                                        ("gra", 10, 1.6, 1.0)):
+        s = resolve(_compose(ta + [f"method={method}"]))
+        assert (s.steps, round(s.alpha, 6), s.optimizer_kwargs["decay"]) == (steps, alpha, decay), method
+        attack = create_attack(method, torch.nn.Identity(), eps=16 / 255)
+        assert (attack.steps, attack.alpha * 255, attack.optimizer.decay) == (steps, pytest.approx(alpha), decay), method
+    s = resolve(_compose(ta + ["method=rap", "steps=10", "optimizer.decay=0.9"]))   # the command line still wins
+    assert (s.steps, s.optimizer_kwargs["decay"]) == (10, 0.9)
     assert _compose(["experiment=gnp_table"], hydra=True).hydra.sweeper.params.eps == "4,8,16"
 
 

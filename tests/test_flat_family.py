@@ -179,3 +179,67 @@ def test_anda_equals_transferattack():
     attack = create_attack("anda", model, eps=EPS)
     alone = torch.cat([attack(batch[i:i + 1], labels[i:i + 1]) for i in range(4)])
     assert (attack(batch, labels) - alone).abs().max() <= 1e-6
+
+
+# ---------------------------------------------------------------- composition, settings, the command line
+
+def test_the_family_composes_with_the_loop(small_cnn):
+    x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    cases = [("mef_dim_tim", {"n_samples": 3, "kernel_size": 5}, "MEF+DIM+TIM"),
+             ("gra", {"optimizer": "nifgsm", "n_samples": 3}, "NI-FGSM+GRA"),
+             ("rap", {"transforms": ["dim"], "steps": 4, "late_start": 1, "inner_steps": 2}, "RAP+DIM"),
+             ("anda", {"optimizer": "mifgsm", "transforms": ["dim", "tim"], "kernel_size": 5}, "MI-FGSM+ANDA+DIM+TIM"),
+             ("pgn", {"optimizer": "gra_momentum", "n_samples": 3}, "GRA-MI+PGN")]
+    for method, kw, label in cases:
+        attack = create_attack(method, small_cnn, eps=EPS, **kw)
+        assert attack.label == label
+        a, b = attack(x, y, seed=1), attack(x, y, seed=1)
+        assert torch.equal(a, b), method   # the same images for the same seed
+        assert (a - x).abs().max() <= EPS + 1e-6 and a.min() >= 0 and a.max() <= 1
+        assert not torch.equal(a, attack(x, y, seed=2)), method   # each case draws noise (ANDA through DIM)
+
+
+def test_family_settings_fail_with_the_key_and_the_range():
+    for method, kw, key in (("anda", {"n_views": 24}, "estimator.n_views=24"), ("gra", {"eta": 0}, "optimizer.eta=0 "),
+                            ("rap", {"inner_steps": 0}, "estimator.inner_steps=0"), ("mef", {"xi": -1.0}, "estimator.xi=-1 ")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            create_attack(method, torch.nn.Identity(), eps=EPS, **kw)
+
+
+def test_gra_step_is_the_decay_indicator_times_alpha(small_cnn):
+    """M starts at 1/η, becomes (1/η)·η = 1 at the first step and shrinks by η wherever sign(m) flips;
+    η = 1 is MI-FGSM with GRA's gradient."""
+    from flatbench.attacks import OPTIMIZERS
+
+    opt, state = OPTIMIZERS.build("gra_momentum"), {}
+    opt.update(torch.tensor([[1.0, -1.0, 2.0, -2.0]]), state)           # m = g/mean|g| = (2/3, -2/3, 4/3, -4/3)
+    torch.testing.assert_close(opt.step_size(0.1, state), torch.full((1, 4), 0.1))
+    opt.update(torch.tensor([[1.0, 4.0, -3.0, -4.0]]), state)           # + (1/3, 4/3, -1, -4/3): signs +, +, +, -
+    torch.testing.assert_close(opt.step_size(0.1, state), torch.tensor([[0.1, 0.094, 0.1, 0.1]]))
+    opt.update(torch.tensor([[-8.0, 1.0, 0.0, 7.0]]), state)            # m = (1, 2/3, 1/3, -8/3) + (-2, 1/4, 0, 7/4)
+    torch.testing.assert_close(opt.step_size(0.1, state), torch.tensor([[0.094, 0.094, 0.1, 0.1]]))   # signs -, +, +, -
+    x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
+    one = create_attack("gra", small_cnn, eps=EPS, n_samples=2, eta=1.0)(x, y)
+    assert torch.equal(one, create_attack("gra", small_cnn, eps=EPS, n_samples=2, optimizer="mifgsm")(x, y))
+    assert not torch.equal(one, create_attack("gra", small_cnn, eps=EPS, n_samples=2)(x, y))
+
+
+def test_family_cells_from_the_command_line(trained_zoo, zoo_dir, tmp_path):
+    import pandas as pd
+
+    from test_run import run
+
+    sweep = tmp_path / "sweep"
+    common = ["n_images=8", "targets=digits_small", "progress=false"]
+    run(["flatbench", "-m", "method=gra,mef,anda", "steps=3", *common, f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
+    run(["flatbench", "method=rap", "steps=3", "estimator.late_start=1", "estimator.inner_steps=2", *common,
+         f"hydra.run.dir={sweep / 'rap'}"], zoo_dir, tmp_path)
+    df = pd.concat(pd.read_csv(f) for f in sweep.glob("*/results.csv")).drop_duplicates("cell_id").set_index("attack")
+    assert sorted(df.index) == ["ANDA", "GRA", "MEF", "RAP"]
+    assert df.loc["GRA", "optimizer"] == "gra_momentum" and df.loc["GRA", "optimizer.eta"] == 0.94
+    assert df.loc["GRA", "zeta"] == 3.5 and df.loc["GRA", "n_samples"] == 20       # the bare columns: same meaning
+    assert df.loc["MEF", "estimator.xi"] == 0.15 and df.loc["MEF", "decay"] == 0.5 and df.loc["MEF", "alpha"] == 1.6
+    assert df.loc["RAP", "estimator.eps_n"] == 16 and df.loc["RAP", "estimator.alpha_n"] == 2 and df.loc["RAP", "alpha"] == 2
+    assert df.loc["ANDA", "estimator.n_views"] == 25 and df.loc["ANDA", "optimizer"] == "ifgsm"
+    # grad_evals: GRA 3·(1+20), MEF 3·20, ANDA 3·25, RAP 1 + 2·(2+1) forward/backward passes per image.
+    assert df["grad_evals"].to_dict() == {"GRA": 8 * 63, "MEF": 8 * 60, "ANDA": 8 * 75, "RAP": 8 * 7}

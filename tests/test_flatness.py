@@ -128,9 +128,30 @@ def test_flatness_on_adds_columns_files_and_report(trained_zoo, zoo_dir, tmp_pat
         assert json.loads((cell / "cell.json").read_text())["flatness"]["enabled"] is True
     p = run(["flatbench-report", str(sweep), "--flatness", "sharp_mean", "--landscape", "I-FGSM", "PGN"], zoo_dir, tmp_path)
     assert "Spearman rho over 2 cells" in p.stdout
+    assert "| Spearman ρ with the ASR (2 cells) |" in p.stdout and "| sharp_worst | λ_max |" in p.stdout
     for f in ("flatness_vs_transfer.png", "flatness_by_fooled.png", "landscape_compare.png", "flatness.md"):
         assert (sweep / "report" / f).stat().st_size > (200 if f.endswith(".md") else 10_000), f
     # Turning flatness on for a finished cell recomputes it instead of skipping.
     cell = sorted(sweep.glob("[0-9]*"))[0]
     plain = run(["flatbench", "method=ifgsm", *SMALL, f"hydra.run.dir={cell}"], zoo_dir, tmp_path)
     assert "already finished" not in plain.stdout + plain.stderr
+
+
+def test_family_table_sets_every_metric_beside_the_black_box_asr():
+    """flatness_table: one row per cell (black-box mean ASR, white-box rows left out) and each
+    metric's Spearman ρ with it, on rows whose ranks are known."""
+    from flatbench.report.flatness import flatness_table, flatness_table_md
+
+    rows = []
+    for i, (att, asr) in enumerate([("A", 10.0), ("B", 30.0), ("C", 20.0), ("D", 40.0)]):
+        for target, role, a in (("t1", "black-box", asr - 5), ("t2", "black-box", asr + 5), ("s", "white-box", 100.0)):
+            rows.append({"cell_id": f"c{i}", "surrogate": "s", "attack": att, "target": target, "role": role, "asr": a,
+                         "flat_sharp_mean_median": 1.0 / asr,       # flatter (smaller) with more transfer: rho = -1
+                         "flat_loss_median": asr, "flat_hess_top_median": [3.0, 1.0, 4.0, 2.0][i]})
+    cells, rho = flatness_table(pd.DataFrame(rows))
+    assert list(cells["attack"]) == ["D", "B", "C", "A"] and list(cells["asr"]) == [40.0, 30.0, 20.0, 10.0]
+    assert rho["sharp_mean"] == pytest.approx(-1.0) and rho["loss"] == pytest.approx(1.0)
+    assert rho["hess_top"] == pytest.approx(-0.6)   # ranks (3,1,4,2) against (1,3,2,4): 1 - 6*16/60
+    assert set(rho) == {"loss", "sharp_mean", "hess_top"}   # only the metrics the rows have
+    md = flatness_table_md(cells, rho)
+    assert "| s | D | 40.0 | 40 | 0.025 | 2 |" in md and "| Spearman ρ with the ASR (4 cells) | | | 1.00 | -1.00 | -0.60 |" in md

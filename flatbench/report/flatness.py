@@ -12,6 +12,37 @@ from .plots import png
 from .statistics import spearman
 
 
+# The metrics the family table sets beside transfer (flatbench/flatness.py computes them), by column stem.
+FAMILY_METRICS = ("loss", "grad_l2", "sharp_mean", "sharp_max", "sharp_worst", "hess_top")
+HEADERS = {"loss": "loss", "grad_l2": "‖∇ℓ‖₂", "sharp_mean": "sharp_mean", "sharp_max": "sharp_max",
+           "sharp_worst": "sharp_worst", "hess_top": "λ_max"}
+
+
+def flatness_table(df: pd.DataFrame) -> tuple:
+    """(one row per cell: surrogate, attack, black-box mean ASR and each flatness metric's median;
+    Spearman's ρ of each metric against that ASR over the cells). Pure: rows in, numbers out."""
+    bb = df[df["role"] != "white-box"]
+    metrics = [m for m in FAMILY_METRICS if f"flat_{m}_median" in df.columns]
+    agg = {"surrogate": ("surrogate", "first"), "attack": ("attack", "first"), "asr": ("asr", "mean"),
+           **{m: (f"flat_{m}_median", "first") for m in metrics}}
+    cells = bb.groupby("cell_id").agg(**agg).sort_values(["surrogate", "asr"], ascending=[True, False])
+    rho = {m: spearman(cells[m], cells["asr"]) for m in metrics}
+    return cells.reset_index(drop=True), rho
+
+
+def flatness_table_md(cells: pd.DataFrame, rho: dict) -> str:
+    metrics = list(rho)
+    lines = ["## Black-box transfer beside flatness (medians over images, every cell)", "",
+             "| surrogate | attack | black-box mean ASR | " + " | ".join(HEADERS[m] for m in metrics) + " |",
+             "|---|---|---:|" + "---:|" * len(metrics)]
+    for r in cells.itertuples():
+        lines.append(f"| {r.surrogate} | {r.attack} | {r.asr:.1f} | "
+                     + " | ".join(f"{getattr(r, m):.3g}" for m in metrics) + " |")
+    lines.append(f"| Spearman ρ with the ASR ({len(cells)} cells) | | | "
+                 + " | ".join(f"{rho[m]:.2f}" for m in metrics) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> tuple:
     """(markdown, per-cell scatter PNG, per-image fooled/not PNG) for one flatness metric."""
     import matplotlib
@@ -62,4 +93,5 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> tupl
     ax.set_title("Per image, black-box targets", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return "\n".join(lines) + "\n", scatter, png(fig), rho_cells
+    family = flatness_table_md(*flatness_table(df))
+    return family + "\n" + "\n".join(lines) + "\n", scatter, png(fig), rho_cells
