@@ -6,12 +6,14 @@ the surrogate. For a surrogate, resolution, batch, device and dtype this script 
 1. the limit: the best throughput of a bare loop (forward, then torch.autograd.grad w.r.t.
    the input), searched over batch sizes (up to N·B, the most images PGN puts in one forward) and
    memory formats (contiguous, channels_last);
-2. each attack (I-FGSM, MI-FGSM, PGN, GNP, PGN+DIM+TIM at their defaults) twice: as users
+2. each attack (I-FGSM, MI-FGSM, PGN, GNP, PGN+DIM+TIM, GRA, MEF, RAP, ANDA at their
+   defaults; RAP from its first step) twice: as users
    get it (``create_attack`` with no performance arguments, the "default" columns) and with
    the settings given here (--chunk, and the
    limit's memory format), in gradient evaluations per second, with its peak memory;
-3. the sequential baseline: PGN written the way the public reference code does it, one
-   forward/backward of the image batch per neighbour (labelled "baseline (sequential PGN)").
+3. the sequential baselines: PGN, GRA and MEF written the way the public reference code does
+   them, one forward/backward of the image batch per neighbour (labelled "baseline
+   (sequential PGN)", ...); each method's speed-up is over the baseline of its estimator.
 
 It prints: method, images/s, grad evals/s, efficiency (2 / 1), the default's grad evals/s and
 efficiency and its one-off measurement time, speed-up over the baseline
@@ -41,7 +43,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-METHODS = ["ifgsm", "mifgsm", "pgn", "gnp", "pgn_dim_tim"]
+METHODS = ["ifgsm", "mifgsm", "pgn", "gnp", "pgn_dim_tim", "gra", "mef", "rap", "anda"]
+# Timed in the phase that costs: RAP from its first step (its late start is step 100 of 400).
+BENCH_KWARGS = {"rap": {"late_start": 0}}
 
 
 # ---------------------------------------------------------------- memory
@@ -173,7 +177,7 @@ def flatbench_attack(method: str, model, args, chunk, channels_last: bool):
 
     return create_attack(method, model, eps=args.eps / 255, steps=args.steps, chunk=chunk,
                          memory_budget_mb=args.memory_budget_mb, amp=args.dtype if args.dtype != "fp32" else None,
-                         channels_last=channels_last)
+                         channels_last=channels_last, **BENCH_KWARGS.get(method, {}))
 
 
 def run_attack(attack, x, y) -> int:
@@ -212,6 +216,64 @@ def baseline_pgn(model, x, y, eps, steps, n=20, zeta=3.0, beta=0.5, decay=1.0, d
         delta = (delta + alpha * momentum.sign()).clamp(-eps, eps)
         delta = (x + delta).clamp(0, 1) - x
     return evals
+
+
+def _sequential_grad(model, y, dtype, device):
+    def grad(z):
+        z = z.detach().requires_grad_(True)
+        with autocast(device or z.device, dtype):
+            loss = F.cross_entropy(model(z).float(), y)
+        return torch.autograd.grad(loss, z)[0]
+    return grad
+
+
+def _mi_step(x, delta, momentum, g, alpha, eps, decay=1.0, step=None):
+    momentum = decay * momentum + g / g.abs().mean(dim=(1, 2, 3), keepdim=True)
+    delta = (delta + (alpha if step is None else step) * momentum.sign()).clamp(-eps, eps)
+    return (x + delta).clamp(0, 1) - x, momentum
+
+
+def baseline_gra(model, x, y, eps, steps, n=20, zeta=3.5, eta=0.94, dtype="fp32", device=None) -> int:
+    """Baseline (sequential GRA): TransferAttack's gra.py loop, the current gradient and then one
+    forward and backward of the image batch per neighbour (1 + N per step)."""
+    alpha, grad = eps / steps, _sequential_grad(model, y, dtype, device)
+    delta, momentum, M, evals = torch.zeros_like(x), torch.zeros_like(x), torch.full_like(x, 1 / eta), 0
+    for _ in range(steps):
+        g = grad(x + delta)
+        avg = torch.zeros_like(x)
+        for _ in range(n):
+            avg += grad(x + delta + torch.zeros_like(x).uniform_(-zeta * eps, zeta * eps))
+        avg = avg / n
+        s = F.cosine_similarity(g.flatten(1), avg.flatten(1)).view(-1, 1, 1, 1)
+        last = momentum.sign()
+        cur = s * g + (1 - s) * avg
+        momentum = momentum + cur / cur.abs().mean(dim=(1, 2, 3), keepdim=True)
+        same = (last == momentum.sign()).float()
+        M = M * (same + (1 - same) * eta)
+        delta = ((delta + alpha * M * momentum.sign()).clamp(-eps, eps) + x).clamp(0, 1) - x
+        evals += (1 + n) * x.shape[0]
+    return evals
+
+
+def baseline_mef(model, x, y, eps, steps, n=20, gamma=2.0, xi=0.15, inner_decay=0.9, decay=0.5, dtype="fp32",
+                 device=None) -> int:
+    """Baseline (sequential MEF): TransferAttack's mef.py loop, one forward and backward of the
+    image batch per neighbour (N per step)."""
+    alpha, grad = eps / 10, _sequential_grad(model, y, dtype, device)   # 1.6/255 at eps = 16/255, as the preset
+    delta, momentum, evals = torch.zeros_like(x), torch.zeros_like(x), 0
+    p = torch.zeros((n, *x.shape), device=x.device)
+    for _ in range(steps):
+        gs = torch.stack([grad(x + delta + torch.zeros_like(x).uniform_(-gamma * eps, gamma * eps) + xi * eps * p[i])
+                          for i in range(n)]) / n
+        p = gs / gs.abs().mean(dim=(2, 3, 4), keepdim=True) - inner_decay * p
+        delta, momentum = _mi_step(x, delta, momentum, gs.sum(0), alpha, eps, decay)
+        evals += n * x.shape[0]
+    return evals
+
+
+# The baseline of each estimator, for the speed-up column.
+BASELINES = {"pgn": ("baseline (sequential PGN)", baseline_pgn), "gra": ("baseline (sequential GRA)", baseline_gra),
+             "mef": ("baseline (sequential MEF)", baseline_mef)}
 
 
 # ---------------------------------------------------------------- driver
@@ -269,16 +331,20 @@ def main(argv=None) -> int:
     attack_model = torch.compile(model) if args.compile else model
     chunk = args.chunk if args.chunk in ("auto", "measure") else int(args.chunk)
     rows: List[dict] = []
-    base_rate = None
-    if not args.no_baseline:
-        fn = lambda: baseline_pgn(model, x, y, args.eps / 255, args.steps, dtype=args.dtype, device=device)  # noqa: E731
+    base_rates: Dict[str, float] = {}
+    from flatbench.attacks import METHODS as PRESETS
+    wanted = {PRESETS[m][1] for m in args.methods if m in PRESETS}
+    for est, (label, baseline) in BASELINES.items():
+        if args.no_baseline or est not in wanted:
+            continue
+        fn = lambda baseline=baseline: baseline(model, x, y, args.eps / 255, args.steps, dtype=args.dtype, device=device)  # noqa: E731
         for _ in range(args.warmup):
             fn()
         with PeakMemory(device) as mem:
             r = timed(fn, device, 0, args.repeats)
-        base_rate = r["grad_evals"] / r["seconds"]
-        rows.append({"method": "baseline (sequential PGN)", "seconds": r["seconds"], "grad_evals": r["grad_evals"],
-                     "grad_evals_per_s": base_rate, "peak_mib": mem.mib, "chunk": args.batch})
+        base_rates[est] = r["grad_evals"] / r["seconds"]
+        rows.append({"method": label, "estimator": est, "seconds": r["seconds"], "grad_evals": r["grad_evals"],
+                     "grad_evals_per_s": base_rates[est], "peak_mib": mem.mib, "chunk": args.batch})
     # What users get: create_attack with no performance arguments (chunk and channels_last
     # "auto": chosen by rule, nothing timed), on a model as it comes (contiguous). The tuned rows
     # use chunk=measure (timed once, in the warm-up; its seconds are reported) or --chunk.
@@ -290,7 +356,7 @@ def main(argv=None) -> int:
         from flatbench.attacks import create_attack
 
         default = create_attack(m, default_model, eps=args.eps / 255, steps=args.steps,
-                                amp=args.dtype if args.dtype != "fp32" else None)
+                                amp=args.dtype if args.dtype != "fp32" else None, **BENCH_KWARGS.get(m, {}))
         before = set(tuning._PROCESS)
         for _ in range(max(1, args.warmup)):
             run_attack(default, x, y)
@@ -303,7 +369,8 @@ def main(argv=None) -> int:
         tuning_s = sum(v.get("seconds", 0.0) for k, v in tuning._PROCESS.items() if k not in before)
         with PeakMemory(device) as mem:
             r = timed(lambda: run_attack(attack, x, y), device, 0, args.repeats)
-        rows.append({"method": attack.label + (" (compiled)" if args.compile else ""), "seconds": r["seconds"], "grad_evals": r["grad_evals"],
+        rows.append({"method": attack.label + (" (compiled)" if args.compile else ""), "estimator": attack.estimator.name,
+                     "seconds": r["seconds"], "grad_evals": r["grad_evals"],
                      "grad_evals_per_s": r["grad_evals"] / r["seconds"], "peak_mib": mem.mib,
                      "chunk": attack.resolved_chunk(x),
                      "default_grad_evals_per_s": d["grad_evals"] / d["seconds"], "default_chunk": default.chunk,
@@ -318,8 +385,8 @@ def main(argv=None) -> int:
                     "grad_evals_per_image": per_image_t10,
                     "efficiency": row["grad_evals_per_s"] / lim["grad_evals_per_s"],
                     "default_efficiency": row.get("default_grad_evals_per_s", float("nan")) / lim["grad_evals_per_s"],
-                    "speedup_vs_baseline": (row["grad_evals_per_s"] / base_rate
-                                            if base_rate and ("PGN" in row["method"] or "baseline" in row["method"]) else float("nan")),
+                    "speedup_vs_baseline": (row["grad_evals_per_s"] / base_rates[row["estimator"]]
+                                            if row["estimator"] in base_rates else float("nan")),
                     "limit_grad_evals_per_s": lim["grad_evals_per_s"], "limit_batch": lim["batch"],
                     "limit_channels_last": lim["channels_last"], "hardware": hardware(device)})
     print(f"{'method':28s} {'img/s':>8s} {'grad/s':>9s} {'eff':>6s} {'default grad/s':>15s} {'default eff':>11s} "

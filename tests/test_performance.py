@@ -191,9 +191,14 @@ def test_bench_smoke_writes_its_table(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = list(csv.DictReader(open(out)))
-    assert [r["method"] for r in rows] == ["baseline (sequential PGN)", "I-FGSM", "MI-FGSM", "PGN", "GNP", "PGN+DIM+TIM"]
+    assert [r["method"] for r in rows] == ["baseline (sequential PGN)", "baseline (sequential GRA)",
+                                           "baseline (sequential MEF)", "I-FGSM", "MI-FGSM", "PGN", "GNP", "PGN+DIM+TIM",
+                                           "GRA", "MEF", "RAP", "ANDA"]
     for r in rows:
         assert float(r["grad_evals_per_s"]) > 0 and float(r["efficiency"]) > 0
+    speedup = {r["method"]: float(r["speedup_vs_baseline"]) for r in rows}
+    # Each against the baseline of its own estimator; no baseline for the plain gradient.
+    assert all(speedup[m] > 0 for m in ("PGN", "PGN+DIM+TIM", "GRA", "MEF")) and speedup["MI-FGSM"] != speedup["MI-FGSM"]
     assert "limit:" in p.stdout and "speedup" in p.stdout
 
 
