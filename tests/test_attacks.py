@@ -374,3 +374,14 @@ def test_describe_states_the_formulas_the_code_runs():
     assert "r·g1/‖g1‖₂" in l2 and "x + δ + α·1·m/‖m‖₂" in l2 and "scaled down to ‖δ‖₂ ≤ ε" in l2
     tim = create_attack("mi_dim_tim", torch.nn.Identity(), eps=16 / 255, kernel_size=7).describe()
     assert tim.index("g = ∇ℓ(x_eval)") < tim.index("7×7 Gaussian") < tim.index("m = 1·m")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_predicted_grad_evals_equal_the_count(method, small_cnn):
+    """Attack.predicted_grad_evals (what flatbench plan counts) equals the passes the loop makes,
+    for every preset: neighbours, look-aheads, transform copies, RAP's late start and inner steps."""
+    kw = {**_kwargs(method), "steps": 3}
+    attack = create_attack(method, small_cnn, eps=8 / 255, **kw)
+    x, y = torch.rand(5, 3, 16, 16), torch.randint(0, 5, (5,))
+    attack(x, y)
+    assert attack.grad_evals == attack.predicted_grad_evals(5) > 0

@@ -80,6 +80,9 @@ def test_a_new_part_needs_no_change_in_the_loop():
         def describe(self, threat, alpha):
             return [f"g = {self.scale:g}·∇ℓ(x_eval)"]
 
+        def evals_per_image(self, step):
+            return 1
+
     class Flip(InputTransform):
         def __init__(self, dims):
             self.dims = dims

@@ -59,6 +59,11 @@ class Estimator(Part, abc.ABC):
     def describe(self, threat, alpha: str) -> List[str]:
         """The lines that compute g at x_eval, with this estimator's values (Attack.describe)."""
 
+    @abc.abstractmethod
+    def evals_per_image(self, step: int) -> int:
+        """Forward+backward passes per input image at step ``step`` (0-based), before the input
+        transforms multiply them: what ``flatbench plan`` counts and ``grad_evals`` records."""
+
 
 @ESTIMATORS.declare("plain", "", doc="Plain gradient ∇ℓ(x) (through the input transforms).")
 class Plain(Estimator):
@@ -67,6 +72,9 @@ class Plain(Estimator):
 
     def describe(self, threat, alpha):
         return ["g = ∇ℓ(x_eval)"]
+
+    def evals_per_image(self, step):
+        return 1
 
 
 def uniform_noise(ctx: "StepContext", x: torch.Tensor, lo: int, hi: int, radius: float, tag: str) -> torch.Tensor:
@@ -125,6 +133,9 @@ class Penalty(Estimator):
                 total += part
         return total / n
 
+    def evals_per_image(self, step):
+        return self.n_samples * (2 if self.beta else 1)
+
     def describe(self, threat, alpha):
         descent = self.sign < 0
         r = f"α = {alpha}" if "r" in self.from_alpha else f"{self.r * 255:g}/255 = {self.r:g}"
@@ -169,6 +180,9 @@ class Variance(Estimator):
                 total += part
         ctx.state["vmi_v"] = total / self.n_samples - g
         return g if v is None else g + v
+
+    def evals_per_image(self, step):
+        return 1 + self.n_samples
 
     def describe(self, threat, alpha):
         return ["g0 = ∇ℓ(x_eval)",
@@ -274,6 +288,9 @@ class RAP(Estimator):
             n = box(ball.clip_ball(ball.step(n, -g, self.alpha_n)))   # descend ℓ: the reverse perturbation
         return ctx.grad(x + n, y, [("g",)])
 
+    def evals_per_image(self, step):
+        return 1 if step < self.late_start else self.inner_steps + 1
+
     def describe(self, threat, alpha):
         return [f"if t ≤ {self.late_start}:   (late start: step index t−1 < {self.late_start})",
                 "    g = ∇ℓ(x_eval)",
@@ -326,6 +343,9 @@ class GRA(Estimator):
         s = _cosine(g, mean)
         return s * g + (1 - s) * mean
 
+    def evals_per_image(self, step):
+        return 1 + self.n_samples
+
     def describe(self, threat, alpha):
         return ["g0 = ∇ℓ(x_eval)",
                 f"ḡ = (1/N)·Σ_i ∇ℓ(x_eval + u_i),  u_i ~ {threat.noise_text.format(z=f'{self.zeta:g}')},  N = {self.n_samples}",
@@ -374,6 +394,9 @@ class MEF(Estimator):
         inverted = (grads / grads.abs().mean(dims, keepdim=True).clamp_min(1e-12)).detach()
         ctx.state["mef_p"] = inverted if p is None else inverted - self.inner_decay * p
         return grads.sum(0)
+
+    def evals_per_image(self, step):
+        return self.n_samples
 
     def describe(self, threat, alpha):
         return [f"for i = 1..N (N = {self.n_samples}, evaluated together in chunks):",
@@ -436,6 +459,9 @@ class ANDA(Estimator):
         mean = mean * seen / (seen + n) + grads.sum(0) / (seen + n)
         ctx.state["anda_seen"], ctx.state["anda_mean"] = seen + n, mean
         return mean
+
+    def evals_per_image(self, step):
+        return self.n_views
 
     def describe(self, threat, alpha):
         k = math.isqrt(self.n_views)

@@ -202,6 +202,12 @@ class Attack:
             head = f"{opt.label}+{est.label}"
         return "+".join([head] + [p.label for p in (*self.transforms, *self.filters)])
 
+    def predicted_grad_evals(self, n_images: int) -> int:
+        """The images that go through a forward+backward of the surrogate when this attack crafts
+        ``n_images`` images: each step's passes per image (the estimator's count) times the
+        input transforms' copies. Equal to ``grad_evals`` after the call (tested per preset)."""
+        return n_images * self.copies * sum(self.estimator.evals_per_image(t) for t in range(self.steps))
+
     def describe(self) -> str:
         """The assembled loop, written out from the parts with their values: what this attack
         computes, on one screen (``flatbench describe METHOD`` prints it)."""
