@@ -1,5 +1,5 @@
-"""The subcommands beside the main run: ``flatbench evaluate``, ``flatbench describe`` and
-``flatbench list`` (:mod:`flatbench.listing`)."""
+"""The subcommands beside the main run: ``flatbench evaluate``, ``flatbench describe``,
+``flatbench list`` (:mod:`flatbench.listing`) and ``flatbench plan`` (:mod:`flatbench.planning`)."""
 from __future__ import annotations
 
 import logging
@@ -85,4 +85,10 @@ def list_main(argv: List[str]) -> int:
     return main(argv)
 
 
-SUBCOMMANDS = {"list": list_main, "describe": describe_main, "evaluate": evaluate_main}
+def plan_main(argv: List[str]) -> int:
+    from .planning import plan_main as main
+
+    return main(argv)
+
+
+SUBCOMMANDS = {"list": list_main, "describe": describe_main, "evaluate": evaluate_main, "plan": plan_main}

@@ -12,8 +12,9 @@ from omegaconf import DictConfig
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
-def compose(overrides: List[str]) -> DictConfig:
-    """The config that ``flatbench OVERRIDES`` would run (errors are raised, not printed)."""
+def compose(overrides: List[str], hydra: bool = False) -> DictConfig:
+    """The config that ``flatbench OVERRIDES`` would run (errors are raised, not printed);
+    ``hydra=True`` keeps the ``hydra`` node (the sweeper's params, the launcher)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -23,4 +24,4 @@ def compose(overrides: List[str]) -> DictConfig:
     register_schema()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
+        return hydra_compose("config", overrides=overrides, return_hydra_config=hydra)

@@ -59,6 +59,11 @@ class Estimator(Part, abc.ABC):
     def describe(self, threat, alpha: str) -> List[str]:
         """The lines that compute g at x_eval, with this estimator's values (Attack.describe)."""
 
+    @property
+    def width(self) -> int:
+        """Copies of each image in its widest forward (its neighbours or views; 1: one at a time)."""
+        return getattr(self, "n_samples", None) or getattr(self, "n_views", None) or 1
+
     @abc.abstractmethod
     def evals_per_image(self, step: int) -> int:
         """Forward+backward passes per input image at step ``step`` (0-based), before the input
@@ -264,6 +269,8 @@ and draws ``normal_(-ε, ε)``); here the start is U(±ε_n/√d) per pixel, the
 steps of α_n and the ball is the L2 ball of radius ε_n.
 """)
 class RAP(Estimator):
+    width = 1   # its inner steps are sequential
+
     def __init__(self, late_start: int = 100, eps_n: float = 16 / 255, alpha_n: float = 2 / 255, inner_steps: int = 8):
         self.late_start, self.eps_n, self.alpha_n, self.inner_steps = late_start, eps_n, alpha_n, inner_steps
         self.check()

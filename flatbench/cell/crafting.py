@@ -132,6 +132,13 @@ def craft_cell(cell, cfg, w: World, surrogate, stop: Optional[StopRequest] = Non
                             store=store, world=w, force=cell.force, quantize_mode=cfg.quantize, stop=stop)
     grad_evals = int(w.sum(attack.grad_evals))
     seconds = w.max(seconds)
+    if w.main and not w.active and grad_evals and seconds > 0:   # the rate `flatbench plan` projects from
+        from ..planning import craft_key, per_forward, record_rate
+
+        shape = tuple(data.floats(slice(0, 1)).shape[1:])
+        record_rate(cfg.paths.cache_dir, craft_key(s.surrogate, shape, cell.device.type, attack.amp,
+                                                   per_forward(attack, cfg.batch_size, len(data))),
+                    grad_evals / seconds, f"cell {cell.cell_id}")
     cell.craft_meta = {"craft_seconds": seconds, "grad_evals": grad_evals, "chunk": attack.chunk,
                        "memory_format": attack.memory_format}
     w.barrier()

@@ -1,0 +1,334 @@
+"""``flatbench plan``: what a run or a sweep will cost, before it runs.
+
+    flatbench plan method=pgn surrogate=digits-resnet          # one cell
+    flatbench plan -m experiment=digits                        # the sweep a -m run would make
+    flatbench plan -m experiment=digits --csv plan.csv         # the same table for scripts
+
+It takes the overrides a run takes (and, with ``-m``, the sweeper's grid: the experiment's
+``hydra.sweeper.params`` and comma lists on the command line). For every cell it prints the
+cell id; what is already done (the stored set, finished batches, cached evaluations), so a
+half-finished sweep counts only what is left; the gradient evaluations its attack will make
+(exactly: :meth:`Attack.predicted_grad_evals`, from each part's declared cost); the forward
+passes of the evaluation, target by target (randomized smoothing's votes included); and the
+**projected** crafting and evaluation times from measured rates: a rate on file
+(``CACHE/rates.json``: written by every finished crafting run, and by earlier plans) for the
+same surrogate, input shape, device type, precision and images per forward, or else a
+measurement of about a second per model, made now and named as such. Then the totals and a
+suggested ``hydra.launcher.timeout_min``: the longest cell's projection with a margin, plus the
+startup that every (re)start of a job pays again.
+
+Projections are projections: flatness measurements (``flatness=on``) and W&B are not in them,
+and the attack's own overheads (sign, projection, noise) are only in rates that come from
+finished cells.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+MARGIN = 1.5          # the suggested time limit: the longest cell's projection times this ...
+RATES_FILE = "rates.json"
+
+
+@dataclass
+class CellCost:
+    """One cell of a plan (the columns of ``--csv``)."""
+
+    cell: int
+    overrides: str
+    cell_id: str
+    status: str               # new | k of n batches crafted | crafted | finished (cached)
+    images_left: int
+    grad_evals: int           # forward+backward image passes still to make (crafting)
+    eval_passes: int          # forward image passes still to make (evaluation, votes included)
+    craft_s: float
+    eval_s: float
+    projected_s: float
+    rate_source: str
+
+
+# ---------------------------------------------------------------- rates on file
+
+def rates_path(cache_dir) -> Path:
+    return Path(cache_dir) / RATES_FILE
+
+
+def craft_key(surrogate, shape, device_type: str, amp, per_forward: int) -> str:
+    return f"craft|{'+'.join(surrogate)}|{'x'.join(map(str, shape))}|{device_type}|{amp or 'fp32'}|{per_forward}"
+
+
+def eval_key(target_key: str, shape, device_type: str, batch: int) -> str:
+    return f"eval|{target_key}|{'x'.join(map(str, shape))}|{device_type}|{batch}"
+
+
+def read_rates(cache_dir) -> Dict[str, Dict[str, Any]]:
+    try:
+        found = json.loads(rates_path(cache_dir).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def record_rate(cache_dir, key: str, per_second: float, source: str) -> None:
+    """Keep a measured rate (images per second) under ``key``, under the file's lock; a rate
+    from a finished cell replaces a plan's short measurement, not the other way round."""
+    from .io import atomic_write_text, locked
+
+    if not (per_second > 0 and math.isfinite(per_second)):
+        return
+    path = rates_path(cache_dir)
+    try:
+        with locked(path.with_name(f".{path.name}.lock")):
+            rates = read_rates(cache_dir)
+            old = rates.get(key, {})
+            if old.get("source", "").startswith("cell") and not source.startswith("cell"):   # keep the cell's
+                return
+            rates[key] = {"per_second": float(per_second), "source": source, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+            atomic_write_text(path, json.dumps(rates, indent=1, sort_keys=True))
+    except OSError:   # a read-only cache: the rate is simply not kept
+        return
+
+
+def per_forward(attack, batch_size: int, n_images: int) -> int:
+    """Images in one forward of the surrogate while crafting: the batch times the estimator's
+    widest forward (its neighbours or views) times the transforms' copies, cut to the chunk."""
+    width = attack.estimator.width * attack.copies
+    images = min(batch_size, n_images) * width
+    return max(1, min(images, attack.chunk) if attack.chunk else images)
+
+
+# ---------------------------------------------------------------- measurements (a second or so each)
+
+def _time(fn, seconds: float) -> float:
+    """Calls per second of fn, after one warm-up call, over at least ``seconds``."""
+    fn()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        dt = time.perf_counter() - t0
+        if dt >= seconds and n >= 2:
+            return n / dt
+
+
+def measure_craft(model, shape, images: int, device, amp, memory_format: str, seconds: float = 1.0) -> float:
+    """Images per second through a forward and an input-gradient backward of ``model`` (the
+    bare work of crafting), at ``images`` per forward."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.rand((images, *shape), device=device)
+    if memory_format == "channels_last" and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.zeros(images, dtype=torch.long, device=device)
+
+    def step():
+        z = x.detach().requires_grad_(True)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16,
+                            enabled=bool(amp)):
+            loss = F.cross_entropy(model(z).float(), y, reduction="sum")
+        torch.autograd.grad(loss, z)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return images * _time(step, seconds)
+
+
+def measure_eval(model, shape, batch: int, device, seconds: float = 0.5) -> float:
+    """Images per second through a forward of ``model`` (a defended model: all its votes)."""
+    import torch
+
+    x = torch.rand((batch, *shape), device=device)
+
+    @torch.inference_mode()
+    def step():
+        model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return batch * _time(step, seconds)
+
+
+# ---------------------------------------------------------------- the sweep's cells
+
+def _split(argv: List[str], multirun: bool) -> List[List[str]]:
+    """The cells' override lists: a -m run's grid (the experiment's sweeper params, overridden
+    by the command line's keys), or the one cell."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .compose import compose
+    from .registry import ConfigError
+
+    if not multirun:
+        return [list(argv)]
+    parser = OverridesParser.create()
+    fixed = [o.input_line for o in parser.parse_overrides(list(argv)) if not o.is_sweep_override()]
+    cfg = compose(fixed, hydra=True)   # the sweeper's params as the experiment sets them
+    target = str(cfg.hydra.sweeper.get("_target_", ""))
+    if "optuna" in target.lower():
+        raise ConfigError("flatbench plan: an Optuna search picks its cells as it runs; plan a grid of the same space "
+                          "(hydra/sweeper=basic with comma lists), whose cells bound each trial's cost")
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a}
+    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items() if k not in given]
+    parsed = parser.parse_overrides(list(argv) + params)
+    return BasicSweeper.split_arguments(parsed, None)[0]
+
+
+def plan_cells(argv: List[str], multirun: bool, seconds: float = 1.0, progress=print) -> Tuple[List[CellCost], Dict]:
+    """Every cell's cost; measurements (and the models they need) are made once per key."""
+    import torch
+
+    from .attacks import build_attack
+    from .cell.evaluation import TargetModels
+    from .cell.plan import cell_hash, hashed_settings, load_data, pick_device, target_key
+    from .compose import compose
+    from .config import attack_kwargs, chunk_setting, parse_targets, resolve
+    from .store import AdvStore
+
+    t_start = time.perf_counter()
+    cells, measured, startup = [], {}, None
+    grid = _split(argv, multirun)
+    common = set.intersection(*(set(o) for o in grid)) if len(grid) > 1 else set()
+    for i, overrides in enumerate(grid):
+        cfg = compose(overrides)
+        s = resolve(cfg)
+        device = pick_device(cfg.device)
+        attack = build_attack(None, chunk=chunk_setting(cfg), memory_budget_mb=cfg.get("memory_budget_mb"),
+                              amp=cfg.get("amp"), channels_last=cfg.get("channels_last", "auto"),
+                              tuning_file=cfg.paths.get("tuning_file"), **attack_kwargs(s))
+        data = load_data(s)
+        cell_id = cell_hash(hashed_settings(s, attack, data, cfg.batch_size, cfg.pretrained, device.type,
+                                            cfg.preprocess, cfg.quantize))
+        cache = Path(cfg.paths.cache_dir)
+        store = AdvStore(cache, cell_id)
+        bounds = [(lo, min(len(data), lo + cfg.batch_size)) for lo in range(0, len(data), cfg.batch_size)]
+        if store.full.exists():
+            left, status = [], "crafted"
+        else:
+            left = [(lo, hi) for lo, hi in bounds if not store.batch_path(lo, hi).exists()]
+            status = "new" if len(left) == len(bounds) else f"{len(bounds) - len(left)} of {len(bounds)} batches crafted"
+        images_left = sum(hi - lo for lo, hi in left)
+        grad_evals = attack.predicted_grad_evals(images_left)
+        zoo = parse_targets(cfg.targets)
+        keys = {k: target_key(k, e, cfg.pretrained, cfg.preprocess) for k, e in zoo.items()}
+        todo = [k for k in zoo if not store.eval_path(keys[k]).exists()]
+        if not left and not todo:
+            status = "finished (cached)"
+        zoo_dir = cfg.paths.get("zoo_dir")
+        models = TargetModels(s.surrogate, dict(zoo_dir=Path(zoo_dir) if zoo_dir else None, progress=False,
+                                                pretrained=cfg.pretrained, preprocess=cfg.preprocess), device)
+        shape = tuple(data.floats(slice(0, 1)).shape[1:])
+        if startup is None:   # what a job pays before its first batch: imports, config, data, the surrogate
+            t0 = time.perf_counter()
+            models.surrogate()
+            startup = (t0 - t_start) / (i + 1) + (time.perf_counter() - t0)
+        rates, sources = read_rates(cache), set()
+        craft_s = 0.0
+        if grad_evals:
+            attack.model = models.surrogate()
+            attack.chunk = attack.resolved_chunk(data.floats(slice(0, min(len(data), cfg.batch_size))).to(device))
+            key = craft_key(s.surrogate, shape, device.type, attack.amp, per_forward(attack, cfg.batch_size, len(data)))
+            if key in rates:
+                rate, src = rates[key]["per_second"], f"on file: {rates[key]['source']}"
+            elif key in measured:
+                rate, src = measured[key], "measured now"
+            else:
+                progress(f"flatbench plan: measuring {'+'.join(s.surrogate)} at {per_forward(attack, cfg.batch_size, len(data))} "
+                         f"images per forward ({device.type}) ...")
+                rate = measured[key] = measure_craft(models.surrogate(), shape, per_forward(attack, cfg.batch_size, len(data)),
+                                                     device, attack.amp, attack.memory_format, seconds)
+                record_rate(cache, key, rate, "plan")
+                src = "measured now"
+            craft_s = grad_evals / rate
+            sources.add(src)
+        eval_passes, eval_s = 0, 0.0
+        for k in todo:
+            entry = zoo[k]
+            votes = int((entry.get("defense") or {}).get("n", 1)) if (entry.get("defense") or {}).get("name") == "smoothing" else 1
+            passes = 2 * len(data) * votes          # clean and adversarial images
+            eval_passes += passes
+            key = eval_key(keys[k], shape, device.type, cfg.batch_size)
+            if key in rates:
+                rate = rates[key]["per_second"]
+                sources.add(f"on file: {rates[key]['source']}")
+            else:
+                if key not in measured:
+                    model = models.get(entry)
+                    measured[key] = measure_eval(model, shape, min(cfg.batch_size, len(data)), device, seconds / 2)
+                    record_rate(cache, key, measured[key], "plan")
+                rate = measured[key]
+                sources.add("measured now")
+            eval_s += 2 * len(data) / rate            # a defended model's rate includes its votes
+        cells.append(CellCost(i, " ".join(o for o in overrides if o not in common) or "(the defaults)", cell_id, status, images_left, grad_evals, eval_passes,
+                              round(craft_s, 2), round(eval_s, 2), round(craft_s + eval_s, 2),
+                              "; ".join(sorted(sources)) or "nothing left"))
+    return cells, {"startup_s": startup or 0.0}
+
+
+def totals(cells: List[CellCost], startup_s: float) -> Dict[str, Any]:
+    longest = max((c.projected_s for c in cells), default=0.0)
+    return {"cells": len(cells), "cells_left": sum(c.status != "finished (cached)" for c in cells),
+            "grad_evals": sum(c.grad_evals for c in cells), "projected_s": sum(c.projected_s for c in cells),
+            "device_hours": sum(c.projected_s for c in cells) / 3600, "longest_s": longest, "startup_s": startup_s,
+            "timeout_min": max(1, math.ceil((longest * MARGIN + startup_s) / 60))}
+
+
+def _fmt_s(v: float) -> str:
+    return f"{v:.1f} s" if v < 120 else (f"{v / 60:.1f} min" if v < 7200 else f"{v / 3600:.2f} h")
+
+
+def render(cells: List[CellCost], tot: Dict[str, Any]) -> str:
+    import pandas as pd
+
+    df = pd.DataFrame([asdict(c) for c in cells])
+    show = df[["cell", "overrides", "cell_id", "status", "grad_evals", "eval_passes", "craft_s", "eval_s", "projected_s",
+               "rate_source"]].rename(columns={"craft_s": "craft_s (proj.)", "eval_s": "eval_s (proj.)",
+                                               "projected_s": "total_s (proj.)"})
+    lines = [show.to_string(index=False, max_colwidth=60), "",
+             f"cells: {tot['cells']} ({tot['cells_left']} with work left); gradient evaluations: {tot['grad_evals']:,}; "
+             f"projected: {_fmt_s(tot['projected_s'])} = {tot['device_hours']:.3f} device-hours on this device "
+             "(a projection from the rates named per cell; flatness=on and W&B are not in it)",
+             f"suggested hydra.launcher.timeout_min={tot['timeout_min']}: the longest cell "
+             f"({_fmt_s(tot['longest_s'])}) x {MARGIN:g} margin + {tot['startup_s']:.1f} s of startup, paid again on "
+             "each requeue"]
+    return "\n".join(lines)
+
+
+def plan_main(argv: List[str]) -> int:
+    """``flatbench plan [-m] [--csv FILE] [OVERRIDES]``: the cost of a run or a sweep before it
+    runs (see :mod:`flatbench.planning`)."""
+    import pandas as pd
+
+    from .errors import guarded
+
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    csv: Optional[Path] = None
+    rest = []
+    it = iter(a for a in argv if a not in ("-m", "--multirun"))
+    for a in it:
+        if a == "--csv":
+            csv = Path(next(it, ""))
+        elif a.startswith("--csv="):
+            csv = Path(a.split("=", 1)[1])
+        elif a.startswith("-"):
+            print(f"flatbench plan: error: unknown option {a!r} (valid: -m, --csv FILE)", file=sys.stderr)
+            return 2
+        else:
+            rest.append(a)
+    cells, info = guarded(plan_cells, rest, multirun, progress=lambda m: print(m, file=sys.stderr))
+    tot = totals(cells, info["startup_s"])
+    print(render(cells, tot))
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([asdict(c) for c in cells]).to_csv(csv, index=False)
+        print(f"csv: {csv}")
+    return 0

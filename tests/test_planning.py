@@ -1,0 +1,65 @@
+"""flatbench plan (issue 25): the cost of a run or a sweep before it runs, through the command line."""
+import pandas as pd
+import torch
+
+from flatbench import create_attack
+from flatbench.planning import CellCost, render, totals
+from test_run import SMALL, run
+
+GRID = ["method=mifgsm,pgn,mef,anda", "steps=2", *SMALL]
+
+
+def test_plan_predicts_grad_evals_and_counts_only_what_is_left(trained_zoo, zoo_dir, tmp_path):
+    p1 = tmp_path / "plan1.csv"
+    out = run(["flatbench", "plan", "-m", *GRID, "--csv", str(p1)], zoo_dir, tmp_path)
+    plan = pd.read_csv(p1).set_index("cell_id")
+    assert len(plan) == 4 and (plan["status"] == "new").all() and set(plan["overrides"]) == {
+        "method=mifgsm", "method=pgn", "method=mef", "method=anda"}
+    assert "projected" in out.stdout and "suggested hydra.launcher.timeout_min=" in out.stdout
+    assert "measured now" in set(plan["rate_source"].str.split("; ").explode())
+    assert {"cell_id", "grad_evals", "projected_s"} <= set(pd.read_csv(p1).columns) and (plan["projected_s"] > 0).all()
+    # Two targets, 8 clean and 8 adversarial images each.
+    assert (plan["eval_passes"] == 2 * 2 * 8).all()
+
+    # The sweep itself: each cell's grad_evals column is the plan's number, exactly.
+    sweep = tmp_path / "sweep"
+    run(["flatbench", "-m", *GRID, f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
+    done = pd.concat(pd.read_csv(f) for f in sweep.glob("*/results.csv")).drop_duplicates("cell_id").set_index("cell_id")
+    assert sorted(done.index) == sorted(plan.index)
+    assert (done["grad_evals"] == plan.loc[done.index, "grad_evals"]).all(), (done["grad_evals"], plan["grad_evals"])
+    assert plan.loc[done[done["attack"] == "MEF"].index[0], "grad_evals"] == 8 * 2 * 20
+
+    # Planned again: nothing left, and the rates now come from the finished cells.
+    p2 = tmp_path / "plan2.csv"
+    run(["flatbench", "plan", "-m", *GRID, "--csv", str(p2)], zoo_dir, tmp_path)
+    again = pd.read_csv(p2)
+    assert (again["status"] == "finished (cached)").all() and (again["grad_evals"] == 0).all()
+    assert (again["eval_passes"] == 0).all() and (again["projected_s"] == 0).all()
+
+    # Half finished: one of two batches of a cell crafted, no evaluation yet.
+    from flatbench.store import AdvStore, load_adv
+
+    half = ["flatbench", "plan", "method=pgn", "steps=2", "batch_size=4", *SMALL, "--csv", str(tmp_path / "p3.csv")]
+    run(half, zoo_dir, tmp_path)
+    cell_id = pd.read_csv(tmp_path / "p3.csv")["cell_id"].item()
+    run(["flatbench", "method=pgn", "steps=2", "batch_size=4", *SMALL, f"hydra.run.dir={tmp_path / 'one'}"], zoo_dir, tmp_path)
+    store = AdvStore(tmp_path / "outputs" / "cache", cell_id)
+    images = load_adv(store.full)[0]
+    store.save_batch(0, 4, images[:4])
+    store.full.unlink()
+    for f in store.evals.glob("*.csv"):
+        f.unlink()
+    run(half, zoo_dir, tmp_path)
+    row = pd.read_csv(tmp_path / "p3.csv").iloc[0]
+    assert row["status"] == "1 of 2 batches crafted" and row["images_left"] == 4
+    assert row["grad_evals"] == create_attack("pgn", torch.nn.Identity(), eps=0.1, steps=2).predicted_grad_evals(4)
+
+
+def test_totals_and_the_suggested_time_limit():
+    cells = [CellCost(0, "method=a", "x", "new", 8, 100, 10, 60.0, 20.0, 80.0, "measured now"),
+             CellCost(1, "method=b", "y", "finished (cached)", 0, 0, 0, 0.0, 0.0, 0.0, "nothing left")]
+    tot = totals(cells, startup_s=30.0)
+    assert tot["cells"] == 2 and tot["cells_left"] == 1 and tot["grad_evals"] == 100
+    assert tot["timeout_min"] == 3   # ceil((80 × 1.5 + 30) / 60)
+    text = render(cells, tot)
+    assert "projected" in text and "x 1.5 margin + 30.0 s of startup" in text
