@@ -63,3 +63,52 @@ def test_totals_and_the_suggested_time_limit():
     assert tot["timeout_min"] == 3   # ceil((80 × 1.5 + 30) / 60)
     text = render(cells, tot)
     assert "projected" in text and "x 1.5 margin + 30.0 s of startup" in text
+
+
+def test_clean_predictions_are_made_once_per_target_and_data(trained_zoo, zoo_dir, tmp_path, monkeypatch):
+    """A sweep of M methods over one data set predicts each target's clean images once, not M
+    times; the cache is keyed by the target's key, the data digest and the device type, so a
+    cell on other images (or another target spec) never reads it."""
+    from test_configs import _compose
+
+    from flatbench.cell import run_cell
+    from flatbench.cell import evaluation
+
+    calls = []
+    predict = evaluation.predict
+
+    def counting(model, images, device, batch_size):
+        calls.append(len(images))
+        return predict(model, images, device, batch_size)
+
+    monkeypatch.setattr(evaluation, "predict", counting)
+    common = ["n_images=8", "targets=digits_small", "progress=false", "steps=2", f"paths.zoo_dir={zoo_dir or 'null'}",
+              f"paths.cache_dir={tmp_path / 'cache'}"]
+    first = run_cell(_compose(["method=mifgsm", *common]), tmp_path / "a")
+    assert sum(calls) == 2 * 2 * 8   # two targets: clean and adversarial
+    calls.clear()
+    second = run_cell(_compose(["method=ifgsm", *common]), tmp_path / "b")
+    assert sum(calls) == 2 * 8       # the adversarial images only
+    for df in (first, second):
+        assert (df.set_index("target")["clean_acc"] == first.set_index("target")["clean_acc"]).all()
+    calls.clear()
+    other = run_cell(_compose(["method=ifgsm", *common, "n_images=6"]), tmp_path / "c")   # other images: another digest
+    assert sum(calls) == 2 * 2 * 6 and len(other) == 2
+
+
+def test_clean_cache_key_holds_the_images_content_and_device(tmp_path):
+    import copy
+
+    from flatbench.cell.evaluation import _read_clean, clean_cache_path
+    from flatbench.data import DATASETS
+
+    d = DATASETS.build("digits").subset(8)
+    brighter = copy.copy(d)
+    brighter.images = (d.images.int() + 1).clamp(max=255).to(d.images.dtype)   # same ids, other pixels
+    key = "digits-cnn-0123456789"
+    assert clean_cache_path(tmp_path, key, d, "cpu") != clean_cache_path(tmp_path, key, brighter, "cpu")
+    assert clean_cache_path(tmp_path, key, d, "cpu") != clean_cache_path(tmp_path, key, d, "cuda")
+    assert clean_cache_path(tmp_path, key, d, "cpu") != clean_cache_path(tmp_path, "digits-cnn-other", d, "cpu")
+    f = tmp_path / "c.csv"
+    f.write_text("image_id,clean_pred\n" + "".join(f"x{i},1\n" for i in range(8)))
+    assert _read_clean(f, d) is None   # other image ids: not read

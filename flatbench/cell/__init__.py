@@ -77,7 +77,7 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run", sweep: Optional[
                  cell.settings.eps, cell.device, f", rank {w.rank}/{w.size}" if w.active else "", len(cell.todo),
                  len(cell.zoo) - len(cell.todo))
         crafting.craft_cell(cell, cfg, w, models.surrogate, stop)
-        evaluate_cell(cell, models, built, cfg.batch_size, w)
+        evaluate_cell(cell, models, built, cfg.batch_size, w, None if cell.force else cfg.paths.cache_dir)
         if not w.main:
             failed = False
             return None

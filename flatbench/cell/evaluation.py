@@ -95,23 +95,53 @@ def require_classes(k: int, data: ImageSet, what: str) -> None:
                           "model trained on this data set")
 
 
+def clean_cache_path(cache_dir, target_key: str, data: ImageSet, device) -> "Path":
+    """Where a target's clean predictions on a data set are kept: by the target's key (its model
+    spec, weights and preprocessing), the data set's content digest and the device type, so no
+    cell with another target, other images or another device type can read them."""
+    from pathlib import Path
+
+    return Path(cache_dir) / "clean" / f"{target_key}-{data.digest()}-{torch.device(device).type}.csv"
+
+
+def _read_clean(path, data: ImageSet) -> Optional[torch.Tensor]:
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return None
+    if list(df.get("image_id", pd.Series(dtype=str)).astype(str)) != [str(i) for i in data.ids]:
+        return None   # not these images: never relabelled, recomputed
+    return torch.tensor(df["clean_pred"].to_numpy(copy=True), dtype=torch.long)
+
+
 def evaluate_target(model: torch.nn.Module, data: ImageSet, adv: torch.Tensor, device, batch_size: int,
-                    w: World) -> pd.DataFrame:
-    """Clean and adversarial predictions of one target on every image (ranks share the batches)."""
+                    w: World, clean_path=None) -> pd.DataFrame:
+    """Clean and adversarial predictions of one target on every image (ranks share the batches).
+    The clean ones come from ``clean_path`` when a cell of the same target and images made them
+    (rank 0 decides, so the ranks agree), and are written there otherwise (atomically: two cells
+    that write at once write the same file)."""
+    known = _read_clean(clean_path, data) if clean_path is not None and w.main else None
+    known = w.broadcast(known) if w.active else known
     idx, clean, pred = [], [], []
     for i, lo in enumerate(range(0, len(data), batch_size)):
         if not w.mine(i):
             continue
         hi = min(len(data), lo + batch_size)
         idx.append(torch.arange(lo, hi))
-        clean.append(predict(model, data.images[lo:hi], device, batch_size))
+        clean.append(known[lo:hi] if known is not None else predict(model, data.images[lo:hi], device, batch_size))
         pred.append(predict(model, adv[lo:hi], device, batch_size))
     cat = (lambda t: torch.cat(t) if t else torch.zeros(0, dtype=torch.long))
     parts = w.gather((cat(idx), cat(clean), cat(pred)))
     order = torch.cat([p[0] for p in parts]).argsort()
-    return pd.DataFrame({"image_id": data.ids,
-                         "clean_pred": torch.cat([p[1] for p in parts])[order].numpy(),
-                         "adv_pred": torch.cat([p[2] for p in parts])[order].numpy()})
+    df = pd.DataFrame({"image_id": data.ids,
+                       "clean_pred": torch.cat([p[1] for p in parts])[order].numpy(),
+                       "adv_pred": torch.cat([p[2] for p in parts])[order].numpy()})
+    if clean_path is not None and known is None and w.main:
+        try:
+            atomic_write_text(clean_path, df[["image_id", "clean_pred"]].to_csv(index=False))
+        except OSError:   # a read-only cache: the next cell predicts them again
+            pass
+    return df
 
 
 def check_targets(cell, models: TargetModels, pretrained: bool) -> Dict[str, torch.nn.Module]:
@@ -122,7 +152,8 @@ def check_targets(cell, models: TargetModels, pretrained: bool) -> Dict[str, tor
     return {k: models.get(cell.zoo[k]) for k in unchecked}
 
 
-def evaluate_cell(cell, models: TargetModels, built: Dict[str, torch.nn.Module], batch_size: int, w: World) -> None:
+def evaluate_cell(cell, models: TargetModels, built: Dict[str, torch.nn.Module], batch_size: int, w: World,
+                  cache_dir=None) -> None:
     """The stage: build the targets not built at startup, predict each target still to evaluate on
     the clean and adversarial images (into the evaluation cache), read the others from it."""
     t_build = time.perf_counter()
@@ -133,7 +164,8 @@ def evaluate_cell(cell, models: TargetModels, built: Dict[str, torch.nn.Module],
         if key not in built:
             cell.predictions[key] = pd.read_csv(path)
             continue
-        cell.predictions[key] = evaluate_target(built[key], cell.data, cell.adv, cell.device, batch_size, w)
+        clean = clean_cache_path(cache_dir, cell.keys[key], cell.data, cell.device) if cache_dir else None
+        cell.predictions[key] = evaluate_target(built[key], cell.data, cell.adv, cell.device, batch_size, w, clean)
         cell.evaluated.append(key)
         if w.main:
             atomic_write_text(path, cell.predictions[key].to_csv(index=False))
