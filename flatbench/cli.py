@@ -48,6 +48,7 @@ def task(cfg: DictConfig, job: Job) -> Optional[float]:
     df = run_cell(cfg, job.out_dir, sweep=sweep, stop=job.stop)
     if df is None:  # ranks > 0
         return None
+    job.grad_evals = int(df.attrs.get("grad_evals_now", 0))
     print_table(df)
     log.info("results: %s", job.out_dir / "results.csv")
     objective = cell_objective(df, str(cfg.objective))

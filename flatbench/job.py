@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -23,6 +24,7 @@ class Job:
     overrides: List[str]        # what made this cell (the swept settings among them)
     sweep_dir: Optional[str]    # the sweep directory, for multiruns
     stop: StopRequest
+    grad_evals: int = 0         # what the cell crafted now (set by the task; the sweep's progress line)
 
     def record(self) -> Dict[str, Any]:
         """What an error record and a failure message say about the job."""
@@ -47,6 +49,17 @@ def current_job() -> Job:
                str(Path(hc.sweep.dir).resolve()) if multirun else None, stop)
 
 
+def _progress(job: Job, ok: bool, seconds: float, grad_evals: int) -> None:
+    """The sweep's progress line after this cell (see :mod:`flatbench.progress`)."""
+    if not job.multirun or not job.world.main or job.sweep_dir is None:
+        return
+    from .progress import record_cell
+
+    line = record_cell(job.sweep_dir, job.overrides, ok, seconds, grad_evals)
+    if line:
+        print(line, file=sys.stderr, flush=True)
+
+
 def cell_task(body: Callable[[Any, Job], Optional[float]]):
     """``body(cfg, job)`` with the cross-cutting work around it: a fresh error record; one line
     for an expected error (in a sweep the failed cell is recorded and the others run); exit 143
@@ -57,8 +70,11 @@ def cell_task(body: Callable[[Any, Job], Optional[float]]):
         job = current_job()
         if job.world.main:
             (job.out_dir / ERROR_FILE).unlink(missing_ok=True)
+        t0 = time.perf_counter()
         try:
-            return body(cfg, job)
+            objective = body(cfg, job)
+            _progress(job, True, time.perf_counter() - t0, job.grad_evals)
+            return objective
         except Stop as exc:
             stopped(exc)  # the whole sweep stops (exit 143), as a single cell does: a requeue or rerun resumes it
         except Exception as exc:  # noqa: BLE001 - recorded in the cell dir, then reported or re-raised
@@ -70,6 +86,7 @@ def cell_task(body: Callable[[Any, Job], Optional[float]]):
                 except OSError:
                     pass  # an unwritable cell dir is itself the error being reported
             exc.flatbench_cell = cell
+            _progress(job, False, time.perf_counter() - t0, 0)
             if not isinstance(exc, expected_errors()) or full_error():
                 raise  # a bug, or a traceback asked for: Hydra records the job as failed and shows it
             if not job.multirun:

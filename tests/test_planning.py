@@ -112,3 +112,34 @@ def test_clean_cache_key_holds_the_images_content_and_device(tmp_path):
     f = tmp_path / "c.csv"
     f.write_text("image_id,clean_pred\n" + "".join(f"x{i},1\n" for i in range(8)))
     assert _read_clean(f, d) is None   # other image ids: not read
+
+
+def test_sweep_progress_line_counts_cells_failures_and_projects_the_rest(trained_zoo, zoo_dir, tmp_path):
+    import subprocess
+
+    from conftest import zoo_env
+    from test_run import BIN
+    import os
+
+    sweep = tmp_path / "sweep"
+    env = dict(os.environ, **zoo_env(zoo_dir))
+    p = subprocess.run([str(BIN / "flatbench"), "-m", "method=mifgsm,pgn", "surrogate=digits-cnn,digits-nosuch", "steps=2",
+                        *SMALL, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=600)
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("flatbench: sweep:")]
+    assert len(lines) == 4, p.stderr[-3000:]
+    assert lines[-1].startswith("flatbench: sweep: 4 of 4 cells done (2 failed); nothing left")
+    assert any("projected" in ln for ln in lines[:-1])
+
+
+def test_progress_line_projects_from_the_plan_and_the_cells_done():
+    from flatbench.progress import progress_line
+
+    state = {"total": 3, "cells": {"a": 100, "b": 300, "c": 50},
+             "done": {"a": {"ok": True, "seconds": 10.0, "grad_evals": 100}, "c": {"ok": False, "seconds": 1.0}}}
+    # b's 300 evaluations at a's 0.1 s per evaluation: 30 s.
+    assert progress_line(state) == ("flatbench: sweep: 2 of 3 cells done (1 failed); about 30 s of cell time left "
+                                    "(projected: the plan's gradient evaluations of the 1 cells left at the 1 finished "
+                                    "cells' seconds per evaluation)")
+    state["done"]["a"]["grad_evals"] = 0   # reused from the cache: no rate yet
+    assert "time left not yet known" in progress_line(state)

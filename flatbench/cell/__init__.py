@@ -83,6 +83,7 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run", sweep: Optional[
             return None
         flatness_cell(cell, cfg, models.surrogate, out_dir)
         df = record_cell(cell, cfg, out_dir, experiment=str(cfg.name))
+        df.attrs["grad_evals_now"] = int(cell.attack.grad_evals)   # crafted now (0 when the set was reused)
         logger.log_rows(df)
         failed = False
         return df
