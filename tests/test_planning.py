@@ -143,3 +143,36 @@ def test_progress_line_projects_from_the_plan_and_the_cells_done():
                                     "cells' seconds per evaluation)")
     state["done"]["a"]["grad_evals"] = 0   # reused from the cache: no rate yet
     assert "time left not yet known" in progress_line(state)
+
+
+def test_read_csvs_equals_reading_each_file(tmp_path):
+    """The report's batched reader (one parse per distinct header) gives the rows pd.concat of
+    per-file reads gives, in order, with mixed headers, a missing final newline and empty cells."""
+    from flatbench.report.cells import read_csvs
+
+    texts = ["a,b,c\n1,x,\n2,y,0.5\n", "a,b\n3,z", "a,b,c\n4,,1.5\n", "a,b\n5,w\n"]
+    paths = []
+    for i, t in enumerate(texts):
+        paths.append(tmp_path / f"{i}.csv")
+        paths[-1].write_text(t)
+    got = pd.concat(read_csvs(paths), ignore_index=True).sort_values("a", ignore_index=True)
+    want = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True).sort_values("a", ignore_index=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)   # the same values (pandas may type an all-empty column otherwise)
+
+
+def test_heatmap_of_thousands_of_rows_keeps_every_row_unlabelled():
+    import io
+
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    from flatbench.report.plots import MAX_LABELLED_ROWS, heatmap_png
+
+    n = 3000
+    table = pd.DataFrame({"t1": np.linspace(0, 100, n), "t2": 50.0}, index=pd.Index([f"cell {i}" for i in range(n)], name="x"))
+    white = pd.DataFrame(False, index=table.index, columns=table.columns)
+    white["t1"] = True
+    img = mpimg.imread(io.BytesIO(heatmap_png(table, white, "asr")))
+    assert img.shape[0] < 6000 and n > MAX_LABELLED_ROWS   # 40 inches at 110 dpi at most
+    small = heatmap_png(table.head(5), white.head(5), "asr")
+    assert len(small) > 5000

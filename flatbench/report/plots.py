@@ -22,6 +22,10 @@ def png(fig) -> bytes:
     return buf.getvalue()
 
 
+MAX_LABELLED_ROWS = 80   # rows the heatmap names and numbers
+MAX_HEIGHT_IN = 40.0     # its height, whatever the number of rows
+
+
 def heatmap_png(table: pd.DataFrame, white: pd.DataFrame, value: str) -> bytes:
     import matplotlib
 
@@ -30,17 +34,30 @@ def heatmap_png(table: pd.DataFrame, white: pd.DataFrame, value: str) -> bytes:
     from matplotlib.patches import Rectangle
 
     labels = [" | ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in table.index]
-    fig, ax = plt.subplots(figsize=(1.1 * len(table.columns) + 3.5, 0.45 * len(table) + 1.8))
-    im = ax.imshow(table.values.astype(float), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    n = len(table)
+    # Past a screenful of rows, numbers and names in every cell are unreadable and cost minutes
+    # to draw (a study of thousands of cells): the picture keeps every row, table.md the numbers.
+    readable = n <= MAX_LABELLED_ROWS
+    fig, ax = plt.subplots(figsize=(1.1 * len(table.columns) + 3.5, min(0.45 * n, MAX_HEIGHT_IN) + 1.8))
+    im = ax.imshow(table.values.astype(float), cmap="viridis", vmin=0, vmax=100, aspect="auto",
+                   interpolation="nearest")
     ax.set_xticks(range(len(table.columns)), labels=list(table.columns), rotation=35, ha="right")
-    ax.set_yticks(range(len(table)), labels=labels)
+    if readable:
+        ax.set_yticks(range(n), labels=labels)
+    else:
+        ax.set_yticks([])
+        ax.set_ylabel(f"{n} rows, in table.md's order (too many to label)")
     for i in range(table.shape[0]):
         for j in range(table.shape[1]):
             v = table.values[i, j]
-            if not pd.isna(v):
+            if readable and not pd.isna(v):
                 ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="white" if v < 60 else "black", fontsize=8)
-            if white.values[i, j]:
+            if white.values[i, j] and readable:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+    if not readable:   # the white-box columns, marked once instead of per cell
+        for j in range(table.shape[1]):
+            if white.values[:, j].any():
+                ax.add_patch(Rectangle((j - 0.5, -0.5), 1, n, fill=False, edgecolor="red", lw=2))
     fig.colorbar(im, ax=ax, label=f"{value} (%)")
     ax.set_title("Transfer success rate (red box: white-box)")
     fig.tight_layout()

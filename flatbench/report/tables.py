@@ -26,8 +26,17 @@ def _key_strings(df: pd.DataFrame, keys: List[str]) -> pd.DataFrame:
     return df[keys].map(_text) if keys else pd.DataFrame(index=df.index)
 
 
-def _n_groups(df: pd.DataFrame, keys: List[str]) -> int:
-    return len(_key_strings(df, keys).drop_duplicates()) if keys else 1
+def _n_groups(df: pd.DataFrame, keys: List[str], codes: Optional[dict] = None) -> int:
+    """Distinct combinations of ``keys`` (as the table writes them); ``codes`` caches each
+    column's factorised text, so a study of thousands of cells is not re-stringified per test."""
+    if not keys:
+        return 1
+    if codes is None:
+        return len(_key_strings(df, keys).drop_duplicates())
+    for k in keys:
+        if k not in codes:
+            codes[k] = pd.factorize(df[k].map(_text))[0]
+    return len(pd.DataFrame({k: codes[k] for k in keys}).drop_duplicates())
 
 
 def row_keys(df: pd.DataFrame, rows: Optional[List[str]] = None) -> List[str]:
@@ -38,12 +47,13 @@ def row_keys(df: pd.DataFrame, rows: Optional[List[str]] = None) -> List[str]:
     varies inside one row is an error naming it.
     """
     settings = setting_columns(df.columns)
+    codes: dict = {}
     if rows:
         unknown = [r for r in rows if r not in df.columns]
         if unknown:
             raise ValueError(f"--rows: unknown column(s) {unknown}")
         keys = list(rows)
-        split = [c for c in settings if c not in keys and _n_groups(df, keys + [c]) > _n_groups(df, keys)]
+        split = [c for c in settings if c not in keys and _n_groups(df, keys + [c], codes) > _n_groups(df, keys, codes)]
         if split:
             c = split[0]
             raise ValueError(f"--rows {' '.join(rows)}: cells that differ in {c!r} "
@@ -51,9 +61,9 @@ def row_keys(df: pd.DataFrame, rows: Optional[List[str]] = None) -> List[str]:
                              f"add {c} to --rows or --filter it")
         return keys
     keys = [k for k in ROW_KEYS if k in df.columns]
-    keys += [c for c in VARYING_CANDIDATES if c in df.columns and _n_groups(df, [c]) > 1]
+    keys += [c for c in VARYING_CANDIDATES if c in df.columns and _n_groups(df, [c], codes) > 1]
     for c in settings:
-        if c not in keys and _n_groups(df, keys + [c]) > _n_groups(df, keys):
+        if c not in keys and _n_groups(df, keys + [c], codes) > _n_groups(df, keys, codes):
             keys.append(c)
     return keys
 
@@ -91,9 +101,10 @@ def to_markdown(table: pd.DataFrame, white: pd.DataFrame, value: str) -> str:
     keys = list(table.index.names)
     head = keys + list(table.columns)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(keys) + ["---:"] * len(table.columns)) + "|"]
-    for idx, row in table.iterrows():
+    # Positional rows (white aligned to the table once): .loc per cell is slow at thousands of rows.
+    for idx, vals, marks in zip(table.index, table.to_numpy(), white.reindex_like(table).to_numpy()):
         idx = idx if isinstance(idx, tuple) else (idx,)
-        cells = [str(i) for i in idx] + [_fmt(row[c], white.loc[idx if len(idx) > 1 else idx[0], c]) for c in table.columns]
+        cells = [str(i) for i in idx] + [_fmt(v, bool(w)) for v, w in zip(vals, marks)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Values: {value} (%). * marks white-box cells (target = surrogate); "
@@ -109,11 +120,10 @@ def to_latex(table: pd.DataFrame, white: pd.DataFrame) -> str:
     cols = list(table.columns)
     out = [r"\begin{tabular}{" + "l" * len(keys) + "r" * len(cols) + "}", r"\toprule",
            " & ".join(esc(c) for c in keys + cols) + r" \\", r"\midrule"]
-    for idx, row in table.iterrows():
+    for idx, row, marks in zip(table.index, table.to_numpy(), white.reindex_like(table).to_numpy()):
         idx = idx if isinstance(idx, tuple) else (idx,)
         vals = []
-        for c in cols:
-            v, w = row[c], white.loc[idx if len(idx) > 1 else idx[0], c]
+        for v, w in zip(row, marks):
             vals.append("" if pd.isna(v) else (rf"\textit{{{v:.1f}}}" if w else f"{v:.1f}"))
         out.append(" & ".join([esc(i) for i in idx] + vals) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}", "% white-box cells in italics"]
