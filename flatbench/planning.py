@@ -156,28 +156,48 @@ def measure_eval(model, shape, batch: int, device, seconds: float = 0.5) -> floa
 
 # ---------------------------------------------------------------- the sweep's cells
 
-def _split(argv: List[str], multirun: bool) -> List[List[str]]:
+def _split(argv: List[str], multirun: bool) -> Tuple[List[List[str]], Optional[Dict[str, int]]]:
     """The cells' override lists: a -m run's grid (the experiment's sweeper params, overridden
-    by the command line's keys), or the one cell."""
+    by the command line's keys), or the one cell; for an Optuna search, the corners of its
+    space and {"trials": n_trials}."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
     from .compose import compose
     from .registry import ConfigError
 
     if not multirun:
-        return [list(argv)]
+        return [list(argv)], None
     parser = OverridesParser.create()
     fixed = [o.input_line for o in parser.parse_overrides(list(argv)) if not o.is_sweep_override()]
     cfg = compose(fixed, hydra=True)   # the sweeper's params as the experiment sets them
-    target = str(cfg.hydra.sweeper.get("_target_", ""))
-    if "optuna" in target.lower():
-        raise ConfigError("flatbench plan: an Optuna search picks its cells as it runs; plan a grid of the same space "
-                          "(hydra/sweeper=basic with comma lists), whose cells bound each trial's cost")
+    optuna = "optuna" in str(cfg.hydra.sweeper.get("_target_", "")).lower()
     given = {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a}
     params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items() if k not in given]
     parsed = parser.parse_overrides(list(argv) + params)
-    return BasicSweeper.split_arguments(parsed, None)[0]
+    if not optuna:
+        return BasicSweeper.split_arguments(parsed, None)[0], None
+    # An Optuna search picks its trials as it runs: plan the corners of its space (each
+    # interval's ends, each range's and choice's values), which bound any trial's cost.
+    corners = []
+    for o in parsed:
+        if not o.is_sweep_override():
+            corners.append(o.input_line)
+            continue
+        v = o.value()
+        if isinstance(v, IntervalSweep):
+            values = [v.start, v.end]
+        elif isinstance(v, RangeSweep):
+            values = list(range(int(v.start), int(v.stop), int(v.step or 1)))
+            values = values if len(values) <= 3 else [values[0], values[len(values) // 2], values[-1]]
+        elif isinstance(v, ChoiceSweep):
+            values = list(v.list)
+        else:
+            raise ConfigError(f"flatbench plan: cannot plan the search parameter {o.input_line!r}")
+        corners.append(f"{o.key_or_group}=" + ",".join(str(x) for x in values))
+    grid = BasicSweeper.split_arguments(parser.parse_overrides(corners), None)[0]
+    return grid, {"trials": int(cfg.hydra.sweeper.get("n_trials") or 0)}
 
 
 def plan_cells(argv: List[str], multirun: bool, seconds: float = 1.0, progress=print) -> Tuple[List[CellCost], Dict]:
@@ -193,7 +213,7 @@ def plan_cells(argv: List[str], multirun: bool, seconds: float = 1.0, progress=p
 
     t_start = time.perf_counter()
     cells, measured, startup = [], {}, None
-    grid = _split(argv, multirun)
+    grid, search = _split(argv, multirun)
     common = set.intersection(*(set(o) for o in grid)) if len(grid) > 1 else set()
     for i, overrides in enumerate(grid):
         cfg = compose(overrides)
@@ -268,15 +288,23 @@ def plan_cells(argv: List[str], multirun: bool, seconds: float = 1.0, progress=p
         cells.append(CellCost(i, " ".join(o for o in overrides if o not in common) or "(the defaults)", cell_id, status, images_left, grad_evals, eval_passes,
                               round(craft_s, 2), round(eval_s, 2), round(craft_s + eval_s, 2),
                               "; ".join(sorted(sources)) or "nothing left"))
-    return cells, {"startup_s": startup or 0.0}
+    return cells, {"startup_s": startup or 0.0, "search": search}
 
 
-def totals(cells: List[CellCost], startup_s: float) -> Dict[str, Any]:
+def totals(cells: List[CellCost], startup_s: float, search: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
     longest = max((c.projected_s for c in cells), default=0.0)
-    return {"cells": len(cells), "cells_left": sum(c.status != "finished (cached)" for c in cells),
-            "grad_evals": sum(c.grad_evals for c in cells), "projected_s": sum(c.projected_s for c in cells),
-            "device_hours": sum(c.projected_s for c in cells) / 3600, "longest_s": longest, "startup_s": startup_s,
-            "timeout_min": max(1, math.ceil((longest * MARGIN + startup_s) / 60))}
+    tot = {"cells": len(cells), "cells_left": sum(c.status != "finished (cached)" for c in cells),
+           "grad_evals": sum(c.grad_evals for c in cells), "projected_s": sum(c.projected_s for c in cells),
+           "longest_s": longest, "startup_s": startup_s,
+           "timeout_min": max(1, math.ceil((longest * MARGIN + startup_s) / 60))}
+    if search:   # n trials, each somewhere inside the corners' range
+        n = search["trials"]
+        shortest = min((c.projected_s for c in cells), default=0.0)
+        mean = tot["projected_s"] / max(1, len(cells))
+        tot.update(trials=n, trials_low_s=n * shortest, trials_high_s=n * longest, projected_s=n * mean,
+                   grad_evals=round(n * tot["grad_evals"] / max(1, len(cells))))
+    tot["device_hours"] = tot["projected_s"] / 3600
+    return tot
 
 
 def _fmt_s(v: float) -> str:
@@ -290,10 +318,19 @@ def render(cells: List[CellCost], tot: Dict[str, Any]) -> str:
     show = df[["cell", "overrides", "cell_id", "status", "grad_evals", "eval_passes", "craft_s", "eval_s", "projected_s",
                "rate_source"]].rename(columns={"craft_s": "craft_s (proj.)", "eval_s": "eval_s (proj.)",
                                                "projected_s": "total_s (proj.)"})
-    lines = [show.to_string(index=False, max_colwidth=60), "",
-             f"cells: {tot['cells']} ({tot['cells_left']} with work left); gradient evaluations: {tot['grad_evals']:,}; "
-             f"projected: {_fmt_s(tot['projected_s'])} = {tot['device_hours']:.3f} device-hours on this device "
-             "(a projection from the rates named per cell; flatness=on and W&B are not in it)",
+    lines = [show.to_string(index=False, max_colwidth=60), ""]
+    if "trials" in tot:
+        lines.append(f"an Optuna search: the rows are the {tot['cells']} corners of its space (each interval's ends, "
+                     f"each range's and choice's values), not trials; {tot['trials']} trials project to "
+                     f"{_fmt_s(tot['projected_s'])} at the corners' mean ({tot['device_hours']:.3f} device-hours), between "
+                     f"{_fmt_s(tot['trials_low_s'])} (every trial at the cheapest corner) and {_fmt_s(tot['trials_high_s'])} "
+                     "(every trial at the dearest); a projection, flatness=on and W&B not in it")
+    else:
+        lines.append(f"cells: {tot['cells']} ({tot['cells_left']} with work left); gradient evaluations: "
+                     f"{tot['grad_evals']:,}; projected: {_fmt_s(tot['projected_s'])} = {tot['device_hours']:.3f} "
+                     "device-hours on this device (a projection from the rates named per cell; flatness=on and W&B "
+                     "are not in it)")
+    lines += [
              f"suggested hydra.launcher.timeout_min={tot['timeout_min']}: the longest cell "
              f"({_fmt_s(tot['longest_s'])}) x {MARGIN:g} margin + {tot['startup_s']:.1f} s of startup, paid again on "
              "each requeue"]
@@ -325,7 +362,7 @@ def plan_main(argv: List[str]) -> int:
         else:
             rest.append(a)
     cells, info = guarded(plan_cells, rest, multirun, progress=lambda m: print(m, file=sys.stderr))
-    tot = totals(cells, info["startup_s"])
+    tot = totals(cells, info["startup_s"], info.get("search"))
     print(render(cells, tot))
     if csv is not None:
         csv.parent.mkdir(parents=True, exist_ok=True)

@@ -176,3 +176,12 @@ def test_heatmap_of_thousands_of_rows_keeps_every_row_unlabelled():
     assert img.shape[0] < 6000 and n > MAX_LABELLED_ROWS   # 40 inches at 110 dpi at most
     small = heatmap_png(table.head(5), white.head(5), "asr")
     assert len(small) > 5000
+
+
+def test_plan_of_an_optuna_search_bounds_its_trials_by_the_corners(trained_zoo, zoo_dir, tmp_path):
+    out = tmp_path / "p.csv"
+    p = run(["flatbench", "plan", "-m", "experiment=digits_search", *SMALL, "--csv", str(out)], zoo_dir, tmp_path)
+    corners = pd.read_csv(out)
+    # beta in {0, 1} x zeta in {0.5, 6} x N in {4, 12, 16} (range(4, 20, 4): first, middle, last).
+    assert len(corners) == 12 and sorted(set(corners["grad_evals"])) == [320, 640, 960, 1280, 1920, 2560]
+    assert "an Optuna search" in p.stdout and "12 trials project to" in p.stdout and "not trials" in p.stdout
