@@ -5,7 +5,8 @@
     flatbench plan -m experiment=digits --csv plan.csv         # the same table for scripts
 
 It takes the overrides a run takes (and, with ``-m``, the sweeper's grid: the experiment's
-``hydra.sweeper.params`` and comma lists on the command line). For every cell it prints the
+``hydra.sweeper.params`` and comma lists on the command line; for an Optuna search, the
+corners of its space, which bound each trial's cost, and its ``n_trials``). For every cell it prints the
 cell id; what is already done (the stored set, finished batches, cached evaluations), so a
 half-finished sweep counts only what is left; the gradient evaluations its attack will make
 (exactly: :meth:`Attack.predicted_grad_evals`, from each part's declared cost); the forward
