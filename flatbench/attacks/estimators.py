@@ -436,7 +436,7 @@ Paper symbols → parameters: the number of augmentations (n_ens) → ``n_views`
 gradients of the n translated views of x (bilinear ``grid_sample``, zero padding) join the
 statistics of all views of all previous steps; the gradient the step follows is their
 running mean, the mean of the asymptotically normal distribution ANDA learns. The method
-preset ``anda`` uses I-FGSM's update on it (no momentum), as the paper. As TransferAttack's
+preset ``anda`` uses I-FGSM's update on it (no momentum), as TransferAttack's port does (its decay is 0). As TransferAttack's
 ``gradient/anda.py`` with ``sample=False``, its default and the setting of its published
 rows (tested equal to a reference written from it). The port takes one image per batch; here
 each image of a batch has its own statistics. Its covariance (used only when sampling the
