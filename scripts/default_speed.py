@@ -6,6 +6,7 @@ image through forward + input gradient (PGN: 64 x 10 x 20 x 2 = 25,600 of them).
 
     python scripts/default_speed.py                    # about 4 minutes on 2 cores
     python scripts/default_speed.py --rows api_default cli_default
+    python scripts/default_speed.py --efficiency 3     # the CLI default cell against the bare limit (median of 3)
 
 Rows: cli_default (flatbench n_images=64 method=pgn surrogate=digits-resnet: chunk and format
 by rule), cli_measure (chunk=measure channels_last=measure: timed), cli_old
@@ -71,11 +72,64 @@ ROWS = {
 }
 
 
+def bare_limit(batches=(32, 64, 128), seconds: float = 2.0) -> float:
+    """The bare forward + input-gradient rate of digits-resnet on 32×32 digits (images/s): the
+    best over batch sizes and memory formats, as scripts/bench.py's limit."""
+    import torch
+    import torch.nn.functional as F
+
+    from flatbench.models import load_model
+
+    best = 0.0
+    for cl in (False, True):
+        model = load_model("digits-resnet", progress=False)
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        for b in batches:
+            x = torch.rand(b, 1, 32, 32)
+            x = x.contiguous(memory_format=torch.channels_last) if cl else x
+            y = torch.zeros(b, dtype=torch.long)
+
+            def step():
+                z = x.detach().requires_grad_(True)
+                torch.autograd.grad(F.cross_entropy(model(z), y, reduction="sum"), z)
+
+            step()
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                step()
+                n += 1
+            best = max(best, n * b / (time.perf_counter() - t0))
+    return best
+
+
+def efficiency(rounds: int) -> int:
+    """The CLI default cell's rate over the bare limit measured right after it, ``rounds`` times
+    (issue 25: the median of three)."""
+    import statistics
+
+    effs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            seconds = cli([], Path(tmp))   # a fresh cell directory and cache each round: a new user's first cell
+            rate = GRAD_EVALS / seconds
+            limit = bare_limit()
+            effs.append(rate / limit)
+            print(f"round {r + 1}: CLI default cell {seconds:.2f} s = {rate:,.0f} grad evals/s; bare limit "
+                  f"{limit:,.0f}/s; efficiency {rate / limit:.2f}", flush=True)
+    print(f"median efficiency over {rounds} rounds: {statistics.median(effs):.2f}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--efficiency", type=int, metavar="ROUNDS", default=None,
+                   help="instead of the rows: the CLI default cell against the bare limit, ROUNDS times (median)")
     args = p.parse_args(argv)
     os.environ.pop("FLATBENCH_TUNING_FILE", None)
+    if args.efficiency:
+        return efficiency(args.efficiency)
     print("| how PGN runs (64 test digits, eps 32, T 10, N 20) | crafting time | gradient evaluations/s |")
     print("|---|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,10 +6,12 @@ from flatbench import create_attack
 from flatbench.planning import CellCost, render, totals
 from test_run import SMALL, run
 
-GRID = ["method=mifgsm,pgn,mef,anda", "steps=2", *SMALL]
+GRID = ["method=mifgsm,pgn,mef,anda", "steps=2", "batch_size=4", *SMALL]   # two batches of 4 per cell
 
 
 def test_plan_predicts_grad_evals_and_counts_only_what_is_left(trained_zoo, zoo_dir, tmp_path):
+    from flatbench.store import AdvStore, load_adv
+
     p1 = tmp_path / "plan1.csv"
     out = run(["flatbench", "plan", "-m", *GRID, "--csv", str(p1)], zoo_dir, tmp_path)
     plan = pd.read_csv(p1).set_index("cell_id")
@@ -29,30 +31,26 @@ def test_plan_predicts_grad_evals_and_counts_only_what_is_left(trained_zoo, zoo_
     assert (done["grad_evals"] == plan.loc[done.index, "grad_evals"]).all(), (done["grad_evals"], plan["grad_evals"])
     assert plan.loc[done[done["attack"] == "MEF"].index[0], "grad_evals"] == 8 * 2 * 20
 
-    # Planned again: nothing left, and the rates now come from the finished cells.
-    p2 = tmp_path / "plan2.csv"
-    run(["flatbench", "plan", "-m", *GRID, "--csv", str(p2)], zoo_dir, tmp_path)
-    again = pd.read_csv(p2)
-    assert (again["status"] == "finished (cached)").all() and (again["grad_evals"] == 0).all()
-    assert (again["eval_passes"] == 0).all() and (again["projected_s"] == 0).all()
-
-    # Half finished: one of two batches of a cell crafted, no evaluation yet.
-    from flatbench.store import AdvStore, load_adv
-
-    half = ["flatbench", "plan", "method=pgn", "steps=2", "batch_size=4", *SMALL, "--csv", str(tmp_path / "p3.csv")]
-    run(half, zoo_dir, tmp_path)
-    cell_id = pd.read_csv(tmp_path / "p3.csv")["cell_id"].item()
-    run(["flatbench", "method=pgn", "steps=2", "batch_size=4", *SMALL, f"hydra.run.dir={tmp_path / 'one'}"], zoo_dir, tmp_path)
-    store = AdvStore(tmp_path / "outputs" / "cache", cell_id)
+    # Half finished: PGN's cell back to one of its two batches crafted and no evaluation; the
+    # other cells finished. Planned again: only PGN's missing batch and its evaluation are left.
+    pgn = done[done["attack"] == "PGN"].index[0]
+    store = AdvStore(tmp_path / "outputs" / "cache", pgn)
     images = load_adv(store.full)[0]
     store.save_batch(0, 4, images[:4])
     store.full.unlink()
     for f in store.evals.glob("*.csv"):
         f.unlink()
-    run(half, zoo_dir, tmp_path)
-    row = pd.read_csv(tmp_path / "p3.csv").iloc[0]
-    assert row["status"] == "1 of 2 batches crafted" and row["images_left"] == 4
+    p2 = tmp_path / "plan2.csv"
+    run(["flatbench", "plan", "-m", *GRID, "--csv", str(p2)], zoo_dir, tmp_path)
+    again = pd.read_csv(p2).set_index("cell_id")
+    rest = again.drop(index=pgn)
+    assert (rest["status"] == "finished (cached)").all() and (rest["grad_evals"] == 0).all()
+    assert (rest["eval_passes"] == 0).all() and (rest["projected_s"] == 0).all()
+    row = again.loc[pgn]
+    assert row["status"] == "1 of 2 batches crafted" and row["images_left"] == 4 and row["eval_passes"] == 2 * 2 * 8
     assert row["grad_evals"] == create_attack("pgn", torch.nn.Identity(), eps=0.1, steps=2).predicted_grad_evals(4)
+    assert row["grad_evals"] == plan.loc[pgn, "grad_evals"] // 2
+    assert "on file: cell" in row["rate_source"]   # the finished cells' own rates
 
 
 def test_totals_and_the_suggested_time_limit():
