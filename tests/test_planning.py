@@ -183,3 +183,19 @@ def test_plan_of_an_optuna_search_bounds_its_trials_by_the_corners(trained_zoo, 
     # beta in {0, 1} x zeta in {0.5, 6} x N in {4, 12, 16} (range(4, 20, 4): first, middle, last).
     assert len(corners) == 12 and sorted(set(corners["grad_evals"])) == [320, 640, 960, 1280, 1920, 2560]
     assert "an Optuna search" in p.stdout and "12 trials project to" in p.stdout and "not trials" in p.stdout
+
+
+def test_plan_fails_with_one_line_naming_the_key(zoo_dir, tmp_path):
+    import os
+    import subprocess
+
+    from conftest import zoo_env
+    from test_run import BIN
+
+    env = dict(os.environ, **zoo_env(zoo_dir))
+    for args, expect in ((["method=pgnn"], "pgnn"), (["method=pgn", "estimator.beta=-1"], "estimator.beta=-1 is out of range"),
+                         (["--bogus"], "unknown option '--bogus'")):
+        p = subprocess.run([str(BIN / "flatbench"), "plan", *args, *SMALL], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=300)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode in (1, 2) and len(lines) == 1 and expect in lines[0] and "Traceback" not in p.stderr, p.stderr
