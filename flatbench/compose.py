@@ -22,6 +22,12 @@ def compose(overrides: List[str], hydra: bool = False) -> DictConfig:
     from .config import register_schema
 
     register_schema()
+    # Inside a running Hydra job (the sweep's progress line composes the sweep's cells) the
+    # app's own GlobalHydra must survive: put it back afterwards.
+    previous = GlobalHydra.instance().hydra
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose("config", overrides=overrides, return_hydra_config=hydra)
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return hydra_compose("config", overrides=overrides, return_hydra_config=hydra)
+    finally:
+        GlobalHydra.instance().hydra = previous

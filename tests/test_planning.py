@@ -199,3 +199,16 @@ def test_plan_fails_with_one_line_naming_the_key(zoo_dir, tmp_path):
                            text=True, timeout=300)
         lines = p.stderr.strip().splitlines()
         assert p.returncode in (1, 2) and len(lines) == 1 and expect in lines[0] and "Traceback" not in p.stderr, p.stderr
+
+
+def test_compose_inside_a_hydra_app_leaves_the_apps_global_hydra():
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from flatbench.compose import CONFIG_DIR, compose
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        app = GlobalHydra.instance().hydra
+        assert compose(["method=pgn"]).estimator.name == "pgn"
+        assert GlobalHydra.instance().hydra is app
