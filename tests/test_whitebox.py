@@ -18,7 +18,13 @@ def _white_box_asr(model, method, n=64, **kw):
         return 100 * float((model(adv).argmax(1) != d.labels).float().mean())
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+# The presets that compose transforms with a part tested alone above (mi_dim_tim, pgn_dim_tim,
+# mef_dim_tim, ...) run in `make test-slow`: each of their parts is a strong attack here already.
+_COMPOSED = {m for m in METHODS if "_dim" in m}
+
+
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in _COMPOSED else m
+                                    for m in sorted(METHODS)])
 def test_every_method_white_box_at_calibrated_eps(method, trained_zoo):
     # TIM's 15×15 kernel is sized for 299×299 images; scaled to 32×32 it is 5×5 (README).
     kw = {"kernel_size": 5} if "tim" in method else {}
