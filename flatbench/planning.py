@@ -203,8 +203,6 @@ def _split(argv: List[str], multirun: bool) -> Tuple[List[List[str]], Optional[D
 
 def plan_cells(argv: List[str], multirun: bool, seconds: float = 1.0, progress=print) -> Tuple[List[CellCost], Dict]:
     """Every cell's cost; measurements (and the models they need) are made once per key."""
-    import torch
-
     from .attacks import build_attack
     from .cell.evaluation import TargetModels
     from .cell.plan import cell_hash, hashed_settings, load_data, pick_device, target_key

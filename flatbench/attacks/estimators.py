@@ -103,6 +103,17 @@ def _neighbours(ctx: "StepContext", x: torch.Tensor, lo: int, hi: int, radius: f
     return xs
 
 
+def _neighbour_mean(ctx: "StepContext", x: torch.Tensor, y: torch.Tensor, n: int, zeta: float) -> torch.Tensor:
+    """(1/n)·Σ_i ∇ℓ(x + u_i), u_i ~ U(±ζ·ε) keyed ("noise", i), summed in index order (VMI, GRA)."""
+    radius = ctx.threat.noise_radius(zeta, x)
+    total = torch.zeros_like(x)
+    for lo, hi in ctx.chunks(n, x.shape[0]):
+        gn = ctx.grad(_neighbours(ctx, x, lo, hi, radius, "noise"), y.repeat(hi - lo), [("gn", i) for i in range(lo, hi)])
+        for part in gn.view(hi - lo, *x.shape):
+            total += part
+    return total / n
+
+
 class Penalty(Estimator):
     """Gradient-norm penalty estimator; see the module docstring and the declarations of its presets
     ``pgn``, ``gnp`` and ``gnp_ta`` below (their docstrings cite the papers and map the symbols)."""
@@ -177,13 +188,7 @@ class Variance(Estimator):
     def __call__(self, ctx, x, y):
         g = ctx.grad(x, y, [("g",)])
         v = ctx.state.get("vmi_v")
-        radius = ctx.threat.noise_radius(self.zeta, x)
-        total = torch.zeros_like(x)
-        for lo, hi in ctx.chunks(self.n_samples, x.shape[0]):
-            gn = ctx.grad(_neighbours(ctx, x, lo, hi, radius, "noise"), y.repeat(hi - lo), [("gn", i) for i in range(lo, hi)])
-            for part in gn.view(hi - lo, *x.shape):
-                total += part
-        ctx.state["vmi_v"] = total / self.n_samples - g
+        ctx.state["vmi_v"] = _neighbour_mean(ctx, x, y, self.n_samples, self.zeta) - g
         return g if v is None else g + v
 
     def evals_per_image(self, step):
@@ -339,14 +344,7 @@ class GRA(Estimator):
 
     def __call__(self, ctx, x, y):
         g = ctx.grad(x, y, [("g",)])
-        radius = ctx.threat.noise_radius(self.zeta, x)
-        total = torch.zeros_like(x)
-        for lo, hi in ctx.chunks(self.n_samples, x.shape[0]):
-            gn = ctx.grad(_neighbours(ctx, x, lo, hi, radius, "noise"), y.repeat(hi - lo),
-                          [("gn", i) for i in range(lo, hi)])
-            for part in gn.view(hi - lo, *x.shape):
-                total += part
-        mean = total / self.n_samples
+        mean = _neighbour_mean(ctx, x, y, self.n_samples, self.zeta)
         s = _cosine(g, mean)
         return s * g + (1 - s) * mean
 

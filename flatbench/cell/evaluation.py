@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 import pandas as pd
@@ -95,12 +96,10 @@ def require_classes(k: int, data: ImageSet, what: str) -> None:
                           "model trained on this data set")
 
 
-def clean_cache_path(cache_dir, target_key: str, data: ImageSet, device) -> "Path":
+def clean_cache_path(cache_dir, target_key: str, data: ImageSet, device) -> Path:
     """Where a target's clean predictions on a data set are kept: by the target's key (its model
     spec, weights and preprocessing), the data set's content digest and the device type, so no
     cell with another target, other images or another device type can read them."""
-    from pathlib import Path
-
     return Path(cache_dir) / "clean" / f"{target_key}-{data.digest()}-{torch.device(device).type}.csv"
 
 
