@@ -1,7 +1,17 @@
-"""Data-parallel cells under torchrun: one process per device, batches dealt out by rank.
+"""Data-parallel cells: one process per device, batches dealt out by rank.
 
-``torchrun --nproc-per-node=K -m flatbench ...`` starts K copies of the cell. Each rank
-crafts and evaluates the batches b with b % K == rank. A batch's noise is keyed by the
+Two ways start K processes of one cell, and both form one torch.distributed group:
+
+- ``torchrun --nproc-per-node=K -m flatbench ...``: torchrun sets RANK, WORLD_SIZE, LOCAL_RANK,
+  MASTER_ADDR and MASTER_PORT.
+- a SLURM job step of K tasks (``hydra/launcher=slurm_ddp``, or ``hydra.launcher.tasks_per_node=K``
+  with any submitit_slurm launcher; also a hand-written ``srun -n K flatbench ...``): the group is
+  formed from SLURM's own variables (:func:`slurm_world`). They are read here rather than through
+  submitit's ``TorchDistributedEnvironment`` because that helper exists only inside a submitit job,
+  while SLURM's variables exist in every task ``srun`` starts, submitit's included: one rule for
+  both.
+
+Each rank crafts and evaluates the batches b with b % K == rank. A batch's noise is keyed by the
 seed and the index of its first image (not by the rank), with the same batch boundaries as
 a single process, so the result is identical to a single-process run. Counts are reduced
 with torch.distributed; rank 0 alone writes files and logs.
@@ -9,8 +19,10 @@ with torch.distributed; rank 0 alone writes files and logs.
 from __future__ import annotations
 
 import os
+import re
+import zlib
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -66,13 +78,61 @@ class World:
         return box[0]
 
 
-def world() -> World:
-    """The torchrun world, initialising the process group (gloo on CPU, nccl on CUDA) once."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM host list: 'gpu[03-05,9],cpu1' -> 'gpu03' (zero padding kept);
+    'rack[1-2]-n[07-08]' -> 'rack1-n07'."""
+    depth, end = 0, len(nodelist)
+    for i, ch in enumerate(nodelist):   # the first top-level comma ends the first item
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            end = i
+            break
+    return re.sub(r"\[([^\]]*)\]", lambda m: re.split(r"[,-]", m.group(1))[0], nodelist[:end].strip())
+
+
+def slurm_world(env=os.environ) -> Optional[Tuple[int, int, int, str, int]]:
+    """(rank, size, local rank, master address, master port) of the SLURM job step this process is
+    a task of, when that step has more than one task; None otherwise.
+
+    Only a task started by ``srun`` (as submitit starts each task) has SLURM_STEP_NUM_TASKS: a batch
+    script that runs flatbench itself inside a K-task allocation is one process, not K. The master
+    is the step's first host; the port is drawn from the job and step ids (the same on a requeue,
+    different for the cells of a job array, which have their own job ids), unless MASTER_ADDR or
+    MASTER_PORT are set.
+    """
+    size = int(env.get("SLURM_STEP_NUM_TASKS", "1") or 1)
     if size <= 1:
+        return None
+    missing = [k for k in ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_JOB_ID") if k not in env]
+    if missing:
+        raise RuntimeError(f"SLURM step of {size} tasks without {', '.join(missing)}: cannot tell this task's rank")
+    nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "localhost"
+    addr = env.get("MASTER_ADDR") or first_host(nodes)
+    key = f"{env['SLURM_JOB_ID']}.{env.get('SLURM_STEP_ID', env.get('SLURM_STEPID', '0'))}".encode()
+    port = int(env.get("MASTER_PORT") or 20000 + zlib.crc32(key) % 40000)
+    return int(env["SLURM_PROCID"]), size, int(env["SLURM_LOCALID"]), addr, port
+
+
+def _backend() -> str:
+    # gloo carries the object collectives (CPU tensors) even when nccl is the device backend.
+    nccl = torch.cuda.is_available() and os.environ.get("FLATBENCH_DIST_BACKEND") != "gloo"
+    return "cpu:gloo,cuda:nccl" if nccl else "gloo"
+
+
+def world() -> World:
+    """This process's world: torchrun's (WORLD_SIZE), else a multi-task SLURM step's
+    (:func:`slurm_world`), else one process. Initialises the process group (gloo on CPU, nccl for
+    CUDA tensors) once."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size > 1:
+        if not dist.is_initialized():
+            dist.init_process_group(backend=_backend())
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    step = slurm_world()
+    if step is None:
         return World()
+    rank, size, local_rank, addr, port = step
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("FLATBENCH_DIST_BACKEND") != "gloo" else "gloo"
-        # gloo carries the object collectives (CPU tensors) even when nccl is the device backend.
-        dist.init_process_group(backend="gloo" if backend == "gloo" else "cpu:gloo,cuda:nccl")
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=_backend(), init_method=f"tcp://{addr}:{port}", rank=rank, world_size=size)
+    return World(dist.get_rank(), dist.get_world_size(), local_rank)

@@ -97,17 +97,22 @@ def sweep_summary(sweep_dir: Path, since: Optional[float]) -> Optional[str]:
             seen.setdefault(k, set()).add(v)
     swept = {k for k, vals in seen.items() if len(vals) > 1 or sum(k == o.partition("=")[0] for ov in overrides.values()
                                                                    for o in ov) < len(cells)}
-    failed = []
+    failed: dict = {}   # message -> the cells that failed with it
     for d in sorted(cells, key=lambda p: (len(p.name), p.name)):
         f = d / ERROR_FILE
         if f.exists() and (since is None or f.stat().st_mtime >= since - 1):
             rec = json.loads(f.read_text())
             shown = [o for o in overrides[d] if o.partition("=")[0] in swept] or overrides[d]
-            failed.append(f"{rec.get('num', d.name)} ({' '.join(shown)})")
+            message = " ".join(str(rec.get("message", rec.get("type", ""))).split())
+            failed.setdefault(message[:300] + ("..." if len(message) > 300 else ""), []).append(
+                f"{rec.get('num', d.name)} ({' '.join(shown)})")
     if not failed:
         return None
-    return (f"flatbench: {len(failed)} of {len(cells)} cells failed: {'; '.join(failed)}; the other cells finished; "
-            f"each failed cell's error is in its {ERROR_FILE} under {sweep_dir}")
+    n = sum(len(v) for v in failed.values())
+    why = "; ".join(f"{', '.join(where)}: {message}" for message, where in failed.items())
+    rest = "no cell finished" if n == len(cells) else "the other cells finished"
+    return (f"flatbench: {n} of {len(cells)} cells failed: {why}; {rest}; each failed cell's error is in its "
+            f"{ERROR_FILE} under {sweep_dir}")
 
 
 def compact_run_and_report(func):

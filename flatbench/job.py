@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from .errors import CellFailed, ERROR_FILE, expected_errors, full_error, guarded, one_line, record_error, stopped
+from .registry import ConfigError
 from .signals import Stop, StopRequest
 
 
@@ -41,12 +42,58 @@ def current_job() -> Job:
 
     stop = StopRequest().install()
     w = guarded(world)
+    if not w.main:
+        _own_log_file(w.rank)
     hc = HydraConfig.get()
     # Under torchrun every rank must write into rank 0's directory (timestamps may differ).
     out_dir = Path(w.broadcast(str(hc.runtime.output_dir)))
     multirun = hc.mode == RunMode.MULTIRUN
     return Job(w, out_dir, multirun, hc.job.get("num"), list(hc.overrides.task),
                str(Path(hc.sweep.dir).resolve()) if multirun else None, stop)
+
+
+def _own_log_file(rank: int) -> None:
+    """Ranks > 0 log to ``<job>.rank<r>.log`` beside rank 0's ``<job>.log`` (Hydra opened the same
+    file in every rank): each rank's log reads as what that rank did."""
+    import logging
+
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler):
+            path = Path(h.baseFilename)
+            mine = logging.FileHandler(path.with_name(f"{path.stem}.rank{rank}{path.suffix}"), mode=h.mode,
+                                       encoding=h.encoding)
+            mine.setLevel(h.level)
+            mine.setFormatter(h.formatter)
+            for f in h.filters:
+                mine.addFilter(f)
+            root.removeHandler(h)
+            h.close()
+            root.addHandler(mine)
+
+
+def check_tasks(job: Job) -> None:
+    """A launcher that starts K > 1 tasks per cell (``hydra.launcher.tasks_per_node`` x ``nodes``)
+    must have given them the variables of one K-process group (torchrun's, or a SLURM step's):
+    otherwise each task would run the whole cell, K copies writing into one directory. Checked
+    before anything is crafted."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not job.multirun:
+        return   # a single run ignores hydra.launcher
+    launcher = HydraConfig.get().get("launcher") or {}
+    per_node = launcher.get("tasks_per_node")
+    if per_node is None:
+        return
+    nodes = launcher.get("nodes") or 1
+    want = int(per_node) * int(nodes)
+    if want > 1 and job.world.size != want:
+        found = (f"a group of {job.world.size}" if job.world.active else
+                 "no process group (no WORLD_SIZE from torchrun, no SLURM step of several tasks)")
+        raise ConfigError(f"hydra.launcher.tasks_per_node={per_node}" + (f" x nodes={nodes}" if nodes != 1 else "") +
+                          f" starts {want} tasks for this cell, but this task found {found}: each task would run the "
+                          f"whole cell; on SLURM use hydra/launcher=slurm_ddp (or any submitit_slurm launcher), "
+                          f"elsewhere hydra.launcher.tasks_per_node=1 (one cell per task) or torchrun")
 
 
 def _progress(job: Job, ok: bool, seconds: float, grad_evals: int) -> None:
@@ -72,6 +119,7 @@ def cell_task(body: Callable[[Any, Job], Optional[float]]):
             (job.out_dir / ERROR_FILE).unlink(missing_ok=True)
         t0 = time.perf_counter()
         try:
+            check_tasks(job)
             objective = body(cfg, job)
             _progress(job, True, time.perf_counter() - t0, job.grad_evals)
             return objective

@@ -101,6 +101,100 @@ def test_sweep_on_slurm_equals_local_and_a_failing_cell_spares_the_others(slurm_
     assert all("surrogate=digits-nosuch" in (d / ".hydra" / "overrides.yaml").read_text() for d in failed)
 
 
+def _task_log(sweep: Path, task: int) -> str:
+    """Task ``task``'s own log (submitit writes one per SLURM task: <job>_<task>_log.err)."""
+    return "".join(p.read_text(errors="replace") for p in sorted((sweep / ".submitit").rglob(f"*_{task}_log.*")))
+
+
+def _crafted_by(log: str) -> set:
+    """The batches (first:last image) a task's log says it crafted."""
+    return {b for m in re.findall(r"crafted batches ([\d: ]+)", log) for b in m.split()}
+
+
+def test_two_tasks_form_one_data_parallel_cell_equal_to_one_process(slurm_cluster, zoo_dir, tmp_path):
+    """hydra.launcher.tasks_per_node=2: the two SLURM tasks form one process group and share the
+    cell's batches (rank r crafts batches b with b % 2 == r); rank 0 alone writes; the images and
+    rows are the single process's."""
+    env = _env(zoo_dir, slurm_cluster)
+    cell = ["method=mifgsm", "surrogate=digits-cnn", "n_images=64", "batch_size=16", "targets=digits_small",
+            "progress=false"]
+    sweep = tmp_path / "s"
+    p = _start(["-m", *LAUNCHER, "hydra.launcher.tasks_per_node=2", *cell, f"paths.output_dir={tmp_path / 'o1'}",
+                f"hydra.sweep.dir={sweep}"], env, tmp_path)
+    ref = _start(["-m", *cell, f"paths.output_dir={tmp_path / 'o2'}", f"hydra.sweep.dir={tmp_path / 'ref'}"],
+                 env, tmp_path)
+    rc, _, err = _finish(p)
+    assert rc == 0, err[-3000:] + _logs(sweep)[-3000:]
+    assert _finish(ref)[0] == 0
+    script = next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
+    assert "#SBATCH --ntasks-per-node=2" in script
+    rank0, rank1 = _task_log(sweep, 0), _task_log(sweep, 1)
+    assert "rank 0/2" in rank0 and "rank 1/2" in rank1, rank1[-3000:]
+    assert _crafted_by(rank0) == {"0:16", "32:48"}, rank0[-3000:]
+    assert _crafted_by(rank1) == {"16:32", "48:64"}, rank1[-3000:]
+    # Rank 0 alone writes the rows and the set.
+    assert "results:" in rank0 and "results:" not in rank1
+    assert "wrote the adversarial set" in rank0 and "wrote the adversarial set" not in rank1
+    # The cell directory's log is rank 0's; rank 1 logs beside it.
+    assert "rank 1/2" not in (sweep / "0" / "cli.log").read_text()
+    assert "rank 1/2" in (sweep / "0" / "cli.rank1.log").read_text()
+    _same_images(sweep / "0", tmp_path / "ref" / "0")
+    key = ["target", "asr", "clean_acc", "n_fooled", "linf_mean", "cell_id", "grad_evals"]
+    pd.testing.assert_frame_equal(pd.read_csv(sweep / "0" / "results.csv")[key],
+                                  pd.read_csv(tmp_path / "ref" / "0" / "results.csv")[key])
+
+
+# slurm_ddp on the local cluster: no GPUs there, one CPU per task, one thread each.
+DDP_LOCAL = ["hydra/launcher=slurm_ddp", "hydra.launcher.partition=local", "hydra.launcher.tasks_per_node=2",
+             "hydra.launcher.gpus_per_node=null", "hydra.launcher.mem_gb=null", "hydra.launcher.cpus_per_task=1",
+             "hydra.launcher.setup=['export OMP_NUM_THREADS=1']"]
+
+
+def test_slurm_ddp_preset_asks_for_one_gpu_per_task(slurm_cluster, zoo_dir, tmp_path):
+    """The preset's sbatch script: K tasks and K GPUs on one node (gpus_per_node follows
+    tasks_per_node). The local cluster has no GPUs, so sbatch refuses it, in one line."""
+    env = _env(zoo_dir, slurm_cluster)
+    sweep = tmp_path / "s"
+    rc, _, err = _finish(_start(["-m", "hydra/launcher=slurm_ddp", "hydra.launcher.partition=local",
+                                 "hydra.launcher.tasks_per_node=2", "method=mifgsm", "n_images=16",
+                                 f"paths.output_dir={tmp_path / 'o'}", f"hydra.sweep.dir={sweep}"], env, tmp_path))
+    assert rc == 1 and "flatbench: error: sbatch failed" in err, err[-3000:]
+    script = "".join(p.read_text() for p in (sweep / ".submitit").glob("*.sh"))
+    for flag in ("--ntasks-per-node=2", "--gpus-per-node=2", "--nodes=1", "--signal=USR2@120"):
+        assert f"#SBATCH {flag}\n" in script, script
+
+
+def test_two_task_cell_hit_by_its_time_limit_resumes_every_rank_to_the_uninterrupted_images(slurm_cluster, zoo_dir,
+                                                                                             tmp_path):
+    """slurm_ddp with 2 tasks and a 1-minute limit: USR2 reaches both ranks, rank 0 requeues the
+    job, and the requeued job resumes both ranks from their finished batches; the images are
+    those of one uninterrupted process."""
+    env = _env(zoo_dir, slurm_cluster)
+    cell = [*PGN_CELL, "n_images=480"]   # 60 batches, 30 a rank: about 75 s of crafting per rank on one core
+    sweep = tmp_path / "sweep"
+    p = _start(["-m", *DDP_LOCAL, *cell, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5",
+                "hydra.launcher.max_num_timeout=5", f"paths.output_dir={tmp_path / 'out'}", f"hydra.sweep.dir={sweep}"],
+               env, tmp_path)
+    ref = _start(["-m", *cell, f"paths.output_dir={tmp_path / 'ref_out'}", f"hydra.sweep.dir={tmp_path / 'ref'}"],
+                 env, tmp_path)
+    rc, out, err = _finish(p)
+    assert rc == 0, err[-3000:]
+    assert _finish(ref)[0] == 0
+    rank0, rank1 = _task_log(sweep, 0), _task_log(sweep, 1)
+    assert "Caught signal SIGUSR2" in rank0 and "Caught signal SIGUSR2" in rank1, rank1[-3000:]
+    assert re.search(r"Requeued job \S+ \(\d+ remaining timeouts\)", rank0)
+    assert "Not checkpointing nor requeuing since I am a slave (procid=1)" in rank1
+    for log, rank in ((rank0, 0), (rank1, 1)):
+        resumed = [int(m) for m in re.findall(rf"rank {rank}/2: resuming: (\d+) of 30 batches already finished", log)]
+        assert resumed and resumed[0] > 0, log[-3000:]   # every rank resumed from its own finished batches
+        assert f"rank {rank}/2: crafted" in log
+    lows = {rank: {int(b.split(":")[0]) // 8 % 2 for b in _crafted_by(log)} for rank, log in ((0, rank0), (1, rank1))}
+    assert lows == {0: {0}, 1: {1}}   # in the attempt that finished, each rank crafted only its own batches
+    _same_images(sweep / "0", tmp_path / "ref" / "0")
+    assert (sweep / "0" / "results.csv").exists()
+
+
+@pytest.mark.slow
 def test_time_limit_requeues_and_resumes_to_the_uninterrupted_images(slurm_cluster, zoo_dir, tmp_path):
     """A cell longer than its 1-minute limit: SLURM sends USR2, submitit requeues it, it resumes
     from its finished batches and ends with the images of an uninterrupted run."""

@@ -220,6 +220,23 @@ def test_parallel_launchers_run_two_cells(trained_zoo, zoo_dir, tmp_path, launch
         assert (sweep / ".submitit").is_dir()
 
 
+def test_tasks_per_node_without_a_process_group_fails_at_startup_instead_of_running_copies(zoo_dir, tmp_path):
+    """submitit's local executor starts 2 processes per cell with no variables to form a group:
+    each would run the whole cell into one directory. Each fails before crafting, and the sweep's
+    summary line says why, naming the setting."""
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    p = subprocess.run([str(BIN / "flatbench"), "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
+                        "hydra.launcher.gpus_per_node=0", "method=mifgsm", "surrogate=digits-cnn", "n_images=16",
+                        "targets=digits_small", "progress=false", f"paths.output_dir={out}", f"hydra.sweep.dir={sweep}"],
+                       cwd=tmp_path, env=_env(zoo_dir), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 1, p.stderr[-3000:]
+    summary = [ln for ln in p.stderr.splitlines() if "cells failed" in ln]
+    assert len(summary) == 1 and "1 of 1 cells failed" in summary[0] and "no cell finished" in summary[0], p.stderr[-3000:]
+    assert "hydra.launcher.tasks_per_node=2 starts 2 tasks for this cell" in summary[0]
+    assert "crafted" not in (sweep / "0" / "cli.log").read_text()
+    assert not list(out.rglob("*.safetensors")) and not (sweep / "0" / "results.csv").exists()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

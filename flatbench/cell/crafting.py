@@ -63,10 +63,12 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
     bar = tqdm(total=sum(hi - lo for _, lo, hi in mine), desc=f"craft {attack.label}", unit="img",
                disable=not progress or not world.main)
     crafted = 0
+    crafted_now = []   # (lo, hi) of the batches crafted now: the log names them (per rank under DDP)
     if store is not None and not force and not store.full.exists():
         have = sum(store.batch_path(lo, hi).exists() for _, lo, hi in mine)
         if have:
-            log.info("resuming: %d of %d batches already finished (checkpoints in %s)", have, len(mine), store.batches)
+            log.info("%sresuming: %d of %d batches already finished (checkpoints in %s)",
+                     f"rank {world.rank}/{world.size}: " if world.active else "", have, len(mine), store.batches)
     # One chunk size and memory format for the whole set: a resumed cell keeps the ones its first
     # batches were crafted with (chunking and memory format change the floating-point summation
     # order), and under torchrun every rank takes rank 0's instead of measuring its own.
@@ -108,10 +110,14 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
                     settings_kept = True
                 store.save_batch(lo, hi, done)
             crafted += 1
+            crafted_now.append((lo, hi))
         out[lo:hi] = done
         bar.update(hi - lo)
     bar.close()
-    log.info("crafted %d of %d batches now, %d from checkpoints", crafted, len(mine), len(mine) - crafted)
+    named = " ".join(f"{lo}:{hi}" for lo, hi in crafted_now[:40]) + (f" ... ({len(crafted_now) - 40} more)"
+                                                                     if len(crafted_now) > 40 else "")
+    log.info("%scrafted %d of %d batches now, %d from checkpoints%s", f"rank {world.rank}/{world.size}: " if world.active
+             else "", crafted, len(mine), len(mine) - crafted, f"; crafted batches {named}" if crafted_now else "")
     return out, time.perf_counter() - t0, crafted
 
 
@@ -146,5 +152,6 @@ def craft_cell(cell, cfg, w: World, surrogate, stop: Optional[StopRequest] = Non
         parts = [store.load_batch(lo, min(len(data), lo + cfg.batch_size)) for lo in range(0, len(data), cfg.batch_size)]
         adv = torch.cat(parts)
         store.save(adv, data.ids, {"cell_id": cell.cell_id, **cell.craft_meta, "semantic": cell.semantic})
+        log.info("wrote the adversarial set (%d images) to %s", len(adv), store.full)
     w.barrier()
     cell.adv = store.load()[0] if w.active else adv

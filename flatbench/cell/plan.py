@@ -45,6 +45,12 @@ def pick_device(name: str) -> torch.device:
 def _device(name: str, w: World) -> torch.device:
     dev = pick_device(name)
     if w.active and dev.type == "cuda" and dev.index is None:
+        seen = torch.cuda.device_count()
+        if seen == 1:   # SLURM bound one GPU to this task (--gpus-per-task, --gpu-bind): it is cuda:0
+            return torch.device("cuda", 0)
+        if w.local_rank >= seen:
+            raise ConfigError(f"device={name}: task {w.rank} (local rank {w.local_rank}) sees only {seen} GPUs; give each "
+                              "task its own GPU (hydra.launcher.gpus_per_node = hydra.launcher.tasks_per_node)")
         dev = torch.device("cuda", w.local_rank)
     return dev
 
