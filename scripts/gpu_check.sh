@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# The GPU check: flatbench's attack throughput on ImageNet-size surrogates (random init) at the
-# defaults (chunk and memory format by rule) against timed tuning and the bare limit, fp32 and
-# bf16, then whether the same call gives the same images twice on CUDA. Writes CSVs and a log
-# into ${OUT:-outputs/gpu_check}; docs/benchmarks.md takes its figures from there.
-#   bash scripts/gpu_check.sh                     # on a GPU machine (about 6 minutes on one H100)
-#   bash scripts/gpu_check.sh --device cpu --smoke  # the dry run (tiny sizes, CPU)
+# The GPU check, in at most 8 minutes on one H100 (GPU_CHECK_BUDGET_S, default 480):
+# 1. flatbench's attack throughput on ImageNet-size surrogates (random init): ResNet-50 at 224 and
+#    Inception-v3 at 299, fp32 and bf16, at the defaults (chunk and memory format by rule) against
+#    timed tuning and the bare limit (scripts/bench.py);
+# 2. whether the same create_attack call gives the same images twice on CUDA;
+# 3. a 1,000-image random-init PGN cell through the command line on generated images, projected
+#    from its measured rate when it does not fit the time left; the same cell twice (determinism);
+#    with 2 GPUs, the cell under torchrun against one process (scripts/gpu_check_cell.py).
+# Writes CSVs, hardware.txt and log.txt into ${OUT:-outputs/gpu_check}; docs/benchmarks.md takes
+# its figures from there.
+#   bash scripts/gpu_check.sh                     # on a GPU machine
+#   bash scripts/gpu_check.sh --device cpu --smoke  # the dry run (tiny sizes, CPU; run by the suite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$(command -v python3)}
@@ -20,6 +26,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+# The device machines have torch and timm but not Hydra: the cell part needs hydra-core, omegaconf
+# and antlr4-python3-runtime. Carried as wheels in .whl/ (scripts/gpu_wheels.sh fetches them here).
+if ! "$PY" -c "import hydra, omegaconf" 2>/dev/null; then
+  ls .whl/*.whl >/dev/null 2>&1 || { echo "gpu_check: no hydra-core here and no .whl/: run scripts/gpu_wheels.sh and carry .whl" >&2; exit 2; }
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/flatbench-site .whl/*.whl
+  export PYTHONPATH=$PYTHONPATH:/tmp/flatbench-site
+fi
 "$PY" -c "import torch; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), '|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')" | tee "$out/hardware.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee -a "$out/hardware.txt" || true
 common=(--device "$device" --steps 1 --repeats 3 --methods ifgsm mifgsm pgn gnp "${smoke[@]}")
@@ -55,4 +68,7 @@ for label, det in (("default", False), ("cudnn.deterministic", True)):
     print(f"determinism [{label}]: chunk {a.chunk}, {a.memory_format}; 8-bit pixels differing between two identical calls: "
           f"{diff} of {q[0].numel()} ({dt:.2f} s per call)")
 PYEOF
-echo "gpu_check: done; files in $out"
+budget=${GPU_CHECK_BUDGET_S:-480}
+"$PY" scripts/gpu_check_cell.py --out "$out" --device "$device" --budget-s $(( budget - SECONDS - 20 > 30 ? budget - SECONDS - 20 : 30 )) \
+  "${smoke[@]}" 2>&1 | tee -a "$out/log.txt"
+echo "gpu_check: done in ${SECONDS} s; files in $out"

@@ -160,3 +160,9 @@ def test_the_gpu_check_dry_run_runs_on_the_cpu(tmp_path):
     det = [ln for ln in p.stdout.splitlines() if ln.startswith("determinism")]
     assert len(det) == 2 and all("differing between two identical calls: 0 of" in ln for ln in det), det
     assert (tmp_path / "hardware.txt").read_text().startswith("torch ")
+    # The cell part, through the command line: plan, the cell twice, and 2 torchrun processes.
+    cell = pd.read_csv(tmp_path / "cell.csv")
+    assert list(cell["run"]) == ["first", "second", "torchrun2"] and cell["identical_to_first"].all(), cell
+    assert (cell["grad_evals"] == 8 * 2 * 2 * 2).all()   # 8 images x T = 2 x N = 2 x (look-ahead + its neighbour)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("cell:")]
+    assert any("differing: 0 of" in ln for ln in lines) and any("differing from one process: 0" in ln for ln in lines), lines
