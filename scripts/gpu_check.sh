@@ -44,7 +44,7 @@ if [ ${#smoke[@]} -eq 0 ]; then
       "${common[@]}" --no-baseline --csv "$out/inception_v3-299-$dtype.csv" 2>&1 | tee -a "$out/log.txt"
   done
 else
-  "$PY" scripts/bench.py --model resnet18 --size 64 "${common[@]}" --csv "$out/smoke.csv" 2>&1 | tee -a "$out/log.txt"
+  "$PY" scripts/bench.py --model resnet18 --size 64 "${common[@]}" --repeats 1 --csv "$out/smoke.csv" 2>&1 | tee -a "$out/log.txt"
 fi
 "$PY" - "$device" "${#smoke[@]}" <<'PYEOF' 2>&1 | tee -a "$out/log.txt"
 # Determinism: the same default PGN call twice on the same model and images.

@@ -73,7 +73,7 @@ def test_sweep_on_slurm_equals_local_and_a_failing_cell_spares_the_others(slurm_
     """One job array of 4 cells, 2 of them with an unknown surrogate: the 2 good cells give the
     rows a local run gives, the failed ones are named in the summary, the command ends with 1."""
     env = _env(zoo_dir, slurm_cluster)
-    cells = ["method=ifgsm,pgn", "surrogate=digits-cnn,digits-nosuch", "n_images=32", "batch_size=16",
+    cells = ["method=ifgsm,mifgsm", "surrogate=digits-cnn,digits-nosuch", "n_images=32", "batch_size=16",
              "targets=digits", "progress=false"]
     on_slurm = _start(["-m", *LAUNCHER, *cells, f"paths.output_dir={tmp_path / 'o1'}", f"hydra.sweep.dir={tmp_path / 's1'}"],
                       env, tmp_path)

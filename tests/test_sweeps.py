@@ -96,7 +96,9 @@ def _wait_batches(cache: Path, n: int, proc, timeout=240):
 LONG = ["method=pgn", "estimator.n_samples=4", "n_images=48", "batch_size=6", "targets=digits_small", "progress=false"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+# SIGTERM's stop-and-resume is also tried on the scheduler (tests/test_slurm.py, scontrol requeue
+# and scancel --signal=TERM): its variant here runs with make test-slow.
+@pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_killed_cell_resumes_and_equals_uninterrupted(trained_zoo, zoo_dir, tmp_path, sig):
     sweep = tmp_path / "sweep"
     args = ["flatbench", "-m", *LONG, "seed=3,4", f"hydra.sweep.dir={sweep}"]
