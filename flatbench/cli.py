@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from .commands import SUBCOMMANDS, print_table
 from .compose import CONFIG_DIR
 from .errors import OnceSacctWarning, compact_run_and_report, started
+from .heap import keep_heap
 from .job import Job, cell_task
 from .migration import current_overrides, old_override
 
@@ -63,6 +64,7 @@ def main() -> None:
     from .config import register_schema
 
     started()
+    keep_heap()   # before the first large tensor: see flatbench/heap.py
     logging.getLogger("submitit").addFilter(OnceSacctWarning())
     register_schema()
     hydra_utils.run_and_report = compact_run_and_report

@@ -5,6 +5,8 @@ every submodule's mode, every parameter's ``requires_grad``, its weights and sta
 bit), its memory format, its device and its attributes as they were, also when the attack raises,
 for ensembles, ``torch.compile``d models, and the measurement that picks chunk and format.
 """
+import subprocess
+import sys
 import pytest
 import torch
 import torch.nn as nn
@@ -181,3 +183,46 @@ def test_global_determinism_flags_are_set_for_the_call_and_restored(strict):
     finally:
         torch.use_deterministic_algorithms(before[1], warn_only=before[2])
         torch.backends.cudnn.deterministic = before[0]
+
+
+def test_an_attack_call_does_not_import_the_compiler():
+    """torch.use_deterministic_algorithms imports torch._inductor (and with it torch._dynamo) to
+    set inductor's flag: about 1 s, which a fresh process paid inside its first attack call, 11% of
+    the command line's default PGN cell (issue 25). Without torch.compile in play the attack sets
+    the kernels' flag alone; the flags seen inside the call are the same."""
+    code = ("import sys, torch\n"
+            "from flatbench import create_attack\n"
+            "net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5))\n"
+            "net(torch.rand(1, 3, 8, 8)); net.eval()\n"
+            "seen = []\n"
+            "net.register_forward_pre_hook(lambda m, a: seen.append(torch.are_deterministic_algorithms_enabled()))\n"
+            "create_attack('pgn', net, eps=8 / 255, steps=2, n_samples=2)(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))\n"
+            "assert seen and all(seen), seen\n"
+            "assert not torch.are_deterministic_algorithms_enabled()\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('torch._inductor', 'torch._dynamo'))))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.strip() == "[]", p.stdout[:500]
+
+
+def test_with_the_compiler_loaded_inductor_is_deterministic_inside_the_call():
+    """Where torch._dynamo is loaded (torch.compile, compile=true), inductor's own flag is set for
+    the call as torch.use_deterministic_algorithms sets it, and restored after."""
+    import torch._dynamo  # noqa: F401 - what torch.compile loads
+    import torch._inductor.config as inductor_config
+
+    seen = []
+
+    class Spy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = conv_bn_dropout()
+
+        def forward(self, x):
+            seen.append(inductor_config.deterministic)
+            return self.net(x)
+
+    before = inductor_config.deterministic
+    create_attack("mifgsm", Spy(), eps=8 / 255, steps=2)(*data())
+    assert seen and all(seen)
+    assert inductor_config.deterministic is before

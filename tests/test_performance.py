@@ -369,3 +369,30 @@ def test_a_resumed_cell_crafts_with_the_chunk_and_format_of_its_first_batches(tr
     assert crafted == 1 and "crafting with chunk 8, contiguous (as the finished batches were)" in caplog.text
     assert (resumed.chunk, resumed.memory_format) == (8, "contiguous")
     assert torch.equal(out, ref)
+
+
+def test_the_command_line_keeps_the_attack_s_blocks_in_the_heap(zoo_dir, tmp_path):
+    """glibc hands the attack's 1-16 MiB activation blocks back with munmap and maps them again at
+    every step: thousands of minor page faults per forward+backward, and a process speed that
+    wandered by a third between runs (flatbench/heap.py, issue 25). The command line keeps them in
+    the heap. Counted, not timed: the same cell's minor page faults with FLATBENCH_HEAP=default
+    (glibc as it comes) and without."""
+    import os
+    import resource
+
+    from conftest import zoo_env
+    from test_run import BIN
+
+    faults = {}
+    for heap in ("default", "kept"):
+        env = dict(os.environ, **zoo_env(zoo_dir), WANDB_MODE="offline", FLATBENCH_HEAP=heap)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+        p = subprocess.run([str(BIN / "flatbench"), "n_images=32", "method=pgn", "estimator.n_samples=10",
+                            "surrogate=digits-resnet", "targets=digits_small", "progress=false",
+                            f"hydra.run.dir={tmp_path / heap}", f"paths.output_dir={tmp_path / heap}-o"],
+                           env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        faults[heap] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before
+    # 200 forward+backward passes of 32 images: without the setting each maps its blocks afresh.
+    assert faults["default"] - faults["kept"] > 200 * 500, faults
+    assert faults["kept"] < 0.6 * faults["default"], faults

@@ -59,6 +59,21 @@ def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
     return model
 
 
+def _deterministic_algorithms(mode: bool, warn_only: bool = False) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=...)``, without importing the compiler
+    where it is not loaded. Inductor's flag only matters to code that torch.compile compiles, and
+    torch.compile loads torch._dynamo before it compiles anything: when torch._dynamo is loaded, the
+    public call sets both flags; otherwise only the kernels' flag, and inductor, loaded later,
+    starts from its own default (as it would after the call restores the caller's setting)."""
+    import sys
+
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None or "torch._dynamo" in sys.modules or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        setter(mode, warn_only=warn_only)
+
+
 @contextmanager
 def deterministic_kernels() -> Iterator[None]:
     """Deterministic kernels for the attack; the caller's settings restored after.
@@ -76,6 +91,10 @@ def deterministic_kernels() -> Iterator[None]:
 
     Figures: scripts/determinism_check.py, docs/benchmarks.md. On a CPU the kernels flatbench uses
     give the same images either way (measured on digits PGN and PGN+DIM+TIM).
+
+    The flag is set through :func:`_deterministic_algorithms`: ``torch.use_deterministic_algorithms``
+    also imports ``torch._inductor`` to set inductor's flag, about 1 s that a fresh process paid
+    inside its first attack call (issue 25).
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     cudnn = torch.backends.cudnn.deterministic
@@ -83,7 +102,7 @@ def deterministic_kernels() -> Iterator[None]:
     fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.backends.cudnn.deterministic = True
     if not algorithms:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_algorithms(True, warn_only=True)
         # Filling every new tensor with NaN is a debugging aid of deterministic mode, not part of
         # determinism (the loop reads no uninitialised memory); it cost 6-10% on a CPU.
         torch.utils.deterministic.fill_uninitialized_memory = False
@@ -92,5 +111,5 @@ def deterministic_kernels() -> Iterator[None]:
     finally:
         torch.backends.cudnn.deterministic = cudnn
         if not algorithms:
-            torch.use_deterministic_algorithms(False)
+            _deterministic_algorithms(False)
             torch.utils.deterministic.fill_uninitialized_memory = fill
