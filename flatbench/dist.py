@@ -120,6 +120,21 @@ def _backend() -> str:
     return "cpu:gloo,cuda:nccl" if nccl else "gloo"
 
 
+def _init(**kwargs) -> None:
+    """Initialise the process group, and destroy it at exit: a gloo group left to the
+    interpreter's teardown could abort its rank there ("terminate called without an active
+    exception", exit -6 after the cell had finished; seen under torchrun in CI)."""
+    import atexit
+
+    dist.init_process_group(backend=_backend(), **kwargs)
+    atexit.register(_destroy)
+
+
+def _destroy() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def world() -> World:
     """This process's world: torchrun's (WORLD_SIZE), else a multi-task SLURM step's
     (:func:`slurm_world`), else one process. Initialises the process group (gloo on CPU, nccl for
@@ -127,12 +142,12 @@ def world() -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size > 1:
         if not dist.is_initialized():
-            dist.init_process_group(backend=_backend())
+            _init()
         return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     step = slurm_world()
     if step is None:
         return World()
     rank, size, local_rank, addr, port = step
     if not dist.is_initialized():
-        dist.init_process_group(backend=_backend(), init_method=f"tcp://{addr}:{port}", rank=rank, world_size=size)
+        _init(init_method=f"tcp://{addr}:{port}", rank=rank, world_size=size)
     return World(dist.get_rank(), dist.get_world_size(), local_rank)
