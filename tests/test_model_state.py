@@ -154,27 +154,33 @@ def test_timm_resnet_in_training_mode():
     assert_same(before, model)
 
 
+class Spy(nn.Module):
+    """conv_bn_dropout() that calls ``record()`` at every forward: what the attack's global
+    settings are while it runs."""
+
+    def __init__(self, record):
+        super().__init__()
+        self.net = conv_bn_dropout()
+        self.record = record
+
+    def forward(self, x):
+        self.record()
+        return self.net(x)
+
+
 @pytest.mark.parametrize("strict", [False, True])
 def test_global_determinism_flags_are_set_for_the_call_and_restored(strict):
     """The attack runs with cuDNN's and PyTorch's deterministic kernels (GPU sets repeat bit for
     bit; see model_state.deterministic_kernels) and leaves the caller's global flags as they were."""
     seen = []
-
-    class Spy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = conv_bn_dropout()
-
-        def forward(self, x):
-            seen.append((torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
-                         torch.utils.deterministic.fill_uninitialized_memory))
-            return self.net(x)
+    spy = Spy(lambda: seen.append((torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+                                   torch.utils.deterministic.fill_uninitialized_memory)))
 
     before = (torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
               torch.is_deterministic_algorithms_warn_only_enabled())
     torch.use_deterministic_algorithms(strict)
     try:
-        create_attack("mifgsm", Spy(), eps=8 / 255, steps=2)(*data())
+        create_attack("mifgsm", spy, eps=8 / 255, steps=2)(*data())
         assert seen and all(s == (True, True, strict) for s in seen)   # no NaN fill unless the caller had it on
         assert torch.backends.cudnn.deterministic is False
         assert torch.are_deterministic_algorithms_enabled() is strict
@@ -212,17 +218,7 @@ def test_with_the_compiler_loaded_inductor_is_deterministic_inside_the_call():
     import torch._inductor.config as inductor_config
 
     seen = []
-
-    class Spy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = conv_bn_dropout()
-
-        def forward(self, x):
-            seen.append(inductor_config.deterministic)
-            return self.net(x)
-
     before = inductor_config.deterministic
-    create_attack("mifgsm", Spy(), eps=8 / 255, steps=2)(*data())
+    create_attack("mifgsm", Spy(lambda: seen.append(inductor_config.deterministic)), eps=8 / 255, steps=2)(*data())
     assert seen and all(seen)
     assert inductor_config.deterministic is before

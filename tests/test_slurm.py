@@ -164,6 +164,21 @@ def test_slurm_ddp_preset_asks_for_one_gpu_per_task(slurm_cluster, zoo_dir, tmp_
         assert f"#SBATCH {flag}\n" in script, script
 
 
+def _time_limited(env, tmp_path: Path, launcher, cell) -> Path:
+    """``cell`` on SLURM with a 1-minute limit (USR2 5 s before it, up to 5 requeues) beside the
+    same cell run locally, uninterrupted, into tmp_path/ref; both must succeed. The sweep dir."""
+    sweep = tmp_path / "sweep"
+    p = _start(["-m", *launcher, *cell, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5",
+                "hydra.launcher.max_num_timeout=5", f"paths.output_dir={tmp_path / 'out'}", f"hydra.sweep.dir={sweep}"],
+               env, tmp_path)
+    ref = _start(["-m", *cell, f"paths.output_dir={tmp_path / 'ref_out'}", f"hydra.sweep.dir={tmp_path / 'ref'}"],
+                 env, tmp_path)
+    rc, _, err = _finish(p)
+    assert rc == 0, err[-3000:]
+    assert _finish(ref)[0] == 0
+    return sweep
+
+
 def test_two_task_cell_hit_by_its_time_limit_resumes_every_rank_to_the_uninterrupted_images(slurm_cluster, zoo_dir,
                                                                                              tmp_path):
     """slurm_ddp with 2 tasks and a 1-minute limit: USR2 reaches both ranks, rank 0 requeues the
@@ -171,15 +186,7 @@ def test_two_task_cell_hit_by_its_time_limit_resumes_every_rank_to_the_uninterru
     those of one uninterrupted process."""
     env = _env(zoo_dir, slurm_cluster)
     cell = [*PGN_CELL, "n_images=480"]   # 60 batches, 30 a rank: about 75 s of crafting per rank on one core
-    sweep = tmp_path / "sweep"
-    p = _start(["-m", *DDP_LOCAL, *cell, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5",
-                "hydra.launcher.max_num_timeout=5", f"paths.output_dir={tmp_path / 'out'}", f"hydra.sweep.dir={sweep}"],
-               env, tmp_path)
-    ref = _start(["-m", *cell, f"paths.output_dir={tmp_path / 'ref_out'}", f"hydra.sweep.dir={tmp_path / 'ref'}"],
-                 env, tmp_path)
-    rc, out, err = _finish(p)
-    assert rc == 0, err[-3000:]
-    assert _finish(ref)[0] == 0
+    sweep = _time_limited(env, tmp_path, DDP_LOCAL, cell)
     rank0, rank1 = _task_log(sweep, 0), _task_log(sweep, 1)
     assert "Caught signal SIGUSR2" in rank0 and "Caught signal SIGUSR2" in rank1, rank1[-3000:]
     assert re.search(r"Requeued job \S+ \(\d+ remaining timeouts\)", rank0)
@@ -200,15 +207,7 @@ def test_time_limit_requeues_and_resumes_to_the_uninterrupted_images(slurm_clust
     from its finished batches and ends with the images of an uninterrupted run."""
     env = _env(zoo_dir, slurm_cluster)
     cell = [*PGN_CELL, "n_images=320"]   # 40 batches, about 100 s of crafting on one core: longer than 1 minute
-    sweep = tmp_path / "sweep"
-    p = _start(["-m", *LAUNCHER, *cell, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5",
-                "hydra.launcher.max_num_timeout=5", f"paths.output_dir={tmp_path / 'out'}", f"hydra.sweep.dir={sweep}"],
-               env, tmp_path)
-    ref = _start(["-m", *cell, f"paths.output_dir={tmp_path / 'ref_out'}", f"hydra.sweep.dir={tmp_path / 'ref'}"],
-                 env, tmp_path)
-    rc, out, err = _finish(p)
-    assert rc == 0, err[-3000:]
-    assert _finish(ref)[0] == 0
+    sweep = _time_limited(env, tmp_path, LAUNCHER, cell)
     log = _logs(sweep)
     assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log, log[-3000:]
     assert re.search(r"Requeued job \S+ \(\d+ remaining timeouts\)", log)

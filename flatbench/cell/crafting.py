@@ -64,11 +64,12 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
                disable=not progress or not world.main)
     crafted = 0
     crafted_now = []   # (lo, hi) of the batches crafted now: the log names them (per rank under DDP)
+    who = f"rank {world.rank}/{world.size}: " if world.active else ""   # each rank's log says what it did
     if store is not None and not force and not store.full.exists():
         have = sum(store.batch_path(lo, hi).exists() for _, lo, hi in mine)
         if have:
-            log.info("%sresuming: %d of %d batches already finished (checkpoints in %s)",
-                     f"rank {world.rank}/{world.size}: " if world.active else "", have, len(mine), store.batches)
+            log.info("%sresuming: %d of %d batches already finished (checkpoints in %s)", who, have, len(mine),
+                     store.batches)
     # One chunk size and memory format for the whole set: a resumed cell keeps the ones its first
     # batches were crafted with (chunking and memory format change the floating-point summation
     # order), and under torchrun every rank takes rank 0's instead of measuring its own.
@@ -116,8 +117,8 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
     bar.close()
     named = " ".join(f"{lo}:{hi}" for lo, hi in crafted_now[:40]) + (f" ... ({len(crafted_now) - 40} more)"
                                                                      if len(crafted_now) > 40 else "")
-    log.info("%scrafted %d of %d batches now, %d from checkpoints%s", f"rank {world.rank}/{world.size}: " if world.active
-             else "", crafted, len(mine), len(mine) - crafted, f"; crafted batches {named}" if crafted_now else "")
+    log.info("%scrafted %d of %d batches now, %d from checkpoints%s", who, crafted, len(mine), len(mine) - crafted,
+             f"; crafted batches {named}" if crafted_now else "")
     return out, time.perf_counter() - t0, crafted
 
 
