@@ -23,14 +23,18 @@ import os
 import sys
 from typing import Optional
 
-from omegaconf import DictConfig
+from .kernels import pin_kernels
 
-from .commands import SUBCOMMANDS, print_table
-from .compose import CONFIG_DIR
-from .errors import OnceSacctWarning, compact_run_and_report, started
-from .heap import keep_heap
-from .job import Job, cell_task
-from .migration import current_overrides, old_override
+pin_kernels()  # before torch's first operation: see flatbench/kernels.py
+
+from omegaconf import DictConfig  # noqa: E402
+
+from .commands import SUBCOMMANDS, print_table  # noqa: E402
+from .compose import CONFIG_DIR  # noqa: E402
+from .errors import OnceSacctWarning, compact_run_and_report, started  # noqa: E402
+from .heap import keep_heap  # noqa: E402
+from .job import Job, cell_task  # noqa: E402
+from .migration import current_overrides, old_override  # noqa: E402
 
 log = logging.getLogger("flatbench")
 

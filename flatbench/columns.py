@@ -30,7 +30,9 @@ COLUMNS = [
 MEASURES = ("target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", "asr_ci_high", "asr_clean_correct",
             "n_fooled", "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "craft_seconds",
             "images_per_second", "grad_evals", "chunk", "memory_format")
-LABELS = ("cell_id", "experiment", "version")  # not settings: the hash of the settings, a name, the code's version
+# Not settings: the hash of the settings, a name, the code's version and where the cell was computed
+# (flatbench/provenance.py).
+LABELS = ("cell_id", "experiment", "version", "torch_version", "git_commit", "hardware", "kernels")
 # The settings that make up "the attack" (McNemar compares attacks on otherwise equal cells);
 # so do the parts' flattened settings (dim.resize_rate, estimator.normalize, ...), see attack_columns.
 ATTACK_SETTINGS = ("attack", "optimizer", "estimator", *ESTIMATOR_COLUMNS, "transforms", *OPTIMIZER_COLUMNS)

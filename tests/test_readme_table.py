@@ -8,7 +8,16 @@ from conftest import ROOT
 from test_run import run
 
 CELLS = ["ifgsm", "mifgsm", "gnp", "gnp_ta"]  # the cheap rows of the digits-cnn half of the table
-TOLERANCE = 1.0  # points; see the README ("The default experiment and its table")
+# The README prints one decimal: a rerun equal to the digit is within half of its last place.
+ROUNDING = 0.05
+# Under the command line's pinned AVX2 kernel paths the table is the same on every x86-64 CPU with
+# AVX2 or better (README, "The same table on every machine"): equal to the digit. Where the pin does
+# not apply (a CPU without AVX2, FLATBENCH_KERNELS=native, a user's own ATEN_CPU_CAPABILITY...), the
+# rows may move by the spread measured between kernel paths with scripts/kernel_paths.py: at most
+# 3 of 300 images (1.0 point), both between the earlier sessions' CPU and an AVX2-only AMD EPYC
+# (unpinned) and between ATen's default and AVX2 kernels on one machine.
+PINNED = "avx2:avx2"
+SPREAD = 1.0
 
 def readme_table() -> pd.DataFrame:
     text = (ROOT / "README.md").read_text()
@@ -27,12 +36,14 @@ def test_readme_table_is_what_a_fresh_run_prints(zoo_dir, tmp_path):
     ours = pd.concat(pd.read_csv(f) for f in sweep.glob("*/results.csv"))
     want = readme_table()
     want = want[want["surrogate"] == "digits-cnn"].set_index("attack")
+    kernels = set(ours["kernels"])
+    tolerance = ROUNDING if kernels == {PINNED} else SPREAD + ROUNDING
     compared = 0
     for r in ours.itertuples():
         published = float(want.loc[r.attack, r.target])
-        assert abs(r.asr - published) <= TOLERANCE, (r.attack, r.target, r.asr, published)
+        assert abs(r.asr - published) <= tolerance + 1e-9, (r.attack, r.target, r.asr, published, r.kernels, r.hardware)
         compared += 1
     assert compared == len(CELLS) * 6
     bb = ours[ours["role"] != "white-box"].groupby("attack")["asr"].mean()
     for attack, v in bb.items():
-        assert abs(v - float(want.loc[attack, "black-box mean"])) <= TOLERANCE
+        assert abs(v - float(want.loc[attack, "black-box mean"])) <= tolerance + 1e-9, (attack, v, kernels)

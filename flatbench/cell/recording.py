@@ -12,6 +12,7 @@ import torch
 from .. import __version__
 from ..config import ROLES
 from ..io import atomic_write_text
+from ..provenance import provenance, provenance_columns
 from ..metrics import perturbation_norms, success_flags, transfer_counts
 from ..columns import settings_columns
 from ..loggers import write_csv
@@ -45,6 +46,9 @@ def record_cell(cell, cfg, out_dir: Path, experiment: str = "") -> pd.DataFrame:
     base.update({"craft_seconds": round(seconds, 3), "images_per_second": round(len(data) / max(seconds, 1e-9), 3),
                  "grad_evals": int(meta.get("grad_evals", -1)), "chunk": meta.get("chunk"),
                  "memory_format": meta.get("memory_format", ""), "version": __version__})
+    zoo_dir = cfg.paths.get("zoo_dir") if "paths" in cfg else None
+    origin = provenance(cell.device, s.surrogate, {k: e["model"] for k, e in cell.zoo.items()}, zoo_dir)
+    base.update(provenance_columns(origin))
     rows, per_image = [], []
     for key, entry in cell.zoo.items():
         pt = cell.predictions[key]
@@ -66,5 +70,5 @@ def record_cell(cell, cfg, out_dir: Path, experiment: str = "") -> pd.DataFrame:
     cell_dir.write_meta({
         "cell_id": cell.cell_id, "semantic": cell.semantic, "targets": cell.keys, "evaluated": cell.evaluated,
         "reused": [k for k in cell.zoo if k not in cell.evaluated], "craft_seconds": seconds, "version": __version__,
-        "flatness": cell.flatness, "adv_store": str(cell.store.full)})
+        "flatness": cell.flatness, "adv_store": str(cell.store.full), "provenance": origin})
     return df
