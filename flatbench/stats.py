@@ -45,3 +45,108 @@ def mcnemar(b: int, c: int) -> Dict[str, float]:
     chi2 = (abs(b - c) - 1) ** 2 / n if n else 0.0
     p_chi2 = math.erfc(math.sqrt(chi2 / 2))  # survival function of chi-square with 1 dof
     return {"b": b, "c": c, "p_exact": p_exact, "chi2": chi2, "p_chi2": p_chi2}
+
+
+def holm(pvalues) -> list:
+    """Holm's step-down adjustment (Holm, Scand. J. Statist. 1979) of a family of p-values, in the
+    given order: the k-th smallest is multiplied by (m − k + 1), made monotone, capped at 1."""
+    p = [float(v) for v in pvalues]
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out, running = [0.0] * m, 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p[i]))
+        out[i] = running
+    return out
+
+
+def _ranks(values) -> list:
+    """Average ranks (1-based) with ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman_test(x, y, z: float = Z95) -> Dict[str, float]:
+    """Spearman's ρ with its two-sided p-value (the t approximation with n − 2 degrees of freedom,
+    as SciPy's ``spearmanr``) and a 95% interval from Fisher's z with Bonett and Wright's (2000)
+    standard error √((1 + ρ²/2)/(n − 3)). NaN where n < 3 or a side is constant (no interval below 4)."""
+    from scipy.stats import t as student_t
+
+    x, y = [float(v) for v in x], [float(v) for v in y]
+    n = len(x)
+    nan = {"rho": float("nan"), "p": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": n}
+    if n != len(y):
+        raise ValueError(f"spearman_test: {n} values against {len(y)}")
+    if n < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return nan
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = sum(rx) / n, sum(ry) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    rho = max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    if abs(rho) == 1.0:
+        p = 0.0
+    else:
+        tval = rho * math.sqrt((n - 2) / (1 - rho * rho))
+        p = float(2 * student_t.sf(abs(tval), n - 2))
+    lo = hi = float("nan")
+    if n > 3 and abs(rho) < 1.0:
+        zr, se = math.atanh(rho), math.sqrt((1 + rho * rho / 2) / (n - 3))
+        lo, hi = math.tanh(zr - z * se), math.tanh(zr + z * se)
+    return {"rho": rho, "p": p, "ci_low": lo, "ci_high": hi, "n": n}
+
+
+def auroc(scores, positive) -> float:
+    """Area under the ROC curve of ``scores`` for telling ``positive`` (true) from the rest: the
+    Mann-Whitney probability that a positive outscores a negative, ties counting half. NaN when only
+    one class occurs."""
+    s = [float(v) for v in scores]
+    pos = [bool(v) for v in positive]
+    n1 = sum(pos)
+    n0 = len(pos) - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = _ranks(s)
+    r1 = sum(r for r, p in zip(ranks, pos) if p)
+    return (r1 - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def auroc_interval(scores, positive, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Tuple[float, float]:
+    """Percentile bootstrap interval of :func:`auroc` over images (resampled with replacement, a fixed
+    seed; resamples with one class only are drawn again). NaN when only one class occurs."""
+    import numpy as np
+
+    s = np.asarray(scores, dtype=float)
+    pos = np.asarray(positive, dtype=bool)
+    if pos.all() or not pos.any():
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = []
+    n = len(s)
+    while len(values) < n_boot:
+        idx = rng.integers(0, n, n)
+        p = pos[idx]
+        if p.all() or not p.any():
+            continue
+        values.append(_auroc_np(s[idx], p))
+    a = (1 - level) / 2
+    return float(np.quantile(values, a)), float(np.quantile(values, 1 - a))
+
+
+def _auroc_np(s, pos) -> float:
+    """:func:`auroc` vectorised (average ranks by pandas), for the bootstrap."""
+    import pandas as pd
+
+    ranks = pd.Series(s).rank(method="average").to_numpy()
+    n1 = int(pos.sum())
+    n0 = len(pos) - n1
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))

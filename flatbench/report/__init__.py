@@ -8,7 +8,9 @@ columns: targets; white-box cells marked with *; a black-box mean column) and
 ``heatmap.png`` into ``--out`` (default: ``report/`` inside the first directory; a report
 never writes over one of its inputs), plus ``table_ci.md``
 (ASR with Wilson 95% intervals), and on request ``compare.md`` (--compare published),
-``mcnemar.md`` (--mcnemar A B) and ``asr_vs_<param>.png`` (--plot-param beta).
+``mcnemar.md`` (--mcnemar A B), ``asr_vs_<param>.png`` (--plot-param beta), ``significance.csv``
+(--versus ATTACK: every attack against a baseline, Holm-adjusted; † in table.md) and ``summary.csv``
+(--over seed: mean ± sd over seeds, which table.md then shows).
 
 This module is the command; each output comes from its own module: :mod:`.cells` (the rows
 read, --filter), :mod:`.tables` (table.md, table.tex, table_ci.md), :mod:`.plots` (the PNGs),
@@ -29,7 +31,9 @@ from .flatness import flatness_report
 from .plots import heatmap_png, landscape_compare, param_plot_png
 from .published import compare, compare_markdown, load_published
 from .statistics import mcnemar_markdown, mcnemar_table
-from .tables import ci_markdown, pivot, to_latex, to_markdown
+from .seeds import seed_markdown, seed_summary, seed_table
+from .significance import significance_marks, significance_table
+from .tables import ci_markdown, entries, pivot, to_latex, to_markdown
 from .wandb_log import log_wandb, report_group
 
 __all__ = ["build_report", "main", "collect", "report_group"]
@@ -39,7 +43,8 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
                  filters: Sequence[str] = (), rows: Optional[List[str]] = None,
                  compare_with: Optional[str] = None, mcnemar_pair: Optional[Sequence[str]] = None,
                  plot_params: Sequence[str] = (), flatness_metric: Optional[str] = None,
-                 landscape_pair: Optional[Sequence[str]] = None) -> dict:
+                 landscape_pair: Optional[Sequence[str]] = None, versus: Optional[str] = None,
+                 over: Optional[str] = None) -> dict:
     dirs = [Path(d) for d in dirs]
     out = Path(out) if out is not None else dirs[0] / "report"
     cells = CellDir.find(dirs, "results.csv")
@@ -59,22 +64,40 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
     df = apply_filters(collect(dirs), filters)
     if value not in df.columns:
         raise ValueError(f"--value: unknown column {value!r}")
-    table, white = pivot(df, value, rows)
     put("results.csv", df.to_csv(index=False))
-    put("table.md", to_markdown(table, white, value))
+    rep = {"df": df, "paths": paths, "out": out}
+    marked = set()
+    if versus:
+        sig = significance_table(df, load_flags(dirs), versus)
+        put("significance.csv", sig.to_csv(index=False))
+        marked = entries(df, significance_marks(sig), rows)
+        rep["significance"] = sig
+    if over:
+        summary = seed_summary(df, over)
+        put("summary.csv", summary.to_csv(index=False))
+        rep["summary"] = summary
+        # The table over seeds: one row per setting, mean ± sd; the per-seed table goes to table_seeds.md.
+        put("table.md", seed_markdown(seed_table(df, rows, over), over))
+        table, white = pivot(df, value, rows)
+        put(f"table_{over}s.md", to_markdown(table, white, value, marked, versus or ""))
+    else:
+        table, white = pivot(df, value, rows)
+        put("table.md", to_markdown(table, white, value, marked, versus or ""))
     put("table.tex", to_latex(table, white))
     put("heatmap.png", heatmap_png(table, white, value))
     if "asr_ci_low" in df.columns:
         put("table_ci.md", ci_markdown(df, rows))
-    rep = {"df": df, "table": table, "white": white, "paths": paths, "out": out}
+    rep.update(table=table, white=white)
     for param in plot_params:
         put(f"asr_vs_{param}.png", param_plot_png(df, param, value))
     if flatness_metric:
-        md, scatter, box, rho = flatness_report(df, dirs, flatness_metric)
-        put("flatness.md", md)
-        put("flatness_vs_transfer.png", scatter)
-        put("flatness_by_fooled.png", box)
-        rep["spearman"] = rho
+        fl = flatness_report(df, dirs, flatness_metric)
+        put("flatness.md", fl["md"])
+        put("flatness_vs_transfer.png", fl["scatter"])
+        put("flatness_by_fooled.png", fl["box"])
+        put("flatness_correlation.csv", fl["correlation"].to_csv(index=False))
+        put("flatness_auroc.csv", fl["auroc"].to_csv(index=False))
+        rep.update(spearman=fl["rho"], flatness_correlation=fl["correlation"], flatness_auroc=fl["auroc"])
     if landscape_pair:
         put("landscape_compare.png", landscape_compare(df, dirs, *landscape_pair))
     if mcnemar_pair:
@@ -108,13 +131,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="flatness vs transfer: sharp_mean, sharp_max, sharp_worst, hess_top, grad_l2, ... (cells run with flatness=on)")
     p.add_argument("--landscape", nargs=2, default=None, metavar=("ATTACK_A", "ATTACK_B"),
                    help="side-by-side loss landscapes of two attacks on the same images (flatness=on)")
+    p.add_argument("--versus", default=None, metavar="ATTACK",
+                   help="every attack against this baseline: McNemar's exact p per paired cell and target, Holm-adjusted "
+                        "(significance.csv); table.md marks the entries that differ with †")
+    p.add_argument("--over", default=None, metavar="COL",
+                   help="summarise over a setting, usually seed: summary.csv (asr_mean, asr_sd, n_seeds) and table.md "
+                        "as mean ± sd; the per-seed table goes to table_<COL>s.md")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log the tables to this W&B project")
     p.add_argument("--wandb-group", default=None, metavar="GROUP",
                    help="the W&B group of the report's run (default: the group the sweep's cells logged into)")
     args = p.parse_args(argv)
     try:
         rep = build_report(args.dirs, args.out, args.value, args.filter, args.rows, args.compare, args.mcnemar,
-                           args.plot_param, args.flatness, args.landscape)
+                           args.plot_param, args.flatness, args.landscape, args.versus, args.over)
         if args.wandb:
             log_wandb(rep, args.wandb, args.wandb_group or report_group(args.dirs))
     except (FileNotFoundError, ValueError) as exc:

@@ -33,7 +33,8 @@ def collect(dirs: Sequence[Path]) -> pd.DataFrame:
     cells = CellDir.find(dirs, "results.csv")
     if not cells:
         raise FileNotFoundError(f"no cell results (results.csv beside cell.json) under {', '.join(map(str, dirs))}")
-    frames = [current_columns(f) for f in read_csvs([c.results for c in cells])]
+    # A cell id is text: read as a number, "254476041609" would not match its predictions' id.
+    frames = [current_columns(f) for f in read_csvs([c.results for c in cells], dtype={"cell_id": str})]
     df = pd.concat(frames, ignore_index=True)
     return order_columns(df.drop_duplicates(subset=["cell_id", "target"], keep="last"))
 
@@ -89,7 +90,7 @@ def _cell(v) -> str:
 def load_flags(dirs: Sequence[Path]) -> pd.DataFrame:
     """Per-image fooled flags of every cell (predictions.csv beside cell.json)."""
     frames = read_csvs([c.predictions for c in CellDir.find(dirs, "predictions.csv")],
-                       usecols=["cell_id", "target", "image_id", "fooled"])
+                       usecols=["cell_id", "target", "image_id", "fooled"], dtype={"cell_id": str})
     if not frames:
         raise FileNotFoundError("no per-image flags (predictions.csv with a 'fooled' column) found")
     return pd.concat(frames).drop_duplicates(["cell_id", "target", "image_id"], keep="last")

@@ -1,5 +1,12 @@
 """Flatness against transfer: a flatness metric of the cells run with flatness=on, set against
-their black-box ASR per cell (Spearman) and per image (fooled or not)."""
+their black-box ASR per cell (Spearman, within each surrogate) and per image (AUROC, within each cell).
+
+The surrogate sets both the ASR level and the flatness level, so a correlation pooled over
+surrogates mostly says "which surrogate" (Simpson's paradox: on the README's family study, pooled
+ρ −0.59 for sharp_worst, +0.93 within the CNN and −0.76 within the ResNet). The headline is
+therefore per surrogate (``flatness_correlation.csv``; a pooled row is kept, labelled ``all``), and per
+image inside each cell (``flatness_auroc.csv``), where the surrogate and the method are fixed.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,9 +16,15 @@ import pandas as pd
 
 from ..cell.directory import CellDir
 from .plots import png
+from ..stats import auroc, auroc_interval, spearman_test
 from .statistics import spearman
 
+# A cell's example "transferred" when it fooled at least this share of the cell's black-box targets.
+TRANSFERRED_SHARE = 0.5
 
+
+# Every per-image metric of flatness.csv (flatbench/flatness.py's METRICS).
+METRIC_STEMS = ("loss", "grad_l1", "grad_l2", "sharp_mean", "sharp_max", "sharp_worst", "hess_top")
 # The metrics the family table sets beside transfer (flatbench/flatness.py computes them), by column stem.
 FAMILY_METRICS = ("loss", "grad_l2", "sharp_mean", "sharp_max", "sharp_worst", "hess_top")
 HEADERS = {"loss": "loss", "grad_l2": "‖∇ℓ‖₂", "sharp_mean": "sharp_mean", "sharp_max": "sharp_max",
@@ -30,6 +43,65 @@ def flatness_table(df: pd.DataFrame) -> tuple:
     return cells.reset_index(drop=True), rho
 
 
+def flatness_correlation(cells: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per (surrogate, metric), then the pooled rows (surrogate ``all``): Spearman's ρ of the
+    cells' median metric against their black-box mean ASR, its 95% interval, p and the cell count.
+    ``cells`` is :func:`flatness_table`'s first value."""
+    out = []
+    groups = list(cells.groupby("surrogate", sort=True)) + [("all", cells)]
+    for surrogate, g in groups:
+        for m in metrics:
+            d = g[[m, "asr"]].dropna()
+            t = spearman_test(d[m], d["asr"])
+            out.append({"surrogate": surrogate, "metric": m, "rho": t["rho"], "ci_low": t["ci_low"],
+                        "ci_high": t["ci_high"], "p": t["p"], "n_cells": len(d)})
+    return pd.DataFrame(out)
+
+
+def per_image(df: pd.DataFrame, dirs: Sequence[Path]) -> pd.DataFrame:
+    """Per (cell, image): each flatness metric at x_adv, how many black-box targets it fooled, of how many."""
+    frames = []
+    ids = df["cell_id"].astype(str)
+    for cell in CellDir.find(dirs, "flatness.csv", "predictions.csv"):
+        # A cell id is text: "254476041609" read as a number would match no row.
+        pr = pd.read_csv(cell.predictions, dtype={"cell_id": str})
+        cid = pr["cell_id"].iloc[0]
+        if not (ids == cid).any():   # filtered out of the report
+            continue
+        roles = df[ids == cid].drop_duplicates("target").set_index("target")["role"]
+        pr = pr[pr["target"].map(roles).eq("black-box")]
+        counts = pr.groupby("image_id").agg(fooled_targets=("fooled", "sum"), targets=("fooled", "size"))
+        fl = pd.read_csv(cell.file("flatness.csv"))
+        fl = fl[fl["at"] == "adv"].drop(columns=["at"])
+        first = df[ids == cid].iloc[0]
+        frames.append(fl.merge(counts.reset_index(), on="image_id").assign(
+            cell_id=cid, surrogate=first["surrogate"], attack=first["attack"]))
+    return pd.concat(frames, ignore_index=True).drop_duplicates(["cell_id", "image_id"]) if frames else pd.DataFrame()
+
+
+def flatness_auroc(images: pd.DataFrame, metrics: Sequence[str], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per (cell, metric): the AUROC of the metric for telling the cell's examples that
+    transferred (fooled at least half of its black-box targets) from those that did not, with a
+    bootstrap 95% interval over images (fixed seed). Above 0.5: a larger value goes with transfer (for
+    a sharpness, flatter examples transferred less). Empty where one class only occurs."""
+    out = []
+    if images.empty:
+        return pd.DataFrame(columns=["cell_id", "surrogate", "attack", "metric", "auroc", "ci_low", "ci_high",
+                                     "n_images", "n_transferred"])
+    for cid, g in images.groupby("cell_id", sort=False):
+        transferred = (g["fooled_targets"] >= TRANSFERRED_SHARE * g["targets"]) & (g["targets"] > 0)
+        for m in metrics:
+            if m not in g.columns:
+                continue
+            ok = g[m].notna()
+            a = auroc(g.loc[ok, m], transferred[ok])
+            lo, hi = auroc_interval(g.loc[ok, m].to_numpy(), transferred[ok].to_numpy(), n_boot, seed)
+            out.append({"cell_id": cid, "surrogate": g["surrogate"].iloc[0], "attack": g["attack"].iloc[0],
+                        "metric": m, "auroc": a, "ci_low": lo, "ci_high": hi, "n_images": int(ok.sum()),
+                        "n_transferred": int(transferred[ok].sum())})
+    return pd.DataFrame(out)
+
+
 def flatness_table_md(cells: pd.DataFrame, rho: dict) -> str:
     metrics = list(rho)
     lines = ["## Black-box transfer beside flatness (medians over images, every cell)", "",
@@ -38,13 +110,17 @@ def flatness_table_md(cells: pd.DataFrame, rho: dict) -> str:
     for r in cells.itertuples():
         lines.append(f"| {r.surrogate} | {r.attack} | {r.asr:.1f} | "
                      + " | ".join(f"{getattr(r, m):.3g}" for m in metrics) + " |")
-    lines.append(f"| Spearman ρ with the ASR ({len(cells)} cells) | | | "
+    for surrogate, g in cells.groupby("surrogate", sort=True):
+        lines.append(f"| Spearman ρ with the ASR, {surrogate} ({len(g)} cells) | | | "
+                     + " | ".join(f"{spearman(g[m], g['asr']):.2f}" for m in metrics) + " |")
+    lines.append(f"| pooled over surrogates ({len(cells)} cells; not a finding: the surrogate sets both levels) | | | "
                  + " | ".join(f"{rho[m]:.2f}" for m in metrics) + " |")
     return "\n".join(lines) + "\n"
 
 
-def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> tuple:
-    """(markdown, per-cell scatter PNG, per-image fooled/not PNG) for one flatness metric."""
+def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> dict:
+    """flatness.md, the per-surrogate scatter, the per-image box plot, flatness_correlation.csv and
+    flatness_auroc.csv for one flatness metric (the CSVs cover every metric the cells have)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,40 +134,58 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> tupl
     cells = bb.groupby("cell_id").agg(asr=("asr", "mean"), flat=(col, "first"), attack=("attack", "first"),
                                       surrogate=("surrogate", "first")).dropna()
     rho_cells = spearman(cells["flat"], cells["asr"])
-    frames = []
-    for cell in CellDir.find(dirs, "flatness.csv", "predictions.csv"):
-        fl = pd.read_csv(cell.file("flatness.csv"))
-        fl = fl[fl["at"] == "adv"][["image_id", metric]]
-        pr = pd.read_csv(cell.predictions)
-        cid = pr["cell_id"].iloc[0]
-        roles = df[df["cell_id"] == cid].set_index("target")["role"]
-        pr = pr[pr["target"].map(roles).ne("white-box")]
-        frames.append(pr.merge(fl, on="image_id"))
-    per = pd.concat(frames) if frames else pd.DataFrame(columns=["fooled", metric])
-    fooled, kept = per[per["fooled"] == 1][metric], per[per["fooled"] == 0][metric]
-    lines = [f"## Flatness ({metric}, median per cell) against transfer (black-box mean ASR)", "",
-             f"Spearman rho over {len(cells)} cells: {rho_cells:.3f}", "",
-             "| surrogate | attack | " + metric + " (median) | black-box mean ASR |", "|---|---|---:|---:|"]
-    for r in cells.sort_values("flat").itertuples():
+    family, rho = flatness_table(df)
+    corr = flatness_correlation(family, list(rho))
+    if metric not in rho:   # a metric outside the family table (grad_l1)
+        corr = pd.concat([corr, flatness_correlation(cells.rename(columns={"flat": metric}), [metric])],
+                         ignore_index=True)
+    images = per_image(df, dirs)
+    au = flatness_auroc(images, [m for m in METRIC_STEMS if not images.empty and m in images.columns])
+    head = corr[corr["metric"] == metric]
+    lines = [f"## Flatness ({metric}, median per cell) against transfer (black-box mean ASR), per surrogate", "",
+             "| surrogate | cells | Spearman ρ | 95% CI | p |", "|---|---:|---:|---|---:|"]
+    for r in head.itertuples():
+        name = r.surrogate if r.surrogate != "all" else "all (pooled: not a finding, the surrogate sets both levels)"
+        lines.append(f"| {name} | {r.n_cells} | {r.rho:.2f} | [{r.ci_low:.2f}, {r.ci_high:.2f}] | {r.p:.3g} |")
+    lines += ["", "| surrogate | attack | " + metric + " (median) | black-box mean ASR |", "|---|---|---:|---:|"]
+    for r in cells.sort_values(["surrogate", "flat"]).itertuples():
         lines.append(f"| {r.surrogate} | {r.attack} | {r.flat:.4g} | {r.asr:.1f} |")
-    lines += ["", f"Per image and black-box target: median {metric} of examples that fooled the target "
-              f"{fooled.median():.4g} (n={len(fooled)}), that did not {kept.median():.4g} (n={len(kept)})."]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for att, g in cells.groupby("attack"):
-        ax.scatter(g["flat"], g["asr"], label=att, s=40)
-    ax.set_xlabel(f"{metric} at x_adv (median over images)")
-    ax.set_ylabel("black-box mean ASR (%)")
-    ax.set_title(f"Flatness vs transfer, Spearman rho = {rho_cells:.2f} ({len(cells)} cells)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    sub = au[au["metric"] == metric] if not au.empty else au
+    lines += ["", f"## Per image, within each cell: AUROC of {metric} for the examples that transferred "
+              f"(fooled at least half of the cell's black-box targets)", "",
+              "| surrogate | attack | AUROC | 95% CI (bootstrap over images) | images | transferred |",
+              "|---|---|---:|---|---:|---:|"]
+    for r in sub.itertuples():
+        auc = "" if pd.isna(r.auroc) else f"{r.auroc:.2f}"
+        ci = "" if pd.isna(r.ci_low) else f"[{r.ci_low:.2f}, {r.ci_high:.2f}]"
+        lines.append(f"| {r.surrogate} | {r.attack} | {auc} | {ci} | {r.n_images} | {r.n_transferred} |")
+    lines += ["", "AUROC 0.5: the metric does not tell them apart; above: larger values went with transfer; "
+              "an interval that contains 0.5 is no detectable difference."]
+    surrogates = sorted(cells["surrogate"].unique())
+    fig, axes = plt.subplots(1, max(1, len(surrogates)), figsize=(5 * max(1, len(surrogates)), 4.5), squeeze=False)
+    for ax, sur in zip(axes[0], surrogates):
+        g = cells[cells["surrogate"] == sur]
+        for att, h in g.groupby("attack"):
+            ax.scatter(h["flat"], h["asr"], label=att, s=40)
+        r = head[head["surrogate"] == sur]
+        rho_s = float(r["rho"].iloc[0]) if len(r) else float("nan")
+        ax.set_title(f"surrogate {sur}: Spearman rho = {rho_s:.2f} ({len(g)} cells)", fontsize=9)
+        ax.set_xlabel(f"{metric} at x_adv (median over images)")
+        ax.set_ylabel("black-box mean ASR (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     scatter = png(fig)
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.boxplot([kept.dropna().to_numpy(), fooled.dropna().to_numpy()], showfliers=False)
-    ax.set_xticks([1, 2], labels=[f"not fooled (n={len(kept)})", f"fooled (n={len(fooled)})"])
-    ax.set_ylabel(f"{metric} at x_adv")
-    ax.set_title("Per image, black-box targets", fontsize=9)
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * max(1, len(sub))), 4.5))
+    if len(sub):
+        ax.errorbar(range(len(sub)), sub["auroc"], yerr=[(sub["auroc"] - sub["ci_low"]).fillna(0),
+                                                         (sub["ci_high"] - sub["auroc"]).fillna(0)], fmt="o")
+        ax.set_xticks(range(len(sub)), labels=[f"{a}\n{s_}" for a, s_ in zip(sub["attack"], sub["surrogate"])],
+                      fontsize=6, rotation=60)
+    ax.axhline(0.5, color="grey", lw=0.8)
+    ax.set_ylabel(f"AUROC of {metric}: transferred vs not")
+    ax.set_title("Per image, within each cell (95% bootstrap intervals)", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    family = flatness_table_md(*flatness_table(df))
-    return family + "\n" + "\n".join(lines) + "\n", scatter, png(fig), rho_cells
+    md = flatness_table_md(family, rho) + "\n" + "\n".join(lines) + "\n"
+    return {"md": md, "scatter": scatter, "box": png(fig), "rho": rho_cells, "correlation": corr, "auroc": au}

@@ -76,6 +76,18 @@ def _one_cell_per_entry(df: pd.DataFrame, keys: List[str]) -> None:
                          f"their cell id (results of another flatbench version?); --filter on cell_id or version")
 
 
+def label(v) -> str:
+    """A setting as a table row shows it: "-" where a method lacks it (beta for I-FGSM)."""
+    return "-" if pd.isna(v) else (f"{v:g}" if isinstance(v, float) else str(v))
+
+
+def entries(df: pd.DataFrame, pairs, rows: Optional[List[str]] = None) -> set:
+    """The (row label, target) entries of :func:`pivot`'s table for (cell_id, target) pairs."""
+    keys = row_keys(df, rows)
+    first = df.drop_duplicates("cell_id").set_index("cell_id")
+    return {(tuple(label(first.loc[c, k]) for k in keys), t) for c, t in pairs if c in first.index}
+
+
 def pivot(df: pd.DataFrame, value: str = "asr", rows: Optional[List[str]] = None) -> tuple:
     """(values, white-box mask) with attack settings as rows and targets as columns."""
     keys = row_keys(df, rows)
@@ -83,7 +95,7 @@ def pivot(df: pd.DataFrame, value: str = "asr", rows: Optional[List[str]] = None
     d = df.copy()
     for k in keys:
         # Settings a method does not have (beta for I-FGSM) are NaN; show them as "-" and keep the row.
-        d[k] = d[k].map(lambda v: "-" if pd.isna(v) else (f"{v:g}" if isinstance(v, float) else str(v)))
+        d[k] = d[k].map(label)
     targets = list(dict.fromkeys(d["target"]))
     table = d.pivot_table(index=keys, columns="target", values=value, aggfunc="mean", sort=False)[targets]
     white = d.assign(w=d["role"].eq("white-box")).pivot_table(index=keys, columns="target", values="w", aggfunc="max", sort=False)[targets]
@@ -97,18 +109,27 @@ def _fmt(v, w: bool) -> str:
     return "" if pd.isna(v) else f"{v:.1f}" + ("*" if w else "")
 
 
-def to_markdown(table: pd.DataFrame, white: pd.DataFrame, value: str) -> str:
+def to_markdown(table: pd.DataFrame, white: pd.DataFrame, value: str, marked: Optional[set] = None,
+                versus: str = "") -> str:
+    """The table; ``marked`` entries ((row label, target), from :func:`entries`) get a † for a
+    difference from ``versus`` at Holm-adjusted p < 0.05."""
+    marked = marked or set()
     keys = list(table.index.names)
     head = keys + list(table.columns)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(keys) + ["---:"] * len(table.columns)) + "|"]
     # Positional rows (white aligned to the table once): .loc per cell is slow at thousands of rows.
     for idx, vals, marks in zip(table.index, table.to_numpy(), white.reindex_like(table).to_numpy()):
         idx = idx if isinstance(idx, tuple) else (idx,)
-        cells = [str(i) for i in idx] + [_fmt(v, bool(w)) for v, w in zip(vals, marks)]
+        cells = [str(i) for i in idx] + [_fmt(v, bool(w)) + ("†" if (idx, t) in marked else "")
+                                         for v, w, t in zip(vals, marks, table.columns)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Values: {value} (%). * marks white-box cells (target = surrogate); "
                  f"'{BLACK_BOX_MEAN}' averages the other targets.")
+    if versus:
+        lines.append(f"† marks an entry whose ASR differs from {versus}'s on the same images at Holm-adjusted "
+                     "p < 0.05 (McNemar's exact test, significance.csv); unmarked entries show no detectable "
+                     "difference.")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,72 @@
+"""Several seeds of one setting (``--over seed``): the mean and the sample standard deviation of the
+ASR over seeds, per (attack settings, target), and the table as mean ± sd.
+
+A seed changes the attack's random draws (PGN's neighbours, DIM's resizes, ...), not the images or
+the models, so the spread over seeds is the part of a difference that the method's own randomness
+makes; one seed cannot show it.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import pandas as pd
+
+from ..columns import setting_columns
+from .cells import _text
+from .tables import BLACK_BOX_MEAN, label, row_keys
+
+
+def _over(df: pd.DataFrame, over: str) -> pd.DataFrame:
+    if over not in df.columns:
+        raise ValueError(f"--over: unknown column {over!r}")
+    return df
+
+
+def seed_summary(df: pd.DataFrame, over: str = "seed") -> pd.DataFrame:
+    """One row per (every setting but ``over``, target): asr_mean, asr_sd (sample sd, ddof 1; NaN for
+    one seed) and n_seeds."""
+    df = _over(df, over)
+    keys = [c for c in setting_columns(df.columns) if c != over] + ["target"]
+    d = df.assign(**{f"_{k}": df[k].map(_text) for k in keys})
+    g = d.groupby([f"_{k}" for k in keys], sort=False)
+    out = g.agg(**{k: (k, "first") for k in keys}, asr_mean=("asr", "mean"), asr_sd=("asr", "std"),
+                n_seeds=(over, "nunique")).reset_index(drop=True)
+    return out
+
+
+def seed_table(df: pd.DataFrame, rows: Optional[List[str]] = None, over: str = "seed") -> pd.DataFrame:
+    """The transfer table with each entry as 'mean ± sd (n)' over ``over``; the black-box mean is
+    averaged per seed first, then summarised over seeds."""
+    df = _over(df, over)
+    keys = row_keys(df.drop(columns=[over]), [r for r in rows if r != over] if rows else None)
+    d = df.copy()
+    for k in keys:
+        d[k] = d[k].map(label)
+    d["_w"] = d["role"].eq("white-box")
+    targets = list(dict.fromkeys(d["target"]))
+    per_seed = d.pivot_table(index=keys + [over], columns="target", values="asr", aggfunc="mean", sort=False)
+    per_seed[BLACK_BOX_MEAN] = d[~d["_w"]].groupby(keys + [over], sort=False)["asr"].mean()
+    g = per_seed.groupby(level=keys, sort=False)
+    mean, sd, n = g.mean(), g.std(), g.count()
+    white = d.pivot_table(index=keys, columns="target", values="_w", aggfunc="max", sort=False)
+    cols = targets + [BLACK_BOX_MEAN]
+    out = pd.DataFrame(index=mean.index, columns=cols, dtype=object)
+    for c in cols:
+        for idx in mean.index:
+            m, s, k = mean.loc[idx, c], sd.loc[idx, c], n.loc[idx, c]
+            w = c in white.columns and bool(white.loc[idx, c])
+            out.loc[idx, c] = "" if pd.isna(m) else (f"{m:.1f}" + ("*" if w else "")
+                                                     + ("" if pd.isna(s) else f" ± {s:.1f}") + f" ({k})")
+    return out
+
+
+def seed_markdown(table: pd.DataFrame, over: str = "seed") -> str:
+    keys = list(table.index.names)
+    lines = ["| " + " | ".join(keys + list(table.columns)) + " |",
+             "|" + "|".join(["---"] * len(keys) + ["---:"] * len(table.columns)) + "|"]
+    for idx, vals in zip(table.index, table.to_numpy()):
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        lines.append("| " + " | ".join([str(i) for i in idx] + [str(v) for v in vals]) + " |")
+    lines += ["", f"Values: ASR (%), mean ± sample standard deviation over {over} (number of {over}s); "
+              f"* marks white-box cells; '{BLACK_BOX_MEAN}' is averaged per {over}, then over {over}s."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,176 @@
+"""Sound conclusions (issue 34): flatness against transfer within each surrogate and per image,
+every attack against a baseline with Holm's adjustment, and seeds summarised, each checked against
+SciPy / scikit-learn recomputed from the cells' own CSVs."""
+import math
+import random
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest, spearmanr
+from sklearn.metrics import roc_auc_score
+
+from test_run import run
+
+from flatbench.stats import auroc, auroc_interval, holm, mcnemar, spearman_test
+
+
+def holm_reference(p):
+    """Holm's adjusted p-values written out from the definition: for the i-th smallest,
+    max over j <= i of min(1, (m - j + 1) * p_(j))."""
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adj = np.empty(m)
+    for i in range(m):
+        adj[order[i]] = max(min(1.0, (m - j) * p[order[j]]) for j in range(i + 1))
+    return adj
+
+
+# ---------------------------------------------------------------- the statistics alone
+
+def test_holm_on_a_textbook_family_and_the_definition():
+    # Holm (1979) style example: four p-values, alpha 0.05: only the smallest two are rejected.
+    got = holm([0.01, 0.04, 0.03, 0.005])
+    assert got == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    rng = random.Random(0)
+    for _ in range(50):
+        p = [rng.random() ** 3 for _ in range(rng.randint(1, 12))]
+        assert holm(p) == pytest.approx(list(holm_reference(np.array(p))))
+
+
+def test_spearman_auroc_and_mcnemar_equal_scipy_and_sklearn():
+    rng = np.random.default_rng(1)
+    for n in (4, 5, 8, 16, 40):
+        x = rng.integers(0, 6, n).astype(float)          # ties on purpose
+        y = x + rng.normal(0, 2, n)
+        t = spearman_test(x, y)
+        ref = spearmanr(x, y)
+        assert t["rho"] == pytest.approx(ref.statistic, abs=1e-12)
+        assert t["p"] == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-15)
+        assert t["ci_low"] <= t["rho"] <= t["ci_high"]
+    assert math.isnan(spearman_test([1, 2], [2, 1])["rho"])
+    for n in (10, 57, 300):
+        s = rng.integers(0, 7, n).astype(float)
+        lab = rng.random(n) < 0.4
+        assert auroc(s, lab) == pytest.approx(roc_auc_score(lab, s), abs=1e-12)
+        lo, hi = auroc_interval(s, lab, n_boot=200)
+        assert lo <= roc_auc_score(lab, s) <= hi
+        assert auroc_interval(s, lab, n_boot=200) == (lo, hi)   # a fixed seed
+    assert math.isnan(auroc([1, 2, 3], [1, 1, 1]))
+    for b, c in ((0, 0), (3, 9), (17, 4), (40, 41)):
+        want = 1.0 if b + c == 0 else binomtest(b, b + c, 0.5).pvalue
+        assert mcnemar(b, c)["p_exact"] == pytest.approx(want, rel=1e-12)
+
+
+# ---------------------------------------------------------------- the report, from the command line
+
+FLAT = ["flatness=on", "flatness.k_samples=4", "flatness.power_iters=3", "flatness.landscape_images=0"]
+COMMON = ["n_images=24", "eps=24", "targets=digits_small", "progress=false", "surrogate=digits-cnn,digits-mlp", "seed=0,1", *FLAT]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, zoo_dir):
+    """12 cells (I-FGSM, DIM, PGN x two surrogates x two seeds; DIM's random resizes make the seeds
+    differ) and 4 of GNP with the mean-|g|
+    look-ahead (the hybrid that descends: a difference from I-FGSM that McNemar must find)."""
+    tmp = tmp_path_factory.mktemp("conclusions")
+    a, b = tmp / "family", tmp / "hybrid"
+    run(["flatbench", "-m", "method=ifgsm,dim,pgn", *COMMON, f"hydra.sweep.dir={a}", f"paths.cache_dir={tmp / 'c'}"],
+        zoo_dir, tmp)
+    run(["flatbench", "-m", "method=gnp", "estimator.normalize=mean_abs", *COMMON, f"hydra.sweep.dir={b}",
+         f"paths.cache_dir={tmp / 'c'}"], zoo_dir, tmp)
+    out = tmp / "report"
+    p = run(["flatbench-report", str(a), str(b), "--out", str(out), "--flatness", "sharp_mean", "--versus", "I-FGSM",
+             "--over", "seed"], zoo_dir, tmp)
+    ids = {"cell_id": str}
+    rows = pd.concat(pd.read_csv(f, dtype=ids) for d in (a, b) for f in sorted(d.glob("*/results.csv")))
+    preds = pd.concat(pd.read_csv(f, dtype=ids) for d in (a, b) for f in sorted(d.glob("*/predictions.csv")))
+    flat = pd.concat(pd.read_csv(f).assign(cell_id=pd.read_csv(f.parent / "results.csv", dtype=ids)["cell_id"].iloc[0])
+                     for d in (a, b) for f in sorted(d.glob("*/flatness.csv")))
+    return {"out": out, "rows": rows, "preds": preds, "flat": flat, "stdout": p.stdout}
+
+
+def test_flatness_correlation_is_per_surrogate_and_equals_scipy(study):
+    corr = pd.read_csv(study["out"] / "flatness_correlation.csv")
+    rows = study["rows"]
+    bb = rows[rows["role"] == "black-box"]
+    cells = bb.groupby("cell_id").agg(surrogate=("surrogate", "first"), asr=("asr", "mean"),
+                                      **{m: (f"flat_{m}_median", "first") for m in ("sharp_mean", "sharp_worst")})
+    assert set(corr["surrogate"]) == {"digits-cnn", "digits-mlp", "all"}
+    for m in ("sharp_mean", "sharp_worst"):
+        for sur, g in list(cells.groupby("surrogate")) + [("all", cells)]:
+            r = corr[(corr["surrogate"] == sur) & (corr["metric"] == m)].iloc[0]
+            ref = spearmanr(g[m], g["asr"])
+            assert r["n_cells"] == len(g) == (8 if sur != "all" else 16)
+            assert r["rho"] == pytest.approx(ref.statistic, abs=1e-9), (sur, m)
+            assert r["p"] == pytest.approx(ref.pvalue, rel=1e-6), (sur, m)
+    md = (study["out"] / "flatness.md").read_text()
+    assert "per surrogate" in md and "pooled: not a finding" in md
+
+
+def test_flatness_auroc_per_cell_equals_sklearn(study):
+    au = pd.read_csv(study["out"] / "flatness_auroc.csv", dtype={"cell_id": str})
+    preds, flat, rows = study["preds"], study["flat"], study["rows"]
+    roles = rows.drop_duplicates(["cell_id", "target"]).set_index(["cell_id", "target"])["role"]
+    checked = 0
+    for cid in rows["cell_id"].unique():
+        pr = preds[preds["cell_id"] == cid]
+        pr = pr[[roles[(cid, t)] == "black-box" for t in pr["target"]]]
+        share = pr.groupby("image_id")["fooled"].mean()
+        fl = flat[(flat["cell_id"] == cid) & (flat["at"] == "adv")].set_index("image_id")
+        transferred = (share.reindex(fl.index) >= 0.5).to_numpy()
+        for m in ("sharp_mean", "hess_top", "loss"):
+            r = au[(au["cell_id"] == cid) & (au["metric"] == m)].iloc[0]
+            assert r["n_images"] == 24 and r["n_transferred"] == transferred.sum()
+            if transferred.all() or not transferred.any():
+                assert pd.isna(r["auroc"]) and pd.isna(r["ci_low"])
+                continue
+            assert r["auroc"] == pytest.approx(roc_auc_score(transferred, fl[m].to_numpy()), abs=1e-12)
+            assert r["ci_low"] <= r["auroc"] <= r["ci_high"]
+            checked += 1
+    assert checked > 10
+
+
+def test_every_attack_against_the_baseline_with_holm(study):
+    sig = pd.read_csv(study["out"] / "significance.csv", dtype={"cell_id": str, "versus_cell_id": str})
+    preds, rows = study["preds"], study["rows"]
+    assert set(sig["versus"]) == {"I-FGSM"} and "I-FGSM" not in set(sig["attack"])
+    # 12 non-I-FGSM cells (DIM, PGN, hybrid GNP x 2 surrogates x 2 seeds), each paired with the
+    # I-FGSM cell of its surrogate and seed, on both targets.
+    assert len(sig) == 12 * 2
+    for r in sig.itertuples():
+        a = preds[(preds["cell_id"] == r.cell_id) & (preds["target"] == r.target)].set_index("image_id")["fooled"]
+        b = preds[(preds["cell_id"] == r.versus_cell_id) & (preds["target"] == r.target)].set_index("image_id")["fooled"]
+        only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+        assert (r.only_attack, r.only_versus) == (only_a, only_b)
+        want = 1.0 if only_a + only_b == 0 else binomtest(only_a, only_a + only_b, 0.5).pvalue
+        assert r.p == pytest.approx(want, rel=1e-9)
+        pair = rows[rows["cell_id"].isin([r.cell_id, r.versus_cell_id])]
+        assert pair["seed"].nunique() == 1 and pair["surrogate"].nunique() == 1
+    assert sig["p_holm"].to_numpy() == pytest.approx(holm_reference(sig["p"].to_numpy()))
+    # The hybrid GNP descends: far below I-FGSM on the white-box target, whatever the adjustment.
+    assert (sig["p_holm"] < 0.05).any()
+    # table_seeds.md (one row per seed, as the cells ran) marks exactly the entries at p_holm < 0.05.
+    table = (study["out"] / "table_seeds.md").read_text()
+    body = [ln for ln in table.splitlines() if ln.startswith("| digits-")]
+    assert sum(ln.count("†") for ln in body) == int((sig["p_holm"] < 0.05).sum())
+
+
+def test_seeds_summarised_with_the_sample_sd(study):
+    summ = pd.read_csv(study["out"] / "summary.csv")
+    rows = study["rows"]
+    assert (summ["n_seeds"] == 2).all() and "seed" not in summ.columns
+    assert len(summ) == 8 * 2   # (I-FGSM, DIM, PGN, hybrid GNP) x 2 surrogates, x 2 targets
+    for r in summ.itertuples():
+        g = rows[(rows["attack"] == r.attack) & (rows["surrogate"] == r.surrogate) & (rows["target"] == r.target)
+                 & (rows["normalize"].fillna("-") == (r.normalize if isinstance(r.normalize, str) else "-"))]
+        assert sorted(g["seed"]) == [0, 1]
+        assert r.asr_mean == pytest.approx(np.mean(g["asr"]))
+        assert r.asr_sd == pytest.approx(np.std(g["asr"], ddof=1))
+    assert (summ["asr_sd"] > 0).any()   # DIM's draws differ between seeds
+    dim = rows[(rows["attack"] == "MI-FGSM+DIM") & (rows["surrogate"] == "digits-cnn") & (rows["target"] == "digits-mlp")]
+    table = (study["out"] / "table.md").read_text()
+    line = next(ln for ln in table.splitlines() if "| digits-cnn | MI-FGSM+DIM |" in ln)
+    assert re.search(rf"{np.mean(dim['asr']):.1f} ± {np.std(dim['asr'], ddof=1):.1f} \(2\)", line), line
+    assert "mean ± sample standard deviation over seed" in table
