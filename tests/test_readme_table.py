@@ -1,6 +1,8 @@
 """The README's default table is what the default experiment prints: a fresh run of a handful
 of its cells, with the pinned weights, gives the README's numbers."""
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -47,3 +49,15 @@ def test_readme_table_is_what_a_fresh_run_prints(zoo_dir, tmp_path):
     bb = ours[ours["role"] != "white-box"].groupby("attack")["asr"].mean()
     for attack, v in bb.items():
         assert abs(v - float(want.loc[attack, "black-box mean"])) <= tolerance + 1e-9, (attack, v, kernels)
+
+
+def test_readme_tables_are_the_files_they_quote():
+    """A table after ``<!-- from docs/results/STUDY/FILE -->`` is that report file's table, line for
+    line: a rerun that changes the file and not the README (or the reverse) fails here."""
+    text = (ROOT / "README.md").read_text()
+    quotes = re.findall(r"<!-- from (docs/results/\S+) -->\n((?:\|.*\n)+)", text)
+    assert quotes, "the README quotes no report file"
+    for path, block in quotes:
+        source = (ROOT / path).read_text()
+        table = [ln for ln in source.splitlines() if ln.startswith("|")]
+        assert block.strip().splitlines() == table, path

@@ -371,7 +371,9 @@ Paper symbols → parameters: N → ``n_samples``, γ (the sampling bound, in un
 μ = 0.5 (TransferAttack's official arguments). Each neighbour i is sampled conditionally:
 x_i = x + u_i + ξ·p_i, u_i ~ U(±γ), where p_i ← ĝ_i − inner_decay·p_i carries the previous
 steps' normalised gradients ĝ_i = g_i/mean|g_i| of that neighbour with the sign inverted
-(the gradient-inversion momentum that moves samples towards the neighbourhood's minimum).
+(what TransferAttack calls the gradient-inversion momentum: ĝ_i minus the decayed previous
+p_i, so the shift ξ·p_i points mostly along that neighbour's previous *ascent* direction; it does
+not move samples towards the neighbourhood's minimum).
 Returns (1/N)·Σ_i ∇ℓ(x_i). As TransferAttack's ``gradient/mef.py`` (tested equal to a
 reference written from it, with the noise shared). The port differentiates with respect to
 the *transformed* point when an input transform is set (a shape error under DIM, and it

@@ -239,7 +239,8 @@ class Attack:
                  *("    " + f.describe() for f in self.filters),
                  f"    {opt.update_text()}",
                  *([f"    {opt.step_size_text()}"] if opt.step_size_text() else []),
-                 f"    {self.threat.step_text}",
+                 # An optimizer with its own per-pixel step (GRA's α_t = M ⊙ α) steps by it, not by α.
+                 f"    {self.threat.step_text.replace('α·', 'α_t ⊙ ') if opt.step_size_text() else self.threat.step_text}",
                  "return x + δ   (flatbench then rounds it to 8 bits)"]
         return "\n".join(lines)
 
