@@ -44,6 +44,9 @@ def test_mean_sharpness_matches_its_expectation():
     # E[ℓ(x) − ℓ(x+u)] = −½ E[uᵀAu] = −tr(A)·ρ²/6 for u ~ U[−ρ, ρ]^d.
     d = 16
     A = spectrum(d, torch.linspace(-4, 2, d).tolist(), seed=2)
+    # Seeded: unseeded, x came from whatever the global stream held after the tests before it, and one
+    # draw in a few failed the 5% tolerance (seen once in a full run of this file).
+    torch.manual_seed(0)
     x = torch.rand(3, 1, 4, 4, dtype=torch.float64)
     rho = 0.3
     st = FlatnessSettings(rho=rho, k_samples=4000, power_iters=2, clamp=False)
@@ -127,10 +130,12 @@ def test_flatness_on_adds_columns_files_and_report(trained_zoo, zoo_dir, tmp_pat
         assert (cell / "landscape.png").stat().st_size > 10_000
         assert json.loads((cell / "cell.json").read_text())["flatness"]["enabled"] is True
     p = run(["flatbench-report", str(sweep), "--flatness", "sharp_mean", "--landscape", "I-FGSM", "PGN"], zoo_dir, tmp_path)
-    assert "Spearman rho over 2 cells" in p.stdout
-    assert "| Spearman ρ with the ASR (2 cells) |" in p.stdout and "| sharp_worst | λ_max |" in p.stdout
-    for f in ("flatness_vs_transfer.png", "flatness_by_fooled.png", "landscape_compare.png", "flatness.md"):
-        assert (sweep / "report" / f).stat().st_size > (200 if f.endswith(".md") else 10_000), f
+    # Per surrogate first (one surrogate here, so the pooled row says the same), never pooled alone.
+    assert "against transfer (black-box mean ASR), per surrogate" in p.stdout
+    assert "| Spearman ρ with the ASR, digits-cnn (2 cells) |" in p.stdout and "| sharp_worst | λ_max |" in p.stdout
+    for f in ("flatness_vs_transfer.png", "flatness_by_fooled.png", "landscape_compare.png", "flatness.md",
+              "flatness_correlation.csv", "flatness_auroc.csv"):
+        assert (sweep / "report" / f).stat().st_size > (200 if f.endswith((".md", ".csv")) else 10_000), f
     # Turning flatness on for a finished cell recomputes it instead of skipping.
     cell = sorted(sweep.glob("[0-9]*"))[0]
     plain = run(["flatbench", "method=ifgsm", *SMALL, f"hydra.run.dir={cell}"], zoo_dir, tmp_path)
@@ -154,4 +159,4 @@ def test_family_table_sets_every_metric_beside_the_black_box_asr():
     assert rho["hess_top"] == pytest.approx(-0.6)   # ranks (3,1,4,2) against (1,3,2,4): 1 - 6*16/60
     assert set(rho) == {"loss", "sharp_mean", "hess_top"}   # only the metrics the rows have
     md = flatness_table_md(cells, rho)
-    assert "| s | D | 40.0 | 40 | 0.025 | 2 |" in md and "| Spearman ρ with the ASR (4 cells) | | | 1.00 | -1.00 | -0.60 |" in md
+    assert "| s | D | 40.0 | 40 | 0.025 | 2 |" in md and "| Spearman ρ with the ASR, s (4 cells) | | | 1.00 | -1.00 | -0.60 |" in md
