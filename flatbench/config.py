@@ -44,7 +44,7 @@ class FlatbenchConfig:
     pretrained: bool = True
     eps: Optional[float] = None
     steps: int = 10
-    alpha: Optional[float] = None
+    alpha: Optional[Any] = None   # a number (1/255 units), a rule of eps (eps/10: flatbench/scaling.py), or null: eps/steps
     norm: str = "linf"
     targeted: bool = False
     target_rule: str = "dataset"
@@ -111,6 +111,7 @@ class CellSettings:
     target_rule: str
     seed: int
     n_images: Optional[int]
+    rules: Dict[str, str] = field(default_factory=dict)   # the lengths given as rules of eps (describe shows them)
 
 
 def split_node(node: Any, where: str) -> tuple:
@@ -144,8 +145,13 @@ def resolve(cfg: DictConfig) -> CellSettings:
     check_loop_settings(steps=cfg.steps, norm=cfg.norm, chunk=chunk_setting(cfg),
                         memory_budget_mb=cfg.get("memory_budget_mb"), amp=cfg.get("amp"),
                         channels_last=cfg.get("channels_last", "auto"))
-    alpha = cfg.alpha if cfg.alpha is not None else eps / cfg.steps
-    check_range("alpha", alpha, alpha > 0, "alpha > 0 (1/255 units) or null")
+    from .scaling import resolve_length, rule_text
+
+    rules = {"alpha": rule_text(cfg.alpha)} if rule_text(cfg.alpha) else {}
+    alpha = resolve_length(cfg.alpha, eps, "alpha") if cfg.alpha is not None else eps / cfg.steps
+    if isinstance(alpha, str):
+        raise ConfigError(f"alpha={alpha!r}: a length is a number (1/255 units), eps, eps/K or eps*K, or null")
+    check_range("alpha", alpha, alpha > 0, "alpha > 0 (1/255 units), a rule of eps (eps/10) or null")
     check_range("target_rule", cfg.target_rule, cfg.target_rule in TARGET_RULES, " | ".join(TARGET_RULES))
     check_range("batch_size", cfg.batch_size, cfg.batch_size >= 1, "batch_size >= 1")
     check_range("n_images", cfg.n_images, cfg.n_images is None or cfg.n_images >= 1, "n_images >= 1 or null")
@@ -155,6 +161,7 @@ def resolve(cfg: DictConfig) -> CellSettings:
            "round | truncate")
     opt, opt_kw = split_node(cfg.optimizer, "optimizer")
     est, est_kw = split_node(cfg.estimator, "estimator")
+    est_kw = _scaled(est, est_kw, eps, rules)
     transforms = {k: dict(v or {}) for k, v in (as_container(cfg.transforms) or {}).items()}
     # An experiment's per-part defaults fill the keys a selected transform leaves null.
     for name, defaults in (as_container(cfg.transform_defaults) or {}).items():
@@ -166,8 +173,25 @@ def resolve(cfg: DictConfig) -> CellSettings:
         data=data, surrogate=surrogate_names(cfg.surrogate), optimizer=opt, optimizer_kwargs=opt_kw,
         estimator=est, estimator_kwargs=est_kw, transforms=transforms, eps=float(eps), steps=int(cfg.steps),
         alpha=float(alpha), norm=cfg.norm, targeted=bool(cfg.targeted), target_rule=cfg.target_rule,
-        seed=int(cfg.seed), n_images=cfg.n_images,
+        seed=int(cfg.seed), n_images=cfg.n_images, rules=rules,
     )
+
+
+def _scaled(est: str, kwargs: Dict[str, Any], eps: float, rules: Dict[str, str]) -> Dict[str, Any]:
+    """The estimator's lengths written as rules of eps (RAP's eps_n: eps), resolved at this eps."""
+    from .attacks import ESTIMATORS
+    from .scaling import resolve_length, rule_text
+
+    decl = ESTIMATORS.get(est) if est in ESTIMATORS else None
+    out = {}
+    for k, v in kwargs.items():
+        if isinstance(v, str) and decl is not None and k in decl.names() and decl.param(k).length:
+            text = rule_text(v)
+            v = resolve_length(v, eps, f"estimator.{k}")
+            if text:
+                rules[f"estimator.{k}"] = text
+        out[k] = v
+    return out
 
 
 def _to_api_units(declaration, kwargs: Dict[str, Any]) -> Dict[str, Any]:

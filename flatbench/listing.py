@@ -51,6 +51,7 @@ def list_methods(pattern: Optional[str] = None) -> List[Dict]:
 
     from .attacks import ESTIMATORS, METHODS, OPTIMIZERS, TRANSFORMS, create_attack
     from .attacks.factory import METHOD_PRESETS
+    from .scaling import rule_text
 
     out = []
     for name, (opt, est, tfs) in sorted(METHODS.items()):
@@ -61,9 +62,10 @@ def list_methods(pattern: Optional[str] = None) -> List[Dict]:
         preset = METHOD_PRESETS.get(name, {})
         # The loop's T and α when the preset fixes them (RAP, MEF), then each part's defaults as the preset sets them.
         defaults = {**({"steps": preset["steps"]} if "steps" in preset else {}),
-                    **({"alpha": f"{preset['alpha']:g}/255"} if "alpha" in preset else {}),
+                    **({"alpha": _length_text(preset["alpha"], attack.alpha)} if "alpha" in preset else {}),
                     **attack.optimizer.params(), **ESTIMATORS.get(est).defaults(),
-                    **{k: v for k, v in attack.estimator.params().items() if k in (preset.get("estimator") or {})}}
+                    **{k: (_length_text(preset["estimator"][k], v) if rule_text(preset["estimator"][k]) else v)
+                       for k, v in attack.estimator.params().items() if k in (preset.get("estimator") or {})}}
         for t in tfs:
             defaults.update({f"{t}.{k}": v for k, v in TRANSFORMS.get(t).defaults().items()})
         # A null default stands for something the loop binds (PGN's r = alpha): say what.
@@ -72,6 +74,15 @@ def list_methods(pattern: Optional[str] = None) -> List[Dict]:
         out.append({"name": name, "label": attack.label, "optimizer": opt, "estimator": est, "transforms": list(tfs),
                     "description": " | ".join(p for p in parts if p), "defaults": defaults})
     return out
+
+
+def _length_text(written, value: float) -> str:
+    """A preset's length as the listing shows it: the rule of ε and its value at ε = 16/255
+    ("ε/8 = 2/255 at ε = 16/255"), or the number in 1/255 units."""
+    from .scaling import rule_text
+
+    rule = rule_text(written)
+    return f"{rule} = {value * 255:g}/255 at ε = 16/255" if rule else f"{value * 255:g}/255"
 
 
 def list_models(pattern: Optional[str] = None) -> List[Dict]:

@@ -350,8 +350,10 @@ def test_describe_is_written_from_the_parts(name):
     (each enters the cell id) moves the text, and so do ε, T and the threat model."""
     base = create_attack(name, torch.nn.Identity(), eps=16 / 255)
     text = base.describe()
-    # T and α are the loop's defaults (10, ε/T) unless the preset fixes them (RAP: 400, 2/255; MEF: 20, 1.6/255).
-    assert text.startswith(base.label) and f"ε = 16/255 (linf), T = {base.steps}, α = {base.alpha * 255:g}/255" in text
+    # T and α are the loop's defaults (10, ε/T) unless the preset fixes them (RAP: 400, α = ε/8; MEF: 20,
+    # α = ε/10: a rule of ε, written before its value, flatbench/scaling.py).
+    rule = f"{base.rules['alpha']} = " if "alpha" in getattr(base, "rules", {}) else ""
+    assert text.startswith(base.label) and f"ε = 16/255 (linf), T = {base.steps}, α = {rule}{base.alpha * 255:g}/255" in text
     for part in (base.optimizer, base.estimator, *base.transforms, *base.filters):
         for key, value in part.params().items():
             other = create_attack(name, torch.nn.Identity(), eps=16 / 255, **{key: _changed(key, value)})

@@ -238,8 +238,10 @@ def test_family_cells_from_the_command_line(trained_zoo, zoo_dir, tmp_path):
     assert sorted(df.index) == ["ANDA", "GRA", "MEF", "RAP"]
     assert df.loc["GRA", "optimizer"] == "gra_momentum" and df.loc["GRA", "optimizer.eta"] == 0.94
     assert df.loc["GRA", "zeta"] == 3.5 and df.loc["GRA", "n_samples"] == 20       # the bare columns: same meaning
-    assert df.loc["MEF", "estimator.xi"] == 0.15 and df.loc["MEF", "decay"] == 0.5 and df.loc["MEF", "alpha"] == 1.6
-    assert df.loc["RAP", "estimator.eps_n"] == 16 and df.loc["RAP", "estimator.alpha_n"] == 2 and df.loc["RAP", "alpha"] == 2
+    # The presets' lengths are rules of eps (flatbench/scaling.py): at the digits eps of 32/255, MEF's
+    # alpha = eps/10 and RAP's alpha = eps/8, eps_n = eps, alpha_n = eps/8.
+    assert df.loc["MEF", "estimator.xi"] == 0.15 and df.loc["MEF", "decay"] == 0.5 and df.loc["MEF", "alpha"] == 3.2
+    assert df.loc["RAP", "estimator.eps_n"] == 32 and df.loc["RAP", "estimator.alpha_n"] == 4 and df.loc["RAP", "alpha"] == 4
     assert df.loc["ANDA", "estimator.n_views"] == 25 and df.loc["ANDA", "optimizer"] == "ifgsm"
     # grad_evals: GRA 3·(1+20), MEF 3·20, ANDA 3·25, RAP 1 + 2·(2+1) forward/backward passes per image.
     assert df["grad_evals"].to_dict() == {"GRA": 8 * 63, "MEF": 8 * 60, "ANDA": 8 * 75, "RAP": 8 * 7}

@@ -90,10 +90,33 @@ def build_attack(
     )
 
 
-def _from_file(decl, settings: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """A preset file's settings of a part, lengths converted from 1/255 units."""
-    return {k: (v / 255 if decl.param(k).length and v is not None else v)
-            for k, v in dict(settings or {}).items() if k != "name"}
+def _from_file(decl, settings: Optional[Mapping[str, Any]], eps: Optional[float] = None) -> Dict[str, Any]:
+    """A preset file's settings of a part, lengths converted from 1/255 units; a length written as a
+    rule of ε (RAP's ``eps_n: eps``) is resolved at ``eps`` (a fraction, as the API takes it)."""
+    out = {}
+    for k, v in dict(settings or {}).items():
+        if k == "name":
+            continue
+        if decl.param(k).length and v is not None:
+            v = _length(v, eps, k)
+        out[k] = v
+    return out
+
+
+def _length(v: Any, eps: Optional[float], key: str) -> float:
+    """A preset's length in [0,1] units: a number in 1/255 units, or a rule of ε resolved in 1/255
+    units first, so that eps/10 at ε = 16/255 is exactly the 1.6/255 the file held before."""
+    from ..scaling import parse_rule, resolve_length
+
+    if isinstance(v, str):
+        try:
+            parse_rule(v)
+        except ValueError:
+            raise ConfigError(f"{key}={v!r}: a length is a number, eps, eps/K or eps*K") from None
+        if eps is None:
+            raise ConfigError("create_attack needs eps (a fraction of the [0,1] range, e.g. 16/255)")
+        return resolve_length(v, eps * 255, key) / 255
+    return v / 255
 
 
 def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
@@ -127,12 +150,22 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
     preset = METHOD_PRESETS.get(name, {})
     if "steps" in preset:
         loop_kw.setdefault("steps", preset["steps"])
-    if "alpha" in preset:
-        loop_kw.setdefault("alpha", preset["alpha"] / 255)   # the file's 1/255 units; the API's fractions
+    rules = {}
+    if "alpha" in preset and "alpha" not in loop_kw:
+        from ..scaling import rule_text
+
+        # the file's 1/255 units (or a rule of ε: alpha: eps/10); the API's fractions
+        loop_kw["alpha"] = _length(preset["alpha"], loop_kw.get("eps"), "alpha")
+        if rule_text(preset["alpha"]):
+            rules["alpha"] = rule_text(preset["alpha"])
     if opt == METHODS[name][0]:   # the preset's settings of a part apply to that part only
-        opt_kw = {**_from_file(OPTIMIZERS.get(opt), preset.get("optimizer")), **opt_kw}
+        opt_kw = {**_from_file(OPTIMIZERS.get(opt), preset.get("optimizer"), loop_kw.get("eps")), **opt_kw}
     if est == METHODS[name][1]:
-        est_kw = {**_from_file(ESTIMATORS.get(est), preset.get("estimator")), **est_kw}
+        from ..scaling import rule_text
+
+        own = dict(preset.get("estimator") or {})
+        rules.update({f"estimator.{k}": rule_text(v) for k, v in own.items() if rule_text(v) and k not in est_kw})
+        est_kw = {**_from_file(ESTIMATORS.get(est), own, loop_kw.get("eps")), **est_kw}
     for key in list(kwargs):
         owners = [t for t in tf_specs if key in TRANSFORMS.get(t).names()]
         if len(owners) > 1:
@@ -148,5 +181,7 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
         raise ConfigError(f"method {name!r}: unknown keyword {key!r}. Valid: {', '.join(sorted(valid))}.{suggest(key, valid)}")
     if "eps" not in loop_kw:
         raise ConfigError("create_attack needs eps (a fraction of the [0,1] range, e.g. 16/255)")
-    return build_attack(model, optimizer=opt, optimizer_kwargs=opt_kw, estimator=est, estimator_kwargs=est_kw,
-                        transforms=tf_specs, **loop_kw)
+    attack = build_attack(model, optimizer=opt, optimizer_kwargs=opt_kw, estimator=est, estimator_kwargs=est_kw,
+                          transforms=tf_specs, **loop_kw)
+    attack.rules = rules
+    return attack

@@ -228,9 +228,14 @@ class Attack:
             loss = [f"ℓ(z) = the mean of {ce.format('w')} over the {self.copies} views w of z"
                     f"{' (the transforms in this order)' if len(self.transforms) > 1 else ''}:"]
         loss += [f"    {t.describe()}" for t in self.transforms]
+        rules = getattr(self, "rules", None) or {}
         lines = [f"{self.label}   [{parts}]",
-                 f"ε = {frac(self.eps)} ({self.norm}), T = {self.steps}, α = {frac(self.alpha)}"
+                 f"ε = {frac(self.eps)} ({self.norm}), T = {self.steps}, α = "
+                 f"{rules['alpha'] + ' = ' if 'alpha' in rules else ''}{frac(self.alpha)}"
                  f"{', targeted' if self.targeted else ''}",
+                 # The preset's lengths written as rules of ε (flatbench/scaling.py), with their values here.
+                 *([", ".join(f"{k} = {v}" for k, v in rules.items() if k != "alpha") + "   (rules of ε)"]
+                   if any(k != "alpha" for k in rules) else []),
                  *loss,
                  "δ = 0",
                  f"for t = 1..{self.steps}:",

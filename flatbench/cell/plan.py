@@ -190,6 +190,7 @@ def plan_cell(cfg: DictConfig, out_dir: Path, mode: str, w: World) -> Cell:
         attack = build_attack(None, chunk=chunk_setting(cfg), memory_budget_mb=cfg.get("memory_budget_mb"),
                               amp=cfg.get("amp"), channels_last=cfg.get("channels_last", "auto"),
                               tuning_file=cfg.paths.get("tuning_file"), **attack_kwargs(s))
+        attack.rules = s.rules
     except ConfigError as exc:
         raise ConfigError(f"{exc}{config_files('optimizer', 'estimator', 'transforms', 'method', 'experiment')}") from None
     data = load_data(s)
