@@ -75,33 +75,10 @@ def weights_file(name: str, zoo_dir: Optional[Path] = None) -> Optional[Path]:
 
 
 def _hub_file(spec) -> Optional[Path]:
-    import torch
+    from .models.hub import cached_weights_file
 
     try:
-        if spec.library == "timm":
-            import timm
-
-            cfg = timm.models.get_pretrained_cfg(spec.timm_name) if spec.tag else None
-            if cfg is None:
-                tags = timm.list_pretrained(f"{spec.arch}.*")
-                cfg = timm.models.get_pretrained_cfg(tags[0]) if tags else None
-            if cfg is None:
-                return None
-            if cfg.hf_hub_id:
-                from huggingface_hub import try_to_load_from_cache
-
-                for fn in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-                    hit = try_to_load_from_cache(cfg.hf_hub_id, fn)
-                    if isinstance(hit, str):
-                        return Path(hit)
-                return None
-            url = cfg.url or ""
-        else:
-            from .models.hub import _tv_weights
-
-            url = _tv_weights(spec).url
-        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-        return path if url and path.is_file() else None
+        return cached_weights_file(spec)
     except Exception:  # noqa: BLE001 - provenance never fails a cell: no file found is recorded as such
         return None
 

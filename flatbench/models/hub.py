@@ -147,7 +147,8 @@ def model_meta(spec: ModelSpec) -> Meta:
 
 # ---------------------------------------------------------------- weights
 
-def _hf_cached(repo_id: str) -> bool:
+def _hf_file(repo_id: str) -> Optional[str]:
+    """The cached weights file of a Hugging Face repo, or None."""
     from huggingface_hub import try_to_load_from_cache
 
     cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
@@ -155,12 +156,12 @@ def _hf_cached(repo_id: str) -> bool:
     for fn in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
         hit = try_to_load_from_cache(repo_id, fn, cache_dir=cache)
         if isinstance(hit, str):
-            return True
-    return False
+            return hit
+    return None
 
 
-def weights_cached(spec: ModelSpec) -> bool:
-    """Whether the pretrained weights of ``spec`` are already in the local cache."""
+def cached_weights_file(spec: ModelSpec) -> Optional[Path]:
+    """The local file holding the pretrained weights of ``spec``, or None when they are not cached."""
     if spec.library == "timm":
         import timm
 
@@ -169,13 +170,20 @@ def weights_cached(spec: ModelSpec) -> bool:
             tags = timm.list_pretrained(f"{spec.arch}.*")
             cfg = timm.models.get_pretrained_cfg(tags[0]) if tags else None
         if cfg is None:
-            return False
+            return None
         if cfg.hf_hub_id:
-            return _hf_cached(cfg.hf_hub_id)
+            hit = _hf_file(cfg.hf_hub_id)
+            return Path(hit) if hit else None
         url = cfg.url or ""
-        return bool(url) and (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).exists()
-    w = _tv_weights(spec)
-    return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(w.url)).exists()
+    else:
+        url = _tv_weights(spec).url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    return path if url and path.exists() else None
+
+
+def weights_cached(spec: ModelSpec) -> bool:
+    """Whether the pretrained weights of ``spec`` are already in the local cache."""
+    return cached_weights_file(spec) is not None
 
 
 def read_checkpoint(path: Path) -> Dict[str, torch.Tensor]:

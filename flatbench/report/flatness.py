@@ -121,11 +121,6 @@ def flatness_table_md(cells: pd.DataFrame, rho: dict) -> str:
 def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> dict:
     """flatness.md, the per-surrogate scatter, the per-image box plot, flatness_correlation.csv and
     flatness_auroc.csv for one flatness metric (the CSVs cover every metric the cells have)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     col = f"flat_{metric}_median"
     if col not in df.columns:
         raise ValueError(f"--flatness: no column {col!r}; run the cells with flatness=on "
@@ -161,6 +156,23 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> dict
         lines.append(f"| {r.surrogate} | {r.attack} | {auc} | {ci} | {r.n_images} | {r.n_transferred} |")
     lines += ["", "AUROC 0.5: the metric does not tell them apart; above: larger values went with transfer; "
               "an interval that contains 0.5 is no detectable difference."]
+    scatter, box = _scatter_png(cells, head, metric), _auroc_png(sub, metric)
+    md = flatness_table_md(family, rho) + "\n" + "\n".join(lines) + "\n"
+    return {"md": md, "scatter": scatter, "box": box, "rho": rho_cells, "correlation": corr, "auroc": au}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _scatter_png(cells: pd.DataFrame, head: pd.DataFrame, metric: str) -> bytes:
+    """One panel per surrogate: each cell's median metric against its black-box mean ASR."""
+    plt = _plt()
     surrogates = sorted(cells["surrogate"].unique())
     fig, axes = plt.subplots(1, max(1, len(surrogates)), figsize=(5 * max(1, len(surrogates)), 4.5), squeeze=False)
     for ax, sur in zip(axes[0], surrogates):
@@ -175,7 +187,12 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> dict
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    scatter = png(fig)
+    return png(fig)
+
+
+def _auroc_png(sub: pd.DataFrame, metric: str) -> bytes:
+    """Each cell's per-image AUROC with its bootstrap interval."""
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * max(1, len(sub))), 4.5))
     if len(sub):
         ax.errorbar(range(len(sub)), sub["auroc"], yerr=[(sub["auroc"] - sub["ci_low"]).fillna(0),
@@ -187,5 +204,4 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> dict
     ax.set_title("Per image, within each cell (95% bootstrap intervals)", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    md = flatness_table_md(family, rho) + "\n" + "\n".join(lines) + "\n"
-    return {"md": md, "scatter": scatter, "box": png(fig), "rho": rho_cells, "correlation": corr, "auroc": au}
+    return png(fig)
