@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SWEEP ?= outputs/sweeps/digits/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: install run test test-slow test-slurm bench clean
+.PHONY: install run test test-long test-slow test-slurm bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The tests of 25 s or more (tests/conftest.py: LONG): out of `make test`, run by CI after it.
+test-long: $(STAMP)
+	$(BIN)/python -m pytest -q -m "long and not slow"
 
 # Only the tests against the single-node SLURM cluster (scripts/slurm_local.sh; root, Debian).
 test-slurm: $(STAMP)

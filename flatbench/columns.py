@@ -20,19 +20,20 @@ OPTIMIZER_COLUMNS = tuple(OPTIMIZERS.get("mifgsm").names())
 # Leading columns, in this order; everything else (flattened part settings) follows.
 COLUMNS = [
     "experiment", "dataset", "n_images", "surrogate", "attack", "optimizer", "estimator", *ESTIMATOR_COLUMNS,
-    "transforms", "eps", "steps", "alpha", *OPTIMIZER_COLUMNS, "norm", "targeted", "target_rule", "seed",
+    "transforms", "eps", "steps", "step", "alpha", *OPTIMIZER_COLUMNS, "norm", "targeted", "target_rule", "seed",
     "cell_id", "target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", "asr_ci_high", "asr_clean_correct",
-    "n_fooled", "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "craft_seconds",
-    "images_per_second", "grad_evals", "version",
+    "n_fooled", "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "psnr_mean", "ssim_mean",
+    "craft_seconds", "images_per_second", "grad_evals", "budget", "version",
 ]
 
 # Columns of a row that measure or label it rather than set up its cell.
-MEASURES = ("target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", "asr_ci_high", "asr_clean_correct",
-            "n_fooled", "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "craft_seconds",
+MEASURES = ("step", "target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", "asr_ci_high", "asr_clean_correct",
+            "n_fooled", "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "psnr_mean", "ssim_mean",
+            "craft_seconds",
             "images_per_second", "grad_evals", "chunk", "memory_format")
-# Not settings: the hash of the settings, a name, the code's version and where the cell was computed
-# (flatbench/provenance.py).
-LABELS = ("cell_id", "experiment", "version", "torch_version", "git_commit", "hardware", "kernels")
+# Not settings: the hash of the settings, a name, the budget that was asked for (the settings it resolved
+# to are the columns), the code's version and where the cell was computed (flatbench/provenance.py).
+LABELS = ("cell_id", "experiment", "budget", "version", "torch_version", "git_commit", "hardware", "kernels")
 # The settings that make up "the attack" (McNemar compares attacks on otherwise equal cells);
 # so do the parts' flattened settings (dim.resize_rate, estimator.normalize, ...), see attack_columns.
 ATTACK_SETTINGS = ("attack", "optimizer", "estimator", *ESTIMATOR_COLUMNS, "transforms", *OPTIMIZER_COLUMNS)

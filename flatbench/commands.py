@@ -74,7 +74,7 @@ def describe_text(argv: List[str]) -> str:
     cfg = compose_or_exit(method + [a for a in argv if "=" in a])
     s = guarded(resolve, cfg)
     attack = guarded(build_attack, None, **attack_kwargs(s))
-    attack.rules = s.rules
+    attack.rules, attack.budget = s.rules, s.budget
     tfs = ",".join(s.transforms)
     return (f"# flatbench {' '.join(argv)}: optimizer={s.optimizer} estimator={s.estimator} transforms=[{tfs}]\n"
             + attack.describe())

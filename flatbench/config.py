@@ -8,12 +8,12 @@ an unknown key there fails at startup with the list of valid keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .attacks.loop import check_loop_settings
+from .attacks.loop import check_loop_settings, check_snapshots
 from .registry import ConfigError, check_range
 
 PIXEL = 255.0
@@ -44,6 +44,8 @@ class FlatbenchConfig:
     pretrained: bool = True
     eps: Optional[float] = None
     steps: int = 10
+    budget: Optional[Any] = None  # gradient evaluations per image: sets the method's cost knob (attacks/budget.py)
+    snapshots: Any = field(default_factory=list)  # steps whose examples are also kept and evaluated (not in cell_id)
     alpha: Optional[Any] = None   # a number (1/255 units), a rule of eps (eps/10: flatbench/scaling.py), or null: eps/steps
     norm: str = "linf"
     targeted: bool = False
@@ -112,6 +114,8 @@ class CellSettings:
     seed: int
     n_images: Optional[int]
     rules: Dict[str, str] = field(default_factory=dict)   # the lengths given as rules of eps (describe shows them)
+    budget: Optional[Dict[str, Any]] = None   # what budget=B resolved to (Fit.record()); not a setting: a label
+    snapshots: Tuple[int, ...] = ()           # steps kept besides T (evaluation, not a setting: not in cell_id)
 
 
 def split_node(node: Any, where: str) -> tuple:
@@ -147,8 +151,27 @@ def resolve(cfg: DictConfig) -> CellSettings:
                         channels_last=cfg.get("channels_last", "auto"))
     from .scaling import resolve_length, rule_text
 
+    opt, opt_kw = split_node(cfg.optimizer, "optimizer")
+    est, est_kw = split_node(cfg.estimator, "estimator")
     rules = {"alpha": rule_text(cfg.alpha)} if rule_text(cfg.alpha) else {}
-    alpha = resolve_length(cfg.alpha, eps, "alpha") if cfg.alpha is not None else eps / cfg.steps
+    est_kw = _scaled(est, est_kw, eps, rules)
+    transforms = {k: dict(v or {}) for k, v in (as_container(cfg.transforms) or {}).items()}
+    # An experiment's per-part defaults fill the keys a selected transform leaves null.
+    for name, defaults in (as_container(cfg.transform_defaults) or {}).items():
+        if name in transforms:
+            for k, v in dict(defaults or {}).items():
+                if transforms[name].get(k) is None:
+                    transforms[name][k] = v
+    from .attacks.budget import fit_or_none
+
+    # budget=B sets the method's cost knob (T or N) before anything is hashed: the cell is the cell of
+    # the settings it resolved to, so budget=400 for PGN and n_samples=20 are one cell.
+    fit = fit_or_none(cfg.get("budget"), optimizer=opt, estimator=est, estimator_kwargs=est_kw, transforms=transforms,
+                      steps=int(cfg.steps))
+    steps = int(cfg.steps) if fit is None else fit.steps
+    if fit is not None:
+        est_kw = fit.estimator_kwargs
+    alpha = resolve_length(cfg.alpha, eps, "alpha") if cfg.alpha is not None else eps / steps
     if isinstance(alpha, str):
         raise ConfigError(f"alpha={alpha!r}: a length is a number (1/255 units), eps, eps/K or eps*K, or null")
     check_range("alpha", alpha, alpha > 0, "alpha > 0 (1/255 units), a rule of eps (eps/10) or null")
@@ -159,21 +182,12 @@ def resolve(cfg: DictConfig) -> CellSettings:
            "own | transferattack")
     check_range("quantize", cfg.get("quantize", "round"), cfg.get("quantize", "round") in ("round", "truncate"),
            "round | truncate")
-    opt, opt_kw = split_node(cfg.optimizer, "optimizer")
-    est, est_kw = split_node(cfg.estimator, "estimator")
-    est_kw = _scaled(est, est_kw, eps, rules)
-    transforms = {k: dict(v or {}) for k, v in (as_container(cfg.transforms) or {}).items()}
-    # An experiment's per-part defaults fill the keys a selected transform leaves null.
-    for name, defaults in (as_container(cfg.transform_defaults) or {}).items():
-        if name in transforms:
-            for k, v in dict(defaults or {}).items():
-                if transforms[name].get(k) is None:
-                    transforms[name][k] = v
     return CellSettings(
         data=data, surrogate=surrogate_names(cfg.surrogate), optimizer=opt, optimizer_kwargs=opt_kw,
-        estimator=est, estimator_kwargs=est_kw, transforms=transforms, eps=float(eps), steps=int(cfg.steps),
+        estimator=est, estimator_kwargs=est_kw, transforms=transforms, eps=float(eps), steps=steps,
         alpha=float(alpha), norm=cfg.norm, targeted=bool(cfg.targeted), target_rule=cfg.target_rule,
-        seed=int(cfg.seed), n_images=cfg.n_images, rules=rules,
+        seed=int(cfg.seed), n_images=cfg.n_images, rules=rules, budget=fit.record() if fit is not None else None,
+        snapshots=check_snapshots(as_container(cfg.get("snapshots")) or [], steps),
     )
 
 

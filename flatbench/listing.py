@@ -71,8 +71,12 @@ def list_methods(pattern: Optional[str] = None) -> List[Dict]:
         # A null default stands for something the loop binds (PGN's r = alpha): say what.
         nulls = {p.name: p.null for d in (OPTIMIZERS.get(opt), ESTIMATORS.get(est)) for p in d.params if p.null}
         defaults.update({k: v for k, v in nulls.items() if defaults.get(k) is None})
+        knob = ESTIMATORS.get(est).cost
         out.append({"name": name, "label": attack.label, "optimizer": opt, "estimator": est, "transforms": list(tfs),
-                    "description": " | ".join(p for p in parts if p), "defaults": defaults})
+                    "description": " | ".join(p for p in parts if p), "defaults": defaults,
+                    # what the preset costs, and what budget=B changes (flatbench/attacks/budget.py)
+                    "cost": f"{attack.predicted_grad_evals(1)} gradient evaluations per image; budget=B sets "
+                            f"{knob.text if knob else 'nothing (no knob declared)'}"})
     return out
 
 
@@ -152,7 +156,8 @@ def _print(kind: str, rows: List[Dict]) -> None:
     if kind == "methods":
         for r in rows:
             d = ", ".join(f"{k}={v}" for k, v in r["defaults"].items())
-            print(f"{r['name']:16s} {r['label']:20s} {r['description']}\n{'':37s}defaults: {d or '-'}")
+            print(f"{r['name']:16s} {r['label']:20s} {r['description']}\n{'':37s}defaults: {d or '-'}\n"
+                  f"{'':37s}cost: {r['cost']}")
     elif kind == "models":
         for r in rows:
             acc = f"test acc {r['test_acc']:.2f}% (pinned)" if r["test_acc"] is not None else \

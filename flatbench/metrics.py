@@ -45,3 +45,37 @@ def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> Dict[str, float]
     """Mean L∞ and L2 norms of the perturbation, in 1/255 units."""
     d = (x_adv.float() - x.float()).flatten(1) * (255.0 if x.dtype.is_floating_point else 1.0)
     return {"linf_mean": float(d.abs().amax(1).mean()), "l2_mean": float(d.norm(dim=1).mean())}
+
+
+def visibility(x: torch.Tensor, x_adv: torch.Tensor) -> Dict[str, float]:
+    """How visible the change is: the mean PSNR and SSIM over images, adversarial against clean, on the
+    stored 8-bit images (uint8 NCHW; float images in [0,1] are rounded to 8 bits first).
+
+    PSNR with a data range of 255. SSIM as Wang et al. (2004): an 11×11 Gaussian window (σ = 1.5),
+    K1 = 0.01, K2 = 0.03, the population covariance, local SSIM averaged over the window positions
+    inside the image and then over channels. Both from scikit-image (``skimage.metrics``), chosen
+    because its ``structural_similarity`` names each of those choices as an argument (rather than
+    fixing some of them, as torchmetrics' padding does) and runs on the CPU where the cell's images
+    already are; tests/test_visibility.py checks it against the paper's formula written out.
+
+    An image the attack left unchanged has PSNR = ∞; it is left out of ``psnr_mean`` (which is then
+    the mean over the changed images; ∞ when none changed) and counts as SSIM = 1.
+    """
+    import numpy as np
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    def as_uint8(t: torch.Tensor) -> np.ndarray:
+        if t.dtype.is_floating_point:
+            t = (t.clamp(0, 1) * 255).round().to(torch.uint8)
+        return t.detach().cpu().numpy()
+
+    clean, adv = as_uint8(x), as_uint8(x_adv)
+    psnr, ssim = [], []
+    for c, a in zip(clean, adv):
+        if np.array_equal(c, a):
+            ssim.append(1.0)
+            continue
+        psnr.append(peak_signal_noise_ratio(c, a, data_range=255))
+        ssim.append(structural_similarity(c, a, data_range=255, channel_axis=0, gaussian_weights=True, sigma=1.5,
+                                          use_sample_covariance=False, K1=0.01, K2=0.03))
+    return {"psnr_mean": float(np.mean(psnr)) if psnr else float("inf"), "ssim_mean": float(np.mean(ssim))}

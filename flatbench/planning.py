@@ -44,6 +44,8 @@ class CellCost:
     overrides: str
     cell_id: str
     status: str               # new | k of n batches crafted | crafted | finished (cached)
+    knob: str                 # what budget=B set (n_samples=20, steps=400); '' without a budget
+    per_image: int            # gradient evaluations per image of the whole attack
     images_left: int
     grad_evals: int           # forward+backward image passes still to make (crafting)
     eval_passes: int          # forward image passes still to make (evaluation, votes included)
@@ -284,7 +286,9 @@ def plan_cells(argv: List[str], multirun: bool, seconds: float = 1.0, progress=p
                 rate = measured[key]
                 sources.add("measured now")
             eval_s += 2 * len(data) / rate            # a defended model's rate includes its votes
-        cells.append(CellCost(i, " ".join(o for o in overrides if o not in common) or "(the defaults)", cell_id, status, images_left, grad_evals, eval_passes,
+        knob = f"{s.budget['knob']}={s.budget['value']}" if s.budget else ""
+        cells.append(CellCost(i, " ".join(o for o in overrides if o not in common) or "(the defaults)", cell_id, status,
+                              knob, attack.predicted_grad_evals(1), images_left, grad_evals, eval_passes,
                               round(craft_s, 2), round(eval_s, 2), round(craft_s + eval_s, 2),
                               "; ".join(sorted(sources)) or "nothing left"))
     return cells, {"startup_s": startup or 0.0, "search": search}
@@ -314,7 +318,8 @@ def render(cells: List[CellCost], tot: Dict[str, Any]) -> str:
     import pandas as pd
 
     df = pd.DataFrame([asdict(c) for c in cells])
-    show = df[["cell", "overrides", "cell_id", "status", "grad_evals", "eval_passes", "craft_s", "eval_s", "projected_s",
+    cols = ["knob"] if (df["knob"] != "").any() else []
+    show = df[["cell", "overrides", "cell_id", "status", *cols, "per_image", "grad_evals", "eval_passes", "craft_s", "eval_s", "projected_s",
                "rate_source"]].rename(columns={"craft_s": "craft_s (proj.)", "eval_s": "eval_s (proj.)",
                                                "projected_s": "total_s (proj.)"})
     lines = [show.to_string(index=False, max_colwidth=60), ""]

@@ -52,11 +52,16 @@ class AdvStore:
     ``adv.safetensors`` is the whole set, written once every batch exists. Files appear by
     atomic rename only, so a killed job leaves either a whole file or none. Evaluations are
     cached beside it, one file per (target, model spec): ``eval/<key>.csv``.
+
+    ``step``: the store of the examples after that step (``snapshots=[...]``), the same layout
+    under ``steps/<step>/`` of the cell's own directory: the same cell, another point of its run.
     """
 
-    def __init__(self, cache_dir: Path, cell_id: str):
-        self.cell_id = cell_id
+    def __init__(self, cache_dir: Path, cell_id: str, step: Optional[int] = None):
+        self.cell_id, self.step, self.cache_dir = cell_id, step, Path(cache_dir)
         self.dir = Path(cache_dir) / "adv" / cell_id
+        if step is not None:
+            self.dir = self.dir / "steps" / f"{int(step):06d}"
         self.batches = self.dir / "batches"
         self.full = self.dir / "adv.safetensors"
         self.evals = self.dir / "eval"
@@ -118,6 +123,9 @@ class AdvStore:
 
     def eval_path(self, key: str) -> Path:
         return self.evals / f"{key}.csv"
+
+    def snapshot(self, step: int) -> "AdvStore":
+        return AdvStore(self.cache_dir, self.cell_id, step)
 
     def clear(self) -> None:
         import shutil

@@ -23,18 +23,26 @@ config exactly as a run would:
 
     flatbench describe pgn estimator.beta=0.8 optimizer=nifgsm transforms=[dim] norm=l2 eps=1500
 
+Under each method that ports public code, "Against the public code" lists every known difference
+between the port and that code, one line each, from the estimator's declaration
+(`flatbench/attacks/differences.py`).
+
 Lengths are in 1/255 units, as in the configs. ℓ is the loss the loop ascends, through the
 input transforms; f is the surrogate (for an ensemble, the mean of its logits).
 """
 
 
 def page() -> str:
-    from flatbench.attacks import METHODS
+    from flatbench.attacks import ESTIMATORS, METHODS
     from flatbench.commands import describe_text
 
     parts = [HEAD]
     for name in sorted(METHODS):
-        parts.append(f"## `{name}`\n\n```\n{describe_text([name, 'eps=16'])}\n```\n")
+        text = f"## `{name}`\n\n```\n{describe_text([name, 'eps=16'])}\n```\n"
+        differences = ESTIMATORS.get(METHODS[name][1]).differences
+        if differences:   # the estimator's known differences from the public code (its declaration)
+            text += "\nAgainst the public code:\n\n" + "".join(f"- {d}\n" for d in differences)
+        parts.append(text)
     return "\n".join(parts)
 
 

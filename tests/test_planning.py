@@ -54,8 +54,8 @@ def test_plan_predicts_grad_evals_and_counts_only_what_is_left(trained_zoo, zoo_
 
 
 def test_totals_and_the_suggested_time_limit():
-    cells = [CellCost(0, "method=a", "x", "new", 8, 100, 10, 60.0, 20.0, 80.0, "measured now"),
-             CellCost(1, "method=b", "y", "finished (cached)", 0, 0, 0, 0.0, 0.0, 0.0, "nothing left")]
+    cells = [CellCost(0, "method=a", "x", "new", "", 13, 8, 100, 10, 60.0, 20.0, 80.0, "measured now"),
+             CellCost(1, "method=b", "y", "finished (cached)", "", 13, 0, 0, 0, 0.0, 0.0, 0.0, "nothing left")]
     tot = totals(cells, startup_s=30.0)
     assert tot["cells"] == 2 and tot["cells_left"] == 1 and tot["grad_evals"] == 100
     assert tot["timeout_min"] == 3   # ceil((80 × 1.5 + 30) / 60)

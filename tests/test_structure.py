@@ -81,3 +81,26 @@ def test_cell_directories_are_found_and_cell_json_is_read_in_one_place():
         if '"cell.json"' in text or "rglob(" in text and ("results.csv" in text or "overrides.yaml" in text):
             offenders.append(name)
     assert not offenders, offenders
+
+
+def test_every_long_test_named_in_conftest_exists():
+    """A misspelt entry of conftest.LONG would leave a slow test in `make test` unnoticed."""
+    from conftest import LONG
+
+    here = Path(__file__).resolve().parent
+    for entry in sorted(LONG):
+        file, func = entry.split("::")
+        assert f"def {func}(" in (here / file).read_text(), f"conftest.LONG names {entry}, which does not exist"
+
+
+def test_every_ported_estimator_lists_its_differences_and_the_methods_page_prints_them():
+    """Each estimator that follows public code says how it differs from it, line by line
+    (issue 34: 'every remaining difference is a line in docs/methods.md')."""
+    from flatbench.attacks import ESTIMATORS
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "methods.md").read_text()
+    for name in ESTIMATORS.names():
+        lines = ESTIMATORS.get(name).differences
+        assert bool(lines) == (name != "plain"), name
+        for line in lines:
+            assert f"- {line}\n" in page, (name, line[:60])

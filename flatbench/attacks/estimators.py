@@ -37,12 +37,25 @@ from typing import TYPE_CHECKING, List, Optional
 import torch
 import torch.nn.functional as F
 
-from .parts import Param, Part, Parts
+from ..registry import ConfigError
+from .differences import DIFFERENCES
+from .parts import Knob, Param, Part, Parts
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import StepContext
 
 ESTIMATORS = Parts("estimator")
+
+# The cost knobs (``budget=B``, issue 33): the number of steps where one step is a fixed number of
+# evaluations (the plain gradient, GNP, RAP, ANDA), else the neighbours at the preset's T.
+STEPS = Knob("steps", text="T, with α = ε/T where α is left null")
+SAMPLES = Knob("n_samples", text="N, at the preset's T")
+
+# RAP's inner step (the port's reverse perturbation, or the official script's ascent on the
+# surrogate's prediction) and GRA's labels (the true ones, or the official code's clean prediction).
+INNER_LOSSES = ("reverse", "official")
+
+LABEL_BY = ("truth", "clean_prediction")
 
 # The sign of the penalty's look-ahead (the point its second gradient is taken at).
 LOOKAHEADS = {"descent": -1.0, "ascent": 1.0}
@@ -70,7 +83,7 @@ class Estimator(Part, abc.ABC):
         transforms multiply them: what ``flatbench plan`` counts and ``grad_evals`` records."""
 
 
-@ESTIMATORS.declare("plain", "", doc="Plain gradient ∇ℓ(x) (through the input transforms).")
+@ESTIMATORS.declare("plain", "", cost=STEPS, doc="Plain gradient ∇ℓ(x) (through the input transforms).")
 class Plain(Estimator):
     def __call__(self, ctx, x, y):
         return ctx.grad(x, y, [("g",)])
@@ -172,7 +185,8 @@ class Penalty(Estimator):
                 + ["    " + b for b in body] + ["g = ḡ/N"])
 
 
-@ESTIMATORS.declare("vmi", "VMI", published_with="mifgsm", published_label="VMI-FGSM", params=(
+@ESTIMATORS.declare("vmi", "VMI", published_with="mifgsm", published_label="VMI-FGSM", cost=SAMPLES,
+                    differences=DIFFERENCES["vmi"], params=(
     Param("n_samples", 20, "integer", lambda v: v >= 1, ">= 1"),
     Param("zeta", 1.5, "number", lambda v: v >= 0, ">= 0 (in units of eps)"),
 ), doc="""VMI-FGSM (Wang & He, CVPR 2021, arXiv 2103.15571): N=20 neighbours in U(±1.5·ε).
@@ -224,7 +238,7 @@ def _preset(name: str):
 
 ESTIMATORS.declare("pgn", "PGN", _penalty_params(0.5, None, 3.0, 20, "descent", "mean_abs", "difference",
                                                   " or null for r = alpha"),
-                   published_with="mifgsm", doc="""PGN (Ge et al., NeurIPS 2023, arXiv 2306.05225): β=δ=0.5, r=α, ζ=3, N=20, descent, mean_abs.
+                   published_with="mifgsm", cost=SAMPLES, differences=DIFFERENCES["pgn"], doc="""PGN (Ge et al., NeurIPS 2023, arXiv 2306.05225): β=δ=0.5, r=α, ζ=3, N=20, descent, mean_abs.
 
 Paper symbols → parameters: δ (balance) → ``beta``, α (look-ahead step) → ``r`` (null: α),
 ζ (neighbourhood radius, in units of ε) → ``zeta``, N → ``n_samples``. The update is
@@ -234,7 +248,7 @@ Matches the official code and TransferAttack's ``gradient/pgn.py`` (x' not clipp
 """)(_preset("pgn"))
 
 ESTIMATORS.declare("gnp", "GNP", _penalty_params(0.8, 0.01, 0.0, 1, "ascent", "l2", "difference", ""),
-                   published_with="mifgsm", doc="""GNP as the paper writes it (Wu et al., ICIP 2023, arXiv 2307.04099): β=0.8, r=0.01, l2.
+                   published_with="mifgsm", cost=STEPS, differences=DIFFERENCES["gnp"], doc="""GNP as the paper writes it (Wu et al., ICIP 2023, arXiv 2307.04099): β=0.8, r=0.01, l2.
 
 Paper symbols → parameters: β → ``beta``, r → ``r``. The update is
 ḡ = (1+β)·∇ℓ(x) − β·∇ℓ(x + r·∇ℓ(x)/‖∇ℓ(x)‖₂), the first-order gradient of ℓ − β·r·‖∇ℓ‖₂.
@@ -243,7 +257,7 @@ TransferAttack ports (and publishes numbers for), use ``gnp_ta``.
 """)(_preset("gnp"))
 
 ESTIMATORS.declare("gnp_ta", "GNP-TA", _penalty_params(0.8, 0.01, 0.0, 1, "ascent", "mean_abs", "sum", ""),
-                   published_with="mifgsm", doc="""GNP as TransferAttack ports it (``transferattack/gradient/gnp.py``): β=0.8, r=0.01.
+                   published_with="mifgsm", cost=STEPS, differences=DIFFERENCES["gnp_ta"], doc="""GNP as TransferAttack ports it (``transferattack/gradient/gnp.py``): β=0.8, r=0.01.
 
 ḡ = (1+β)·g1 + β·∇ℓ(x + r·g1/mean|g1|): a mean-|g| look-ahead (each pixel moves by about
 r) and a plus sign. That is not the penalty's gradient; it is kept, labelled GNP-TA, so
@@ -254,16 +268,26 @@ Tested equal to a reference written out from that file.
 
 # ---------------------------------------------------------------- the rest of the flat-maxima family
 
-@ESTIMATORS.declare("rap", "RAP", published_with="mifgsm", params=(
+def _quarter(steps: int) -> int:
+    return steps // 4
+
+
+# RAP's late start stays at a quarter of T (100 of 400 in the paper), whatever T the budget sets.
+@ESTIMATORS.declare("rap", "RAP", published_with="mifgsm", cost=Knob("steps", (("late_start", _quarter),),
+                                                                      "T, with the late start at T/4 (α stays the preset's)"),
+                    differences=DIFFERENCES["rap"],
+                    params=(
     Param("late_start", 100, "integer", lambda v: v >= 0, ">= 0 (a step index; 0: from the first step)"),
     Param("eps_n", 16 / 255, "number", lambda v: v > 0, "> 0 (a length)", length=True),
     Param("alpha_n", 2 / 255, "number", lambda v: v > 0, "> 0 (a length)", length=True),
     Param("inner_steps", 8, "integer", lambda v: v >= 1, ">= 1"),
+    Param("inner_loss", "reverse", "choice", choices=INNER_LOSSES, added_at="reverse"),
 ), doc="""RAP (Qin et al., NeurIPS 2022, arXiv 2210.05968): ε_n = 16/255, α_n = 2/255, K = 8, late start 100.
 
 Paper symbols → parameters: ε_n → ``eps_n``, α_n → ``alpha_n``, K (inner iterations) →
 ``inner_steps``, the late start (RAP-LS) → ``late_start``. The method preset ``rap`` also sets
-T = 400 and α = 2/255 (TransferAttack's official arguments). Before step ``late_start`` the
+T = 400 and α = ε/8, ε_n = ε, α_n = ε/8 (TransferAttack's arguments at ε = 16/255, 2/255, 16/255
+and 2/255, as ratios of ε; flatbench/scaling.py). Before step ``late_start`` the
 gradient is ∇ℓ(x); from it on, a reverse perturbation n is found by K sign steps that
 descend ℓ from a uniform start in the ε_n-ball (n ← clip(n − α_n·sign(∇ℓ(x + n))), in the
 ball and the [0,1] box), and the gradient is ∇ℓ(x + n): the attack climbs the worst point
@@ -272,13 +296,29 @@ of the neighbourhood, a min-max that favours flat maxima. As TransferAttack's
 noise shared). Under L2 the port fails (its ``init_n_rap`` takes a norm over ``dim=10``
 and draws ``normal_(-ε, ε)``); here the start is U(±ε_n/√d) per pixel, the steps are L2
 steps of α_n and the ball is the L2 ball of radius ε_n.
+
+``inner_loss``: ``reverse`` (the default, as above: TransferAttack's port, the paper's min-max)
+or ``official``, the inner step of the authors' own script (github.com/SCLBD/Transfer_attack_RAP,
+``rap_attack_new.py``, its ``pgd``), labelled RAP-OC (``method=rap_oc``): n *ascends*
+cross-entropy on the surrogate's prediction at x (taken once per outer step, before the inner
+steps), from the same uniform start, in the same ball and box. Where x already fools the
+surrogate that pushes n away from the adversarial class; where it does not, along the attack.
+(The released ``rap_attack_new.py`` takes that label from the data set's target column; the
+surrogate's prediction is how issue 34 reads the full script.) Tested equal to a reference
+written from that script.
 """)
 class RAP(Estimator):
     width = 1   # its inner steps are sequential
 
-    def __init__(self, late_start: int = 100, eps_n: float = 16 / 255, alpha_n: float = 2 / 255, inner_steps: int = 8):
+    def __init__(self, late_start: int = 100, eps_n: float = 16 / 255, alpha_n: float = 2 / 255, inner_steps: int = 8,
+                 inner_loss: str = "reverse"):
         self.late_start, self.eps_n, self.alpha_n, self.inner_steps = late_start, eps_n, alpha_n, inner_steps
+        self.inner_loss = inner_loss
         self.check()
+
+    @property
+    def label(self) -> str:
+        return "RAP-OC" if self.inner_loss == "official" else "RAP"
 
     def start(self, ctx: "StepContext", x: torch.Tensor) -> torch.Tensor:
         """The inner loop's random start at this step (keyed; exposed for reference tests)."""
@@ -295,9 +335,13 @@ class RAP(Estimator):
             return torch.min(torch.max(n, lo), hi)
 
         n = box(self.start(ctx, x))
+        if self.inner_loss == "official":   # ascend CE on the surrogate's current prediction (∇ℓ is −∇CE if targeted)
+            yn, direction = ctx.predict(x), (-1.0 if ctx.targeted else 1.0)
+        else:                               # descend ℓ on the attack's labels: the reverse perturbation
+            yn, direction = y, -1.0
         for k in range(self.inner_steps):
-            g = ctx.grad(x + n, y, [("rap", k)])
-            n = box(ball.clip_ball(ball.step(n, -g, self.alpha_n)))   # descend ℓ: the reverse perturbation
+            g = ctx.grad(x + n, yn, [("rap", k)])
+            n = box(ball.clip_ball(ball.step(n, direction * g, self.alpha_n)))
         return ctx.grad(x + n, y, [("g",)])
 
     def evals_per_image(self, step):
@@ -309,8 +353,12 @@ class RAP(Estimator):
                 "else:",
                 f"    n ~ {threat.noise_text.format(z='1').replace('1·ε', 'ε_n')},  ε_n = {self.eps_n * 255:g}/255; "
                 "n kept in the [0,1] box around x_eval",
-                f"    repeat K = {self.inner_steps} times:  n = clip_{{ε_n}}(n − α_n·{'sign' if threat.name == 'linf' else 'l2-unit'}(∇ℓ(x_eval + n))),"
-                f"  α_n = {self.alpha_n * 255:g}/255   (descend ℓ)",
+                *(["    ŷ = argmax f(x_eval)   (the surrogate's prediction, fixed for the inner steps)",
+                   f"    repeat K = {self.inner_steps} times:  n = clip_{{ε_n}}(n + α_n·{'sign' if threat.name == 'linf' else 'l2-unit'}"
+                   f"(∇CE(f(x_eval + n), ŷ))),  α_n = {self.alpha_n * 255:g}/255   (ascend CE on ŷ: the official script)"]
+                  if self.inner_loss == "official" else
+                  [f"    repeat K = {self.inner_steps} times:  n = clip_{{ε_n}}(n − α_n·{'sign' if threat.name == 'linf' else 'l2-unit'}(∇ℓ(x_eval + n))),"
+                   f"  α_n = {self.alpha_n * 255:g}/255   (descend ℓ)"]),
                 "    g = ∇ℓ(x_eval + n)"]
 
 
@@ -323,9 +371,10 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return s.view(shape)
 
 
-@ESTIMATORS.declare("gra", "GRA", published_with="gra_momentum", params=(
+@ESTIMATORS.declare("gra", "GRA", published_with="gra_momentum", cost=SAMPLES, differences=DIFFERENCES["gra"], params=(
     Param("n_samples", 20, "integer", lambda v: v >= 1, ">= 1"),
     Param("zeta", 3.5, "number", lambda v: v >= 0, ">= 0 (in units of eps)"),
+    Param("label_by", "truth", "choice", choices=LABEL_BY, added_at="truth"),
 ), doc="""GRA (Zhu et al., ICCV 2023, "Boosting Adversarial Transferability via Gradient Relevance Attack"): N = 20, ζ = 3.5.
 
 Paper symbols → parameters: β (the neighbourhood's upper bound, in units of ε) → ``zeta``,
@@ -336,13 +385,31 @@ method preset ``gra`` pairs it with ``gra_momentum`` (MI-FGSM with the decay ind
 TransferAttack's ``gradient/gra.py`` (tested equal to a reference written from it, with the
 neighbours' noise shared); its ``last_noise.cuda()`` (which moves the indicator to the GPU
 whenever one exists, wherever the images are) is not reproduced: it changes no number.
+
+``label_by``: ``truth`` (the default: the port's true labels) or ``clean_prediction``, as the
+authors' own code labels every gradient: by the surrogate's prediction on the clean image,
+labelled GRA-OC (``method=gra_oc``). The two agree wherever the surrogate classifies the clean
+image correctly. Untargeted only. Tested equal to the port's reference fed those labels.
 """)
 class GRA(Estimator):
-    def __init__(self, n_samples: int = 20, zeta: float = 3.5):
-        self.n_samples, self.zeta = n_samples, zeta
+    def __init__(self, n_samples: int = 20, zeta: float = 3.5, label_by: str = "truth"):
+        self.n_samples, self.zeta, self.label_by = n_samples, zeta, label_by
         self.check()
 
+    @property
+    def label(self) -> str:
+        return "GRA-OC" if self.label_by == "clean_prediction" else "GRA"
+
+    def check_loop(self, targeted: bool) -> None:
+        if targeted and self.label_by == "clean_prediction":
+            raise ConfigError("estimator.label_by=clean_prediction (GRA's official labels) is for untargeted attacks; "
+                              "with targeted=true use label_by=truth")
+
     def __call__(self, ctx, x, y):
+        if self.label_by == "clean_prediction":   # at the first step x_eval is the clean image
+            if "gra_y" not in ctx.state:
+                ctx.state["gra_y"] = ctx.predict(x)
+            y = ctx.state["gra_y"]
         g = ctx.grad(x, y, [("g",)])
         mean = _neighbour_mean(ctx, x, y, self.n_samples, self.zeta)
         s = _cosine(g, mean)
@@ -355,10 +422,12 @@ class GRA(Estimator):
         return ["g0 = ∇ℓ(x_eval)",
                 f"ḡ = (1/N)·Σ_i ∇ℓ(x_eval + u_i),  u_i ~ {threat.noise_text.format(z=f'{self.zeta:g}')},  N = {self.n_samples}",
                 "s = cos(g0, ḡ) per image   (the gradient's relevance)",
+                *(["(every ∇ℓ on ŷ = argmax f(x), the surrogate's prediction on the clean image: the official code)"]
+                  if self.label_by == "clean_prediction" else []),
                 "g = s·g0 + (1−s)·ḡ"]
 
 
-@ESTIMATORS.declare("mef", "MEF", published_with="mifgsm", params=(
+@ESTIMATORS.declare("mef", "MEF", published_with="mifgsm", cost=SAMPLES, differences=DIFFERENCES["mef"], params=(
     Param("n_samples", 20, "integer", lambda v: v >= 1, ">= 1"),
     Param("zeta", 2.0, "number", lambda v: v >= 0, ">= 0 (in units of eps)"),
     Param("xi", 0.15, "number", lambda v: v >= 0, ">= 0 (in units of eps)"),
@@ -367,8 +436,8 @@ class GRA(Estimator):
 
 Paper symbols → parameters: N → ``n_samples``, γ (the sampling bound, in units of ε) →
 ``zeta``, ξ (the sub-region bound, in units of ε) → ``xi``, the inner momentum's decay →
-``inner_decay``. The method preset ``mef`` also sets T = 20, α = 1.6/255 and MI's decay
-μ = 0.5 (TransferAttack's official arguments). Each neighbour i is sampled conditionally:
+``inner_decay``. The method preset ``mef`` also sets T = 20, α = ε/10 and MI's decay
+μ = 0.5 (TransferAttack's arguments: α = 1.6/255 at ε = 16/255, α·T = 2ε). Each neighbour i is sampled conditionally:
 x_i = x + u_i + ξ·p_i, u_i ~ U(±γ), where p_i ← ĝ_i − inner_decay·p_i carries the previous
 steps' normalised gradients ĝ_i = g_i/mean|g_i| of that neighbour with the sign inverted
 (what TransferAttack calls the gradient-inversion momentum: ĝ_i minus the decayed previous
@@ -426,7 +495,7 @@ def _is_square(v: int) -> bool:
     return math.isqrt(v) ** 2 == v
 
 
-@ESTIMATORS.declare("anda", "ANDA", published_with="ifgsm", params=(
+@ESTIMATORS.declare("anda", "ANDA", published_with="ifgsm", cost=STEPS, differences=DIFFERENCES["anda"], params=(
     Param("n_views", 25, "integer", lambda v: v >= 1 and _is_square(v), "a square >= 1 (a k×k grid)"),
     Param("max_shift", 0.3, "number", lambda v: 0 <= v <= 1, "[0, 1] (grid coordinates: 1 is half the image)"),
 ), doc="""ANDA (Fang et al., CVPR 2024, "Strong Transferable Adversarial Attacks via Ensembled Asymptotically Normal Distribution Learning"): 25 views, shifts up to 0.3.

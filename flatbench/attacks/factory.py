@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from ..migration import current_keywords, old_keyword
 from ..registry import ConfigError, suggest
+from .budget import fit_or_none
 from .estimators import ESTIMATORS
 from .loop import Attack
 from .optimizers import OPTIMIZERS
@@ -38,7 +39,7 @@ def _read_methods(directory: Path = METHOD_DIR) -> Dict[str, Tuple[str, str, Tup
 # method name -> (optimizer, estimator, transforms)
 METHODS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = _read_methods()
 
-# What a method preset may set besides its parts: the loop's T and α (the official arguments
+# What a method preset may set besides its parts: the loop's T and α (the published arguments
 # of RAP and MEF differ from T = 10, α = ε/T) and its parts' settings (MEF's MI decay 0.5).
 PRESET_KEYS = ("steps", "alpha", "optimizer", "estimator")
 
@@ -119,6 +120,19 @@ def _length(v: Any, eps: Optional[float], key: str) -> float:
     return v / 255
 
 
+def _budget(name, budget, given, opt, est, est_kw, tf_specs, loop_kw):
+    """What budget=B sets (the method's own cost knob, flatbench/attacks/budget.py), or None; the
+    knob passed as well is an error, in the API where it can be told from the preset's value."""
+    fit = fit_or_none(budget, optimizer=opt, estimator=est, estimator_kwargs=est_kw, transforms=tf_specs,
+                      steps=loop_kw.get("steps", 10))
+    if fit is not None:
+        clash = sorted(given & {fit.knob, *(k for k, _ in ESTIMATORS.get(est).cost.follow)})
+        if clash:
+            raise ConfigError(f"budget={budget} sets {', '.join(clash)} ({name}'s cost knob); pass the budget or "
+                              f"{clash[0]}, not both")
+    return fit
+
+
 def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
     """Create a method by name; every hyperparameter may be passed by its config name.
 
@@ -137,6 +151,8 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
     if old:
         raise ConfigError(old)
     kwargs = current_keywords(kwargs)
+    budget = kwargs.pop("budget", None)
+    given = set(kwargs)
     opt, est, tfs = METHODS[name]
     opt = kwargs.pop("optimizer", opt)
     est = kwargs.pop("estimator", est)
@@ -181,7 +197,11 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
         raise ConfigError(f"method {name!r}: unknown keyword {key!r}. Valid: {', '.join(sorted(valid))}.{suggest(key, valid)}")
     if "eps" not in loop_kw:
         raise ConfigError("create_attack needs eps (a fraction of the [0,1] range, e.g. 16/255)")
+    fit = _budget(name, budget, given, opt, est, est_kw, tf_specs, loop_kw)
+    if fit is not None:
+        loop_kw["steps"], est_kw = fit.steps, fit.estimator_kwargs
     attack = build_attack(model, optimizer=opt, optimizer_kwargs=opt_kw, estimator=est, estimator_kwargs=est_kw,
                           transforms=tf_specs, **loop_kw)
     attack.rules = rules
+    attack.budget = fit.record() if fit is not None else None
     return attack

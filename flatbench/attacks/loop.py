@@ -14,7 +14,7 @@ in ``ctx.state``, one dict per call.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
@@ -27,7 +27,7 @@ from . import tuning
 from .model_state import borrowed, deterministic_kernels, set_memory_format
 from .estimators import Estimator, Plain
 from .optimizers import Optimizer
-from .parts import Part
+from .parts import Part, method_label
 from .threat import THREATS
 from .transforms import GradientFilter, InputTransform
 
@@ -39,6 +39,14 @@ class NonFiniteError(FloatingPointError):
 def _cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # A sum, not a mean: each example's gradient must not depend on the batch it shares.
     return F.cross_entropy(logits.float(), y, reduction="sum")
+
+
+def check_snapshots(at: Sequence[int], steps: int, key: str = "snapshots") -> Tuple[int, ...]:
+    """The steps (1-based) whose examples a run keeps besides the last, sorted; T itself is always kept."""
+    at = list(at or ())
+    ok = all(isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= steps for t in at)
+    check_range(key, at, ok, f"a list of steps between 1 and T = {steps}, e.g. [2,5] (T itself is always kept)")
+    return tuple(sorted(set(at) - {steps}))
 
 
 def check_loop_settings(*, steps, norm, chunk, memory_budget_mb, amp, channels_last) -> None:
@@ -71,6 +79,8 @@ class StepContext:
     chunk: Optional[int]     # most images in one forward (None: no limit)
     copies: int = 1          # images one input makes through the input transforms
     state: Dict = field(default_factory=dict)
+    targeted: bool = False   # ℓ is −CE(target): ∇ℓ points away from the target
+    predict: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # x -> the surrogate's classes (no gradient)
 
     def rng(self, *key: Hashable) -> torch.Generator:
         return keyed_generator((self.seed, self.step) + key, self.device)
@@ -164,6 +174,9 @@ class Attack:
         self.alpha = float(alpha) if alpha is not None else self.eps / self.steps
         self.norm, self.threat = norm, THREATS[norm](self.eps)
         self.targeted = bool(targeted)
+        check_loop = getattr(estimator, "check_loop", None)
+        if check_loop is not None:   # a setting that needs the loop's own (GRA's clean-prediction labels)
+            check_loop(targeted=self.targeted)
         self.estimator = (estimator if estimator is not None else Plain()).bind(self.alpha)
         self.optimizer = (optimizer if optimizer is not None else Optimizer()).bind(self.alpha)
         for t in transforms:
@@ -186,68 +199,30 @@ class Attack:
             self.copies *= t.copies
         self.name = name or self.label
         self.grad_evals = 0  # images through forward+backward, counted for the benchmarks
+        self.budget: Optional[Dict] = None  # what budget=B resolved to (flatbench.attacks.budget), for describe
         self.device_of_last_call = torch.device("cpu")
 
     @property
     def label(self) -> str:
-        """The method's name, from the parts' declarations: an estimator with the optimizer of its
-        paper is its published name (PGN, VMI-FGSM), with another optimizer OPTIMIZER+LABEL; an
-        estimator without a label (the plain gradient) leaves the optimizer's; transforms follow."""
-        opt, est = self.optimizer.declaration, self.estimator.declaration
-        if not est.label:
-            head = opt.label
-        elif opt.name == est.published_with:
-            head = est.published_label or est.label
-        else:
-            head = f"{opt.label}+{est.label}"
-        return "+".join([head] + [p.label for p in (*self.transforms, *self.filters)])
+        """The method's name, from the parts' declarations (:func:`.parts.method_label`), with the
+        estimator's own label (a setting may name a variant: RAP-OC, GRA-OC)."""
+        est = replace(self.estimator.declaration, label=self.estimator.label)
+        return method_label(self.optimizer.declaration, est, [p.declaration for p in (*self.transforms, *self.filters)])
 
-    def predicted_grad_evals(self, n_images: int) -> int:
+    def predicted_grad_evals(self, n_images: int, steps: Optional[int] = None) -> int:
         """The images that go through a forward+backward of the surrogate when this attack crafts
         ``n_images`` images: each step's passes per image (the estimator's count) times the
-        input transforms' copies. Equal to ``grad_evals`` after the call (tested per preset)."""
-        return n_images * self.copies * sum(self.estimator.evals_per_image(t) for t in range(self.steps))
+        input transforms' copies. Equal to ``grad_evals`` after the call (tested per preset).
+        ``steps``: what had been spent after that many steps (a snapshot's cost)."""
+        last = self.steps if steps is None else steps
+        return n_images * self.copies * sum(self.estimator.evals_per_image(t) for t in range(last))
 
     def describe(self) -> str:
         """The assembled loop, written out from the parts with their values: what this attack
-        computes, on one screen (``flatbench describe METHOD`` prints it)."""
+        computes, on one screen (``flatbench describe METHOD`` prints it; :mod:`.describe`)."""
+        from .describe import describe
 
-        def frac(v: float) -> str:  # lengths as the configs write them, in 1/255 units
-            return f"{v * 255:g}/255"
-
-        est, opt = self.estimator, self.optimizer
-        parts = (f"optimizer {opt.name} ({opt.label}), estimator {est.name}"
-                 f"{' (' + est.label + ')' if est.label else ''}, transforms "
-                 f"{', '.join(p.name for p in (*self.transforms, *self.filters)) or 'none'}")
-        ce = "−CE(f({}), y_target)" if self.targeted else "CE(f({}), y)"
-        if not self.transforms:
-            loss = [f"ℓ(z) = {ce.format('z')}"]
-        elif self.copies == 1:
-            loss = [f"ℓ(z) = {ce.format('w')}, w = {'∘'.join(t.label for t in reversed(self.transforms))}(z):"]
-        else:
-            loss = [f"ℓ(z) = the mean of {ce.format('w')} over the {self.copies} views w of z"
-                    f"{' (the transforms in this order)' if len(self.transforms) > 1 else ''}:"]
-        loss += [f"    {t.describe()}" for t in self.transforms]
-        rules = getattr(self, "rules", None) or {}
-        lines = [f"{self.label}   [{parts}]",
-                 f"ε = {frac(self.eps)} ({self.norm}), T = {self.steps}, α = "
-                 f"{rules['alpha'] + ' = ' if 'alpha' in rules else ''}{frac(self.alpha)}"
-                 f"{', targeted' if self.targeted else ''}",
-                 # The preset's lengths written as rules of ε (flatbench/scaling.py), with their values here.
-                 *([", ".join(f"{k} = {v}" for k, v in rules.items() if k != "alpha") + "   (rules of ε)"]
-                   if any(k != "alpha" for k in rules) else []),
-                 *loss,
-                 "δ = 0",
-                 f"for t = 1..{self.steps}:",
-                 f"    x_eval = {opt.eval_point_text(self.threat)}",
-                 *("    " + ln for ln in est.describe(self.threat, frac(self.alpha))),
-                 *("    " + f.describe() for f in self.filters),
-                 f"    {opt.update_text()}",
-                 *([f"    {opt.step_size_text()}"] if opt.step_size_text() else []),
-                 # An optimizer with its own per-pixel step (GRA's α_t = M ⊙ α) steps by it, not by α.
-                 f"    {self.threat.step_text.replace('α·', 'α_t ⊙ ') if opt.step_size_text() else self.threat.step_text}",
-                 "return x + δ   (flatbench then rounds it to 8 bits)"]
-        return "\n".join(lines)
+        return describe(self)
 
     def loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int,
                   before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
@@ -296,23 +271,38 @@ class Attack:
         ``partners``: other images ([0,1]) that a mixing transform (Admix) may draw from when
         ``x`` holds a single image; batches of two or more mix within the batch.
         """
+        return self.trajectory(x, y, (), seed, partners)[self.steps]
+
+    def trajectory(self, x: torch.Tensor, y: torch.Tensor, at: Sequence[int] = (), seed: Hashable = 0,
+                   partners: Optional[torch.Tensor] = None, until: Optional[int] = None) -> Dict[int, torch.Tensor]:
+        """The examples after the steps ``at`` (1-based) and after the last: ``{t: x_t, ..., T: x_T}``.
+
+        One run of the attack: x_t is what the same attack with T = t (and the same α) returns,
+        bit for bit, because every draw is keyed by its step and nothing looks ahead (tested for
+        MI-FGSM). ``until``: stop after that step, without the later ones (a cell whose final set
+        is stored crafts only as far as the snapshots it lacks).
+        """
+        at = check_snapshots(at, self.steps)
+        last = self.steps if until is None else int(until)
+        check_range("until", until, until is None or 1 <= last <= self.steps, f"1 <= until <= steps ({self.steps})")
         own = self.transforms
         if partners is not None:
             self.transforms = [t.with_partners(partners) if hasattr(t, "with_partners") else t for t in own]
         try:
             with borrowed(self.model), deterministic_kernels():
-                return self._run(x, y, seed)
+                return self._run(x, y, seed, set(at) | {self.steps}, last)
         finally:
             self.transforms = own
 
-    def _run(self, x: torch.Tensor, y: torch.Tensor, seed: Hashable) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, y: torch.Tensor, seed: Hashable, keep: set, last: int) -> Dict[int, torch.Tensor]:
         x = x.detach().float()
         y = y.detach().long()
         self.device_of_last_call = x.device
         self.chunk = self._resolve(x)  # also puts the (borrowed) model in the chosen memory format
         delta = torch.zeros_like(x)
         state: Dict = {}
-        for t in range(self.steps):
+        kept: Dict[int, torch.Tensor] = {}
+        for t in range(last):
             ctx = self.step_context(seed, t, state)
             x_eval = self.optimizer.eval_point(x + delta, state, self.alpha, self.threat)
             g = self.estimator(ctx, x_eval, y)
@@ -320,12 +310,26 @@ class Attack:
                 g = f(g)
             m = self.optimizer.update(g, state)
             delta = self.threat.project(self.threat.step(delta, m, self.optimizer.step_size(self.alpha, state)), x)
-        return (x + delta).clamp(0.0, 1.0).detach()
+            if t + 1 in keep:
+                kept[t + 1] = (x + delta).clamp(0.0, 1.0).detach()
+        return kept
 
     def step_context(self, seed: Hashable, step: int, state: Optional[Dict] = None) -> StepContext:
         """What the estimator gets at ``step`` (the chunk and device of the current call)."""
         return StepContext(seed, step, self.alpha, self.threat, self.loss_grad, self.device_of_last_call, self.chunk,
-                           self.copies, state if state is not None else {})
+                           self.copies, state if state is not None else {}, self.targeted, self.predict)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The surrogate's class for each image of x, without the input transforms: a forward
+        pass without gradient, not counted in ``grad_evals`` (RAP's and GRA's official labels)."""
+        with torch.no_grad():
+            if self.memory_format == "channels_last" and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if self.amp:
+                dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+                with torch.autocast(device_type=x.device.type, dtype=dtype):
+                    return self.model(x).argmax(1)
+            return self.model(x).argmax(1)
 
     def bytes_per_image(self, x: torch.Tensor) -> int:
         """Memory one image needs in a forward/backward (see :func:`tuning.bytes_per_image`)."""

@@ -18,6 +18,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..registry import ConfigError, check_range, suggest
 
+NOTHING = object()   # Param.added_at when the parameter was there from the start
+
+
 @dataclass(frozen=True)
 class Param:
     """One parameter of a part.
@@ -25,7 +28,9 @@ class Param:
     ``kind``: number | integer | bool | choice (one of ``choices``). ``ok`` tests the range and
     ``allowed`` says it in words. ``length``: a length, written in 1/255 units in configs and
     columns and as a fraction of [0,1] in the API. ``null``: what a null value stands for, when
-    the default is null ("alpha": the attack's step size, bound by the loop).
+    the default is null ("alpha": the attack's step size, bound by the loop). ``added_at``: for a
+    parameter added after cells were stored, the value they all had; at that value it is left out
+    of the cell id (it is still a column), so they keep their ids and are never relabelled.
     """
 
     name: str
@@ -36,6 +41,7 @@ class Param:
     choices: Tuple[str, ...] = ()
     length: bool = False
     null: str = ""
+    added_at: Any = NOTHING
 
     def check(self, value: Any, where: str) -> Any:
         """The value converted to the parameter's type, or a ConfigError naming ``where.name``."""
@@ -63,6 +69,21 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Knob:
+    """What scales a part's cost, for ``budget=B`` (:mod:`flatbench.attacks.budget`).
+
+    ``name``: ``steps`` (the loop's T; α = ε/T follows wherever α is left null) or one of the
+    part's own integer parameters (PGN's ``n_samples``). ``follow``: the part's parameters set
+    from the knob's value with it (RAP's late start, T//4), as (name, function) pairs. The cost
+    itself is not written here: it is what ``evals_per_image`` counts at each value.
+    """
+
+    name: str
+    follow: Tuple[Tuple[str, Callable[[int], Any]], ...] = ()
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class Declaration:
     """What a part is, by name: see the module docstring.
 
@@ -80,6 +101,8 @@ class Declaration:
     doc: str = ""
     published_with: Optional[str] = None
     published_label: Optional[str] = None
+    cost: Optional[Knob] = None
+    differences: Tuple[str, ...] = ()   # each known difference from the public code, one line (docs/methods.md)
 
     @property
     def summary(self) -> str:
@@ -110,6 +133,19 @@ class Declaration:
         part = self.make(**self.settings(given))
         part.declaration = self
         return part
+
+
+def method_label(opt: Declaration, est: Declaration, transforms=()) -> str:
+    """A method's name from its parts' declarations: an estimator with the optimizer of its paper is
+    its published name (PGN, VMI-FGSM), with another optimizer OPTIMIZER+LABEL; an estimator without
+    a label (the plain gradient) leaves the optimizer's; the transforms' labels follow."""
+    if not est.label:
+        head = opt.label
+    elif opt.name == est.published_with:
+        head = est.published_label or est.label
+    else:
+        head = f"{opt.label}+{est.label}"
+    return "+".join([head] + [t.label for t in transforms])
 
 
 class Part:
@@ -158,7 +194,8 @@ class Parts:
     _items: Dict[str, Declaration] = field(default_factory=dict)
 
     def declare(self, name: str, label: str, params: Tuple[Param, ...] = (), doc: str = "",
-                published_with: Optional[str] = None, published_label: Optional[str] = None):
+                published_with: Optional[str] = None, published_label: Optional[str] = None,
+                cost: Optional[Knob] = None, differences: Tuple[str, ...] = ()):
         """Class decorator (or call with ``make=``): declares ``name``. A class declared once
         takes that declaration as its own, so that ``Class(...)`` knows its name too."""
 
@@ -166,7 +203,7 @@ class Parts:
             if name in self._items:
                 raise KeyError(f"{self.kind} {name!r} declared twice")
             decl = Declaration(self.kind, name, label, make, tuple(params), doc or (make.__doc__ or ""),
-                               published_with, published_label)
+                               published_with, published_label, cost, tuple(differences))
             self._items[name] = decl
             if isinstance(make, type) and "declaration" not in make.__dict__:
                 make.declaration = decl

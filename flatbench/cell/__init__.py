@@ -67,7 +67,7 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run", sweep: Optional[
         models = TargetModels(cell.settings.surrogate, dict(zoo_dir=Path(zoo_dir) if zoo_dir else None,
                                                             progress=cfg.progress, pretrained=cfg.pretrained,
                                                             preprocess=cfg.preprocess), cell.device, cell.data)
-        if cell.stored is None:
+        if cell.stored is None or cell.snap_todo:
             cell.attack.model = torch.compile(models.surrogate()) if cfg.get("compile") else models.surrogate()
         built = check_targets(cell, models, cfg.pretrained)
         log.info("cell %s: startup %.1f s (%d of %d targets built at startup)", cell.cell_id,

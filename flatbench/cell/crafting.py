@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
@@ -45,18 +45,28 @@ class OutOfMemory(ConfigError):
 
 def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: int, seed: int, progress: bool,
           store: Optional[AdvStore] = None, world: Optional[World] = None, force: bool = False,
-          quantize_mode: str = "round", stop: Optional[StopRequest] = None) -> tuple:
+          quantize_mode: str = "round", stop: Optional[StopRequest] = None,
+          snapshots: Optional[Dict[int, AdvStore]] = None, final: Optional[torch.Tensor] = None,
+          snap_sets: Optional[Dict[int, torch.Tensor]] = None) -> tuple:
     """Adversarial uint8 images for the batches this rank owns, batch by batch, with a progress bar.
 
     Each finished batch is checkpointed in ``store`` (when given), so an interrupted cell
     resumes from its last finished batch; ``stop`` is checked before each batch (a signal asked
     the cell to stop: :class:`~flatbench.signals.Stop`). Returns (images, seconds, batches
     crafted now).
+
+    ``snapshots`` (step -> its store): the examples after those steps are kept too, batch by batch
+    in their stores, and put in ``snap_sets``; a batch is finished when every store has it.
+    ``final``: the stored last step's set; the attack then runs only as far as the last snapshot.
     """
     from tqdm.auto import tqdm
 
     world = world or World()
-    out = torch.zeros_like(data.images)
+    snapshots = dict(snapshots or {})
+    snap_sets = {} if snap_sets is None else snap_sets
+    snap_sets.update({t: torch.zeros_like(data.images) for t in snapshots})
+    until = max(snapshots) if final is not None and snapshots else None
+    out = torch.zeros_like(data.images) if final is None else final.clone()
     t0 = time.perf_counter()
     bounds = [(lo, min(len(data), lo + batch_size)) for lo in range(0, len(data), batch_size)]
     mine = [(i, lo, hi) for i, (lo, hi) in enumerate(bounds) if world.mine(i)]
@@ -85,8 +95,9 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
                  "as the finished batches were" if store is not None and store.settings_path.exists() else "rank 0's choice")
     settings_kept = store is None or (not force and store.settings_path.exists())
     for _, lo, hi in mine:
-        done = None if (store is None or force) else store.load_batch(lo, hi)
-        if done is None:
+        done = final[lo:hi] if final is not None else None if (store is None or force) else store.load_batch(lo, hi)
+        kept = {t: None if force else st.load_batch(lo, hi) for t, st in snapshots.items()}
+        if done is None or any(v is None for v in kept.values()):
             if stop is not None:
                 stop.check(f"before batch {lo}:{hi}")
             x = data.floats(slice(lo, hi)).to(device)
@@ -97,22 +108,31 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
             if hi - lo == 1 and len(data) > 1 and any(hasattr(t, "with_partners") for t in attack.transforms):
                 partners = data.floats([(lo + 1 + j) % len(data) for j in range(min(16, len(data) - 1))]).to(device)
             try:
-                x_adv = attack(x, y_attack[lo:hi].to(device), seed=(seed, lo), partners=partners)
+                xs = attack.trajectory(x, y_attack[lo:hi].to(device), tuple(snapshots), seed=(seed, lo),
+                                       partners=partners, until=until)
             except NonFiniteError as exc:
                 raise NonFiniteError(f"{exc} in batch of images {lo}..{hi - 1} ({data.ids[lo]}..{data.ids[hi - 1]})") from None
             except torch.OutOfMemoryError:
                 raise OutOfMemory(f"out of memory on {device} crafting images {lo}..{hi - 1} (chunk resolved to "
                                   f"{attack.chunk_setting}); lower chunk or batch_size, set memory_budget_mb, or use "
                                   "amp=bf16; finished batches are kept") from None
-            done = quantize(x_adv, data.images[lo:hi], attack.eps, attack.norm, quantize_mode).cpu()
+            kept = {t: quantize(xs[t], data.images[lo:hi], attack.eps, attack.norm, quantize_mode).cpu()
+                    for t in snapshots}
+            for t, st in snapshots.items():
+                st.save_batch(lo, hi, kept[t])
+            if final is None:
+                done = quantize(xs[attack.steps], data.images[lo:hi], attack.eps, attack.norm, quantize_mode).cpu()
             if store is not None:
                 if not settings_kept and world.main:
                     store.save_crafting_settings(attack.chunk, attack.memory_format)
                     settings_kept = True
-                store.save_batch(lo, hi, done)
+                if final is None:
+                    store.save_batch(lo, hi, done)
             crafted += 1
             crafted_now.append((lo, hi))
         out[lo:hi] = done
+        for t in snapshots:
+            snap_sets[t][lo:hi] = kept[t]
         bar.update(hi - lo)
     bar.close()
     named = " ".join(f"{lo}:{hi}" for lo, hi in crafted_now[:40]) + (f" ... ({len(crafted_now) - 40} more)"
@@ -133,10 +153,21 @@ def craft_cell(cell, cfg, w: World, surrogate, stop: Optional[StopRequest] = Non
         cell.adv = cell.stored[0]
         cell.craft_meta = cell.store.meta() or {"craft_seconds": float("nan"), "grad_evals": -1}
         log.info("cell %s: reusing the stored adversarial set (%d images)", cell.cell_id, len(cell.adv))
+        if cell.snap_todo:   # the steps it lacks: the run again, as far as the last of them
+            log.info("cell %s: crafting again up to step %d for the snapshots %s it lacks", cell.cell_id,
+                     max(cell.snap_todo), cell.snap_todo)
+            craft(cell.attack, data, cell.y_craft, cell.device, cfg.batch_size, s.seed, cfg.progress,
+                  store=cell.store, world=w, force=cell.force, quantize_mode=cfg.quantize, stop=stop,
+                  snapshots={t: cell.snapshots[t] for t in cell.snap_todo}, final=cell.adv, snap_sets=cell.snaps)
+            log.info("cell %s: the snapshots cost %d gradient evaluations (%s)", cell.cell_id,
+                     int(w.sum(cell.attack.grad_evals)), "all ranks" if w.active else "images through forward+backward")
+            _store_snapshots(cell, w, cfg.batch_size, cell.snap_todo)
+        cell.snaps.update({t: st.load()[0] for t, st in cell.snapshots.items() if t not in cell.snap_todo})
         return
     attack, store = cell.attack, cell.store
     adv, seconds, _ = craft(attack, data, cell.y_craft, cell.device, cfg.batch_size, s.seed, cfg.progress,
-                            store=store, world=w, force=cell.force, quantize_mode=cfg.quantize, stop=stop)
+                            store=store, world=w, force=cell.force, quantize_mode=cfg.quantize, stop=stop,
+                            snapshots=cell.snapshots, snap_sets=cell.snaps)
     grad_evals = int(w.sum(attack.grad_evals))
     seconds = w.max(seconds)
     if w.main and not w.active and grad_evals and seconds > 0:   # the rate `flatbench plan` projects from
@@ -156,3 +187,18 @@ def craft_cell(cell, cfg, w: World, surrogate, stop: Optional[StopRequest] = Non
         log.info("wrote the adversarial set (%d images) to %s", len(adv), store.full)
     w.barrier()
     cell.adv = store.load()[0] if w.active else adv
+    _store_snapshots(cell, w, cfg.batch_size, list(cell.snapshots))
+
+
+def _store_snapshots(cell, w: World, batch_size: int, steps) -> None:
+    """Each snapshot step's whole set from its batches (every rank's), as the last step's is stored."""
+    n = len(cell.data)
+    for t in steps:
+        st = cell.snapshots[t]
+        w.barrier()
+        if w.main:
+            adv = torch.cat([st.load_batch(lo, min(n, lo + batch_size)) for lo in range(0, n, batch_size)])
+            st.save(adv, cell.data.ids, {"cell_id": cell.cell_id, "step": t,
+                                         "grad_evals": cell.attack.predicted_grad_evals(n, t)})
+        w.barrier()
+        cell.snaps[t] = st.load()[0] if w.active else adv

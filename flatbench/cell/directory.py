@@ -32,8 +32,8 @@ class CellDir:
     """One cell's output directory."""
 
     # What a cell writes into its directory (cell.json first to go, last to come: it marks the cell finished).
-    FILES = (META, "results.csv", "predictions.csv", "adv.safetensors", "flatness.csv", "landscape.csv",
-             "landscape.png", "skipped.csv", "error.json")
+    FILES = (META, "results.csv", "predictions.csv", "snapshots.csv", "predictions_steps.csv", "adv.safetensors",
+             "flatness.csv", "landscape.csv", "landscape.png", "skipped.csv", "error.json")
 
     def __init__(self, path):
         self.path = Path(path)
@@ -63,6 +63,15 @@ class CellDir:
     @property
     def adv(self) -> Path:
         return self.file("adv.safetensors")
+
+    @property
+    def snapshots(self) -> Path:
+        """The rows of the steps kept besides the last (``snapshots=[...]``), with a ``step`` column."""
+        return self.file("snapshots.csv")
+
+    @property
+    def snapshot_predictions(self) -> Path:
+        return self.file("predictions_steps.csv")
 
     # ------------------------------------------------------------------ cell.json
     def meta(self) -> Optional[Dict[str, Any]]:
@@ -107,12 +116,16 @@ class CellDir:
         except Exception:  # noqa: BLE001 - a missing or unreadable set names no cell
             return {"cell_id": None, "semantic": {}}
 
-    def finished_rows(self, cell_id: str, keys: Dict[str, str], flatness: Any = None) -> Optional[pd.DataFrame]:
-        """The rows of this cell if it finished here with the same id, targets and flatness settings."""
+    def finished_rows(self, cell_id: str, keys: Dict[str, str], flatness: Any = None,
+                      snapshots: Sequence[int] = ()) -> Optional[pd.DataFrame]:
+        """The rows of this cell if it finished here with the same id, targets and flatness settings,
+        and with (at least) the snapshots asked for."""
         meta = self.meta()
         if meta is None or not self.results.exists():
             return None
         if meta.get("cell_id") != cell_id or meta.get("targets") != keys or meta.get("flatness") != flatness:
+            return None
+        if not set(snapshots) <= set(meta.get("snapshots") or ()):
             return None
         return pd.read_csv(self.results)
 

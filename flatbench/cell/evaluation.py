@@ -170,3 +170,22 @@ def evaluate_cell(cell, models: TargetModels, built: Dict[str, torch.nn.Module],
             atomic_write_text(path, cell.predictions[key].to_csv(index=False))
     log.info("cell %s: evaluated %d target(s) [%s], reused %d from the cache", cell.cell_id, len(cell.evaluated),
              ", ".join(cell.evaluated), len(cell.zoo) - len(cell.evaluated))
+    # The snapshots: every target on each kept step's examples, cached in that step's store.
+    for t, adv in sorted(cell.snaps.items()):
+        st, preds, now, t0 = cell.snapshots[t], {}, [], time.perf_counter()
+        missing = [k for k in cell.zoo if cell.force or not st.eval_path(cell.keys[k]).exists()]
+        missing = w.broadcast(missing) if w.active else missing   # rank 0 decides, so the ranks agree
+        for key in cell.zoo:
+            path = st.eval_path(cell.keys[key])
+            if key not in missing:
+                preds[key] = pd.read_csv(path)
+                continue
+            model = built[key] if key in built else models.get(cell.zoo[key])
+            clean = clean_cache_path(cache_dir, cell.keys[key], cell.data, cell.device) if cache_dir else None
+            preds[key] = evaluate_target(model, cell.data, adv, cell.device, batch_size, w, clean)
+            now.append(key)
+            if w.main:
+                atomic_write_text(path, preds[key].to_csv(index=False))
+        cell.snap_predictions[t] = preds
+        log.info("cell %s: step %d evaluated on %d target(s) in %.2f s, %d from the cache", cell.cell_id, t, len(now),
+                 time.perf_counter() - t0, len(cell.zoo) - len(now))

@@ -118,7 +118,29 @@ def hashed_settings(s: CellSettings, attack, data: ImageSet, batch_size: int = 6
 
 
 def cell_hash(semantic: Dict[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return hashlib.sha1(json.dumps(id_settings(semantic), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def id_settings(semantic: Dict[str, Any]) -> Dict[str, Any]:
+    """The settings as the id hashes them: a part's parameter declared after cells were stored
+    (``Param.added_at``) is left out at the value those cells had, so they keep their ids."""
+    from ..attacks import ESTIMATORS, OPTIMIZERS, TRANSFORMS
+    from ..attacks.parts import NOTHING
+
+    def strip(parts, name, settings):
+        if name not in parts:
+            return settings
+        decl = parts.get(name)
+        added = {p.name: p.added_at for p in decl.params if p.added_at is not NOTHING}
+        return {k: v for k, v in settings.items() if not (k in added and v == added[k])}
+
+    out = dict(semantic)
+    for key, parts in (("optimizer", OPTIMIZERS), ("estimator", ESTIMATORS)):
+        if isinstance(out.get(key), (list, tuple)) and len(out[key]) == 2:
+            out[key] = [out[key][0], strip(parts, *out[key])]
+    if isinstance(out.get("transforms"), list):
+        out["transforms"] = [[n, strip(TRANSFORMS, n, s)] for n, s in out["transforms"]]
+    return out
 
 
 def target_key(key: str, entry: Dict[str, Any], pretrained: bool, preprocess: str = "own") -> str:
@@ -158,6 +180,8 @@ class Cell:
     done: Optional[pd.DataFrame] = None                  # rows of this cell already finished in out_dir
     stored: Optional[Tuple[torch.Tensor, List[str]]] = None  # the adversarial set to reuse; None: craft it
     todo: List[str] = field(default_factory=list)       # targets without a cached evaluation
+    snapshots: Dict[int, AdvStore] = field(default_factory=dict)   # step -> the store of its examples
+    snap_todo: List[int] = field(default_factory=list)  # snapshot steps without a stored set (crafted again)
     # Filled by the later stages:
     y_attack: Optional[torch.Tensor] = None   # target classes of a targeted cell, else None
     adv: Optional[torch.Tensor] = None        # the uint8 adversarial set
@@ -165,6 +189,8 @@ class Cell:
     predictions: Dict[str, pd.DataFrame] = field(default_factory=dict)  # target key -> clean/adv predictions
     evaluated: List[str] = field(default_factory=list)  # targets evaluated now (the rest came from the cache)
     flat_columns: Dict[str, Any] = field(default_factory=dict)
+    snaps: Dict[int, torch.Tensor] = field(default_factory=dict)          # step -> its uint8 examples
+    snap_predictions: Dict[int, Dict[str, pd.DataFrame]] = field(default_factory=dict)  # step -> target -> predictions
 
     @property
     def y_craft(self) -> torch.Tensor:
@@ -209,7 +235,7 @@ def plan_cell(cfg: DictConfig, out_dir: Path, mode: str, w: World) -> Cell:
     if w.main:
         cell_dir.claim(cell_id, semantic, mode)
     w.barrier()
-    cell.done = None if force else cell_dir.finished_rows(cell_id, keys, flat_node)
+    cell.done = None if force else cell_dir.finished_rows(cell_id, keys, flat_node, s.snapshots)
     if cell.done is not None:
         return cell
     if force and mode == "run" and w.main:
@@ -225,6 +251,13 @@ def plan_cell(cfg: DictConfig, out_dir: Path, mode: str, w: World) -> Cell:
         raise ConfigError(f"cell {cell_id} ({out_dir}) has no stored adversarial set; `flatbench evaluate` never "
                           "crafts: run the sweep itself (it resumes from finished batches)")
     cell.stored = stored
+    # Snapshots are more points of the same run (not in cell_id): a step whose set is stored is reused,
+    # and a stored cell that lacks a step asked for is crafted again as far as that step.
+    cell.snapshots = {t: cell.store.snapshot(t) for t in s.snapshots}
+    cell.snap_todo = [t for t, st in cell.snapshots.items() if force or not st.full.exists()]
+    if cell.snap_todo and mode == "evaluate":
+        raise ConfigError(f"cell {cell_id} has no stored examples of step(s) {cell.snap_todo}; `flatbench evaluate` "
+                          "never crafts: run the sweep with these snapshots")
     if w.main and not force:
         cell_dir.seed_eval_cache(cell_id, keys, cell.store)
     w.barrier()

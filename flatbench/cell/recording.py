@@ -13,7 +13,7 @@ from .. import __version__
 from ..config import ROLES
 from ..io import atomic_write_text
 from ..provenance import provenance, provenance_columns
-from ..metrics import perturbation_norms, success_flags, transfer_counts
+from ..metrics import perturbation_norms, success_flags, transfer_counts, visibility
 from ..columns import settings_columns
 from ..loggers import write_csv
 from ..store import save_adv
@@ -43,15 +43,49 @@ def record_cell(cell, cfg, out_dir: Path, experiment: str = "") -> pd.DataFrame:
     base = settings_columns(cell.semantic, cell.attack.label, data.name, cell.cell_id, experiment=experiment)
     base.update(cell.flat_columns)
     base.update(perturbation_norms(data.images, cell.adv))
+    base.update(visibility(data.images, cell.adv))
     base.update({"craft_seconds": round(seconds, 3), "images_per_second": round(len(data) / max(seconds, 1e-9), 3),
                  "grad_evals": int(meta.get("grad_evals", -1)), "chunk": meta.get("chunk"),
-                 "memory_format": meta.get("memory_format", ""), "version": __version__})
+                 "memory_format": meta.get("memory_format", ""), "version": __version__,
+                 # the request, when the cell's knob came from budget=B (a label: the settings are the columns)
+                 "budget": s.budget["budget"] if s.budget else None, "step": s.steps})
     zoo_dir = cfg.paths.get("zoo_dir") if "paths" in cfg else None
     origin = provenance(cell.device, s.surrogate, {k: e["model"] for k, e in cell.zoo.items()}, zoo_dir)
     base.update(provenance_columns(origin))
+    rows, per_image = _rows(cell, base, cell.predictions)
+    # The snapshots: the same cell's rows at earlier steps (their examples, their cost so far; the
+    # flatness columns describe the last step's examples only, so they are left empty here).
+    snap_rows, snap_images = [], []
+    for t, adv in sorted(cell.snaps.items()):
+        at = {**{k: (None if k.startswith("flat_") else v) for k, v in base.items()},
+              **perturbation_norms(data.images, adv), **visibility(data.images, adv),
+              "grad_evals": cell.attack.predicted_grad_evals(len(data), t), "step": t}
+        r, p = _rows(cell, at, cell.snap_predictions[t])
+        snap_rows += r
+        snap_images += [q.assign(step=t) for q in p]
+    # cell.json goes last: it marks the cell finished, and the report reads only cells that have it.
+    cell_dir = CellDir(out_dir)
+    if cfg.save_images:
+        save_adv(cell_dir.adv, cell.adv, data.ids, cell.cell_id)
+    atomic_write_text(cell_dir.predictions, pd.concat(per_image).to_csv(index=False))
+    if snap_rows:
+        atomic_write_text(cell_dir.snapshot_predictions, pd.concat(snap_images).to_csv(index=False))
+        write_csv(cell_dir.snapshots, snap_rows)
+    df = write_csv(cell_dir.results, rows)
+    cell_dir.write_meta({
+        "cell_id": cell.cell_id, "semantic": cell.semantic, "targets": cell.keys, "evaluated": cell.evaluated,
+        "reused": [k for k in cell.zoo if k not in cell.evaluated], "craft_seconds": seconds, "version": __version__,
+        "flatness": cell.flatness, "adv_store": str(cell.store.full), "provenance": origin,
+        "snapshots": sorted(cell.snaps)})
+    return df
+
+
+def _rows(cell, base: Dict[str, Any], predictions: Dict[str, pd.DataFrame]) -> tuple:
+    """One row per target (``base`` and its counts) and the per-image predictions behind them."""
+    s, data = cell.settings, cell.data
     rows, per_image = [], []
     for key, entry in cell.zoo.items():
-        pt = cell.predictions[key]
+        pt = predictions[key]
         clean, pred = (torch.as_tensor(pt[c].to_numpy().copy()) for c in ("clean_pred", "adv_pred"))
         counts = transfer_counts(clean, pred, data.labels, cell.y_attack)
         rows.append({**base, "target": key, "target_model": entry["model"], "role": target_role(entry, s.surrogate),
@@ -61,14 +95,4 @@ def record_cell(cell, cfg, out_dir: Path, experiment: str = "") -> pd.DataFrame:
                                        "label": data.labels.numpy(), "clean_pred": clean.numpy(),
                                        "adv_pred": pred.numpy(), "attack_target": cell.y_craft.numpy(),
                                        "fooled": fooled.astype(int)}))
-    # cell.json goes last: it marks the cell finished, and the report reads only cells that have it.
-    cell_dir = CellDir(out_dir)
-    if cfg.save_images:
-        save_adv(cell_dir.adv, cell.adv, data.ids, cell.cell_id)
-    atomic_write_text(cell_dir.predictions, pd.concat(per_image).to_csv(index=False))
-    df = write_csv(cell_dir.results, rows)
-    cell_dir.write_meta({
-        "cell_id": cell.cell_id, "semantic": cell.semantic, "targets": cell.keys, "evaluated": cell.evaluated,
-        "reused": [k for k in cell.zoo if k not in cell.evaluated], "craft_seconds": seconds, "version": __version__,
-        "flatness": cell.flatness, "adv_store": str(cell.store.full), "provenance": origin})
-    return df
+    return rows, per_image

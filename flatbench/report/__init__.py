@@ -10,23 +10,28 @@ never writes over one of its inputs), plus ``table_ci.md``
 (ASR with Wilson 95% intervals), and on request ``compare.md`` (--compare published),
 ``mcnemar.md`` (--mcnemar A B), ``asr_vs_<param>.png`` (--plot-param beta), ``significance.csv``
 (--versus ATTACK: every attack against a baseline, Holm-adjusted; † in table.md) and ``summary.csv``
-(--over seed: mean ± sd over seeds, which table.md then shows).
+(--over seed: mean ± sd over seeds, which table.md then shows), ``compute.csv`` and ``compute.png``
+(black-box ASR against gradient evaluations per image, the Pareto front marked) and ``budget_B.md``
+(--budget B: each attack's best row within B evaluations per image).
 
 This module is the command; each output comes from its own module: :mod:`.cells` (the rows
 read, --filter), :mod:`.tables` (table.md, table.tex, table_ci.md), :mod:`.plots` (the PNGs),
 :mod:`.statistics` (McNemar, Spearman), :mod:`.published` (--compare), :mod:`.flatness`
-(--flatness) and :mod:`.wandb_log` (--wandb).
+(--flatness), :mod:`.compute` (the compute axis, --budget) and :mod:`.wandb_log` (--wandb).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+
+import pandas as pd
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..io import atomic_write_bytes, atomic_write_text
 from ..cell.directory import CellDir
-from .cells import apply_filters, collect, load_flags
+from .cells import apply_filters, collect, collect_snapshots, load_flags
+from .compute import attacks_missing, best_within, budget_markdown, compute_png, compute_table
 from .flatness import flatness_report
 from .plots import heatmap_png, landscape_compare, param_plot_png
 from .published import compare, compare_markdown, load_published
@@ -44,7 +49,7 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
                  compare_with: Optional[str] = None, mcnemar_pair: Optional[Sequence[str]] = None,
                  plot_params: Sequence[str] = (), flatness_metric: Optional[str] = None,
                  landscape_pair: Optional[Sequence[str]] = None, versus: Optional[str] = None,
-                 over: Optional[str] = None) -> dict:
+                 over: Optional[str] = None, budget: Optional[float] = None) -> dict:
     dirs = [Path(d) for d in dirs]
     out = Path(out) if out is not None else dirs[0] / "report"
     cells = CellDir.find(dirs, "results.csv")
@@ -88,6 +93,21 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
     if "asr_ci_low" in df.columns:
         put("table_ci.md", ci_markdown(df, rows))
     rep.update(table=table, white=white)
+    if (df["role"] != "white-box").any():   # the compute axis: ASR against gradient evaluations per image
+        snaps = collect_snapshots(dirs)
+        comp = compute_table(pd.concat([df, apply_filters(snaps, filters)], ignore_index=True) if len(snaps) else df)
+        put("compute.csv", comp.to_csv(index=False))
+        put("compute.png", compute_png(comp))
+        rep["compute"] = comp
+        if budget is not None:
+            best = best_within(comp, budget)
+            missing = attacks_missing(best, comp)
+            put(f"budget_{budget:g}.md", budget_markdown(best, budget)
+                + (f"\nNo cell within the budget: {'; '.join(missing)}.\n" if missing else ""))
+            put(f"budget_{budget:g}.csv", best.to_csv(index=False))
+            rep["budget"] = best
+    elif budget is not None:
+        raise ValueError("--budget: every target here is the surrogate; the compute axis needs black-box targets")
     for param in plot_params:
         put(f"asr_vs_{param}.png", param_plot_png(df, param, value))
     if flatness_metric:
@@ -137,20 +157,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--over", default=None, metavar="COL",
                    help="summarise over a setting, usually seed: summary.csv (asr_mean, asr_sd, n_seeds) and table.md "
                         "as mean ± sd; the per-seed table goes to table_<COL>s.md")
+    p.add_argument("--budget", type=float, default=None, metavar="B",
+                   help="each attack's best row within B gradient evaluations per image (budget_B.md, budget_B.csv, "
+                        "from compute.csv)")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log the tables to this W&B project")
     p.add_argument("--wandb-group", default=None, metavar="GROUP",
                    help="the W&B group of the report's run (default: the group the sweep's cells logged into)")
     args = p.parse_args(argv)
     try:
         rep = build_report(args.dirs, args.out, args.value, args.filter, args.rows, args.compare, args.mcnemar,
-                           args.plot_param, args.flatness, args.landscape, args.versus, args.over)
+                           args.plot_param, args.flatness, args.landscape, args.versus, args.over, args.budget)
         if args.wandb:
             log_wandb(rep, args.wandb, args.wandb_group or report_group(args.dirs))
     except (FileNotFoundError, ValueError) as exc:
         print(f"flatbench-report: error: {exc}", file=sys.stderr)
         return 2
     print(rep["paths"]["table.md"].read_text())
-    for extra in ("compare.md", "mcnemar.md", "flatness.md"):
+    for extra in ("compare.md", "mcnemar.md", "flatness.md", *(n for n in rep["paths"] if n.startswith("budget_") and n.endswith(".md"))):
         if extra in rep["paths"]:
             print(rep["paths"][extra].read_text())
     for name, path in rep["paths"].items():

@@ -39,6 +39,17 @@ def collect(dirs: Sequence[Path]) -> pd.DataFrame:
     return order_columns(df.drop_duplicates(subset=["cell_id", "target"], keep="last"))
 
 
+def collect_snapshots(dirs: Sequence[Path]) -> pd.DataFrame:
+    """The rows of the steps that cells kept besides their last (snapshots.csv); empty when none did.
+    They feed the compute axis only: tables and tests compare the cells' last steps."""
+    cells = CellDir.find(dirs, "results.csv", "snapshots.csv")
+    if not cells:
+        return pd.DataFrame()
+    frames = [current_columns(f) for f in read_csvs([c.snapshots for c in cells], dtype={"cell_id": str})]
+    return order_columns(pd.concat(frames, ignore_index=True).drop_duplicates(subset=["cell_id", "target", "step"],
+                                                                              keep="last"))
+
+
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 

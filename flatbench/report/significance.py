@@ -31,7 +31,10 @@ def significance_table(df: pd.DataFrame, flags: pd.DataFrame, versus: str) -> pd
         frames.append(pd.DataFrame({
             "attack": a, "versus": versus, "surrogate": t["surrogate"], "target": t["target"],
             "cell_id": t["cell_a"], "versus_cell_id": t["cell_b"], "n": t["n"], "asr": t["asr_a"],
-            "asr_versus": t["asr_b"], "only_attack": t["only_a"], "only_versus": t["only_b"], "p": t["p_exact"]}))
+            "asr_versus": t["asr_b"], "only_attack": t["only_a"], "only_versus": t["only_b"], "p": t["p_exact"],
+            # the budget both cells were crafted at (budget=B pairs cells by it, statistics.mcnemar_table)
+            **({"budget": df.set_index("cell_id")["budget"].groupby(level=0).first().reindex(t["cell_a"]).to_numpy()}
+               if "budget" in df.columns else {})}))
     if not frames:
         raise ValueError(f"--versus {versus}: no other attack has a cell paired with {versus!r} "
                          "(the same images and every setting but the attack's own)")

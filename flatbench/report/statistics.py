@@ -13,7 +13,9 @@ def mcnemar_table(df: pd.DataFrame, flags: pd.DataFrame, a: str, b: str) -> pd.D
 
     Cells are paired when they agree on every setting but the attack's own (the method, its
     optimizer, estimator and transform settings): surrogate, eps, steps, alpha, norm, data,
-    seed, targeted, batch_size, device, ...
+    seed, targeted, batch_size, device, ... Cells crafted at a budget (``budget=B``) pair by the
+    budget instead of T and α: the budget set each attack's own cost knob (T with α = ε/T, or N),
+    so at equal compute T and α belong to the attack; a cell without a budget pairs as before.
     """
     from ..stats import mcnemar
 
@@ -23,11 +25,14 @@ def mcnemar_table(df: pd.DataFrame, flags: pd.DataFrame, a: str, b: str) -> pd.D
             raise ValueError(f"--mcnemar: no cells of attack {name!r}; attacks: {', '.join(sorted(attacks))}")
     own = set(attack_columns(df.columns))
     pair_keys = [k for k in setting_columns(df.columns) if k not in own]
-    cells = df.drop_duplicates(["cell_id"])[["cell_id", "attack"] + pair_keys]
+    budget_keys = [k for k in pair_keys if k not in ("steps", "alpha")] + ["budget"]
+    has_budget = "budget" in df.columns
+    cells = df.drop_duplicates(["cell_id"])[["cell_id", "attack"] + pair_keys + (["budget"] if has_budget else [])]
     out = []
     for _, ca in cells[cells["attack"] == a].iterrows():
         match = cells[(cells["attack"] == b)]
-        for k in pair_keys:
+        keys = budget_keys if has_budget and not pd.isna(ca["budget"]) else pair_keys
+        for k in keys:
             match = match[match[k].map(_text) == _text(ca[k])]
         for _, cb in match.iterrows():
             fa = flags[flags["cell_id"] == ca["cell_id"]]

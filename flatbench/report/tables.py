@@ -105,8 +105,13 @@ def pivot(df: pd.DataFrame, value: str = "asr", rows: Optional[List[str]] = None
     return table, white.fillna(False).astype(bool)
 
 
-def _fmt(v, w: bool) -> str:
-    return "" if pd.isna(v) else f"{v:.1f}" + ("*" if w else "")
+# Values that are not percentages: their unit and the decimals that show their differences.
+UNITS = {"ssim_mean": ("SSIM, 1 = unchanged", 3), "psnr_mean": ("dB", 2), "linf_mean": ("1/255", 2),
+         "l2_mean": ("1/255", 2), "grad_evals": ("image passes", 0)}
+
+
+def _fmt(v, w: bool, decimals: int = 1) -> str:
+    return "" if pd.isna(v) else f"{v:.{decimals}f}" + ("*" if w else "")
 
 
 def to_markdown(table: pd.DataFrame, white: pd.DataFrame, value: str, marked: Optional[set] = None,
@@ -114,17 +119,18 @@ def to_markdown(table: pd.DataFrame, white: pd.DataFrame, value: str, marked: Op
     """The table; ``marked`` entries ((row label, target), from :func:`entries`) get a † for a
     difference from ``versus`` at Holm-adjusted p < 0.05."""
     marked = marked or set()
+    unit, decimals = UNITS.get(value, ("%", 1))
     keys = list(table.index.names)
     head = keys + list(table.columns)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(keys) + ["---:"] * len(table.columns)) + "|"]
     # Positional rows (white aligned to the table once): .loc per cell is slow at thousands of rows.
     for idx, vals, marks in zip(table.index, table.to_numpy(), white.reindex_like(table).to_numpy()):
         idx = idx if isinstance(idx, tuple) else (idx,)
-        cells = [str(i) for i in idx] + [_fmt(v, bool(w)) + ("†" if (idx, t) in marked else "")
+        cells = [str(i) for i in idx] + [_fmt(v, bool(w), decimals) + ("†" if (idx, t) in marked else "")
                                          for v, w, t in zip(vals, marks, table.columns)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Values: {value} (%). * marks white-box cells (target = surrogate); "
+    lines.append(f"Values: {value} ({unit}). * marks white-box cells (target = surrogate); "
                  f"'{BLACK_BOX_MEAN}' averages the other targets.")
     if versus:
         lines.append(f"† marks an entry whose ASR differs from {versus}'s on the same images at Holm-adjusted "

@@ -1,0 +1,34 @@
+"""What each ported estimator does differently from the public code it follows (docs/methods.md
+prints these under each method, from the declarations; the estimators' docstrings say more)."""
+from __future__ import annotations
+
+# estimator name -> one line per known difference
+DIFFERENCES = {
+    "pgn": ("None known against the official code and TransferAttack's gradient/pgn.py: x' is not clipped to [0,1] "
+            "there either.",),
+    "gnp": ("The authors published no code; this follows the paper's equations (an L2 look-ahead of length r and "
+            "the minus sign). TransferAttack's port is gnp_ta.",),
+    "gnp_ta": ("TransferAttack's port, not the paper: a mean-|g| look-ahead and (1+β)·g1 + β·g2, which is not the "
+               "penalty's gradient (the paper's form is gnp).",),
+    "vmi": ("None known against TransferAttack's gradient/vmifgsm.py.",),
+    "rap": ("Under norm=l2 TransferAttack's port fails (init_n_rap takes a norm over dim=10 and draws normal_(-ε, ε)); "
+            "here the start is U(±ε_n/√d) per pixel, the steps are L2 steps of α_n and the ball is the L2 ball of "
+            "radius ε_n.",
+            "The authors' script ascends cross-entropy on a label of its own in the inner loop; estimator.inner_loss="
+            "official (method=rap_oc, RAP-OC) ascends it on the surrogate's prediction. The released "
+            "rap_attack_new.py takes that label from the data set's target column, which is not a setting.",
+            "The authors' script also offers data augmentations (num_data_augmentation) and a MaxLogit loss; "
+            "neither is implemented."),
+    "gra": ("TransferAttack's last_noise.cuda() (a device move) is not reproduced: it changes no number.",
+            "A zero gradient norm gives a cosine of 0 here where the port divides 0 by 0 (NaN).",
+            "The authors' code labels every gradient by the surrogate's clean prediction; estimator.label_by="
+            "clean_prediction (method=gra_oc, GRA-OC) does the same."),
+    "mef": ("With an input transform TransferAttack's port differentiates with respect to the transformed point "
+            "(a shape error under DIM); here the loss is taken through the transforms and differentiated with respect "
+            "to the image, so MEF+DIM+TIM runs.",),
+    "anda": ("TransferAttack's port takes one image per batch; here each image of a batch keeps its own statistics "
+             "(a batch crafts what one image at a time does).",
+             "sample=True (the final image drawn from the learned distribution) is not implemented; the published "
+             "rows use sample=False.",
+             "MultiANDA, the paper's ensembled variant, is not implemented."),
+}

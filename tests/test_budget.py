@@ -1,0 +1,111 @@
+"""Equal compute (issue 33, part 2): ``budget=B`` sets each method's own cost knob so that the cell
+spends between 0.8·B and B gradient evaluations per image, as close to B as the knob allows. The
+cell is the cell of the settings the budget resolved to; a ``budget`` column records the request."""
+import subprocess
+
+import pandas as pd
+import pytest
+import torch
+
+from test_run import BIN, SMALL, run
+
+from flatbench import create_attack
+from flatbench.attacks import ESTIMATORS
+from flatbench.registry import ConfigError
+
+FAMILY = ("mifgsm", "ifgsm", "nifgsm", "pgn", "gnp", "gnp_ta", "rap", "gra", "mef", "anda", "vmifgsm", "mi_dim_tim",
+          "pgn_dim_tim", "sim")
+# The knob each estimator declares (issue 33: T for the plain gradient, GNP, RAP and ANDA; N for the rest).
+KNOBS = {"plain": "steps", "gnp": "steps", "gnp_ta": "steps", "rap": "steps", "anda": "steps",
+         "pgn": "n_samples", "gra": "n_samples", "mef": "n_samples", "vmi": "n_samples"}
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 8 * 8, 5)).eval()
+
+
+def _cli(*args):
+    return subprocess.run([str(BIN / "flatbench"), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_every_estimator_declares_its_knob():
+    for name in ESTIMATORS.names():
+        assert ESTIMATORS.get(name).cost is not None, name
+        assert ESTIMATORS.get(name).cost.name == KNOBS[name], name
+
+
+@pytest.mark.parametrize("budget", [100, 400, 1600])
+def test_budget_lands_between_80_and_100_percent_in_the_api(budget):
+    model = _model()
+    for method in FAMILY:
+        a = create_attack(method, model, eps=16 / 255, budget=budget)
+        spent = a.predicted_grad_evals(1)
+        assert 0.8 * budget <= spent <= budget, (method, spent)
+        knob = a.budget["knob"]
+        # one more unit of the knob would overspend: as close to B as the knob allows
+        more = create_attack(method, model, eps=16 / 255, **{("steps" if knob == "steps" else knob): a.budget["value"] + 1},
+                             **({"late_start": (a.budget["value"] + 1) // 4} if method == "rap" else {}))
+        assert more.predicted_grad_evals(1) > budget, method
+
+
+def test_budget_sets_the_declared_knob_and_what_follows_it():
+    model = _model()
+    pgn = create_attack("pgn", model, eps=16 / 255, budget=400)
+    assert (pgn.steps, pgn.estimator.n_samples) == (10, 20)            # PGN's preset is 400 evaluations
+    mi = create_attack("mifgsm", model, eps=16 / 255, budget=100)
+    assert mi.steps == 100 and mi.alpha == pytest.approx(16 / 255 / 100)   # α = ε/T follows T
+    rap = create_attack("rap", model, eps=16 / 255, budget=2800)
+    assert (rap.steps, rap.estimator.late_start) == (400, 100)        # RAP's preset: T = 400, late start T/4
+    assert rap.alpha == 2 / 255                                        # its α is the preset's ε/8, not ε/T
+    rap = create_attack("rap", model, eps=16 / 255, budget=100)
+    assert (rap.steps, rap.estimator.late_start) == (13, 3)           # 3 + 10·(8 + 1) = 93 <= 100 < 102 at T = 14
+    gra = create_attack("gra", model, eps=16 / 255, budget=210)
+    assert (gra.steps, gra.estimator.n_samples) == (10, 20)
+    mef = create_attack("mef", model, eps=16 / 255, budget=100)
+    assert (mef.steps, mef.estimator.n_samples) == (20, 5)
+    # The crafted cost is the planned one.
+    x, y = torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 2])
+    for a in (create_attack("rap", model, eps=16 / 255, budget=100), create_attack("pgn", model, eps=16 / 255, budget=100)):
+        a(x, y)
+        assert a.grad_evals == a.predicted_grad_evals(3) and 80 * 3 <= a.grad_evals <= 100 * 3
+
+
+def test_an_unmeetable_budget_names_what_the_method_can_meet():
+    model = _model()
+    with pytest.raises(ConfigError, match=r"budget=10: .*smallest budget PGN can meet .* is 20"):
+        create_attack("pgn", model, eps=16 / 255, budget=10)
+    with pytest.raises(ConfigError, match=r"budget=30: .*20 \(n_samples=1\) and 40 \(n_samples=2\)"):
+        create_attack("pgn", model, eps=16 / 255, budget=30)
+    for bad in (0, -5, 2.5, "x"):
+        with pytest.raises(ConfigError, match="budget"):
+            create_attack("pgn", model, eps=16 / 255, budget=bad)
+
+
+def test_budget_and_the_explicit_equivalent_are_one_cell_and_plan_shows_the_knob():
+    p = _cli("plan", "-m", "method=pgn,mifgsm", "budget=400", "n_images=8")
+    assert p.returncode == 0, p.stderr[-2000:]
+    q = _cli("plan", "-m", "method=pgn,mifgsm", "n_images=8", "steps=10,400")
+    assert q.returncode == 0, q.stderr[-2000:]
+    ids = {}
+    for line in q.stdout.splitlines():
+        for o in ("method=pgn steps=10", "method=mifgsm steps=400"):
+            if o in line:
+                ids[o] = next(w for w in line.split() if len(w) == 12 and all(c in "0123456789abcdef" for c in w))
+    pgn = next(ln for ln in p.stdout.splitlines() if "method=pgn" in ln)
+    mi = next(ln for ln in p.stdout.splitlines() if "method=mifgsm" in ln)
+    assert ids["method=pgn steps=10"] in pgn and "n_samples=20" in pgn
+    assert ids["method=mifgsm steps=400"] in mi and "steps=400" in mi
+    p = _cli("plan", "method=pgn", "budget=15")
+    assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "budget=15" in p.stderr and "20" in p.stderr
+
+
+def test_budget_column_through_the_command_line(trained_zoo, zoo_dir, tmp_path):
+    out = tmp_path / "run"
+    run(["flatbench", "method=pgn", "budget=40", *SMALL, f"hydra.run.dir={out}"], zoo_dir, tmp_path)
+    df = pd.read_csv(out / "results.csv")
+    assert (df["budget"] == 40).all() and (df["n_samples"] == 2).all() and (df["grad_evals"] == 8 * 40).all()
+    p = _cli("describe", "pgn", "budget=40")
+    assert p.returncode == 0 and "budget = 40 gradient evaluations per image: n_samples = 2" in p.stdout, p.stdout
