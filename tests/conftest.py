@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, make_layouts
+
 # The suite uses the pinned testbed weights (None), or trained ones when FLATBENCH_ZOO names a directory.
 ZOO = Path(os.environ["FLATBENCH_ZOO"]) if os.environ.get("FLATBENCH_ZOO") else None
 
@@ -64,9 +65,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.long)
 
 
-def zoo_env(zoo_dir) -> dict:
-    """The environment that selects ``zoo_dir``'s weights in a subprocess (none: the pinned ones)."""
-    return {} if zoo_dir is None else {"FLATBENCH_ZOO": str(zoo_dir)}
 
 
 @pytest.fixture(scope="session")
@@ -93,37 +91,8 @@ def small_cnn():
     return net
 
 
-def write_png(path: Path, seed: int, size: int = 40) -> Path:
-    """A smooth random RGB image (not noise, so JPEG and median filters act as on photos)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(0, 255, (4, 4, 3)).astype(np.uint8)
-    img = Image.fromarray(base).resize((size, size), Image.BILINEAR)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
 
 
-def make_layouts(root: Path, n: int = 6) -> dict:
-    """Tiny NIPS17, TransferAttack and ImageFolder trees of generated PNGs."""
-    nips = root / "nips17"
-    rows = ["ImageId,URL,x1,y1,x2,y2,TrueLabel,TargetClass,Pretrained"]
-    for i in range(n):
-        write_png(nips / "images" / f"img{i:03d}.png", i)
-        rows.append(f"img{i:03d},u,0,0,1,1,{1 + 37 * i},{500 + i},1")
-    (nips / "images.csv").write_text("\n".join(rows) + "\n")
-    ta = root / "transferattack"
-    rows = ["filename,label,targeted_label"]
-    for i in range(n):
-        write_png(ta / "images" / f"{i}.png", 100 + i)
-        rows.append(f"{i}.png,{37 * i},{900 - i}")
-    (ta / "labels.csv").write_text("\n".join(rows) + "\n")
-    folder = root / "imagenet_val"
-    for i in range(n):
-        write_png(folder / f"n0{i % 3:07d}" / f"ILSVRC_{i}.JPEG".replace(".JPEG", ".png"), 200 + i, size=50)
-    return {"nips17": nips, "transferattack": ta, "imagefolder": folder, "root": root}
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from flatbench import create_attack
-from flatbench.attacks import (DIM, METHODS, SIM, TIM, Admix, Attack, NonFiniteError, Penalty, build_attack,
+from flatbench.attacks import (DIM, METHODS, SIM, TIM, Admix, NonFiniteError, Penalty, build_attack,
                                gaussian_kernel, keyed_generator)
 from flatbench.attacks.factory import METHOD_PRESETS
 from flatbench.attacks.optimizers import mean_abs_normalize
 from flatbench.registry import ConfigError
+from helpers import Quadratic, SinSquare, estimate
 
 FAST = dict(n_samples=3)  # keep neighbour counts small for the property tests
 
@@ -46,41 +47,13 @@ def test_ball_and_box_hold(method, targeted, norm, small_cnn):
     assert dist.max() > 0.5 * eps  # it moved
 
 
-class Quadratic(torch.nn.Module):
-    """ℓ(x) = ½ xᵀAx + bᵀx per example, returned as a 1-column output; A symmetric."""
-
-    def __init__(self, d, seed=0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        m = torch.randn(d, d, generator=g, dtype=torch.float64)
-        self.A = (m + m.T) / 2
-        self.b = torch.randn(d, generator=g, dtype=torch.float64)
-
-    def forward(self, x):
-        z = x.flatten(1).double()
-        return (0.5 * ((z @ self.A) * z).sum(1) + z @ self.b).unsqueeze(1)
-
-    def grad(self, x):
-        return (x.flatten(1).double() @ self.A + self.b).view_as(x)
-
-
-def _sum_loss(out, y):
-    return out.sum()
-
-
-def _estimate(penalty: Penalty, model, x, alpha=0.01):
-    attack = Attack(model, eps=0.1, steps=1, alpha=alpha, estimator=penalty, loss=_sum_loss)
-    ctx = attack.step_context(seed=0, step=0)
-    return penalty(ctx, x.double(), torch.zeros(len(x), dtype=torch.long))
-
-
 @pytest.mark.parametrize("preset,s", [("pgn", -1.0), ("gnp", 1.0)])
 def test_penalty_formula_exact_on_quadratic(preset, s):
     q = Quadratic(12)
     x = torch.rand(3, 3, 2, 2, dtype=torch.float64)
     beta, r = 0.7, 0.05
     est = Penalty(beta, r, 0.0, 1, "descent" if s < 0 else "ascent", preset)
-    got = _estimate(est, q, x)
+    got = estimate(est, q, x)
     g = q.grad(x)
     ghat = mean_abs_normalize(g)
     want = g - s * beta * (q.grad(x + s * r * ghat) - g)
@@ -97,24 +70,11 @@ def test_gnp_sign_is_the_derivations():
     est = create_attack("gnp", q, eps=0.1).estimator
     r, beta = est.r, est.beta
     assert (beta, r, est.zeta, est.n_samples, est.lookahead) == (0.8, 0.01, 0.0, 1, "ascent")
-    got = _estimate(est, q, x)
+    got = estimate(est, q, x)
     g = q.grad(x)
     g2 = q.grad(x + r * g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1))  # the paper's L2-normalised look-ahead
     torch.testing.assert_close(got, (1 + beta) * g - beta * g2)
     assert not torch.allclose(got, (1 + beta) * g + beta * g2)
-
-
-class SinSquare(torch.nn.Module):
-    """ℓ = Σ sin(x)·x², whose gradient and (diagonal) Hessian are known in closed form."""
-
-    def forward(self, x):
-        z = x.flatten(1).double()
-        return (torch.sin(z) * z**2).sum(1, keepdim=True)
-
-    @staticmethod
-    def grad_and_hessian(x):
-        return (torch.cos(x) * x**2 + 2 * x * torch.sin(x),
-                -torch.sin(x) * x**2 + 4 * x * torch.cos(x) + 2 * torch.sin(x))
 
 
 def test_penalty_first_order_on_smooth_nonquadratic():
@@ -125,7 +85,7 @@ def test_penalty_first_order_on_smooth_nonquadratic():
     errs = []
     for r in (1e-2, 1e-3):
         for preset, la in (("pgn", "descent"), ("gnp", "ascent")):
-            got = _estimate(Penalty(0.5, r, 0.0, 1, la, preset), F(), x)
+            got = estimate(Penalty(0.5, r, 0.0, 1, la, preset), F(), x)
             want = g - 0.5 * r * h * mean_abs_normalize(g)
             errs.append(float((got - want).abs().max()))
     assert errs[2] < errs[0] / 50 and errs[3] < errs[1] / 50  # error shrinks like r²

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from test_run import BIN, SMALL, run
 
 from flatbench import create_attack
 from flatbench.attacks import ESTIMATORS
 from flatbench.registry import ConfigError
+from helpers import BIN, SMALL, run
 
 FAMILY = ("mifgsm", "ifgsm", "nifgsm", "pgn", "gnp", "gnp_ta", "rap", "gra", "mef", "anda", "vmifgsm", "mi_dim_tim",
           "pgn_dim_tim", "sim")

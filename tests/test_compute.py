@@ -4,10 +4,10 @@ best row within B evaluations per image), on a real sweep at two budgets through
 import pandas as pd
 import pytest
 
-from test_run import SMALL, run
 
 from flatbench.report.compute import best_within, compute_table, pareto
 from flatbench.stats import wilson
+from helpers import SMALL, run
 
 
 def _rows():

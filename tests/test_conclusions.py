@@ -11,9 +11,9 @@ import pytest
 from scipy.stats import binomtest, spearmanr
 from sklearn.metrics import roc_auc_score
 
-from test_run import run
 
 from flatbench.stats import auroc, auroc_interval, holm, mcnemar, spearman_test
+from helpers import run
 
 
 def holm_reference(p):

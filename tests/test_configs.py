@@ -11,23 +11,17 @@ from flatbench import create_attack
 from flatbench.attacks import METHODS, build_attack
 from flatbench.cell.plan import hashed_settings, load_data
 from flatbench.compose import CONFIG_DIR
-from flatbench.config import attack_kwargs, parse_targets, register_schema, resolve
+from flatbench.config import attack_kwargs, parse_targets, resolve
 from flatbench.models import TESTBED
 from flatbench.loggers import build_logger
 from flatbench.registry import ConfigError
+from helpers import compose_config
 
 GROUPS = ["data", "targets", "optimizer", "estimator", "transforms", "logger", "paths", "method", "experiment"]
 
 
 def options(group):
     return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
-
-
-def _compose(overrides, hydra=False):
-    register_schema()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=hydra)
 
 
 def _build(cfg):
@@ -63,7 +57,7 @@ _DATA = {}
 
 def _reference_data(override):
     if override not in _DATA:
-        _DATA[override] = load_data(resolve(_compose([override])))
+        _DATA[override] = load_data(resolve(compose_config([override])))
     return _DATA[override]
 
 
@@ -79,7 +73,7 @@ def generated_data(layouts, monkeypatch):
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_every_option_composes_and_builds(group, option):
     override = f"{group}=[{option}]" if group == "transforms" else f"{group}={option}"
-    _build(_compose([override]))
+    _build(compose_config([override]))
 
 
 def test_every_group_has_options():
@@ -88,22 +82,22 @@ def test_every_group_has_options():
 
 
 def test_zoos_merge_as_dicts():
-    cfg = _compose(["targets=[cnn,vit,defenses]"])
+    cfg = compose_config(["targets=[cnn,vit,defenses]"])
     zoo = parse_targets(cfg.targets)
     assert {"resnet50", "vit-b16", "inc-v3-jpeg"} <= set(zoo) and zoo["inc-v3-jpeg"]["role"] == "defense"
 
 
 def test_paper_experiments_compose_with_their_settings():
-    cfg = _compose(["experiment=pgn_table1", "method=tim"])
+    cfg = compose_config(["experiment=pgn_table1", "method=tim"])
     s = resolve(cfg)
     assert s.surrogate == ["inception_v3.tf_in1k"] and s.eps == 16 and s.steps == 10
     assert s.transforms["tim"]["kernel_size"] == 7 and s.data["image_size"] == 299
-    cfg = _compose(["experiment=pgn_table1", "method=tim", "transforms.tim.kernel_size=9"])
+    cfg = compose_config(["experiment=pgn_table1", "method=tim", "transforms.tim.kernel_size=9"])
     assert resolve(cfg).transforms["tim"]["kernel_size"] == 9  # an explicit value wins over the experiment's
-    assert resolve(_compose(["method=tim"])).transforms["tim"].get("kernel_size") is None  # -> TIM's own 15
+    assert resolve(compose_config(["method=tim"])).transforms["tim"].get("kernel_size") is None  # -> TIM's own 15
     import pandas as pd
     for exp in ("transferattack_rn50", "transferattack_rn18"):
-        cfg = _compose([f"experiment={exp}"], hydra=True)
+        cfg = compose_config([f"experiment={exp}"], hydra=True)
         # Every row of the published table that flatbench implements, GNP as TransferAttack's port.
         pub = pd.read_csv(Path(CONFIG_DIR) / "published" / f"{exp}.csv")
         assert sorted(cfg.hydra.sweeper.params.method.split(",")) == sorted(set(pub["method"]))
@@ -112,30 +106,30 @@ def test_paper_experiments_compose_with_their_settings():
         assert zoo == set(pub["target"]) - {"HGD", "NRP", "DiffPure"}
         assert cfg.preprocess == "transferattack" and cfg.quantize == "truncate"
         assert resolve(cfg).transforms.get("dim") is None and cfg.transform_defaults.dim.interpolation == "bilinear"
-    assert _compose([]).preprocess == "own" and _compose([]).quantize == "round"
+    assert compose_config([]).preprocess == "own" and compose_config([]).quantize == "round"
     # Each TransferAttack class runs with its own T and alpha (RAP 400, 2/255; MEF 20, 1.6/255 and mu 0.5).
     ta = ["experiment=transferattack_rn50"]
     for method, steps, alpha, decay in (("mifgsm", 10, 1.6, 1.0), ("rap", 400, 2.0, 1.0), ("mef", 20, 1.6, 0.5),
                                         ("gra", 10, 1.6, 1.0)):
-        s = resolve(_compose(ta + [f"method={method}"]))
+        s = resolve(compose_config(ta + [f"method={method}"]))
         assert (s.steps, round(s.alpha, 6), s.optimizer_kwargs["decay"]) == (steps, alpha, decay), method
         attack = create_attack(method, torch.nn.Identity(), eps=16 / 255)
         assert (attack.steps, attack.alpha * 255, attack.optimizer.decay) == (steps, pytest.approx(alpha), decay), method
-    s = resolve(_compose(ta + ["method=rap", "steps=10", "optimizer.decay=0.9"]))   # the command line still wins
+    s = resolve(compose_config(ta + ["method=rap", "steps=10", "optimizer.decay=0.9"]))   # the command line still wins
     assert (s.steps, s.optimizer_kwargs["decay"]) == (10, 0.9)
-    assert _compose(["experiment=gnp_table"], hydra=True).hydra.sweeper.params.eps == "4,8,16"
+    assert compose_config(["experiment=gnp_table"], hydra=True).hydra.sweeper.params.eps == "4,8,16"
 
 
 def test_method_configs_mirror_presets():
     assert set(options("method")) == set(METHODS)
     for name, (opt, est, tfs) in METHODS.items():
-        cfg = _compose([f"method={name}"])
+        cfg = compose_config([f"method={name}"])
         assert cfg.optimizer.name == opt and cfg.estimator.name == est and tuple(cfg.transforms) == tfs
         assert _build(cfg).label
 
 
 def test_composed_combination_and_units():
-    cfg = _compose(["method=pgn", "transforms=[dim,tim]", "eps=16", "optimizer=nifgsm", "estimator.r=2"])
+    cfg = compose_config(["method=pgn", "transforms=[dim,tim]", "eps=16", "optimizer=nifgsm", "estimator.r=2"])
     a = _build(cfg)
     assert a.label == "NI-FGSM+PGN+DIM+TIM"
     assert a.eps == pytest.approx(16 / 255) and a.alpha == pytest.approx(1.6 / 255)
@@ -143,10 +137,10 @@ def test_composed_combination_and_units():
 
 
 def test_defaults_come_from_components():
-    cfg = _compose([])
+    cfg = compose_config([])
     s = resolve(cfg)
     assert s.eps == cfg.data.default_eps and s.alpha == s.eps / s.steps
-    gnp = _build(_compose(["method=gnp"])).estimator
+    gnp = _build(compose_config(["method=gnp"])).estimator
     assert gnp.r == pytest.approx(0.01)
 
 
@@ -154,9 +148,9 @@ def test_unknown_top_level_key_fails_at_composition(tmp_path):
     import shutil
 
     with pytest.raises(Exception, match="epss"):
-        _compose(["epss=3"])
+        compose_config(["epss=3"])
     with pytest.raises(Exception, match="steps"):
-        _compose(["steps=ten"])
+        compose_config(["steps=ten"])
     conf = tmp_path / "conf"
     shutil.copytree(CONFIG_DIR, conf)
     (conf / "experiment" / "typo.yaml").write_text("# @package _global_\nn_imges: 3\n")
@@ -168,7 +162,7 @@ def test_unknown_top_level_key_fails_at_composition(tmp_path):
 
 def test_unknown_group_key_names_valid_keys():
     with pytest.raises(ConfigError, match=r"unknown key 'bta'.*beta.*Did you mean 'beta'"):
-        _build(_compose(["estimator=pgn", "+estimator.bta=1"]))
+        _build(compose_config(["estimator=pgn", "+estimator.bta=1"]))
 
 
 @pytest.mark.parametrize("override,match", [
@@ -180,7 +174,7 @@ def test_unknown_group_key_names_valid_keys():
 ])
 def test_out_of_range_values_fail(override, match):
     with pytest.raises(ConfigError, match=match):
-        cfg = _compose(override.split())
+        cfg = compose_config(override.split())
         _build(cfg)
         from flatbench.models import load_surrogate
         load_surrogate(resolve(cfg).surrogate)
@@ -200,7 +194,7 @@ def test_one_name_per_concept():
         assert registry.kind == group.rstrip("s")
     groups = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
     assert not groups & {"attack", "penalty"}
-    cfg = _compose(["method=vmifgsm"])
+    cfg = compose_config(["method=vmifgsm"])
     s = resolve(cfg)
     assert (s.optimizer, s.estimator) == ("mifgsm", "vmi")
     attack = build_attack(None, **attack_kwargs(s))
@@ -209,4 +203,4 @@ def test_one_name_per_concept():
     assert {"attack", "optimizer", "estimator", "transforms"} <= set(COLUMNS) and "penalty" not in COLUMNS
     (row,) = list_methods("vmifgsm")
     assert (row["optimizer"], row["estimator"], row["label"]) == ("mifgsm", "vmi", "VMI-FGSM")
-    assert _compose([]).estimator.name == "plain"
+    assert compose_config([]).estimator.name == "plain"

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from flatbench import create_attack
 from flatbench.attacks import METHODS
 from flatbench.registry import ConfigError
-from test_attacks import Quadratic, SinSquare, _estimate
-from test_run import run
+from helpers import Quadratic, SinSquare, TAModel, compose_config, estimate, run
 
 
 def _l2n(g):
@@ -26,7 +25,7 @@ def test_gnp_is_the_papers_formula_on_a_quadratic():
     est = create_attack("gnp", q, eps=0.1).estimator
     assert (est.beta, est.r, est.zeta, est.n_samples, est.lookahead, est.normalize, est.combine) == \
         (0.8, 0.01, 0.0, 1, "ascent", "l2", "difference")
-    got = _estimate(est, q, x)
+    got = estimate(est, q, x)
     g = q.grad(x)
     beta, r = est.beta, est.r
     # (1+β)·∇ℓ(x) − β·∇ℓ(x + r·∇ℓ/‖∇ℓ‖₂), the paper's update ...
@@ -44,7 +43,7 @@ def test_gnp_first_order_on_a_known_hessian():
     errs = []
     for r in (1e-2, 1e-3):
         est = create_attack("gnp", F_(), eps=0.1, r=r).estimator
-        errs.append(float((_estimate(est, F_(), x) - (g - 0.8 * r * h * _l2n(g))).abs().max()))
+        errs.append(float((estimate(est, F_(), x) - (g - 0.8 * r * h * _l2n(g))).abs().max()))
     assert errs[1] < errs[0] / 50
 
 
@@ -53,7 +52,7 @@ def test_gnp_ta_is_transferattacks_formula_exactly():
     x = torch.rand(2, 3, 2, 2, dtype=torch.float64)
     est = create_attack("gnp_ta", q, eps=0.1).estimator
     assert (est.beta, est.r, est.normalize, est.combine) == (0.8, 0.01, "mean_abs", "sum")
-    got = _estimate(est, q, x)
+    got = estimate(est, q, x)
     g1 = q.grad(x)
     g2 = q.grad(x + 0.01 * g1 / g1.abs().mean(dim=(1, 2, 3), keepdim=True))
     torch.testing.assert_close(got, (1 + 0.8) * g1 + 0.8 * g2, rtol=1e-13, atol=1e-13)  # float64 round-off only
@@ -128,7 +127,6 @@ def test_admix_never_mixes_an_image_with_itself(small_cnn):
 def test_admix_cell_with_a_batch_of_one_draws_partners_from_the_data(trained_zoo, zoo_dir, tmp_path, monkeypatch):
     """A cell of batches of one image mixes each image with other images of the data set: every
     partner Admix sees is a clean image of the set, never the batch's own."""
-    from test_configs import _compose
     from flatbench.attacks.transforms import Admix
     from flatbench.cell import run_cell
     from flatbench.cell.plan import load_data
@@ -143,7 +141,7 @@ def test_admix_cell_with_a_batch_of_one_draws_partners_from_the_data(trained_zoo
         return call(self, x, gen)
 
     monkeypatch.setattr(Admix, "__call__", recording)
-    cfg = _compose(["method=admix", "n_images=3", "batch_size=1", "targets=digits_small", "progress=false",
+    cfg = compose_config(["method=admix", "n_images=3", "batch_size=1", "targets=digits_small", "progress=false",
                     "transforms.admix.num_scale=2", f"paths.zoo_dir={zoo_dir or 'null'}",
                     f"paths.cache_dir={tmp_path / 'cache'}"])
     df = run_cell(cfg, tmp_path / "r")
@@ -209,13 +207,13 @@ def test_nifgsm_lookahead_is_alpha_in_the_l2_norm():
 
 
 def test_l2_eps_accepts_imagenet_radii_and_quantized_sets_stay_in_the_ball():
-    from tests.test_configs import _compose
+    from tests.test_configs import compose_config
     from flatbench.config import resolve
     from flatbench.quantize import quantize
 
-    assert resolve(_compose(["norm=l2", "eps=4000"])).eps == 4000
+    assert resolve(compose_config(["norm=l2", "eps=4000"])).eps == 4000
     with pytest.raises(ConfigError, match="eps"):
-        resolve(_compose(["norm=linf", "eps=4000"]))
+        resolve(compose_config(["norm=linf", "eps=4000"]))
     torch.manual_seed(0)
     clean = (torch.rand(16, 3, 8, 8) * 255).round().to(torch.uint8)
     eps = 3.0 / 255 * 8  # L2 radius in [0,1] units
@@ -237,23 +235,6 @@ def test_l2_cell_end_to_end(trained_zoo, zoo_dir, tmp_path):
 
 
 # ---------------------------------------------------------------- TransferAttack's code, written out
-
-class _TAModel(torch.nn.Module):
-    """A random-init conv net (deterministic on CPU) standing in for a surrogate."""
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(7)
-        self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.c2 = torch.nn.Conv2d(8, 8, 3, padding=1, stride=2)
-        self.fc = torch.nn.Linear(8 * 8 * 8, 10)
-        for p in self.parameters():
-            p.data = torch.randn(p.shape, generator=g) * 0.3
-            p.requires_grad_(False)
-
-    def forward(self, x):
-        return self.fc(F.relu(self.c2(F.relu(self.c1(x)))).flatten(1))
-
 
 EPS, T = 16 / 255, 10
 ALPHA = EPS / T
@@ -315,7 +296,7 @@ def _reference(method, model, data, label):
 
 @pytest.mark.parametrize("method", ["ifgsm", "mifgsm", "nifgsm", "tim", "sim", "gnp_ta", "pgn"])
 def test_equals_transferattack_reference(method):
-    model = _TAModel()
+    model = TAModel()
     g = torch.Generator().manual_seed(3)
     data = torch.rand(4, 3, 16, 16, generator=g)   # a power-of-two batch: the mean loss is the sum × 2^-2, exactly
     label = torch.randint(0, 10, (4,), generator=g)

@@ -8,7 +8,7 @@ import torch
 from flatbench.flatness import FlatnessSettings, hessian_top, landscape, metrics
 from flatbench.report.plots import landscape_png
 from flatbench.registry import ConfigError
-from test_run import SMALL, run
+from helpers import SMALL, run
 
 IDS = ["a", "b", "c"]
 

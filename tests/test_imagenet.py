@@ -15,8 +15,8 @@ from flatbench.data.folders import DataError
 from flatbench.models import DEFENSES, MissingWeightsError, load_model, read_checkpoint
 from flatbench.models.hub import parse_name
 from flatbench.registry import ConfigError
+from helpers import ROOT, make_layouts, write_png
 
-from conftest import ROOT, make_layouts, write_png
 
 ZOOS = ["cnn", "vit", "pgn_paper", "transferattack", "defenses"]
 RESOLUTION = {"pgn_paper": 299, "defenses": 299}

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from flatbench.store import load_adv
-from test_run import BIN, run
-from conftest import zoo_env
+from helpers import BIN, report_main, run, zoo_env
 
 SMALL = ["targets=digits_small", "progress=false"]
 
@@ -252,35 +251,22 @@ def _two_cell_sweep(zoo_dir, tmp_path, extra):
     return sweep
 
 
-def _report(argv, capsys):
-    """flatbench-report's entry function in this process (the console script calls the same
-    main; nine process starts would cost this test 15 s): (exit code, stderr)."""
-    from flatbench.report import main
-
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code
-    return rc or 0, capsys.readouterr().err
-
-
 def test_filters_parse_booleans_and_numbers_and_name_existing_values(trained_zoo, zoo_dir, tmp_path, capsys, monkeypatch):
     sweep = _two_cell_sweep(zoo_dir, tmp_path, ["method=ifgsm,mifgsm"])
     monkeypatch.setenv("WANDB_MODE", "offline")
     for value in ("False", "false", "0"):
-        rc, err = _report([sweep, "--filter", f"targeted={value}", "--out", tmp_path / value], capsys)
+        rc, err = report_main([sweep, "--filter", f"targeted={value}", "--out", tmp_path / value], capsys)
         assert rc == 0, err
         assert len(pd.read_csv(tmp_path / value / "results.csv")) == 4
     for value in ("True", "true", "1"):
-        rc, err = _report([sweep, "--filter", f"targeted={value}"], capsys)
+        rc, err = report_main([sweep, "--filter", f"targeted={value}"], capsys)
         assert rc == 2 and "targeted" in err and "False" in err
-    rc, err = _report([sweep, "--filter", "eps=32.0", "--filter", "attack=I-FGSM"], capsys)
+    rc, err = report_main([sweep, "--filter", "eps=32.0", "--filter", "attack=I-FGSM"], capsys)
     assert rc == 0, err
     assert set(pd.read_csv(sweep / "report" / "results.csv")["attack"]) == {"I-FGSM"}
-    rc, err = _report([sweep, "--filter", "eps=16"], capsys)
+    rc, err = report_main([sweep, "--filter", "eps=16"], capsys)
     assert rc == 2 and "eps=16" in err and "32" in err
-    rc, err = _report([sweep, "--filter", "eps=abc"], capsys)
+    rc, err = report_main([sweep, "--filter", "eps=abc"], capsys)
     assert rc == 2 and "number" in err
     # The console script is this main: one process start shows the same refusal.
     p = _call(["flatbench-report", str(sweep), "--filter", "eps=abc"], zoo_dir, tmp_path)

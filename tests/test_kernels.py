@@ -9,12 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT
-from test_integrity import _report
-from test_run import SMALL, run
 
 from flatbench import __version__, kernels
 from flatbench.models.testbed import pinned_sidecar
+from helpers import BIN, ROOT, SMALL, report_main, run
 
 CELL = ["flatbench", "method=ifgsm", *SMALL]
 
@@ -46,10 +44,10 @@ def test_pinned_paths_are_in_effect_and_recorded_outside_the_cell_id(zoo_dir, tm
     assert portable["cell_id"] == user["cell_id"] and set(rows_p["cell_id"]) == set(rows_u["cell_id"])
     # The report filters on it like on any column.
     monkeypatch.setenv("WANDB_MODE", "offline")
-    rc, err = _report([tmp_path / "portable", "--filter", "kernels=default:default", "--out", tmp_path / "rep"], capsys)
+    rc, err = report_main([tmp_path / "portable", "--filter", "kernels=default:default", "--out", tmp_path / "rep"], capsys)
     assert rc == 0, err
     assert set(pd.read_csv(tmp_path / "rep" / "results.csv")["kernels"]) == {"default:default"}
-    rc, err = _report([tmp_path / "portable", "--filter", "kernels=native:avx512", "--out", tmp_path / "rep2"], capsys)
+    rc, err = report_main([tmp_path / "portable", "--filter", "kernels=native:avx512", "--out", tmp_path / "rep2"], capsys)
     assert rc == 2 and "default:default" in err
 
 
@@ -73,7 +71,6 @@ def test_provenance_names_code_libraries_weights_and_hardware(zoo_dir, tmp_path)
 
 
 def test_bad_kernel_mode_is_one_line(tmp_path):
-    from test_run import BIN
 
     p = subprocess.run([str(BIN / "flatbench"), "method=ifgsm"], cwd=tmp_path, capture_output=True, text=True,
                        env={**__import__("os").environ, "FLATBENCH_KERNELS": "avx9"})

@@ -18,13 +18,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_flat_family import EPS, _clamp, _data, _grad, _momentum, _update_delta, ta_gra
-from test_fidelity import _TAModel
-from test_run import BIN
 
 from flatbench import create_attack
 from flatbench.attacks.estimators import uniform_noise
 from flatbench.registry import ConfigError
+from helpers import BIN, TAModel, TA_EPS, ta_data, ta_gra
 
 
 def official_rap(model, data, label, *, epoch, lr, transpoint, adv_epsilon, adv_steps, start):
@@ -52,42 +50,42 @@ def official_rap(model, data, label, *, epoch, lr, transpoint, adv_epsilon, adv_
         grad_c = torch.autograd.grad(loss, d)[0]
         grad_c = grad_c / torch.mean(torch.abs(grad_c), (1, 2, 3), keepdim=True) + 1 * grad_pre
         grad_pre = grad_c
-        delta = (delta - lr * torch.sign(grad_c)).clamp(-EPS, EPS)
+        delta = (delta - lr * torch.sign(grad_c)).clamp(-TA_EPS, TA_EPS)
         delta = (data + delta).clamp(0, 1) - data
     return (data + delta).detach()
 
 
 def test_rap_oc_equals_the_official_script():
-    model, (data, label) = _TAModel(), _data()
+    model, (data, label) = TAModel(), ta_data()
     kw = dict(steps=12, alpha=2 / 255, late_start=4, eps_n=16 / 255, alpha_n=2 / 255, inner_steps=8)
-    attack = create_attack("rap_oc", model, eps=EPS, **kw)
+    attack = create_attack("rap_oc", model, eps=TA_EPS, **kw)
     assert attack.label == "RAP-OC" and attack.estimator.inner_loss == "official"
     got = attack(data, label)
     start = lambda t: attack.estimator.start(attack.step_context(0, t), data)  # noqa: E731
     want = official_rap(model, data, label, epoch=12, lr=2 / 255, transpoint=4, adv_epsilon=16 / 255, adv_steps=8,
                         start=start)
     assert (got - want).abs().max() <= 1e-6
-    port = create_attack("rap", model, eps=EPS, **kw)
+    port = create_attack("rap", model, eps=TA_EPS, **kw)
     assert port.label == "RAP" and (port(data, label) - got).abs().max() > 1e-3   # another attack
     # the same part: RAP with the official inner step is RAP-OC whichever way it is asked for
-    same = create_attack("rap", model, eps=EPS, inner_loss="official", **kw)
+    same = create_attack("rap", model, eps=TA_EPS, inner_loss="official", **kw)
     assert same.label == "RAP-OC" and torch.equal(same(data, label), got)
 
 
 def test_gra_oc_labels_by_the_clean_prediction():
-    model, (data, label) = _TAModel(), _data()
+    model, (data, label) = TAModel(), ta_data()
     with torch.no_grad():
         pred = model(data).argmax(1)
     assert (pred != label).any()          # else the two settings could not differ here
-    attack = create_attack("gra_oc", model, eps=EPS, n_samples=6)
+    attack = create_attack("gra_oc", model, eps=TA_EPS, n_samples=6)
     assert attack.label == "GRA-OC"
     got = attack(data, label)
-    noise = lambda t, i: uniform_noise(attack.step_context(0, t), data, i, i + 1, 3.5 * EPS, "noise")  # noqa: E731
-    want = ta_gra(model, data, pred, epoch=10, alpha=EPS / 10, radius=3.5 * EPS, num_neighbor=6, eta=0.94, noise=noise)
+    noise = lambda t, i: uniform_noise(attack.step_context(0, t), data, i, i + 1, 3.5 * TA_EPS, "noise")  # noqa: E731
+    want = ta_gra(model, data, pred, epoch=10, alpha=TA_EPS / 10, radius=3.5 * TA_EPS, num_neighbor=6, eta=0.94, noise=noise)
     assert (got - want).abs().max() <= 1e-6
-    assert (create_attack("gra", model, eps=EPS, n_samples=6)(data, label) - got).abs().max() > 1e-3
+    assert (create_attack("gra", model, eps=TA_EPS, n_samples=6)(data, label) - got).abs().max() > 1e-3
     with pytest.raises(ConfigError, match="label_by"):
-        create_attack("gra_oc", model, eps=EPS, n_samples=2, targeted=True)(data, label)
+        create_attack("gra_oc", model, eps=TA_EPS, n_samples=2, targeted=True)(data, label)
 
 
 def test_the_new_settings_leave_the_stored_cells_ids_and_show_as_columns():
@@ -100,4 +98,4 @@ def test_the_new_settings_leave_the_stored_cells_ids_and_show_as_columns():
     assert len(set(ids.values())) == 4
     for bad, key in ((dict(inner_loss="x"), "inner_loss"), (dict(label_by="x"), "label_by")):
         with pytest.raises(ConfigError, match=key):
-            create_attack("rap" if "inner_loss" in bad else "gra", _TAModel(), eps=EPS, **bad)
+            create_attack("rap" if "inner_loss" in bad else "gra", TAModel(), eps=TA_EPS, **bad)

@@ -8,8 +8,8 @@ import sys
 import zipfile
 
 import pandas as pd
+from helpers import BIN, ROOT
 
-from conftest import ROOT
 
 
 def _sh(args, **kw):
@@ -66,7 +66,6 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
 def test_listing_names_everything_from_the_cli_and_python(tmp_path):
     import flatbench
     from flatbench.attacks import METHODS
-    from test_run import BIN
 
     env = dict(os.environ, HF_HUB_OFFLINE="1")
 
@@ -124,7 +123,6 @@ def test_describe_prints_the_loop_a_run_would_execute():
     import sys
     from pathlib import Path
 
-    from test_run import BIN
 
     env = dict(os.environ, HF_HUB_OFFLINE="1")
 

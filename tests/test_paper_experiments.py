@@ -6,9 +6,8 @@ FLATBENCH_DATA, here a folder of generated PNGs in each layout.
 """
 import pandas as pd
 import pytest
+from helpers import ROOT, run
 
-from conftest import ROOT
-from test_run import run
 
 SMOKE = ["pretrained=false", "n_images=4", "steps=1", "progress=false", "batch_size=4"]
 

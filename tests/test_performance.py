@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from flatbench.attacks import create_attack
+from helpers import BIN, compose_config, run, zoo_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,12 +122,11 @@ def test_chunk_search_stops_where_its_rules_say():
 
 def test_bf16_asr_within_one_point_of_fp32(trained_zoo, zoo_dir, tmp_path):
     """amp=bf16 (autocast; here on CPU, in CUDA runs on the GPU) against fp32 on the digits testbed."""
-    from test_configs import _compose
     from flatbench.cell import run_cell
 
     res = {}
     for amp in ("null", "bf16"):
-        cfg = _compose(["method=mifgsm", "n_images=null", "targets=digits", "progress=false", f"amp={amp}",
+        cfg = compose_config(["method=mifgsm", "n_images=null", "targets=digits", "progress=false", f"amp={amp}",
                         f"paths.zoo_dir={zoo_dir or 'null'}", f"paths.cache_dir={tmp_path / 'cache'}"])
         res[amp] = run_cell(cfg, tmp_path / amp).set_index("target")["asr"]
     # The setting is applied, not ignored: the crafted sets differ (an ignored amp gives equal sets).
@@ -207,8 +207,6 @@ def test_targets_are_checked_before_crafting_and_built_after(layouts, zoo_dir, t
     before crafting, and still refuses a wrong class space or missing offline weights first."""
     import os
 
-    from conftest import zoo_env
-    from test_run import BIN, run
 
     p = run(["flatbench", "n_images=8", "targets=digits", "progress=false", f"hydra.run.dir={tmp_path / 'd'}"],
             zoo_dir, tmp_path)
@@ -274,7 +272,6 @@ def test_cli_cells_share_one_measurement_and_record_it(trained_zoo, zoo_dir, tmp
 
     import pandas as pd
 
-    from test_run import run
 
     sweep = tmp_path / "sweep"
     p = run(["flatbench", "-m", "method=ifgsm,mifgsm", "n_images=8", "targets=digits_small", "chunk=measure",
@@ -302,9 +299,7 @@ def test_two_cells_started_together_craft_the_images_of_one_alone(trained_zoo, z
     reuse the other's batches.)"""
     import os
 
-    from conftest import zoo_env
     from flatbench.store import load_adv
-    from test_run import BIN, run
 
     base = ["flatbench", "n_images=32", "batch_size=16", "method=pgn", "estimator.n_samples=4", "steps=3",
             "surrogate=digits-resnet", "targets=digits_small", "progress=false"]
@@ -380,8 +375,6 @@ def test_the_command_line_keeps_the_attack_s_blocks_in_the_heap(zoo_dir, tmp_pat
     import os
     import resource
 
-    from conftest import zoo_env
-    from test_run import BIN
 
     faults = {}
     for heap in ("default", "kept"):

@@ -4,7 +4,7 @@ import torch
 
 from flatbench import create_attack
 from flatbench.planning import CellCost, render, totals
-from test_run import SMALL, run
+from helpers import BIN, SMALL, compose_config, run, zoo_env
 
 GRID = ["method=mifgsm,pgn,mef,anda", "steps=2", "batch_size=4", *SMALL]   # two batches of 4 per cell
 
@@ -67,7 +67,6 @@ def test_clean_predictions_are_made_once_per_target_and_data(trained_zoo, zoo_di
     """A sweep of M methods over one data set predicts each target's clean images once, not M
     times; the cache is keyed by the target's key, the data digest and the device type, so a
     cell on other images (or another target spec) never reads it."""
-    from test_configs import _compose
 
     from flatbench.cell import run_cell
     from flatbench.cell import evaluation
@@ -82,15 +81,15 @@ def test_clean_predictions_are_made_once_per_target_and_data(trained_zoo, zoo_di
     monkeypatch.setattr(evaluation, "predict", counting)
     common = ["n_images=8", "targets=digits_small", "progress=false", "steps=2", f"paths.zoo_dir={zoo_dir or 'null'}",
               f"paths.cache_dir={tmp_path / 'cache'}"]
-    first = run_cell(_compose(["method=mifgsm", *common]), tmp_path / "a")
+    first = run_cell(compose_config(["method=mifgsm", *common]), tmp_path / "a")
     assert sum(calls) == 2 * 2 * 8   # two targets: clean and adversarial
     calls.clear()
-    second = run_cell(_compose(["method=ifgsm", *common]), tmp_path / "b")
+    second = run_cell(compose_config(["method=ifgsm", *common]), tmp_path / "b")
     assert sum(calls) == 2 * 8       # the adversarial images only
     for df in (first, second):
         assert (df.set_index("target")["clean_acc"] == first.set_index("target")["clean_acc"]).all()
     calls.clear()
-    other = run_cell(_compose(["method=ifgsm", *common, "n_images=6"]), tmp_path / "c")   # other images: another digest
+    other = run_cell(compose_config(["method=ifgsm", *common, "n_images=6"]), tmp_path / "c")   # other images: another digest
     assert sum(calls) == 2 * 2 * 6 and len(other) == 2
 
 
@@ -115,8 +114,6 @@ def test_clean_cache_key_holds_the_images_content_and_device(tmp_path):
 def test_sweep_progress_line_counts_cells_failures_and_projects_the_rest(trained_zoo, zoo_dir, tmp_path):
     import subprocess
 
-    from conftest import zoo_env
-    from test_run import BIN
     import os
 
     sweep = tmp_path / "sweep"
@@ -189,8 +186,6 @@ def test_plan_fails_with_one_line_naming_the_key(zoo_dir, tmp_path):
     import os
     import subprocess
 
-    from conftest import zoo_env
-    from test_run import BIN
 
     env = dict(os.environ, **zoo_env(zoo_dir))
     for args, expect in ((["method=pgnn"], "pgnn"), (["method=pgn", "estimator.beta=-1"], "estimator.beta=-1 is out of range"),

@@ -5,9 +5,8 @@ import re
 
 import pandas as pd
 import pytest
+from helpers import ROOT, run
 
-from conftest import ROOT
-from test_run import run
 
 CELLS = ["ifgsm", "mifgsm", "gnp", "gnp_ta"]  # the cheap rows of the digits-cnn half of the table
 # The README prints one decimal: a rerun equal to the digit is within half of its last place.

@@ -16,8 +16,7 @@ from flatbench.attacks import create_attack
 from flatbench.attacks.loop import NonFiniteError
 from flatbench.io import WriteError, atomic_write_text
 from flatbench.registry import ConfigError
-from test_run import BIN, SMALL, run
-from conftest import zoo_env
+from helpers import BIN, SMALL, compose_config, run, zoo_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,13 +188,12 @@ def test_zero_gradient_gives_no_nan():
 
 def test_skip_bad_images_writes_the_list_into_the_cell(layouts, tmp_path):
     import shutil
-    from test_configs import _compose
     from flatbench.cell import run_cell
 
     d = tmp_path / "nips17"
     shutil.copytree(layouts["nips17"], d)
     (d / "images" / "img003.png").write_bytes(b"\x89PNG truncated")
-    cfg = _compose(["data=nips17", f"data.root={d}", "data.image_size=32", "data.skip_bad_images=true",
+    cfg = compose_config(["data=nips17", f"data.root={d}", "data.image_size=32", "data.skip_bad_images=true",
                     "surrogate=resnet18.a1_in1k", "pretrained=false", "steps=1", "progress=false",
                     f"paths.cache_dir={tmp_path / 'cache'}"])
     with open_dict(cfg):

@@ -1,27 +1,9 @@
 """End to end: the flatbench command on a slice of the testbed, a sweep, the report, W&B offline."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from flatbench.columns import COLUMNS
-from conftest import zoo_env
-
-BIN = Path(sys.executable).parent
-
-
-def run(args, zoo_dir, cwd, extra_env=None):
-    env = dict(os.environ, **zoo_env(zoo_dir), WANDB_MODE="offline", **(extra_env or {}))
-    p = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    return p
-
-
-SMALL = ["n_images=8", "targets=digits_small", "progress=false"]
-
+from helpers import SMALL, run, zoo_env
 
 def test_single_cell_writes_schema(trained_zoo, zoo_dir, tmp_path):
     out = tmp_path / "run"

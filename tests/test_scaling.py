@@ -6,11 +6,11 @@ import subprocess
 import pytest
 import torch
 
-from test_run import BIN
 
 from flatbench import create_attack
 from flatbench.registry import ConfigError
 from flatbench.scaling import parse_rule, resolve_length, rule_text
+from helpers import BIN
 
 # `flatbench plan -m method=rap,mef,mef_dim_tim eps=16` on main 1e082fa, before the presets were rules.
 IDS_AT_16 = {"method=rap": "1fa357a1c384", "method=mef": "d3a3eaf1894d", "method=mef_dim_tim": "0fba6c1de39f"}

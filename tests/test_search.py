@@ -9,9 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from helpers import BIN, ROOT, run, zoo_env
 
-from test_run import BIN, run
-from conftest import ROOT, zoo_env
 
 TINY = ["n_images=8", "targets=digits_small", "progress=false"]
 

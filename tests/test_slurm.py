@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from flatbench.store import load_adv
-from test_run import BIN
-from conftest import zoo_env
+from helpers import BIN, zoo_env
 
 pytestmark = pytest.mark.slurm
 

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from test_run import SMALL, run
 
 from flatbench import create_attack
 from flatbench.registry import ConfigError
+from helpers import SMALL, run
 
 
 def _model():

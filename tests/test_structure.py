@@ -1,5 +1,6 @@
 """The package's shape (issue 24): no import cycle at module level, one owner per concern."""
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "flatbench"
@@ -104,3 +105,16 @@ def test_every_ported_estimator_lists_its_differences_and_the_methods_page_print
         assert bool(lines) == (name != "plain"), name
         for line in lines:
             assert f"- {line}\n" in page, (name, line[:60])
+
+
+def test_no_test_module_imports_another():
+    """What the tests share lives in tests/helpers.py (issue 35): a test module that imported another
+    would run that module's import-time code twice, under two names, and hide a helper in a test file."""
+    here = Path(__file__).resolve().parent
+    pattern = re.compile(r"^\s*(?:from|import)\s+(test_\w+|conftest)\b", re.M)
+    offenders = []
+    for f in sorted(here.rglob("*.py")):
+        for name in pattern.findall(f.read_text()):
+            if not (f.name == "test_structure.py" and name == "conftest"):   # LONG: conftest's own selection
+                offenders.append(f"{f.relative_to(here)} imports {name}")
+    assert not offenders, offenders

@@ -15,8 +15,7 @@ import torch
 
 from flatbench.stats import mcnemar, wilson
 from flatbench.store import load_adv
-from test_run import BIN, SMALL, run
-from conftest import zoo_env
+from helpers import BIN, SMALL, run, zoo_env
 
 PGN_SMALL = ["method=pgn", "estimator.n_samples=2", "targets=digits_small", "progress=false"]
 

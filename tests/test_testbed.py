@@ -12,6 +12,7 @@ import torch
 from flatbench.data import DATASETS
 from flatbench.models import TESTBED
 from flatbench.models.testbed import cache_status, load_testbed, sidecar, train
+from helpers import BIN, run
 
 
 def test_digits_split_is_stratified_and_deterministic():
@@ -66,7 +67,6 @@ def test_pinned_weights_ship_with_the_package_and_are_checked(tmp_path):
 def test_retraining_through_the_cli_matches_the_pinned_model(tmp_path, zoo_dir):
     """`flatbench-zoo train` retrains for real; the result is as accurate as the pinned model
     (within a point), and `paths.zoo_dir` makes a run use it."""
-    from test_run import BIN, run
 
     out = tmp_path / "trained"
     p = subprocess.run([str(BIN / "flatbench-zoo"), "train", "digits-mlp", "--out", str(out), "--no-progress"],

@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_run import SMALL, run
 
 from flatbench.metrics import visibility
+from helpers import SMALL, run
 
 
 def _gaussian_window(size=11, sigma=1.5):

@@ -17,6 +17,7 @@ from flatbench.config import attack_kwargs, flatness_settings, parse_targets, re
 from flatbench.data import DATASETS
 from flatbench.data.folders import DataError
 from flatbench.registry import ConfigError
+from helpers import compose_config, make_layouts
 
 CASES = int(os.environ.get("FLATBENCH_FUZZ_CASES", "150"))
 KEYS = {
@@ -49,9 +50,7 @@ GROUPS = {"method": ["pgn", "gnp", "ifgsm", "pgnn", "dim_tim"], "estimator": ["p
 
 
 def _compose(overrides):
-    from test_configs import _compose as compose
-
-    return compose(overrides)
+    return compose_config(overrides)
 
 
 def _mutation(rng: random.Random):
@@ -124,8 +123,6 @@ CSV_MUTATIONS = [
 
 
 def test_fuzz_malformed_png_and_csv(tmp_path):
-    from conftest import make_layouts
-
     rng = random.Random(99)
     base = make_layouts(tmp_path / "base")["nips17"]
     good_png = (base / "images" / "img000.png").read_bytes()
