@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SWEEP ?= outputs/sweeps/digits/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: install run test test-long test-slow test-slurm bench clean
+.PHONY: install run test test-long test-slow test-slurm docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ test-slow: $(STAMP)
 test-long: $(STAMP)
 	$(BIN)/python -m pytest -q -m "long and not slow"
 
+# The documentation site (mkdocs.yml) into site/; --strict: a broken link or a page left out of nav fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # Only the tests against the single-node SLURM cluster (scripts/slurm_local.sh; root, Debian).
 test-slurm: $(STAMP)
 	$(BIN)/python -m pytest -q -m slurm
@@ -44,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --model resnet18 --size 224 --batch 2 --steps 1 --search 2 4 8 16 --methods pgn --csv outputs/bench/resnet18-b2.csv
 
 clean:
-	rm -rf $(VENV) outputs/runs outputs/sweeps outputs/zoo
+	rm -rf $(VENV) outputs/runs outputs/sweeps outputs/zoo site

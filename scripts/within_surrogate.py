@@ -22,7 +22,7 @@ STEMS = {"‖∇ℓ‖₂": "grad_l2", "λ_max": "hess_top"}
 
 
 def readme_table(header: str) -> pd.DataFrame:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "flatness.md").read_text() + (ROOT / "docs" / "studies.md").read_text()
     lines = []
     for line in text[text.index(header):].splitlines():
         if not line.startswith("|"):

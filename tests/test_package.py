@@ -95,26 +95,27 @@ def test_listing_names_everything_from_the_cli_and_python(tmp_path):
     assert "flatbench list" in helptext and "--config-dir" in helptext
 
 
-def test_readme_design_map_matches_the_package():
-    """Every module of the package is in the README's map, and every path the map names exists."""
+def test_design_map_matches_the_package():
+    """Every module of the package is in the design page's map (docs/design.md), and every path the
+    map names exists."""
     import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    text = (root / "README.md").read_text()
-    section = text[text.index("### The package, in data-flow order"):]
+    text = (root / "docs" / "design.md").read_text()
+    section = text[text.index("## The package, in data-flow order"):]
     rows = re.findall(r"^\| ([^|]+) \| (.+) \|$", section, flags=re.M)[1:]  # after the header
     pkg = root / "flatbench"
     named = {n: desc for first, desc in rows for n in re.findall(r"`([^`]+)`", first)}
     assert len(named) > 15
     for name in named:
-        assert (pkg / name).exists(), f"the README's map names {name}, which is not in flatbench/"
+        assert (pkg / name).exists(), f"docs/design.md's map names {name}, which is not in flatbench/"
     for path in sorted(pkg.rglob("*.py")):
         m = path.relative_to(pkg).as_posix()
         top, _, leaf = m.partition("/")
         if m in named or m in ("__init__.py", "__main__.py") or (leaf == "__init__.py" and top + "/" in named):
             continue
-        assert top + "/" in named and f"`{leaf}`" in named[top + "/"], f"flatbench/{m} is missing from the README's map"
+        assert top + "/" in named and f"`{leaf}`" in named[top + "/"], f"flatbench/{m} is missing from docs/design.md's map"
 
 
 def test_describe_prints_the_loop_a_run_would_execute():

@@ -53,10 +53,11 @@ def test_readme_table_is_what_a_fresh_run_prints(zoo_dir, tmp_path):
 def test_readme_tables_are_the_files_they_quote():
     """A table after ``<!-- from docs/results/STUDY/FILE -->`` is that report file's table, line for
     line: a rerun that changes the file and not the README (or the reverse) fails here."""
-    text = (ROOT / "README.md").read_text()
-    quotes = re.findall(r"<!-- from (docs/results/\S+) -->\n((?:\|.*\n)+)", text)
-    assert quotes, "the README quotes no report file"
-    for path, block in quotes:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    quotes = [(page, path, block) for page in pages
+              for path, block in re.findall(r"<!-- from (docs/results/\S+) -->\n((?:\|.*\n)+)", page.read_text())]
+    assert {q[0].name for q in quotes} >= {"README.md", "studies.md"}, "the README or the studies page quotes no report file"
+    for page, path, block in quotes:
         source = (ROOT / path).read_text()
         table = [ln for ln in source.splitlines() if ln.startswith("|")]
-        assert block.strip().splitlines() == table, path
+        assert block.strip().splitlines() == table, f"{page.name} quotes {path}"

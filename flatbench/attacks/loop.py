@@ -119,10 +119,12 @@ class Attack:
         alpha: step size; None means eps/steps.
         norm: "linf" or "l2".
         targeted: ascend −CE(target) instead of CE(label); ``y`` then holds target classes.
-        estimator, optimizer, transforms: the parts (plain gradient, I-FGSM, none); transforms
-            holds input transforms and gradient filters alike (TIM), as the config group does,
-            and the loop applies each where it acts. Parameters whose null stands for α (PGN's
-            r) are bound to ``alpha`` on a copy of the part; the part passed in is not changed.
+        estimator: the gradient the loop follows (None: the plain gradient). Parameters whose
+            null stands for α (PGN's r) are bound to ``alpha`` on a copy of the part; the part
+            passed in is not changed.
+        optimizer: the update rule (None: I-FGSM).
+        transforms: input transforms and gradient filters alike (TIM), as the config group holds
+            them; the loop applies each where it acts (None: none).
         chunk: most images in one forward/backward: "auto" (the default: by rule, the
             largest power of two ≤ 64 whose activations fit 1 GiB on a CPU, ≤ 256 fitting half
             the GPU's memory on CUDA, see :mod:`.tuning`), "measure" (the fastest size, timed once per
