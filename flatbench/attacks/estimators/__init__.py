@@ -1,0 +1,43 @@
+"""Gradient estimators: what the loop ascends at each step.
+
+``plain``   ∇ℓ(x) (through the input transforms).
+``pgn``/``gnp``/``gnp_ta``  The gradient-norm penalty, one estimator with three presets.
+            With lookahead sign s (descent −1, ascent +1) and normalisation n(·), for i = 1..N:
+                x' = x + u,  u ~ U(−ζ·ε, ζ·ε) per pixel   (ζ = 0: x' = x)
+                g1 = ∇ℓ(x');   ĝ = n(g1)    mean_abs: g1/mean|g1|,  l2: g1/‖g1‖₂
+                g2 = ∇ℓ(x' + s·r·ĝ)
+                combine = difference:  ḡ += g1 − s·β·(g2 − g1)
+                combine = sum:         ḡ += (1+β)·g1 + β·g2     (TransferAttack's GNP port)
+            and returns ḡ/N. ``difference`` approximates g1 − β·r·H·ĝ, the gradient of
+            ℓ − λ‖∇ℓ‖ (a penalty on the gradient norm, which favours flat maxima); ``sum``
+            is not that gradient and exists only to reproduce the port's published numbers.
+            Under ``norm=l2`` the look-ahead is an L2 step of length r whatever ``normalize``
+            says (see :meth:`flatbench.attacks.threat.L2Ball.lookahead`).
+``vmi``     Variance tuning: returns ∇ℓ(x) + v, v = mean_i ∇ℓ(x + u_i) − ∇ℓ(x) from the
+            previous step, u_i ~ U(−ζ·ε, ζ·ε).
+``rap``     RAP: ∇ℓ(x + n), n the reverse-adversarial perturbation that *minimises* ℓ in an
+            ε_n-ball (K inner sign steps from a random start), from step ``late_start`` on.
+``gra``     GRA: s·∇ℓ(x) + (1−s)·ḡ, ḡ the mean gradient of N neighbours in U(±ζ·ε) and s the
+            cosine between the two (the decay indicator is the ``gra_momentum`` optimizer).
+``mef``     MEF: the mean gradient of N neighbours x + u_i + ξ·p_i, p_i an inner momentum of
+            each neighbour's normalised gradient with the sign flipped (gradient inversion).
+``anda``    ANDA: the running mean, over all steps so far, of the gradients of a 5×5 grid of
+            translated views (the mean of the learned asymptotically normal distribution).
+
+The N neighbours are independent, so they are evaluated together, N·B images at a time in
+chunks sized by the attack's ``chunk``. Every random draw is keyed by (step, neighbour),
+and neighbours are summed in index order, so the chunk size changes memory and speed only.
+
+One module per family, as TransferAttack's ``gradient/`` folder has one file a method; importing them
+here, in this order, registers the estimators in the order ``flatbench list`` prints them.
+"""
+from .base import ESTIMATORS, SAMPLES, STEPS, Estimator, Plain, uniform_noise
+from .vmi import Variance
+from .penalty import COMBINE, LOOKAHEADS, NORMALIZE, Penalty
+from .rap import INNER_LOSSES, RAP
+from .gra import GRA, LABEL_BY
+from .mef import MEF
+from .anda import ANDA
+
+__all__ = ["ESTIMATORS", "SAMPLES", "STEPS", "Estimator", "Plain", "uniform_noise", "Variance", "COMBINE", "LOOKAHEADS",
+           "NORMALIZE", "Penalty", "INNER_LOSSES", "RAP", "GRA", "LABEL_BY", "MEF", "ANDA"]

@@ -1,0 +1,84 @@
+"""What every estimator shares: the registry, the base class, the cost knobs, the plain gradient, and
+the keyed neighbours that VMI, PGN/GNP and GRA draw."""
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, List
+
+import torch
+
+from ..parts import Knob, Part, Parts
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..loop import StepContext
+
+ESTIMATORS = Parts("estimator")
+
+# The cost knobs (``budget=B``, issue 33): the number of steps where one step is a fixed number of
+# evaluations (the plain gradient, GNP, RAP, ANDA), else the neighbours at the preset's T.
+STEPS = Knob("steps", text="T, with α = ε/T where α is left null")
+SAMPLES = Knob("n_samples", text="N, at the preset's T")
+
+
+class Estimator(Part, abc.ABC):
+
+    @abc.abstractmethod
+    def __call__(self, ctx: "StepContext", x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def describe(self, threat, alpha: str) -> List[str]:
+        """The lines that compute g at x_eval, with this estimator's values (Attack.describe)."""
+
+    @property
+    def width(self) -> int:
+        """Copies of each image in its widest forward (its neighbours or views; 1: one at a time)."""
+        return getattr(self, "n_samples", None) or getattr(self, "n_views", None) or 1
+
+    @abc.abstractmethod
+    def evals_per_image(self, step: int) -> int:
+        """Forward+backward passes per input image at step ``step`` (0-based), before the input
+        transforms multiply them: what ``flatbench plan`` counts and ``grad_evals`` records."""
+
+
+@ESTIMATORS.declare("plain", "", cost=STEPS, doc="Plain gradient ∇ℓ(x) (through the input transforms).")
+class Plain(Estimator):
+    def __call__(self, ctx, x, y):
+        return ctx.grad(x, y, [("g",)])
+
+    def describe(self, threat, alpha):
+        return ["g = ∇ℓ(x_eval)"]
+
+    def evals_per_image(self, step):
+        return 1
+
+
+def uniform_noise(ctx: "StepContext", x: torch.Tensor, lo: int, hi: int, radius: float, tag: str) -> torch.Tensor:
+    """U(−radius, radius) per pixel for neighbours lo..hi−1 of the batch x, stacked copy-major;
+    neighbour i's draw is keyed by (seed, step, tag, i), so a chunked call draws what one call
+    would. Public so that a reference implementation can consume the very same numbers."""
+    u = torch.cat([torch.rand(x.shape, generator=ctx.rng(tag, i), device=x.device, dtype=x.dtype)
+                   for i in range(lo, hi)])
+    return (2 * u - 1) * radius
+
+
+def _repeat(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x.repeat(n, *([1] * (x.dim() - 1)))
+
+
+def _neighbours(ctx: "StepContext", x: torch.Tensor, lo: int, hi: int, radius: float, tag: str) -> torch.Tensor:
+    """x repeated for neighbours lo..hi−1 (copy-major), each with its own keyed uniform noise."""
+    xs = _repeat(x, hi - lo)
+    if radius > 0:
+        xs = xs + uniform_noise(ctx, x, lo, hi, radius, tag)
+    return xs
+
+
+def _neighbour_mean(ctx: "StepContext", x: torch.Tensor, y: torch.Tensor, n: int, zeta: float) -> torch.Tensor:
+    """(1/n)·Σ_i ∇ℓ(x + u_i), u_i ~ U(±ζ·ε) keyed ("noise", i), summed in index order (VMI, GRA)."""
+    radius = ctx.threat.noise_radius(zeta, x)
+    total = torch.zeros_like(x)
+    for lo, hi in ctx.chunks(n, x.shape[0]):
+        gn = ctx.grad(_neighbours(ctx, x, lo, hi, radius, "noise"), y.repeat(hi - lo), [("gn", i) for i in range(lo, hi)])
+        for part in gn.view(hi - lo, *x.shape):
+            total += part
+    return total / n
