@@ -34,6 +34,7 @@ from .compose import CONFIG_DIR  # noqa: E402
 from .errors import OnceSacctWarning, compact_run_and_report, started  # noqa: E402
 from .heap import keep_heap  # noqa: E402
 from .job import Job, cell_task  # noqa: E402
+from .layout import CellLayout  # noqa: E402
 from .migration import current_overrides, old_override  # noqa: E402
 
 log = logging.getLogger("flatbench")
@@ -55,7 +56,7 @@ def task(cfg: DictConfig, job: Job) -> Optional[float]:
         return None
     job.grad_evals = int(df.attrs.get("grad_evals_now", 0))
     print_table(df)
-    log.info("results: %s", job.out_dir / "results.csv")
+    log.info("results: %s", job.out_dir / CellLayout.RESULTS)
     objective = cell_objective(df, str(cfg.objective))
     log.info("objective (%s ASR, %%): %.2f", cfg.objective, objective)
     return objective

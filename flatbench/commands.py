@@ -31,7 +31,7 @@ def evaluate_main(argv: List[str]) -> int:
     extra = [a for a in argv if "=" in a]
     cells = [c for d in dirs for c in (CellDir.find_crafted(d) if d.is_dir() else [])]
     if not cells:
-        print(f"flatbench evaluate: error: no cells (.hydra/overrides.yaml with an adversarial set) under "
+        print(f"flatbench evaluate: error: no cells ({CellDir.OVERRIDES.as_posix()} with an adversarial set) under "
               f"{', '.join(map(str, dirs)) or 'the given directories'}", file=sys.stderr)
         return 2
     keys = {o.split("=", 1)[0].lstrip("+~") for o in extra}

@@ -16,12 +16,13 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import OmegaConf
 
+from .layout import CellLayout
 from .migration import old_config_text
 from .signals import EXIT_STOPPED, Stop
 
 log = logging.getLogger("flatbench")
 
-ERROR_FILE = "error.json"
+ERROR_FILE = CellLayout.ERROR
 START = {"time": None}  # when this command started: error records older than this are another run's
 
 
@@ -86,9 +87,9 @@ def record_error(out_dir: Path, exc: BaseException, cell: Dict[str, Any]) -> Pat
 
 def sweep_summary(sweep_dir: Path, since: Optional[float]) -> Optional[str]:
     """'N of M cells failed: 1 (surrogate=x), ...' from the error records this command wrote."""
-    cells = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").exists()
-             and (since is None or (d / ".hydra" / "overrides.yaml").stat().st_mtime >= since - 1)]
-    overrides = {d: OmegaConf.to_container(OmegaConf.load(d / ".hydra" / "overrides.yaml")) for d in cells}
+    cells = [d for d in sweep_dir.iterdir() if (d / CellLayout.OVERRIDES).exists()
+             and (since is None or (d / CellLayout.OVERRIDES).stat().st_mtime >= since - 1)]
+    overrides = {d: OmegaConf.to_container(OmegaConf.load(d / CellLayout.OVERRIDES)) for d in cells}
     # Name each failed cell by the overrides that vary across the sweep (what the user swept).
     seen: dict = {}
     for ov in overrides.values():

@@ -32,8 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from .layout import CacheLayout
+
 MARGIN = 1.5          # the suggested time limit: the longest cell's projection times this ...
-RATES_FILE = "rates.json"
 
 
 @dataclass
@@ -58,7 +59,7 @@ class CellCost:
 # ---------------------------------------------------------------- rates on file
 
 def rates_path(cache_dir) -> Path:
-    return Path(cache_dir) / RATES_FILE
+    return CacheLayout.rates(cache_dir)
 
 
 def craft_key(surrogate, shape, device_type: str, amp, per_forward: int) -> str:

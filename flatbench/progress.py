@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-PROGRESS = Path(".flatbench") / "progress.json"
+from .layout import SweepLayout
+
+PROGRESS = SweepLayout.PROGRESS
 
 
 def _key(overrides: List[str]) -> str:
@@ -37,7 +39,7 @@ def expand_sweep(sweep_dir: Path) -> Dict[str, Any]:
     from .compose import compose
     from .config import attack_kwargs, resolve
 
-    cfg = OmegaConf.load(sweep_dir / "multirun.yaml")
+    cfg = OmegaConf.load(Path(sweep_dir) / SweepLayout.MULTIRUN)
     task = list(cfg.hydra.overrides.task)
     sweeper = cfg.hydra.sweeper
     if "optuna" in str(sweeper.get("_target_", "")).lower():
@@ -59,9 +61,9 @@ def record_cell(sweep_dir: str, overrides: List[str], ok: bool, seconds: float, 
     """Add this cell's record and return the progress line (None when the file cannot be written)."""
     from .io import atomic_write_text, locked
 
-    path = Path(sweep_dir) / PROGRESS
+    path = SweepLayout.progress(sweep_dir)
     try:
-        with locked(path.with_name(".progress.lock")):
+        with locked(SweepLayout.progress_lock(sweep_dir)):
             try:
                 state = json.loads(path.read_text())
             except (OSError, ValueError):

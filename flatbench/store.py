@@ -9,6 +9,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from .io import atomic_write_bytes
+from .layout import CacheLayout
 from .registry import ConfigError
 
 
@@ -59,12 +60,10 @@ class AdvStore:
 
     def __init__(self, cache_dir: Path, cell_id: str, step: Optional[int] = None):
         self.cell_id, self.step, self.cache_dir = cell_id, step, Path(cache_dir)
-        self.dir = Path(cache_dir) / "adv" / cell_id
-        if step is not None:
-            self.dir = self.dir / "steps" / f"{int(step):06d}"
-        self.batches = self.dir / "batches"
-        self.full = self.dir / "adv.safetensors"
-        self.evals = self.dir / "eval"
+        self.dir = CacheLayout.adv(cache_dir, cell_id, step)
+        self.batches = self.dir / CacheLayout.BATCHES_DIR
+        self.full = self.dir / CacheLayout.FULL_SET
+        self.evals = self.dir / CacheLayout.EVAL_DIR
 
     def batch_path(self, lo: int, hi: int) -> Path:
         return self.batches / f"{lo:07d}-{hi:07d}.safetensors"
@@ -84,7 +83,7 @@ class AdvStore:
 
     @property
     def settings_path(self) -> Path:
-        return self.batches / "crafting.json"
+        return self.batches / CacheLayout.CRAFTING
 
     def crafting_settings(self) -> Optional[dict]:
         """The chunk and memory format the finished batches were crafted with (None: no batch yet)."""
@@ -112,13 +111,13 @@ class AdvStore:
         save_adv(self.full, images, ids, self.cell_id)
         from .io import atomic_write_text
 
-        atomic_write_text(self.dir / "meta.json", json.dumps(meta, indent=2, default=str))
+        atomic_write_text(self.dir / CacheLayout.STORE_META, json.dumps(meta, indent=2, default=str))
         # The batches are now redundant with the whole set.
         for f in self.batches.glob("*.safetensors") if self.batches.exists() else []:
             f.unlink(missing_ok=True)
 
     def meta(self) -> dict:
-        f = self.dir / "meta.json"
+        f = self.dir / CacheLayout.STORE_META
         return json.loads(f.read_text()) if f.exists() else {}
 
     def eval_path(self, key: str) -> Path:

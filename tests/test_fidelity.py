@@ -207,7 +207,6 @@ def test_nifgsm_lookahead_is_alpha_in_the_l2_norm():
 
 
 def test_l2_eps_accepts_imagenet_radii_and_quantized_sets_stay_in_the_ball():
-    from tests.test_configs import compose_config
     from flatbench.config import resolve
     from flatbench.quantize import quantize
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from flatbench.store import load_adv
-from helpers import BIN, report_main, run, zoo_env
+from helpers import BIN, compose_config, report_main, run, zoo_env
 
 SMALL = ["targets=digits_small", "progress=false"]
 
@@ -136,12 +136,11 @@ def test_evaluate_refuses_a_cell_of_flatbench_0_1_and_changes_nothing(trained_zo
 def test_cell_id_holds_the_device_type():
     """CPU and CUDA generators draw different noise: a set crafted on one is not the other's."""
     from flatbench.cell.plan import cell_hash, hashed_settings
-    from tests.test_configs import _compose
     from flatbench.attacks import build_attack
     from flatbench.cell.plan import load_data
     from flatbench.config import attack_kwargs, resolve
 
-    cfg = _compose(["n_images=4", "method=pgn"])
+    cfg = compose_config(["n_images=4", "method=pgn"])
     s = resolve(cfg)
     attack = build_attack(None, **attack_kwargs(s))
     data = load_data(s)

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from flatbench.columns import COLUMNS
-from helpers import SMALL, run, zoo_env
+from helpers import SMALL, compose_config, run, zoo_env
 
 def test_single_cell_writes_schema(trained_zoo, zoo_dir, tmp_path):
     out = tmp_path / "run"
@@ -67,12 +67,11 @@ def test_wandb_finishes_after_a_crash(trained_zoo, zoo_dir, tmp_path, monkeypatc
     """A job that fails still finishes its W&B run, so the next job of a multirun starts clean."""
     import flatbench.cell as cell
     import flatbench.cell.crafting as crafting
-    from tests.test_configs import _compose
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     for k, v in zoo_env(zoo_dir).items():
         monkeypatch.setenv(k, v)
-    cfg = _compose(["logger=wandb", "n_images=4", "targets=digits_small", "progress=false",
+    cfg = compose_config(["logger=wandb", "n_images=4", "targets=digits_small", "progress=false",
                     f"paths.cache_dir={tmp_path / 'cache'}"])
 
     def boom(*a, **k):

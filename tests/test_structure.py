@@ -73,10 +73,11 @@ def test_no_import_cycle_at_module_level():
 
 
 def test_cell_directories_are_found_and_cell_json_is_read_in_one_place():
-    """Finding cells (rglob) and reading cell.json belong to flatbench/cell/directory.py."""
+    """Finding cells (rglob) and reading cell.json belong to flatbench/cell/directory.py (its name to
+    flatbench/layout.py, which reads nothing)."""
     offenders = []
     for name, f, _ in _modules():
-        if name == "flatbench.cell.directory":
+        if name in ("flatbench.cell.directory", "flatbench.layout"):
             continue
         text = f.read_text()
         if '"cell.json"' in text or "rglob(" in text and ("results.csv" in text or "overrides.yaml" in text):
@@ -111,10 +112,39 @@ def test_no_test_module_imports_another():
     """What the tests share lives in tests/helpers.py (issue 35): a test module that imported another
     would run that module's import-time code twice, under two names, and hide a helper in a test file."""
     here = Path(__file__).resolve().parent
-    pattern = re.compile(r"^\s*(?:from|import)\s+(test_\w+|conftest)\b", re.M)
+    pattern = re.compile(r"^\s*(?:from|import)\s+(?:tests\.)?(test_\w+|conftest)\b", re.M)
     offenders = []
     for f in sorted(here.rglob("*.py")):
         for name in pattern.findall(f.read_text()):
             if not (f.name == "test_structure.py" and name == "conftest"):   # LONG: conftest's own selection
                 offenders.append(f"{f.relative_to(here)} imports {name}")
+    assert not offenders, offenders
+
+
+def test_each_directory_layout_is_named_in_one_class():
+    """A cell directory, a sweep directory and the cache each have one class that names their files
+    (flatbench/layout.py, issue 35): a file name of theirs spelled as a string anywhere else in the
+    package, or one of their directory names joined onto a path there, fails here."""
+    from flatbench.layout import CacheLayout, CellLayout, SweepLayout
+
+    names, dirs = set(), set()
+    for cls in (CellLayout, SweepLayout, CacheLayout):
+        for key, value in vars(cls).items():
+            if key.isupper() and isinstance(value, (str, Path)):
+                parts = Path(value).parts
+                (dirs if key.endswith("_DIR") or (key == "REPORT") else names).update(parts[-1:])
+                dirs.update(parts[:-1])
+    names |= {d for d in dirs if d.startswith(".")}
+    assert {"cell.json", "error.json", "overrides.yaml", "progress.json", "rates.json"} <= names
+    assert {"adv", "clean", "steps", "report", ".hydra", ".flatbench"} <= dirs
+    offenders = []
+    for f in sorted(ROOT.rglob("*.py")):
+        if f.name == "layout.py" and f.parent == ROOT:
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                offenders.append(f"{f.relative_to(ROOT)}:{node.lineno} spells {node.value!r}")
+            if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant)
+                    and node.right.value in dirs):
+                offenders.append(f"{f.relative_to(ROOT)}:{node.lineno} joins {node.right.value!r}")
     assert not offenders, offenders

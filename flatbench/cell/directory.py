@@ -11,13 +11,14 @@ from typing import Any, Dict, List, Optional, Sequence
 import pandas as pd
 
 from ..io import atomic_write_text
+from ..layout import CellLayout
 from ..migration import old_cell
 from ..registry import ConfigError
 
 log = logging.getLogger("flatbench")
 
-META = "cell.json"
-OVERRIDES = Path(".hydra") / "overrides.yaml"
+META = CellLayout.META
+OVERRIDES = CellLayout.OVERRIDES
 
 
 def setting_changes(old: Dict[str, Any], new: Dict[str, Any]) -> str:
@@ -28,12 +29,8 @@ def setting_changes(old: Dict[str, Any], new: Dict[str, Any]) -> str:
     return ", ".join(shown[:6]) + (", ..." if len(shown) > 6 else "")
 
 
-class CellDir:
-    """One cell's output directory."""
-
-    # What a cell writes into its directory (cell.json first to go, last to come: it marks the cell finished).
-    FILES = (META, "results.csv", "predictions.csv", "snapshots.csv", "predictions_steps.csv", "adv.safetensors",
-             "flatness.csv", "landscape.csv", "landscape.png", "skipped.csv", "error.json")
+class CellDir(CellLayout):
+    """One cell's output directory (its file names: :class:`~flatbench.layout.CellLayout`)."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -54,24 +51,24 @@ class CellDir:
 
     @property
     def results(self) -> Path:
-        return self.file("results.csv")
+        return self.file(self.RESULTS)
 
     @property
     def predictions(self) -> Path:
-        return self.file("predictions.csv")
+        return self.file(self.PREDICTIONS)
 
     @property
     def adv(self) -> Path:
-        return self.file("adv.safetensors")
+        return self.file(self.ADV)
 
     @property
     def snapshots(self) -> Path:
         """The rows of the steps kept besides the last (``snapshots=[...]``), with a ``step`` column."""
-        return self.file("snapshots.csv")
+        return self.file(self.SNAPSHOTS)
 
     @property
     def snapshot_predictions(self) -> Path:
-        return self.file("predictions_steps.csv")
+        return self.file(self.SNAPSHOT_PREDICTIONS)
 
     # ------------------------------------------------------------------ cell.json
     def meta(self) -> Optional[Dict[str, Any]]:
@@ -106,7 +103,7 @@ class CellDir:
         """
         from ..store import adv_cell_id
 
-        if not any((self.path / f).exists() for f in self.FILES if f != "error.json"):
+        if not any((self.path / f).exists() for f in self.FILES if f != self.ERROR):
             return None
         meta = self.meta()
         if meta is not None:
@@ -197,5 +194,5 @@ class CellDir:
         """Cells of a sweep with their overrides and an adversarial set or a finished record
         (what ``flatbench evaluate`` can extend)."""
         return sorted({cls(p.parent.parent) for p in Path(root).rglob(str(OVERRIDES))
-                       if (p.parent.parent / META).exists() or (p.parent.parent / "adv.safetensors").exists()},
+                       if (p.parent.parent / META).exists() or (p.parent.parent / CellLayout.ADV).exists()},
                       key=lambda c: c.path)

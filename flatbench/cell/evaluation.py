@@ -13,6 +13,7 @@ import torch
 from ..data import ImageSet
 from ..dist import World
 from ..io import atomic_write_text
+from ..layout import CacheLayout
 from ..models import defend, freeze, load_model, load_surrogate
 from ..registry import ConfigError
 
@@ -100,7 +101,7 @@ def clean_cache_path(cache_dir, target_key: str, data: ImageSet, device) -> Path
     """Where a target's clean predictions on a data set are kept: by the target's key (its model
     spec, weights and preprocessing), the data set's content digest and the device type, so no
     cell with another target, other images or another device type can read them."""
-    return Path(cache_dir) / "clean" / f"{target_key}-{data.digest()}-{torch.device(device).type}.csv"
+    return CacheLayout.clean(cache_dir, f"{target_key}-{data.digest()}-{torch.device(device).type}.csv")
 
 
 def _read_clean(path, data: ImageSet) -> Optional[torch.Tensor]:

@@ -43,14 +43,14 @@ def measure_flatness(model, data: ImageSet, adv: torch.Tensor, y: torch.Tensor, 
         frames.append(pd.DataFrame({"image_id": data.ids, "at": at, **per}))
         cols.update(aggregate(per, prefix="flat" if at == "adv" else "flat_clean"))
     cell_dir = CellDir(out_dir)
-    atomic_write_text(cell_dir.file("flatness.csv"), pd.concat(frames).to_csv(index=False))
+    atomic_write_text(cell_dir.file(cell_dir.FLATNESS), pd.concat(frames).to_csv(index=False))
     n = min(flat.landscape_images, len(data))
     if n:
         x = adv[:n].to(device).float() / 255.0
         rows = landscape(model_loss(model, y[:n], s.targeted), x, data.ids[:n], flat, seed=s.seed)
         land = pd.DataFrame(rows)
-        atomic_write_text(cell_dir.file("landscape.csv"), land.to_csv(index=False))
-        atomic_write_bytes(cell_dir.file("landscape.png"), landscape_png({label: land}, data.ids[:n],
+        atomic_write_text(cell_dir.file(cell_dir.LANDSCAPE_CSV), land.to_csv(index=False))
+        atomic_write_bytes(cell_dir.file(cell_dir.LANDSCAPE_PNG), landscape_png({label: land}, data.ids[:n],
                                                                     title=f"{label}: loss around x_adv"))
     cols["flat_rho"] = to_255(flat.rho)
     return cols

@@ -31,8 +31,8 @@ def record_skipped(cell, out_dir: Path) -> None:
     """skipped.csv: the images a folder data set skipped (skip_bad_images=true), kept with the cell."""
     skipped = cell.data.meta.get("skipped") or []
     if skipped:
-        atomic_write_text(CellDir(out_dir).file("skipped.csv"), pd.DataFrame(skipped).to_csv(index=False))
-        log.warning("%d bad image(s) skipped (skip_bad_images=true); list in %s", len(skipped), out_dir / "skipped.csv")
+        atomic_write_text(CellDir(out_dir).file(CellDir.SKIPPED), pd.DataFrame(skipped).to_csv(index=False))
+        log.warning("%d bad image(s) skipped (skip_bad_images=true); list in %s", len(skipped), CellDir(out_dir).file(CellDir.SKIPPED))
 
 
 def record_cell(cell, cfg, out_dir: Path, experiment: str = "") -> pd.DataFrame:

@@ -30,6 +30,7 @@ from typing import List, Optional, Sequence
 
 from ..io import atomic_write_bytes, atomic_write_text
 from ..cell.directory import CellDir
+from ..layout import SweepLayout
 from .cells import apply_filters, collect, collect_snapshots, load_flags
 from .compute import attacks_missing, best_within, budget_markdown, compute_png, compute_table
 from .flatness import flatness_report
@@ -51,11 +52,11 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
                  landscape_pair: Optional[Sequence[str]] = None, versus: Optional[str] = None,
                  over: Optional[str] = None, budget: Optional[float] = None) -> dict:
     dirs = [Path(d) for d in dirs]
-    out = Path(out) if out is not None else dirs[0] / "report"
-    cells = CellDir.find(dirs, "results.csv")
+    out = Path(out) if out is not None else SweepLayout.report(dirs[0])
+    cells = CellDir.find(dirs, CellDir.RESULTS)
     if CellDir(out).is_cell():
         raise ValueError(f"--out {out} is a cell directory, and its files are inputs of the report; reports go to a "
-                         f"directory of their own (default: {dirs[0] / 'report'})")
+                         f"directory of their own (default: {SweepLayout.report(dirs[0])})")
     inputs = {p.resolve() for c in cells for p in c.path.iterdir() if p.is_file()}
     paths = {}
 
@@ -69,7 +70,7 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
     df = apply_filters(collect(dirs), filters)
     if value not in df.columns:
         raise ValueError(f"--value: unknown column {value!r}")
-    put("results.csv", df.to_csv(index=False))
+    put(CellDir.RESULTS, df.to_csv(index=False))   # the cells' rows merged, under their own file name
     rep = {"df": df, "paths": paths, "out": out}
     marked = set()
     if versus:

@@ -30,7 +30,7 @@ def read_csvs(paths: Sequence[Path], **kw) -> List[pd.DataFrame]:
 def collect(dirs: Sequence[Path]) -> pd.DataFrame:
     """All cell rows under the given directories (each cell writes one results.csv)."""
     # A cell's results.csv sits beside its cell.json; a report's does not.
-    cells = CellDir.find(dirs, "results.csv")
+    cells = CellDir.find(dirs, CellDir.RESULTS)
     if not cells:
         raise FileNotFoundError(f"no cell results (results.csv beside cell.json) under {', '.join(map(str, dirs))}")
     # A cell id is text: read as a number, "254476041609" would not match its predictions' id.
@@ -42,7 +42,7 @@ def collect(dirs: Sequence[Path]) -> pd.DataFrame:
 def collect_snapshots(dirs: Sequence[Path]) -> pd.DataFrame:
     """The rows of the steps that cells kept besides their last (snapshots.csv); empty when none did.
     They feed the compute axis only: tables and tests compare the cells' last steps."""
-    cells = CellDir.find(dirs, "results.csv", "snapshots.csv")
+    cells = CellDir.find(dirs, CellDir.RESULTS, CellDir.SNAPSHOTS)
     if not cells:
         return pd.DataFrame()
     frames = [current_columns(f) for f in read_csvs([c.snapshots for c in cells], dtype={"cell_id": str})]
@@ -100,7 +100,7 @@ def _cell(v) -> str:
 
 def load_flags(dirs: Sequence[Path]) -> pd.DataFrame:
     """Per-image fooled flags of every cell (predictions.csv beside cell.json)."""
-    frames = read_csvs([c.predictions for c in CellDir.find(dirs, "predictions.csv")],
+    frames = read_csvs([c.predictions for c in CellDir.find(dirs, CellDir.PREDICTIONS)],
                        usecols=["cell_id", "target", "image_id", "fooled"], dtype={"cell_id": str})
     if not frames:
         raise FileNotFoundError("no per-image flags (predictions.csv with a 'fooled' column) found")

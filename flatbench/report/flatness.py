@@ -62,7 +62,7 @@ def per_image(df: pd.DataFrame, dirs: Sequence[Path]) -> pd.DataFrame:
     """Per (cell, image): each flatness metric at x_adv, how many black-box targets it fooled, of how many."""
     frames = []
     ids = df["cell_id"].astype(str)
-    for cell in CellDir.find(dirs, "flatness.csv", "predictions.csv"):
+    for cell in CellDir.find(dirs, CellDir.FLATNESS, CellDir.PREDICTIONS):
         # A cell id is text: "254476041609" read as a number would match no row.
         pr = pd.read_csv(cell.predictions, dtype={"cell_id": str})
         cid = pr["cell_id"].iloc[0]
@@ -71,7 +71,7 @@ def per_image(df: pd.DataFrame, dirs: Sequence[Path]) -> pd.DataFrame:
         roles = df[ids == cid].drop_duplicates("target").set_index("target")["role"]
         pr = pr[pr["target"].map(roles).eq("black-box")]
         counts = pr.groupby("image_id").agg(fooled_targets=("fooled", "sum"), targets=("fooled", "size"))
-        fl = pd.read_csv(cell.file("flatness.csv"))
+        fl = pd.read_csv(cell.file(CellDir.FLATNESS))
         fl = fl[fl["at"] == "adv"].drop(columns=["at"])
         first = df[ids == cid].iloc[0]
         frames.append(fl.merge(counts.reset_index(), on="image_id").assign(

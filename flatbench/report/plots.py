@@ -104,9 +104,9 @@ def landscape_compare(df: pd.DataFrame, dirs: Sequence[Path], a: str, b: str) ->
     frames = {}
     for name in (a, b):
         ids = set(df[df["attack"] == name]["cell_id"])
-        for cell in CellDir.find(dirs, "landscape.csv"):
+        for cell in CellDir.find(dirs, CellDir.LANDSCAPE_CSV):
             if cell.cell_id() in ids and name not in frames:
-                frames[name] = pd.read_csv(cell.file("landscape.csv"))
+                frames[name] = pd.read_csv(cell.file(CellDir.LANDSCAPE_CSV))
         if name not in frames:
             raise ValueError(f"--landscape: no landscape.csv for attack {name!r} (run it with flatness=on)")
     images = [i for i in dict.fromkeys(frames[a]["image_id"]) if i in set(frames[b]["image_id"])]

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..layout import CellLayout
+
 
 def report_group(dirs: Sequence[Path]) -> Optional[str]:
     """The W&B group of the sweep the report reads: the group its cells logged into (their
@@ -22,7 +24,7 @@ def report_group(dirs: Sequence[Path]) -> Optional[str]:
                 continue
             sweep_dir = OmegaConf.to_container(hc.sweep)["dir"]  # as the cells saw it (unresolved: the parent)
             sweep_dir = sweep_dir if "${" not in str(sweep_dir) else str(cell.parent)
-            cfg = OmegaConf.load(cell / ".hydra" / "config.yaml")
+            cfg = OmegaConf.load(cell / CellLayout.CONFIG)
             groups.add(cfg.get("logger", {}).get("group") or sweep_group(cfg.get("name", "default"), sweep_dir))
     return groups.pop() if len(groups) == 1 else None
 
