@@ -86,10 +86,10 @@ def list_main(argv: List[str]) -> int:
     return main(argv)
 
 
-def plan_main(argv: List[str]) -> int:
-    from .planning import plan_main as main
+def plan_command(argv: List[str]) -> int:
+    from .planning import plan_main
 
-    return main(argv)
+    return plan_main(argv)
 
 
-SUBCOMMANDS = {"list": list_main, "describe": describe_main, "evaluate": evaluate_main, "plan": plan_main}
+SUBCOMMANDS = {"list": list_main, "describe": describe_main, "evaluate": evaluate_main, "plan": plan_command}

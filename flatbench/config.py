@@ -128,7 +128,7 @@ def split_node(node: Any, where: str) -> tuple:
 
 def resolve(cfg: DictConfig) -> CellSettings:
     """Validate the top-level values and return the cell's settings (nulls resolved)."""
-    check_targets_safe(cfg)
+    check_hydra_targets(cfg)
     data = dict(as_container(cfg.data) or {})
     if "name" not in data:
         raise ConfigError("data: missing 'name'")
@@ -280,7 +280,7 @@ CHECKED_GROUPS = ("data", "targets", "optimizer", "estimator", "transforms", "tr
                   "flatness")
 
 
-def check_targets_safe(cfg: Any) -> None:
+def check_hydra_targets(cfg: Any) -> None:
     """Refuse `_target_` values outside flatbench and the model libraries, naming the key."""
 
     def walk(node, where):

@@ -102,9 +102,9 @@ def _progress(job: Job, ok: bool, seconds: float, grad_evals: int) -> None:
     """The sweep's progress line after this cell (see :mod:`flatbench.progress`)."""
     if not job.multirun or not job.world.main or job.sweep_dir is None:
         return
-    from .progress import record_cell
+    from .progress import record_progress
 
-    line = record_cell(job.sweep_dir, job.overrides, ok, seconds, grad_evals)
+    line = record_progress(job.sweep_dir, job.overrides, ok, seconds, grad_evals)
     if line:
         print(line, file=sys.stderr, flush=True)
 

@@ -204,7 +204,7 @@ def _split(argv: List[str], multirun: bool) -> Tuple[List[List[str]], Optional[D
     return grid, {"trials": int(cfg.hydra.sweeper.get("n_trials") or 0)}
 
 
-def plan_cells(argv: List[str], multirun: bool, seconds: float = 1.0, progress=print) -> Tuple[List[CellCost], Dict]:
+def cost_cells(argv: List[str], multirun: bool, seconds: float = 1.0, say=print) -> Tuple[List[CellCost], Dict]:
     """Every cell's cost; measurements (and the models they need) are made once per key."""
     from .attacks import build_attack
     from .cell.evaluation import TargetModels
@@ -261,8 +261,8 @@ def plan_cells(argv: List[str], multirun: bool, seconds: float = 1.0, progress=p
             elif key in measured:
                 rate, src = measured[key], "measured now"
             else:
-                progress(f"flatbench plan: measuring {'+'.join(s.surrogate)} at {per_forward(attack, cfg.batch_size, len(data))} "
-                         f"images per forward ({device.type}) ...")
+                say(f"flatbench plan: measuring {'+'.join(s.surrogate)} at {per_forward(attack, cfg.batch_size, len(data))} "
+                    f"images per forward ({device.type}) ...")
                 rate = measured[key] = measure_craft(models.surrogate(), shape, per_forward(attack, cfg.batch_size, len(data)),
                                                      device, attack.amp, attack.memory_format, seconds)
                 record_rate(cache, key, rate, "plan")
@@ -366,7 +366,7 @@ def plan_main(argv: List[str]) -> int:
             return 2
         else:
             rest.append(a)
-    cells, info = guarded(plan_cells, rest, multirun, progress=lambda m: print(m, file=sys.stderr))
+    cells, info = guarded(cost_cells, rest, multirun, say=lambda m: print(m, file=sys.stderr))
     tot = totals(cells, info["startup_s"], info.get("search"))
     print(render(cells, tot))
     if csv is not None:

@@ -57,7 +57,7 @@ def expand_sweep(sweep_dir: Path) -> Dict[str, Any]:
     return {"cells": cells, "total": len(grid)}
 
 
-def record_cell(sweep_dir: str, overrides: List[str], ok: bool, seconds: float, grad_evals: int = 0) -> Optional[str]:
+def record_progress(sweep_dir: str, overrides: List[str], ok: bool, seconds: float, grad_evals: int = 0) -> Optional[str]:
     """Add this cell's record and return the progress line (None when the file cannot be written)."""
     from .io import atomic_write_text, locked
 

@@ -116,7 +116,7 @@ class AdvStore:
         for f in self.batches.glob("*.safetensors") if self.batches.exists() else []:
             f.unlink(missing_ok=True)
 
-    def meta(self) -> dict:
+    def crafted(self) -> dict:
         f = self.dir / CacheLayout.STORE_META
         return json.loads(f.read_text()) if f.exists() else {}
 

@@ -261,14 +261,14 @@ def test_no_eval_or_exec_in_flatbench():
 
 
 def test_target_restriction_allows_the_model_libraries():
-    from flatbench.config import check_targets_safe
+    from flatbench.config import check_hydra_targets
 
-    check_targets_safe({"optimizer": {"_target_": "flatbench.attacks.create_attack"},
+    check_hydra_targets({"optimizer": {"_target_": "flatbench.attacks.create_attack"},
                         "targets": {"m": {"_target_": "timm.create_model"}}})
     with pytest.raises(ConfigError, match=r"targets.m._target_='builtins.eval'"):
-        check_targets_safe({"targets": {"m": {"_target_": "builtins.eval"}}})
+        check_hydra_targets({"targets": {"m": {"_target_": "builtins.eval"}}})
     with pytest.raises(ConfigError, match=r"transforms.dim.x\[0\]._target_='subprocess.run'"):
-        check_targets_safe({"transforms": {"dim": {"x": [{"_target_": "subprocess.run"}]}}})
+        check_hydra_targets({"transforms": {"dim": {"x": [{"_target_": "subprocess.run"}]}}})
 
 
 def test_typo_inside_a_group_file_names_the_key_and_the_file(trained_zoo, zoo_dir, tmp_path):

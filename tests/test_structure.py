@@ -148,3 +148,18 @@ def test_each_directory_layout_is_named_in_one_class():
                     and node.right.value in dirs):
                 offenders.append(f"{f.relative_to(ROOT)}:{node.lineno} joins {node.right.value!r}")
     assert not offenders, offenders
+
+
+def test_one_meaning_per_name():
+    """No two modules of the package define a public function or class of the same name (issue 35:
+    ``record_cell`` was the recording stage and the sweep's progress record); ``main`` is each console
+    script's entry point."""
+    where = {}
+    clashes = []
+    for f in sorted(ROOT.rglob("*.py")):
+        for node in ast.parse(f.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_") and node.name != "main":
+                if node.name in where:
+                    clashes.append(f"{node.name}: {where[node.name]} and {f.relative_to(ROOT)}")
+                where.setdefault(node.name, f.relative_to(ROOT))
+    assert not clashes, clashes

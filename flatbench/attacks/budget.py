@@ -54,7 +54,7 @@ def check_budget(budget: Any) -> int:
     return int(budget)
 
 
-def per_image(estimator: str, estimator_kwargs: Mapping[str, Any], transforms: Mapping[str, Mapping[str, Any]],
+def evals_per_image(estimator: str, estimator_kwargs: Mapping[str, Any], transforms: Mapping[str, Mapping[str, Any]],
               steps: int) -> int:
     """Gradient evaluations per image of these settings: each step's count times the copies."""
     est = ESTIMATORS.build(estimator, **dict(estimator_kwargs))
@@ -89,7 +89,7 @@ def fit_budget(budget: Any, *, optimizer: str, estimator: str, estimator_kwargs:
 
     def cost(v: int) -> int:
         t, kw = settings(v)
-        return per_image(estimator, kw, transforms, t)
+        return evals_per_image(estimator, kw, transforms, t)
 
     smallest = cost(1)
     if smallest > budget:

@@ -2,7 +2,7 @@
 
     for t in 1..T:
         x_eval = optimizer.eval_point(x + δ)       # NI: the Nesterov point x + δ + α·μ·m (L2: an L2 move of α·μ); others: x + δ
-        g = estimator(x_eval)                       # plain ∇ℓ | PGN/GNP penalty | VMI
+        g = estimator(x_eval)                       # plain ∇ℓ | PGN/GNP penalty | VMI | RAP | GRA | MEF | ANDA
                                                     #   ℓ through the input transforms
         g = filter(g)                               # TIM, else identity
         m = optimizer.update(m, g)                  # I-FGSM: g | MI/NI: μ·m + g/mean|g|

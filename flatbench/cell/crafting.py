@@ -151,7 +151,7 @@ def craft_cell(cell, cfg, w: World, surrogate, stop: Optional[StopRequest] = Non
                                    cell.device, cfg.batch_size)
     if cell.stored is not None:
         cell.adv = cell.stored[0]
-        cell.craft_meta = cell.store.meta() or {"craft_seconds": float("nan"), "grad_evals": -1}
+        cell.craft_meta = cell.store.crafted() or {"craft_seconds": float("nan"), "grad_evals": -1}
         log.info("cell %s: reusing the stored adversarial set (%d images)", cell.cell_id, len(cell.adv))
         if cell.snap_todo:   # the steps it lacks: the run again, as far as the last of them
             log.info("cell %s: crafting again up to step %d for the snapshots %s it lacks", cell.cell_id,

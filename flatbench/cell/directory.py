@@ -71,7 +71,7 @@ class CellDir(CellLayout):
         return self.file(self.SNAPSHOT_PREDICTIONS)
 
     # ------------------------------------------------------------------ cell.json
-    def meta(self) -> Optional[Dict[str, Any]]:
+    def record(self) -> Optional[Dict[str, Any]]:
         """cell.json, or None when it is missing or unreadable (a cell not finished)."""
         try:
             return json.loads((self.path / META).read_text())
@@ -83,7 +83,7 @@ class CellDir(CellLayout):
         return (self.path / META).exists()
 
     def cell_id(self) -> Optional[str]:
-        return (self.meta() or {}).get("cell_id")
+        return (self.record() or {}).get("cell_id")
 
     def write_meta(self, meta: Dict[str, Any]) -> None:
         """Written last: it marks the cell finished, and the report reads only cells that have it."""
@@ -105,7 +105,7 @@ class CellDir(CellLayout):
 
         if not any((self.path / f).exists() for f in self.FILES if f != self.ERROR):
             return None
-        meta = self.meta()
+        meta = self.record()
         if meta is not None:
             return {"cell_id": meta.get("cell_id"), "semantic": meta.get("semantic") or {}}
         try:
@@ -117,7 +117,7 @@ class CellDir(CellLayout):
                       snapshots: Sequence[int] = ()) -> Optional[pd.DataFrame]:
         """The rows of this cell if it finished here with the same id, targets and flatness settings,
         and with (at least) the snapshots asked for."""
-        meta = self.meta()
+        meta = self.record()
         if meta is None or not self.results.exists():
             return None
         if meta.get("cell_id") != cell_id or meta.get("targets") != keys or meta.get("flatness") != flatness:
@@ -155,7 +155,7 @@ class CellDir(CellLayout):
         """Copy an earlier run's per-image predictions of this cell into the evaluation cache, so
         that `flatbench evaluate` on an old sweep, or a rerun whose cache was cleaned, evaluates
         only the (cell, target) pairs that are really missing."""
-        meta = self.meta()
+        meta = self.record()
         if meta is None or meta.get("cell_id") != cell_id or not self.predictions.exists():
             return
         old = meta.get("targets") or {}

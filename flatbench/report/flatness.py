@@ -58,7 +58,7 @@ def flatness_correlation(cells: pd.DataFrame, metrics: Sequence[str]) -> pd.Data
     return pd.DataFrame(out)
 
 
-def per_image(df: pd.DataFrame, dirs: Sequence[Path]) -> pd.DataFrame:
+def flatness_per_image(df: pd.DataFrame, dirs: Sequence[Path]) -> pd.DataFrame:
     """Per (cell, image): each flatness metric at x_adv, how many black-box targets it fooled, of how many."""
     frames = []
     ids = df["cell_id"].astype(str)
@@ -134,7 +134,7 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> dict
     if metric not in rho:   # a metric outside the family table (grad_l1)
         corr = pd.concat([corr, flatness_correlation(cells.rename(columns={"flat": metric}), [metric])],
                          ignore_index=True)
-    images = per_image(df, dirs)
+    images = flatness_per_image(df, dirs)
     au = flatness_auroc(images, [m for m in METRIC_STEMS if not images.empty and m in images.columns])
     head = corr[corr["metric"] == metric]
     lines = [f"## Flatness ({metric}, median per cell) against transfer (black-box mean ASR), per surrogate", "",
