@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flatbench.flatness import FlatnessSettings, hessian_top, landscape, metrics
-from flatbench.report.plots import landscape_png
+from flatbench.figures import landscape_png
 from flatbench.registry import ConfigError
 from helpers import SMALL, run
 

@@ -163,3 +163,41 @@ def test_one_meaning_per_name():
                     clashes.append(f"{node.name}: {where[node.name]} and {f.relative_to(ROOT)}")
                 where.setdefault(node.name, f.relative_to(ROOT))
     assert not clashes, clashes
+
+
+# The package's top: the commands and the stages that drive a sweep. Nothing below them imports them,
+# at module level or inside a function (issue 35: crafting imported the planner for its rates file,
+# the flatness stage the report for its landscape figure).
+TOP = ("flatbench.cli", "flatbench.commands", "flatbench.job", "flatbench.planning", "flatbench.progress",
+       "flatbench.report", "flatbench.listing", "flatbench.zoo")
+ENTRY = ("flatbench", "flatbench.__main__")   # the package's own entry points re-export the top
+
+
+def _imports(f: Path, name: str):
+    """Every flatbench module f imports, at any level, as absolute names."""
+    pkg = name if f.name == "__init__.py" else name.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(f.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            yield target, node.lineno
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+
+
+def test_no_import_runs_back_up_to_the_commands():
+    def in_top(m):
+        return any(m == t or m.startswith(t + ".") for t in TOP)
+
+    offenders = []
+    for name, f, _ in _modules():
+        if in_top(name) or name in ENTRY:
+            continue
+        for target, line in _imports(f, name):
+            if target.startswith("flatbench") and in_top(target):
+                offenders.append(f"{name}:{line} imports {target}")
+    assert not offenders, offenders

@@ -13,6 +13,7 @@ from ..config import CellSettings
 from ..data import ImageSet
 from ..dist import World
 from ..quantize import quantize
+from ..rates import craft_key, per_forward, record_rate
 from ..registry import ConfigError
 from ..signals import StopRequest
 from ..store import AdvStore
@@ -171,8 +172,6 @@ def craft_cell(cell, cfg, w: World, surrogate, stop: Optional[StopRequest] = Non
     grad_evals = int(w.sum(attack.grad_evals))
     seconds = w.max(seconds)
     if w.main and not w.active and grad_evals and seconds > 0:   # the rate `flatbench plan` projects from
-        from ..planning import craft_key, per_forward, record_rate
-
         shape = tuple(data.floats(slice(0, 1)).shape[1:])
         record_rate(cfg.paths.cache_dir, craft_key(s.surrogate, shape, cell.device.type, attack.amp,
                                                    per_forward(attack, cfg.batch_size, len(data))),

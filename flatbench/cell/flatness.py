@@ -28,7 +28,7 @@ def measure_flatness(model, data: ImageSet, adv: torch.Tensor, y: torch.Tensor, 
     from tqdm.auto import tqdm
 
     from ..flatness import METRICS, aggregate, landscape, metrics, model_loss
-    from ..report.plots import landscape_png
+    from ..figures import landscape_png
 
     where = [("adv", adv)] + ([("clean", data.images)] if flat.at_clean else [])
     frames, cols = [], {}

@@ -15,7 +15,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..cell.directory import CellDir
-from .plots import png
+from ..figures import png
 from ..stats import auroc, auroc_interval, spearman_test
 from .statistics import spearman
 

@@ -1,38 +1,15 @@
-"""``flatbench plan``: what a run or a sweep will cost, before it runs.
-
-    flatbench plan method=pgn surrogate=digits-resnet          # one cell
-    flatbench plan -m experiment=digits                        # the sweep a -m run would make
-    flatbench plan -m experiment=digits --csv plan.csv         # the same table for scripts
-
-It takes the overrides a run takes (and, with ``-m``, the sweeper's grid: the experiment's
-``hydra.sweeper.params`` and comma lists on the command line; for an Optuna search, the
-corners of its space, which bound each trial's cost, and its ``n_trials``). For every cell it prints the
-cell id; what is already done (the stored set, finished batches, cached evaluations), so a
-half-finished sweep counts only what is left; the gradient evaluations its attack will make
-(exactly: :meth:`Attack.predicted_grad_evals`, from each part's declared cost); the forward
-passes of the evaluation, target by target (randomized smoothing's votes included); and the
-**projected** crafting and evaluation times from measured rates: a rate on file
-(``CACHE/rates.json``: written by every finished crafting run, and by earlier plans) for the
-same surrogate, input shape, device type, precision and images per forward, or else a
-measurement of about a second per model, made now and named as such. Then the totals and a
-suggested ``hydra.launcher.timeout_min``: the longest cell's projection with a margin, plus the
-startup that every (re)start of a job pays again.
-
-Projections are projections: flatness measurements (``flatness=on``) and W&B are not in them,
-and the attack's own overheads (sign, projection, noise) are only in rates that come from
-finished cells.
-"""
+"""The cost of every cell of a run or a sweep: gradient evaluations (exact), evaluation passes and
+projected times, and the sweep's totals."""
 from __future__ import annotations
 
-import json
 import math
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .layout import CacheLayout
+from ..rates import craft_key, eval_key, per_forward, read_rates, record_rate
+from .measure import measure_craft, measure_eval
 
 MARGIN = 1.5          # the suggested time limit: the longest cell's projection times this ...
 
@@ -56,110 +33,6 @@ class CellCost:
     rate_source: str
 
 
-# ---------------------------------------------------------------- rates on file
-
-def rates_path(cache_dir) -> Path:
-    return CacheLayout.rates(cache_dir)
-
-
-def craft_key(surrogate, shape, device_type: str, amp, per_forward: int) -> str:
-    return f"craft|{'+'.join(surrogate)}|{'x'.join(map(str, shape))}|{device_type}|{amp or 'fp32'}|{per_forward}"
-
-
-def eval_key(target_key: str, shape, device_type: str, batch: int) -> str:
-    return f"eval|{target_key}|{'x'.join(map(str, shape))}|{device_type}|{batch}"
-
-
-def read_rates(cache_dir) -> Dict[str, Dict[str, Any]]:
-    try:
-        found = json.loads(rates_path(cache_dir).read_text())
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
-def record_rate(cache_dir, key: str, per_second: float, source: str) -> None:
-    """Keep a measured rate (images per second) under ``key``, under the file's lock; a rate
-    from a finished cell replaces a plan's short measurement, not the other way round."""
-    from .io import atomic_write_text, locked
-
-    if not (per_second > 0 and math.isfinite(per_second)):
-        return
-    path = rates_path(cache_dir)
-    try:
-        with locked(path.with_name(f".{path.name}.lock")):
-            rates = read_rates(cache_dir)
-            old = rates.get(key, {})
-            if old.get("source", "").startswith("cell") and not source.startswith("cell"):   # keep the cell's
-                return
-            rates[key] = {"per_second": float(per_second), "source": source, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
-            atomic_write_text(path, json.dumps(rates, indent=1, sort_keys=True))
-    except OSError:   # a read-only cache: the rate is simply not kept
-        return
-
-
-def per_forward(attack, batch_size: int, n_images: int) -> int:
-    """Images in one forward of the surrogate while crafting: the batch times the estimator's
-    widest forward (its neighbours or views) times the transforms' copies, cut to the chunk."""
-    width = attack.estimator.width * attack.copies
-    images = min(batch_size, n_images) * width
-    return max(1, min(images, attack.chunk) if attack.chunk else images)
-
-
-# ---------------------------------------------------------------- measurements (a second or so each)
-
-def _time(fn, seconds: float) -> float:
-    """Calls per second of fn, after one warm-up call, over at least ``seconds``."""
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        dt = time.perf_counter() - t0
-        if dt >= seconds and n >= 2:
-            return n / dt
-
-
-def measure_craft(model, shape, images: int, device, amp, memory_format: str, seconds: float = 1.0) -> float:
-    """Images per second through a forward and an input-gradient backward of ``model`` (the
-    bare work of crafting), at ``images`` per forward."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.rand((images, *shape), device=device)
-    if memory_format == "channels_last" and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.zeros(images, dtype=torch.long, device=device)
-
-    def step():
-        z = x.detach().requires_grad_(True)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16,
-                            enabled=bool(amp)):
-            loss = F.cross_entropy(model(z).float(), y, reduction="sum")
-        torch.autograd.grad(loss, z)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    return images * _time(step, seconds)
-
-
-def measure_eval(model, shape, batch: int, device, seconds: float = 0.5) -> float:
-    """Images per second through a forward of ``model`` (a defended model: all its votes)."""
-    import torch
-
-    x = torch.rand((batch, *shape), device=device)
-
-    @torch.inference_mode()
-    def step():
-        model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    return batch * _time(step, seconds)
-
-
-# ---------------------------------------------------------------- the sweep's cells
-
 def _split(argv: List[str], multirun: bool) -> Tuple[List[List[str]], Optional[Dict[str, int]]]:
     """The cells' override lists: a -m run's grid (the experiment's sweeper params, overridden
     by the command line's keys), or the one cell; for an Optuna search, the corners of its
@@ -168,8 +41,8 @@ def _split(argv: List[str], multirun: bool) -> Tuple[List[List[str]], Optional[D
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
-    from .compose import compose
-    from .registry import ConfigError
+    from ..compose import compose
+    from ..registry import ConfigError
 
     if not multirun:
         return [list(argv)], None
@@ -206,12 +79,12 @@ def _split(argv: List[str], multirun: bool) -> Tuple[List[List[str]], Optional[D
 
 def cost_cells(argv: List[str], multirun: bool, seconds: float = 1.0, say=print) -> Tuple[List[CellCost], Dict]:
     """Every cell's cost; measurements (and the models they need) are made once per key."""
-    from .attacks import build_attack
-    from .cell.evaluation import TargetModels
-    from .cell.plan import cell_hash, hashed_settings, load_data, pick_device, target_key
-    from .compose import compose
-    from .config import attack_kwargs, chunk_setting, parse_targets, resolve
-    from .store import AdvStore
+    from ..attacks import build_attack
+    from ..cell.evaluation import TargetModels
+    from ..cell.plan import cell_hash, hashed_settings, load_data, pick_device, target_key
+    from ..compose import compose
+    from ..config import attack_kwargs, chunk_setting, parse_targets, resolve
+    from ..store import AdvStore
 
     t_start = time.perf_counter()
     cells, measured, startup = [], {}, None
@@ -309,68 +182,3 @@ def totals(cells: List[CellCost], startup_s: float, search: Optional[Dict[str, i
                    grad_evals=round(n * tot["grad_evals"] / max(1, len(cells))))
     tot["device_hours"] = tot["projected_s"] / 3600
     return tot
-
-
-def _fmt_s(v: float) -> str:
-    return f"{v:.1f} s" if v < 120 else (f"{v / 60:.1f} min" if v < 7200 else f"{v / 3600:.2f} h")
-
-
-def render(cells: List[CellCost], tot: Dict[str, Any]) -> str:
-    import pandas as pd
-
-    df = pd.DataFrame([asdict(c) for c in cells])
-    cols = ["knob"] if (df["knob"] != "").any() else []
-    show = df[["cell", "overrides", "cell_id", "status", *cols, "per_image", "grad_evals", "eval_passes", "craft_s", "eval_s", "projected_s",
-               "rate_source"]].rename(columns={"craft_s": "craft_s (proj.)", "eval_s": "eval_s (proj.)",
-                                               "projected_s": "total_s (proj.)"})
-    lines = [show.to_string(index=False, max_colwidth=60), ""]
-    if "trials" in tot:
-        lines.append(f"an Optuna search: the rows are the {tot['cells']} corners of its space (each interval's ends, "
-                     f"each range's and choice's values), not trials; {tot['trials']} trials project to "
-                     f"{_fmt_s(tot['projected_s'])} at the corners' mean ({tot['device_hours']:.3f} device-hours), between "
-                     f"{_fmt_s(tot['trials_low_s'])} (every trial at the cheapest corner) and {_fmt_s(tot['trials_high_s'])} "
-                     "(every trial at the dearest); a projection, flatness=on and W&B not in it")
-    else:
-        lines.append(f"cells: {tot['cells']} ({tot['cells_left']} with work left); gradient evaluations: "
-                     f"{tot['grad_evals']:,}; projected: {_fmt_s(tot['projected_s'])} = {tot['device_hours']:.3f} "
-                     "device-hours on this device (a projection from the rates named per cell; flatness=on and W&B "
-                     "are not in it)")
-    lines += [
-             f"suggested hydra.launcher.timeout_min={tot['timeout_min']}: the longest cell "
-             f"({_fmt_s(tot['longest_s'])}) x {MARGIN:g} margin + {tot['startup_s']:.1f} s of startup, paid again on "
-             "each requeue"]
-    return "\n".join(lines)
-
-
-def plan_main(argv: List[str]) -> int:
-    """``flatbench plan [-m] [--csv FILE] [OVERRIDES]``: the cost of a run or a sweep before it
-    runs (see :mod:`flatbench.planning`)."""
-    import pandas as pd
-
-    from .errors import guarded
-
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    csv: Optional[Path] = None
-    rest = []
-    it = iter(a for a in argv if a not in ("-m", "--multirun"))
-    for a in it:
-        if a == "--csv":
-            csv = Path(next(it, ""))
-        elif a.startswith("--csv="):
-            csv = Path(a.split("=", 1)[1])
-        elif a.startswith("-"):
-            print(f"flatbench plan: error: unknown option {a!r} (valid: -m, --csv FILE)", file=sys.stderr)
-            return 2
-        else:
-            rest.append(a)
-    cells, info = guarded(cost_cells, rest, multirun, say=lambda m: print(m, file=sys.stderr))
-    tot = totals(cells, info["startup_s"], info.get("search"))
-    print(render(cells, tot))
-    if csv is not None:
-        csv.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame([asdict(c) for c in cells]).to_csv(csv, index=False)
-        print(f"csv: {csv}")
-    return 0

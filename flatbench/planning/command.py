@@ -1,0 +1,76 @@
+"""``flatbench plan``'s command line: arguments, the printed table, the CSV."""
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .cost import MARGIN, CellCost, cost_cells, totals
+
+
+def _fmt_s(v: float) -> str:
+    return f"{v:.1f} s" if v < 120 else (f"{v / 60:.1f} min" if v < 7200 else f"{v / 3600:.2f} h")
+
+
+def render(cells: List[CellCost], tot: Dict[str, Any]) -> str:
+    import pandas as pd
+
+    df = pd.DataFrame([asdict(c) for c in cells])
+    cols = ["knob"] if (df["knob"] != "").any() else []
+    show = df[["cell", "overrides", "cell_id", "status", *cols, "per_image", "grad_evals", "eval_passes", "craft_s", "eval_s", "projected_s",
+               "rate_source"]].rename(columns={"craft_s": "craft_s (proj.)", "eval_s": "eval_s (proj.)",
+                                               "projected_s": "total_s (proj.)"})
+    lines = [show.to_string(index=False, max_colwidth=60), ""]
+    if "trials" in tot:
+        lines.append(f"an Optuna search: the rows are the {tot['cells']} corners of its space (each interval's ends, "
+                     f"each range's and choice's values), not trials; {tot['trials']} trials project to "
+                     f"{_fmt_s(tot['projected_s'])} at the corners' mean ({tot['device_hours']:.3f} device-hours), between "
+                     f"{_fmt_s(tot['trials_low_s'])} (every trial at the cheapest corner) and {_fmt_s(tot['trials_high_s'])} "
+                     "(every trial at the dearest); a projection, flatness=on and W&B not in it")
+    else:
+        lines.append(f"cells: {tot['cells']} ({tot['cells_left']} with work left); gradient evaluations: "
+                     f"{tot['grad_evals']:,}; projected: {_fmt_s(tot['projected_s'])} = {tot['device_hours']:.3f} "
+                     "device-hours on this device (a projection from the rates named per cell; flatness=on and W&B "
+                     "are not in it)")
+    lines += [
+             f"suggested hydra.launcher.timeout_min={tot['timeout_min']}: the longest cell "
+             f"({_fmt_s(tot['longest_s'])}) x {MARGIN:g} margin + {tot['startup_s']:.1f} s of startup, paid again on "
+             "each requeue"]
+    return "\n".join(lines)
+
+
+def plan_main(argv: List[str]) -> int:
+    """``flatbench plan [-m] [--csv FILE] [OVERRIDES]``: the cost of a run or a sweep before it
+    runs (see :mod:`flatbench.planning`)."""
+    import pandas as pd
+
+    from ..errors import guarded
+
+    if argv and argv[0] in ("-h", "--help"):
+        from . import __doc__ as usage
+
+        print(usage)
+        return 0
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    csv: Optional[Path] = None
+    rest = []
+    it = iter(a for a in argv if a not in ("-m", "--multirun"))
+    for a in it:
+        if a == "--csv":
+            csv = Path(next(it, ""))
+        elif a.startswith("--csv="):
+            csv = Path(a.split("=", 1)[1])
+        elif a.startswith("-"):
+            print(f"flatbench plan: error: unknown option {a!r} (valid: -m, --csv FILE)", file=sys.stderr)
+            return 2
+        else:
+            rest.append(a)
+    cells, info = guarded(cost_cells, rest, multirun, say=lambda m: print(m, file=sys.stderr))
+    tot = totals(cells, info["startup_s"], info.get("search"))
+    print(render(cells, tot))
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([asdict(c) for c in cells]).to_csv(csv, index=False)
+        print(f"csv: {csv}")
+    return 0
