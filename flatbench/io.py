@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Any, Callable, Dict, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -80,3 +81,36 @@ def locked(path: PathLike):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_json(path: PathLike) -> Dict[str, Any]:
+    """The JSON object in ``path``; {} when it is missing, unreadable or not an object."""
+    try:
+        found = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def merge_json(path: PathLike, change: Callable[[Dict[str, Any]], Optional[Dict[str, Any]]],
+               sort_keys: bool = True) -> Optional[Dict[str, Any]]:
+    """Read the JSON object in ``path``, let ``change`` return the new one (None: leave the file as it
+    is) and write that atomically; the caller holds the file's lock. Returns what was written."""
+    data = change(read_json(path))
+    if data is not None:
+        atomic_write_text(path, json.dumps(data, indent=1, sort_keys=sort_keys))
+    return data
+
+
+def update_json(path: PathLike, change: Callable[[Dict[str, Any]], Optional[Dict[str, Any]]],
+                lock: Optional[PathLike] = None, sort_keys: bool = True) -> Optional[Dict[str, Any]]:
+    """:func:`merge_json` under an exclusive lock (``lock``, else ``.NAME.lock`` beside the file),
+    so that processes that merge into one file (the tuning file, the rates file, a sweep's progress
+    record) never lose each other's entries. None when the file cannot be written (a read-only
+    cache or sweep directory simply keeps nothing)."""
+    path = Path(path)
+    try:
+        with locked(lock if lock is not None else path.with_name(f".{path.name}.lock")):
+            return merge_json(path, change, sort_keys)
+    except OSError:
+        return None

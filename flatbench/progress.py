@@ -14,7 +14,6 @@ known ahead, counts its trials and projects from the mean cell time.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -30,50 +29,43 @@ def _key(overrides: List[str]) -> str:
 
 def expand_sweep(sweep_dir: Path) -> Dict[str, Any]:
     """{"cells": {key: grad_evals}, "total": n} for the sweep in ``sweep_dir`` (its multirun.yaml)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     from .attacks import build_attack
     from .cell.plan import load_data
     from .compose import compose
     from .config import attack_kwargs, resolve
+    from .sweep import grid, parse, sweep_overrides
 
     cfg = OmegaConf.load(Path(sweep_dir) / SweepLayout.MULTIRUN)
     task = list(cfg.hydra.overrides.task)
     sweeper = cfg.hydra.sweeper
     if "optuna" in str(sweeper.get("_target_", "")).lower():
         return {"cells": {}, "total": int(sweeper.get("n_trials") or 0)}
-    given = {a.split("=", 1)[0].lstrip("+~") for a in task if "=" in a}
-    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items() if k not in given]
-    grid = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params + task), None)[0]
+    cells_overrides = grid(parse(sweep_overrides(task, sweeper.get("params"))))
     cells = {}
-    for overrides in grid:
+    for overrides in cells_overrides:
         try:
             s = resolve(compose(overrides))
             cells[_key(overrides)] = build_attack(None, **attack_kwargs(s)).predicted_grad_evals(len(load_data(s)))
         except Exception:  # noqa: BLE001 - a cell that cannot even be composed fails on its own; count it, cost unknown
             cells[_key(overrides)] = None
-    return {"cells": cells, "total": len(grid)}
+    return {"cells": cells, "total": len(cells_overrides)}
 
 
 def record_progress(sweep_dir: str, overrides: List[str], ok: bool, seconds: float, grad_evals: int = 0) -> Optional[str]:
     """Add this cell's record and return the progress line (None when the file cannot be written)."""
-    from .io import atomic_write_text, locked
+    from .io import update_json
 
-    path = SweepLayout.progress(sweep_dir)
-    try:
-        with locked(SweepLayout.progress_lock(sweep_dir)):
-            try:
-                state = json.loads(path.read_text())
-            except (OSError, ValueError):
-                state = None
-            if state is None or "cells" not in state:
-                state = {**expand_sweep(Path(sweep_dir)), "done": {}}
-            state["done"][_key(overrides)] = {"ok": bool(ok), "seconds": float(seconds), "grad_evals": int(grad_evals),
-                                              "when": time.time()}
-            atomic_write_text(path, json.dumps(state, indent=1))
-    except OSError:
+    def change(state: Dict[str, Any]) -> Dict[str, Any]:
+        if "cells" not in state:
+            state = {**expand_sweep(Path(sweep_dir)), "done": {}}
+        state["done"][_key(overrides)] = {"ok": bool(ok), "seconds": float(seconds), "grad_evals": int(grad_evals),
+                                          "when": time.time()}
+        return state
+
+    state = update_json(SweepLayout.progress(sweep_dir), change, lock=SweepLayout.progress_lock(sweep_dir), sort_keys=False)
+    if state is None:
         return None
     return progress_line(state)
 

@@ -3,13 +3,12 @@ writes and ``flatbench plan`` projects from: low in the package, so that the cra
 them without importing the planner."""
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
-from .io import atomic_write_text, locked
+from .io import read_json, update_json
 from .layout import CacheLayout
 
 
@@ -26,11 +25,7 @@ def eval_key(target_key: str, shape, device_type: str, batch: int) -> str:
 
 
 def read_rates(cache_dir) -> Dict[str, Dict[str, Any]]:
-    try:
-        found = json.loads(rates_path(cache_dir).read_text())
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
+    return read_json(rates_path(cache_dir))
 
 
 def record_rate(cache_dir, key: str, per_second: float, source: str) -> None:
@@ -38,17 +33,14 @@ def record_rate(cache_dir, key: str, per_second: float, source: str) -> None:
     from a finished cell replaces a plan's short measurement, not the other way round."""
     if not (per_second > 0 and math.isfinite(per_second)):
         return
-    path = rates_path(cache_dir)
-    try:
-        with locked(path.with_name(f".{path.name}.lock")):
-            rates = read_rates(cache_dir)
-            old = rates.get(key, {})
-            if old.get("source", "").startswith("cell") and not source.startswith("cell"):   # keep the cell's
-                return
-            rates[key] = {"per_second": float(per_second), "source": source, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
-            atomic_write_text(path, json.dumps(rates, indent=1, sort_keys=True))
-    except OSError:   # a read-only cache: the rate is simply not kept
-        return
+
+    def change(rates: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        if rates.get(key, {}).get("source", "").startswith("cell") and not source.startswith("cell"):   # keep the cell's
+            return None
+        rates[key] = {"per_second": float(per_second), "source": source, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+        return rates
+
+    update_json(rates_path(cache_dir), change)
 
 
 def per_forward(attack, batch_size: int, n_images: int) -> int:

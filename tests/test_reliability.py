@@ -296,3 +296,30 @@ def test_a_config_file_written_for_flatbench_0_1_names_the_renamed_groups(traine
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
     assert "renamed the config groups attack -> optimizer and penalty -> estimator" in lines[0]
+
+
+def _merge_many(path, worker, n):
+    from flatbench.io import update_json
+
+    for i in range(n):
+        update_json(path, lambda d, i=i: {**d, f"{worker}-{i}": i})
+
+
+def test_json_records_merged_from_several_processes_lose_no_entry(tmp_path):
+    """The tuning file, the rates file and a sweep's progress record are merged into by every process
+    of a sweep through one function (flatbench.io.update_json): four processes writing 25 entries
+    each leave all 100 (without the lock, interleaved read-modify-writes drop entries)."""
+    import multiprocessing as mp
+
+    from flatbench.io import read_json, update_json
+
+    path = tmp_path / "record.json"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_merge_many, args=(path, w, 25)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs)
+    assert len(read_json(path)) == 100
+    assert update_json(path, lambda d: None) is None and len(read_json(path)) == 100   # None: the file is left as it is

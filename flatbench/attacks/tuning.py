@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import time
@@ -41,7 +40,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ..io import locked
+from ..io import locked, merge_json, read_json
 from .model_state import set_memory_format
 
 log = logging.getLogger("flatbench")
@@ -208,13 +207,6 @@ def tuning_file(path: Optional[Path] = None) -> Optional[Path]:
     return Path(env) if env else None
 
 
-def _read(path: Path) -> Dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # missing or half-written by an older version: measure again
-
-
 def choose(model: nn.Module, loss: Callable, x: torch.Tensor, limit: int, memory_format: Any,
            amp: Optional[str] = None, path: Optional[Path] = None) -> Dict[str, Any]:
     """The timed chunk and memory format for inputs like ``x``: from this process's cache, else
@@ -229,7 +221,7 @@ def choose(model: nn.Module, loss: Callable, x: torch.Tensor, limit: int, memory
     path = tuning_file(path)
     if key not in _PROCESS:
         with _lock(path):
-            stored = _read(path).get(key) if path is not None else None
+            stored = read_json(path).get(key) if path is not None else None
             if isinstance(stored, dict) and {"chunk", "channels_last"} <= set(stored):
                 _PROCESS[key] = stored
                 log.info("tuning: chunk %d, %s for %s (from %s, measured %s)", stored["chunk"],
@@ -267,13 +259,8 @@ def _lock(path: Optional[Path]):
 
 
 def _write(path: Path, key: str, value: Dict[str, Any]) -> None:
-    """Merge one entry into the tuning file (under its lock, read again just before)."""
+    """Merge one entry into the tuning file (the caller holds its lock; read again just before)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = _read(path)
-        data[key] = value
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        merge_json(path, lambda data: {**data, key: value})
     except OSError:
         pass  # a read-only cache still runs, measuring once per process

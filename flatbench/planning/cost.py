@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..sweep import grid, parse, sweep_overrides
 from ..rates import craft_key, eval_key, per_forward, read_rates, record_rate
 from .measure import measure_craft, measure_eval
 
@@ -37,8 +38,6 @@ def _split(argv: List[str], multirun: bool) -> Tuple[List[List[str]], Optional[D
     """The cells' override lists: a -m run's grid (the experiment's sweeper params, overridden
     by the command line's keys), or the one cell; for an Optuna search, the corners of its
     space and {"trials": n_trials}."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
     from ..compose import compose
@@ -46,15 +45,12 @@ def _split(argv: List[str], multirun: bool) -> Tuple[List[List[str]], Optional[D
 
     if not multirun:
         return [list(argv)], None
-    parser = OverridesParser.create()
-    fixed = [o.input_line for o in parser.parse_overrides(list(argv)) if not o.is_sweep_override()]
+    fixed = [o.input_line for o in parse(argv) if not o.is_sweep_override()]
     cfg = compose(fixed, hydra=True)   # the sweeper's params as the experiment sets them
     optuna = "optuna" in str(cfg.hydra.sweeper.get("_target_", "")).lower()
-    given = {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a}
-    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items() if k not in given]
-    parsed = parser.parse_overrides(list(argv) + params)
+    parsed = parse(sweep_overrides(argv, cfg.hydra.sweeper.get("params")))
     if not optuna:
-        return BasicSweeper.split_arguments(parsed, None)[0], None
+        return grid(parsed), None
     # An Optuna search picks its trials as it runs: plan the corners of its space (each
     # interval's ends, each range's and choice's values), which bound any trial's cost.
     corners = []
@@ -73,8 +69,7 @@ def _split(argv: List[str], multirun: bool) -> Tuple[List[List[str]], Optional[D
         else:
             raise ConfigError(f"flatbench plan: cannot plan the search parameter {o.input_line!r}")
         corners.append(f"{o.key_or_group}=" + ",".join(str(x) for x in values))
-    grid = BasicSweeper.split_arguments(parser.parse_overrides(corners), None)[0]
-    return grid, {"trials": int(cfg.hydra.sweeper.get("n_trials") or 0)}
+    return grid(parse(corners)), {"trials": int(cfg.hydra.sweeper.get("n_trials") or 0)}
 
 
 def cost_cells(argv: List[str], multirun: bool, seconds: float = 1.0, say=print) -> Tuple[List[CellCost], Dict]:
@@ -88,9 +83,9 @@ def cost_cells(argv: List[str], multirun: bool, seconds: float = 1.0, say=print)
 
     t_start = time.perf_counter()
     cells, measured, startup = [], {}, None
-    grid, search = _split(argv, multirun)
-    common = set.intersection(*(set(o) for o in grid)) if len(grid) > 1 else set()
-    for i, overrides in enumerate(grid):
+    cells_overrides, search = _split(argv, multirun)
+    common = set.intersection(*(set(o) for o in cells_overrides)) if len(cells_overrides) > 1 else set()
+    for i, overrides in enumerate(cells_overrides):
         cfg = compose(overrides)
         s = resolve(cfg)
         device = pick_device(cfg.device)
