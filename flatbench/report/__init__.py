@@ -112,7 +112,7 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
     for param in plot_params:
         put(f"asr_vs_{param}.png", param_plot_png(df, param, value))
     if flatness_metric:
-        fl = flatness_report(df, dirs, flatness_metric)
+        fl = flatness_report(df, dirs, flatness_metric, over)
         put("flatness.md", fl["md"])
         put("flatness_vs_transfer.png", fl["scatter"])
         put("flatness_by_fooled.png", fl["box"])

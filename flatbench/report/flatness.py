@@ -2,21 +2,23 @@
 their black-box ASR per cell (Spearman, within each surrogate) and per image (AUROC, within each cell).
 
 The surrogate sets both the ASR level and the flatness level, so a correlation pooled over
-surrogates mostly says "which surrogate" (Simpson's paradox: on the README's family study, pooled
-ρ −0.59 for sharp_worst, +0.93 within the CNN and −0.76 within the ResNet). The headline is
+surrogates mostly says "which surrogate" (Simpson's paradox: on the family study of docs/studies.md,
+pooled ρ −0.56 for sharp_worst, +0.90 within the CNN and −0.88 within the ResNet). The headline is
 therefore per surrogate (``flatness_correlation.csv``; a pooled row is kept, labelled ``all``), and per
 image inside each cell (``flatness_auroc.csv``), where the surrogate and the method are fixed.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pandas as pd
 
 from ..cell.directory import CellDir
+from ..columns import setting_columns
 from ..figures import png
 from ..stats import auroc, auroc_interval, spearman_test
+from .cells import _text
 from .statistics import spearman
 
 # A cell's example "transferred" when it fooled at least this share of the cell's black-box targets.
@@ -41,6 +43,24 @@ def flatness_table(df: pd.DataFrame) -> tuple:
     cells = bb.groupby("cell_id").agg(**agg).sort_values(["surrogate", "asr"], ascending=[True, False])
     rho = {m: spearman(cells[m], cells["asr"]) for m in metrics}
     return cells.reset_index(drop=True), rho
+
+
+def average_over(df: pd.DataFrame, metrics: Sequence[str], over: str) -> pd.DataFrame:
+    """One point per setting but ``over`` (``--over seed``): its cells' black-box mean ASR and each
+    metric's median averaged over ``over``, ``n`` the cells averaged. A seed's cells repeat one method
+    (the deterministic ones exactly), so counting them as separate points would multiply the evidence
+    of each method by the number of seeds and make every p-value too small."""
+    if over not in df.columns:
+        raise ValueError(f"--over: unknown column {over!r}")
+    bb = df[df["role"] != "white-box"]
+    keys = [c for c in setting_columns(df.columns) if c != over]
+    per_cell = bb.groupby("cell_id", sort=False).agg(**{k: (k, "first") for k in keys}, asr=("asr", "mean"),
+                                                     **{m: (f"flat_{m}_median", "first") for m in metrics})
+    d = per_cell.assign(**{f"_{k}": per_cell[k].map(_text) for k in keys})
+    out = d.groupby([f"_{k}" for k in keys], sort=False).agg(
+        surrogate=("surrogate", "first"), attack=("attack", "first"), asr=("asr", "mean"),
+        **{m: (m, "mean") for m in metrics}, n=("asr", "size"))
+    return out.reset_index(drop=True)
 
 
 def flatness_correlation(cells: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
@@ -118,9 +138,11 @@ def flatness_table_md(cells: pd.DataFrame, rho: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> dict:
+def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str, over: Optional[str] = None) -> dict:
     """flatness.md, the per-surrogate scatter, the per-image box plot, flatness_correlation.csv and
-    flatness_auroc.csv for one flatness metric (the CSVs cover every metric the cells have)."""
+    flatness_auroc.csv for one flatness metric (the CSVs cover every metric the cells have). With
+    ``over`` (seed), the correlation across cells is over settings, each averaged over ``over``
+    (:func:`average_over`); the per-image AUROCs stay per cell."""
     col = f"flat_{metric}_median"
     if col not in df.columns:
         raise ValueError(f"--flatness: no column {col!r}; run the cells with flatness=on "
@@ -130,15 +152,22 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str) -> dict
                                       surrogate=("surrogate", "first")).dropna()
     rho_cells = spearman(cells["flat"], cells["asr"])
     family, rho = flatness_table(df)
-    corr = flatness_correlation(family, list(rho))
+    if over:
+        cells = average_over(df, [metric], over).rename(columns={metric: "flat"}).dropna(subset=["flat"])
+        corr = flatness_correlation(average_over(df, list(rho), over), list(rho))
+    else:
+        corr = flatness_correlation(family, list(rho))
     if metric not in rho:   # a metric outside the family table (grad_l1)
         corr = pd.concat([corr, flatness_correlation(cells.rename(columns={"flat": metric}), [metric])],
                          ignore_index=True)
     images = flatness_per_image(df, dirs)
     au = flatness_auroc(images, [m for m in METRIC_STEMS if not images.empty and m in images.columns])
     head = corr[corr["metric"] == metric]
-    lines = [f"## Flatness ({metric}, median per cell) against transfer (black-box mean ASR), per surrogate", "",
-             "| surrogate | cells | Spearman ρ | 95% CI | p |", "|---|---:|---:|---|---:|"]
+    lines = [f"## Flatness ({metric}, median per cell) against transfer (black-box mean ASR), per surrogate", ""]
+    if over:
+        lines += [f"Each point is one setting, its cells averaged over {over} (a {over}'s cells repeat one method, "
+                  "so they are not separate points); 'cells' counts those points.", ""]
+    lines += ["| surrogate | cells | Spearman ρ | 95% CI | p |", "|---|---:|---:|---|---:|"]
     for r in head.itertuples():
         name = r.surrogate if r.surrogate != "all" else "all (pooled: not a finding, the surrogate sets both levels)"
         lines.append(f"| {name} | {r.n_cells} | {r.rho:.2f} | [{r.ci_low:.2f}, {r.ci_high:.2f}] | {r.p:.3g} |")
