@@ -57,8 +57,14 @@ def stopped(exc: Stop) -> None:
     sys.exit(EXIT_STOPPED)
 
 
-def guarded(fn, *args, **kwargs):
-    """Run fn; expected errors become one line on stderr and exit 1 (SIGTERM stops exit 143)."""
+def guarded(fn, *args, composing: bool = False, **kwargs):
+    """Run fn; expected errors become one line on stderr and exit 1 (SIGTERM stops exit 143).
+    ``composing``: fn composes the user's overrides (``flatbench plan``), so Hydra's and OmegaConf's
+    composition errors are the user's mistakes too, printed as the main command prints them."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    composition = (HydraException, OmegaConfBaseException) if composing else ()
     try:
         return fn(*args, **kwargs)
     except Stop as exc:
@@ -67,6 +73,11 @@ def guarded(fn, *args, **kwargs):
         if full_error():
             raise
         print(f"flatbench: error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(1)
+    except composition as exc:
+        if full_error():
+            raise
+        print(f"flatbench: error: {composition_error(exc)}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -66,7 +66,7 @@ def plan_main(argv: List[str]) -> int:
             return 2
         else:
             rest.append(a)
-    cells, info = guarded(cost_cells, rest, multirun, say=lambda m: print(m, file=sys.stderr))
+    cells, info = guarded(cost_cells, rest, multirun, composing=True, say=lambda m: print(m, file=sys.stderr))
     tot = totals(cells, info["startup_s"], info.get("search"))
     print(render(cells, tot))
     if csv is not None:
