@@ -12,6 +12,7 @@ import pandas as pd
 
 from .columns import order_columns
 from .io import atomic_write_text
+from .registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,12 @@ class WandbLogger(Logger):
             self.run = None
 
 
-def build_logger(node: Dict[str, Any]) -> Logger:
-    from .registry import Registry
+LOGGERS = Registry("logger")
+LOGGERS.register("csv", lambda: Logger(), doc="CSV only")
+LOGGERS.register("wandb", WandbLogger, doc="CSV, mirrored to Weights & Biases")
 
+
+def build_logger(node: Dict[str, Any]) -> Logger:
     node = dict(node or {"name": "csv"})
     name = node.pop("name", "csv")
-    reg = Registry("logger")
-    reg.register("csv", lambda: Logger(), doc="CSV only")
-    reg.register("wandb", WandbLogger, doc="CSV, mirrored to Weights & Biases")
-    return reg.build(name, **node)
+    return LOGGERS.build(name, **node)

@@ -82,20 +82,30 @@ def check_types(fn: Callable, kwargs: Dict[str, Any], where: str) -> None:
 
 
 class Registry:
-    """A named collection of factories. ``None``-valued kwargs mean "the factory's default"."""
+    """A named collection of one kind of extension point, the one registry kind of the package: data
+    sets, defenses and loggers register factories here; the attack's parts (optimizers, estimators,
+    transforms) are a :class:`~flatbench.attacks.parts.Parts`, which adds their declarations. Lookup,
+    listing, the one-line description and the error for an unknown name are the same for every kind.
+    ``None``-valued kwargs mean "the factory's default"."""
+
+    twice = "registered twice"   # the error for a name given twice (Parts: "declared twice")
 
     def __init__(self, kind: str):
         self.kind = kind
-        self._items: Dict[str, Callable] = {}
+        self._items: Dict[str, Any] = {}
         self._docs: Dict[str, str] = {}
+
+    def add(self, name: str, item: Any, doc: str = "") -> Any:
+        """Put ``item`` under ``name`` (once)."""
+        if name in self._items:
+            raise KeyError(f"{self.kind} {name!r} {self.twice}")
+        self._items[name] = item
+        self._docs[name] = doc
+        return item
 
     def register(self, name: str, fn: Optional[Callable] = None, *, doc: str = ""):
         def deco(f: Callable) -> Callable:
-            if name in self._items:
-                raise KeyError(f"{self.kind} {name!r} registered twice")
-            self._items[name] = f
-            self._docs[name] = doc or (inspect.getdoc(f) or "").split("\n")[0]
-            return f
+            return self.add(name, f, doc or (inspect.getdoc(f) or "").split("\n")[0])
 
         return deco(fn) if fn is not None else deco
 
@@ -110,7 +120,7 @@ class Registry:
         self.get(name)
         return self._docs[name]
 
-    def get(self, name: str) -> Callable:
+    def get(self, name: str) -> Any:
         if name not in self._items:
             raise ConfigError(
                 f"unknown {self.kind} {name!r}. Valid choices: {', '.join(self.names())}.{suggest(name, self._items)}"

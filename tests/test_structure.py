@@ -201,3 +201,33 @@ def test_no_import_runs_back_up_to_the_commands():
             if target.startswith("flatbench") and in_top(target):
                 offenders.append(f"{name}:{line} imports {target}")
     assert not offenders, offenders
+
+
+def test_one_registry_kind():
+    """Every named extension point (the attack's parts, data sets, defenses, loggers) is a
+    flatbench.registry.Registry, so that lookup, listing and the unknown-name error are one code path;
+    no other class keeps a table of names (issue 35: Parts and Registry were two)."""
+    from flatbench.attacks import ESTIMATORS
+    from flatbench.attacks.optimizers import OPTIMIZERS
+    from flatbench.attacks.transforms import TRANSFORMS
+    from flatbench.data import DATASETS
+    from flatbench.loggers import LOGGERS
+    from flatbench.models.defenses import DEFENSES
+    from flatbench.registry import ConfigError, Registry
+
+    kinds = (ESTIMATORS, OPTIMIZERS, TRANSFORMS, DATASETS, DEFENSES, LOGGERS)
+    assert all(isinstance(k, Registry) for k in kinds)
+    for k in kinds:
+        try:
+            k.get("no-such-name")
+        except ConfigError as exc:
+            assert str(exc).startswith(f"unknown {k.kind} 'no-such-name'. Valid choices: {', '.join(k.names())}.")
+        else:
+            raise AssertionError(k.kind)
+    registries = []
+    for f in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ClassDef) and any(isinstance(m, ast.FunctionDef) and m.name in ("register", "declare")
+                                                      for m in node.body):
+                registries.append(node.name)
+    assert sorted(registries) == ["Parts", "Registry"], registries

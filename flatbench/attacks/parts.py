@@ -13,10 +13,10 @@ the loop needs no change (tests/test_attacks.py adds one in a test).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from ..registry import ConfigError, check_range, suggest
+from ..registry import ConfigError, Registry, check_range, suggest
 
 NOTHING = object()   # Param.added_at when the parameter was there from the start
 
@@ -186,12 +186,11 @@ class Part:
     from_alpha: frozenset = frozenset()
 
 
-@dataclass
-class Parts:
-    """The declared parts of one kind, by name."""
+class Parts(Registry):
+    """The declared parts of one kind, by name: a :class:`~flatbench.registry.Registry` whose items are
+    declarations (a part's name, label, parameters with defaults and ranges, cost and documentation)."""
 
-    kind: str
-    _items: Dict[str, Declaration] = field(default_factory=dict)
+    twice = "declared twice"
 
     def declare(self, name: str, label: str, params: Tuple[Param, ...] = (), doc: str = "",
                 published_with: Optional[str] = None, published_label: Optional[str] = None,
@@ -200,28 +199,17 @@ class Parts:
         takes that declaration as its own, so that ``Class(...)`` knows its name too."""
 
         def deco(make):
-            if name in self._items:
-                raise KeyError(f"{self.kind} {name!r} declared twice")
             decl = Declaration(self.kind, name, label, make, tuple(params), doc or (make.__doc__ or ""),
                                published_with, published_label, cost, tuple(differences))
-            self._items[name] = decl
+            self.add(name, decl)
             if isinstance(make, type) and "declaration" not in make.__dict__:
                 make.declaration = decl
             return make
 
         return deco
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._items
-
-    def names(self) -> List[str]:
-        return sorted(self._items)
-
     def get(self, name: str) -> Declaration:
-        if name not in self._items:
-            raise ConfigError(f"unknown {self.kind} {name!r}. Valid choices: {', '.join(self.names())}."
-                              f"{suggest(name, self._items)}")
-        return self._items[name]
+        return super().get(name)
 
     def doc(self, name: str) -> str:
         return self.get(name).summary
