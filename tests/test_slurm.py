@@ -55,7 +55,14 @@ def _wait(cond, timeout, what, step=0.5):
 
 
 def _logs(sweep: Path) -> str:
-    return "".join(p.read_text(errors="replace") for p in sorted((sweep / ".submitit").rglob("*_log.*")))
+    """Every job's log, in the order the jobs were submitted: by the numbers in the path (job id, array
+    index), not as text, where job 102 sorts before job 98 and a rerun's log came before the first run's."""
+    root = sweep / ".submitit"
+
+    def key(p: Path):
+        return [int(n) for n in re.findall(r"\d+", p.relative_to(root).as_posix())], p.as_posix()
+
+    return "".join(p.read_text(errors="replace") for p in sorted(root.rglob("*_log.*"), key=key))
 
 
 def _batches(out: Path):
