@@ -178,3 +178,33 @@ def test_a_part_built_directly_is_checked_against_its_declaration_too():
         with pytest.raises(ConfigError, match=key + " is out of range"):
             build()
     assert Penalty(0.5, None, 3.0, 20, "descent", "pgn").params()["n_samples"] == 20
+
+
+def test_each_part_keeps_its_own_state():
+    """The estimator's state (ctx.state) and the optimizer's are separate dicts (issue 35: one
+    string-keyed dict was shared by every part, so MI-FGSM's "m" was an estimator's to read or
+    overwrite). An estimator declared here sees only what it put there itself."""
+
+    seen = []
+
+    class Peeking(Estimator):
+        def __call__(self, ctx, x, y):
+            seen.append(sorted(ctx.state))
+            ctx.state["mine"] = ctx.state.get("mine", 0) + 1
+            return ctx.grad(x, y, [("g",)])
+
+        def describe(self, threat, alpha):
+            return ["g = ∇ℓ(x_eval)"]
+
+        def evals_per_image(self, step):
+            return 1
+
+    ESTIMATORS.declare("peeking", "PEEK")(Peeking)
+    try:
+        for method in ("mifgsm", "nifgsm", "gra"):
+            seen.clear()
+            a = create_attack(method, _Quad(), eps=8 / 255, steps=3, estimator="peeking")
+            a(torch.rand(2, 1, 4, 4), torch.zeros(2, dtype=torch.long))
+            assert seen == [[], ["mine"], ["mine"]], (method, seen)
+    finally:
+        ESTIMATORS._items.pop("peeking", None)

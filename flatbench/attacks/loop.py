@@ -10,7 +10,8 @@
         δ = project(δ + α_t·step(m))                # L∞: sign(m); L2: m/‖m‖₂; then ball and box
 
 An estimator may keep state across steps (VMI's v, MEF's inner momentum, ANDA's running mean)
-in ``ctx.state``, one dict per call.
+in ``ctx.state``; the optimizer keeps its own (the momentum m, GRA's M) in another dict. Each is
+one dict per call and per part: no part reads or writes another's.
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ class StepContext:
     device: torch.device
     chunk: Optional[int]     # most images in one forward (None: no limit)
     copies: int = 1          # images one input makes through the input transforms
-    state: Dict = field(default_factory=dict)
+    state: Dict = field(default_factory=dict)   # the estimator's own, across the steps of one call
     targeted: bool = False   # ℓ is −CE(target): ∇ℓ points away from the target
     predict: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # x -> the surrogate's classes (no gradient)
 
@@ -302,16 +303,18 @@ class Attack:
         self.device_of_last_call = x.device
         self.chunk = self._resolve(x)  # also puts the (borrowed) model in the chosen memory format
         delta = torch.zeros_like(x)
-        state: Dict = {}
+        # Each part keeps its own state across the steps of this call, and sees no other part's.
+        own: Dict = {}          # the optimizer's (MI's m, GRA's M)
+        est_state: Dict = {}    # the estimator's (VMI's v, MEF's p, ANDA's running mean, GRA-OC's labels)
         kept: Dict[int, torch.Tensor] = {}
         for t in range(last):
-            ctx = self.step_context(seed, t, state)
-            x_eval = self.optimizer.eval_point(x + delta, state, self.alpha, self.threat)
+            ctx = self.step_context(seed, t, est_state)
+            x_eval = self.optimizer.eval_point(x + delta, own, self.alpha, self.threat)
             g = self.estimator(ctx, x_eval, y)
             for f in self.filters:
                 g = f(g)
-            m = self.optimizer.update(g, state)
-            delta = self.threat.project(self.threat.step(delta, m, self.optimizer.step_size(self.alpha, state)), x)
+            m = self.optimizer.update(g, own)
+            delta = self.threat.project(self.threat.step(delta, m, self.optimizer.step_size(self.alpha, own)), x)
             if t + 1 in keep:
                 kept[t + 1] = (x + delta).clamp(0.0, 1.0).detach()
         return kept
