@@ -31,9 +31,10 @@ from omegaconf import DictConfig  # noqa: E402
 
 from .commands import SUBCOMMANDS, print_table  # noqa: E402
 from .compose import CONFIG_DIR  # noqa: E402
-from .errors import OnceSacctWarning, compact_run_and_report, started  # noqa: E402
+from .failures import started  # noqa: E402
 from .heap import keep_heap  # noqa: E402
 from .job import Job, cell_task  # noqa: E402
+from .launching import OnceSacctWarning, compact_run_and_report  # noqa: E402
 from .layout import CellLayout  # noqa: E402
 from .migration import current_overrides, old_override  # noqa: E402
 

@@ -1,29 +1,21 @@
 """What a user sees when something goes wrong: expected errors (a bad config or data, missing
 weights, non-finite values, out of memory with its advice, unwritable files) are one line on
-stderr; anything else is a bug and keeps its traceback. Also the error record a failed cell
-leaves in its directory, the summary of a sweep's failed cells, and the wrapper that gives the
-Hydra task this behaviour lives in :mod:`flatbench.job`."""
+stderr; anything else is a bug and keeps its traceback. Presentation only: the error record a
+failed cell leaves and the summary of a sweep's failures are :mod:`flatbench.failures`, the glue
+that gives Hydra and submitit this behaviour :mod:`flatbench.launching`, and the wrapper of the
+Hydra task :mod:`flatbench.job`."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import time
-import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import List
 
-from omegaconf import OmegaConf
-
-from .layout import CellLayout
 from .migration import old_config_text
 from .signals import EXIT_STOPPED, Stop
 
 log = logging.getLogger("flatbench")
-
-ERROR_FILE = CellLayout.ERROR
-START = {"time": None}  # when this command started: error records older than this are another run's
 
 
 def expected_errors() -> tuple:
@@ -87,78 +79,6 @@ class CellFailed(Exception):
     Raised, not exited, so that Hydra records the job as failed and runs the other cells."""
 
 
-def record_error(out_dir: Path, exc: BaseException, cell: Dict[str, Any]) -> Path:
-    from .io import atomic_write_text
-
-    path = out_dir / ERROR_FILE
-    atomic_write_text(path, json.dumps({**cell, "type": type(exc).__name__, "message": str(exc),
-                                        "traceback": "".join(traceback.format_exception(exc))}, indent=2))
-    return path
-
-
-def sweep_summary(sweep_dir: Path, since: Optional[float]) -> Optional[str]:
-    """'N of M cells failed: 1 (surrogate=x), ...' from the error records this command wrote."""
-    cells = [d for d in sweep_dir.iterdir() if (d / CellLayout.OVERRIDES).exists()
-             and (since is None or (d / CellLayout.OVERRIDES).stat().st_mtime >= since - 1)]
-    overrides = {d: OmegaConf.to_container(OmegaConf.load(d / CellLayout.OVERRIDES)) for d in cells}
-    # Name each failed cell by the overrides that vary across the sweep (what the user swept).
-    seen: dict = {}
-    for ov in overrides.values():
-        for o in ov:
-            k, _, v = o.partition("=")
-            seen.setdefault(k, set()).add(v)
-    swept = {k for k, vals in seen.items() if len(vals) > 1 or sum(k == o.partition("=")[0] for ov in overrides.values()
-                                                                   for o in ov) < len(cells)}
-    failed: dict = {}   # message -> the cells that failed with it
-    for d in sorted(cells, key=lambda p: (len(p.name), p.name)):
-        f = d / ERROR_FILE
-        if f.exists() and (since is None or f.stat().st_mtime >= since - 1):
-            rec = json.loads(f.read_text())
-            shown = [o for o in overrides[d] if o.partition("=")[0] in swept] or overrides[d]
-            message = " ".join(str(rec.get("message", rec.get("type", ""))).split())
-            failed.setdefault(message[:300] + ("..." if len(message) > 300 else ""), []).append(
-                f"{rec.get('num', d.name)} ({' '.join(shown)})")
-    if not failed:
-        return None
-    n = sum(len(v) for v in failed.values())
-    why = "; ".join(f"{', '.join(where)}: {message}" for message, where in failed.items())
-    rest = "no cell finished" if n == len(cells) else "the other cells finished"
-    return (f"flatbench: {n} of {len(cells)} cells failed: {why}; {rest}; each failed cell's error is in its "
-            f"{ERROR_FILE} under {sweep_dir}")
-
-
-def compact_run_and_report(func):
-    """Hydra's run_and_report, but a composition error becomes one line on stderr (exit 1);
-    HYDRA_FULL_ERROR=1 or hydra.verbose=true keeps Hydra's full report."""
-    try:
-        return func()
-    except Exception as exc:  # noqa: BLE001 - everything Hydra would report
-        from hydra.errors import HydraException
-        from omegaconf.errors import OmegaConfBaseException
-
-        cell = getattr(exc, "flatbench_cell", None)
-        if cell and cell.get("multirun"):
-            summary = sweep_summary(Path(cell["sweep_dir"]), START["time"])
-            if summary:
-                print(summary, file=sys.stderr)
-            if isinstance(exc, CellFailed):
-                sys.exit(1)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or any(a.startswith("hydra.verbose=") and not a.endswith("=false")
-                                                            for a in sys.argv):
-            raise
-        if type(exc).__name__ == "FailedJobError" and "sbatch" in str(exc):
-            # submitit could not submit (no SLURM here, or its config not found): one line.
-            hint = ("; no SLURM configuration found: on the local cluster run `eval \"$(scripts/slurm_local.sh env)\"` "
-                    "first" if "configuration source" in str(exc) else "")
-            print(f"flatbench: error: sbatch failed: {' '.join(str(exc).split())}{hint}", file=sys.stderr)
-            sys.exit(1)
-        # Composition errors (Hydra's, OmegaConf's, flatbench's checks) are one line; a bug keeps its traceback.
-        if not isinstance(exc, (HydraException, OmegaConfBaseException, *expected_errors())):
-            raise
-        print(f"flatbench: error: {composition_error(exc)}", file=sys.stderr)
-        sys.exit(1)
-
-
 def composition_error(exc: BaseException) -> str:
     """A composition error (Hydra's, OmegaConf's, flatbench's checks) as one line, with the
     closest option of a misspelt group choice and the renamed names when they are the cause."""
@@ -195,24 +115,3 @@ def compose_or_exit(overrides: List[str]):
             raise
         print(f"flatbench: error: {composition_error(exc)}", file=sys.stderr)
         sys.exit(1)
-
-
-class OnceSacctWarning(logging.Filter):
-    """On a cluster without accounting (scripts/slurm_local.sh) submitit's every poll warns that
-    sacct failed; it then waits for the jobs' result files, which works. Say it once."""
-
-    seen = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "Bypassing sacct error" not in record.getMessage():
-            return True
-        if OnceSacctWarning.seen:
-            return False
-        OnceSacctWarning.seen = True
-        record.msg, record.args = ("sacct is not available (no accounting on this cluster?): submitit follows the jobs "
-                                   "through their result files instead (further sacct warnings hidden)"), ()
-        return True
-
-
-def started() -> None:
-    START["time"] = time.time()

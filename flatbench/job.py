@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from .errors import CellFailed, ERROR_FILE, expected_errors, full_error, guarded, one_line, record_error, stopped
+from .errors import CellFailed, expected_errors, full_error, guarded, one_line, stopped
+from .failures import ERROR_FILE, record_error
 from .registry import ConfigError
 from .signals import Stop, StopRequest
 
