@@ -1,0 +1,21 @@
+"""The digits testbed zoo: six small classifiers from distinct families, with pinned weights.
+
+The weights ship with the package (``flatbench/models/zoo/NAME.safetensors``, 6.6 MB in all)
+beside a ``NAME.json`` sidecar: SHA-256 of the file, architecture, recipe, seed, data hash,
+test accuracy, where it was trained. Loading checks the hash and the data hash; a mismatch is
+an error, never a silent retrain, so every machine attacks the same zoo and prints the same
+table. Training stays available and real: ``flatbench-zoo train`` retrains into a directory
+of the user's choice, and ``paths.zoo_dir=DIR`` (or ``FLATBENCH_ZOO``) selects those
+weights; a model missing there is trained on first use and cached with its sidecar, reused
+only while the sidecar matches (otherwise retrained, and the log says why).
+"""
+from __future__ import annotations
+
+from .architectures import IMAGE_SIZE, MEAN, NUM_CLASSES, STD, TESTBED, Recipe, Spec
+from .pinning import (PINNED_DIR, cache_status, default_zoo_dir, file_sha256, load_pinned, load_testbed,
+                      pinned_sidecar, save_trained, sidecar)
+from .training import TRAIN_CODE_VERSION, accuracy, sidecar_key, train
+
+__all__ = ["IMAGE_SIZE", "MEAN", "NUM_CLASSES", "STD", "TESTBED", "Recipe", "Spec", "PINNED_DIR", "cache_status",
+           "default_zoo_dir", "file_sha256", "load_pinned", "load_testbed", "pinned_sidecar", "save_trained", "sidecar",
+           "TRAIN_CODE_VERSION", "accuracy", "sidecar_key", "train"]

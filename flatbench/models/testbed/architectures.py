@@ -1,0 +1,137 @@
+"""The six testbed architectures, one per family, with the recipe each is trained by."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict
+
+import torch.nn as nn
+import torch.nn.functional as F
+
+IMAGE_SIZE = 32
+NUM_CLASSES = 10
+# One mean/std for the testbed, estimated on the 32×32 training images (rounded).
+MEAN, STD = (0.27,), (0.38,)
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(IMAGE_SIZE * IMAGE_SIZE, width), nn.ReLU(),
+            nn.Linear(width, width // 2), nn.ReLU(), nn.Linear(width // 2, NUM_CLASSES),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class CNN(nn.Module):
+    """LeNet-style: two conv/ReLU/max-pool stages and two dense layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, NUM_CLASSES))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def _conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class CNNBN(nn.Module):
+    """VGG-style: conv/BN/ReLU pairs, average pooling, global pooling head."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            _conv_bn(1, 32), _conv_bn(32, 32), nn.AvgPool2d(2),
+            _conv_bn(32, 64), _conv_bn(64, 64), nn.AvgPool2d(2),
+            _conv_bn(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.fc = nn.Linear(128, NUM_CLASSES)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout else nn.Identity()
+        )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.short(x))
+
+
+class ResNet(nn.Module):
+    """ResNet-8-style: a 3×3 stem and three stages of one basic block (16, 32, 64 channels)."""
+
+    def __init__(self, widths=(16, 32, 64)):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        blocks, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            blocks.append(BasicBlock(cin, w, 1 if i == 0 else 2))
+            cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, NUM_CLASSES)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1).flatten(1))
+
+
+def _vit() -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=IMAGE_SIZE, patch_size=4, in_chans=1, num_classes=NUM_CLASSES,
+                             embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
+
+
+def _mixer() -> nn.Module:
+    from timm.models.mlp_mixer import MlpMixer
+
+    return MlpMixer(num_classes=NUM_CLASSES, img_size=IMAGE_SIZE, in_chans=1, patch_size=4,
+                    num_blocks=4, embed_dim=64, mlp_ratio=(0.5, 2.0))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a testbed model is trained; part of the cache key."""
+
+    epochs: int
+    lr: float
+    batch_size: int = 64
+    weight_decay: float = 5e-4
+    shift: int = 2  # random translation, pixels, as augmentation
+    label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
+class Spec:
+    family: str
+    build: Callable[[], nn.Module]
+    recipe: Recipe
+
+
+TESTBED: Dict[str, Spec] = {
+    "digits-mlp": Spec("MLP", MLP, Recipe(epochs=15, lr=1e-3)),
+    "digits-cnn": Spec("CNN", CNN, Recipe(epochs=12, lr=2e-3)),
+    "digits-cnn-bn": Spec("CNN+BN", CNNBN, Recipe(epochs=12, lr=3e-3)),
+    "digits-resnet": Spec("ResNet", ResNet, Recipe(epochs=12, lr=3e-3)),
+    "digits-vit": Spec("ViT", _vit, Recipe(epochs=40, lr=2e-3)),
+    "digits-mixer": Spec("MLP-Mixer", _mixer, Recipe(epochs=30, lr=2e-3)),
+}
