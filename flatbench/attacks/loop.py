@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..keyed import keyed_generator
 from ..registry import check_range
 from . import tuning
-from .model_state import borrowed, deterministic_kernels, set_memory_format
+from .model_state import borrowed, deterministic_kernels
 from .estimators import Estimator, Plain
 from .optimizers import Optimizer
 from .parts import Part, method_label
@@ -187,14 +187,10 @@ class Attack:
                 raise TypeError(f"transforms: {t!r} is neither an input transform nor a gradient filter")
         self.transforms = [t.bind(self.alpha) for t in transforms if isinstance(t, InputTransform)]
         self.filters = [t.bind(self.alpha) for t in transforms if isinstance(t, GradientFilter)]
-        self.chunk_setting = None if chunk is None else (chunk if chunk in ("auto", "measure") else int(chunk))
-        self.memory_budget_mb = None if memory_budget_mb is None else float(memory_budget_mb)
-        self.amp, self.channels_last = amp, channels_last
-        self.tuning_file = tuning_file
-        self.pinned: Optional[Tuple[Optional[int], str]] = None
-        self.memory_format: Optional[str] = None  # the format in force, settled on the first call
+        self.amp = amp
+        # How the work is sized (the chunk, the memory format): tuning.Sizing, apart from the loop.
+        self.sizing = tuning.Sizing(chunk, memory_budget_mb, channels_last, amp, tuning_file)
         self.chunk: Optional[int] = None  # the chunk in force for the current call (resolved from chunk_setting)
-        self._sizing: Dict = {}
         self.check_finite = check_finite
         self.loss = loss if loss is not None else _cross_entropy_sum
         self.copies = 1
@@ -336,12 +332,18 @@ class Attack:
                     return self.model(x).argmax(1)
             return self.model(x).argmax(1)
 
+    # ---------------------------------------------------------------- sizing (tuning.Sizing)
+    chunk_setting = property(lambda self: self.sizing.chunk_setting)
+    memory_budget_mb = property(lambda self: self.sizing.memory_budget_mb)
+    channels_last = property(lambda self: self.sizing.channels_last)
+    tuning_file = property(lambda self: self.sizing.tuning_file)
+    pinned = property(lambda self: self.sizing.pinned)
+    memory_format = property(lambda self: self.sizing.memory_format,
+                             doc="the surrogate's memory format in force, settled on the first call")
+
     def bytes_per_image(self, x: torch.Tensor) -> int:
         """Memory one image needs in a forward/backward (see :func:`tuning.bytes_per_image`)."""
-        key = ("bytes", tuple(x.shape[1:]), x.device.type, self.amp)
-        if key not in self._sizing:
-            self._sizing[key] = tuning.bytes_per_image(self.model, x, self.amp)
-        return self._sizing[key]
+        return self.sizing.bytes_per_image(self.model, x)
 
     def resolved_chunk(self, x: torch.Tensor) -> Optional[int]:
         """The most images per forward for inputs like ``x`` (chunk: by rule with "auto",
@@ -351,39 +353,13 @@ class Attack:
             return self._resolve(x)
 
     def _resolve(self, x: torch.Tensor) -> Optional[int]:
-        images = x.dim() == 4
-        if self.pinned is not None:
-            chunk, fmt = self.pinned
-            self.memory_format = fmt if images else "contiguous"
-            set_memory_format(self.model, self.memory_format == "channels_last")
-            return chunk
-        budget_cap = None
-        if self.memory_budget_mb is not None:
-            budget_cap = max(1, int(self.memory_budget_mb * 2 ** 20 // self.bytes_per_image(x)))
-        cl = tuning.rule_channels_last(x.device) if self.channels_last == "auto" else self.channels_last  # or "measure"
-        if "measure" in (self.chunk_setting, cl):
-            limit = (self.chunk_setting if isinstance(self.chunk_setting, int) else None) or budget_cap or tuning.memory_limit(
-                x.device, lambda: self.bytes_per_image(x)) or 1024
-            choice = tuning.choose(self.model, self.loss, x, limit, cl, self.amp, self.tuning_file)
-            chunk = int(choice["chunk"]) if self.chunk_setting == "measure" else None
-            cl = bool(choice["channels_last"])   # the timed choice, or the format it was timed in
-        self.memory_format = "channels_last" if cl and images else "contiguous"
-        set_memory_format(self.model, self.memory_format == "channels_last")
-        if self.chunk_setting == "measure":
-            return chunk
-        if self.chunk_setting == "auto":
-            return tuning.rule_chunk(x.device, lambda: self.bytes_per_image(x), self.memory_budget_mb)
-        if self.chunk_setting is None:
-            return budget_cap
-        return self.chunk_setting if budget_cap is None else min(self.chunk_setting, budget_cap)
+        return self.sizing.resolve(self.model, self.loss, x)
 
     def pin(self, chunk: Optional[int], memory_format: str) -> None:
         """Craft with this chunk and memory format from now on, whatever chunk and
         channels_last say: a resumed cell keeps the choice its first batches were crafted with,
         and the ranks of a torchrun cell take rank 0's."""
-        if memory_format not in ("contiguous", "channels_last"):
-            raise ValueError(f"memory_format must be contiguous or channels_last, got {memory_format!r}")
-        self.pinned = (None if chunk is None else int(chunk), memory_format)
+        self.sizing.pin(chunk, memory_format)
 
     def __repr__(self) -> str:
         return f"Attack({self.label}, eps={self.eps:.5g}, steps={self.steps}, alpha={self.alpha:.5g}, norm={self.norm})"

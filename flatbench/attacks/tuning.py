@@ -264,3 +264,59 @@ def _write(path: Path, key: str, value: Dict[str, Any]) -> None:
         merge_json(path, lambda data: {**data, key: value})
     except OSError:
         pass  # a read-only cache still runs, measuring once per process
+
+
+class Sizing:
+    """How an attack sizes its work, apart from the loop: the chunk (the most images in one
+    forward/backward: by rule with "auto", timed with "measure", an integer, or None for no limit;
+    lowered to fit ``memory_budget_mb``) and the surrogate's memory format (by rule, timed, or as
+    given), or both pinned (a resumed cell, a torchrun rank). The memory one image needs is
+    measured once per input shape, device type and precision."""
+
+    def __init__(self, chunk="auto", memory_budget_mb: Optional[float] = None, channels_last="auto",
+                 amp: Optional[str] = None, tuning_file=None):
+        self.chunk_setting = None if chunk is None else (chunk if chunk in ("auto", "measure") else int(chunk))
+        self.memory_budget_mb = None if memory_budget_mb is None else float(memory_budget_mb)
+        self.channels_last, self.amp, self.tuning_file = channels_last, amp, tuning_file
+        self.pinned: Optional[Tuple[Optional[int], str]] = None
+        self.memory_format: Optional[str] = None  # the format in force, settled on the first call
+        self._bytes: Dict = {}
+
+    def bytes_per_image(self, model: nn.Module, x: torch.Tensor) -> int:
+        key = ("bytes", tuple(x.shape[1:]), x.device.type, self.amp)
+        if key not in self._bytes:
+            self._bytes[key] = bytes_per_image(model, x, self.amp)
+        return self._bytes[key]
+
+    def resolve(self, model: nn.Module, loss: Callable, x: torch.Tensor) -> Optional[int]:
+        """The chunk for inputs like ``x``; puts ``model`` (borrowed by the caller) in the chosen format."""
+        images = x.dim() == 4
+        if self.pinned is not None:
+            chunk, fmt = self.pinned
+            self.memory_format = fmt if images else "contiguous"
+            set_memory_format(model, self.memory_format == "channels_last")
+            return chunk
+        budget_cap = None
+        if self.memory_budget_mb is not None:
+            budget_cap = max(1, int(self.memory_budget_mb * 2 ** 20 // self.bytes_per_image(model, x)))
+        cl = rule_channels_last(x.device) if self.channels_last == "auto" else self.channels_last  # or "measure"
+        if "measure" in (self.chunk_setting, cl):
+            limit = (self.chunk_setting if isinstance(self.chunk_setting, int) else None) or budget_cap or memory_limit(
+                x.device, lambda: self.bytes_per_image(model, x)) or 1024
+            choice = choose(model, loss, x, limit, cl, self.amp, self.tuning_file)
+            chunk = int(choice["chunk"]) if self.chunk_setting == "measure" else None
+            cl = bool(choice["channels_last"])   # the timed choice, or the format it was timed in
+        self.memory_format = "channels_last" if cl and images else "contiguous"
+        set_memory_format(model, self.memory_format == "channels_last")
+        if self.chunk_setting == "measure":
+            return chunk
+        if self.chunk_setting == "auto":
+            return rule_chunk(x.device, lambda: self.bytes_per_image(model, x), self.memory_budget_mb)
+        if self.chunk_setting is None:
+            return budget_cap
+        return self.chunk_setting if budget_cap is None else min(self.chunk_setting, budget_cap)
+
+    def pin(self, chunk: Optional[int], memory_format: str) -> None:
+        if memory_format not in ("contiguous", "channels_last"):
+            raise ValueError(f"memory_format must be contiguous or channels_last, got {memory_format!r}")
+        self.pinned = (None if chunk is None else int(chunk), memory_format)
