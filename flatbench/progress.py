@@ -20,7 +20,6 @@ from typing import Any, Dict, List, Optional
 
 from .layout import SweepLayout
 
-PROGRESS = SweepLayout.PROGRESS
 
 
 def _key(overrides: List[str]) -> str:

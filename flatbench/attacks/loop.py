@@ -15,16 +15,16 @@ one dict per call and per part: no part reads or writes another's.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+from dataclasses import replace
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..keyed import keyed_generator
 from ..registry import check_range
 from . import tuning
+from .context import StepContext
 from .model_state import borrowed, deterministic_kernels
 from .estimators import Estimator, Plain
 from .optimizers import Optimizer
@@ -64,47 +64,6 @@ def check_loop_settings(*, steps, norm, chunk, memory_budget_mb, amp, channels_l
     check_range("amp", amp, amp in (None, "bf16", "fp16"), "null | bf16 | fp16")
     check_range("channels_last", channels_last, channels_last in ("auto", "measure", True, False)
                 and channels_last is not None, "auto (by rule) | measure (timed) | true | false")
-
-
-@dataclass
-class StepContext:
-    """What an estimator may use at step ``step``, and nothing more of the attack: keyed
-    randomness, the chunk, the threat model and ∇ℓ through the input transforms."""
-
-    seed: Hashable
-    step: int
-    alpha: float
-    threat: Any
-    loss_grad: Callable[..., torch.Tensor]  # (x, y, generators, step) -> ∇ℓ, see Attack.loss_grad
-    device: torch.device
-    chunk: Optional[int]     # most images in one forward (None: no limit)
-    copies: int = 1          # images one input makes through the input transforms
-    state: Dict = field(default_factory=dict)   # the estimator's own, across the steps of one call
-    targeted: bool = False   # ℓ is −CE(target): ∇ℓ points away from the target
-    predict: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # x -> the surrogate's classes (no gradient)
-
-    def rng(self, *key: Hashable) -> torch.Generator:
-        return keyed_generator((self.seed, self.step) + key, self.device)
-
-    def chunks(self, n: int, b: int) -> List[Tuple[int, int]]:
-        """Split n neighbours of a batch of b images so one forward holds ≤ ``chunk`` images.
-
-        The chunk is the attack's ``chunk`` setting (``"auto"``: by rule, ``"measure"``: the fastest timed size),
-        lowered to fit ``memory_budget_mb``. Noise is keyed per neighbour, so the split never
-        changes the draws; it changes speed, memory and the kernels' summation order (see
-        :mod:`.tuning`), which is why the default is a rule, not a timing.
-        """
-        per = n if self.chunk is None else max(1, self.chunk // (b * self.copies))
-        return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
-
-    def grad(self, x: torch.Tensor, y: torch.Tensor, keys: Sequence[Tuple[Hashable, ...]],
-             before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
-        """∇ℓ at x, ℓ taken through the input transforms; x holds len(keys) groups of equal size.
-
-        ``before``: a differentiable map of the estimator's own, applied to x ahead of the
-        input transforms (ANDA's translated views), so the gradient is taken through it too.
-        """
-        return self.loss_grad(x, y, [self.rng("tf", *k) for k in keys], self.step, before)
 
 
 class Attack:

@@ -10,7 +10,7 @@ import torch
 from ..parts import Knob, Part, Parts
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..loop import StepContext
+    from ..context import StepContext
 
 ESTIMATORS = Parts("estimator")
 

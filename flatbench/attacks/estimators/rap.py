@@ -10,7 +10,7 @@ from ..parts import Knob, Param
 from .base import ESTIMATORS, Estimator, uniform_noise
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..loop import StepContext
+    from ..context import StepContext
 
 # RAP's inner step: the port's reverse perturbation, or the official script's ascent on the
 # surrogate's prediction.
