@@ -92,15 +92,10 @@ def _length_text(written, value: float) -> str:
 def list_models(pattern: Optional[str] = None) -> List[Dict]:
     """Testbed models (pinned weights, test accuracy) and the hub models the packaged zoos and
     experiments name, with whether their pretrained weights are in the local cache."""
-    from .models.hub import parse_name, weights_cached
-    from .models.testbed import TESTBED, pinned_sidecar
+    from .models import SOURCES, source_of
 
-    out = []
-    for name in TESTBED:
-        if _match(name, pattern):
-            meta = pinned_sidecar(name)
-            out.append({"name": name, "source": "testbed", "family": meta["family"], "test_acc": meta["test_acc"],
-                        "cached": True, "used_by": []})
+    known = SOURCES.known()
+    out = [{"name": name, **source_of(name).listing(name), "used_by": []} for name in known if _match(name, pattern)]
     used: Dict[str, List[str]] = {}
     for group in ("targets", "experiment"):
         for f in sorted((_conf() / group).glob("*.yaml")):
@@ -108,15 +103,13 @@ def list_models(pattern: Optional[str] = None) -> List[Dict]:
             names = [e if isinstance(e, str) else (e or {}).get("model", k) for k, e in node.items()] \
                 if group == "targets" else [node.get("surrogate")] if isinstance(node.get("surrogate"), str) else []
             for n in names:
-                where = used.setdefault(n, []) if n and n not in TESTBED else None
+                where = used.setdefault(n, []) if n and n not in known else None
                 if where is not None and f"{group}={f.stem}" not in where:
                     where.append(f"{group}={f.stem}")
     for name, where in sorted(used.items()):
         if not _match(name, pattern):
             continue
-        spec = parse_name(name)
-        out.append({"name": name, "source": spec.library, "family": spec.arch, "test_acc": None,
-                    "cached": bool(weights_cached(spec)), "used_by": where})
+        out.append({"name": name, **source_of(name).listing(name), "used_by": where})
     return out
 
 

@@ -8,7 +8,6 @@ and the columns say where that cell was computed.
 from __future__ import annotations
 
 import functools
-import os
 import platform
 import subprocess
 from pathlib import Path
@@ -56,30 +55,13 @@ def file_digest(path: Optional[Path]) -> Optional[str]:
 
 def weights_file(name: str, zoo_dir: Optional[Path] = None) -> Optional[Path]:
     """The file a model's weights are read from, when it is on disk: a testbed model's pinned or
-    trained safetensors, a ``NAME@PATH`` checkpoint, or a hub model's cached file; else None."""
-    from .models.testbed import PINNED_DIR, TESTBED, default_zoo_dir
-
-    if name in TESTBED:
-        zoo = Path(zoo_dir) if zoo_dir is not None else default_zoo_dir()
-        path = (zoo or PINNED_DIR) / f"{name}.safetensors"
-        return path if path.is_file() else None
-    try:
-        from .models.hub import parse_name
-
-        spec = parse_name(name)
-    except Exception:  # noqa: BLE001 - an unparsable name has no file; the cell itself reports the name
-        return None
-    if spec.checkpoint is not None:
-        return spec.checkpoint if spec.checkpoint.is_file() else None
-    return _hub_file(spec)
-
-
-def _hub_file(spec) -> Optional[Path]:
-    from .models.hub import cached_weights_file
+    trained safetensors, a ``NAME@PATH`` checkpoint, or a hub model's cached file; else None
+    (its source's :meth:`~flatbench.models.sources.ModelSource.weights_file`)."""
+    from .models import source_of
 
     try:
-        return cached_weights_file(spec)
-    except Exception:  # noqa: BLE001 - provenance never fails a cell: no file found is recorded as such
+        return source_of(name).weights_file(name, zoo_dir)
+    except Exception:  # noqa: BLE001 - provenance never fails a cell: an unparsable name or no file is recorded as None
         return None
 
 

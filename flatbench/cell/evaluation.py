@@ -66,19 +66,15 @@ def precheck_target(entry: Dict[str, Any], data: ImageSet, pretrained: bool) -> 
     """Check a target before crafting without building it: its declared class count against the
     data set's labels and, offline, that its weights are cached. False when its config does not
     say enough (the caller builds it and checks on one image instead)."""
-    from ..models import TESTBED
-    from ..models.hub import check_available, declared_classes
-    from ..models.testbed import NUM_CLASSES
+    from ..models import source_of
 
     name = entry["model"]
-    if name in TESTBED:
-        k = NUM_CLASSES
-    else:
-        check_available(name, entry.get("pretrained", pretrained))
-        try:
-            k = declared_classes(name, entry.get("label_offset"), entry.get("num_classes"))
-        except ConfigError:
-            return False
+    source = source_of(name)
+    source.check_available(name, entry.get("pretrained", pretrained))
+    try:
+        k = source.classes(name, entry.get("label_offset"), entry.get("num_classes"))
+    except ConfigError:
+        return False
     require_classes(k, data, f"target {name!r}")
     return True
 

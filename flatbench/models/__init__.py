@@ -1,4 +1,4 @@
-"""Models by name. A name is an embedded testbed model (``digits-cnn``), a timm name with its
+"""Models by name, through the model sources (:mod:`flatbench.models.sources`). A name is an embedded testbed model (``digits-cnn``), a timm name with its
 pretrained tag (``resnet50.tv_in1k``), a torchvision builder with its weights enum
 (``torchvision:resnet50.IMAGENET1K_V2``) or an architecture with a local checkpoint
 (``resnet50.tv_in1k@/path/w.safetensors``). Every model returned takes [0,1] images at the
@@ -11,23 +11,28 @@ from typing import Optional, Sequence, Union
 import torch.nn as nn
 
 from .defenses import DEFENSES, defend
-from .hub import MissingWeightsError, load_hub_model, parse_name, read_checkpoint, weights_cached
-from .testbed import TESTBED, load_testbed
+from .hub import MissingWeightsError, parse_name, read_checkpoint, weights_cached
+from .libraries import TimmSource, TorchvisionSource
+from .sources import SOURCES, CheckpointSource, ModelSource, TestbedSource, source_of
+from .testbed import TESTBED
 from .wrap import Ensemble, Preprocess, freeze
 
-__all__ = ["load_model", "load_surrogate", "Ensemble", "Preprocess", "freeze", "TESTBED",
-           "DEFENSES", "defend", "MissingWeightsError", "parse_name", "read_checkpoint", "weights_cached"]
+__all__ = ["load_model", "load_surrogate", "Ensemble", "Preprocess", "freeze", "TESTBED", "SOURCES", "ModelSource",
+           "source_of", "DEFENSES", "defend", "MissingWeightsError", "parse_name", "read_checkpoint", "weights_cached"]
+
+# The model sources in resolution order: the first that claims a name owns it; timm claims every
+# name, so it is last (flatbench/models/sources.py).
+for _source in (TestbedSource(), CheckpointSource(), TorchvisionSource(), TimmSource()):
+    SOURCES.add(_source.name, _source, (_source.__doc__ or "").split("\n")[0])
 
 
 def load_model(name: str, *, zoo_dir: Optional[Path] = None, seed: int = 0, progress: bool = True,
                pretrained: bool = True, label_offset: Optional[int] = None, num_classes: Optional[int] = None,
                input_size: Optional[int] = None, defense: Optional[dict] = None, preprocess: str = "own") -> nn.Module:
     """The model ``name`` (see the module docstring), optionally behind a ``defense``."""
-    if name in TESTBED:
-        model = load_testbed(name, zoo_dir=zoo_dir, seed=seed, progress=progress)
-    else:
-        model = load_hub_model(name, pretrained=pretrained, label_offset=label_offset, num_classes=num_classes,
-                               input_size=input_size, preprocess=preprocess)
+    model = source_of(name).load(name, zoo_dir=zoo_dir, seed=seed, progress=progress, pretrained=pretrained,
+                                 label_offset=label_offset, num_classes=num_classes, input_size=input_size,
+                                 preprocess=preprocess)
     return freeze(defend(model, defense, name=name)) if defense else model
 
 

@@ -1,4 +1,4 @@
-"""ImageNet models by name: timm, torchvision and local checkpoints.
+"""ImageNet models by name: what the timm and torchvision sources (models/libraries.py) and local checkpoints share.
 
 Name forms (the zoo configs use all of them):
 
@@ -26,7 +26,8 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..registry import ConfigError, suggest
+from ..registry import ConfigError
+from .sources import SOURCES, ModelSource
 from .wrap import Preprocess
 
 log = logging.getLogger(__name__)
@@ -52,51 +53,31 @@ class ModelSpec:
     def timm_name(self) -> str:
         return f"{self.arch}.{self.tag}" if self.tag else self.arch
 
+    @property
+    def hub(self) -> "HubSource":
+        """The library's source (:class:`TimmSource` or :class:`TorchvisionSource`)."""
+        return SOURCES.get(self.library)
+
 
 def offline() -> bool:
     return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "FLATBENCH_OFFLINE"))
 
 
-def _timm_names() -> set:
-    import timm
-
-    return set(timm.list_models())
-
-
 def parse_name(name: str) -> ModelSpec:
-    """Parse a model name; unknown architectures fail with the closest valid names."""
+    """Parse a hub model name (``ARCH@PATH`` too); unknown architectures fail with the closest valid names."""
     raw = name
     checkpoint = None
     if "@" in name:
         name, path = name.split("@", 1)
         checkpoint = Path(path).expanduser()
-    if name.startswith("torchvision:"):
-        import torchvision.models as tvm
+    hub = SOURCES.get("torchvision") if name.startswith("torchvision:") else SOURCES.get("timm")
+    return hub.parse(raw, name, checkpoint)
 
-        body = name[len("torchvision:"):]
-        arch, _, tag = body.partition(".")
-        builders = tvm.list_models()
-        if arch not in builders:
-            raise ConfigError(f"unknown torchvision model {arch!r} in {raw!r}.{suggest(arch, builders)} "
-                              f"Valid: torchvision.models.list_models()")
-        return ModelSpec(raw, "torchvision", arch, tag or None, checkpoint)
-    if name.startswith("timm:"):
-        name = name[len("timm:"):]
-    arch, _, tag = name.partition(".")
-    names = _timm_names()
-    if arch not in names:
-        from .testbed import TESTBED
-
-        hint = suggest(raw, TESTBED) or suggest(arch, names)
-        raise ConfigError(f"unknown model {raw!r}: not a testbed model ({', '.join(TESTBED)}), a timm architecture, "
-                          f"or 'torchvision:NAME.WEIGHTS'.{hint}")
-    return ModelSpec(raw, "timm", arch, tag or None, checkpoint)
-
-
-# ---------------------------------------------------------------- preprocessing metadata
 
 @dataclass
 class Meta:
+    """A hub model's preprocessing and label space, from its library's config (nothing is built)."""
+
     input_size: int
     interpolation: str
     mean: Tuple[float, ...]
@@ -105,44 +86,8 @@ class Meta:
     label_offset: int
 
 
-def _timm_meta(spec: ModelSpec) -> Meta:
-    import timm
-
-    try:
-        cfg = timm.models.get_pretrained_cfg(spec.timm_name) if spec.tag else None
-    except Exception:  # noqa: BLE001 - an unknown tag is reported below with the valid ones
-        cfg = None
-    if cfg is None:
-        tags = timm.list_pretrained(f"{spec.arch}.*")
-        if spec.tag or not tags:
-            raise ConfigError(f"timm has no pretrained tag {spec.timm_name!r}. Valid: {', '.join(tags) or 'none'}."
-                              f"{suggest(spec.timm_name, tags)}")
-        cfg = timm.models.get_pretrained_cfg(tags[0])
-    return Meta(int(cfg.input_size[-1]), cfg.interpolation or "bilinear", tuple(cfg.mean), tuple(cfg.std),
-                int(cfg.num_classes or 1000), int(cfg.label_offset or 0))
-
-
-def _tv_weights(spec: ModelSpec):
-    import torchvision.models as tvm
-
-    enum = tvm.get_model_weights(spec.arch)
-    members = [m.name for m in enum] + ["DEFAULT"]
-    tag = spec.tag or "DEFAULT"
-    if tag not in members:
-        raise ConfigError(f"torchvision {spec.arch!r} has no weights {tag!r}. Valid: {', '.join(members)}.{suggest(tag, members)}")
-    return enum[tag] if tag != "DEFAULT" else enum.DEFAULT
-
-
-def _tv_meta(spec: ModelSpec) -> Meta:
-    w = _tv_weights(spec)
-    t = w.transforms()
-    size = t.crop_size[0] if isinstance(t.crop_size, (list, tuple)) else t.crop_size
-    interp = str(getattr(t.interpolation, "value", t.interpolation)).lower()
-    return Meta(int(size), interp, tuple(t.mean), tuple(t.std), len(w.meta["categories"]), 0)
-
-
 def model_meta(spec: ModelSpec) -> Meta:
-    return _timm_meta(spec) if spec.library == "timm" else _tv_meta(spec)
+    return spec.hub.meta(spec)
 
 
 # ---------------------------------------------------------------- weights
@@ -162,21 +107,11 @@ def _hf_file(repo_id: str) -> Optional[str]:
 
 def cached_weights_file(spec: ModelSpec) -> Optional[Path]:
     """The local file holding the pretrained weights of ``spec``, or None when they are not cached."""
-    if spec.library == "timm":
-        import timm
+    return spec.hub.cached_file(spec)
 
-        cfg = timm.models.get_pretrained_cfg(spec.timm_name) if spec.tag else None
-        if cfg is None:
-            tags = timm.list_pretrained(f"{spec.arch}.*")
-            cfg = timm.models.get_pretrained_cfg(tags[0]) if tags else None
-        if cfg is None:
-            return None
-        if cfg.hf_hub_id:
-            hit = _hf_file(cfg.hf_hub_id)
-            return Path(hit) if hit else None
-        url = cfg.url or ""
-    else:
-        url = _tv_weights(spec).url
+
+def _torch_hub_file(url: str) -> Optional[Path]:
+    """Where torch.hub keeps the download of ``url``, when it is there."""
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     return path if url and path.exists() else None
 
@@ -222,16 +157,6 @@ def declared_classes(name: str, label_offset: Optional[int] = None, num_classes:
     return n - (meta.label_offset if label_offset is None else int(label_offset))
 
 
-def check_available(name: str, pretrained: bool = True) -> None:
-    """Fail now, not after crafting, when a model's weights cannot be had (offline, not cached)."""
-    spec = parse_name(name)
-    if spec.checkpoint is not None:
-        if not spec.checkpoint.is_file():
-            raise ConfigError(f"checkpoint {spec.checkpoint} of {name!r} does not exist")
-    else:
-        _require_cached(spec, pretrained)
-
-
 def _require_cached(spec: ModelSpec, pretrained: bool) -> None:
     if pretrained and offline() and not weights_cached(spec):
         raise MissingWeightsError(f"pretrained weights of {spec.name!r} are not in the local cache and the run is "
@@ -242,13 +167,7 @@ def _build(spec: ModelSpec, pretrained: bool, num_classes: Optional[int]) -> nn.
     kw = {} if num_classes is None else {"num_classes": int(num_classes)}
     _require_cached(spec, pretrained)
     try:
-        if spec.library == "timm":
-            import timm
-
-            return timm.create_model(spec.timm_name, pretrained=pretrained, **kw)
-        import torchvision.models as tvm
-
-        return tvm.get_model(spec.arch, weights=_tv_weights(spec) if pretrained else None, **kw)
+        return spec.hub.create(spec, pretrained, kw)
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - download/cache failures of the hubs
@@ -297,9 +216,48 @@ def load_hub_model(name: str, *, pretrained: bool = True, label_offset: Optional
     offset = meta.label_offset if label_offset is None else int(label_offset)
     mean, std, size, interp = meta.mean, meta.std, meta.input_size, meta.interpolation
     if preprocess == "transferattack":
-        size, interp = 224, "bilinear"
-        if spec.library == "torchvision":
-            inception = spec.arch.startswith("inception")
-            mean, std = ((0.5,) * 3, (0.5,) * 3) if inception else (IMAGENET_MEAN, IMAGENET_STD)
-            size = 299 if inception else 224
+        mean, std, size = spec.hub.transferattack_stats(spec, meta)
+        interp = "bilinear"
     return Preprocess(model, mean, std, input_size or size, interpolation or interp, label_offset=offset, name=name)
+
+
+# ---------------------------------------------------------------- the two hub sources
+
+class HubSource(ModelSource):
+    """A model library (timm, torchvision): what the library itself knows of a name. The library
+    specific parts are :meth:`parse`, :meth:`meta`, :meth:`cached_file`, :meth:`create` and
+    :meth:`transferattack_stats`; building, the class count and availability are shared."""
+
+    def parse(self, raw: str, name: str, checkpoint: Optional[Path]) -> ModelSpec:
+        raise NotImplementedError
+
+    def meta(self, spec: ModelSpec) -> Meta:
+        raise NotImplementedError
+
+    def cached_file(self, spec: ModelSpec) -> Optional[Path]:
+        raise NotImplementedError
+
+    def create(self, spec: ModelSpec, pretrained: bool, kw: Dict) -> nn.Module:
+        raise NotImplementedError
+
+    def transferattack_stats(self, spec: ModelSpec, meta: Meta) -> Tuple[Tuple[float, ...], Tuple[float, ...], int]:
+        """(mean, std, input size) that TransferAttack's ``utils.wrap_model`` feeds this model."""
+        return meta.mean, meta.std, 224
+
+    def load(self, name, *, pretrained=True, label_offset=None, num_classes=None, input_size=None,
+             preprocess="own", **_):
+        return load_hub_model(name, pretrained=pretrained, label_offset=label_offset, num_classes=num_classes,
+                              input_size=input_size, preprocess=preprocess)
+
+    def classes(self, name, label_offset=None, num_classes=None):
+        return declared_classes(name, label_offset, num_classes)
+
+    def check_available(self, name, pretrained=True):
+        _require_cached(parse_name(name), pretrained)
+
+    def weights_file(self, name, zoo_dir=None):
+        return cached_weights_file(parse_name(name))
+
+    def listing(self, name):
+        spec = parse_name(name)
+        return {"source": spec.library, "family": spec.arch, "test_acc": None, "cached": bool(weights_cached(spec))}

@@ -1,0 +1,170 @@
+"""Model sources: every way a model name can be resolved, one registry entry each.
+
+A :class:`ModelSource` claims the names it knows and answers, for each of them, what the rest of
+flatbench asks of a model: build it (:meth:`~ModelSource.load`), the class count it declares
+without building it, whether its weights can be had before crafting starts, the file its weights
+are read from (provenance's SHA-256) and its row in ``flatbench list models``.
+:data:`SOURCES` holds them in resolution order, the first that claims a name owns it:
+
+* ``testbed`` - the embedded digits zoo (``digits-cnn``), pinned weights;
+* ``checkpoint`` - ``ARCH@PATH``: a hub architecture with weights read from a local file;
+* ``torchvision`` - ``torchvision:NAME.WEIGHTS``;
+* ``timm`` - any other name, ``resnet50.tv_in1k`` (``timm:`` may prefix it); it is last because it
+  claims every name, and an unknown one fails there with the valid forms.
+
+A new source is a subclass and one ``SOURCES.add`` line in ``flatbench/models/__init__.py``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch.nn as nn
+
+from ..registry import ConfigError, Registry
+
+
+class ModelSource:
+    """One way of naming and building models (see the module docstring)."""
+
+    name = ""
+
+    def claims(self, name: str) -> bool:
+        """Whether ``name`` is this source's."""
+        raise NotImplementedError
+
+    def load(self, name: str, *, zoo_dir: Optional[Path] = None, seed: int = 0, progress: bool = True,
+             pretrained: bool = True, label_offset: Optional[int] = None, num_classes: Optional[int] = None,
+             input_size: Optional[int] = None, preprocess: str = "own") -> nn.Module:
+        """The model, taking [0,1] images at its own resolution, frozen in eval mode."""
+        raise NotImplementedError
+
+    def classes(self, name: str, label_offset: Optional[int] = None, num_classes: Optional[int] = None) -> int:
+        """The class count the model will output, from its declaration alone (nothing is built);
+        ConfigError when the declaration does not say."""
+        raise NotImplementedError
+
+    def check_available(self, name: str, pretrained: bool = True) -> None:
+        """Fail now, not after crafting, when the model's weights cannot be had."""
+
+    def weights_file(self, name: str, zoo_dir: Optional[Path] = None) -> Optional[Path]:
+        """The file the weights are read from when it is on disk, else None."""
+        return None
+
+    def listing(self, name: str) -> Dict[str, Any]:
+        """The ``flatbench list models`` columns this source knows: source, family, test_acc, cached."""
+        raise NotImplementedError
+
+    def known(self) -> List[str]:
+        """The names this source lists by itself (a hub lists only the names configs use)."""
+        return []
+
+
+class Sources(Registry):
+    """The model sources, in the order they are asked whether they claim a name."""
+
+    def add(self, name: str, item: ModelSource, doc: str = "", before: Optional[str] = None) -> ModelSource:
+        """Put ``item`` last in the resolution order, or just before the source ``before``."""
+        super().add(name, item, doc)
+        if before is not None:
+            order = [k for k in self._items if k != name]
+            order.insert(order.index(self.get(before).name), name)
+            self._items = {k: self._items[k] for k in order}
+        return item
+
+    def known(self) -> List[str]:
+        """Every name a source lists by itself, in resolution order."""
+        return [n for source in self._items.values() for n in source.known()]
+
+    def owner(self, name: str) -> ModelSource:
+        for key in self._items:   # insertion order: the resolution order
+            if self._items[key].claims(name):
+                return self._items[key]
+        raise ConfigError(f"no model source claims {name!r}; sources: {', '.join(self._items)}")
+
+
+SOURCES = Sources("model source")
+
+
+def source_of(name: str) -> ModelSource:
+    """The source that owns the model name ``name``."""
+    return SOURCES.owner(name)
+
+
+class TestbedSource(ModelSource):
+    """The embedded digits zoo: pinned weights, or trained ones under ``paths.zoo_dir``."""
+
+    name = "testbed"
+
+    def claims(self, name: str) -> bool:
+        from .testbed import TESTBED
+
+        return name in TESTBED
+
+    def known(self):
+        from .testbed import TESTBED
+
+        return list(TESTBED)
+
+    def load(self, name, *, zoo_dir=None, seed=0, progress=True, **_):
+        from .testbed import load_testbed
+
+        return load_testbed(name, zoo_dir=zoo_dir, seed=seed, progress=progress)
+
+    def classes(self, name, label_offset=None, num_classes=None):
+        from .testbed import NUM_CLASSES
+
+        return NUM_CLASSES
+
+    def weights_file(self, name, zoo_dir=None):
+        from .testbed import PINNED_DIR, default_zoo_dir
+
+        zoo = Path(zoo_dir) if zoo_dir is not None else default_zoo_dir()
+        path = (zoo or PINNED_DIR) / f"{name}.safetensors"
+        return path if path.is_file() else None
+
+    def listing(self, name):
+        from .testbed import pinned_sidecar
+
+        meta = pinned_sidecar(name)
+        return {"source": "testbed", "family": meta["family"], "test_acc": meta["test_acc"], "cached": True}
+
+
+class CheckpointSource(ModelSource):
+    """``ARCH@PATH``: the architecture ARCH (a timm or torchvision name) with weights from PATH."""
+
+    name = "checkpoint"
+
+    def claims(self, name: str) -> bool:
+        return "@" in name
+
+    def load(self, name, *, pretrained=True, label_offset=None, num_classes=None, input_size=None,
+             preprocess="own", **_):
+        from .hub import load_hub_model
+
+        return load_hub_model(name, pretrained=pretrained, label_offset=label_offset, num_classes=num_classes,
+                              input_size=input_size, preprocess=preprocess)
+
+    def classes(self, name, label_offset=None, num_classes=None):
+        from .hub import declared_classes
+
+        return declared_classes(name, label_offset, num_classes)
+
+    def check_available(self, name, pretrained=True):
+        from .hub import parse_name
+
+        spec = parse_name(name)
+        if not spec.checkpoint.is_file():
+            raise ConfigError(f"checkpoint {spec.checkpoint} of {name!r} does not exist")
+
+    def weights_file(self, name, zoo_dir=None):
+        from .hub import parse_name
+
+        spec = parse_name(name)
+        return spec.checkpoint if spec.checkpoint.is_file() else None
+
+    def listing(self, name):
+        from .hub import parse_name
+
+        spec = parse_name(name)
+        return {"source": "checkpoint", "family": spec.arch, "test_acc": None, "cached": spec.checkpoint.is_file()}
