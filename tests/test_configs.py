@@ -120,6 +120,18 @@ def test_paper_experiments_compose_with_their_settings():
     assert compose_config(["experiment=gnp_table"], hydra=True).hydra.sweeper.params.eps == "4,8,16"
 
 
+def test_an_experiments_transform_defaults_reach_the_attack():
+    """transform_defaults fills a selected transform's settings that the command line leaves unset. The
+    defect: dim.yaml wrote DIM's own interpolation (nearest), so TransferAttack's experiments, which set
+    bilinear as its dim.py does, crafted their DIM rows with nearest."""
+    for exp in ("transferattack_rn50", "transferattack_rn18"):
+        cfg = compose_config([f"experiment={exp}", "method=dim"])
+        assert resolve(cfg).transforms["dim"]["interpolation"] == "bilinear", exp
+    assert resolve(compose_config(["method=dim"])).transforms["dim"].get("interpolation") in (None, "nearest")
+    cfg = compose_config(["experiment=transferattack_rn50", "method=dim", "transforms.dim.interpolation=area"])
+    assert resolve(cfg).transforms["dim"]["interpolation"] == "area"   # the command line wins
+
+
 def test_method_configs_mirror_presets():
     assert set(options("method")) == set(METHODS)
     for name, (opt, est, tfs) in METHODS.items():

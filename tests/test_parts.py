@@ -42,6 +42,28 @@ def test_yaml_defaults_agree_with_the_declarations(where, decl, node):
         assert value == pytest.approx(want) if isinstance(want, float) else value == want, (where, key, value, want)
 
 
+def test_the_config_files_are_written_from_the_declarations(tmp_path):
+    """A part's defaults live in its declaration only: each group file is what scripts/part_configs.py
+    writes from it, and the script's --check fails on a stale one. Broken variant tried: PGN's declared
+    beta changed to 0.6 with pgn.yaml left as it was."""
+    import shutil
+    import subprocess
+    import sys
+
+    from flatbench.attacks.part_configs import stale, write
+
+    assert stale(CONF) == []
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "estimator" / "pgn.yaml").write_text((conf / "estimator" / "pgn.yaml").read_text().replace("beta: 0.5", "beta: 0.6"))
+    (conf / "transforms" / "blur.yaml").write_text("blur: {}\n")
+    assert stale(conf) == [str(conf / "estimator" / "pgn.yaml"), f"{conf / 'transforms' / 'blur.yaml'} (no such part)"]
+    assert write(conf) == [conf / "estimator" / "pgn.yaml"] and "beta: 0.5 " in (conf / "estimator" / "pgn.yaml").read_text()
+    root = Path(__file__).resolve().parent.parent
+    p = subprocess.run([sys.executable, str(root / "scripts" / "part_configs.py"), "--check"], capture_output=True, text=True)
+    assert p.returncode == 0 and "agrees" in p.stdout, p.stdout + p.stderr
+
+
 def test_every_declared_part_has_a_config_file_and_the_reverse():
     assert sorted(f.stem for f in (CONF / "optimizer").glob("*.yaml")) == OPTIMIZERS.names()
     assert sorted(f.stem for f in (CONF / "estimator").glob("*.yaml")) == ESTIMATORS.names()
