@@ -67,14 +67,13 @@ def describe_main(argv: List[str]) -> int:
 
 def describe_text(argv: List[str]) -> str:
     """What ``flatbench describe ARGV`` prints (docs/methods.md is made of these)."""
-    from .attacks import build_attack
-    from .config import attack_kwargs, resolve
+    from .settings import Settings, load_settings
 
     method = [f"method={argv[0]}"] if argv and "=" not in argv[0] else []
     cfg = compose_or_exit(method + [a for a in argv if "=" in a])
-    s = guarded(resolve, cfg)
-    attack = guarded(build_attack, None, **attack_kwargs(s))
-    attack.rules, attack.budget = s.rules, s.budget
+    st: Settings = guarded(load_settings, cfg)
+    s = st.cell
+    attack = guarded(st.build_attack)
     tfs = ",".join(s.transforms)
     return (f"# flatbench {' '.join(argv)}: optimizer={s.optimizer} estimator={s.estimator} transforms=[{tfs}]\n"
             + attack.describe())

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .keyed import keyed_generator
-from .registry import ConfigError
+from .registry import ConfigError, shown
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 METRICS = ("loss", "grad_l1", "grad_l2", "sharp_mean", "sharp_max", "sharp_worst", "hess_top")
@@ -60,7 +60,10 @@ class FlatnessSettings:
             ("flatness.landscape_span", self.landscape_span > 0, "> 0"),
         ]:
             if not ok:
-                raise ConfigError(f"{key}={getattr(self, key.split('.')[1])!r} is out of range; allowed {allowed}")
+                value = getattr(self, key.split(".")[1])
+                # rho is held in [0,1] units; the message shows it as it was written (1/255 units)
+                shown_value = shown(round(value * 255, 6)) if key == "flatness.rho" else shown(value)
+                raise ConfigError(f"{key}={shown_value} is out of range; allowed {allowed}")
         return self
 
 

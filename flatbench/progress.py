@@ -30,10 +30,9 @@ def expand_sweep(sweep_dir: Path) -> Dict[str, Any]:
     """{"cells": {key: grad_evals}, "total": n} for the sweep in ``sweep_dir`` (its multirun.yaml)."""
     from omegaconf import OmegaConf
 
-    from .attacks import build_attack
     from .cell.plan import load_data
     from .compose import compose
-    from .config import attack_kwargs, resolve
+    from .settings import load_settings
     from .sweep import grid, parse, sweep_overrides
 
     cfg = OmegaConf.load(Path(sweep_dir) / SweepLayout.MULTIRUN)
@@ -45,8 +44,8 @@ def expand_sweep(sweep_dir: Path) -> Dict[str, Any]:
     cells = {}
     for overrides in cells_overrides:
         try:
-            s = resolve(compose(overrides))
-            cells[_key(overrides)] = build_attack(None, **attack_kwargs(s)).predicted_grad_evals(len(load_data(s)))
+            st = load_settings(compose(overrides))
+            cells[_key(overrides)] = st.build_attack().predicted_grad_evals(len(load_data(st.cell)))
         except Exception:  # noqa: BLE001 - a cell that cannot even be composed fails on its own; count it, cost unknown
             cells[_key(overrides)] = None
     return {"cells": cells, "total": len(cells_overrides)}

@@ -52,6 +52,7 @@ BAD_CONFIGS = [
     ("targeted=true", "has no target column; use target_rule=random or target_rule=least_likely"),
     ("+optimizer._target_=os.system", "optimizer._target_='os.system' is not allowed"),
     ("flatness=on flatness.k_samples=0", "flatness.k_samples=0 is out of range"),
+    ("flatness=on flatness.rho=-1", "flatness.rho=-1 is out of range; allowed > 0 (1/255 units)"),
     ("amp=fp8", "amp='fp8' is out of range"),
     # flatbench 0.1's group names (issue 16): the message says what to write instead.
     ("attack=nifgsm", "renamed the config groups attack -> optimizer and penalty -> estimator"),
@@ -72,6 +73,9 @@ def _one_line_error(stderr, expect, out_dir):
     assert len(lines) == 1 and lines[0].startswith("flatbench: error:"), stderr
     assert expect in lines[0]
     assert "Traceback" not in stderr and not (out_dir / "results.csv").exists()
+    # At startup: nothing was crafted or evaluated first (a bad flatness setting used to fail only
+    # after both, and showed rho in [0,1] units).
+    assert not list(out_dir.parent.rglob("*.pt")) and not list(out_dir.parent.rglob("eval")), stderr
 
 
 @pytest.mark.parametrize("override,expect", [c for c in BAD_CONFIGS if c[0] in IN_A_PROCESS])

@@ -232,3 +232,26 @@ def test_one_registry_kind():
                                                       for m in node.body):
                 registries.append(node.name)
     assert sorted(registries) == ["Parts", "Registry"], registries
+
+
+def test_the_stages_read_the_settings_not_the_config():
+    """The config is checked and typed once (flatbench/settings.py, load_settings); the cell's stages
+    and the planner's cost take that Settings object. Only run_cell, the entry of a cell, holds the raw
+    config, and resolve() is called from load_settings alone (issue 35, step 1: cfg was read in 27
+    modules, 13 times in cell/plan.py)."""
+    offenders = []
+    for f in sorted(ROOT.rglob("*.py")):
+        rel = f.relative_to(ROOT).as_posix()
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "resolve" \
+                    and rel not in ("settings.py", "config.py"):
+                offenders.append(f"{rel}:{node.lineno} calls resolve(cfg) itself")
+            if rel.startswith("cell/") or rel == "planning/cost.py":
+                if isinstance(node, ast.FunctionDef) and node.name != "run_cell" \
+                        and any(a.arg == "cfg" for a in node.args.args + node.args.kwonlyargs):
+                    offenders.append(f"{rel}:{node.lineno} {node.name}() takes the raw config")
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "cfg" \
+                        and node.attr != "logger":
+                    offenders.append(f"{rel}:{node.lineno} reads cfg.{node.attr}")
+    assert not offenders, offenders

@@ -51,7 +51,7 @@ def _line(text: str, comment: str) -> str:
     return f"{text.ljust(COMMENT_AT - 1)} # {comment}" if comment else text
 
 
-def render(decl: Declaration) -> str:
+def part_config(decl: Declaration) -> str:
     """The config file of one part."""
     module = decl.make.__module__.replace(".", "/") + ".py"
     head = [decl.summary,
@@ -80,7 +80,7 @@ def expected(conf_dir: Path) -> Dict[Path, str]:
     for group in GROUPS:
         parts = _registry(group)
         for name in parts.names():
-            out[Path(conf_dir) / group / f"{name}.yaml"] = render(parts.get(name))
+            out[Path(conf_dir) / group / f"{name}.yaml"] = part_config(parts.get(name))
     return out
 
 

@@ -1,6 +1,7 @@
 """One cell: a short sequence of stages, each in its own module, passing one :class:`~.plan.Cell`.
 
-    plan        settings, cell id, and what exists: finished rows, the stored set, cached
+    settings    the config checked and typed, once (flatbench/settings.py)
+    plan        the attack, cell id, and what exists: finished rows, the stored set, cached
                 evaluations (the one reuse rule: by cell id)                    plan.py
     check       every target still to evaluate, before any batch is crafted     evaluation.py
     craft       the adversarial set, batch by batch with checkpoints           crafting.py
@@ -21,11 +22,12 @@ from typing import Any, Dict, Optional
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..config import as_container
 from ..dist import world
 from ..loggers import build_logger
+from ..settings import load_settings
 from ..signals import StopRequest
 from . import crafting
 from .evaluation import TargetModels, check_targets, evaluate_cell
@@ -54,35 +56,33 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run", sweep: Optional[
     logger = build_logger(as_container(cfg.logger)) if w.main else build_logger({"name": "csv"})
     failed = True
     try:
-        cell = plan_cell(cfg, out_dir, mode, w)
+        st = load_settings(cfg)
+        cell = plan_cell(st, out_dir, mode, w)
         if cell.done is not None:
             log.info("cell %s already finished in %s: skipping (force=true recomputes)", cell.cell_id, out_dir)
             failed = False
             return cell.done if w.main else None
         if w.main:
-            logger.start(OmegaConf.to_container(cfg, resolve=True), out_dir,
+            logger.start(st.config(), out_dir,
                          f"{cell.attack.label}-{'+'.join(cell.settings.surrogate)}-eps{cell.settings.eps:g}", sweep)
-            record_skipped(cell, out_dir)
-        zoo_dir = cfg.paths.get("zoo_dir")
-        models = TargetModels(cell.settings.surrogate, dict(zoo_dir=Path(zoo_dir) if zoo_dir else None,
-                                                            progress=cfg.progress, pretrained=cfg.pretrained,
-                                                            preprocess=cfg.preprocess), cell.device, cell.data)
+            record_skipped(cell)
+        models = TargetModels(cell.settings.surrogate, st.model_options(), cell.device, cell.data)
         if cell.stored is None or cell.snap_todo:
-            cell.attack.model = torch.compile(models.surrogate()) if cfg.get("compile") else models.surrogate()
-        built = check_targets(cell, models, cfg.pretrained)
+            cell.attack.model = torch.compile(models.surrogate()) if st.run.compile else models.surrogate()
+        built = check_targets(cell, models, st.run.pretrained)
         log.info("cell %s: startup %.1f s (%d of %d targets built at startup)", cell.cell_id,
                  time.perf_counter() - t_start, len(built), len(cell.todo))
         log.info("cell %s: %s on %s, %d images of %s, eps=%g/255, device=%s%s; %d target(s) to evaluate, %d cached",
                  cell.cell_id, cell.attack.label, "+".join(cell.settings.surrogate), len(cell.data), cell.data.name,
                  cell.settings.eps, cell.device, f", rank {w.rank}/{w.size}" if w.active else "", len(cell.todo),
                  len(cell.zoo) - len(cell.todo))
-        crafting.craft_cell(cell, cfg, w, models.surrogate, stop)
-        evaluate_cell(cell, models, built, cfg.batch_size, w, None if cell.force else cfg.paths.cache_dir)
+        crafting.craft_cell(cell, st, w, models.surrogate, stop)
+        evaluate_cell(cell, models, built, st.run.batch_size, w, None if cell.force else st.paths.cache_dir)
         if not w.main:
             failed = False
             return None
-        flatness_cell(cell, cfg, models.surrogate, out_dir)
-        df = record_cell(cell, cfg, out_dir, experiment=str(cfg.name))
+        flatness_cell(cell, st, models.surrogate)
+        df = record_cell(cell, st)
         df.attrs["grad_evals_now"] = int(cell.attack.grad_evals)   # crafted now (0 when the set was reused)
         logger.log_rows(df)
         failed = False

@@ -10,6 +10,7 @@ import torch
 
 from ..attacks.loop import NonFiniteError
 from ..config import CellSettings
+from ..settings import Settings
 from ..data import ImageSet
 from ..dist import World
 from ..quantize import quantize
@@ -143,13 +144,13 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
     return out, time.perf_counter() - t0, crafted
 
 
-def craft_cell(cell, cfg, w: World, surrogate, stop: Optional[StopRequest] = None) -> None:
+def craft_cell(cell, st: Settings, w: World, surrogate, stop: Optional[StopRequest] = None) -> None:
     """The stage: choose the attack's labels, then craft what is missing (resuming from the
     store's finished batches) and store the whole set, or take the set the plan found.
     ``surrogate()`` builds the surrogate on first use (a reused set may never need it)."""
-    s, data = cell.settings, cell.data
+    s, data, run = cell.settings, cell.data, st.run
     cell.y_attack = choose_target_classes(s, data, surrogate() if s.targeted and s.target_rule == "least_likely" else None,
-                                   cell.device, cfg.batch_size)
+                                   cell.device, run.batch_size)
     if cell.stored is not None:
         cell.adv = cell.stored[0]
         cell.craft_meta = cell.store.crafted() or {"craft_seconds": float("nan"), "grad_evals": -1}
@@ -157,36 +158,36 @@ def craft_cell(cell, cfg, w: World, surrogate, stop: Optional[StopRequest] = Non
         if cell.snap_todo:   # the steps it lacks: the run again, as far as the last of them
             log.info("cell %s: crafting again up to step %d for the snapshots %s it lacks", cell.cell_id,
                      max(cell.snap_todo), cell.snap_todo)
-            craft(cell.attack, data, cell.y_craft, cell.device, cfg.batch_size, s.seed, cfg.progress,
-                  store=cell.store, world=w, force=cell.force, quantize_mode=cfg.quantize, stop=stop,
+            craft(cell.attack, data, cell.y_craft, cell.device, run.batch_size, s.seed, run.progress,
+                  store=cell.store, world=w, force=cell.force, quantize_mode=run.quantize, stop=stop,
                   snapshots={t: cell.snapshots[t] for t in cell.snap_todo}, final=cell.adv, snap_sets=cell.snaps)
             log.info("cell %s: the snapshots cost %d gradient evaluations (%s)", cell.cell_id,
                      int(w.sum(cell.attack.grad_evals)), "all ranks" if w.active else "images through forward+backward")
-            _store_snapshots(cell, w, cfg.batch_size, cell.snap_todo)
-        cell.snaps.update({t: st.load()[0] for t, st in cell.snapshots.items() if t not in cell.snap_todo})
+            _store_snapshots(cell, w, run.batch_size, cell.snap_todo)
+        cell.snaps.update({t: snap.load()[0] for t, snap in cell.snapshots.items() if t not in cell.snap_todo})
         return
     attack, store = cell.attack, cell.store
-    adv, seconds, _ = craft(attack, data, cell.y_craft, cell.device, cfg.batch_size, s.seed, cfg.progress,
-                            store=store, world=w, force=cell.force, quantize_mode=cfg.quantize, stop=stop,
+    adv, seconds, _ = craft(attack, data, cell.y_craft, cell.device, run.batch_size, s.seed, run.progress,
+                            store=store, world=w, force=cell.force, quantize_mode=run.quantize, stop=stop,
                             snapshots=cell.snapshots, snap_sets=cell.snaps)
     grad_evals = int(w.sum(attack.grad_evals))
     seconds = w.max(seconds)
     if w.main and not w.active and grad_evals and seconds > 0:   # the rate `flatbench plan` projects from
         shape = tuple(data.floats(slice(0, 1)).shape[1:])
-        record_rate(cfg.paths.cache_dir, craft_key(s.surrogate, shape, cell.device.type, attack.amp,
-                                                   per_forward(attack, cfg.batch_size, len(data))),
+        record_rate(st.paths.cache_dir, craft_key(s.surrogate, shape, cell.device.type, attack.amp,
+                                                   per_forward(attack, run.batch_size, len(data))),
                     grad_evals / seconds, f"cell {cell.cell_id}")
     cell.craft_meta = {"craft_seconds": seconds, "grad_evals": grad_evals, "chunk": attack.chunk,
                        "memory_format": attack.memory_format}
     w.barrier()
     if w.main:
-        parts = [store.load_batch(lo, min(len(data), lo + cfg.batch_size)) for lo in range(0, len(data), cfg.batch_size)]
+        parts = [store.load_batch(lo, min(len(data), lo + run.batch_size)) for lo in range(0, len(data), run.batch_size)]
         adv = torch.cat(parts)
         store.save(adv, data.ids, {"cell_id": cell.cell_id, **cell.craft_meta, "semantic": cell.semantic})
         log.info("wrote the adversarial set (%d images) to %s", len(adv), store.full)
     w.barrier()
     cell.adv = store.load()[0] if w.active else adv
-    _store_snapshots(cell, w, cfg.batch_size, list(cell.snapshots))
+    _store_snapshots(cell, w, run.batch_size, list(cell.snapshots))
 
 
 def _store_snapshots(cell, w: World, batch_size: int, steps) -> None:

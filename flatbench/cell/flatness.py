@@ -4,7 +4,6 @@ images into landscape.csv/png; the metrics themselves are :mod:`flatbench.flatne
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Dict
 
 import pandas as pd
@@ -19,11 +18,11 @@ log = logging.getLogger("flatbench")
 
 
 def measure_flatness(model, data: ImageSet, adv: torch.Tensor, y: torch.Tensor, s: CellSettings, flat, device,
-                     batch_size: int, out_dir: Path, progress: bool, label: str) -> Dict[str, float]:
+                     batch_size: int, cell_dir: CellDir, progress: bool, label: str) -> Dict[str, float]:
     """Flatness metrics of the surrogate at the stored adversarial images (and clean ones).
 
     Writes flatness.csv (per image), landscape.csv and landscape.png (the first images) into
-    out_dir; returns the aggregated columns for the rows.
+    the cell directory; returns the aggregated columns for the rows.
     """
     from tqdm.auto import tqdm
 
@@ -42,7 +41,6 @@ def measure_flatness(model, data: ImageSet, adv: torch.Tensor, y: torch.Tensor, 
                 per[m] += v.tolist()
         frames.append(pd.DataFrame({"image_id": data.ids, "at": at, **per}))
         cols.update(aggregate(per, prefix="flat" if at == "adv" else "flat_clean"))
-    cell_dir = CellDir(out_dir)
     atomic_write_text(cell_dir.file(cell_dir.FLATNESS), pd.concat(frames).to_csv(index=False))
     n = min(flat.landscape_images, len(data))
     if n:
@@ -56,11 +54,8 @@ def measure_flatness(model, data: ImageSet, adv: torch.Tensor, y: torch.Tensor, 
     return cols
 
 
-def flatness_cell(cell, cfg, surrogate, out_dir: Path) -> None:
+def flatness_cell(cell, st, surrogate) -> None:
     """The stage, when ``flatness.enabled``: the columns it adds go to ``cell.flat_columns``."""
-    from ..config import flatness_settings
-
-    flat = flatness_settings(cfg.get("flatness"))
-    if flat is not None:
-        cell.flat_columns = measure_flatness(surrogate(), cell.data, cell.adv, cell.y_craft, cell.settings, flat,
-                                             cell.device, cfg.batch_size, out_dir, cfg.progress, cell.attack.label)
+    if st.flatness is not None:
+        cell.flat_columns = measure_flatness(surrogate(), cell.data, cell.adv, cell.y_craft, cell.settings, st.flatness,
+                                             cell.device, st.run.batch_size, cell.directory, st.run.progress, cell.attack.label)

@@ -16,14 +16,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig
 
-from ..attacks import build_attack
-from ..config import (ALL_ROLES, ENTRY_KEYS, CellSettings, attack_kwargs, chunk_setting, parse_targets, as_container, resolve, to_255)
+from ..config import ENTRY_KEYS, CellSettings, to_255
 from ..data import DATASETS, ImageSet
 from ..dist import World
 from ..io import check_writable
 from ..registry import ConfigError
+from ..settings import Settings
 from ..store import AdvStore, load_adv
 from .directory import CellDir
 
@@ -153,12 +152,15 @@ def target_key(key: str, entry: Dict[str, Any], pretrained: bool, preprocess: st
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + "-" + digest
 
 
-def check_objective(objective: str, zoo: Dict[str, Dict[str, Any]]) -> None:
-    """At startup: the objective names a role, ``all`` or one of this cell's targets."""
-    if objective in ("all", *ALL_ROLES) or objective in zoo:
-        return
-    raise ConfigError(f"objective={objective!r} is neither a role nor a target of this cell; allowed: all, "
-                      f"{', '.join(ALL_ROLES)}, or a target key ({', '.join(zoo)})")
+def cell_semantic(st: Settings, attack, data: ImageSet, device_type: str) -> Dict[str, Any]:
+    """The settings hashed into the id of the cell ``st`` describes (:func:`hashed_settings`)."""
+    run = st.run
+    return hashed_settings(st.cell, attack, data, run.batch_size, run.pretrained, device_type, run.preprocess, run.quantize)
+
+
+def target_keys(st: Settings) -> Dict[str, str]:
+    """Each target's evaluation-cache key (:func:`target_key`)."""
+    return {k: target_key(k, e, st.run.pretrained, st.run.preprocess) for k, e in st.targets.items()}
 
 
 @dataclass
@@ -191,6 +193,7 @@ class Cell:
     flat_columns: Dict[str, Any] = field(default_factory=dict)
     snaps: Dict[int, torch.Tensor] = field(default_factory=dict)          # step -> its uint8 examples
     snap_predictions: Dict[int, Dict[str, pd.DataFrame]] = field(default_factory=dict)  # step -> target -> predictions
+    directory: Optional[CellDir] = None       # the cell directory, built once by the plan: every stage writes through it
 
     @property
     def y_craft(self) -> torch.Tensor:
@@ -198,25 +201,20 @@ class Cell:
         return self.data.labels if self.y_attack is None else self.y_attack
 
 
-def plan_cell(cfg: DictConfig, out_dir: Path, mode: str, w: World) -> Cell:
+def plan_cell(st: Settings, out_dir: Path, mode: str, w: World) -> Cell:
     """Validate the settings, build the attack and the data, derive the cell id, and decide from
     it what is reused: the finished rows in ``out_dir``, the stored set (the cache, else the set
     kept in the cell directory), and each target's cached evaluation. Nothing is read that
     belongs to another cell; ``force=true`` reuses nothing."""
-    s = resolve(cfg)
+    s, run, zoo = st.cell, st.run, st.targets
     if w.main:
         check_writable(out_dir)
-        check_writable(Path(cfg.paths.cache_dir))
-    zoo = parse_targets(cfg.targets)
-    check_objective(str(cfg.get("objective", "black-box")), zoo)
-    device = _device(cfg.device, w)
-    force = bool(cfg.get("force", False))
+        check_writable(st.paths.cache_dir)
+    device = _device(run.device, w)
+    force = run.force
     torch.manual_seed(s.seed)
     try:
-        attack = build_attack(None, chunk=chunk_setting(cfg), memory_budget_mb=cfg.get("memory_budget_mb"),
-                              amp=cfg.get("amp"), channels_last=cfg.get("channels_last", "auto"),
-                              tuning_file=cfg.paths.get("tuning_file"), **attack_kwargs(s))
-        attack.rules = s.rules
+        attack = st.build_attack()
     except ConfigError as exc:
         raise ConfigError(f"{exc}{config_files('optimizer', 'estimator', 'transforms', 'method', 'experiment')}") from None
     data = load_data(s)
@@ -224,14 +222,12 @@ def plan_cell(cfg: DictConfig, out_dir: Path, mode: str, w: World) -> Cell:
     # The device type enters cell_id: where this run crafts, or for `flatbench evaluate` (which
     # never crafts) where the directory's cell was crafted.
     crafted_on = (cell_dir.crafted_on() if mode == "evaluate" else None) or device.type
-    semantic = hashed_settings(s, attack, data, cfg.batch_size, cfg.pretrained, crafted_on,
-                        cfg.preprocess, cfg.quantize)
+    semantic = cell_semantic(st, attack, data, crafted_on)
     cell_id = cell_hash(semantic)
-    keys = {k: target_key(k, e, cfg.pretrained, cfg.preprocess) for k, e in zoo.items()}
-    flat_node = as_container(cfg.get("flatness")) or {}
-    flat_node = flat_node if flat_node.get("enabled") else None
+    keys = target_keys(st)
+    flat_node = st.flatness_node
     cell = Cell(s, attack, data, semantic, cell_id, zoo, keys, flat_node, device,
-                AdvStore(Path(cfg.paths.cache_dir), cell_id), force)
+                AdvStore(st.paths.cache_dir, cell_id), force, directory=cell_dir)
     if w.main:
         cell_dir.claim(cell_id, semantic, mode)
     w.barrier()

@@ -3,7 +3,6 @@ files; cell.json goes last, because it marks the cell finished."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Dict, List
 
 import pandas as pd
@@ -27,20 +26,21 @@ def target_role(entry: Dict[str, Any], surrogate: List[str]) -> str:
 
 
 
-def record_skipped(cell, out_dir: Path) -> None:
+def record_skipped(cell) -> None:
     """skipped.csv: the images a folder data set skipped (skip_bad_images=true), kept with the cell."""
     skipped = cell.data.meta.get("skipped") or []
     if skipped:
-        atomic_write_text(CellDir(out_dir).file(CellDir.SKIPPED), pd.DataFrame(skipped).to_csv(index=False))
-        log.warning("%d bad image(s) skipped (skip_bad_images=true); list in %s", len(skipped), CellDir(out_dir).file(CellDir.SKIPPED))
+        path = cell.directory.file(CellDir.SKIPPED)
+        atomic_write_text(path, pd.DataFrame(skipped).to_csv(index=False))
+        log.warning("%d bad image(s) skipped (skip_bad_images=true); list in %s", len(skipped), path)
 
 
-def record_cell(cell, cfg, out_dir: Path, experiment: str = "") -> pd.DataFrame:
+def record_cell(cell, st) -> pd.DataFrame:
     """The stage: one row per target (every setting a column, the counts and rates, the crafting
     cost), predictions.csv (per image and target), the set itself (save_images) and cell.json."""
     s, data, meta = cell.settings, cell.data, cell.craft_meta
     seconds = float(meta.get("craft_seconds", float("nan")))
-    base = settings_columns(cell.semantic, cell.attack.label, data.name, cell.cell_id, experiment=experiment)
+    base = settings_columns(cell.semantic, cell.attack.label, data.name, cell.cell_id, experiment=st.run.name)
     base.update(cell.flat_columns)
     base.update(perturbation_norms(data.images, cell.adv))
     base.update(visibility(data.images, cell.adv))
@@ -49,8 +49,7 @@ def record_cell(cell, cfg, out_dir: Path, experiment: str = "") -> pd.DataFrame:
                  "memory_format": meta.get("memory_format", ""), "version": __version__,
                  # the request, when the cell's knob came from budget=B (a label: the settings are the columns)
                  "budget": s.budget["budget"] if s.budget else None, "step": s.steps})
-    zoo_dir = cfg.paths.get("zoo_dir") if "paths" in cfg else None
-    origin = provenance(cell.device, s.surrogate, {k: e["model"] for k, e in cell.zoo.items()}, zoo_dir)
+    origin = provenance(cell.device, s.surrogate, {k: e["model"] for k, e in cell.zoo.items()}, st.paths.zoo_dir)
     base.update(provenance_columns(origin))
     rows, per_image = _rows(cell, base, cell.predictions)
     # The snapshots: the same cell's rows at earlier steps (their examples, their cost so far; the
@@ -64,8 +63,8 @@ def record_cell(cell, cfg, out_dir: Path, experiment: str = "") -> pd.DataFrame:
         snap_rows += r
         snap_images += [q.assign(step=t) for q in p]
     # cell.json goes last: it marks the cell finished, and the report reads only cells that have it.
-    cell_dir = CellDir(out_dir)
-    if cfg.save_images:
+    cell_dir = cell.directory
+    if st.run.save_images:
         save_adv(cell_dir.adv, cell.adv, data.ids, cell.cell_id)
     atomic_write_text(cell_dir.predictions, pd.concat(per_image).to_csv(index=False))
     if snap_rows:

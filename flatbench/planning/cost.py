@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..sweep import grid, parse, sweep_overrides
+from ..sweep import sweep_cells
 from ..rates import craft_key, eval_key, per_forward, read_rates, record_rate
 from .measure import measure_craft, measure_eval
 
@@ -34,70 +33,28 @@ class CellCost:
     rate_source: str
 
 
-def _split(argv: List[str], multirun: bool) -> Tuple[List[List[str]], Optional[Dict[str, int]]]:
-    """The cells' override lists: a -m run's grid (the experiment's sweeper params, overridden
-    by the command line's keys), or the one cell; for an Optuna search, the corners of its
-    space and {"trials": n_trials}."""
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-
-    from ..compose import compose
-    from ..registry import ConfigError
-
-    if not multirun:
-        return [list(argv)], None
-    fixed = [o.input_line for o in parse(argv) if not o.is_sweep_override()]
-    cfg = compose(fixed, hydra=True)   # the sweeper's params as the experiment sets them
-    optuna = "optuna" in str(cfg.hydra.sweeper.get("_target_", "")).lower()
-    parsed = parse(sweep_overrides(argv, cfg.hydra.sweeper.get("params")))
-    if not optuna:
-        return grid(parsed), None
-    # An Optuna search picks its trials as it runs: plan the corners of its space (each
-    # interval's ends, each range's and choice's values), which bound any trial's cost.
-    corners = []
-    for o in parsed:
-        if not o.is_sweep_override():
-            corners.append(o.input_line)
-            continue
-        v = o.value()
-        if isinstance(v, IntervalSweep):
-            values = [v.start, v.end]
-        elif isinstance(v, RangeSweep):
-            values = list(range(int(v.start), int(v.stop), int(v.step or 1)))
-            values = values if len(values) <= 3 else [values[0], values[len(values) // 2], values[-1]]
-        elif isinstance(v, ChoiceSweep):
-            values = list(v.list)
-        else:
-            raise ConfigError(f"flatbench plan: cannot plan the search parameter {o.input_line!r}")
-        corners.append(f"{o.key_or_group}=" + ",".join(str(x) for x in values))
-    return grid(parse(corners)), {"trials": int(cfg.hydra.sweeper.get("n_trials") or 0)}
-
-
 def cost_cells(argv: List[str], multirun: bool, seconds: float = 1.0, say=print) -> Tuple[List[CellCost], Dict]:
     """Every cell's cost; measurements (and the models they need) are made once per key."""
-    from ..attacks import build_attack
     from ..cell.evaluation import TargetModels
-    from ..cell.plan import cell_hash, hashed_settings, load_data, pick_device, target_key
+    from ..cell.plan import cell_hash, cell_semantic, load_data, pick_device, target_keys
     from ..compose import compose
-    from ..config import attack_kwargs, chunk_setting, parse_targets, resolve
+    from ..settings import load_settings
     from ..store import AdvStore
 
     t_start = time.perf_counter()
     cells, measured, startup = [], {}, None
-    cells_overrides, search = _split(argv, multirun)
+    cells_overrides, search = sweep_cells(argv, multirun)
     common = set.intersection(*(set(o) for o in cells_overrides)) if len(cells_overrides) > 1 else set()
     for i, overrides in enumerate(cells_overrides):
-        cfg = compose(overrides)
-        s = resolve(cfg)
-        device = pick_device(cfg.device)
-        attack = build_attack(None, chunk=chunk_setting(cfg), memory_budget_mb=cfg.get("memory_budget_mb"),
-                              amp=cfg.get("amp"), channels_last=cfg.get("channels_last", "auto"),
-                              tuning_file=cfg.paths.get("tuning_file"), **attack_kwargs(s))
+        st = load_settings(compose(overrides))
+        s, batch = st.cell, st.run.batch_size
+        device = pick_device(st.run.device)
+        attack = st.build_attack()
         data = load_data(s)
-        cell_id = cell_hash(hashed_settings(s, attack, data, cfg.batch_size, cfg.pretrained, device.type,
-                                            cfg.preprocess, cfg.quantize))
-        cache = Path(cfg.paths.cache_dir)
+        cell_id = cell_hash(cell_semantic(st, attack, data, device.type))
+        cache = st.paths.cache_dir
         store = AdvStore(cache, cell_id)
-        bounds = [(lo, min(len(data), lo + cfg.batch_size)) for lo in range(0, len(data), cfg.batch_size)]
+        bounds = [(lo, min(len(data), lo + batch)) for lo in range(0, len(data), batch)]
         if store.full.exists():
             left, status = [], "crafted"
         else:
@@ -105,14 +62,11 @@ def cost_cells(argv: List[str], multirun: bool, seconds: float = 1.0, say=print)
             status = "new" if len(left) == len(bounds) else f"{len(bounds) - len(left)} of {len(bounds)} batches crafted"
         images_left = sum(hi - lo for lo, hi in left)
         grad_evals = attack.predicted_grad_evals(images_left)
-        zoo = parse_targets(cfg.targets)
-        keys = {k: target_key(k, e, cfg.pretrained, cfg.preprocess) for k, e in zoo.items()}
+        zoo, keys = st.targets, target_keys(st)
         todo = [k for k in zoo if not store.eval_path(keys[k]).exists()]
         if not left and not todo:
             status = "finished (cached)"
-        zoo_dir = cfg.paths.get("zoo_dir")
-        models = TargetModels(s.surrogate, dict(zoo_dir=Path(zoo_dir) if zoo_dir else None, progress=False,
-                                                pretrained=cfg.pretrained, preprocess=cfg.preprocess), device)
+        models = TargetModels(s.surrogate, st.model_options(progress=False), device)
         shape = tuple(data.floats(slice(0, 1)).shape[1:])
         if startup is None:   # what a job pays before its first batch: imports, config, data, the surrogate
             t0 = time.perf_counter()
@@ -122,16 +76,16 @@ def cost_cells(argv: List[str], multirun: bool, seconds: float = 1.0, say=print)
         craft_s = 0.0
         if grad_evals:
             attack.model = models.surrogate()
-            attack.chunk = attack.resolved_chunk(data.floats(slice(0, min(len(data), cfg.batch_size))).to(device))
-            key = craft_key(s.surrogate, shape, device.type, attack.amp, per_forward(attack, cfg.batch_size, len(data)))
+            attack.chunk = attack.resolved_chunk(data.floats(slice(0, min(len(data), batch))).to(device))
+            key = craft_key(s.surrogate, shape, device.type, attack.amp, per_forward(attack, batch, len(data)))
             if key in rates:
                 rate, src = rates[key]["per_second"], f"on file: {rates[key]['source']}"
             elif key in measured:
                 rate, src = measured[key], "measured now"
             else:
-                say(f"flatbench plan: measuring {'+'.join(s.surrogate)} at {per_forward(attack, cfg.batch_size, len(data))} "
+                say(f"flatbench plan: measuring {'+'.join(s.surrogate)} at {per_forward(attack, batch, len(data))} "
                     f"images per forward ({device.type}) ...")
-                rate = measured[key] = measure_craft(models.surrogate(), shape, per_forward(attack, cfg.batch_size, len(data)),
+                rate = measured[key] = measure_craft(models.surrogate(), shape, per_forward(attack, batch, len(data)),
                                                      device, attack.amp, attack.memory_format, seconds)
                 record_rate(cache, key, rate, "plan")
                 src = "measured now"
@@ -143,14 +97,14 @@ def cost_cells(argv: List[str], multirun: bool, seconds: float = 1.0, say=print)
             votes = int((entry.get("defense") or {}).get("n", 1)) if (entry.get("defense") or {}).get("name") == "smoothing" else 1
             passes = 2 * len(data) * votes          # clean and adversarial images
             eval_passes += passes
-            key = eval_key(keys[k], shape, device.type, cfg.batch_size)
+            key = eval_key(keys[k], shape, device.type, batch)
             if key in rates:
                 rate = rates[key]["per_second"]
                 sources.add(f"on file: {rates[key]['source']}")
             else:
                 if key not in measured:
                     model = models.get(entry)
-                    measured[key] = measure_eval(model, shape, min(cfg.batch_size, len(data)), device, seconds / 2)
+                    measured[key] = measure_eval(model, shape, min(batch, len(data)), device, seconds / 2)
                     record_rate(cache, key, measured[key], "plan")
                 rate = measured[key]
                 sources.add("measured now")

@@ -1,0 +1,116 @@
+"""One cell's settings, typed and checked once: what the stages read instead of the raw config.
+
+:func:`load_settings` turns a composed config into :class:`Settings` at startup, so that every
+wrong key, name or value fails before anything is built, crafted or written: the cell's semantic
+settings (:class:`~flatbench.config.CellSettings`), how it runs (:class:`RunSettings`), where its
+files go (:class:`Paths`), its target zoo, its flatness settings and its logger. From them there is
+one builder of the attack (:meth:`Settings.build_attack`), used by the cell, the plan, the sweep's
+progress and ``flatbench describe``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ALL_ROLES, CellSettings, as_container, attack_kwargs, chunk_setting, flatness_settings, parse_targets, resolve
+from .registry import ConfigError
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How the cell runs. ``pretrained``, ``preprocess``, ``quantize`` and ``batch_size`` also enter
+    the cell id (:func:`flatbench.cell.plan.hashed_settings` says why); the rest does not."""
+
+    name: str
+    pretrained: bool
+    preprocess: str
+    quantize: str
+    batch_size: int
+    chunk: Any
+    memory_budget_mb: Optional[float]
+    amp: Optional[str]
+    channels_last: Any
+    compile: bool
+    device: str
+    progress: bool
+    save_images: bool
+    force: bool
+    objective: str
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the cell's files go (``conf/paths``)."""
+
+    output_dir: Path
+    cache_dir: Optional[Path]
+    zoo_dir: Optional[Path]
+    tuning_file: Optional[str]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one cell reads, resolved from its config by :func:`load_settings`."""
+
+    cell: CellSettings
+    run: RunSettings
+    paths: Paths
+    targets: Dict[str, Dict[str, Any]]   # target key -> entry (model, role, ...): parse_targets
+    flatness: Any                        # FlatnessSettings ([0,1] units), or None when off
+    flatness_node: Optional[Dict[str, Any]]   # the flatness group as configured (cell.json), None when off
+    logger: Dict[str, Any]
+    composed: DictConfig                 # the config it came from (what W&B records, resolved: .config())
+
+    def build_attack(self, model=None):
+        """The cell's attack, from its parts' settings and the run's sizing settings."""
+        from .attacks import build_attack
+
+        attack = build_attack(model, chunk=self.run.chunk, memory_budget_mb=self.run.memory_budget_mb,
+                              amp=self.run.amp, channels_last=self.run.channels_last,
+                              tuning_file=self.paths.tuning_file, **attack_kwargs(self.cell))
+        attack.rules, attack.budget = self.cell.rules, self.cell.budget
+        return attack
+
+    def config(self) -> Dict[str, Any]:
+        """The whole composed config as plain containers, resolved (the logger's record of the run)."""
+        return OmegaConf.to_container(self.composed, resolve=True)
+
+    def model_options(self, progress: Optional[bool] = None) -> Dict[str, Any]:
+        """The keyword arguments of :func:`flatbench.models.load_model` for this cell's models."""
+        return dict(zoo_dir=self.paths.zoo_dir, progress=self.run.progress if progress is None else progress,
+                    pretrained=self.run.pretrained, preprocess=self.run.preprocess)
+
+
+def check_objective(objective: str, zoo: Dict[str, Dict[str, Any]]) -> None:
+    """At startup: the objective names a role, ``all`` or one of this cell's targets."""
+    if objective in ("all", *ALL_ROLES) or objective in zoo:
+        return
+    raise ConfigError(f"objective={objective!r} is neither a role nor a target of this cell; allowed: all, "
+                      f"{', '.join(ALL_ROLES)}, or a target key ({', '.join(zoo)})")
+
+
+def load_settings(cfg: DictConfig) -> Settings:
+    """Check the whole config and return the cell's settings (see the module docstring)."""
+    cell = resolve(cfg)
+    targets = parse_targets(cfg.targets)
+    run = RunSettings(
+        name=str(cfg.name), pretrained=bool(cfg.pretrained), preprocess=str(cfg.get("preprocess", "own")),
+        quantize=str(cfg.get("quantize", "round")), batch_size=int(cfg.batch_size), chunk=chunk_setting(cfg),
+        memory_budget_mb=cfg.get("memory_budget_mb"), amp=cfg.get("amp"),
+        channels_last=cfg.get("channels_last", "auto"), compile=bool(cfg.get("compile")), device=str(cfg.device),
+        progress=bool(cfg.progress), save_images=bool(cfg.save_images), force=bool(cfg.get("force", False)),
+        objective=str(cfg.get("objective", "black-box")))
+    check_objective(run.objective, targets)
+    flat_node = as_container(cfg.get("flatness")) or {}
+    flat = flatness_settings(flat_node)
+    paths = cfg.get("paths") or {}
+    zoo_dir, cache_dir = paths.get("zoo_dir"), paths.get("cache_dir")
+    return Settings(
+        cell=cell, run=run,
+        paths=Paths(output_dir=Path(str(paths.get("output_dir", "outputs"))), cache_dir=Path(str(cache_dir)) if cache_dir else None,
+                    zoo_dir=Path(zoo_dir) if zoo_dir else None, tuning_file=paths.get("tuning_file")),
+        targets=targets, flatness=flat, flatness_node=flat_node if flat_node.get("enabled") else None,
+        logger=dict(as_container(cfg.get("logger")) or {}), composed=cfg)
