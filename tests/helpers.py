@@ -271,3 +271,21 @@ def ta_anda(model, data, label, *, epoch, alpha, n_ens, aug_max):
         xt = torch.clamp(xt, 0.0, 1.0).detach()
         xt = torch.max(torch.min(xt, hi), lo).detach()
     return xt
+
+
+def ta_emifgsm(model, data, label, *, epoch, alpha, decay, num_sample, radius):
+    """gradient/emifgsm.py (random_start=False, L∞): transform() always samples linearly."""
+    import numpy as np
+
+    delta = torch.zeros_like(data, requires_grad=True)
+    momentum, bar_grad = 0, 0
+    factors = np.linspace(-radius, radius, num=num_sample)
+    for _ in range(epoch):
+        x = data + delta
+        logits = model(torch.concat([x + factor * alpha * bar_grad for factor in factors]))
+        loss = F.cross_entropy(logits, label.repeat(num_sample))
+        grad = torch.autograd.grad(loss, delta)[0]
+        bar_grad = grad / (grad.abs().mean(dim=(1, 2, 3), keepdim=True))
+        momentum = ta_momentum(grad, momentum, decay)
+        delta = ta_update_delta(delta, data, momentum, alpha)
+    return (data + delta).detach()

@@ -13,11 +13,11 @@ from flatbench.attacks import ESTIMATORS
 from flatbench.registry import ConfigError
 from helpers import BIN, SMALL, run
 
-FAMILY = ("mifgsm", "ifgsm", "nifgsm", "pgn", "gnp", "gnp_ta", "rap", "gra", "mef", "anda", "vmifgsm", "mi_dim_tim",
+FAMILY = ("mifgsm", "ifgsm", "nifgsm", "pgn", "gnp", "gnp_ta", "rap", "gra", "mef", "anda", "vmifgsm", "emifgsm", "mi_dim_tim",
           "pgn_dim_tim", "sim")
 # The knob each estimator declares (issue 33: T for the plain gradient, GNP, RAP and ANDA; N for the rest).
 KNOBS = {"plain": "steps", "gnp": "steps", "gnp_ta": "steps", "rap": "steps", "anda": "steps",
-         "pgn": "n_samples", "gra": "n_samples", "mef": "n_samples", "vmi": "n_samples"}
+         "pgn": "n_samples", "gra": "n_samples", "mef": "n_samples", "vmi": "n_samples", "emi": "n_samples"}
 
 
 def _model():

@@ -113,11 +113,12 @@ def test_family_cells_from_the_command_line(trained_zoo, zoo_dir, tmp_path):
 
     sweep = tmp_path / "sweep"
     common = ["n_images=8", "targets=digits_small", "progress=false"]
-    run(["flatbench", "-m", "method=gra,mef,anda", "steps=3", *common, f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
+    run(["flatbench", "-m", "method=gra,mef,anda,emifgsm", "steps=3", *common, f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
     run(["flatbench", "method=rap", "steps=3", "estimator.late_start=1", "estimator.inner_steps=2", *common,
          f"hydra.run.dir={sweep / 'rap'}"], zoo_dir, tmp_path)
     df = pd.concat(pd.read_csv(f) for f in sweep.glob("*/results.csv")).drop_duplicates("cell_id").set_index("attack")
-    assert sorted(df.index) == ["ANDA", "GRA", "MEF", "RAP"]
+    assert sorted(df.index) == ["ANDA", "EMI-FGSM", "GRA", "MEF", "RAP"]
+    assert (df.loc["EMI-FGSM", "estimator.radius"], df.loc["EMI-FGSM", "estimator.sampling"]) == (7.0, "linear")
     assert df.loc["GRA", "optimizer"] == "gra_momentum" and df.loc["GRA", "optimizer.eta"] == 0.94
     assert df.loc["GRA", "zeta"] == 3.5 and df.loc["GRA", "n_samples"] == 20       # the bare columns: same meaning
     # The presets' lengths are rules of eps (flatbench/scaling.py): at the digits eps of 32/255, MEF's
@@ -125,5 +126,42 @@ def test_family_cells_from_the_command_line(trained_zoo, zoo_dir, tmp_path):
     assert df.loc["MEF", "estimator.xi"] == 0.15 and df.loc["MEF", "decay"] == 0.5 and df.loc["MEF", "alpha"] == 3.2
     assert df.loc["RAP", "estimator.eps_n"] == 32 and df.loc["RAP", "estimator.alpha_n"] == 4 and df.loc["RAP", "alpha"] == 4
     assert df.loc["ANDA", "estimator.n_views"] == 25 and df.loc["ANDA", "optimizer"] == "ifgsm"
-    # grad_evals: GRA 3·(1+20), MEF 3·20, ANDA 3·25, RAP 1 + 2·(2+1) forward/backward passes per image.
-    assert df["grad_evals"].to_dict() == {"GRA": 8 * 63, "MEF": 8 * 60, "ANDA": 8 * 75, "RAP": 8 * 7}
+    # grad_evals: GRA 3·(1+20), MEF 3·20, ANDA 3·25, EMI 3·11, RAP 1 + 2·(2+1) forward/backward passes per image.
+    assert df["grad_evals"].to_dict() == {"GRA": 8 * 63, "MEF": 8 * 60, "ANDA": 8 * 75, "EMI-FGSM": 8 * 33, "RAP": 8 * 7}
+
+
+# ---------------------------------------------------------------- issue 37: EMI-FGSM
+
+def test_emifgsm_equals_transferattack_bit_for_bit():
+    """Linear sampling, the official arguments (N = 11, radius 7, T = 10, α = ε/T, μ = 1): the 8-bit
+    images flatbench stores are the port's bit for bit. In float32 they agree to one ulp: the loop
+    projects with (x + clip(δ)).clamp(0, 1) − x where the port clamps δ twice, and plain MI-FGSM
+    differs from the port by the same ulp. Broken variant tried: the direction d normalised by its
+    L2 norm instead of mean|ḡ| (the points 7·α·d land elsewhere)."""
+    from helpers import ta_emifgsm
+
+    model = TAModel()
+    data, label = ta_data()
+    got = create_attack("emifgsm", model, eps=TA_EPS)(data, label)
+    want = ta_emifgsm(model, data, label, epoch=10, alpha=TA_EPS / 10, decay=1.0, num_sample=11, radius=7)
+    assert (got - want).abs().max() <= 1.2e-7
+    assert torch.equal((got * 255).round(), (want * 255).round())
+    # The sampling matters: at radius 0 every point is x, and EMI-FGSM is MI-FGSM.
+    mi = create_attack("mifgsm", model, eps=TA_EPS)(data, label)
+    assert torch.equal(create_attack("emifgsm", model, eps=TA_EPS, radius=0.0)(data, label), mi)
+    assert not torch.equal(got, mi)
+
+
+def test_emifgsm_sampling_is_keyed_and_chunk_free():
+    model = TAModel()
+    data, label = ta_data()
+    for sampling in ("uniform", "gaussian"):
+        a = create_attack("emifgsm", model, eps=TA_EPS, sampling=sampling, chunk=4 * 3)(data, label, seed=1)
+        b = create_attack("emifgsm", model, eps=TA_EPS, sampling=sampling, chunk=None)(data, label, seed=1)
+        assert (a - b).abs().max() <= 1e-6, sampling
+        assert (a - data).abs().max() <= TA_EPS + 1e-6 and a.min() >= 0 and a.max() <= 1
+    lin = create_attack("emifgsm", model, eps=TA_EPS)(data, label)
+    assert not torch.equal(create_attack("emifgsm", model, eps=TA_EPS, sampling="uniform")(data, label, seed=1), lin)
+    attack = create_attack("emifgsm", model, eps=TA_EPS, n_samples=5)
+    attack(data, label)
+    assert attack.grad_evals == attack.predicted_grad_evals(len(data)) == 10 * 5 * len(data)

@@ -11,6 +11,12 @@ DIFFERENCES = {
     "gnp_ta": ("TransferAttack's port, not the paper: a mean-|g| look-ahead and (1+β)·g1 + β·g2, which is not the "
                "penalty's gradient (the paper's form is gnp).",),
     "vmi": ("None known against TransferAttack's gradient/vmifgsm.py.",),
+    "emi": ("TransferAttack's EMIFGSM.transform always samples linearly: its sample_method argument and get_factors are "
+            "never used. Here sampling=uniform and sampling=gaussian draw the coefficients (keyed by seed and step), as "
+            "the paper describes.",
+            "The port sums the N points' losses as one mean cross-entropy over N·B images; here each point's gradient is "
+            "summed. The two differ by the factor 1/(N·B), which MI-FGSM's normalisation and the sign step remove.",
+            "A zero average gradient gives a zero direction here where the port divides 0 by 0 (NaN)."),
     "rap": ("Under norm=l2 TransferAttack's port fails (init_n_rap takes a norm over dim=10 and draws normal_(-ε, ε)); "
             "here the start is U(±ε_n/√d) per pixel, the steps are L2 steps of α_n and the ball is the L2 ball of "
             "radius ε_n.",

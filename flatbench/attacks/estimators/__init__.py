@@ -21,6 +21,8 @@
             cosine between the two (the decay indicator is the ``gra_momentum`` optimizer).
 ``mef``     MEF: the mean gradient of N neighbours x + u_i + ξ·p_i, p_i an inner momentum of
             each neighbour's normalised gradient with the sign flipped (gradient inversion).
+``emi``     EMI-FGSM: the sum of the gradients at N points x + c_i·α·d along the previous step's
+            normalised average gradient d (a sampling control: no flatness term).
 ``anda``    ANDA: the running mean, over all steps so far, of the gradients of a 5×5 grid of
             translated views (the mean of the learned asymptotically normal distribution).
 
@@ -38,6 +40,7 @@ from .rap import INNER_LOSSES, RAP
 from .gra import GRA, LABEL_BY
 from .mef import MEF
 from .anda import ANDA
+from .emi import EMI, SAMPLING
 
 __all__ = ["ESTIMATORS", "SAMPLES", "STEPS", "Estimator", "Plain", "uniform_noise", "Variance", "COMBINE", "LOOKAHEADS",
-           "NORMALIZE", "Penalty", "INNER_LOSSES", "RAP", "GRA", "LABEL_BY", "MEF", "ANDA"]
+           "NORMALIZE", "Penalty", "INNER_LOSSES", "RAP", "GRA", "LABEL_BY", "MEF", "ANDA", "EMI", "SAMPLING"]
