@@ -69,5 +69,5 @@ class EMI(Estimator):
                "uniform": f"{self.n_samples} draws of U(−{self.radius:g}, {self.radius:g}) per step",
                "gaussian": f"{self.n_samples} draws of clip(N(0,1)/3, −1, 1)·{self.radius:g} per step"}[self.sampling]
         return [f"c_i: {how}",
-                f"g = Σ_i ∇ℓ(x_eval + c_i·α·d)   (d = 0 at the first step; evaluated together in chunks)",
+                "g = Σ_i ∇ℓ(x_eval + c_i·α·d)   (d = 0 at the first step; evaluated together in chunks)",
                 f"d ← {unit.replace('ḡ', 'g')}   (for the next step)"]
