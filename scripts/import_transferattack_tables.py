@@ -20,7 +20,8 @@ LABELS = {"I-FGSM": ("I-FGSM", "ifgsm"), "MI-FGSM": ("MI-FGSM", "mifgsm"), "NI-F
           "VMI-FGSM": ("VMI-FGSM", "vmifgsm"), "GNP": ("GNP-TA", "gnp_ta"), "PGN": ("PGN", "pgn"),
           "DIM": ("MI-FGSM+DIM", "dim"), "TIM": ("MI-FGSM+TIM", "tim"), "SIM": ("MI-FGSM+SIM", "sim"),
           "Admix": ("MI-FGSM+Admix", "admix"), "RAP": ("RAP", "rap"), "GRA": ("GRA", "gra"), "MEF": ("MEF", "mef"),
-          "ANDA": ("ANDA", "anda"), "EMI-FGSM": ("EMI-FGSM", "emifgsm")}
+          "ANDA": ("ANDA", "anda"), "EMI-FGSM": ("EMI-FGSM", "emifgsm"),
+          "BSR": ("MI-FGSM+BSR", "bsr"), "SIA": ("MI-FGSM+SIA", "sia")}
 NOTES = {"AT": "flatbench's AT key is timm's adversarially trained Inc-v3 (inception_v3.tf_adv_in1k), not TransferAttack's AT model (not on the hub): comparable in kind only",
          "HGD": "no flatbench target: HGD needs its own denoiser weights",
          "NRP": "no flatbench target: NRP needs its own purifier weights",

@@ -289,3 +289,78 @@ def ta_emifgsm(model, data, label, *, epoch, alpha, decay, num_sample, radius):
         momentum = ta_momentum(grad, momentum, decay)
         delta = ta_update_delta(delta, data, momentum, alpha)
     return (data + delta).detach()
+
+
+def _ta_mi_loop(model, data, label, *, epoch, alpha, decay, views, copies):
+    """transferattack/attack.py's forward for an MI-FGSM input transformation: the mean CE over the
+    copies, its gradient with respect to δ, MI's momentum and the L∞ update; ``views(x, t)``."""
+    delta = torch.zeros_like(data, requires_grad=True)
+    momentum = 0
+    for t in range(epoch):
+        loss = F.cross_entropy(model(views(data + delta, t)), label.repeat(copies))
+        grad = torch.autograd.grad(loss, delta)[0]
+        momentum = ta_momentum(grad, momentum, decay)
+        delta = ta_update_delta(delta, data, momentum, alpha)
+    return (data + delta).detach()
+
+
+def ta_bsr_shuffle(x, plan):
+    """input_transformation/bsr.py's shuffle(x), its draws taken from ``plan`` (dims after
+    random.shuffle, get_length's lengths, random.shuffle's order; per strip RandomRotation's angle,
+    then the inner lengths and order)."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.functional import rotate
+
+    dims, lengths, order, per_strip = plan
+    x_strips = list(x.split(tuple(lengths), dim=dims[0]))
+    x_strips = [x_strips[k] for k in order]                     # random.shuffle(x_strips)
+    out = []
+    for x_strip, (angle, inner, inner_order) in zip(x_strips, per_strip):
+        # image_rotation: T.RandomRotation(degrees=(-24, 24), interpolation=BILINEAR), whose forward
+        # calls rotate(img, angle, interpolation, expand=False, center=None, fill=[0.0] * channels)
+        turned = rotate(x_strip, angle, interpolation=InterpolationMode.BILINEAR, expand=False, center=None,
+                        fill=[0.0] * x_strip.shape[1])
+        pieces = list(turned.split(tuple(inner), dim=dims[1]))
+        out.append(torch.cat([pieces[j] for j in inner_order], dim=dims[1]))
+    return torch.cat(out, dim=dims[0])
+
+
+def ta_bsr(model, data, label, *, epoch, alpha, decay, num_scale, plans):
+    """input_transformation/bsr.py (random_start=False, L∞); ``plans(t)``: step t's num_scale draws."""
+    views = lambda x, t: torch.cat([ta_bsr_shuffle(x, p) for p in plans(t)])  # noqa: E731
+    return _ta_mi_loop(model, data, label, epoch=epoch, alpha=alpha, decay=decay, views=views, copies=num_scale)
+
+
+def ta_sia_blocktransform(x, plan):
+    """input_transformation/sia.py's blocktransform(x), its draws taken from ``plan`` (the sorted cut
+    points, then per block the op and its own draw: the shift step, the scale, the noise)."""
+    rows, cols, blocks = plan
+    x_axis, y_axis = rows, cols          # x_axis cuts dim 2, y_axis dim 3, as the port names them
+    ops = iter(blocks)
+    x_copy = x.clone()
+    for i, idx_x in enumerate(x_axis[1:]):
+        for j, idx_y in enumerate(y_axis[1:]):
+            op, arg = next(ops)
+            b = x_copy[:, :, x_axis[i]:idx_x, y_axis[j]:idx_y]
+            if op == "vertical_shift":
+                out = b.roll(arg, dims=2)
+            elif op == "horizontal_shift":
+                out = b.roll(arg, dims=3)
+            elif op == "vertical_flip":
+                out = b.flip(dims=(2,))
+            elif op == "horizontal_flip":
+                out = b.flip(dims=(3,))
+            elif op == "rotate180":
+                out = b.rot90(k=2, dims=(2, 3))
+            elif op == "scale":
+                out = arg * b
+            else:   # add_noise: torch.clip(x + zeros_like(x).uniform_(-16/255, 16/255), 0, 1)
+                out = torch.clip(b + arg, 0, 1)
+            x_copy[:, :, x_axis[i]:idx_x, y_axis[j]:idx_y] = out
+    return x_copy
+
+
+def ta_sia(model, data, label, *, epoch, alpha, decay, num_scale, plans):
+    """input_transformation/sia.py (random_start=False, L∞); ``plans(t)``: step t's num_scale draws."""
+    views = lambda x, t: torch.cat([ta_sia_blocktransform(x, p) for p in plans(t)])  # noqa: E731
+    return _ta_mi_loop(model, data, label, epoch=epoch, alpha=alpha, decay=decay, views=views, copies=num_scale)

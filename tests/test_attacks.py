@@ -296,7 +296,8 @@ def _changed(key, value):
     other = {"lookahead": {"descent": "ascent", "ascent": "descent"}, "normalize": {"mean_abs": "l2", "l2": "mean_abs"},
              "combine": {"difference": "sum", "sum": "difference"}, "interpolation": {"nearest": "bilinear"},
              "inner_loss": {"reverse": "official", "official": "reverse"},
-             "label_by": {"truth": "clean_prediction", "clean_prediction": "truth"}}
+             "label_by": {"truth": "clean_prediction", "clean_prediction": "truth"},
+             "sampling": {"linear": "uniform", "uniform": "gaussian", "gaussian": "linear"}}
     if key in other:
         return other[key][value]
     if key == "kernel_size":

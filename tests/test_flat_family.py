@@ -165,3 +165,68 @@ def test_emifgsm_sampling_is_keyed_and_chunk_free():
     attack = create_attack("emifgsm", model, eps=TA_EPS, n_samples=5)
     attack(data, label)
     assert attack.grad_evals == attack.predicted_grad_evals(len(data)) == 10 * 5 * len(data)
+
+
+# ---------------------------------------------------------------- issue 37: BSR and SIA
+
+def _plans(attack, data, t):
+    """Step t's draws of the attack's one input transform, from the generator the loop hands it."""
+    (tf,) = attack.transforms
+    gen = attack.step_context(0, t).rng("tf", "g")
+    return [tf.draw(data.shape, gen, data.device) for _ in range(tf.copies)]
+
+
+@pytest.mark.parametrize("method", ["bsr", "sia"])
+def test_bsr_and_sia_equal_transferattack_with_the_draws_shared(method):
+    """20 copies of 3×3 blocks, T = 10, α = ε/T, μ = 1; the reference, written out from
+    input_transformation/{bsr,sia}.py, consumes the transform's own draws where the port calls numpy's,
+    random's and torch's generators. Broken variants tried: BSR rotating each strip by the negated angle;
+    SIA's horizontal shift rolling along dim 2."""
+    from helpers import ta_bsr, ta_sia
+
+    model = TAModel()
+    data, label = ta_data()
+    attack = create_attack(method, model, eps=TA_EPS)
+    assert attack.copies == 20
+    got = attack(data, label)
+    reference = {"bsr": ta_bsr, "sia": ta_sia}[method]
+    want = reference(model, data, label, epoch=10, alpha=TA_EPS / 10, decay=1.0, num_scale=20,
+                     plans=lambda t: _plans(attack, data, t))
+    assert (got - want).abs().max() <= 1.2e-7
+    assert torch.equal((got * 255).round(), (want * 255).round())
+    assert attack.grad_evals == attack.predicted_grad_evals(len(data)) == 10 * 20 * len(data)
+
+
+def test_bsr_and_sia_views_are_rearrangements_and_keyed():
+    """BSR's unrotated copy is a permutation of the image's blocks (to 2.4e-7: torchvision's rotate by 0°
+    still resamples on its grid); a SIA copy without scale or noise keeps every pixel value; the same
+    key draws the same views."""
+    from flatbench.attacks.transforms import BSR, SIA
+
+    x = torch.rand(2, 3, 16, 16)
+    gen = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    b = BSR(num_copies=3, max_angle=0.0)
+    v = b(x, gen())
+    assert v.shape == (6, 3, 16, 16) and torch.equal(v, b(x, gen()))
+    for k in range(3):
+        assert (v[2 * k:2 * k + 2].flatten(1).sort(1).values - x.flatten(1).sort(1).values).abs().max() <= 3e-7
+    assert not torch.equal(v[:2], x)
+    s = SIA(num_copies=4)
+    plans = [s.draw(x.shape, gen(), "cpu") for _ in range(1)]
+    rows, cols, blocks = plans[0]
+    assert rows[0] == 0 and rows[-1] == 16 and len(set(rows)) == 4 and len(blocks) == 9
+    kept = [[r, c, [(op, a) if op not in ("scale", "add_noise") else ("vertical_flip", None) for op, a in blocks]]
+            for r, c, _ in [plans[0]]][0]
+    z = s.apply(x, kept)
+    assert torch.equal(z.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+    with pytest.raises(ConfigError, match=r"transforms\.sia\.num_block=20 is out of range"):
+        SIA(num_block=20)(x, gen())
+
+
+def test_bsr_composes_with_every_estimator_and_keeps_the_ball(small_cnn):
+    x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    for method in ("pgn_bsr", "mef_sia"):
+        a = create_attack(method, small_cnn, eps=8 / 255, steps=2, n_samples=2)
+        adv = a(x, y)
+        assert (adv - x).abs().max() <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+        assert a.grad_evals == a.predicted_grad_evals(4)
