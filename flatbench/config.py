@@ -155,6 +155,9 @@ def resolve(cfg: DictConfig) -> CellSettings:
     est, est_kw = split_node(cfg.estimator, "estimator")
     rules = {"alpha": rule_text(cfg.alpha)} if rule_text(cfg.alpha) else {}
     est_kw = _scaled(est, est_kw, eps, rules)
+    surrogates = surrogate_names(cfg.surrogate)
+    if est in _estimators() and "members" in _estimators().get(est).names() and est_kw.get("members") is None:
+        est_kw["members"] = len(surrogates)   # CWA: K, the surrogate ensemble's size (one model fails its range)
     transforms = {k: dict(v or {}) for k, v in (as_container(cfg.transforms) or {}).items()}
     # An experiment's per-part defaults fill the keys a selected transform leaves null.
     for name, defaults in (as_container(cfg.transform_defaults) or {}).items():
@@ -183,12 +186,18 @@ def resolve(cfg: DictConfig) -> CellSettings:
     check_range("quantize", cfg.get("quantize", "round"), cfg.get("quantize", "round") in ("round", "truncate"),
            "round | truncate")
     return CellSettings(
-        data=data, surrogate=surrogate_names(cfg.surrogate), optimizer=opt, optimizer_kwargs=opt_kw,
+        data=data, surrogate=surrogates, optimizer=opt, optimizer_kwargs=opt_kw,
         estimator=est, estimator_kwargs=est_kw, transforms=transforms, eps=float(eps), steps=steps,
         alpha=float(alpha), norm=cfg.norm, targeted=bool(cfg.targeted), target_rule=cfg.target_rule,
         seed=int(cfg.seed), n_images=cfg.n_images, rules=rules, budget=fit.record() if fit is not None else None,
         snapshots=check_snapshots(as_container(cfg.get("snapshots")) or [], steps),
     )
+
+
+def _estimators():
+    from .attacks import ESTIMATORS
+
+    return ESTIMATORS
 
 
 def _scaled(est: str, kwargs: Dict[str, Any], eps: float, rules: Dict[str, str]) -> Dict[str, Any]:

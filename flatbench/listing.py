@@ -57,7 +57,9 @@ def list_methods(pattern: Optional[str] = None) -> List[Dict]:
     for name, (opt, est, tfs) in sorted(METHODS.items()):
         if not _match(name, pattern):
             continue
-        attack = create_attack(name, torch.nn.Identity(), eps=16 / 255)
+        # An ensemble method (CWA) is listed for two models: its cost grows with the ensemble.
+        ensemble = "members" in ESTIMATORS.get(est).names()
+        attack = create_attack(name, torch.nn.Identity(), eps=16 / 255, **({"members": 2} if ensemble else {}))
         parts = [OPTIMIZERS.doc(opt)] + ([ESTIMATORS.doc(est)] if est != "plain" else []) + [TRANSFORMS.doc(t) for t in tfs]
         preset = METHOD_PRESETS.get(name, {})
         # The loop's T and α when the preset fixes them (RAP, MEF), then each part's defaults as the preset sets them.
@@ -75,7 +77,8 @@ def list_methods(pattern: Optional[str] = None) -> List[Dict]:
         out.append({"name": name, "label": attack.label, "optimizer": opt, "estimator": est, "transforms": list(tfs),
                     "description": " | ".join(p for p in parts if p), "defaults": defaults,
                     # what the preset costs, and what budget=B changes (flatbench/attacks/budget.py)
-                    "cost": f"{attack.predicted_grad_evals(1)} gradient evaluations per image; budget=B sets "
+                    "cost": f"{attack.predicted_grad_evals(1)} gradient evaluations per image"
+                            f"{' with an ensemble of 2 models (each model adds one a step)' if ensemble else ''}; budget=B sets "
                             f"{knob.text if knob else 'nothing (no knob declared)'}"})
     return out
 

@@ -21,7 +21,13 @@ LABELS = {"I-FGSM": ("I-FGSM", "ifgsm"), "MI-FGSM": ("MI-FGSM", "mifgsm"), "NI-F
           "DIM": ("MI-FGSM+DIM", "dim"), "TIM": ("MI-FGSM+TIM", "tim"), "SIM": ("MI-FGSM+SIM", "sim"),
           "Admix": ("MI-FGSM+Admix", "admix"), "RAP": ("RAP", "rap"), "GRA": ("GRA", "gra"), "MEF": ("MEF", "mef"),
           "ANDA": ("ANDA", "anda"), "EMI-FGSM": ("EMI-FGSM", "emifgsm"),
-          "BSR": ("MI-FGSM+BSR", "bsr"), "SIA": ("MI-FGSM+SIA", "sia")}
+          "BSR": ("MI-FGSM+BSR", "bsr"), "SIA": ("MI-FGSM+SIA", "sia"), "CWA": ("CWA", "cwa")}
+# Rows crafted on an ensemble, not on the table's surrogate: TransferAttack's example script runs CWA on
+# resnet50, vgg16, mobilenet_v2 and inception_v3 (experiment=transferattack_ensemble; surrogate column as
+# flatbench writes a list: the names joined by +).
+ENSEMBLE_ROWS = {"CWA"}
+ENSEMBLE = "+".join(["torchvision:resnet50.IMAGENET1K_V2", "torchvision:vgg16.IMAGENET1K_V1",
+                     "torchvision:mobilenet_v2.IMAGENET1K_V2", "torchvision:inception_v3.IMAGENET1K_V1"])
 NOTES = {"AT": "flatbench's AT key is timm's adversarially trained Inc-v3 (inception_v3.tf_adv_in1k), not TransferAttack's AT model (not on the hub): comparable in kind only",
          "HGD": "no flatbench target: HGD needs its own denoiser weights",
          "NRP": "no flatbench target: NRP needs its own purifier weights",
@@ -36,13 +42,19 @@ for src, exp, sur, commit, table in [
     df = df[df["attack"].isin(list(LABELS))].drop_duplicates()
     if df["attack"].duplicated().any():
         raise SystemExit(f"{src}: one attack with two different rows: {sorted(df[df['attack'].duplicated()]['attack'])}")
-    rows = []
+    rows, ensemble_rows = [], []
     for _, r in df.iterrows():
         label, method = LABELS[r["attack"]]
+        ens = r["attack"] in ENSEMBLE_ROWS
         for target in df.columns[1:]:
-            rows.append({"experiment": exp, "surrogate": sur, "attack": label, "method": method, "eps": 16,
+            (ensemble_rows if ens else rows).append({
+                         "experiment": "transferattack_ensemble" if ens else exp, "surrogate": ENSEMBLE if ens else sur,
+                         "attack": label, "method": method, "eps": 16,
                          "target": target, "asr": r[target],
                          "source": f"TransferAttack README {table} table, commit {commit} (github.com/Trustworthy-AI-Group/TransferAttack)",
                          "note": NOTES.get(target, "")})
     pd.DataFrame(rows).to_csv(OUT / f"{exp}.csv", index=False)
     print(exp, len(rows))
+    if ensemble_rows:
+        pd.DataFrame(ensemble_rows).to_csv(OUT / "transferattack_ensemble.csv", index=False)
+        print("transferattack_ensemble", len(ensemble_rows))

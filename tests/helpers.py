@@ -143,9 +143,9 @@ class SinSquare(torch.nn.Module):
 class TAModel(torch.nn.Module):
     """A random-init conv net (deterministic on CPU) standing in for a surrogate."""
 
-    def __init__(self):
+    def __init__(self, seed=7):
         super().__init__()
-        g = torch.Generator().manual_seed(7)
+        g = torch.Generator().manual_seed(seed)
         self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
         self.c2 = torch.nn.Conv2d(8, 8, 3, padding=1, stride=2)
         self.fc = torch.nn.Linear(8 * 8 * 8, 10)
@@ -364,3 +364,39 @@ def ta_sia(model, data, label, *, epoch, alpha, decay, num_scale, plans):
     """input_transformation/sia.py (random_start=False, L∞); ``plans(t)``: step t's num_scale draws."""
     views = lambda x, t: torch.cat([ta_sia_blocktransform(x, p) for p in plans(t)])  # noqa: E731
     return _ta_mi_loop(model, data, label, epoch=epoch, alpha=alpha, decay=decay, views=views, copies=num_scale)
+
+
+def ta_cwa(members, data, label, *, epoch, alpha, epsilon, decay, r_size, inner_step_size):
+    """ensemble/cwa.py with random_start=False (L∞): ``members`` are the ensemble's models, whose
+    logits its EnsembleModel averages (mode 'mean')."""
+    ensemble = lambda x: torch.stack([m(x) for m in members]).mean(0)  # noqa: E731
+    delta = torch.zeros_like(data, requires_grad=True)
+    inner_momentum, outer_momentum = 0.0, 0.0
+    for _ in range(epoch):
+        original_delta = delta.clone().detach()
+        grad = ta_grad(ensemble, data + delta, delta, label)
+        inner_delta = delta.clone().detach()
+        inner_delta = torch.clamp(inner_delta + (-r_size) * grad.sign(), -epsilon, epsilon)   # update_delta(.., -r)
+        inner_delta = ta_clamp(inner_delta, 0 - data, 1 - data).detach()
+        for k in range(len(members)):
+            inner_delta.requires_grad = True
+            inner_k_grad = ta_grad(members[k], data + inner_delta, inner_delta, label)
+            inner_delta.requires_grad = False
+            inner_momentum = decay * inner_momentum + inner_k_grad / torch.norm(
+                inner_k_grad.reshape(data.shape[0], -1), p=2, dim=1).view(data.shape[0], 1, 1, 1)
+            inner_delta = torch.clamp(inner_delta + inner_step_size * inner_momentum, -epsilon, epsilon)
+            inner_delta = ta_clamp(inner_delta, 0 - data, 1 - data)
+        fake_grad = inner_delta - original_delta
+        outer_momentum = outer_momentum * decay + fake_grad / torch.norm(fake_grad, p=1)
+        delta = torch.clamp(delta + alpha * outer_momentum.sign(), -epsilon, epsilon)
+        delta = ta_clamp(delta, 0 - data, 1 - data).detach().requires_grad_(True)
+    return (data + delta).detach()
+
+
+def surrogate_for(method, model):
+    """The surrogate a method runs on: an Ensemble of the model twice for an ensemble method (CWA, which
+    declares ``members``), else the model itself."""
+    from flatbench.attacks import ESTIMATORS, METHODS
+    from flatbench.models import Ensemble
+
+    return Ensemble([model, model]) if "members" in ESTIMATORS.get(METHODS[method][1]).names() else model

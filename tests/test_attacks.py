@@ -10,7 +10,7 @@ from flatbench.attacks import (DIM, METHODS, SIM, TIM, Admix, NonFiniteError, Pe
 from flatbench.attacks.factory import METHOD_PRESETS
 from flatbench.attacks.optimizers import mean_abs_normalize
 from flatbench.registry import ConfigError
-from helpers import Quadratic, SinSquare, estimate
+from helpers import Quadratic, SinSquare, estimate, surrogate_for
 
 FAST = dict(n_samples=3)  # keep neighbour counts small for the property tests
 
@@ -38,7 +38,8 @@ def test_ball_and_box_hold(method, targeted, norm, small_cnn):
         with pytest.raises(ConfigError, match="label_by=clean_prediction"):
             create_attack(method, small_cnn, eps=eps, steps=3, norm=norm, targeted=targeted, **_kwargs(method))
         return
-    attack = create_attack(method, small_cnn, eps=eps, steps=3, norm=norm, targeted=targeted, **_kwargs(method))
+    attack = create_attack(method, surrogate_for(method, small_cnn), eps=eps, steps=3, norm=norm, targeted=targeted,
+                           **_kwargs(method))
     x_adv = attack(x, y, seed=3)
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     d = (x_adv - x).flatten(1)
@@ -154,7 +155,7 @@ class Constant(torch.nn.Module):
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_zero_gradient_gives_no_nan(method, norm):
     x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
-    x_adv = create_attack(method, Constant(), eps=8 / 255, steps=2, norm=norm, **_kwargs(method))(x, y)
+    x_adv = create_attack(method, surrogate_for(method, Constant()), eps=8 / 255, steps=2, norm=norm, **_kwargs(method))(x, y)
     assert torch.isfinite(x_adv).all()
     assert torch.equal(x_adv, x)  # nothing to ascend
 
@@ -302,6 +303,8 @@ def _changed(key, value):
         return other[key][value]
     if key == "kernel_size":
         return value + 2
+    if key == "members":   # null: the ensemble's size
+        return 3
     if key in ("prob", "eta", "max_shift"):   # in [0, 1]
         return value / 2
     if key == "n_views":   # a square
@@ -352,7 +355,7 @@ def test_predicted_grad_evals_equal_the_count(method, small_cnn):
     """Attack.predicted_grad_evals (what flatbench plan counts) equals the passes the loop makes,
     for every preset: neighbours, look-aheads, transform copies, RAP's late start and inner steps."""
     kw = {**_kwargs(method), "steps": 3}
-    attack = create_attack(method, small_cnn, eps=8 / 255, **kw)
+    attack = create_attack(method, surrogate_for(method, small_cnn), eps=8 / 255, **kw)
     x, y = torch.rand(5, 3, 16, 16), torch.randint(0, 5, (5,))
     attack(x, y)
     assert attack.grad_evals == attack.predicted_grad_evals(5) > 0

@@ -17,7 +17,7 @@ FAMILY = ("mifgsm", "ifgsm", "nifgsm", "pgn", "gnp", "gnp_ta", "rap", "gra", "me
           "pgn_dim_tim", "sim")
 # The knob each estimator declares (issue 33: T for the plain gradient, GNP, RAP and ANDA; N for the rest).
 KNOBS = {"plain": "steps", "gnp": "steps", "gnp_ta": "steps", "rap": "steps", "anda": "steps",
-         "pgn": "n_samples", "gra": "n_samples", "mef": "n_samples", "vmi": "n_samples", "emi": "n_samples"}
+         "pgn": "n_samples", "gra": "n_samples", "mef": "n_samples", "vmi": "n_samples", "emi": "n_samples", "cwa": "steps"}
 
 
 def _model():

@@ -116,8 +116,11 @@ def test_family_cells_from_the_command_line(trained_zoo, zoo_dir, tmp_path):
     run(["flatbench", "-m", "method=gra,mef,anda,emifgsm", "steps=3", *common, f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
     run(["flatbench", "method=rap", "steps=3", "estimator.late_start=1", "estimator.inner_steps=2", *common,
          f"hydra.run.dir={sweep / 'rap'}"], zoo_dir, tmp_path)
+    run(["flatbench", "method=cwa", "surrogate=[digits-cnn,digits-mlp]", "steps=2", *common,
+         f"hydra.run.dir={sweep / 'cwa'}"], zoo_dir, tmp_path)
     df = pd.concat(pd.read_csv(f) for f in sweep.glob("*/results.csv")).drop_duplicates("cell_id").set_index("attack")
-    assert sorted(df.index) == ["ANDA", "EMI-FGSM", "GRA", "MEF", "RAP"]
+    assert sorted(df.index) == ["ANDA", "CWA", "EMI-FGSM", "GRA", "MEF", "RAP"]
+    assert (df.loc["CWA", "surrogate"], df.loc["CWA", "estimator.members"]) == ("digits-cnn+digits-mlp", 2)
     assert (df.loc["EMI-FGSM", "estimator.radius"], df.loc["EMI-FGSM", "estimator.sampling"]) == (7.0, "linear")
     assert df.loc["GRA", "optimizer"] == "gra_momentum" and df.loc["GRA", "optimizer.eta"] == 0.94
     assert df.loc["GRA", "zeta"] == 3.5 and df.loc["GRA", "n_samples"] == 20       # the bare columns: same meaning
@@ -126,8 +129,9 @@ def test_family_cells_from_the_command_line(trained_zoo, zoo_dir, tmp_path):
     assert df.loc["MEF", "estimator.xi"] == 0.15 and df.loc["MEF", "decay"] == 0.5 and df.loc["MEF", "alpha"] == 3.2
     assert df.loc["RAP", "estimator.eps_n"] == 32 and df.loc["RAP", "estimator.alpha_n"] == 4 and df.loc["RAP", "alpha"] == 4
     assert df.loc["ANDA", "estimator.n_views"] == 25 and df.loc["ANDA", "optimizer"] == "ifgsm"
-    # grad_evals: GRA 3·(1+20), MEF 3·20, ANDA 3·25, EMI 3·11, RAP 1 + 2·(2+1) forward/backward passes per image.
-    assert df["grad_evals"].to_dict() == {"GRA": 8 * 63, "MEF": 8 * 60, "ANDA": 8 * 75, "EMI-FGSM": 8 * 33, "RAP": 8 * 7}
+    # grad_evals: GRA 3·(1+20), MEF 3·20, ANDA 3·25, EMI 3·11, RAP 1 + 2·(2+1), CWA 2·(1+2) per image.
+    assert df["grad_evals"].to_dict() == {"GRA": 8 * 63, "MEF": 8 * 60, "ANDA": 8 * 75, "EMI-FGSM": 8 * 33, "RAP": 8 * 7,
+                                          "CWA": 8 * 2 * 3}
 
 
 # ---------------------------------------------------------------- issue 37: EMI-FGSM
@@ -230,3 +234,62 @@ def test_bsr_composes_with_every_estimator_and_keeps_the_ball(small_cnn):
         adv = a(x, y)
         assert (adv - x).abs().max() <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
         assert a.grad_evals == a.predicted_grad_evals(4)
+
+
+# ---------------------------------------------------------------- issue 37: CWA
+
+class _PooledNet(torch.nn.Module):
+    """A member at another resolution than the images (global pooling), with its own preprocessing."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(11)
+        self.c = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8 * 4 * 4, 10)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g) * 0.3
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.c(x)), 4).flatten(1))
+
+
+def _cwa_members():
+    from flatbench.models import Preprocess
+
+    return [TAModel(seed=7), TAModel(seed=8),
+            Preprocess(_PooledNet(), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 24, "bilinear", name="pooled")]
+
+
+def test_cwa_equals_transferattack_one_image_at_a_time():
+    """The official arguments (α = 2ε/T, r = ε/15, inner step 250, T = 10, μ = 1) over three members,
+    one of them with its own resize and mean/std. The port normalises the outer update by the whole
+    batch's L1 norm; here by each image's, so a batch crafts what one image at a time does, and one
+    image at a time is the port (the port's own batch of four differs from it in 8 pixels). Broken
+    variant tried: the inner momentum reset at every step."""
+    from flatbench.models import Ensemble
+    from helpers import ta_cwa
+
+    members = _cwa_members()
+    data, label = ta_data()
+    attack = create_attack("cwa", Ensemble(members), eps=TA_EPS)
+    assert (attack.alpha, attack.estimator.r, attack.estimator.members) == (pytest.approx(2 * TA_EPS / 10), pytest.approx(TA_EPS / 15), 3)
+    got = attack(data, label)
+    want = torch.cat([ta_cwa(members, data[i:i + 1], label[i:i + 1], epoch=10, alpha=2 * TA_EPS / 10, epsilon=TA_EPS,
+                             decay=1.0, r_size=TA_EPS / 15, inner_step_size=250) for i in range(len(data))])
+    assert (got - want).abs().max() <= 1.2e-7
+    assert torch.equal((got * 255).round(), (want * 255).round())
+    assert attack.grad_evals == attack.predicted_grad_evals(len(data)) == 10 * (1 + 3) * len(data)
+    batched = ta_cwa(members, data, label, epoch=10, alpha=2 * TA_EPS / 10, epsilon=TA_EPS, decay=1.0,
+                     r_size=TA_EPS / 15, inner_step_size=250)
+    assert not torch.equal((batched * 255).round(), (want * 255).round())   # the port's batch is another attack
+    assert (got - data).abs().max() <= TA_EPS + 1e-6 and got.min() >= 0 and got.max() <= 1
+
+
+def test_cwa_needs_an_ensemble():
+    with pytest.raises(ConfigError, match="CWA needs an ensemble surrogate of two or more models"):
+        create_attack("cwa", TAModel(), eps=TA_EPS)(*ta_data())
+    from flatbench.models import Ensemble
+
+    with pytest.raises(ConfigError, match=r"estimator.members=3 but the surrogate ensemble has 2 models"):
+        create_attack("cwa", Ensemble(_cwa_members()[:2]), eps=TA_EPS, members=3)(*ta_data())

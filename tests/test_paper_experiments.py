@@ -42,6 +42,21 @@ def test_transferattack_rn50_sweep_and_compare_published(layouts, zoo_dir, tmp_p
     assert "| GNP-TA | 16 | vit |" in (sweep / "report" / "compare.md").read_text() and "TransferAttack README" in p.stdout
 
 
+def test_transferattack_ensemble_cwa_and_compare_published(layouts, zoo_dir, tmp_path):
+    """CWA's published row was crafted on four CNNs: experiment=transferattack_ensemble runs it on that
+    ensemble (each member with its own preprocessing) and --compare published finds its numbers."""
+    sweep = tmp_path / "ens"
+    run(["flatbench", "-m", "experiment=transferattack_ensemble", *SMOKE, "targets.RS.defense.n=4",
+         f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path, _env(layouts))
+    df = pd.concat(pd.read_csv(f) for f in sweep.glob("*/results.csv"))
+    assert set(df["attack"]) == {"CWA"} and (df["estimator.members"] == 4).all() and (df["grad_evals"] == 4 * 5).all()
+    white = set(df.loc[df["role"] == "white-box", "target"])
+    assert white == {"resnet50", "vgg16", "mobilenet_v2", "inception_v3"}
+    run(["flatbench-report", str(sweep), "--compare", "published"], zoo_dir, tmp_path)
+    cmp = pd.read_csv(sweep / "report" / "compare.csv")
+    assert set(cmp["attack"]) == {"CWA"} and len(cmp) == 10
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["transferattack_rn50", "transferattack_rn18"])
 def test_transferattack_full_sweeps(layouts, zoo_dir, tmp_path, experiment):
@@ -49,7 +64,7 @@ def test_transferattack_full_sweeps(layouts, zoo_dir, tmp_path, experiment):
     run(["flatbench", "-m", f"experiment={experiment}", *SMOKE, "targets.RS.defense.n=4", f"hydra.sweep.dir={sweep}"],
         zoo_dir, tmp_path, _env(layouts))
     df = pd.concat(pd.read_csv(f) for f in sweep.glob("*/results.csv"))
-    cells = 14 if experiment == "transferattack_rn50" else 10   # the ResNet-50 table adds RAP, GRA, MEF, ANDA
+    cells = 17 if experiment == "transferattack_rn50" else 10   # the ResNet-50 table adds RAP, GRA, MEF, ANDA, EMI, BSR, SIA
     assert df["cell_id"].nunique() == cells and "GNP-TA" in set(df["attack"])
     run(["flatbench-report", str(sweep), "--compare", "published"], zoo_dir, tmp_path)
     assert len(pd.read_csv(sweep / "report" / "compare.csv")) == cells * 10

@@ -52,6 +52,7 @@ BAD_CONFIGS = [
     ("targeted=true", "has no target column; use target_rule=random or target_rule=least_likely"),
     ("+optimizer._target_=os.system", "optimizer._target_='os.system' is not allowed"),
     ("flatness=on flatness.k_samples=0", "flatness.k_samples=0 is out of range"),
+    ("method=cwa", "estimator.members=1 is out of range; allowed: >= 2 (the ensemble's models; CWA needs an ensemble"),
     ("flatness=on flatness.rho=-1", "flatness.rho=-1 is out of range; allowed > 0 (1/255 units)"),
     ("amp=fp8", "amp='fp8' is out of range"),
     # flatbench 0.1's group names (issue 16): the message says what to write instead.

@@ -6,13 +6,14 @@ from flatbench import create_attack
 from flatbench.attacks import METHODS
 from flatbench.data import DATASETS
 from flatbench.quantize import quantize
+from helpers import surrogate_for
 
 EPS = 32  # conf/data/digits.yaml default_eps
 
 
 def _white_box_asr(model, method, n=64, **kw):
     d = DATASETS.build("digits").subset(n)
-    a = create_attack(method, model, eps=EPS / 255, chunk=256, **kw)
+    a = create_attack(method, surrogate_for(method, model), eps=EPS / 255, chunk=256, **kw)
     adv = quantize(a(d.floats(), d.labels, seed=0), d.images, a.eps).float() / 255
     with torch.no_grad():
         return 100 * float((model(adv).argmax(1) != d.labels).float().mean())

@@ -25,6 +25,8 @@ class StepContext:
     state: Dict = field(default_factory=dict)   # the estimator's own, across the steps of one call
     targeted: bool = False   # ℓ is −CE(target): ∇ℓ points away from the target
     predict: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # x -> the surrogate's classes (no gradient)
+    origin: Optional[torch.Tensor] = None   # the clean images of the batch (CWA's inner steps stay in their ε-ball)
+    members: int = 0         # the surrogate ensemble's models (0: one model, not an Ensemble)
 
     def rng(self, *key: Hashable) -> torch.Generator:
         return keyed_generator((self.seed, self.step) + key, self.device)
@@ -41,10 +43,11 @@ class StepContext:
         return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
 
     def grad(self, x: torch.Tensor, y: torch.Tensor, keys: Sequence[Tuple[Hashable, ...]],
-             before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+             before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, member: Optional[int] = None) -> torch.Tensor:
         """∇ℓ at x, ℓ taken through the input transforms; x holds len(keys) groups of equal size.
 
         ``before``: a differentiable map of the estimator's own, applied to x ahead of the
         input transforms (ANDA's translated views), so the gradient is taken through it too.
+        ``member``: the loss of that model of the surrogate ensemble alone (CWA's inner steps).
         """
-        return self.loss_grad(x, y, [self.rng("tf", *k) for k in keys], self.step, before)
+        return self.loss_grad(x, y, [self.rng("tf", *k) for k in keys], self.step, before, member)

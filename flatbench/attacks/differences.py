@@ -11,6 +11,12 @@ DIFFERENCES = {
     "gnp_ta": ("TransferAttack's port, not the paper: a mean-|g| look-ahead and (1+β)·g1 + β·g2, which is not the "
                "penalty's gradient (the paper's form is gnp).",),
     "vmi": ("None known against TransferAttack's gradient/vmifgsm.py.",),
+    "cwa": ("TransferAttack's outer momentum divides δ' − δ by the L1 norm of the whole batch's update "
+            "(torch.norm(fake_grad, p=1)), so an image's step depends on its batch mates; here each image is normalised "
+            "by its own (MI-FGSM's mean|g|, the same sign), and one image at a time equals the port.",
+            "The port starts from a random δ (random_start=True by default); every flatbench attack starts at δ = 0, "
+            "as the port with random_start=False.",
+            "The port's beta=50 argument is never read by its forward; there is no such setting here."),
     "emi": ("TransferAttack's EMIFGSM.transform always samples linearly: its sample_method argument and get_factors are "
             "never used. Here sampling=uniform and sampling=gaussian draw the coefficients (keyed by seed and step), as "
             "the paper describes.",

@@ -197,6 +197,10 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
         raise ConfigError(f"method {name!r}: unknown keyword {key!r}. Valid: {', '.join(sorted(valid))}.{suggest(key, valid)}")
     if "eps" not in loop_kw:
         raise ConfigError("create_attack needs eps (a fraction of the [0,1] range, e.g. 16/255)")
+    if "members" in ESTIMATORS.get(est).names() and est_kw.get("members") is None and model is not None:
+        from .loop import ensemble_members
+
+        est_kw["members"] = len(ensemble_members(model)) or None   # CWA: the ensemble's size (one model: the call says so)
     fit = _budget(name, budget, given, opt, est, est_kw, tf_specs, loop_kw)
     if fit is not None:
         loop_kw["steps"], est_kw = fit.steps, fit.estimator_kwargs

@@ -66,6 +66,12 @@ def check_loop_settings(*, steps, norm, chunk, memory_budget_mb, amp, channels_l
                 and channels_last is not None, "auto (by rule) | measure (timed) | true | false")
 
 
+
+def ensemble_members(model) -> List[torch.nn.Module]:
+    """The models of a surrogate ensemble (also through torch.compile's wrapper); [] for one model."""
+    members = getattr(getattr(model, "_orig_mod", model), "members", None)
+    return list(members) if isinstance(members, torch.nn.ModuleList) else []
+
 class Attack:
     """An iterative sign-gradient attack assembled from parts; see the module docstring.
 
@@ -183,14 +189,15 @@ class Attack:
         return describe(self)
 
     def loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int,
-                  before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+                  before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, member: Optional[int] = None) -> torch.Tensor:
         # Callers often hold no_grad (evaluation code, notebooks); the input gradient needs autograd.
         with torch.enable_grad():
             # detach() gives a new leaf sharing storage: no copy, and the caller's tensor is untouched.
-            return self._loss_grad(x.detach().requires_grad_(True), y, gens, step, before)
+            return self._loss_grad(x.detach().requires_grad_(True), y, gens, step, before, member)
 
     def _loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int,
-                   before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+                   before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, member: Optional[int] = None) -> torch.Tensor:
+        model = self.model if member is None else ensemble_members(self.model)[member]
         z = x if before is None else before(x)
         if self.transforms:
             groups = z.chunk(len(gens)) if len(gens) > 1 else [z]
@@ -208,9 +215,9 @@ class Attack:
         if self.amp:
             dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
             with torch.autocast(device_type=z.device.type, dtype=dtype):
-                out = self.model(z)
+                out = model(z)
         else:
-            out = self.model(z)
+            out = model(z)
         if self.check_finite and not torch.isfinite(out).all():
             raise NonFiniteError(f"non-finite model output at step {step + 1}")
         loss = self.loss(out, y) / self.copies
@@ -263,7 +270,7 @@ class Attack:
         est_state: Dict = {}    # the estimator's (VMI's v, MEF's p, ANDA's running mean, GRA-OC's labels)
         kept: Dict[int, torch.Tensor] = {}
         for t in range(last):
-            ctx = self.step_context(seed, t, est_state)
+            ctx = self.step_context(seed, t, est_state, origin=x)
             x_eval = self.optimizer.eval_point(x + delta, own, self.alpha, self.threat)
             g = self.estimator(ctx, x_eval, y)
             for f in self.filters:
@@ -274,10 +281,12 @@ class Attack:
                 kept[t + 1] = (x + delta).clamp(0.0, 1.0).detach()
         return kept
 
-    def step_context(self, seed: Hashable, step: int, state: Optional[Dict] = None) -> StepContext:
+    def step_context(self, seed: Hashable, step: int, state: Optional[Dict] = None,
+                     origin: Optional[torch.Tensor] = None) -> StepContext:
         """What the estimator gets at ``step`` (the chunk and device of the current call)."""
         return StepContext(seed, step, self.alpha, self.threat, self.loss_grad, self.device_of_last_call, self.chunk,
-                           self.copies, state if state is not None else {}, self.targeted, self.predict)
+                           self.copies, state if state is not None else {}, self.targeted, self.predict, origin,
+                           len(ensemble_members(self.model)))
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The surrogate's class for each image of x, without the input transforms: a forward

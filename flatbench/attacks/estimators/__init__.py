@@ -23,6 +23,8 @@
             each neighbour's normalised gradient with the sign flipped (gradient inversion).
 ``emi``     EMI-FGSM: the sum of the gradients at N points x + c_i·α·d along the previous step's
             normalised average gradient d (a sampling control: no flatness term).
+``cwa``     CWA: across the surrogate ensemble, a sharpness-aware descent step of r, then one
+            normalised ascent step per member; the update is where they led (needs an Ensemble).
 ``anda``    ANDA: the running mean, over all steps so far, of the gradients of a 5×5 grid of
             translated views (the mean of the learned asymptotically normal distribution).
 
@@ -41,6 +43,7 @@ from .gra import GRA, LABEL_BY
 from .mef import MEF
 from .anda import ANDA
 from .emi import EMI, SAMPLING
+from .cwa import CWA
 
 __all__ = ["ESTIMATORS", "SAMPLES", "STEPS", "Estimator", "Plain", "uniform_noise", "Variance", "COMBINE", "LOOKAHEADS",
-           "NORMALIZE", "Penalty", "INNER_LOSSES", "RAP", "GRA", "LABEL_BY", "MEF", "ANDA", "EMI", "SAMPLING"]
+           "NORMALIZE", "Penalty", "INNER_LOSSES", "RAP", "GRA", "LABEL_BY", "MEF", "ANDA", "EMI", "SAMPLING", "CWA"]
