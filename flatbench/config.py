@@ -73,10 +73,6 @@ def register_schema() -> None:
 
 
 TARGET_RULES = ("dataset", "random", "least_likely")
-ROLES = {"normal": "black-box", "adversarial": "adv-trained", "defense": "defense"}
-ALL_ROLES = ("white-box", *ROLES.values())
-# What a target-zoo entry may hold besides its key (see conf/targets/*.yaml).
-ENTRY_KEYS = ("model", "role", "label_offset", "num_classes", "input_size", "pretrained", "defense")
 
 
 def as_container(node: Any) -> Any:
@@ -158,13 +154,7 @@ def resolve(cfg: DictConfig) -> CellSettings:
     surrogates = surrogate_names(cfg.surrogate)
     if est in _estimators() and "members" in _estimators().get(est).names() and est_kw.get("members") is None:
         est_kw["members"] = len(surrogates)   # CWA: K, the surrogate ensemble's size (one model fails its range)
-    transforms = {k: dict(v or {}) for k, v in (as_container(cfg.transforms) or {}).items()}
-    # An experiment's per-part defaults fill the keys a selected transform leaves null.
-    for name, defaults in (as_container(cfg.transform_defaults) or {}).items():
-        if name in transforms:
-            for k, v in dict(defaults or {}).items():
-                if transforms[name].get(k) is None:
-                    transforms[name][k] = v
+    transforms = _transforms(cfg)
     from .attacks.budget import fit_or_none
 
     # budget=B sets the method's cost knob (T or N) before anything is hashed: the cell is the cell of
@@ -178,13 +168,7 @@ def resolve(cfg: DictConfig) -> CellSettings:
     if isinstance(alpha, str):
         raise ConfigError(f"alpha={alpha!r}: a length is a number (1/255 units), eps, eps/K or eps*K, or null")
     check_range("alpha", alpha, alpha > 0, "alpha > 0 (1/255 units), a rule of eps (eps/10) or null")
-    check_range("target_rule", cfg.target_rule, cfg.target_rule in TARGET_RULES, " | ".join(TARGET_RULES))
-    check_range("batch_size", cfg.batch_size, cfg.batch_size >= 1, "batch_size >= 1")
-    check_range("n_images", cfg.n_images, cfg.n_images is None or cfg.n_images >= 1, "n_images >= 1 or null")
-    check_range("preprocess", cfg.get("preprocess", "own"), cfg.get("preprocess", "own") in ("own", "transferattack"),
-           "own | transferattack")
-    check_range("quantize", cfg.get("quantize", "round"), cfg.get("quantize", "round") in ("round", "truncate"),
-           "round | truncate")
+    _check_run_values(cfg)
     return CellSettings(
         data=data, surrogate=surrogates, optimizer=opt, optimizer_kwargs=opt_kw,
         estimator=est, estimator_kwargs=est_kw, transforms=transforms, eps=float(eps), steps=steps,
@@ -192,6 +176,29 @@ def resolve(cfg: DictConfig) -> CellSettings:
         seed=int(cfg.seed), n_images=cfg.n_images, rules=rules, budget=fit.record() if fit is not None else None,
         snapshots=check_snapshots(as_container(cfg.get("snapshots")) or [], steps),
     )
+
+
+def _transforms(cfg: DictConfig) -> Dict[str, Dict[str, Any]]:
+    """The selected transforms' settings, an experiment's ``transform_defaults`` filling the keys a
+    selected transform leaves null."""
+    transforms = {k: dict(v or {}) for k, v in (as_container(cfg.transforms) or {}).items()}
+    for name, defaults in (as_container(cfg.transform_defaults) or {}).items():
+        if name in transforms:
+            for k, v in dict(defaults or {}).items():
+                if transforms[name].get(k) is None:
+                    transforms[name][k] = v
+    return transforms
+
+
+def _check_run_values(cfg: DictConfig) -> None:
+    """The ranges of the top-level values that are not lengths (one message form each)."""
+    check_range("target_rule", cfg.target_rule, cfg.target_rule in TARGET_RULES, " | ".join(TARGET_RULES))
+    check_range("batch_size", cfg.batch_size, cfg.batch_size >= 1, "batch_size >= 1")
+    check_range("n_images", cfg.n_images, cfg.n_images is None or cfg.n_images >= 1, "n_images >= 1 or null")
+    check_range("preprocess", cfg.get("preprocess", "own"), cfg.get("preprocess", "own") in ("own", "transferattack"),
+                "own | transferattack")
+    check_range("quantize", cfg.get("quantize", "round"), cfg.get("quantize", "round") in ("round", "truncate"),
+                "round | truncate")
 
 
 def _estimators():
@@ -241,45 +248,6 @@ def attack_kwargs(s: CellSettings) -> Dict[str, Any]:
         transforms={k: _to_api_units(TRANSFORMS.get(k), v) for k, v in s.transforms.items()},
         eps=px(s.eps), steps=s.steps, alpha=px(s.alpha), norm=s.norm, targeted=s.targeted,
     )
-
-
-def parse_targets(node: Any) -> Dict[str, Dict[str, str]]:
-    zoo = as_container(node) or {}
-    if not isinstance(zoo, dict) or not zoo:
-        raise ConfigError("targets: the target zoo is empty; choose one with targets=NAME")
-    out = {}
-    for key, entry in zoo.items():
-        entry = {"model": entry} if isinstance(entry, str) else dict(entry or {})
-        unknown = set(entry) - set(ENTRY_KEYS)
-        if unknown:
-            raise ConfigError(f"targets.{key}: unknown key(s) {sorted(unknown)}; valid: {', '.join(ENTRY_KEYS)}")
-        if entry.get("defense") is not None and not isinstance(entry["defense"], dict):
-            raise ConfigError(f"targets.{key}.defense must be a mapping like {{name: jpeg, quality: 75}}")
-        entry.setdefault("model", key)
-        entry.setdefault("role", "normal")
-        if entry["role"] not in ROLES:
-            raise ConfigError(f"targets.{key}.role={entry['role']!r}; valid: {', '.join(ROLES)}")
-        out[key] = entry
-    return out
-
-
-def flatness_settings(node: Any):
-    """The flatness group as :class:`flatbench.flatness.FlatnessSettings` ([0,1] units), or None when off."""
-    from dataclasses import fields
-
-    from .flatness import FlatnessSettings
-    from .registry import suggest
-
-    node = dict(as_container(node) or {})
-    if not node.pop("enabled", False):
-        return None
-    valid = [f.name for f in fields(FlatnessSettings)]
-    for key in node:
-        if key not in valid:
-            raise ConfigError(f"flatness: unknown key {key!r}. Valid keys: {', '.join(valid)}.{suggest(key, valid)}")
-    if "rho" in node:
-        node["rho"] = px(node["rho"])
-    return FlatnessSettings(**node).check()
 
 
 # Where a `_target_` in flatbench's own groups may point. flatbench never instantiates config

@@ -118,7 +118,7 @@ def list_models(pattern: Optional[str] = None) -> List[Dict]:
 
 def list_zoos(pattern: Optional[str] = None) -> List[Dict]:
     """Every ``targets=`` zoo: its entries (key, model, role, defense)."""
-    from .config import parse_targets
+    from .target_zoo import parse_targets
 
     out = []
     for f in sorted((_conf() / "targets").glob("*.yaml")):

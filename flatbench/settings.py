@@ -15,8 +15,9 @@ from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ALL_ROLES, CellSettings, as_container, attack_kwargs, chunk_setting, flatness_settings, parse_targets, resolve
+from .config import CellSettings, as_container, attack_kwargs, chunk_setting, px, resolve
 from .registry import ConfigError
+from .target_zoo import ALL_ROLES, parse_targets
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,25 @@ class Settings:
         """The keyword arguments of :func:`flatbench.models.load_model` for this cell's models."""
         return dict(zoo_dir=self.paths.zoo_dir, progress=self.run.progress if progress is None else progress,
                     pretrained=self.run.pretrained, preprocess=self.run.preprocess)
+
+
+def flatness_settings(node: Any):
+    """The flatness group as :class:`flatbench.flatness.FlatnessSettings` ([0,1] units), or None when off."""
+    from dataclasses import fields
+
+    from .flatness import FlatnessSettings
+    from .registry import suggest
+
+    node = dict(as_container(node) or {})
+    if not node.pop("enabled", False):
+        return None
+    valid = [f.name for f in fields(FlatnessSettings)]
+    for key in node:
+        if key not in valid:
+            raise ConfigError(f"flatness: unknown key {key!r}. Valid keys: {', '.join(valid)}.{suggest(key, valid)}")
+    if "rho" in node:
+        node["rho"] = px(node["rho"])
+    return FlatnessSettings(**node).check()
 
 
 def check_objective(objective: str, zoo: Dict[str, Dict[str, Any]]) -> None:

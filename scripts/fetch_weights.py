@@ -39,7 +39,8 @@ def compose(overrides: List[str]):
 
 def needed_models(cfg) -> List[str]:
     """Surrogates (also swept ones) and target models, in order, without duplicates."""
-    from flatbench.config import as_container, parse_targets, surrogate_names
+    from flatbench.config import as_container, surrogate_names
+    from flatbench.target_zoo import parse_targets
     from flatbench.models import TESTBED
 
     names = list(surrogate_names(cfg.surrogate))

@@ -11,7 +11,8 @@ from flatbench import create_attack
 from flatbench.attacks import METHODS, build_attack
 from flatbench.cell.plan import hashed_settings, load_data
 from flatbench.compose import CONFIG_DIR
-from flatbench.config import attack_kwargs, parse_targets, resolve
+from flatbench.config import attack_kwargs, resolve
+from flatbench.target_zoo import parse_targets
 from flatbench.models import TESTBED
 from flatbench.loggers import build_logger
 from flatbench.registry import ConfigError

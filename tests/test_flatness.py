@@ -85,7 +85,7 @@ def test_metrics_are_deterministic_and_independent_of_batching(small_cnn):
 def test_settings_out_of_range_name_the_key():
     with pytest.raises(ConfigError, match="flatness.k_samples=0"):
         FlatnessSettings(k_samples=0).check()
-    from flatbench.config import flatness_settings
+    from flatbench.settings import flatness_settings
     with pytest.raises(ConfigError, match="Did you mean 'rho'"):
         flatness_settings({"enabled": True, "rhoo": 3})
     assert flatness_settings({"enabled": False, "rho": 3}) is None

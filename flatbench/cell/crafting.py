@@ -82,19 +82,7 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
         if have:
             log.info("%sresuming: %d of %d batches already finished (checkpoints in %s)", who, have, len(mine),
                      store.batches)
-    # One chunk size and memory format for the whole set: a resumed cell keeps the ones its first
-    # batches were crafted with (chunking and memory format change the floating-point summation
-    # order), and under torchrun every rank takes rank 0's instead of measuring its own.
-    settings = store.crafting_settings() if store is not None and not force else None
-    if settings is None and world.active:
-        if world.main:
-            x0 = data.floats(slice(0, min(len(data), batch_size))).to(device)
-            settings = {"chunk": attack.resolved_chunk(x0), "memory_format": attack.memory_format}
-        settings = world.broadcast(settings)
-    if settings is not None:
-        attack.pin(settings["chunk"], settings["memory_format"])
-        log.info("crafting with chunk %s, %s (%s)", settings["chunk"], settings["memory_format"],
-                 "as the finished batches were" if store is not None and store.settings_path.exists() else "rank 0's choice")
+    _pin_sizing(attack, data, device, batch_size, store, world, force)
     settings_kept = store is None or (not force and store.settings_path.exists())
     for _, lo, hi in mine:
         done = final[lo:hi] if final is not None else None if (store is None or force) else store.load_batch(lo, hi)
@@ -102,22 +90,7 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
         if done is None or any(v is None for v in kept.values()):
             if stop is not None:
                 stop.check(f"before batch {lo}:{hi}")
-            x = data.floats(slice(lo, hi)).to(device)
-            # Keyed by the batch's first image index, so a batch's noise does not depend on the
-            # rank or on what ran before it.
-            # A batch of one has no other image to mix with: mixing transforms draw from the data set.
-            partners = None
-            if hi - lo == 1 and len(data) > 1 and any(hasattr(t, "with_partners") for t in attack.transforms):
-                partners = data.floats([(lo + 1 + j) % len(data) for j in range(min(16, len(data) - 1))]).to(device)
-            try:
-                xs = attack.trajectory(x, y_attack[lo:hi].to(device), tuple(snapshots), seed=(seed, lo),
-                                       partners=partners, until=until)
-            except NonFiniteError as exc:
-                raise NonFiniteError(f"{exc} in batch of images {lo}..{hi - 1} ({data.ids[lo]}..{data.ids[hi - 1]})") from None
-            except torch.OutOfMemoryError:
-                raise OutOfMemory(f"out of memory on {device} crafting images {lo}..{hi - 1} (chunk resolved to "
-                                  f"{attack.chunk_setting}); lower chunk or batch_size, set memory_budget_mb, or use "
-                                  "amp=bf16; finished batches are kept") from None
+            xs = _run_batch(attack, data, y_attack, lo, hi, device, seed, tuple(snapshots), until)
             kept = {t: quantize(xs[t], data.images[lo:hi], attack.eps, attack.norm, quantize_mode).cpu()
                     for t in snapshots}
             for t, st in snapshots.items():
@@ -142,6 +115,44 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
     log.info("%scrafted %d of %d batches now, %d from checkpoints%s", who, crafted, len(mine), len(mine) - crafted,
              f"; crafted batches {named}" if crafted_now else "")
     return out, time.perf_counter() - t0, crafted
+
+
+def _pin_sizing(attack, data: ImageSet, device, batch_size: int, store: Optional[AdvStore], world: World,
+                force: bool) -> None:
+    """One chunk size and memory format for the whole set: a resumed cell keeps the ones its first
+    batches were crafted with (chunking and memory format change the floating-point summation
+    order), and under torchrun every rank takes rank 0's instead of measuring its own."""
+    settings = store.crafting_settings() if store is not None and not force else None
+    if settings is None and world.active:
+        if world.main:
+            x0 = data.floats(slice(0, min(len(data), batch_size))).to(device)
+            settings = {"chunk": attack.resolved_chunk(x0), "memory_format": attack.memory_format}
+        settings = world.broadcast(settings)
+    if settings is not None:
+        attack.pin(settings["chunk"], settings["memory_format"])
+        log.info("crafting with chunk %s, %s (%s)", settings["chunk"], settings["memory_format"],
+                 "as the finished batches were" if store is not None and store.settings_path.exists() else "rank 0's choice")
+
+
+def _run_batch(attack, data: ImageSet, y_attack: torch.Tensor, lo: int, hi: int, device, seed: int,
+               at: tuple, until: Optional[int]) -> Dict[int, torch.Tensor]:
+    """The attack's trajectory on images lo..hi−1 (the steps ``at`` and the last), its failures named
+    by the batch's images."""
+    x = data.floats(slice(lo, hi)).to(device)
+    # Keyed by the batch's first image index, so a batch's noise does not depend on the
+    # rank or on what ran before it.
+    # A batch of one has no other image to mix with: mixing transforms draw from the data set.
+    partners = None
+    if hi - lo == 1 and len(data) > 1 and any(hasattr(t, "with_partners") for t in attack.transforms):
+        partners = data.floats([(lo + 1 + j) % len(data) for j in range(min(16, len(data) - 1))]).to(device)
+    try:
+        return attack.trajectory(x, y_attack[lo:hi].to(device), at, seed=(seed, lo), partners=partners, until=until)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"{exc} in batch of images {lo}..{hi - 1} ({data.ids[lo]}..{data.ids[hi - 1]})") from None
+    except torch.OutOfMemoryError:
+        raise OutOfMemory(f"out of memory on {device} crafting images {lo}..{hi - 1} (chunk resolved to "
+                          f"{attack.chunk_setting}); lower chunk or batch_size, set memory_budget_mb, or use "
+                          "amp=bf16; finished batches are kept") from None
 
 
 def craft_cell(cell, st: Settings, w: World, surrogate, stop: Optional[StopRequest] = None) -> None:

@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import pandas as pd
 import torch
 
-from ..config import ENTRY_KEYS, CellSettings, to_255
+from ..config import CellSettings, to_255
+from ..target_zoo import ENTRY_KEYS
 from ..data import DATASETS, ImageSet
 from ..dist import World
 from ..io import check_writable

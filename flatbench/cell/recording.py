@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..config import ROLES
+from ..target_zoo import ROLES
 from ..io import atomic_write_text
 from ..provenance import provenance, provenance_columns
 from ..metrics import perturbation_norms, success_flags, transfer_counts, visibility

@@ -73,48 +73,68 @@ def cost_cells(argv: List[str], multirun: bool, seconds: float = 1.0, say=print)
             models.surrogate()
             startup = (t0 - t_start) / (i + 1) + (time.perf_counter() - t0)
         rates, sources = read_rates(cache), set()
-        craft_s = 0.0
-        if grad_evals:
-            attack.model = models.surrogate()
-            attack.chunk = attack.resolved_chunk(data.floats(slice(0, min(len(data), batch))).to(device))
-            key = craft_key(s.surrogate, shape, device.type, attack.amp, per_forward(attack, batch, len(data)))
-            if key in rates:
-                rate, src = rates[key]["per_second"], f"on file: {rates[key]['source']}"
-            elif key in measured:
-                rate, src = measured[key], "measured now"
-            else:
-                say(f"flatbench plan: measuring {'+'.join(s.surrogate)} at {per_forward(attack, batch, len(data))} "
-                    f"images per forward ({device.type}) ...")
-                rate = measured[key] = measure_craft(models.surrogate(), shape, per_forward(attack, batch, len(data)),
-                                                     device, attack.amp, attack.memory_format, seconds)
-                record_rate(cache, key, rate, "plan")
-                src = "measured now"
-            craft_s = grad_evals / rate
-            sources.add(src)
-        eval_passes, eval_s = 0, 0.0
-        for k in todo:
-            entry = zoo[k]
-            votes = int((entry.get("defense") or {}).get("n", 1)) if (entry.get("defense") or {}).get("name") == "smoothing" else 1
-            passes = 2 * len(data) * votes          # clean and adversarial images
-            eval_passes += passes
-            key = eval_key(keys[k], shape, device.type, batch)
-            if key in rates:
-                rate = rates[key]["per_second"]
-                sources.add(f"on file: {rates[key]['source']}")
-            else:
-                if key not in measured:
-                    model = models.get(entry)
-                    measured[key] = measure_eval(model, shape, min(batch, len(data)), device, seconds / 2)
-                    record_rate(cache, key, measured[key], "plan")
-                rate = measured[key]
-                sources.add("measured now")
-            eval_s += 2 * len(data) / rate            # a defended model's rate includes its votes
+        craft_s = _craft_seconds(attack, s.surrogate, models, data, shape, batch, device, grad_evals, rates, measured,
+                                 cache, seconds, sources, say)
+        eval_passes, eval_s = _eval_cost(todo, zoo, keys, models, data, shape, batch, device, rates, measured, cache,
+                                         seconds, sources)
         knob = f"{s.budget['knob']}={s.budget['value']}" if s.budget else ""
         cells.append(CellCost(i, " ".join(o for o in overrides if o not in common) or "(the defaults)", cell_id, status,
                               knob, attack.predicted_grad_evals(1), images_left, grad_evals, eval_passes,
                               round(craft_s, 2), round(eval_s, 2), round(craft_s + eval_s, 2),
                               "; ".join(sorted(sources)) or "nothing left"))
     return cells, {"startup_s": startup or 0.0, "search": search}
+
+
+def _rate(key, rates: Dict, measured: Dict, sources: set, measure) -> float:
+    """A key's images per second: on file (a cell that ran, or an earlier plan), measured in this plan
+    already, or measured now with ``measure()`` and put on file; ``sources`` gets where it came from."""
+    if key in rates:
+        sources.add(f"on file: {rates[key]['source']}")
+        return rates[key]["per_second"]
+    if key not in measured:
+        measured[key] = measure()
+    sources.add("measured now")
+    return measured[key]
+
+
+def _craft_seconds(attack, surrogate, models, data, shape, batch, device, grad_evals, rates, measured, cache, seconds,
+                   sources, say) -> float:
+    """The crafting time left: its gradient evaluations at the surrogate's rate (0 when nothing is left)."""
+    if not grad_evals:
+        return 0.0
+    attack.model = models.surrogate()
+    attack.chunk = attack.resolved_chunk(data.floats(slice(0, min(len(data), batch))).to(device))
+    n = per_forward(attack, batch, len(data))
+    key = craft_key(surrogate, shape, device.type, attack.amp, n)
+
+    def measure() -> float:
+        say(f"flatbench plan: measuring {'+'.join(surrogate)} at {n} images per forward ({device.type}) ...")
+        rate = measure_craft(models.surrogate(), shape, n, device, attack.amp, attack.memory_format, seconds)
+        record_rate(cache, key, rate, "plan")
+        return rate
+
+    return grad_evals / _rate(key, rates, measured, sources, measure)
+
+
+def _eval_cost(todo, zoo, keys, models, data, shape, batch, device, rates, measured, cache, seconds,
+               sources) -> Tuple[int, float]:
+    """(forward image passes, seconds) of the evaluations left: clean and adversarial images per target,
+    a randomized-smoothing target's votes included (its measured rate includes them)."""
+    passes, total = 0, 0.0
+    for k in todo:
+        entry = zoo[k]
+        defense = entry.get("defense") or {}
+        votes = int(defense.get("n", 1)) if defense.get("name") == "smoothing" else 1
+        passes += 2 * len(data) * votes
+        key = eval_key(keys[k], shape, device.type, batch)
+
+        def measure(entry=entry, key=key) -> float:
+            rate = measure_eval(models.get(entry), shape, min(batch, len(data)), device, seconds / 2)
+            record_rate(cache, key, rate, "plan")
+            return rate
+
+        total += 2 * len(data) / _rate(key, rates, measured, sources, measure)
+    return passes, total
 
 
 def totals(cells: List[CellCost], startup_s: float, search: Optional[Dict[str, int]] = None) -> Dict[str, Any]:

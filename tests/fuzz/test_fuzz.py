@@ -13,7 +13,9 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from flatbench.attacks import build_attack
-from flatbench.config import attack_kwargs, flatness_settings, parse_targets, resolve
+from flatbench.config import attack_kwargs, resolve
+from flatbench.settings import flatness_settings
+from flatbench.target_zoo import parse_targets
 from flatbench.data import DATASETS
 from flatbench.data.folders import DataError
 from flatbench.registry import ConfigError
