@@ -78,37 +78,8 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
         put("significance.csv", sig.to_csv(index=False))
         marked = entries(df, significance_marks(sig), rows)
         rep["significance"] = sig
-    if over:
-        summary = seed_summary(df, over)
-        put("summary.csv", summary.to_csv(index=False))
-        rep["summary"] = summary
-        # The table over seeds: one row per setting, mean ± sd; the per-seed table goes to table_seeds.md.
-        put("table.md", seed_markdown(seed_table(df, rows, over), over))
-        table, white = pivot(df, value, rows)
-        put(f"table_{over}s.md", to_markdown(table, white, value, marked, versus or ""))
-    else:
-        table, white = pivot(df, value, rows)
-        put("table.md", to_markdown(table, white, value, marked, versus or ""))
-    put("table.tex", to_latex(table, white))
-    put("heatmap.png", heatmap_png(table, white, value))
-    if "asr_ci_low" in df.columns:
-        put("table_ci.md", ci_markdown(df, rows))
-    rep.update(table=table, white=white)
-    if (df["role"] != "white-box").any():   # the compute axis: ASR against gradient evaluations per image
-        snaps = collect_snapshots(dirs)
-        comp = compute_table(pd.concat([df, apply_filters(snaps, filters)], ignore_index=True) if len(snaps) else df)
-        put("compute.csv", comp.to_csv(index=False))
-        put("compute.png", compute_png(comp))
-        rep["compute"] = comp
-        if budget is not None:
-            best = best_within(comp, budget)
-            missing = attacks_missing(best, comp)
-            put(f"budget_{budget:g}.md", budget_markdown(best, budget)
-                + (f"\nNo cell within the budget: {'; '.join(missing)}.\n" if missing else ""))
-            put(f"budget_{budget:g}.csv", best.to_csv(index=False))
-            rep["budget"] = best
-    elif budget is not None:
-        raise ValueError("--budget: every target here is the surrogate; the compute axis needs black-box targets")
+    _tables(df, value, rows, over, marked, versus, put, rep)
+    _compute_axis(df, dirs, filters, budget, put, rep)
     for param in plot_params:
         put(f"asr_vs_{param}.png", param_plot_png(df, param, value))
     if flatness_metric:
@@ -132,6 +103,47 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
         put("compare.csv", m.to_csv(index=False))
         rep["compare"] = m
     return rep
+
+
+def _tables(df: pd.DataFrame, value: str, rows, over: Optional[str], marked, versus: Optional[str], put, rep: dict) -> None:
+    """table.md (over seeds: mean ± sd, the per-seed table in table_seeds.md), table.tex, heatmap.png and
+    table_ci.md."""
+    if over:
+        summary = seed_summary(df, over)
+        put("summary.csv", summary.to_csv(index=False))
+        rep["summary"] = summary
+        put("table.md", seed_markdown(seed_table(df, rows, over), over))
+        table, white = pivot(df, value, rows)
+        put(f"table_{over}s.md", to_markdown(table, white, value, marked, versus or ""))
+    else:
+        table, white = pivot(df, value, rows)
+        put("table.md", to_markdown(table, white, value, marked, versus or ""))
+    put("table.tex", to_latex(table, white))
+    put("heatmap.png", heatmap_png(table, white, value))
+    if "asr_ci_low" in df.columns:
+        put("table_ci.md", ci_markdown(df, rows))
+    rep.update(table=table, white=white)
+
+
+def _compute_axis(df: pd.DataFrame, dirs, filters, budget: Optional[float], put, rep: dict) -> None:
+    """compute.csv/png (ASR against gradient evaluations per image, snapshots included) and, with
+    ``--budget B``, the best cell of each attack within B."""
+    if not (df["role"] != "white-box").any():
+        if budget is not None:
+            raise ValueError("--budget: every target here is the surrogate; the compute axis needs black-box targets")
+        return
+    snaps = collect_snapshots(dirs)
+    comp = compute_table(pd.concat([df, apply_filters(snaps, filters)], ignore_index=True) if len(snaps) else df)
+    put("compute.csv", comp.to_csv(index=False))
+    put("compute.png", compute_png(comp))
+    rep["compute"] = comp
+    if budget is not None:
+        best = best_within(comp, budget)
+        missing = attacks_missing(best, comp)
+        put(f"budget_{budget:g}.md", budget_markdown(best, budget)
+            + (f"\nNo cell within the budget: {'; '.join(missing)}.\n" if missing else ""))
+        put(f"budget_{budget:g}.csv", best.to_csv(index=False))
+        rep["budget"] = best
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
