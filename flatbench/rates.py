@@ -37,10 +37,38 @@ def record_rate(cache_dir, key: str, per_second: float, source: str) -> None:
     def change(rates: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         if rates.get(key, {}).get("source", "").startswith("cell") and not source.startswith("cell"):   # keep the cell's
             return None
-        rates[key] = {"per_second": float(per_second), "source": source, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+        rates[key] = {"per_second": float(per_second), "source": source, "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+                      **machine_load()}
         return rates
 
     update_json(rates_path(cache_dir), change)
+
+
+def machine_load() -> Dict[str, Any]:
+    """The 1-minute load average and the CPUs, recorded with a rate: a rate measured under load is slower
+    than the machine (the plan says so)."""
+    import os
+
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):   # not on every platform
+        load = None
+    return {"load": load, "cpus": os.cpu_count()}
+
+
+def rate_note(entry: Dict[str, Any], now: Optional[float] = None) -> str:
+    """Where a rate on file came from, how old it is and the load it was measured under:
+    'on file: cell 1a2b (3.2 h old, load 1.9 on 2 CPUs)'."""
+    age = ""
+    try:
+        seconds = (now or time.time()) - time.mktime(time.strptime(entry["when"], "%Y-%m-%d %H:%M:%S"))
+        age = f"{seconds / 60:.0f} min old" if seconds < 5400 else (f"{seconds / 3600:.1f} h old" if seconds < 172800
+                                                                   else f"{seconds / 86400:.0f} days old")
+    except (KeyError, ValueError, OverflowError):
+        pass
+    load = f"load {entry['load']:g} on {entry['cpus']} CPUs" if entry.get("load") is not None else ""
+    detail = ", ".join(x for x in (age, load) if x)
+    return f"on file: {entry['source']}" + (f" ({detail})" if detail else "")
 
 
 def per_forward(attack, batch_size: int, n_images: int) -> int:

@@ -1,5 +1,6 @@
 """flatbench plan (issue 25): the cost of a run or a sweep before it runs, through the command line."""
 import pandas as pd
+import pytest
 import torch
 
 from flatbench import create_attack
@@ -18,7 +19,7 @@ def test_plan_predicts_grad_evals_and_counts_only_what_is_left(trained_zoo, zoo_
     assert len(plan) == 4 and (plan["status"] == "new").all() and set(plan["overrides"]) == {
         "method=mifgsm", "method=pgn", "method=mef", "method=anda"}
     assert "projected" in out.stdout and "suggested hydra.launcher.timeout_min=" in out.stdout
-    assert "measured now" in set(plan["rate_source"].str.split("; ").explode())
+    assert any(src.startswith("measured now (best of 3 timings") for src in plan["rate_source"].str.split("; ").explode())
     assert {"cell_id", "grad_evals", "projected_s"} <= set(pd.read_csv(p1).columns) and (plan["projected_s"] > 0).all()
     # Two targets, 8 clean and 8 adversarial images each.
     assert (plan["eval_passes"] == 2 * 2 * 8).all()
@@ -51,6 +52,38 @@ def test_plan_predicts_grad_evals_and_counts_only_what_is_left(trained_zoo, zoo_
     assert row["grad_evals"] == create_attack("pgn", torch.nn.Identity(), eps=0.1, steps=2).predicted_grad_evals(4)
     assert row["grad_evals"] == plan.loc[pgn, "grad_evals"] // 2
     assert "on file: cell" in row["rate_source"]   # the finished cells' own rates
+
+
+def test_a_measurement_keeps_its_fastest_window_and_a_rate_says_its_age_and_load(tmp_path):
+    """Issue 36, section 3: load slows a timing and never speeds it up, so the plan keeps the best of
+    three short windows (a burst of load in the first window leaves the rate at the quiet speed; one
+    window over the whole second would average it in). Every rate on file carries its load and CPUs,
+    and the plan's source column says how old it is. Broken variant tried: the mean of the windows."""
+    import time as _t
+
+    from flatbench.planning import measure
+    from flatbench.rates import rate_note, read_rates, record_rate
+
+    clock = {"t": 0.0, "n": 0}
+
+    def fn():   # a call costs 20 ms while another job runs (the first 12), then 2 ms: on a clock of its own
+        clock["n"] += 1
+        clock["t"] += 0.02 if clock["n"] <= 12 else 0.002
+
+    real = measure.time.perf_counter
+    measure.time.perf_counter = lambda: clock["t"]
+    try:
+        rate = measure._time(fn, 0.3)
+    finally:
+        measure.time.perf_counter = real
+    assert rate == pytest.approx(500)                    # the quiet speed, not the busy start's 50/s
+    record_rate(tmp_path, "craft|x", 123.0, "plan")
+    entry = read_rates(tmp_path)["craft|x"]
+    assert entry["cpus"] >= 1 and "load" in entry
+    now = _t.mktime(_t.strptime(entry["when"], "%Y-%m-%d %H:%M:%S")) + 3 * 3600
+    note = rate_note({**entry, "load": 1.5, "cpus": 2}, now=now)
+    assert note == "on file: plan (3.0 h old, load 1.5 on 2 CPUs)"
+    assert rate_note({"source": "cell ab12"}) == "on file: cell ab12"
 
 
 def test_totals_and_the_suggested_time_limit():

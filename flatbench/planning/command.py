@@ -33,6 +33,9 @@ def render(cells: List[CellCost], tot: Dict[str, Any]) -> str:
                      f"{tot['grad_evals']:,}; projected: {_fmt_s(tot['projected_s'])} = {tot['device_hours']:.3f} "
                      "device-hours on this device (a projection from the rates named per cell; flatness=on and W&B "
                      "are not in it)")
+    lines.append("how sure: a rate on file from a cell is the speed that cell really crafted at; one measured now is "
+                 "the best of short timings, and another job on the machine (see each rate's load against its CPUs) "
+                 "makes it slower than the machine and the projection longer than a quiet run would take")
     lines += [
              f"suggested hydra.launcher.timeout_min={tot['timeout_min']}: the longest cell "
              f"({_fmt_s(tot['longest_s'])}) x {MARGIN:g} margin + {tot['startup_s']:.1f} s of startup, paid again on "

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..sweep import sweep_cells
-from ..rates import craft_key, eval_key, per_forward, read_rates, record_rate
-from .measure import measure_craft, measure_eval
+from ..rates import craft_key, eval_key, machine_load, per_forward, rate_note, read_rates, record_rate
+from .measure import WINDOWS, measure_craft, measure_eval
 
 MARGIN = 1.5          # the suggested time limit: the longest cell's projection times this ...
 
@@ -89,11 +89,13 @@ def _rate(key, rates: Dict, measured: Dict, sources: set, measure) -> float:
     """A key's images per second: on file (a cell that ran, or an earlier plan), measured in this plan
     already, or measured now with ``measure()`` and put on file; ``sources`` gets where it came from."""
     if key in rates:
-        sources.add(f"on file: {rates[key]['source']}")
+        sources.add(rate_note(rates[key]))
         return rates[key]["per_second"]
     if key not in measured:
         measured[key] = measure()
-    sources.add("measured now")
+    load = machine_load()
+    sources.add(f"measured now (best of {WINDOWS} timings" + (f", load {load['load']:g} on {load['cpus']} CPUs)"
+                                                            if load["load"] is not None else ")"))
     return measured[key]
 
 

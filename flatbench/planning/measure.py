@@ -1,12 +1,17 @@
-"""Short measurements of the bare work (a second or so each), when no rate is on file."""
+"""Short measurements of the bare work (a second or so each), when no rate is on file.
+
+Another job on the machine slows a measurement down, never speeds it up: each is the best of
+:data:`WINDOWS` short timings, so a burst of load inflates at most the windows it falls in, and the
+machine's load is recorded beside the rate (:func:`flatbench.rates.record_rate`).
+"""
 from __future__ import annotations
 
 import time
 
+WINDOWS = 3   # short timings per measurement; the fastest is kept
 
-def _time(fn, seconds: float) -> float:
-    """Calls per second of fn, after one warm-up call, over at least ``seconds``."""
-    fn()
+
+def _window(fn, seconds: float) -> float:
     n, t0 = 0, time.perf_counter()
     while True:
         fn()
@@ -14,6 +19,12 @@ def _time(fn, seconds: float) -> float:
         dt = time.perf_counter() - t0
         if dt >= seconds and n >= 2:
             return n / dt
+
+
+def _time(fn, seconds: float) -> float:
+    """Calls per second of fn, after one warm-up call: the best of WINDOWS timings, ``seconds`` in all."""
+    fn()
+    return max(_window(fn, seconds / WINDOWS) for _ in range(WINDOWS))
 
 
 def measure_craft(model, shape, images: int, device, amp, memory_format: str, seconds: float = 1.0) -> float:
