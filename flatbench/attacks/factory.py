@@ -133,6 +133,30 @@ def _budget(name, budget, given, opt, est, est_kw, tf_specs, loop_kw):
     return fit
 
 
+def _apply_preset(name: str, opt: str, est: str, loop_kw: Dict[str, Any], opt_kw: Dict[str, Any],
+                  est_kw: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, str]]:
+    """The method file's own settings under the caller's (T and α into ``loop_kw``; the optimizer's and the
+    estimator's, each only while the preset's part is the one in use); the lengths written as rules of ε."""
+    from ..scaling import rule_text
+
+    preset = METHOD_PRESETS.get(name, {})
+    if "steps" in preset:
+        loop_kw.setdefault("steps", preset["steps"])
+    rules = {}
+    if "alpha" in preset and "alpha" not in loop_kw:
+        # the file's 1/255 units (or a rule of ε: alpha: eps/10); the API's fractions
+        loop_kw["alpha"] = _length(preset["alpha"], loop_kw.get("eps"), "alpha")
+        if rule_text(preset["alpha"]):
+            rules["alpha"] = rule_text(preset["alpha"])
+    if opt == METHODS[name][0]:   # the preset's settings of a part apply to that part only
+        opt_kw = {**_from_file(OPTIMIZERS.get(opt), preset.get("optimizer"), loop_kw.get("eps")), **opt_kw}
+    if est == METHODS[name][1]:
+        own = dict(preset.get("estimator") or {})
+        rules.update({f"estimator.{k}": rule_text(v) for k, v in own.items() if rule_text(v) and k not in est_kw})
+        est_kw = {**_from_file(ESTIMATORS.get(est), own, loop_kw.get("eps")), **est_kw}
+    return opt_kw, est_kw, rules
+
+
 def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
     """Create a method by name; every hyperparameter may be passed by its config name.
 
@@ -163,25 +187,7 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
     loop_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _LOOP_KEYS}
     opt_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTIMIZERS.get(opt).names()}
     est_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in ESTIMATORS.get(est).names()}
-    preset = METHOD_PRESETS.get(name, {})
-    if "steps" in preset:
-        loop_kw.setdefault("steps", preset["steps"])
-    rules = {}
-    if "alpha" in preset and "alpha" not in loop_kw:
-        from ..scaling import rule_text
-
-        # the file's 1/255 units (or a rule of ε: alpha: eps/10); the API's fractions
-        loop_kw["alpha"] = _length(preset["alpha"], loop_kw.get("eps"), "alpha")
-        if rule_text(preset["alpha"]):
-            rules["alpha"] = rule_text(preset["alpha"])
-    if opt == METHODS[name][0]:   # the preset's settings of a part apply to that part only
-        opt_kw = {**_from_file(OPTIMIZERS.get(opt), preset.get("optimizer"), loop_kw.get("eps")), **opt_kw}
-    if est == METHODS[name][1]:
-        from ..scaling import rule_text
-
-        own = dict(preset.get("estimator") or {})
-        rules.update({f"estimator.{k}": rule_text(v) for k, v in own.items() if rule_text(v) and k not in est_kw})
-        est_kw = {**_from_file(ESTIMATORS.get(est), own, loop_kw.get("eps")), **est_kw}
+    opt_kw, est_kw, rules = _apply_preset(name, opt, est, loop_kw, opt_kw, est_kw)
     for key in list(kwargs):
         owners = [t for t in tf_specs if key in TRANSFORMS.get(t).names()]
         if len(owners) > 1:
