@@ -20,8 +20,9 @@ def _white_box_asr(model, method, n=64, **kw):
 
 
 # The presets that compose transforms with a part tested alone above (mi_dim_tim, pgn_dim_tim,
-# mef_dim_tim, ...) run in `make test-slow`: each of their parts is a strong attack here already.
-_COMPOSED = {m for m in METHODS if "_dim" in m}
+# mef_dim_tim, pgn_bsr and mef_sia at 8,000 evaluations per image, ...) run in `make test-slow`: each of
+# their parts is a strong attack here already.
+_COMPOSED = {m for m, (_, est, tfs) in METHODS.items() if "_dim" in m or (tfs and est != "plain")}
 
 
 @pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in _COMPOSED else m
