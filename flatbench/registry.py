@@ -115,6 +115,10 @@ class Registry:
     def names(self) -> List[str]:
         return sorted(self._items)
 
+    def in_order(self) -> List[Any]:
+        """The items in the order they were added (where the order means something: the report's outputs)."""
+        return list(self._items.values())
+
     def doc(self, name: str) -> str:
         """The one-line description of ``name`` (its factory's docstring, first line)."""
         self.get(name)

@@ -67,7 +67,7 @@ def toy(tmp_path):
     torch.manual_seed(3)
     path = tmp_path / "toy.safetensors"
     save_file(TESTBED["digits-mlp"].build().state_dict(), str(path))
-    source = SOURCES.add("toy", ToySource(path), before="timm")
+    SOURCES.add("toy", ToySource(path), before="timm")
     try:
         yield path
     finally:
@@ -109,3 +109,27 @@ def test_only_the_sources_know_which_source_a_name_is():
             if isinstance(node, ast.Attribute) and node.attr == "library":
                 offenders.append(f"{rel}:{node.lineno} reads a spec's library")
     assert not offenders, offenders
+
+
+def test_a_new_report_output_is_one_registered_function(tmp_path, capsys):
+    """The report's outputs are a registry too (issue 35, step 3): one function added to OUTPUTS writes its
+    file through the report's own entry point, beside the others, and the guard against writing an input
+    holds for it. Broken variant tried: build_report writing a fixed list instead of iterating OUTPUTS."""
+    import pandas as pd
+
+    from flatbench.report.outputs import OUTPUTS
+    from helpers import SMALL, report_main, run
+
+    run(["flatbench", *SMALL, f"hydra.run.dir={tmp_path / 'cell'}"], None, tmp_path)
+
+    def write_counts(ctx):
+        ctx.put("counts.csv", ctx.df.groupby("attack").size().rename("rows").to_csv())
+
+    OUTPUTS.add("counts", write_counts, "rows per attack")
+    try:
+        assert report_main([str(tmp_path / "cell"), "--out", str(tmp_path / "rep")], capsys)[0] == 0
+    finally:
+        OUTPUTS._items.pop("counts")
+    counts = pd.read_csv(tmp_path / "rep" / "counts.csv")
+    assert counts["rows"].sum() == len(pd.read_csv(tmp_path / "cell" / "results.csv"))
+    assert (tmp_path / "rep" / "table.md").exists() and list(OUTPUTS._items)[:2] == ["significance", "tables"]

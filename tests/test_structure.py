@@ -204,7 +204,7 @@ def test_no_import_runs_back_up_to_the_commands():
 
 
 def test_one_registry_kind():
-    """Every named extension point (the attack's parts, data sets, defenses, loggers, model sources) is a
+    """Every named extension point (the attack's parts, data sets, defenses, loggers, model sources, the report's outputs) is a
     flatbench.registry.Registry, so that lookup, listing and the unknown-name error are one code path;
     no other class keeps a table of names (issue 35: Parts and Registry were two)."""
     from flatbench.attacks import ESTIMATORS
@@ -215,8 +215,9 @@ def test_one_registry_kind():
     from flatbench.models import SOURCES
     from flatbench.models.defenses import DEFENSES
     from flatbench.registry import ConfigError, Registry
+    from flatbench.report.outputs import OUTPUTS
 
-    kinds = (ESTIMATORS, OPTIMIZERS, TRANSFORMS, DATASETS, DEFENSES, LOGGERS, SOURCES)
+    kinds = (ESTIMATORS, OPTIMIZERS, TRANSFORMS, DATASETS, DEFENSES, LOGGERS, SOURCES, OUTPUTS)
     assert all(isinstance(k, Registry) for k in kinds)
     for k in kinds:
         try:

@@ -24,22 +24,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..io import atomic_write_bytes, atomic_write_text
 from ..cell.directory import CellDir
 from ..layout import SweepLayout
-from .cells import apply_filters, collect, collect_snapshots, load_flags
-from .compute import attacks_missing, best_within, budget_markdown, compute_png, compute_table
-from .flatness import flatness_report
-from .plots import heatmap_png, landscape_compare, param_plot_png
-from .published import compare, compare_markdown, load_published
-from .statistics import mcnemar_markdown, mcnemar_table
-from .seeds import seed_markdown, seed_summary, seed_table
-from .significance import significance_marks, significance_table
-from .tables import ci_markdown, entries, pivot, to_latex, to_markdown
+from .cells import apply_filters, collect
+from .outputs import OUTPUTS, ReportContext
 from .wandb_log import log_wandb, report_group
 
 __all__ = ["build_report", "main", "collect", "report_group"]
@@ -72,79 +64,12 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
         raise ValueError(f"--value: unknown column {value!r}")
     put(CellDir.RESULTS, df.to_csv(index=False))   # the cells' rows merged, under their own file name
     rep = {"df": df, "paths": paths, "out": out}
-    marked = set()
-    if versus:
-        sig = significance_table(df, load_flags(dirs), versus)
-        put("significance.csv", sig.to_csv(index=False))
-        marked = entries(df, significance_marks(sig), rows)
-        rep["significance"] = sig
-    _tables(df, value, rows, over, marked, versus, put, rep)
-    _compute_axis(df, dirs, filters, budget, put, rep)
-    for param in plot_params:
-        put(f"asr_vs_{param}.png", param_plot_png(df, param, value))
-    if flatness_metric:
-        fl = flatness_report(df, dirs, flatness_metric, over)
-        put("flatness.md", fl["md"])
-        put("flatness_vs_transfer.png", fl["scatter"])
-        put("flatness_by_fooled.png", fl["box"])
-        put("flatness_correlation.csv", fl["correlation"].to_csv(index=False))
-        put("flatness_auroc.csv", fl["auroc"].to_csv(index=False))
-        rep.update(spearman=fl["rho"], flatness_correlation=fl["correlation"], flatness_auroc=fl["auroc"])
-    if landscape_pair:
-        put("landscape_compare.png", landscape_compare(df, dirs, *landscape_pair))
-    if mcnemar_pair:
-        t = mcnemar_table(df, load_flags(dirs), *mcnemar_pair)
-        put("mcnemar.md", mcnemar_markdown(t))
-        put("mcnemar.csv", t.to_csv(index=False))
-        rep["mcnemar"] = t
-    if compare_with:
-        m = compare(df, load_published(compare_with), value)
-        put("compare.md", compare_markdown(m))
-        put("compare.csv", m.to_csv(index=False))
-        rep["compare"] = m
+    ctx = ReportContext(df=df, dirs=dirs, put=put, rep=rep, value=value, filters=filters, rows=rows, over=over,
+                        versus=versus, budget=budget, plot_params=plot_params, flatness_metric=flatness_metric,
+                        landscape_pair=landscape_pair, mcnemar_pair=mcnemar_pair, compare_with=compare_with)
+    for write in OUTPUTS.in_order():   # each output writes its files when its option asks for it
+        write(ctx)
     return rep
-
-
-def _tables(df: pd.DataFrame, value: str, rows, over: Optional[str], marked, versus: Optional[str], put, rep: dict) -> None:
-    """table.md (over seeds: mean ± sd, the per-seed table in table_seeds.md), table.tex, heatmap.png and
-    table_ci.md."""
-    if over:
-        summary = seed_summary(df, over)
-        put("summary.csv", summary.to_csv(index=False))
-        rep["summary"] = summary
-        put("table.md", seed_markdown(seed_table(df, rows, over), over))
-        table, white = pivot(df, value, rows)
-        put(f"table_{over}s.md", to_markdown(table, white, value, marked, versus or ""))
-    else:
-        table, white = pivot(df, value, rows)
-        put("table.md", to_markdown(table, white, value, marked, versus or ""))
-    put("table.tex", to_latex(table, white))
-    put("heatmap.png", heatmap_png(table, white, value))
-    if "asr_ci_low" in df.columns:
-        put("table_ci.md", ci_markdown(df, rows))
-    rep.update(table=table, white=white)
-
-
-def _compute_axis(df: pd.DataFrame, dirs, filters, budget: Optional[float], put, rep: dict) -> None:
-    """compute.csv/png (ASR against gradient evaluations per image, snapshots included) and, with
-    ``--budget B``, the best cell of each attack within B."""
-    if not (df["role"] != "white-box").any():
-        if budget is not None:
-            raise ValueError("--budget: every target here is the surrogate; the compute axis needs black-box targets")
-        return
-    snaps = collect_snapshots(dirs)
-    comp = compute_table(pd.concat([df, apply_filters(snaps, filters)], ignore_index=True) if len(snaps) else df)
-    put("compute.csv", comp.to_csv(index=False))
-    put("compute.png", compute_png(comp))
-    rep["compute"] = comp
-    if budget is not None:
-        best = best_within(comp, budget)
-        missing = attacks_missing(best, comp)
-        put(f"budget_{budget:g}.md", budget_markdown(best, budget)
-            + (f"\nNo cell within the budget: {'; '.join(missing)}.\n" if missing else ""))
-        put(f"budget_{budget:g}.csv", best.to_csv(index=False))
-        rep["budget"] = best
-
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="flatbench-report", description=__doc__,
