@@ -74,14 +74,10 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
     mine = [(i, lo, hi) for i, (lo, hi) in enumerate(bounds) if world.mine(i)]
     bar = tqdm(total=sum(hi - lo for _, lo, hi in mine), desc=f"craft {attack.label}", unit="img",
                disable=not progress or not world.main)
-    crafted = 0
     crafted_now = []   # (lo, hi) of the batches crafted now: the log names them (per rank under DDP)
     who = f"rank {world.rank}/{world.size}: " if world.active else ""   # each rank's log says what it did
     if store is not None and not force and not store.full.exists():
-        have = sum(store.batch_path(lo, hi).exists() for _, lo, hi in mine)
-        if have:
-            log.info("%sresuming: %d of %d batches already finished (checkpoints in %s)", who, have, len(mine),
-                     store.batches)
+        _log_resume(who, store, mine)
     _pin_sizing(attack, data, device, batch_size, store, world, force)
     settings_kept = store is None or (not force and store.settings_path.exists())
     for _, lo, hi in mine:
@@ -103,19 +99,28 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
                     settings_kept = True
                 if final is None:
                     store.save_batch(lo, hi, done)
-            crafted += 1
             crafted_now.append((lo, hi))
         out[lo:hi] = done
         for t in snapshots:
             snap_sets[t][lo:hi] = kept[t]
         bar.update(hi - lo)
     bar.close()
+    _log_crafted(who, crafted_now, len(mine))
+    return out, time.perf_counter() - t0, len(crafted_now)
+
+
+def _log_resume(who: str, store: AdvStore, mine) -> None:
+    have = sum(store.batch_path(lo, hi).exists() for _, lo, hi in mine)
+    if have:
+        log.info("%sresuming: %d of %d batches already finished (checkpoints in %s)", who, have, len(mine), store.batches)
+
+
+def _log_crafted(who: str, crafted_now, n_mine: int) -> None:
+    """What this rank crafted now and what came from checkpoints (the log names the batches)."""
     named = " ".join(f"{lo}:{hi}" for lo, hi in crafted_now[:40]) + (f" ... ({len(crafted_now) - 40} more)"
                                                                      if len(crafted_now) > 40 else "")
-    log.info("%scrafted %d of %d batches now, %d from checkpoints%s", who, crafted, len(mine), len(mine) - crafted,
-             f"; crafted batches {named}" if crafted_now else "")
-    return out, time.perf_counter() - t0, crafted
-
+    log.info("%scrafted %d of %d batches now, %d from checkpoints%s", who, len(crafted_now), n_mine,
+             n_mine - len(crafted_now), f"; crafted batches {named}" if crafted_now else "")
 
 def _pin_sizing(attack, data: ImageSet, device, batch_size: int, store: Optional[AdvStore], world: World,
                 force: bool) -> None:

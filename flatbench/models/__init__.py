@@ -12,8 +12,8 @@ import torch.nn as nn
 
 from .defenses import DEFENSES, defend
 from .hub import MissingWeightsError, parse_name, read_checkpoint, weights_cached
-from .libraries import TimmSource, TorchvisionSource
-from .sources import SOURCES, CheckpointSource, ModelSource, TestbedSource, source_of
+from .libraries import CheckpointSource, TimmSource, TorchvisionSource
+from .sources import SOURCES, ModelSource, TestbedSource, source_of
 from .testbed import TESTBED
 from .wrap import Ensemble, Preprocess, freeze
 

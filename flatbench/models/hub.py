@@ -17,6 +17,7 @@ a failed download raises the same error. Network timeouts are huggingface_hub's 
 """
 from __future__ import annotations
 
+import abc
 import logging
 import os
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ class ModelSpec:
         return f"{self.arch}.{self.tag}" if self.tag else self.arch
 
     @property
-    def hub(self) -> "HubSource":
+    def hub(self) -> "Library":
         """The library's source (:class:`TimmSource` or :class:`TorchvisionSource`)."""
         return SOURCES.get(self.library)
 
@@ -221,28 +222,12 @@ def load_hub_model(name: str, *, pretrained: bool = True, label_offset: Optional
     return Preprocess(model, mean, std, input_size or size, interpolation or interp, label_offset=offset, name=name)
 
 
-# ---------------------------------------------------------------- the two hub sources
+# ---------------------------------------------------------------- the hub sources
 
 class HubSource(ModelSource):
-    """A model library (timm, torchvision): what the library itself knows of a name. The library
-    specific parts are :meth:`parse`, :meth:`meta`, :meth:`cached_file`, :meth:`create` and
-    :meth:`transferattack_stats`; building, the class count and availability are shared."""
-
-    def parse(self, raw: str, name: str, checkpoint: Optional[Path]) -> ModelSpec:
-        raise NotImplementedError
-
-    def meta(self, spec: ModelSpec) -> Meta:
-        raise NotImplementedError
-
-    def cached_file(self, spec: ModelSpec) -> Optional[Path]:
-        raise NotImplementedError
-
-    def create(self, spec: ModelSpec, pretrained: bool, kw: Dict) -> nn.Module:
-        raise NotImplementedError
-
-    def transferattack_stats(self, spec: ModelSpec, meta: Meta) -> Tuple[Tuple[float, ...], Tuple[float, ...], int]:
-        """(mean, std, input size) that TransferAttack's ``utils.wrap_model`` feeds this model."""
-        return meta.mean, meta.std, 224
+    """What every hub source shares (the libraries, and ``ARCH@PATH`` checkpoints of their
+    architectures): building and wrapping through :func:`load_hub_model`, the class count from the
+    library's config, availability, the weights file and the listing."""
 
     def load(self, name, *, pretrained=True, label_offset=None, num_classes=None, input_size=None,
              preprocess="own", **_):
@@ -261,3 +246,28 @@ class HubSource(ModelSource):
     def listing(self, name):
         spec = parse_name(name)
         return {"source": spec.library, "family": spec.arch, "test_acc": None, "cached": bool(weights_cached(spec))}
+
+
+class Library(HubSource):
+    """A model library (timm, torchvision): what the library itself knows of a name, the parts
+    :class:`HubSource`'s shared work asks of ``spec.hub``."""
+
+    @abc.abstractmethod
+    def parse(self, raw: str, name: str, checkpoint: Optional[Path]) -> ModelSpec:
+        """The name as this library parses it (``raw`` as written, ``name`` without its checkpoint)."""
+
+    @abc.abstractmethod
+    def meta(self, spec: ModelSpec) -> Meta:
+        """The model's preprocessing and label space, from the library's config."""
+
+    @abc.abstractmethod
+    def cached_file(self, spec: ModelSpec) -> Optional[Path]:
+        """The locally cached pretrained weights, or None."""
+
+    @abc.abstractmethod
+    def create(self, spec: ModelSpec, pretrained: bool, kw: Dict) -> nn.Module:
+        """The library's model (its own weights when ``pretrained``)."""
+
+    def transferattack_stats(self, spec: ModelSpec, meta: Meta) -> Tuple[Tuple[float, ...], Tuple[float, ...], int]:
+        """(mean, std, input size) that TransferAttack's ``utils.wrap_model`` feeds this model."""
+        return meta.mean, meta.std, 224

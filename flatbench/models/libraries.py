@@ -1,4 +1,5 @@
-"""The two model libraries as model sources: torchvision and timm (see :mod:`flatbench.models.sources`).
+"""The hub model sources: torchvision, timm, and ``ARCH@PATH`` checkpoints of either (see
+:mod:`flatbench.models.sources`).
 
 Each says what its library knows of a name: how it is parsed, its preprocessing and label space,
 where its pretrained weights are cached, how it is built, and what TransferAttack's ``wrap_model``
@@ -9,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..registry import ConfigError, suggest
-from .hub import IMAGENET_MEAN, IMAGENET_STD, HubSource, Meta, ModelSpec, _hf_file, _torch_hub_file
+from .hub import IMAGENET_MEAN, IMAGENET_STD, HubSource, Library, Meta, ModelSpec, _hf_file, _torch_hub_file, parse_name
 
 
-class TorchvisionSource(HubSource):
+class TorchvisionSource(Library):
     """``torchvision:NAME.WEIGHTS``: a torchvision builder and its weights enum member."""
 
     name = "torchvision"
@@ -64,7 +65,7 @@ class TorchvisionSource(HubSource):
         return IMAGENET_MEAN, IMAGENET_STD, 224
 
 
-class TimmSource(HubSource):
+class TimmSource(Library):
     """A timm name with its pretrained tag, ``resnet50.tv_in1k`` (``timm:`` may prefix it). It claims
     every name no earlier source did, so an unknown name fails here, listing the valid forms."""
 
@@ -126,3 +127,26 @@ class TimmSource(HubSource):
         import timm
 
         return timm.create_model(spec.timm_name, pretrained=pretrained, **kw)
+
+
+class CheckpointSource(HubSource):
+    """``ARCH@PATH``: the architecture ARCH (a timm or torchvision name) with weights from PATH. It builds,
+    wraps and counts classes as the hubs do (ARCH's library parses it); only where the weights come from differs."""
+
+    name = "checkpoint"
+
+    def claims(self, name: str) -> bool:
+        return "@" in name
+
+    def check_available(self, name, pretrained=True):
+        spec = parse_name(name)
+        if not spec.checkpoint.is_file():
+            raise ConfigError(f"checkpoint {spec.checkpoint} of {name!r} does not exist")
+
+    def weights_file(self, name, zoo_dir=None):
+        spec = parse_name(name)
+        return spec.checkpoint if spec.checkpoint.is_file() else None
+
+    def listing(self, name):
+        spec = parse_name(name)
+        return {"source": "checkpoint", "family": spec.arch, "test_acc": None, "cached": spec.checkpoint.is_file()}

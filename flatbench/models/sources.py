@@ -12,10 +12,12 @@ are read from (provenance's SHA-256) and its row in ``flatbench list models``.
 * ``timm`` - any other name, ``resnet50.tv_in1k`` (``timm:`` may prefix it); it is last because it
   claims every name, and an unknown one fails there with the valid forms.
 
-A new source is a subclass and one ``SOURCES.add`` line in ``flatbench/models/__init__.py``.
+A new source is a subclass and one ``SOURCES.add`` line in ``flatbench/models/__init__.py``. The
+``checkpoint``, ``torchvision`` and ``timm`` sources are in :mod:`flatbench.models.libraries`.
 """
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -24,25 +26,25 @@ import torch.nn as nn
 from ..registry import ConfigError, Registry
 
 
-class ModelSource:
+class ModelSource(abc.ABC):
     """One way of naming and building models (see the module docstring)."""
 
     name = ""
 
+    @abc.abstractmethod
     def claims(self, name: str) -> bool:
         """Whether ``name`` is this source's."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def load(self, name: str, *, zoo_dir: Optional[Path] = None, seed: int = 0, progress: bool = True,
              pretrained: bool = True, label_offset: Optional[int] = None, num_classes: Optional[int] = None,
              input_size: Optional[int] = None, preprocess: str = "own") -> nn.Module:
         """The model, taking [0,1] images at its own resolution, frozen in eval mode."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def classes(self, name: str, label_offset: Optional[int] = None, num_classes: Optional[int] = None) -> int:
         """The class count the model will output, from its declaration alone (nothing is built);
         ConfigError when the declaration does not say."""
-        raise NotImplementedError
 
     def check_available(self, name: str, pretrained: bool = True) -> None:
         """Fail now, not after crafting, when the model's weights cannot be had."""
@@ -51,9 +53,9 @@ class ModelSource:
         """The file the weights are read from when it is on disk, else None."""
         return None
 
+    @abc.abstractmethod
     def listing(self, name: str) -> Dict[str, Any]:
         """The ``flatbench list models`` columns this source knows: source, family, test_acc, cached."""
-        raise NotImplementedError
 
     def known(self) -> List[str]:
         """The names this source lists by itself (a hub lists only the names configs use)."""
@@ -128,43 +130,3 @@ class TestbedSource(ModelSource):
 
         meta = pinned_sidecar(name)
         return {"source": "testbed", "family": meta["family"], "test_acc": meta["test_acc"], "cached": True}
-
-
-class CheckpointSource(ModelSource):
-    """``ARCH@PATH``: the architecture ARCH (a timm or torchvision name) with weights from PATH."""
-
-    name = "checkpoint"
-
-    def claims(self, name: str) -> bool:
-        return "@" in name
-
-    def load(self, name, *, pretrained=True, label_offset=None, num_classes=None, input_size=None,
-             preprocess="own", **_):
-        from .hub import load_hub_model
-
-        return load_hub_model(name, pretrained=pretrained, label_offset=label_offset, num_classes=num_classes,
-                              input_size=input_size, preprocess=preprocess)
-
-    def classes(self, name, label_offset=None, num_classes=None):
-        from .hub import declared_classes
-
-        return declared_classes(name, label_offset, num_classes)
-
-    def check_available(self, name, pretrained=True):
-        from .hub import parse_name
-
-        spec = parse_name(name)
-        if not spec.checkpoint.is_file():
-            raise ConfigError(f"checkpoint {spec.checkpoint} of {name!r} does not exist")
-
-    def weights_file(self, name, zoo_dir=None):
-        from .hub import parse_name
-
-        spec = parse_name(name)
-        return spec.checkpoint if spec.checkpoint.is_file() else None
-
-    def listing(self, name):
-        from .hub import parse_name
-
-        spec = parse_name(name)
-        return {"source": "checkpoint", "family": spec.arch, "test_acc": None, "cached": spec.checkpoint.is_file()}
