@@ -47,6 +47,11 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
 
 
 def file_digest(path: Optional[Path]) -> Optional[str]:
+    """The SHA-256 of a weights file; of a directory of them (an LGV set), the digest of its files' sha256sum lines."""
+    if path is not None and Path(path).is_dir():
+        from .models.lgv import set_digest
+
+        return set_digest(sorted(p for p in Path(path).iterdir() if p.is_file()))
     if path is None or not Path(path).is_file():
         return None
     st = Path(path).stat()

@@ -21,13 +21,17 @@ LABELS = {"I-FGSM": ("I-FGSM", "ifgsm"), "MI-FGSM": ("MI-FGSM", "mifgsm"), "NI-F
           "DIM": ("MI-FGSM+DIM", "dim"), "TIM": ("MI-FGSM+TIM", "tim"), "SIM": ("MI-FGSM+SIM", "sim"),
           "Admix": ("MI-FGSM+Admix", "admix"), "RAP": ("RAP", "rap"), "GRA": ("GRA", "gra"), "MEF": ("MEF", "mef"),
           "ANDA": ("ANDA", "anda"), "EMI-FGSM": ("EMI-FGSM", "emifgsm"),
-          "BSR": ("MI-FGSM+BSR", "bsr"), "SIA": ("MI-FGSM+SIA", "sia"), "CWA": ("CWA", "cwa")}
+          "BSR": ("MI-FGSM+BSR", "bsr"), "SIA": ("MI-FGSM+SIA", "sia"), "CWA": ("CWA", "cwa"),
+          "LGV": ("MI-FGSM", "mifgsm")}
 # Rows crafted on an ensemble, not on the table's surrogate: TransferAttack's example script runs CWA on
 # resnet50, vgg16, mobilenet_v2 and inception_v3 (experiment=transferattack_ensemble; surrogate column as
 # flatbench writes a list: the names joined by +).
 ENSEMBLE_ROWS = {"CWA"}
 ENSEMBLE = "+".join(["torchvision:resnet50.IMAGENET1K_V2", "torchvision:vgg16.IMAGENET1K_V1",
                      "torchvision:mobilenet_v2.IMAGENET1K_V2", "torchvision:inception_v3.IMAGENET1K_V1"])
+# Rows crafted on another surrogate: LGV is MI-FGSM on the 40 snapshots of the LGV release, unzipped into
+# ./lgv_models as TransferAttack's instructions say (experiment=transferattack_lgv, surrogate=lgv:lgv_models).
+SURROGATE_ROWS = {"LGV": ("transferattack_lgv", "lgv:lgv_models")}
 NOTES = {"AT": "flatbench's AT key is timm's adversarially trained Inc-v3 (inception_v3.tf_adv_in1k), not TransferAttack's AT model (not on the hub): comparable in kind only",
          "HGD": "no flatbench target: HGD needs its own denoiser weights",
          "NRP": "no flatbench target: NRP needs its own purifier weights",
@@ -42,13 +46,15 @@ for src, exp, sur, commit, table in [
     df = df[df["attack"].isin(list(LABELS))].drop_duplicates()
     if df["attack"].duplicated().any():
         raise SystemExit(f"{src}: one attack with two different rows: {sorted(df[df['attack'].duplicated()]['attack'])}")
-    rows, ensemble_rows = [], []
+    rows, ensemble_rows, surrogate_rows = [], [], []
     for _, r in df.iterrows():
         label, method = LABELS[r["attack"]]
         ens = r["attack"] in ENSEMBLE_ROWS
+        other = SURROGATE_ROWS.get(r["attack"])
         for target in df.columns[1:]:
-            (ensemble_rows if ens else rows).append({
-                         "experiment": "transferattack_ensemble" if ens else exp, "surrogate": ENSEMBLE if ens else sur,
+            (ensemble_rows if ens else surrogate_rows if other else rows).append({
+                         "experiment": "transferattack_ensemble" if ens else other[0] if other else exp,
+                         "surrogate": ENSEMBLE if ens else other[1] if other else sur,
                          "attack": label, "method": method, "eps": 16,
                          "target": target, "asr": r[target],
                          "source": f"TransferAttack README {table} table, commit {commit} (github.com/Trustworthy-AI-Group/TransferAttack)",
@@ -58,3 +64,6 @@ for src, exp, sur, commit, table in [
     if ensemble_rows:
         pd.DataFrame(ensemble_rows).to_csv(OUT / "transferattack_ensemble.csv", index=False)
         print("transferattack_ensemble", len(ensemble_rows))
+    if surrogate_rows:
+        pd.DataFrame(surrogate_rows).to_csv(OUT / "transferattack_lgv.csv", index=False)
+        print("transferattack_lgv", len(surrogate_rows))

@@ -55,6 +55,8 @@ LONG = {
     "test_snapshots.py::test_snapshots_through_the_command_line",
     # issue 37: four random-init ImageNet CNNs as the surrogate (about 90 s)
     "test_paper_experiments.py::test_transferattack_ensemble_cwa_and_compare_published",
+    # issue 37: two random-init ResNet-50 snapshots written in LGV's layout, then the ImageNet zoo
+    "test_paper_experiments.py::test_transferattack_lgv_runs_the_release_layout_and_compares_published",
 }
 LONG_FIXTURES = {"study"}   # test_conclusions.py's three-seed study (117 s to set up there)
 

@@ -400,3 +400,37 @@ def surrogate_for(method, model):
     from flatbench.models import Ensemble
 
     return Ensemble([model, model]) if "members" in ESTIMATORS.get(METHODS[method][1]).names() else model
+
+
+class TALightEnsemble(torch.nn.Module):
+    """ensemble/lgv.py's LightEnsemble with n_grad=1: each forward goes to the next model of the list.
+    Its shuffle (random.shuffle, once) is replaced by the order it is handed, and its counter starts at
+    ``f_count`` (the port's counter runs on across batches)."""
+
+    def __init__(self, models, f_count=0):
+        super().__init__()
+        self.models, self.f_count = torch.nn.ModuleList(models), f_count
+
+    def forward(self, x):
+        i = self.f_count % len(self.models)
+        self.f_count += 1
+        return self.models[i](x)
+
+
+def ta_lgv(models, start, data, label, *, epoch, alpha, decay):
+    """ensemble/lgv.py: MI-FGSM (random_start=False) through a LightEnsemble of ``models``, in that order."""
+    return _ta_mi_loop(TALightEnsemble(models, start), data, label, epoch=epoch, alpha=alpha, decay=decay,
+                       views=lambda x, t: x, copies=1)
+
+
+def lgv_release(root, arch="resnet18", n=2):
+    """A directory in the LGV release's layout: n ``{"state_dict": ...}`` checkpoints of random-init weights."""
+    import timm
+
+    folder = root / "models" / "ImageNet" / arch / "cSGD" / "seed0"
+    folder.mkdir(parents=True)
+    for i in range(n):
+        torch.manual_seed(i)
+        torch.save({"epoch": i, "state_dict": timm.create_model(arch, pretrained=False).state_dict()},
+                   folder / f"{i:03d}.pt")
+    return folder

@@ -6,7 +6,7 @@ FLATBENCH_DATA, here a folder of generated PNGs in each layout.
 """
 import pandas as pd
 import pytest
-from helpers import ROOT, run
+from helpers import ROOT, lgv_release, run
 
 
 SMOKE = ["pretrained=false", "n_images=4", "steps=1", "progress=false", "batch_size=4"]
@@ -55,6 +55,21 @@ def test_transferattack_ensemble_cwa_and_compare_published(layouts, zoo_dir, tmp
     run(["flatbench-report", str(sweep), "--compare", "published"], zoo_dir, tmp_path)
     cmp = pd.read_csv(sweep / "report" / "compare.csv")
     assert set(cmp["attack"]) == {"CWA"} and len(cmp) == 10
+
+
+def test_transferattack_lgv_runs_the_release_layout_and_compares_published(layouts, zoo_dir, tmp_path):
+    """LGV's published row is MI-FGSM on the LGV release's snapshots: experiment=transferattack_lgv reads
+    ./lgv_models in the release's layout (here two random-init ResNet-50 checkpoints), one snapshot per
+    step, and --compare published finds its ten numbers."""
+    lgv_release(tmp_path / "lgv_models", arch="resnet50")
+    sweep = tmp_path / "lgv"
+    run(["flatbench", "-m", "experiment=transferattack_lgv", *SMOKE, "targets.RS.defense.n=4",
+         f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path, _env(layouts))
+    df = pd.concat(pd.read_csv(f) for f in sweep.glob("*/results.csv"))
+    assert set(df["attack"]) == {"MI-FGSM"} and set(df["surrogate"]) == {"lgv:lgv_models"} and (df["grad_evals"] == 4).all()
+    run(["flatbench-report", str(sweep), "--compare", "published"], zoo_dir, tmp_path)
+    cmp = pd.read_csv(sweep / "report" / "compare.csv")
+    assert set(cmp["surrogate"]) == {"lgv:lgv_models"} and len(cmp) == 10
 
 
 @pytest.mark.slow

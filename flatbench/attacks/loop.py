@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.lgv import cycle_start, weight_snapshots_of
 from ..registry import check_range
 from . import tuning
 from .context import StepContext
@@ -165,6 +166,7 @@ class Attack:
         self.grad_evals = 0  # images through forward+backward, counted for the benchmarks
         self.budget: Optional[Dict] = None  # what budget=B resolved to (flatbench.attacks.budget), for describe
         self.device_of_last_call = torch.device("cpu")
+        self._snapshot_start = 0  # an LGV surrogate's place in its cycle for the current call
 
     @property
     def label(self) -> str:
@@ -197,7 +199,7 @@ class Attack:
 
     def _loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int,
                    before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, member: Optional[int] = None) -> torch.Tensor:
-        model = self.model if member is None else ensemble_members(self.model)[member]
+        model = self._step_model(step) if member is None else ensemble_members(self.model)[member]
         z = x if before is None else before(x)
         if self.transforms:
             groups = z.chunk(len(gens)) if len(gens) > 1 else [z]
@@ -263,6 +265,8 @@ class Attack:
         x = x.detach().float()
         y = y.detach().long()
         self.device_of_last_call = x.device
+        snaps = weight_snapshots_of(self.model)
+        self._snapshot_start = cycle_start(seed, len(snaps)) if snaps is not None else 0
         self.chunk = self._resolve(x)  # also puts the (borrowed) model in the chosen memory format
         delta = torch.zeros_like(x)
         # Each part keeps its own state across the steps of this call, and sees no other part's.
@@ -321,7 +325,19 @@ class Attack:
             return self._resolve(x)
 
     def _resolve(self, x: torch.Tensor) -> Optional[int]:
-        return self.sizing.resolve(self.model, self.loss, x)
+        snaps = weight_snapshots_of(self.model)
+        if snaps is None:
+            return self.sizing.resolve(self.model, self.loss, x)
+        # One forward goes through one snapshot: size the work on one, then put them all in its format.
+        chunk = self.sizing.resolve(snaps.at(0), self.loss, x)
+        tuning.set_memory_format(snaps, self.memory_format == "channels_last")
+        return chunk
+
+    def _step_model(self, step: int) -> nn.Module:
+        """The model step ``step`` takes its gradient through: the surrogate, or for an LGV set
+        (:class:`~flatbench.models.lgv.WeightSnapshots`) the snapshot of that step of this batch's window."""
+        snaps = weight_snapshots_of(self.model)
+        return self.model if snaps is None else snaps.at(step, self._snapshot_start)
 
     def pin(self, chunk: Optional[int], memory_format: str) -> None:
         """Craft with this chunk and memory format from now on, whatever chunk and

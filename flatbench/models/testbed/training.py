@@ -85,3 +85,44 @@ def sidecar_key(name: str, seed: int) -> dict:
         "data_hash": load_split("train").digest() + load_split("test").digest(),
         "train_code_version": TRAIN_CODE_VERSION,
     }
+
+
+# LGV's collection (flatbench.models.lgv): SGD with momentum at a constant high learning rate
+# from the trained weights, a snapshot every `every` steps. Bump when this code changes.
+LGV_CODE_VERSION = 1
+
+
+def collect_weight_snapshots(name: str, base: nn.Module, k: int, every: int, lr: float, momentum: float = 0.9,
+                      weight_decay: float = 1e-4, seed: int = 0, progress: bool = True) -> list:
+    """K state dicts of testbed model ``name`` along SGD from ``base``'s weights (a copy; ``base`` is
+    not changed): batches and shifts as its recipe trains, BatchNorm statistics updated (train mode),
+    one snapshot after each ``every`` steps."""
+    import copy
+
+    from tqdm.auto import tqdm
+
+    from ...data.digits import load_split
+
+    rec = TESTBED[name].recipe
+    model = copy.deepcopy(base)
+    for p in model.model.parameters():
+        p.requires_grad_(True)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    train_set = load_split("train")
+    x, y = train_set.floats(), train_set.labels
+    opt = torch.optim.SGD(model.model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    snapshots, perm, pos = [], torch.randperm(len(x), generator=gen), 0
+    model.model.train()
+    for step in tqdm(range(k * every), desc=f"LGV {name}", disable=not progress, leave=False):
+        if pos + rec.batch_size > len(x):   # a new epoch: a fresh order, full batches only
+            perm, pos = torch.randperm(len(x), generator=gen), 0
+        idx, pos = perm[pos:pos + rec.batch_size], pos + rec.batch_size
+        xb = _crop(F.pad(x[idx], (rec.shift,) * 4), *_offsets(len(idx), rec.shift, gen), IMAGE_SIZE, IMAGE_SIZE) if rec.shift else x[idx]
+        loss = F.cross_entropy(model(xb), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % every == 0:
+            snapshots.append({n: v.detach().clone() for n, v in model.model.state_dict().items()})
+    return snapshots

@@ -1,0 +1,286 @@
+"""LGV surrogates: weight snapshots of one architecture collected along SGD at a high constant
+learning rate, attacked one snapshot per step.
+
+Gubri et al., "LGV: Boosting Adversarial Example Transferability from Large Geometric Vicinity",
+ECCV 2022 (arXiv 2207.13129). The paper's surrogate is K = 40 checkpoints of a pretrained ResNet-50
+taken 4 per epoch over 10 epochs of SGD at a constant learning rate of 0.05; its attack is I-FGSM
+(TransferAttack's ``ensemble/lgv.py``: MI-FGSM, μ = 1) whose every forward pass goes to the next
+model of the list, shuffled once (``LightEnsemble(order="shuffle", n_grad=1)``).
+
+Two names load one (:class:`LgvSource`):
+
+* ``digits-resnet-lgv`` - 10 snapshots of the pinned ``digits-resnet``, collected by
+  :func:`collect_weight_snapshots` (``scripts/lgv_snapshots.py``) and pinned in one fp16 safetensors file
+  with a sidecar (SHA-256 checked at load, as the other testbed weights).
+* ``lgv:DIR`` or ``lgv:ARCH@DIR`` - the official LGV release's layout, ``*.pt`` files each holding
+  ``{"state_dict": ...}`` (``DIR`` may be the release's root, then
+  ``models/ImageNet/resnet50/cSGD/seed0`` is read), loaded into the timm architecture ARCH (default:
+  the directory name after ``ImageNet/``, else ``resnet50``) with ImageNet preprocessing. When the
+  directory holds a ``SHA256SUMS`` file, every checkpoint is checked against it at startup; the
+  run's cell.json records the digest of the whole set either way.
+
+How the loop uses a :class:`WeightSnapshots` surrogate: step t of a batch takes its gradient through
+snapshot ``order[(start + t) mod K]``, ``order`` the shuffled list and ``start`` a keyed draw per
+batch. TransferAttack's counter runs on across batches (batch b starts at b·T mod K); a keyed
+start gives each batch the same kind of window without making it depend on the batches crafted
+before it (resume, sharding). Its plain forward (evaluation, ``predict``) averages the K logits.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..registry import ConfigError
+from .sources import ModelSource
+
+PINNED_NAME = "digits-resnet-lgv"
+BASE = "digits-resnet"
+RELEASE_LAYOUT = Path("models/ImageNet/resnet50/cSGD/seed0")
+
+
+class WeightSnapshots(nn.Module):
+    """K models of one architecture, attacked one per step in a fixed shuffled order (LGV).
+
+    Args:
+        models: the snapshots, each mapping [0,1] images to logits.
+        order: the cycle the steps follow, a permutation of range(K) (None: shuffled by ``seed``,
+            as TransferAttack's ``LightEnsemble`` shuffles its list once).
+        seed: keys the shuffle when ``order`` is None.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], order: Optional[Sequence[int]] = None, seed: int = 0,
+                 name: str = "weight-snapshots"):
+        super().__init__()
+        if not models:
+            raise ConfigError("WeightSnapshots: the list of snapshot models is empty")
+        self.snapshots = nn.ModuleList(models)
+        k = len(models)
+        if order is None:
+            order = torch.randperm(k, generator=torch.Generator().manual_seed(int(seed))).tolist()
+        if sorted(order) != list(range(k)):
+            raise ConfigError(f"WeightSnapshots: order must be a permutation of 0..{k - 1}, got {list(order)}")
+        self.order = tuple(int(i) for i in order)
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.snapshots)
+
+    def at(self, step: int, start: int = 0) -> nn.Module:
+        """The snapshot step ``step`` (0-based) of a batch starting at ``start`` in the cycle attacks."""
+        return self.snapshots[self.order[(start + step) % len(self.order)]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.snapshots]).mean(0)
+
+
+def cycle_start(seed, k: int) -> int:
+    """Where a batch keyed ``seed`` starts in the cycle of ``k`` snapshots (a keyed draw)."""
+    from ..keyed import keyed_generator
+
+    return int(torch.randint(k, (1,), generator=keyed_generator((seed, "lgv-start"), torch.device("cpu"))))
+
+
+def weight_snapshots_of(model) -> Optional[WeightSnapshots]:
+    """The WeightSnapshots surrogate behind ``model`` (also through torch.compile's wrapper), else None."""
+    inner = getattr(model, "_orig_mod", model)
+    return inner if isinstance(inner, WeightSnapshots) else None
+
+
+# ---------------------------------------------------------------- digits-resnet-lgv, pinned
+
+# Why these: LGV's own SGD (learning rate 0.05, momentum 0.9, weight decay 1e-4, 10 epochs from the
+# trained weights). One snapshot per epoch (20 steps of 64 of the 1,257 training digits), not LGV's 4:
+# 5 steps apart the snapshots would barely differ; and K = 10 = T makes every batch of a 10-step
+# attack visit each snapshot once, whatever its start.
+RECIPE = {"k": 10, "every": 20, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "seed": 0, "dtype": "float16"}
+
+
+def pinned_key(directory: Optional[Path] = None) -> Dict:
+    """The fields that say how the pinned snapshots were made; loading checks them."""
+    from ..data.digits import load_split
+    from .testbed import PINNED_DIR, file_sha256
+    from .testbed.training import LGV_CODE_VERSION
+
+    base_dir = directory or PINNED_DIR
+    return {"name": PINNED_NAME, "base": BASE, "base_sha256": file_sha256(base_dir / f"{BASE}.safetensors"),
+            "recipe": dict(RECIPE), "data_hash": load_split("train").digest() + load_split("test").digest(),
+            "lgv_code_version": LGV_CODE_VERSION}
+
+
+def build_pinned(directory: Path, progress: bool = True) -> Dict:
+    """Collect the snapshots from the pinned base and write ``digits-resnet-lgv.safetensors`` and
+    its sidecar into ``directory``; returns the sidecar."""
+    from safetensors.torch import save
+
+    from ..io import atomic_write_bytes, atomic_write_text
+    from .testbed import file_sha256, load_pinned
+    from .testbed.training import accuracy, collect_weight_snapshots
+
+    base = load_pinned(BASE)
+    r = RECIPE
+    states = collect_weight_snapshots(BASE, base, r["k"], r["every"], r["lr"], r["momentum"], r["weight_decay"], r["seed"],
+                               progress)
+    dtype = getattr(torch, r["dtype"])
+    flat = {f"s{i:02d}.{n}": (v.to(dtype) if v.is_floating_point() else v).contiguous()
+            for i, s in enumerate(states) for n, v in s.items()}
+    path = Path(directory) / f"{PINNED_NAME}.safetensors"
+    atomic_write_bytes(path, save(flat))
+    from ..data.digits import load_split
+
+    test = load_split("test")
+    accs = [round(accuracy(m, test.floats(), test.labels), 3) for m in _unpack(flat, r["k"])]
+    meta = {**pinned_key(), "test_acc": accs, "sha256": file_sha256(path)}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
+    return meta
+
+
+def _unpack(flat: Dict[str, torch.Tensor], k: int) -> List[nn.Module]:
+    from .testbed import MEAN, STD, TESTBED
+    from .wrap import Preprocess, freeze
+
+    models = []
+    for i in range(k):
+        net = TESTBED[BASE].build()
+        state = {n[4:]: v.float() if v.is_floating_point() else v for n, v in flat.items() if n.startswith(f"s{i:02d}.")}
+        net.load_state_dict(state)
+        models.append(freeze(Preprocess(net, MEAN, STD, name=f"{BASE}@lgv{i:02d}")))
+    return models
+
+
+def load_pinned_lgv(directory: Optional[Path] = None, seed: int = 0) -> WeightSnapshots:
+    """``digits-resnet-lgv``: the pinned snapshots, after checking their SHA-256, their base and data."""
+    from safetensors.torch import load_file
+
+    from .testbed import PINNED_DIR, file_sha256
+
+    directory = Path(directory or PINNED_DIR)
+    path, side = directory / f"{PINNED_NAME}.safetensors", directory / f"{PINNED_NAME}.json"
+    if not path.is_file() or not side.is_file():
+        raise ConfigError(f"the pinned snapshots {path} are missing (a broken install?): reinstall flatbench, or "
+                          f"rebuild them with `python scripts/lgv_snapshots.py --out DIR`")
+    meta = json.loads(side.read_text())
+    got = file_sha256(path)
+    if got != meta.get("sha256"):
+        raise ConfigError(f"the pinned snapshots {path} fail their SHA-256 check (sidecar {str(meta.get('sha256'))[:16]}..., "
+                          f"file {got[:16]}...): the file is corrupt or was changed; reinstall flatbench")
+    want = pinned_key()
+    stale = [k for k in ("base_sha256", "data_hash") if meta.get(k) != want[k]]
+    if stale:
+        raise ConfigError(f"the pinned snapshots {path} were collected from another {BASE} or data set "
+                          f"({', '.join(stale)} differ): rebuild them with `python scripts/lgv_snapshots.py`")
+    models = _unpack(load_file(str(path)), int(meta["recipe"]["k"]))
+    return WeightSnapshots(models, seed=seed, name=PINNED_NAME)
+
+
+# ---------------------------------------------------------------- lgv:DIR, the official release's layout
+
+def parse_lgv(name: str):
+    """``lgv:DIR`` / ``lgv:ARCH@DIR`` -> (timm architecture, the directory of ``*.pt`` files)."""
+    body = name[len("lgv:"):]
+    arch, _, where = body.rpartition("@") if "@" in body else ("", "", body)
+    root = Path(where).expanduser()
+    folder = root / RELEASE_LAYOUT if (root / RELEASE_LAYOUT).is_dir() else root
+    if not arch:
+        parts = folder.resolve().parts
+        # The release's models were trained with torchvision's recipe: timm's tv_in1k tag has its preprocessing.
+        arch = (parts[parts.index("ImageNet") + 1] if "ImageNet" in parts[:-1] else "resnet50") + ".tv_in1k"
+    return arch, folder
+
+
+def release_files(name: str) -> List[Path]:
+    """The checkpoints of ``lgv:DIR``, sorted as TransferAttack globs them, checked against the
+    directory's ``SHA256SUMS`` when it has one; a ConfigError names what is wrong."""
+    from .testbed import file_sha256
+
+    _, folder = parse_lgv(name)
+    files = sorted(folder.glob("*.pt"))
+    if not files:
+        raise ConfigError(f"{name!r}: no *.pt checkpoints in {folder} (the LGV release keeps them under "
+                          f"{RELEASE_LAYOUT})")
+    sums = folder / "SHA256SUMS"
+    if sums.is_file():
+        want = {line.split()[-1].lstrip("*"): line.split()[0] for line in sums.read_text().splitlines() if line.strip()}
+        for f in files:
+            if f.name not in want:
+                raise ConfigError(f"{name!r}: {f.name} is not listed in {sums}")
+            if file_sha256(f) != want[f.name]:
+                raise ConfigError(f"{name!r}: {f} fails its SHA-256 check against {sums} (corrupt or changed)")
+    return files
+
+
+def set_digest(files: Sequence[Path]) -> str:
+    """One SHA-256 for a set of checkpoints: of their ``sha256  name`` lines, as sha256sum prints them."""
+    import hashlib
+
+    from .testbed import file_sha256
+
+    lines = "".join(f"{file_sha256(f)}  {f.name}\n" for f in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def load_release(name: str, seed: int = 0, preprocess: str = "own") -> WeightSnapshots:
+    """``lgv:DIR``: every checkpoint into the timm architecture, wrapped with its ImageNet preprocessing."""
+    from .hub import load_hub_model, read_checkpoint
+
+    arch, _ = parse_lgv(name)
+    models = []
+    for f in release_files(name):
+        model = load_hub_model(arch, pretrained=False, preprocess=preprocess)
+        state = read_checkpoint(f)
+        missing, unexpected = model.model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ConfigError(f"{name!r}: checkpoint {f} does not match timm {arch}: missing {list(missing)[:5]}, "
+                              f"unexpected {list(unexpected)[:5]}")
+        models.append(model)
+    return WeightSnapshots(models, seed=seed, name=name)
+
+
+class LgvSource(ModelSource):
+    """``digits-resnet-lgv`` (pinned snapshots) and ``lgv:DIR`` (the LGV release's layout); see the module."""
+
+    name = "lgv"
+
+    def claims(self, name: str) -> bool:
+        return name == PINNED_NAME or name.startswith("lgv:")
+
+    def known(self):
+        return [PINNED_NAME]
+
+    def load(self, name, *, zoo_dir=None, seed=0, preprocess="own", **_):
+        if name == PINNED_NAME:
+            return load_pinned_lgv(seed=seed)
+        return load_release(name, seed=seed, preprocess=preprocess)
+
+    def classes(self, name, label_offset=None, num_classes=None):
+        if name == PINNED_NAME:
+            from .testbed import NUM_CLASSES
+
+            return NUM_CLASSES
+        from .hub import declared_classes
+
+        return declared_classes(parse_lgv(name)[0], label_offset, num_classes)
+
+    def check_available(self, name, pretrained=True):
+        if name != PINNED_NAME:
+            release_files(name)
+
+    def weights_file(self, name, zoo_dir=None):
+        from .testbed import PINNED_DIR
+
+        if name == PINNED_NAME:
+            return PINNED_DIR / f"{PINNED_NAME}.safetensors"
+        _, folder = parse_lgv(name)
+        return folder if folder.is_dir() else None
+
+    def listing(self, name):
+        if name == PINNED_NAME:
+            meta = json.loads((Path(__file__).resolve().parent / "zoo" / f"{PINNED_NAME}.json").read_text())
+            accs = meta["test_acc"]
+            return {"source": "lgv", "family": f"{BASE} x{len(accs)}", "test_acc": round(sum(accs) / len(accs), 3),
+                    "cached": True}
+        arch, folder = parse_lgv(name)
+        return {"source": "lgv", "family": arch, "test_acc": None, "cached": folder.is_dir()}

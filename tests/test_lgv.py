@@ -1,0 +1,117 @@
+"""LGV (issue 37): a surrogate made of weight snapshots, attacked one snapshot per step.
+
+The reference is written out from TransferAttack's ``ensemble/lgv.py`` (LightEnsemble, order
+"shuffle", n_grad=1, under MI-FGSM) with the shuffle shared: flatbench's order and the batch's keyed
+start in it are handed to the reference, which then cycles one model per forward as the port does."""
+import hashlib
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from flatbench import create_attack
+from flatbench.models import WeightSnapshots, load_model
+from flatbench.models.lgv import PINNED_NAME, load_pinned_lgv, cycle_start
+from flatbench.registry import ConfigError
+from helpers import SMALL, TA_EPS, TAModel, lgv_release, run, ta_data, ta_lgv
+
+
+def test_lgv_equals_transferattack_with_the_shuffle_shared():
+    """MI-FGSM on four snapshots (T = 10, α = ε/T, μ = 1): the port's LightEnsemble, handed flatbench's
+    shuffled order and the batch's start, gives the same 8-bit images and agrees to one float32 ulp
+    (the loop's projection, as for MI-FGSM itself). Broken variant tried: ``WeightSnapshots.at`` indexing the
+    list by position instead of through ``order`` (the steps see another sequence of snapshots)."""
+    models = [TAModel(seed=s) for s in (7, 8, 9, 10)]
+    snaps = WeightSnapshots(models, seed=5)
+    assert snaps.order != (0, 1, 2, 3)   # the shuffle must matter for the test to see it
+    data, label = ta_data()
+    attack = create_attack("mifgsm", snaps, eps=TA_EPS)
+    for key in [(0, 0), (0, 25), (3, 50)]:
+        got = attack(data, label, seed=key)
+        want = ta_lgv([models[i] for i in snaps.order], cycle_start(key, 4), data, label, epoch=10,
+                      alpha=TA_EPS / 10, decay=1.0)
+        assert (got - want).abs().max() <= 1.2e-7
+        assert torch.equal((got * 255).round(), (want * 255).round())
+    assert attack.grad_evals == attack.predicted_grad_evals(3 * len(data)) == 3 * 10 * len(data)
+    # One model per step: the set's plain forward (the mean of the K logits) is another, weaker attack.
+    class Mean(torch.nn.Module):
+        def forward(self, x):
+            return snaps(x)
+    assert not torch.equal(create_attack("mifgsm", Mean(), eps=TA_EPS)(data, label), attack(data, label))
+
+
+def test_snapshot_starts_are_keyed_and_cover_the_cycle():
+    starts = [cycle_start((0, lo), 10) for lo in range(0, 6400, 64)]
+    assert starts == [cycle_start((0, lo), 10) for lo in range(0, 6400, 64)]
+    assert set(starts) == set(range(10))
+    with pytest.raises(ConfigError, match="permutation"):
+        WeightSnapshots([TAModel(), TAModel()], order=[0, 0])
+
+
+def test_pinned_digits_lgv_snapshots_are_checked_and_distinct(tmp_path):
+    """digits-resnet-lgv: ten fp16 snapshots of digits-resnet pinned with a sidecar; a changed byte fails
+    the SHA-256 check (never a silent rebuild)."""
+    from flatbench.models.testbed import PINNED_DIR
+
+    snaps = load_model(PINNED_NAME)
+    base = load_model("digits-resnet")
+    assert isinstance(snaps, WeightSnapshots) and len(snaps) == 10
+    w0 = torch.cat([p.flatten() for p in base.parameters()])
+    moved = [float((torch.cat([p.flatten() for p in m.parameters()]) - w0).norm() / w0.norm()) for m in snaps.snapshots]
+    assert all(d > 0.01 for d in moved) and len({round(d, 6) for d in moved}) == 10
+    meta = json.loads((PINNED_DIR / f"{PINNED_NAME}.json").read_text())
+    assert meta["recipe"]["k"] == 10 and meta["base"] == "digits-resnet" and len(meta["test_acc"]) == 10
+    for name in (f"{PINNED_NAME}.safetensors", f"{PINNED_NAME}.json", "digits-resnet.safetensors"):
+        shutil.copy(PINNED_DIR / name, tmp_path / name)
+    blob = bytearray((tmp_path / f"{PINNED_NAME}.safetensors").read_bytes())
+    blob[-7] ^= 1
+    (tmp_path / f"{PINNED_NAME}.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(ConfigError, match="fail their SHA-256 check"):
+        load_pinned_lgv(tmp_path)
+
+
+def test_collect_snapshots_walks_away_from_the_base_and_leaves_it():
+    from flatbench.models.testbed.training import collect_weight_snapshots
+
+    base = load_model("digits-resnet")
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    states = collect_weight_snapshots("digits-resnet", base, k=2, every=3, lr=0.05, progress=False)
+    assert len(states) == 2 and not torch.equal(states[0]["fc.weight"], states[1]["fc.weight"])
+    assert not torch.equal(states[0]["fc.weight"], before["model.fc.weight"])
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in before.items())
+    assert not base.training and not any(p.requires_grad for p in base.parameters())
+
+
+def test_lgv_dir_loads_the_release_layout_and_checks_sha256sums(tmp_path):
+    from flatbench.provenance import file_digest
+
+    folder = lgv_release(tmp_path)
+    snaps = load_model(f"lgv:{folder}")   # the architecture from the layout: resnet18, torchvision's preprocessing
+    assert isinstance(snaps, WeightSnapshots) and len(snaps) == 2
+    state = torch.load(folder / "001.pt", weights_only=True)["state_dict"]
+    assert torch.equal(snaps.snapshots[1].model.fc.weight, state["fc.weight"])
+    assert snaps.snapshots[0].input_size == 224
+    lines = "".join(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}\n" for f in sorted(folder.glob("*.pt")))
+    (folder / "SHA256SUMS").write_text(lines)
+    assert len(load_model(f"lgv:resnet18.tv_in1k@{folder}")) == 2
+    assert file_digest(folder) is not None and file_digest(folder) != file_digest(folder / "000.pt")
+    (folder / "SHA256SUMS").write_text(lines.replace(lines[:8], "00000000", 1))
+    with pytest.raises(ConfigError, match="000.pt fails its SHA-256 check"):
+        load_model(f"lgv:{folder}")
+    with pytest.raises(ConfigError, match=r"no \*.pt checkpoints"):
+        load_model(f"lgv:{tmp_path / 'empty'}")
+
+
+def test_lgv_surrogate_from_the_command_line(zoo_dir, tmp_path):
+    """``method=mifgsm surrogate=digits-resnet-lgv`` is LGV: one cell, T gradient evaluations per image,
+    and the snapshot file's SHA-256 in cell.json."""
+    from flatbench.models.testbed import PINNED_DIR
+
+    out = tmp_path / "lgv"
+    run(["flatbench", "method=mifgsm", f"surrogate={PINNED_NAME}", *SMALL, f"hydra.run.dir={out}"], zoo_dir, tmp_path)
+    df = pd.read_csv(out / "results.csv")
+    assert (df["surrogate"] == PINNED_NAME).all() and (df["grad_evals"] == 8 * 10).all()
+    origin = json.loads((out / "cell.json").read_text())["provenance"]
+    assert origin["weights_sha256"][PINNED_NAME] == json.loads((PINNED_DIR / f"{PINNED_NAME}.json").read_text())["sha256"]
