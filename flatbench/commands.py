@@ -67,6 +67,8 @@ def describe_main(argv: List[str]) -> int:
 
 def describe_text(argv: List[str]) -> str:
     """What ``flatbench describe ARGV`` prints (docs/methods.md is made of these)."""
+    from .models import source_of
+    from .models.lgv import describe_surrogate
     from .settings import Settings, load_settings
 
     method = [f"method={argv[0]}"] if argv and "=" not in argv[0] else []
@@ -75,8 +77,9 @@ def describe_text(argv: List[str]) -> str:
     s = st.cell
     attack = guarded(st.build_attack)
     tfs = ",".join(s.transforms)
+    lgv = [describe_surrogate(n) + "\n" for n in s.surrogate if source_of(n).name == "lgv"]
     return (f"# flatbench {' '.join(argv)}: optimizer={s.optimizer} estimator={s.estimator} transforms=[{tfs}]\n"
-            + attack.describe())
+            + "".join(lgv) + attack.describe())
 
 
 def list_main(argv: List[str]) -> int:

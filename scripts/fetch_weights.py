@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true", help="list the models and whether their weights are cached")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for flatbench")
     args = p.parse_args(argv)
-    from flatbench.models import load_model, parse_name, weights_cached
+    from flatbench.models import load_model, parse_name, source_of, weights_cached
     from flatbench.registry import ConfigError
 
     try:
@@ -67,6 +67,14 @@ def main(argv=None) -> int:
         return 2
     failed = 0
     for name in names:
+        if source_of(name).name == "lgv":   # not on a hub: a local set, which only the user can download
+            try:
+                source_of(name).check_available(name)
+                print(f"  {'cached ' if args.dry_run else 'ok     '} {name} (lgv)")
+            except ConfigError as exc:
+                print(f"  {'missing' if args.dry_run else 'FAILED '} {name}: {exc}")
+                failed += 0 if args.dry_run else 1
+            continue
         try:
             spec = parse_name(name)
             cached = spec.checkpoint.is_file() if spec.checkpoint else weights_cached(spec)

@@ -45,6 +45,12 @@ def page() -> str:
         if differences:   # the estimator's known differences from the public code (its declaration)
             text += "\nAgainst the public code:\n\n" + "".join(f"- {d}\n" for d in differences)
         parts.append(text)
+    # LGV is a surrogate, not a method: MI-FGSM on an LGV set of weight snapshots.
+    from flatbench.models.lgv import DIFFERENCES, PINNED_NAME
+
+    parts.append(f"## LGV: `method=mifgsm surrogate={PINNED_NAME}` (or `surrogate=lgv:DIR`)\n\n```\n"
+                 f"{describe_text(['mifgsm', 'eps=16', f'surrogate={PINNED_NAME}'])}\n```\n\nAgainst the public code "
+                 "(TransferAttack's ensemble/lgv.py):\n\n" + "".join(f"- {d}\n" for d in DIFFERENCES))
     return "\n".join(parts)
 
 

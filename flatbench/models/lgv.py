@@ -40,6 +40,7 @@ from .sources import ModelSource
 PINNED_NAME = "digits-resnet-lgv"
 BASE = "digits-resnet"
 RELEASE_LAYOUT = Path("models/ImageNet/resnet50/cSGD/seed0")
+RELEASE_URL = "https://figshare.com/ndownloader/files/36698862"   # the LGV release (TransferAttack's lgv.py names it)
 
 
 class WeightSnapshots(nn.Module):
@@ -199,8 +200,8 @@ def release_files(name: str) -> List[Path]:
     _, folder = parse_lgv(name)
     files = sorted(folder.glob("*.pt"))
     if not files:
-        raise ConfigError(f"{name!r}: no *.pt checkpoints in {folder} (the LGV release keeps them under "
-                          f"{RELEASE_LAYOUT})")
+        raise ConfigError(f"{name!r}: no *.pt checkpoints in {folder}; download the LGV release ({RELEASE_URL}) and "
+                          f"unzip it there (it keeps them under {RELEASE_LAYOUT})")
     sums = folder / "SHA256SUMS"
     if sums.is_file():
         want = {line.split()[-1].lstrip("*"): line.split()[0] for line in sums.read_text().splitlines() if line.strip()}
@@ -283,4 +284,27 @@ class LgvSource(ModelSource):
             return {"source": "lgv", "family": f"{BASE} x{len(accs)}", "test_acc": round(sum(accs) / len(accs), 3),
                     "cached": True}
         arch, folder = parse_lgv(name)
-        return {"source": "lgv", "family": arch, "test_acc": None, "cached": folder.is_dir()}
+        return {"source": "lgv", "family": arch, "test_acc": None, "cached": bool(sorted(folder.glob("*.pt"))),
+                "hint": f"the LGV release, from {RELEASE_URL}"}
+
+
+# Known differences from TransferAttack's ensemble/lgv.py (docs/methods.md prints them under LGV).
+DIFFERENCES = (
+    "The port's LightEnsemble counter runs on across batches (batch b starts at b·T mod K); here each batch starts "
+    "at a keyed place in the same kind of cycle, so a batch's snapshots do not depend on the batches crafted before "
+    "it (resume, sharding). With the order and the start shared, one batch equals the port (tests/test_lgv.py).",
+    "The port shuffles with Python's unseeded random.shuffle, so its order changes from run to run; here it is a fixed shuffle (seeded with 0), the same on every machine.",
+    "The port starts from a random δ (LGV's random_start=True); every flatbench attack starts at δ = 0.",
+    "Every forward pass advances the port's counter, so an estimator with several passes per step (PGN, VMI) would "
+    "see several snapshots in one step there; here a step's passes all go through that step's snapshot.",
+)
+
+
+def describe_surrogate(name: str) -> str:
+    """The line ``flatbench describe`` adds for an LGV surrogate (nothing is built)."""
+    if name == PINNED_NAME:
+        k = int(json.loads((Path(__file__).resolve().parent / "zoo" / f"{PINNED_NAME}.json").read_text())["recipe"]["k"])
+    else:
+        k = len(sorted(parse_lgv(name)[1].glob("*.pt")))
+    return (f"f at step t: LGV snapshot order[(s + t − 1) mod K] of {name} (K = {k}), order a fixed shuffle (seeded "
+            "with 0), s a keyed start per batch (the run's seed); f's plain forward (evaluation) averages the K logits")

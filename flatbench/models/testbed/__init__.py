@@ -1,6 +1,7 @@
 """The digits testbed zoo: six small classifiers from distinct families, with pinned weights.
 
-The weights ship with the package (``flatbench/models/zoo/NAME.safetensors``, 6.6 MB in all)
+The weights ship with the package (``flatbench/models/zoo/NAME.safetensors``, 6.6 MB for the six;
+the LGV snapshots of digits-resnet beside them, :mod:`flatbench.models.lgv`, add 1.6 MB)
 beside a ``NAME.json`` sidecar: SHA-256 of the file, architecture, recipe, seed, data hash,
 test accuracy, where it was trained. Loading checks the hash and the data hash; a mismatch is
 an error, never a silent retrain, so every machine attacks the same zoo and prints the same
