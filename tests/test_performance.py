@@ -193,13 +193,17 @@ def test_bench_smoke_writes_its_table(tmp_path):
     rows = list(csv.DictReader(open(out)))
     assert [r["method"] for r in rows] == ["baseline (sequential PGN)", "baseline (sequential GRA)",
                                            "baseline (sequential MEF)", "I-FGSM", "MI-FGSM", "PGN", "GNP", "PGN+DIM+TIM",
-                                           "GRA", "MEF", "RAP", "ANDA"]
+                                           "GRA", "MEF", "RAP", "ANDA", "MI-FGSM+BSR", "MI-FGSM+SIA", "CWA"]
     for r in rows:
         assert float(r["grad_evals_per_s"]) > 0 and float(r["efficiency"]) > 0
     speedup = {r["method"]: float(r["speedup_vs_baseline"]) for r in rows}
     # Each against the baseline of its own estimator; no baseline for the plain gradient.
     assert all(speedup[m] > 0 for m in ("PGN", "PGN+DIM+TIM", "GRA", "MEF")) and speedup["MI-FGSM"] != speedup["MI-FGSM"]
     assert "limit:" in p.stdout and "speedup" in p.stdout
+    # CWA runs on an ensemble of two: its step is 1 + K counted evaluations for 2K passes of one model.
+    cwa = next(r for r in rows if r["method"] == "CWA")
+    assert float(cwa["model_passes_per_eval"]) == pytest.approx(4 / 3)
+    assert float(cwa["efficiency"]) == pytest.approx(float(cwa["grad_evals_per_s"]) * 4 / 3 / float(cwa["limit_grad_evals_per_s"]))
 
 
 def test_targets_are_checked_before_crafting_and_built_after(layouts, zoo_dir, tmp_path):
