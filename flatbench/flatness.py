@@ -24,7 +24,7 @@ seed and the image id, so metrics do not depend on batching.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence
+from typing import Optional, Callable, Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,7 @@ class FlatnessSettings:
     landscape_images: int = 2
     landscape_points: int = 21
     landscape_span: float = 2.0  # in units of rho
+    model: Optional[str] = None  # the model whose loss is measured (None: the surrogate), e.g. an LGV set's base
 
     def check(self) -> "FlatnessSettings":
         for key, ok, allowed in [

@@ -101,6 +101,13 @@ def flatness_settings(node: Any):
             raise ConfigError(f"flatness: unknown key {key!r}. Valid keys: {', '.join(valid)}.{suggest(key, valid)}")
     if "rho" in node:
         node["rho"] = px(node["rho"])
+    if node.get("model") is not None:   # a model name, checked now as the targets are (nothing is built)
+        from .models import source_of
+
+        try:
+            source_of(str(node["model"])).classes(str(node["model"]))
+        except ConfigError as exc:
+            raise ConfigError(f"flatness.model={node['model']!r}: {exc}") from None
     return FlatnessSettings(**node).check()
 
 
@@ -126,6 +133,8 @@ def load_settings(cfg: DictConfig) -> Settings:
     check_objective(run.objective, targets)
     flat_node = as_container(cfg.get("flatness")) or {}
     flat = flatness_settings(flat_node)
+    if flat_node.get("model", "") is None:   # the default (the surrogate): recorded as before the key existed
+        flat_node = {k: v for k, v in flat_node.items() if k != "model"}
     paths = cfg.get("paths") or {}
     zoo_dir, cache_dir = paths.get("zoo_dir"), paths.get("cache_dir")
     return Settings(

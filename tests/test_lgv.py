@@ -5,7 +5,9 @@ The reference is written out from TransferAttack's ``ensemble/lgv.py`` (LightEns
 start in it are handed to the reference, which then cycles one model per forward as the port does."""
 import hashlib
 import json
+import os
 import shutil
+import subprocess
 
 import pandas as pd
 import pytest
@@ -15,7 +17,7 @@ from flatbench import create_attack
 from flatbench.models import WeightSnapshots, load_model
 from flatbench.models.lgv import PINNED_NAME, load_pinned_lgv, cycle_start
 from flatbench.registry import ConfigError
-from helpers import SMALL, TA_EPS, TAModel, lgv_release, run, ta_data, ta_lgv
+from helpers import BIN, SMALL, zoo_env, TA_EPS, TAModel, lgv_release, run, ta_data, ta_lgv
 
 
 def test_lgv_equals_transferattack_with_the_shuffle_shared():
@@ -115,3 +117,33 @@ def test_lgv_surrogate_from_the_command_line(zoo_dir, tmp_path):
     assert (df["surrogate"] == PINNED_NAME).all() and (df["grad_evals"] == 8 * 10).all()
     origin = json.loads((out / "cell.json").read_text())["provenance"]
     assert origin["weights_sha256"][PINNED_NAME] == json.loads((PINNED_DIR / f"{PINNED_NAME}.json").read_text())["sha256"]
+
+
+def test_flatness_on_the_base_model_of_an_lgv_cell(zoo_dir, tmp_path):
+    """flatness.model=digits-resnet measures LGV's examples on the base network (the loss at x_adv is the
+    base's cross-entropy there, not the snapshot set's), adds a flat_model column, and a wrong name fails
+    at startup naming the key. Broken variant tried: the stage ignoring flatness.model (the loss is then
+    the set's)."""
+    import torch.nn.functional as F
+
+    from flatbench.store import load_adv
+    from flatbench.data.digits import load_split
+
+    out = tmp_path / "flat"
+    run(["flatbench", "method=mifgsm", f"surrogate={PINNED_NAME}", *SMALL, "flatness=on", "flatness.model=digits-resnet",
+         "flatness.landscape_images=0", "flatness.power_iters=2", f"hydra.run.dir={out}"], zoo_dir, tmp_path)
+    df = pd.read_csv(out / "results.csv")
+    assert (df["flat_model"] == "digits-resnet").all()
+    flat = pd.read_csv(out / "flatness.csv")
+    adv, ids = load_adv(out / "adv.safetensors")
+    test = load_split("test")
+    y = test.labels[[list(test.ids).index(i) for i in ids]]
+    x = adv.float() / 255
+    base = F.cross_entropy(load_model("digits-resnet")(x), y, reduction="none")
+    lgv = F.cross_entropy(load_model(PINNED_NAME)(x), y, reduction="none")
+    assert torch.allclose(torch.tensor(flat["loss"].values, dtype=torch.float32), base, atol=1e-4)
+    assert not torch.allclose(base, lgv, atol=1e-2)
+    p = subprocess.run([str(BIN / "flatbench"), "method=mifgsm", *SMALL, "flatness=on", "flatness.model=digits-resnt",
+                        f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path, env=dict(os.environ, **zoo_env(zoo_dir)),
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and "flatness.model='digits-resnt'" in p.stderr and "digits-resnet" in p.stderr

@@ -81,7 +81,7 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run", sweep: Optional[
         if not w.main:
             failed = False
             return None
-        flatness_cell(cell, st, models.surrogate)
+        flatness_cell(cell, st, models)
         df = record_cell(cell, st)
         df.attrs["grad_evals_now"] = int(cell.attack.grad_evals)   # crafted now (0 when the set was reused)
         logger.log_rows(df)

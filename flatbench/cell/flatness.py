@@ -51,11 +51,15 @@ def measure_flatness(model, data: ImageSet, adv: torch.Tensor, y: torch.Tensor, 
         atomic_write_bytes(cell_dir.file(cell_dir.LANDSCAPE_PNG), landscape_png({label: land}, data.ids[:n],
                                                                     title=f"{label}: loss around x_adv"))
     cols["flat_rho"] = to_255(flat.rho)
+    if flat.model is not None:   # a column only when set: rows measured on the surrogate stay as they were
+        cols["flat_model"] = flat.model
     return cols
 
 
-def flatness_cell(cell, st, surrogate) -> None:
+def flatness_cell(cell, st, models) -> None:
     """The stage, when ``flatness.enabled``: the columns it adds go to ``cell.flat_columns``."""
     if st.flatness is not None:
-        cell.flat_columns = measure_flatness(surrogate(), cell.data, cell.adv, cell.y_craft, cell.settings, st.flatness,
+        # flatness.model: another model's loss at the same examples (LGV's examples on the base digits-resnet).
+        model = models.surrogate() if st.flatness.model is None else models.get({"model": st.flatness.model})
+        cell.flat_columns = measure_flatness(model, cell.data, cell.adv, cell.y_craft, cell.settings, st.flatness,
                                              cell.device, st.run.batch_size, cell.directory, st.run.progress, cell.attack.label)

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..models.lgv import weight_snapshots_of
 from ..sweep import sweep_cells
 from ..rates import craft_key, eval_key, machine_load, per_forward, rate_note, read_rates, record_rate
 from .measure import WINDOWS, measure_craft, measure_eval
@@ -111,7 +112,11 @@ def _craft_seconds(attack, surrogate, models, data, shape, batch, device, grad_e
 
     def measure() -> float:
         say(f"flatbench plan: measuring {'+'.join(surrogate)} at {n} images per forward ({device.type}) ...")
-        rate = measure_craft(models.surrogate(), shape, n, device, attack.amp, attack.memory_format, seconds)
+        # One forward of an LGV set goes through one snapshot (its plain forward averages all of them).
+        model = models.surrogate()
+        snaps = weight_snapshots_of(model)
+        rate = measure_craft(snaps.at(0) if snaps is not None else model, shape, n, device, attack.amp,
+                             attack.memory_format, seconds)
         record_rate(cache, key, rate, "plan")
         return rate
 
