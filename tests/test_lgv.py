@@ -108,13 +108,18 @@ def test_lgv_dir_loads_the_release_layout_and_checks_sha256sums(tmp_path):
 
 def test_lgv_surrogate_from_the_command_line(zoo_dir, tmp_path):
     """``method=mifgsm surrogate=digits-resnet-lgv`` is LGV: one cell, T gradient evaluations per image,
-    and the snapshot file's SHA-256 in cell.json."""
+    the snapshot file's SHA-256 in cell.json, and the base digits-resnet white-box (its weights are the
+    snapshots' start), so no black-box mean counts it."""
     from flatbench.models.testbed import PINNED_DIR
 
     out = tmp_path / "lgv"
-    run(["flatbench", "method=mifgsm", f"surrogate={PINNED_NAME}", *SMALL, f"hydra.run.dir={out}"], zoo_dir, tmp_path)
+    run(["flatbench", "method=mifgsm", f"surrogate={PINNED_NAME}", *SMALL, "targets=digits", f"hydra.run.dir={out}"],
+        zoo_dir, tmp_path)
     df = pd.read_csv(out / "results.csv")
     assert (df["surrogate"] == PINNED_NAME).all() and (df["grad_evals"] == 8 * 10).all()
+    assert df.set_index("target")["role"].to_dict() == {"digits-mlp": "black-box", "digits-cnn": "black-box",
+                                                         "digits-cnn-bn": "black-box", "digits-resnet": "white-box",
+                                                         "digits-vit": "black-box", "digits-mixer": "black-box"}
     origin = json.loads((out / "cell.json").read_text())["provenance"]
     assert origin["weights_sha256"][PINNED_NAME] == json.loads((PINNED_DIR / f"{PINNED_NAME}.json").read_text())["sha256"]
 

@@ -22,7 +22,13 @@ log = logging.getLogger("flatbench")
 
 
 def target_role(entry: Dict[str, Any], surrogate: List[str]) -> str:
-    return "white-box" if entry["model"] in surrogate and not entry.get("defense") else ROLES[entry["role"]]
+    """White-box for a surrogate itself and for the model a surrogate's weights were derived from (the
+    base of an LGV set: its snapshots are the base's weights moved by a few epochs of SGD), so that a
+    black-box mean never counts it; else the target's own role."""
+    from ..models import source_of
+
+    own = set(surrogate) | {b for n in surrogate for b in source_of(n).derived_from(n)}
+    return "white-box" if entry["model"] in own and not entry.get("defense") else ROLES[entry["role"]]
 
 
 

@@ -251,6 +251,9 @@ class LgvSource(ModelSource):
     def known(self):
         return [PINNED_NAME]
 
+    def derived_from(self, name):
+        return [BASE] if name == PINNED_NAME else []
+
     def load(self, name, *, zoo_dir=None, seed=0, preprocess="own", **_):
         if name == PINNED_NAME:
             return load_pinned_lgv(seed=seed)

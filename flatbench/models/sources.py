@@ -61,6 +61,11 @@ class ModelSource(abc.ABC):
         """The names this source lists by itself (a hub lists only the names configs use)."""
         return []
 
+    def derived_from(self, name: str) -> List[str]:
+        """The models whose weights this one's were derived from (an LGV set's base); a target among
+        them is white-box for a cell crafted on ``name``."""
+        return []
+
 
 class Sources(Registry):
     """The model sources, in the order they are asked whether they claim a name."""
