@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .attacks.loop import check_loop_settings, check_snapshots
+from .attacks.checks import check_loop_settings, check_snapshots
 from .registry import ConfigError, check_range
 
 PIXEL = 255.0

@@ -5,6 +5,7 @@ as its stages (:func:`flatbench.cli.task`)."""
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from .errors import CellFailed, expected_errors, full_error, guarded, one_line, 
 from .failures import ERROR_FILE, record_error
 from .registry import ConfigError
 from .signals import Stop, StopRequest
+
+log = logging.getLogger("flatbench")
 
 
 @dataclass
@@ -127,6 +130,9 @@ def cell_task(body: Callable[[Any, Job], Optional[float]]):
             _progress(job, True, time.perf_counter() - t0, job.grad_evals)
             return objective
         except Stop as exc:
+            if job.stop.requeue is not None:   # SIGUSR2 waited for the batch in progress to be kept
+                log.warning("%s; submitit requeues this cell now", exc)
+                job.stop.requeue()
             stopped(exc)  # the whole sweep stops (exit 143), as a single cell does: a requeue or rerun resumes it
         except Exception as exc:  # noqa: BLE001 - recorded in the cell dir, then reported or re-raised
             cell = job.record()

@@ -50,6 +50,7 @@ class AdvStore:
     """The content-addressed store of one cell's adversarial set: ``CACHE/adv/<cell_id>/``.
 
     ``batches/<lo>-<hi>.safetensors`` are finished batches (checkpoints while crafting);
+    ``batches/<lo>-<hi>.partial.pt`` is a batch paused between two steps (its loop state);
     ``adv.safetensors`` is the whole set, written once every batch exists. Files appear by
     atomic rename only, so a killed job leaves either a whole file or none. Evaluations are
     cached beside it, one file per (target, model spec): ``eval/<key>.csv``.
@@ -80,6 +81,25 @@ class AdvStore:
         from safetensors.torch import save
 
         atomic_write_bytes(self.batch_path(lo, hi), save({"images": images.contiguous().cpu()}))
+
+    def partial_path(self, lo: int, hi: int) -> Path:
+        return self.batches / f"{lo:07d}-{hi:07d}.partial.pt"
+
+    def save_partial(self, lo: int, hi: int, state: dict) -> None:
+        """The state of a batch paused between steps (:class:`flatbench.attacks.context.Paused`)."""
+        import io
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.partial_path(lo, hi), buf.getvalue())
+
+    def load_partial(self, lo: int, hi: int) -> Optional[dict]:
+        """A paused batch's state, read with ``weights_only`` (tensors and plain containers only)."""
+        f = self.partial_path(lo, hi)
+        return torch.load(str(f), map_location="cpu", weights_only=True) if f.exists() else None
+
+    def drop_partial(self, lo: int, hi: int) -> None:
+        self.partial_path(lo, hi).unlink(missing_ok=True)
 
     @property
     def settings_path(self) -> Path:
@@ -113,7 +133,7 @@ class AdvStore:
 
         atomic_write_text(self.dir / CacheLayout.STORE_META, json.dumps(meta, indent=2, default=str))
         # The batches are now redundant with the whole set.
-        for f in self.batches.glob("*.safetensors") if self.batches.exists() else []:
+        for f in [*self.batches.glob("*.safetensors"), *self.batches.glob("*.partial.pt")] if self.batches.exists() else []:
             f.unlink(missing_ok=True)
 
     def crafted(self) -> dict:

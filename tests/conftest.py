@@ -57,6 +57,12 @@ LONG = {
     "test_paper_experiments.py::test_transferattack_ensemble_cwa_and_compare_published",
     # issue 37: two random-init ResNet-50 snapshots written in LGV's layout, then the ImageNet zoo
     "test_paper_experiments.py::test_transferattack_lgv_runs_the_release_layout_and_compares_published",
+    # issue 36 section 4: a 2-task SLURM cell, one rank killed, then the rerun (about 4 minutes)
+    "test_slurm.py::test_a_dead_rank_ends_its_two_task_job_and_the_rerun_completes",
+    # issue 36 section 7: batches longer than a 1-minute allocation, requeued until done (about 4 minutes)
+    "test_slurm.py::test_a_batch_longer_than_an_allocation_still_finishes",
+    # issue 36 section 7: SIGTERM inside a batch of 64 PGN images, the rerun and a reference (about 60 s)
+    "test_pause.py::test_sigterm_mid_batch_keeps_its_state_and_the_rerun_continues_it",
 }
 LONG_FIXTURES = {"study"}   # test_conclusions.py's three-seed study (117 s to set up there)
 

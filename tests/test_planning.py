@@ -158,6 +158,12 @@ def test_sweep_progress_line_counts_cells_failures_and_projects_the_rest(trained
     assert len(lines) == 4, p.stderr[-3000:]
     assert lines[-1].startswith("flatbench: sweep: 4 of 4 cells done (2 failed); nothing left")
     assert any("projected" in ln for ln in lines[:-1])
+    # The same sweep directory with another command line is another sweep: its line counts its own cells,
+    # not the records of the first (it said "5 of 4 cells done (2 failed)" before issue 37's study found it).
+    p = subprocess.run([str(BIN / "flatbench"), "-m", "method=ifgsm", "surrogate=digits-cnn", "steps=2", *SMALL,
+                        f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("flatbench: sweep:")]
+    assert lines == ["flatbench: sweep: 1 of 1 cells done (0 failed); nothing left"], p.stderr[-3000:]
 
 
 def test_progress_line_projects_from_the_plan_and_the_cells_done():

@@ -84,7 +84,12 @@ def test_sweep_on_slurm_equals_local_and_a_failing_cell_spares_the_others(slurm_
     on_slurm = _start(["-m", *LAUNCHER, *cells, f"paths.output_dir={tmp_path / 'o1'}", f"hydra.sweep.dir={tmp_path / 's1'}"],
                       env, tmp_path)
     local = _start(["-m", *cells, f"paths.output_dir={tmp_path / 'o2'}", f"hydra.sweep.dir={tmp_path / 's2'}"], env, tmp_path)
-    (rc_s, _, err_s), (rc_l, _, err_l) = _finish(on_slurm), _finish(local)
+    (rc_s, out_s, err_s), (rc_l, _, err_l) = _finish(on_slurm), _finish(local)
+    # Issue 36 section 5: the launching terminal follows the jobs through the sweep's progress records.
+    lines = [ln for ln in out_s.splitlines() if ln.startswith("flatbench: sweep: ")]
+    assert lines and lines[-1].startswith("flatbench: sweep: 4 of 4 cells done (2 failed)"), out_s[-3000:]
+    counts = [int(ln.split()[2]) for ln in lines]
+    assert counts == sorted(set(counts)), lines
     for rc, err in ((rc_s, err_s), (rc_l, err_l)):
         assert rc == 1, err[-3000:]
         summary = [ln for ln in err.splitlines() if "cells failed" in ln]
@@ -207,6 +212,53 @@ def test_two_task_cell_hit_by_its_time_limit_resumes_every_rank_to_the_uninterru
     assert (sweep / "0" / "results.csv").exists()
 
 
+def _step_pids(job: str, env) -> dict:
+    """{global task id: pid} of the job's step 0, from ``scontrol listpids`` (SLURM's own view of the tasks)."""
+    out = subprocess.run(["scontrol", "listpids", job], env=env, capture_output=True, text=True).stdout
+    rows = [line.split() for line in out.splitlines()[1:]]
+    return {int(r[4]): int(r[0]) for r in rows if len(r) >= 5 and r[2] == "0" and r[4].isdigit()}
+
+
+def test_a_dead_rank_ends_its_two_task_job_and_the_rerun_completes(slurm_cluster, zoo_dir, tmp_path):
+    """kill -9 of rank 1 mid-crafting (its pid from ``scontrol listpids``): srun's kill-on-bad-exit
+    (SLURM_KILL_BAD_EXIT=1 in the launcher's setup) stops rank 0 at once, the job ends FAILED, the
+    finished batches stay, and a rerun completes to the images of one process. Rank 0 has over a
+    minute of its own batches left when rank 1 dies, and the job must end within 45 s. Broken variant
+    tried: the setup line removed. Rank 0 then crafts on to the end-of-crafting barrier (with gloo on
+    CPUs it fails there when the peer is gone; NCCL waits out the group timeout, 30 minutes)."""
+    env = _env(zoo_dir, slurm_cluster)
+    cell = [*PGN_CELL, "n_images=540"]   # every test digit: 68 batches, 34 a rank, about 85 s of crafting per rank
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    args = ["-m", *LAUNCHER, "hydra.launcher.tasks_per_node=2", *cell, f"paths.output_dir={out}",
+            f"hydra.sweep.dir={sweep}"]
+    ref = _start(["-m", *cell, f"paths.output_dir={tmp_path / 'ref_out'}", f"hydra.sweep.dir={tmp_path / 'ref'}"],
+                 env, tmp_path)
+    driver = _start(args, env, tmp_path)
+    try:
+        job = _wait(lambda: next((d.name for d in (sweep / ".submitit").glob("*") if d.is_dir()), None)
+                    if (sweep / ".submitit").is_dir() else None, 120, "the job to be submitted")
+        _wait(lambda: len(_batches(out)) >= 2, 180, "finished batches")
+        pids = _wait(lambda: _step_pids(job, env) if len(_step_pids(job, env)) == 2 else None, 60, "both tasks' pids")
+        os.kill(pids[1], signal.SIGKILL)
+        killed = time.time()
+        _wait(lambda: job not in _squeue(env), 45, "the job to end after its rank 1 died")
+        assert time.time() - killed < 45
+        state = subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True).stdout
+        assert "JobState=FAILED" in state, state
+        kept = len(_batches(out))
+        assert 2 <= kept < 34   # far from the 68 batches: rank 0 did not craft on
+    finally:
+        # Without accounting (sacct), submitit cannot see that the job ended: stop the driver.
+        driver.send_signal(signal.SIGINT)
+        driver.communicate(timeout=60)
+    rc, _, err = _finish(_start(args, env, tmp_path))
+    assert rc == 0, err[-3000:]
+    resumed = [int(m) for m in re.findall(r"rank 0/2: resuming: (\d+) of 34 batches already finished", _logs(sweep))]
+    assert resumed and resumed[-1] > 0, _logs(sweep)[-3000:]
+    assert _finish(ref)[0] == 0
+    _same_images(sweep / "0", tmp_path / "ref" / "0")
+
+
 @pytest.mark.slow
 def test_time_limit_requeues_and_resumes_to_the_uninterrupted_images(slurm_cluster, zoo_dir, tmp_path):
     """A cell longer than its 1-minute limit: SLURM sends USR2, submitit requeues it, it resumes
@@ -217,12 +269,30 @@ def test_time_limit_requeues_and_resumes_to_the_uninterrupted_images(slurm_clust
     log = _logs(sweep)
     assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log, log[-3000:]
     assert re.search(r"Requeued job \S+ \(\d+ remaining timeouts\)", log)
-    assert "SIGUSR2 (time limit or preemption): submitit requeues this cell now" in log
+    assert "SIGUSR2 (time limit or preemption): the batch in progress pauses after its current step" in log
     resumed = [int(m) for m in re.findall(r"resuming: (\d+) of 40 batches already finished", log)]
     assert resumed and resumed[0] > 0, log[-3000:]
     assert resumed == sorted(resumed)  # every attempt starts from at least what the previous one finished
     _same_images(sweep / "0", tmp_path / "ref" / "0")
     assert (sweep / "0" / "results.csv").exists()
+
+
+def test_a_batch_longer_than_an_allocation_still_finishes(slurm_cluster, zoo_dir, tmp_path):
+    """Issue 36 section 7: a 1-minute limit (USR2 5 s before it) and one batch of 320 PGN images, about
+    90 s on one core, longer than what an allocation has left for crafting after its start-up. At USR2
+    the batch pauses after its current step and keeps its state; the requeued job continues it from
+    there, and the cell ends with the images of an uninterrupted run. Broken variant tried: USR2
+    requeuing at once, as before (the batch in progress is lost every time and the cell runs out of
+    requeues)."""
+    env = _env(zoo_dir, slurm_cluster)
+    cell = [*PGN_CELL, "n_images=320", "batch_size=320"]
+    sweep = _time_limited(env, tmp_path, LAUNCHER, cell)
+    log = _logs(sweep)
+    assert "the batch in progress pauses after its current step" in log, log[-3000:]
+    steps = [int(m) for m in re.findall(r"batch 0:320: continuing from step (\d+)", log)]
+    assert steps and steps == sorted(steps) and len(set(steps)) == len(steps), log[-3000:]   # each allocation advanced
+    assert "crafted 1 of 1 batches now" in log
+    _same_images(sweep / "0", tmp_path / "ref" / "0")
 
 
 def test_scontrol_requeue_and_scancel_term_lose_no_batch_and_a_rerun_finishes(slurm_cluster, zoo_dir, tmp_path):
@@ -253,8 +323,8 @@ def test_scontrol_requeue_and_scancel_term_lose_no_batch_and_a_rerun_finishes(sl
         driver.send_signal(signal.SIGINT)
         driver.communicate(timeout=60)
     log = _logs(sweep)
-    assert "SIGTERM received: stopping after the current batch" in log
-    assert re.search(r"stopped by SIGTERM before batch \d+:\d+; finished batches are kept", log)
+    assert "SIGTERM received: stopping; the batch in progress pauses after its current step" in log
+    assert re.search(r"stopped by SIGTERM (before batch \d+:\d+|in batch \d+:\d+ after step \d+; its state is kept)", log)
     rc, _, err = _finish(_start(args, env, tmp_path))
     assert rc == 0, err[-3000:]
     resumed = [int(m) for m in re.findall(r"resuming: (\d+) of 12 batches already finished", _logs(sweep))]

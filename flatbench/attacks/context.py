@@ -51,3 +51,24 @@ class StepContext:
         ``member``: the loss of that model of the surrogate ensemble alone (CWA's inner steps).
         """
         return self.loss_grad(x, y, [self.rng("tf", *k) for k in keys], self.step, before, member)
+
+
+class Paused(Exception):
+    """Raised between steps when ``pause()`` asked: ``state`` is everything the next step needs (the
+    step, δ, the optimizer's and the estimator's state, the examples kept so far), so that
+    ``trajectory(..., resume=state)`` continues to the images an uninterrupted call returns."""
+
+    def __init__(self, state: Dict):
+        super().__init__(f"paused before step {state['step'] + 1}")
+        self.state = state
+
+
+def state_to(state, device):
+    """A part's state (tensors in dicts, lists and tuples) on ``device``."""
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {k: state_to(v, device) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(state_to(v, device) for v in state)
+    return state

@@ -16,7 +16,7 @@ one dict per call and per part: no part reads or writes another's.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from ..models.lgv import cycle_start, weight_snapshots_of
 from ..registry import check_range
 from . import tuning
-from .context import StepContext
+from .checks import check_loop_settings, check_snapshots
+from .context import Paused, StepContext, state_to
 from .model_state import borrowed, deterministic_kernels
 from .estimators import Estimator, Plain
 from .optimizers import Optimizer
@@ -41,31 +42,6 @@ class NonFiniteError(FloatingPointError):
 def _cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # A sum, not a mean: each example's gradient must not depend on the batch it shares.
     return F.cross_entropy(logits.float(), y, reduction="sum")
-
-
-def check_snapshots(at: Sequence[int], steps: int, key: str = "snapshots") -> Tuple[int, ...]:
-    """The steps (1-based) whose examples a run keeps besides the last, sorted; T itself is always kept."""
-    at = list(at or ())
-    ok = all(isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= steps for t in at)
-    check_range(key, at, ok, f"a list of steps between 1 and T = {steps}, e.g. [2,5] (T itself is always kept)")
-    return tuple(sorted(set(at) - {steps}))
-
-
-def check_loop_settings(*, steps, norm, chunk, memory_budget_mb, amp, channels_last) -> None:
-    """The loop's own settings, checked here for the command line (``config.resolve``) and for
-    :class:`Attack` alike, with one message each."""
-    check_range("steps", steps, isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1, "steps >= 1")
-    check_range("norm", norm, norm in THREATS, " | ".join(THREATS))
-    check_range("chunk", chunk, chunk is None or chunk in ("auto", "measure") or (
-        isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 1),
-        "an integer >= 1, auto (by rule), measure (timed), or null")
-    check_range("memory_budget_mb", memory_budget_mb, memory_budget_mb is None or (
-        isinstance(memory_budget_mb, (int, float)) and not isinstance(memory_budget_mb, bool) and memory_budget_mb > 0),
-        "> 0 (MiB) or null")
-    check_range("amp", amp, amp in (None, "bf16", "fp16"), "null | bf16 | fp16")
-    check_range("channels_last", channels_last, channels_last in ("auto", "measure", True, False)
-                and channels_last is not None, "auto (by rule) | measure (timed) | true | false")
-
 
 
 def ensemble_members(model) -> List[torch.nn.Module]:
@@ -241,13 +217,16 @@ class Attack:
         return self.trajectory(x, y, (), seed, partners)[self.steps]
 
     def trajectory(self, x: torch.Tensor, y: torch.Tensor, at: Sequence[int] = (), seed: Hashable = 0,
-                   partners: Optional[torch.Tensor] = None, until: Optional[int] = None) -> Dict[int, torch.Tensor]:
+                   partners: Optional[torch.Tensor] = None, until: Optional[int] = None,
+                   pause: Optional[Callable[[], bool]] = None, resume: Optional[Dict] = None) -> Dict[int, torch.Tensor]:
         """The examples after the steps ``at`` (1-based) and after the last: ``{t: x_t, ..., T: x_T}``.
 
         One run of the attack: x_t is what the same attack with T = t (and the same α) returns,
         bit for bit, because every draw is keyed by its step and nothing looks ahead (tested for
         MI-FGSM). ``until``: stop after that step, without the later ones (a cell whose final set
-        is stored crafts only as far as the snapshots it lacks).
+        is stored crafts only as far as the snapshots it lacks). ``pause``: asked after each step
+        but the last; when it returns True the call raises :class:`Paused` with the state, which
+        ``resume`` takes back (a requeued job continues a batch where the last one stopped).
         """
         at = check_snapshots(at, self.steps)
         last = self.steps if until is None else int(until)
@@ -257,11 +236,12 @@ class Attack:
             self.transforms = [t.with_partners(partners) if hasattr(t, "with_partners") else t for t in own]
         try:
             with borrowed(self.model), deterministic_kernels():
-                return self._run(x, y, seed, set(at) | {self.steps}, last)
+                return self._run(x, y, seed, set(at) | {self.steps}, last, pause, resume)
         finally:
             self.transforms = own
 
-    def _run(self, x: torch.Tensor, y: torch.Tensor, seed: Hashable, keep: set, last: int) -> Dict[int, torch.Tensor]:
+    def _run(self, x: torch.Tensor, y: torch.Tensor, seed: Hashable, keep: set, last: int,
+             pause: Optional[Callable[[], bool]] = None, resume: Optional[Dict] = None) -> Dict[int, torch.Tensor]:
         x = x.detach().float()
         y = y.detach().long()
         self.device_of_last_call = x.device
@@ -273,7 +253,14 @@ class Attack:
         own: Dict = {}          # the optimizer's (MI's m, GRA's M)
         est_state: Dict = {}    # the estimator's (VMI's v, MEF's p, ANDA's running mean, GRA-OC's labels)
         kept: Dict[int, torch.Tensor] = {}
-        for t in range(last):
+        first = 0
+        if resume is not None:   # where a paused call stopped: its state, on this call's device
+            first, delta = int(resume["step"]), resume["delta"].to(x.device)
+            own, est_state = state_to(resume["optimizer"], x.device), state_to(resume["estimator"], x.device)
+            kept = {int(k): v.to(x.device) for k, v in resume["kept"].items()}
+        for t in range(first, last):
+            if t > first and pause is not None and pause():
+                raise Paused({"step": t, "delta": delta, "optimizer": own, "estimator": est_state, "kept": kept})
             ctx = self.step_context(seed, t, est_state, origin=x)
             x_eval = self.optimizer.eval_point(x + delta, own, self.alpha, self.threat)
             g = self.estimator(ctx, x_eval, y)

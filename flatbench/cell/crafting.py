@@ -8,6 +8,7 @@ from typing import Dict, Optional
 
 import torch
 
+from ..attacks.context import Paused
 from ..attacks.loop import NonFiniteError
 from ..config import CellSettings
 from ..settings import Settings
@@ -86,7 +87,9 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
         if done is None or any(v is None for v in kept.values()):
             if stop is not None:
                 stop.check(f"before batch {lo}:{hi}")
-            xs = _run_batch(attack, data, y_attack, lo, hi, device, seed, tuple(snapshots), until)
+            xs = _resumable_batch(attack, data, y_attack, lo, hi, device, seed, tuple(snapshots), until,
+                                  None if force else store, stop, world, settings_kept)
+            settings_kept = settings_kept or (store is not None and store.settings_path.exists())
             kept = {t: quantize(xs[t], data.images[lo:hi], attack.eps, attack.norm, quantize_mode).cpu()
                     for t in snapshots}
             for t, st in snapshots.items():
@@ -139,8 +142,36 @@ def _pin_sizing(attack, data: ImageSet, device, batch_size: int, store: Optional
                  "as the finished batches were" if store is not None and store.settings_path.exists() else "rank 0's choice")
 
 
+def _resumable_batch(attack, data: ImageSet, y_attack: torch.Tensor, lo: int, hi: int, device, seed: int, at: tuple,
+                     until: Optional[int], store: Optional[AdvStore], stop: Optional[StopRequest], world: World,
+                     settings_kept: bool) -> Dict[int, torch.Tensor]:
+    """One batch, continued from its paused state when the store has one; a stop signal pauses it after
+    its current step, keeps that state in the store, and stops the cell (a requeue resumes it there)."""
+    resume = store.load_partial(lo, hi) if store is not None else None
+    if resume is not None:
+        log.info("batch %d:%d: continuing from step %d (its state was kept when it paused)", lo, hi, resume["step"] + 1)
+    pause = stop.requested if stop is not None and store is not None else None
+    if stop is not None:
+        stop.crafting = True
+    try:
+        xs = _run_batch(attack, data, y_attack, lo, hi, device, seed, at, until, pause, resume)
+    except Paused as p:
+        if not settings_kept and world.main:   # the state holds only for the chunk and format it was made with
+            store.save_crafting_settings(attack.chunk, attack.memory_format)
+        store.save_partial(lo, hi, p.state)
+        stop.check(f"in batch {lo}:{hi} after step {p.state['step']}; its state is kept and the batch continues from "
+                   "there")
+        raise
+    finally:
+        if stop is not None:
+            stop.crafting = False
+    if store is not None:
+        store.drop_partial(lo, hi)
+    return xs
+
+
 def _run_batch(attack, data: ImageSet, y_attack: torch.Tensor, lo: int, hi: int, device, seed: int,
-               at: tuple, until: Optional[int]) -> Dict[int, torch.Tensor]:
+               at: tuple, until: Optional[int], pause=None, resume=None) -> Dict[int, torch.Tensor]:
     """The attack's trajectory on images lo..hi−1 (the steps ``at`` and the last), its failures named
     by the batch's images."""
     x = data.floats(slice(lo, hi)).to(device)
@@ -151,7 +182,8 @@ def _run_batch(attack, data: ImageSet, y_attack: torch.Tensor, lo: int, hi: int,
     if hi - lo == 1 and len(data) > 1 and any(hasattr(t, "with_partners") for t in attack.transforms):
         partners = data.floats([(lo + 1 + j) % len(data) for j in range(min(16, len(data) - 1))]).to(device)
     try:
-        return attack.trajectory(x, y_attack[lo:hi].to(device), at, seed=(seed, lo), partners=partners, until=until)
+        return attack.trajectory(x, y_attack[lo:hi].to(device), at, seed=(seed, lo), partners=partners, until=until,
+                                 pause=pause, resume=resume)
     except NonFiniteError as exc:
         raise NonFiniteError(f"{exc} in batch of images {lo}..{hi - 1} ({data.ids[lo]}..{data.ids[hi - 1]})") from None
     except torch.OutOfMemoryError:
