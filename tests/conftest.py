@@ -63,6 +63,8 @@ LONG = {
     "test_slurm.py::test_a_batch_longer_than_an_allocation_still_finishes",
     # issue 36 section 7: SIGTERM inside a batch of 64 PGN images, the rerun and a reference (about 60 s)
     "test_pause.py::test_sigterm_mid_batch_keeps_its_state_and_the_rerun_continues_it",
+    # issue 37: an LGV cell with flatness measured on the base network (about 40 s)
+    "test_lgv.py::test_flatness_on_the_base_model_of_an_lgv_cell",
 }
 LONG_FIXTURES = {"study"}   # test_conclusions.py's three-seed study (117 s to set up there)
 

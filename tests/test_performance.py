@@ -359,13 +359,16 @@ def test_a_resumed_cell_crafts_with_the_chunk_and_format_of_its_first_batches(tr
     store = AdvStore(tmp_path / "cache", "c0ffee")
     stop = StopRequest()
     first = create_attack("pgn", StopAfter(m, 1), chunk=8, channels_last=False, **kw)
-    with pytest.raises(Stop, match="before batch 4:8"):
+    # The stop pauses batch 0:4 after its first step (issue 36 section 7): its state is kept, and so are
+    # the chunk and format it was made with, which hold for the state as for finished batches.
+    with pytest.raises(Stop, match="in batch 0:4 after step 1"):
         craft(first, data, data.labels, torch.device("cpu"), 4, 0, False, store=store, stop=stop)
     assert store.crafting_settings() == {"chunk": 8, "memory_format": "contiguous"}
     resumed = create_attack("pgn", m, chunk=3, channels_last=True, **kw)  # what a rerun might resolve
     with caplog.at_level(logging.INFO, logger="flatbench"):
         out, _, crafted = craft(resumed, data, data.labels, torch.device("cpu"), 4, 0, False, store=store)
-    assert crafted == 1 and "crafting with chunk 8, contiguous (as the finished batches were)" in caplog.text
+    assert crafted == 2 and "crafting with chunk 8, contiguous (as the finished batches were)" in caplog.text
+    assert "batch 0:4: continuing from step 2" in caplog.text
     assert (resumed.chunk, resumed.memory_format) == (8, "contiguous")
     assert torch.equal(out, ref)
 
