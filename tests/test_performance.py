@@ -57,7 +57,8 @@ def test_auto_chunk_is_a_rule_that_never_times(small_cnn, monkeypatch):
     x = torch.rand(2, 3, 16, 16)
     a = _pgn(small_cnn)
     per = a.bytes_per_image(x)
-    want = min(tuning.RULE_MAX["cpu"], 1 << (int(tuning.RULE_CPU_MB * 2 ** 20 // per).bit_length() - 1))
+    cpu = torch.device("cpu")
+    want = min(tuning.rule_cap(cpu), 1 << (int(tuning.rule_budget(cpu) // per).bit_length() - 1))
     assert a.resolved_chunk(x) == want and a.memory_format == "channels_last"
     big = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 3, padding=1),
                               torch.nn.Flatten(), torch.nn.LazyLinear(3))
@@ -66,9 +67,43 @@ def test_auto_chunk_is_a_rule_that_never_times(small_cnn, monkeypatch):
     xb = torch.rand(1, 3, 128, 128)
     per = b.bytes_per_image(xb)
     assert per > 4 * 64 * 128 * 128 * 2   # two 64-channel maps at least
-    assert b.resolved_chunk(xb) == 1 << (int(2 ** 30 // per).bit_length() - 1) < tuning.RULE_MAX["cpu"]
+    assert b.resolved_chunk(xb) == 1 << (int(tuning.rule_budget(cpu) // per).bit_length() - 1) < tuning.rule_cap(cpu)
     # channels_last on a CPU, contiguous on CUDA (docs/benchmarks.md: the H200's limit was contiguous)
     assert tuning.rule_channels_last(torch.device("cpu")) and not tuning.rule_channels_last(torch.device("cuda"))
+
+
+def test_bytes_per_image_leaves_out_what_every_image_shares():
+    """The weights autograd saves for the backward are there once per forward, whatever the
+    chunk: a model of large weights and small activations needs little memory per image.
+    (Broken variant, main before issue 36: one image's saved tensors, weights included: 16 MB here.)"""
+    from flatbench.attacks import tuning
+
+    model = torch.nn.Sequential(torch.nn.Linear(2000, 2000), torch.nn.ReLU(), torch.nn.Linear(2000, 10))
+    per = tuning.bytes_per_image(model, torch.rand(3, 2000))
+    # the input, its gradient, the hidden layer before and after the ReLU, the logits: a few times 8 KB
+    assert 4 * 2000 * 2 <= per <= 4 * 2000 * 8, per
+
+
+def test_the_cpu_rule_sizes_from_the_machines_total_memory(monkeypatch):
+    """The CPU budget and cap follow the machine's total memory (as CUDA's follow the card's),
+    never its free memory: 24 GiB gives 384 MiB and 64 images, 128 GiB 2 GiB and 256, 8 GiB
+    128 MiB and 32, 2 GiB the floor of 16. (Broken variant: the fixed 1 GiB and 64 of before; the 128 GiB case fails.)"""
+    from flatbench.attacks import tuning
+
+    cpu, gib, mib = torch.device("cpu"), 2 ** 30, 2 ** 20
+    assert tuning.rule_budget(cpu, 24 * gib) == 384 * mib and tuning.rule_cap(cpu, 24 * gib) == 64
+    assert tuning.rule_budget(cpu, 128 * gib) == 2 * gib and tuning.rule_cap(cpu, 128 * gib) == 256
+    assert tuning.rule_cap(cpu, 8 * gib) == 32 and tuning.rule_cap(cpu, 2 * gib) == 16
+    # ResNet-18 at 224 px saves about 32 MB per image: 8 images on 24 GiB, 64 on 128 GiB
+    assert tuning.rule_chunk(cpu, lambda: 32 * mib, total=24 * gib) == 8
+    assert tuning.rule_chunk(cpu, lambda: 32 * mib, total=128 * gib) == 64
+    assert tuning.rule_chunk(cpu, lambda: 1 * mib, total=24 * gib) == 64   # the digits models: the cap
+    # What the attack resolves follows the machine's total memory, read once per call of the rule.
+    monkeypatch.setattr(tuning, "total_memory", lambda device: 128 * gib)
+    small = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
+    assert _pgn(small).resolved_chunk(torch.rand(2, 3, 4, 4)) == 256
+    monkeypatch.setattr(tuning, "total_memory", lambda device: 2 * gib)
+    assert _pgn(small).resolved_chunk(torch.rand(2, 3, 4, 4)) == 16
 
 
 def test_measured_chunk_on_cpu_is_timed_and_cached(small_cnn, tmp_path):

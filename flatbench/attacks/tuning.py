@@ -9,9 +9,10 @@ gradient component and move a pixel by a step (scripts/chunk_numerics.py; issue 
 chosen by rule, from facts that do not depend on what else the machine is doing:
 
 - ``chunk="auto"`` (the default): :func:`rule_chunk`, the largest power of two whose saved
-  activations (counted exactly, :func:`bytes_per_image`) fit a fixed budget: RULE_CPU_MB on a
-  CPU, RULE_GPU_SHARE of the card's total (not free) memory on a GPU, ``memory_budget_mb`` when
-  set; at most RULE_MAX images (64 on a CPU, 256 on CUDA).
+  activations (counted exactly per image, :func:`bytes_per_image`) fit a share of the device's
+  total (not free) memory: RULE_CPU_SHARE of the machine's on a CPU, RULE_GPU_SHARE of the
+  card's on a GPU, or ``memory_budget_mb`` when set; at most :func:`rule_cap` images (on a CPU
+  one per RULE_CPU_MIB_PER_IMAGE of total memory: 64 on a 24 GiB machine; 256 on CUDA).
 - ``channels_last="auto"`` (the default): :func:`rule_channels_last`, channels_last on a CPU,
   contiguous on CUDA.
 
@@ -20,12 +21,10 @@ Timed tuning is there on request: ``chunk="measure"`` / ``channels_last="measure
 the candidates once per (architecture, input shape, device type, amp, limit) and keep the
 outcome in a JSON file (``FLATBENCH_TUNING_FILE``; the command line's ``paths.tuning_file``),
 under a file lock, so the cells of a machine never measure at the same time, and all take the
-first measurement's choice. The resolved choice is recorded with every result (columns
-``chunk`` and ``memory_format``); a resumed cell keeps the choice of its finished batches, and
-the ranks of a distributed cell take rank 0's.
-
-The measurement is bounded (the rules above ``search_chunks``): chunks 1, 2, 4, ... are timed
-until doubling stops paying, a call takes ``CALL_S`` or ``BUDGET_S`` is spent, per format.
+first measurement's choice, timing chunks 1, 2, 4, ... until doubling stops paying (the rules
+above ``search_chunks``). The resolved choice is recorded with every result (columns ``chunk``
+and ``memory_format``); a resumed cell keeps its finished batches' choice, and the ranks of a
+distributed cell take rank 0's.
 """
 from __future__ import annotations
 
@@ -58,47 +57,76 @@ def arch_key(model: nn.Module) -> str:
 
 
 def bytes_per_image(model: nn.Module, x: torch.Tensor, amp: Optional[str] = None) -> int:
-    """Memory one image needs in a forward/backward: the tensors autograd saves for the backward
-    of one image (plus the input and its gradient), counted exactly with saved-tensor hooks."""
+    """Memory one more image needs in a forward/backward: the tensors autograd saves for the
+    backward (plus the input, its gradient and the output), counted exactly with saved-tensor
+    hooks, for two images less one. What every image of a forward shares (the weights a layer
+    saves for its input gradient, autocast's copies of them) is there once per forward, not per
+    image: counting one image alone had ResNet-18 at 64x64 need 47 MB per image, 45 MB of it its
+    weights, and the CPU rule chose chunk 16 where 64 ran 30% faster (issue 36)."""
+    return max(1, _saved_bytes(model, x, 2, amp) - _saved_bytes(model, x, 1, amp))
+
+
+def _saved_bytes(model: nn.Module, x: torch.Tensor, n: int, amp: Optional[str]) -> int:
     total = [0]
 
     def pack(t):
         total[0] += t.numel() * t.element_size()
         return t
 
-    z = x[:1].detach().clone().requires_grad_(True)
+    z = x[:1].detach().repeat(n, *[1] * (x.dim() - 1)).requires_grad_(True)
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast(
             device_type=x.device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16, enabled=bool(amp)):
         out = model(z)
-    total[0] += 2 * z.numel() * z.element_size() + out.numel() * out.element_size()
-    return max(1, total[0])
+    return total[0] + 2 * z.numel() * z.element_size() + out.numel() * out.element_size()
 
 
-# The rule behind the defaults, from measurements (docs/benchmarks.md, scripts/default_speed.py):
-# - CPU: at most 64 images per forward, fewer when their saved activations pass 1 GiB, in
-#   channels_last. On 2 cores the digits models ran PGN fastest at chunks 32-64 in
-#   channels_last (chunk 256 contiguous, a first draft of this rule, took 1.7x as long), and a
-#   ResNet-18 at 224 px at 8 (1 GiB / 77 MB per image gives 8).
-# - CUDA: at most 256, fewer when their activations pass half of the card's total memory (not
-#   its free memory, which depends on other processes), contiguous: on an H200 the bare limit of
-#   ResNet-50 and Inception-v3 was fastest contiguous in fp32 and bf16, and PGN in channels_last
-#   ran at 0.78-0.79 of it on ResNet-50, 0.94 contiguous.
-RULE_CPU_MB = 1024
+# The rule behind the defaults, from measurements (docs/benchmarks.md, scripts/cpu_rule.py), sized
+# from total memory, never free memory (which depends on what else runs):
+# - CPU: one forward's saved activations within RULE_CPU_SHARE of the machine's memory (377 MiB of
+#   23.5 GiB), at most one image per RULE_CPU_MIB_PER_IMAGE of it (64 there), channels_last. On 2
+#   cores PGN ran fastest at chunks 64-128 on the digits models and ResNet-18 at 64 px (chunk 256
+#   contiguous took 1.7x as long), at 8 on ResNet-18 at 224 px (32 MB an image; 16 and 32 slower):
+#   the CPU's caches favour small forwards, so the share is small.
+# - CUDA: at most 256 within half the card's memory, contiguous: on an H200 the bare limit of
+#   ResNet-50 and Inception-v3 was fastest contiguous, and PGN in channels_last ran at 0.78 of it.
+RULE_CPU_SHARE = 1 / 64
+RULE_CPU_MIB_PER_IMAGE = 256
 RULE_GPU_SHARE = 0.5
-RULE_MAX = {"cpu": 64, "cuda": 256}
+RULE_MAX = {"cpu": (16, 256), "cuda": (256, 256)}   # the cap's floor and ceiling (CPU: from total memory)
 RULE_CHANNELS_LAST = {"cpu": True, "cuda": False}
 
 
-def rule_chunk(device: torch.device, bytes_per_image: Callable[[], int], budget_mb: Optional[float] = None) -> int:
-    """The default chunk: the largest power of two ≤ RULE_MAX whose saved activations fit the budget."""
-    if budget_mb is not None:
-        budget = budget_mb * 2 ** 20
-    elif device.type == "cuda":
-        budget = RULE_GPU_SHARE * torch.cuda.get_device_properties(device).total_memory
-    else:
-        budget = RULE_CPU_MB * 2 ** 20
-    fit = max(1, int(budget // max(1, bytes_per_image())))
-    return min(RULE_MAX.get(device.type, RULE_MAX["cpu"]), 1 << (fit.bit_length() - 1))
+def total_memory(device: torch.device) -> int:
+    """The device's total memory in bytes: the card's on CUDA, the machine's physical memory on a CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _pow2_floor(n: float) -> int:
+    return 1 << (max(1, int(n)).bit_length() - 1)
+
+
+def rule_cap(device: torch.device, total: Optional[int] = None) -> int:
+    """The most images the rule puts in one forward: 256 on CUDA; on a CPU one per
+    RULE_CPU_MIB_PER_IMAGE of total memory, a power of two between 16 and 256."""
+    low, high = RULE_MAX.get(device.type, RULE_MAX["cpu"])
+    per = (total_memory(device) if total is None else total) / (RULE_CPU_MIB_PER_IMAGE * 2 ** 20)
+    return high if device.type == "cuda" else min(high, max(low, _pow2_floor(per)))
+
+
+def rule_budget(device: torch.device, total: Optional[int] = None) -> float:
+    """Bytes the saved activations of one forward may take: a share of the device's total memory."""
+    total = total_memory(device) if total is None else total
+    return (RULE_GPU_SHARE if device.type == "cuda" else RULE_CPU_SHARE) * total
+
+
+def rule_chunk(device: torch.device, bytes_per_image: Callable[[], int], budget_mb: Optional[float] = None,
+               total: Optional[int] = None) -> int:
+    """The default chunk: the largest power of two ≤ :func:`rule_cap` whose saved activations fit
+    :func:`rule_budget` (or ``budget_mb``). ``total``: the memory to size for (None: the device's)."""
+    budget = budget_mb * 2 ** 20 if budget_mb is not None else rule_budget(device, total)
+    return min(rule_cap(device, total), _pow2_floor(budget // max(1, bytes_per_image())))
 
 
 def rule_channels_last(device: torch.device) -> bool:
