@@ -72,8 +72,11 @@ def rate_note(entry: Dict[str, Any], now: Optional[float] = None) -> str:
 
 
 def per_forward(attack, batch_size: int, n_images: int) -> int:
-    """Images in one forward of the surrogate while crafting: the batch times the estimator's
-    widest forward (its neighbours or views) times the transforms' copies, cut to the chunk."""
+    """Images in one forward of the surrogate while crafting: the batch (with the batches packed
+    beside it, :mod:`flatbench.attacks.packing`) times the estimator's widest forward (its
+    neighbours or views) times the transforms' copies, cut to the chunk."""
+    from .attacks.packing import pack_size   # here: the rate file's readers need no torch
+
     width = attack.estimator.width * attack.copies
-    images = min(batch_size, n_images) * width
+    images = min(batch_size * pack_size(attack, batch_size), n_images) * width
     return max(1, min(images, attack.chunk) if attack.chunk else images)

@@ -3,6 +3,7 @@
 # 1. flatbench's attack throughput on ImageNet-size surrogates (random init): ResNet-50 at 224 and
 #    Inception-v3 at 299, fp32 and bf16, at the defaults (chunk and memory format by rule) against
 #    timed tuning and the bare limit (scripts/bench.py);
+#    and batch packing: I-FGSM, MI-FGSM and GNP crafting at batch 25, packed and not (scripts/packing_gpu.py);
 # 2. whether the same create_attack call gives the same images twice on CUDA;
 # 3. a 1,000-image random-init PGN cell through the command line on generated images, projected
 #    from its measured rate when it does not fit the time left; the same cell twice (determinism);
@@ -43,8 +44,13 @@ if [ ${#smoke[@]} -eq 0 ]; then
     "$PY" scripts/bench.py --model inception_v3 --size 299 --batch 25 --dtype $dtype --search 25 50 100 200 \
       "${common[@]}" --no-baseline --csv "$out/inception_v3-299-$dtype.csv" 2>&1 | tee -a "$out/log.txt"
   done
+  # Batch packing (issue 36): I-FGSM, MI-FGSM and GNP crafting 500 images at batch 25 through the crafting stage.
+  for dtype in fp32 bf16; do
+    "$PY" scripts/packing_gpu.py --device "$device" --model resnet50 --size 224 --dtype $dtype 2>&1 | tee -a "$out/log.txt"
+  done
 else
   "$PY" scripts/bench.py --model resnet18 --size 64 "${common[@]}" --repeats 1 --csv "$out/smoke.csv" 2>&1 | tee -a "$out/log.txt"
+  "$PY" scripts/packing_gpu.py --device "$device" --smoke 2>&1 | tee -a "$out/log.txt"
 fi
 "$PY" - "$device" "${#smoke[@]}" <<'PYEOF' 2>&1 | tee -a "$out/log.txt"
 # Determinism: the same default PGN call twice on the same model and images.

@@ -161,6 +161,9 @@ def test_the_gpu_check_dry_run_runs_on_the_cpu(tmp_path):
     det = [ln for ln in p.stdout.splitlines() if ln.startswith("determinism")]
     assert len(det) == 2 and all("differing between two identical calls: 0 of" in ln for ln in det), det
     assert (tmp_path / "hardware.txt").read_text().startswith("torch ")
+    # Batch packing through the crafting stage (issue 36): a row per method, packed and not.
+    packing = [ln for ln in p.stdout.splitlines() if ln.startswith(("| ifgsm |", "| mifgsm |", "| gnp |"))]
+    assert len(packing) == 3 and all(ln.count("|") == 7 for ln in packing), packing
     # The cell part, through the command line: plan, the cell twice, and 2 torchrun processes.
     cell = pd.read_csv(tmp_path / "cell.csv")
     assert list(cell["run"]) == ["first", "second", "torchrun2"] and cell["identical_to_first"].all(), cell

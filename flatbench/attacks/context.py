@@ -27,8 +27,14 @@ class StepContext:
     predict: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # x -> the surrogate's classes (no gradient)
     origin: Optional[torch.Tensor] = None   # the clean images of the batch (CWA's inner steps stay in their ε-ball)
     members: int = 0         # the surrogate ensemble's models (0: one model, not an Ensemble)
+    # Batches crafted together in one forward (issue 36): (each batch's seed, its images), in the
+    # order they are stacked in x; None for one batch, keyed by ``seed``.
+    packed: Optional[Tuple[Tuple[Hashable, int], ...]] = None
 
     def rng(self, *key: Hashable) -> torch.Generator:
+        if self.packed is not None:   # one generator would draw across the batches: not what each draws alone
+            raise RuntimeError(f"a batch-wide draw {key!r} in a packed call: only estimators that draw nothing "
+                               "themselves (packable) may be packed")
         return keyed_generator((self.seed, self.step) + key, self.device)
 
     def chunks(self, n: int, b: int) -> List[Tuple[int, int]]:
@@ -50,7 +56,11 @@ class StepContext:
         input transforms (ANDA's translated views), so the gradient is taken through it too.
         ``member``: the loss of that model of the surrogate ensemble alone (CWA's inner steps).
         """
-        return self.loss_grad(x, y, [self.rng("tf", *k) for k in keys], self.step, before, member)
+        if self.packed is None:
+            return self.loss_grad(x, y, [self.rng("tf", *k) for k in keys], self.step, before, member)
+        # Packed: each group holds every batch in turn, and each batch draws its transforms with its own key.
+        gens = [keyed_generator((seed, self.step, "tf", *k), self.device) for k in keys for seed, _ in self.packed]
+        return self.loss_grad(x, y, gens, self.step, before, member, [n for _ in keys for _, n in self.packed])
 
 
 class Paused(Exception):

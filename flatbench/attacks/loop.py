@@ -30,6 +30,7 @@ from .context import Paused, StepContext, state_to
 from .model_state import borrowed, deterministic_kernels
 from .estimators import Estimator, Plain
 from .optimizers import Optimizer
+from .packing import check_packed
 from .parts import Part, method_label
 from .threat import THREATS
 from .transforms import GradientFilter, InputTransform
@@ -69,8 +70,8 @@ class Attack:
         transforms: input transforms and gradient filters alike (TIM), as the config group holds
             them; the loop applies each where it acts (None: none).
         chunk: most images in one forward/backward: "auto" (the default: by rule, the
-            largest power of two ≤ 64 whose activations fit 1 GiB on a CPU, ≤ 256 fitting half
-            the GPU's memory on CUDA, see :mod:`.tuning`), "measure" (the fastest size, timed once per
+            largest power of two whose activations fit a share of the device's total memory,
+            see :mod:`.tuning`), "measure" (the fastest size, timed once per
             architecture, input shape and device), an integer, or None (all N·B at once).
         memory_budget_mb: lowers the chunk so that one forward/backward's saved activations
             fit this many MiB (counted with saved-tensor hooks, per image).
@@ -167,18 +168,19 @@ class Attack:
         return describe(self)
 
     def loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int,
-                  before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, member: Optional[int] = None) -> torch.Tensor:
+                  before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, member: Optional[int] = None,
+                  sizes: Optional[List[int]] = None) -> torch.Tensor:
         # Callers often hold no_grad (evaluation code, notebooks); the input gradient needs autograd.
         with torch.enable_grad():
             # detach() gives a new leaf sharing storage: no copy, and the caller's tensor is untouched.
-            return self._loss_grad(x.detach().requires_grad_(True), y, gens, step, before, member)
+            return self._loss_grad(x.detach().requires_grad_(True), y, gens, step, before, member, sizes)
 
-    def _loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int,
-                   before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, member: Optional[int] = None) -> torch.Tensor:
+    def _loss_grad(self, x, y, gens, step, before=None, member=None, sizes=None) -> torch.Tensor:
+        """∇ℓ at x; x holds one group per generator (of ``sizes`` images, else equal groups)."""
         model = self._step_model(step) if member is None else ensemble_members(self.model)[member]
         z = x if before is None else before(x)
         if self.transforms:
-            groups = z.chunk(len(gens)) if len(gens) > 1 else [z]
+            groups = z.split(sizes) if sizes else z.chunk(len(gens)) if len(gens) > 1 else [z]
             outs = []
             for zg, gen in zip(groups, gens):
                 for t in self.transforms:
@@ -186,7 +188,7 @@ class Attack:
                 outs.append(zg)
             z = torch.cat(outs) if len(outs) > 1 else outs[0]
             # Labels follow the copy-major layout of each group's views.
-            yg = y.chunk(len(gens)) if len(gens) > 1 else [y]
+            yg = y.split(sizes) if sizes else y.chunk(len(gens)) if len(gens) > 1 else [y]
             y = torch.cat([v.repeat(self.copies) for v in yg])
         if self.memory_format == "channels_last" and z.dim() == 4:
             z = z.contiguous(memory_format=torch.channels_last)
@@ -218,7 +220,8 @@ class Attack:
 
     def trajectory(self, x: torch.Tensor, y: torch.Tensor, at: Sequence[int] = (), seed: Hashable = 0,
                    partners: Optional[torch.Tensor] = None, until: Optional[int] = None,
-                   pause: Optional[Callable[[], bool]] = None, resume: Optional[Dict] = None) -> Dict[int, torch.Tensor]:
+                   pause: Optional[Callable[[], bool]] = None, resume: Optional[Dict] = None,
+                   packed: Optional[Sequence] = None) -> Dict[int, torch.Tensor]:
         """The examples after the steps ``at`` (1-based) and after the last: ``{t: x_t, ..., T: x_T}``.
 
         One run of the attack: x_t is what the same attack with T = t (and the same α) returns,
@@ -227,6 +230,8 @@ class Attack:
         is stored crafts only as far as the snapshots it lacks). ``pause``: asked after each step
         but the last; when it returns True the call raises :class:`Paused` with the state, which
         ``resume`` takes back (a requeued job continues a batch where the last one stopped).
+        ``packed``: x stacks several batches, ``[(seed, images), ...]``, each drawing with its own
+        seed, as if crafted alone (:mod:`.packing`; only a :func:`~.packing.packable` attack).
         """
         at = check_snapshots(at, self.steps)
         last = self.steps if until is None else int(until)
@@ -236,12 +241,14 @@ class Attack:
             self.transforms = [t.with_partners(partners) if hasattr(t, "with_partners") else t for t in own]
         try:
             with borrowed(self.model), deterministic_kernels():
-                return self._run(x, y, seed, set(at) | {self.steps}, last, pause, resume)
+                seed, packed = check_packed(self, x, seed, packed)
+                return self._run(x, y, seed, set(at) | {self.steps}, last, pause, resume, packed)
         finally:
             self.transforms = own
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, seed: Hashable, keep: set, last: int,
-             pause: Optional[Callable[[], bool]] = None, resume: Optional[Dict] = None) -> Dict[int, torch.Tensor]:
+             pause: Optional[Callable[[], bool]] = None, resume: Optional[Dict] = None,
+             packed: Optional[tuple] = None) -> Dict[int, torch.Tensor]:
         x = x.detach().float()
         y = y.detach().long()
         self.device_of_last_call = x.device
@@ -261,7 +268,7 @@ class Attack:
         for t in range(first, last):
             if t > first and pause is not None and pause():
                 raise Paused({"step": t, "delta": delta, "optimizer": own, "estimator": est_state, "kept": kept})
-            ctx = self.step_context(seed, t, est_state, origin=x)
+            ctx = self.step_context(seed, t, est_state, origin=x, packed=packed)
             x_eval = self.optimizer.eval_point(x + delta, own, self.alpha, self.threat)
             g = self.estimator(ctx, x_eval, y)
             for f in self.filters:
@@ -273,11 +280,11 @@ class Attack:
         return kept
 
     def step_context(self, seed: Hashable, step: int, state: Optional[Dict] = None,
-                     origin: Optional[torch.Tensor] = None) -> StepContext:
+                     origin: Optional[torch.Tensor] = None, packed: Optional[tuple] = None) -> StepContext:
         """What the estimator gets at ``step`` (the chunk and device of the current call)."""
         return StepContext(seed, step, self.alpha, self.threat, self.loss_grad, self.device_of_last_call, self.chunk,
                            self.copies, state if state is not None else {}, self.targeted, self.predict, origin,
-                           len(ensemble_members(self.model)))
+                           len(ensemble_members(self.model)), packed)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The surrogate's class for each image of x, without the input transforms: a forward

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
 from ..attacks.context import Paused
 from ..attacks.loop import NonFiniteError
+from ..attacks.packing import pack_size
 from ..config import CellSettings
 from ..settings import Settings
 from ..data import ImageSet
@@ -71,45 +72,72 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
     until = max(snapshots) if final is not None and snapshots else None
     out = torch.zeros_like(data.images) if final is None else final.clone()
     t0 = time.perf_counter()
-    bounds = [(lo, min(len(data), lo + batch_size)) for lo in range(0, len(data), batch_size)]
-    mine = [(i, lo, hi) for i, (lo, hi) in enumerate(bounds) if world.mine(i)]
+    _pin_sizing(attack, data, device, batch_size, store, world, force)
+    groups = _my_groups(attack, data, device, batch_size, world)
+    mine = [(0, lo, hi) for g in groups for lo, hi in g]
     bar = tqdm(total=sum(hi - lo for _, lo, hi in mine), desc=f"craft {attack.label}", unit="img",
                disable=not progress or not world.main)
     crafted_now = []   # (lo, hi) of the batches crafted now: the log names them (per rank under DDP)
     who = f"rank {world.rank}/{world.size}: " if world.active else ""   # each rank's log says what it did
     if store is not None and not force and not store.full.exists():
         _log_resume(who, store, mine)
-    _pin_sizing(attack, data, device, batch_size, store, world, force)
     settings_kept = store is None or (not force and store.settings_path.exists())
+    have = {}   # (lo, hi) -> (the stored last step or None, {step: the stored snapshot or None})
     for _, lo, hi in mine:
         done = final[lo:hi] if final is not None else None if (store is None or force) else store.load_batch(lo, hi)
-        kept = {t: None if force else st.load_batch(lo, hi) for t, st in snapshots.items()}
-        if done is None or any(v is None for v in kept.values()):
+        have[lo, hi] = done, {t: None if force else st.load_batch(lo, hi) for t, st in snapshots.items()}
+    for group in groups:
+        rows = [(lo, hi) for lo, hi in group
+                if have[lo, hi][0] is None or any(v is None for v in have[lo, hi][1].values())]
+        if rows:
             if stop is not None:
-                stop.check(f"before batch {lo}:{hi}")
-            xs = _resumable_batch(attack, data, y_attack, lo, hi, device, seed, tuple(snapshots), until,
-                                  None if force else store, stop, world, settings_kept)
-            settings_kept = settings_kept or (store is not None and store.settings_path.exists())
-            kept = {t: quantize(xs[t], data.images[lo:hi], attack.eps, attack.norm, quantize_mode).cpu()
-                    for t in snapshots}
-            for t, st in snapshots.items():
-                st.save_batch(lo, hi, kept[t])
-            if final is None:
-                done = quantize(xs[attack.steps], data.images[lo:hi], attack.eps, attack.norm, quantize_mode).cpu()
-            if store is not None:
-                if not settings_kept and world.main:
-                    store.save_crafting_settings(attack.chunk, attack.memory_format)
-                    settings_kept = True
-                if final is None:
-                    store.save_batch(lo, hi, done)
-            crafted_now.append((lo, hi))
-        out[lo:hi] = done
-        for t in snapshots:
-            snap_sets[t][lo:hi] = kept[t]
-        bar.update(hi - lo)
+                stop.check(f"before batch {_named(rows)}")
+            xs_of = _resumable_pack(attack, data, y_attack, rows, device, seed, tuple(snapshots), until,
+                                    None if force else store, stop, world, settings_kept)
+            for (lo, hi), xs in zip(rows, xs_of):
+                settings_kept = _keep_batch(attack, data, lo, hi, xs, have, snapshots, store, final, quantize_mode,
+                                            settings_kept, world)
+                crafted_now.append((lo, hi))
+        for lo, hi in group:
+            out[lo:hi] = have[lo, hi][0]
+            for t in snapshots:
+                snap_sets[t][lo:hi] = have[lo, hi][1][t]
+            bar.update(hi - lo)
     bar.close()
     _log_crafted(who, crafted_now, len(mine))
     return out, time.perf_counter() - t0, len(crafted_now)
+
+
+def _my_groups(attack, data: ImageSet, device, batch_size: int, world: World) -> List[List[tuple]]:
+    """The batches this rank crafts, in groups crafted together (one call of the loop each): fixed
+    runs of the pack size (:mod:`flatbench.attacks.packing`) over the whole set, so a group is the
+    same on resume, and dealt to the ranks whole, so a data-parallel cell crafts the groups one
+    process crafts (equal images, not only equal draws)."""
+    bounds = [(lo, min(len(data), lo + batch_size)) for lo in range(0, len(data), batch_size)]
+    size = _pack_size(attack, data, device, batch_size) if bounds else 1
+    groups = [bounds[k:k + size] for k in range(0, len(bounds), size)]
+    return [g for j, g in enumerate(groups) if world.mine(j)]
+
+
+def _keep_batch(attack, data: ImageSet, lo: int, hi: int, xs, have: dict, snapshots, store, final, quantize_mode: str,
+                settings_kept: bool, world: World) -> bool:
+    """Quantize a crafted batch's images, checkpoint them in the store(s) and put them in ``have``;
+    returns whether the crafting settings are kept (written with the first batch)."""
+    kept = {t: quantize(xs[t], data.images[lo:hi], attack.eps, attack.norm, quantize_mode).cpu() for t in snapshots}
+    for t, st in snapshots.items():
+        st.save_batch(lo, hi, kept[t])
+    done = have[lo, hi][0]
+    if final is None:
+        done = quantize(xs[attack.steps], data.images[lo:hi], attack.eps, attack.norm, quantize_mode).cpu()
+    settings_kept = settings_kept or (store is not None and store.settings_path.exists())
+    if store is not None:
+        if not settings_kept and world.main:
+            store.save_crafting_settings(attack.chunk, attack.memory_format)
+            settings_kept = True
+        if final is None:
+            store.save_batch(lo, hi, done)
+    have[lo, hi] = done, kept
+    return settings_kept
 
 
 def _log_resume(who: str, store: AdvStore, mine) -> None:
@@ -142,25 +170,45 @@ def _pin_sizing(attack, data: ImageSet, device, batch_size: int, store: Optional
                  "as the finished batches were" if store is not None and store.settings_path.exists() else "rank 0's choice")
 
 
-def _resumable_batch(attack, data: ImageSet, y_attack: torch.Tensor, lo: int, hi: int, device, seed: int, at: tuple,
-                     until: Optional[int], store: Optional[AdvStore], stop: Optional[StopRequest], world: World,
-                     settings_kept: bool) -> Dict[int, torch.Tensor]:
-    """One batch, continued from its paused state when the store has one; a stop signal pauses it after
-    its current step, keeps that state in the store, and stops the cell (a requeue resumes it there)."""
+def _pack_size(attack, data: ImageSet, device, batch_size: int) -> int:
+    """Batches crafted together in one call of the loop (:mod:`flatbench.attacks.packing`: by rule,
+    from the chunk the batches are crafted with)."""
+    attack.chunk = attack.resolved_chunk(data.floats(slice(0, min(len(data), batch_size))).to(device))
+    size = pack_size(attack, batch_size)
+    if size > 1:
+        log.info("packing %d batches of %d images per call (chunk %s)", size, batch_size, attack.chunk)
+    return size
+
+
+def _named(rows) -> str:
+    return " ".join(f"{lo}:{hi}" for lo, hi in rows)
+
+
+def _resumable_pack(attack, data: ImageSet, y_attack: torch.Tensor, rows, device, seed: int, at: tuple,
+                    until: Optional[int], store: Optional[AdvStore], stop: Optional[StopRequest], world: World,
+                    settings_kept: bool) -> List[Dict[int, torch.Tensor]]:
+    """The batches ``rows`` crafted in one call, continued from their paused state when the store has
+    one; a stop signal pauses them after the current step, keeps that state in the store (under the
+    first batch's start and the last one's end), and stops the cell (a requeue resumes it there)."""
+    lo, hi = rows[0][0], rows[-1][1]
     resume = store.load_partial(lo, hi) if store is not None else None
+    if resume is not None and [tuple(r) for r in resume.get("batches", [(lo, hi)])] != list(rows):
+        log.info("batches %s: the paused state kept for %s is not theirs; crafting from the start", _named(rows),
+                 _named(resume["batches"]))
+        resume = None
     if resume is not None:
-        log.info("batch %d:%d: continuing from step %d (its state was kept when it paused)", lo, hi, resume["step"] + 1)
+        log.info("batch %s: continuing from step %d (its state was kept when it paused)", _named(rows), resume["step"] + 1)
     pause = stop.requested if stop is not None and store is not None else None
     if stop is not None:
         stop.crafting = True
     try:
-        xs = _run_batch(attack, data, y_attack, lo, hi, device, seed, at, until, pause, resume)
+        xs = _run_pack(attack, data, y_attack, rows, device, seed, at, until, pause, resume)
     except Paused as p:
         if not settings_kept and world.main:   # the state holds only for the chunk and format it was made with
             store.save_crafting_settings(attack.chunk, attack.memory_format)
-        store.save_partial(lo, hi, p.state)
-        stop.check(f"in batch {lo}:{hi} after step {p.state['step']}; its state is kept and the batch continues from "
-                   "there")
+        store.save_partial(lo, hi, {**p.state, "batches": [list(r) for r in rows]})
+        stop.check(f"in batch {_named(rows)} after step {p.state['step']}; its state is kept and the batch continues "
+                   "from there")
         raise
     finally:
         if stop is not None:
@@ -170,26 +218,33 @@ def _resumable_batch(attack, data: ImageSet, y_attack: torch.Tensor, lo: int, hi
     return xs
 
 
-def _run_batch(attack, data: ImageSet, y_attack: torch.Tensor, lo: int, hi: int, device, seed: int,
-               at: tuple, until: Optional[int], pause=None, resume=None) -> Dict[int, torch.Tensor]:
-    """The attack's trajectory on images lo..hi−1 (the steps ``at`` and the last), its failures named
-    by the batch's images."""
-    x = data.floats(slice(lo, hi)).to(device)
-    # Keyed by the batch's first image index, so a batch's noise does not depend on the
-    # rank or on what ran before it.
+def _run_pack(attack, data: ImageSet, y_attack: torch.Tensor, rows, device, seed: int, at: tuple,
+              until: Optional[int], pause=None, resume=None) -> List[Dict[int, torch.Tensor]]:
+    """The attack's trajectory on the batches ``rows`` (the steps ``at`` and the last), one dict per
+    batch; its failures named by the batches' images."""
+    lo, hi = rows[0][0], rows[-1][1]
+    index = [i for a, b in rows for i in range(a, b)]
+    x = data.floats(index).to(device)
+    # Each batch is keyed by its first image index, so its noise does not depend on the rank, on
+    # what ran before it, or on the batches packed with it.
     # A batch of one has no other image to mix with: mixing transforms draw from the data set.
     partners = None
-    if hi - lo == 1 and len(data) > 1 and any(hasattr(t, "with_partners") for t in attack.transforms):
+    if len(index) == 1 and len(data) > 1 and any(hasattr(t, "with_partners") for t in attack.transforms):
         partners = data.floats([(lo + 1 + j) % len(data) for j in range(min(16, len(data) - 1))]).to(device)
+    packed = [((seed, a), b - a) for a, b in rows] if len(rows) > 1 else None
     try:
-        return attack.trajectory(x, y_attack[lo:hi].to(device), at, seed=(seed, lo), partners=partners, until=until,
-                                 pause=pause, resume=resume)
+        xs = attack.trajectory(x, y_attack[index].to(device), at, seed=(seed, lo), partners=partners, until=until,
+                               pause=pause, resume=resume, packed=packed)
     except NonFiniteError as exc:
-        raise NonFiniteError(f"{exc} in batch of images {lo}..{hi - 1} ({data.ids[lo]}..{data.ids[hi - 1]})") from None
+        where = f"batch of images {lo}..{hi - 1}" if len(rows) == 1 else f"batches {_named(rows)} (crafted together)"
+        raise NonFiniteError(f"{exc} in {where} ({data.ids[lo]}..{data.ids[hi - 1]})") from None
     except torch.OutOfMemoryError:
-        raise OutOfMemory(f"out of memory on {device} crafting images {lo}..{hi - 1} (chunk resolved to "
+        raise OutOfMemory(f"out of memory on {device} crafting images {_named(rows)} (chunk resolved to "
                           f"{attack.chunk_setting}); lower chunk or batch_size, set memory_budget_mb, or use "
                           "amp=bf16; finished batches are kept") from None
+    sizes = [b - a for a, b in rows]
+    parts = {t: v.split(sizes) for t, v in xs.items()}
+    return [{t: parts[t][i] for t in xs} for i in range(len(rows))]
 
 
 def craft_cell(cell, st: Settings, w: World, surrogate, stop: Optional[StopRequest] = None) -> None:

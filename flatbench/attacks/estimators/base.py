@@ -34,6 +34,11 @@ class Estimator(Part, abc.ABC):
         """Copies of each image in its widest forward (its neighbours or views; 1: one at a time)."""
         return getattr(self, "n_samples", None) or getattr(self, "n_views", None) or 1
 
+    # Whether several batches may be crafted in one call (issue 36's packing): only when the estimator
+    # draws no batch-wide keys itself (StepContext.rng) and treats each image alone; the transforms'
+    # draws are keyed per batch by the loop, so they never stop it.
+    packable = False
+
     @abc.abstractmethod
     def evals_per_image(self, step: int) -> int:
         """Forward+backward passes per input image at step ``step`` (0-based), before the input
@@ -42,6 +47,8 @@ class Estimator(Part, abc.ABC):
 
 @ESTIMATORS.declare("plain", "", cost=STEPS, doc="Plain gradient ∇ℓ(x) (through the input transforms).")
 class Plain(Estimator):
+    packable = True
+
     def __call__(self, ctx, x, y):
         return ctx.grad(x, y, [("g",)])
 

@@ -29,6 +29,10 @@ class Penalty(Estimator):
         self.check()
 
     @property
+    def packable(self) -> bool:
+        return not self.zeta   # ζ = 0 (GNP): no neighbour noise, a deterministic look-ahead per image
+
+    @property
     def sign(self) -> float:
         return LOOKAHEADS[self.lookahead]
 
