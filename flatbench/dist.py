@@ -11,15 +11,19 @@ Two ways start K processes of one cell, and both form one torch.distributed grou
   while SLURM's variables exist in every task ``srun`` starts, submitit's included: one rule for
   both.
 
-Each rank crafts and evaluates the batches b with b % K == rank. A batch's noise is keyed by the
-seed and the index of its first image (not by the rank), with the same batch boundaries as
-a single process, so the result is identical to a single-process run. Counts are reduced
+Each rank crafts the groups of batches g with g % K == rank (a group: the batches crafted together
+in one call, :mod:`flatbench.attacks.packing`; one batch where nothing is packed) and evaluates
+the batches b with b % K == rank. A batch's noise is keyed by the seed and the index of its first
+image (not by the rank), with the same batch boundaries and groups as a single process, so the
+result is identical to a single-process run. Counts are reduced
 with torch.distributed; rank 0 alone writes files and logs.
 """
 from __future__ import annotations
 
 import os
 import re
+import socket
+import subprocess
 import zlib
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
@@ -91,6 +95,27 @@ def first_host(nodelist: str) -> str:
     return re.sub(r"\[([^\]]*)\]", lambda m: re.split(r"[,-]", m.group(1))[0], nodelist[:end].strip())
 
 
+def node_address(name: str) -> str:
+    """A SLURM node name as an address the other tasks can reach: the name itself when it resolves,
+    else the node's NodeAddr as slurmctld has it (``scontrol show node``). A node name need not be a
+    host name: clusters may name nodes apart from their hosts, and the two-node layout of
+    scripts/slurm_local.sh runs nodes n1 and n2 as two slurmd daemons of one host. A user's
+    MASTER_ADDR is taken as given (it is not a node name)."""
+    if "MASTER_ADDR" in os.environ:
+        return name
+    try:
+        socket.getaddrinfo(name, None)
+        return name
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["scontrol", "show", "node", name, "-o"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return name
+    found = re.search(r"\bNodeAddr=(\S+)", out)
+    return found.group(1) if found else name
+
+
 def slurm_world(env=os.environ) -> Optional[Tuple[int, int, int, str, int]]:
     """(rank, size, local rank, master address, master port) of the SLURM job step this process is
     a task of, when that step has more than one task; None otherwise.
@@ -149,5 +174,5 @@ def world() -> World:
         return World()
     rank, size, local_rank, addr, port = step
     if not dist.is_initialized():
-        _init(init_method=f"tcp://{addr}:{port}", rank=rank, world_size=size)
+        _init(init_method=f"tcp://{node_address(addr)}:{port}", rank=rank, world_size=size)
     return World(dist.get_rank(), dist.get_world_size(), local_rank)

@@ -14,12 +14,19 @@
 #
 # Settings (environment): FLATBENCH_SLURM_DIR, FLATBENCH_SLURM_PORT (slurmctld's port, default
 # 6817; slurmd uses the next one), FLATBENCH_SLURM_REQUEUE_S (how long a requeued job waits
-# before it may start again: SLURM's cred_expire, 120 s by default on real clusters, 10 s here).
+# before it may start again: SLURM's cred_expire, 120 s by default on real clusters, 10 s here),
+# FLATBENCH_SLURM_NODES (1: one node named after this host; 2 or more: that many nodes n1, n2, ...
+# on this host, one slurmd each with its own node name, port, spool, log and pid file, so that
+# `srun -N 2 -n 2` runs one task on each, as on two machines; issue 36). A second cluster beside
+# the first needs its own FLATBENCH_SLURM_DIR and FLATBENCH_SLURM_PORT:
+#
+#   FLATBENCH_SLURM_DIR=/tmp/fb2 FLATBENCH_SLURM_PORT=6840 FLATBENCH_SLURM_NODES=2 scripts/slurm_local.sh start
 set -euo pipefail
 
 DIR=${FLATBENCH_SLURM_DIR:-/tmp/flatbench-slurm}
 PORT=${FLATBENCH_SLURM_PORT:-6817}
 REQUEUE_S=${FLATBENCH_SLURM_REQUEUE_S:-10}
+NODES=${FLATBENCH_SLURM_NODES:-1}
 CONF=$DIR/etc/slurm.conf
 PARTITION=local
 
@@ -47,15 +54,30 @@ need_packages() {
   fi
 }
 
+# The slurmd daemons' node names: this host's name, or n1..nN on this host.
+node_names() {
+  if [ "$NODES" -gt 1 ]; then seq -f "n%g" 1 "$NODES"; else hostname -s; fi
+}
+
 write_conf() {
-  local host cpus mem_mb
+  local host cpus mem_mb nodes_line partition_nodes
   host=$(hostname -s)
   cpus=$(nproc)
   # Leave 1 GiB to the system; jobs asking for more memory than this are refused at submission.
   mem_mb=$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) - 1024 ))
   : >"$DIR/etc/plugstack.conf"   # none of the machine's SPANK plugins
+  if [ "$NODES" -gt 1 ]; then
+    # Each node is a slurmd of this host on its own port; its address is the host's (NodeAddr follows
+    # NodeHostname), which is where flatbench's tasks find their master (dist.py: node_address).
+    nodes_line=$(for i in $(seq "$NODES"); do
+      echo "NodeName=n$i NodeHostname=$host Port=$((PORT + 1 + i)) CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN"; done)
+    partition_nodes="n[1-$NODES]"
+  else
+    nodes_line="NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN"
+    partition_nodes=$host
+  fi
   cat >"$CONF" <<EOF
-# Written by scripts/slurm_local.sh: a single-node cluster on $host (regenerated on every start).
+# Written by scripts/slurm_local.sh: a cluster of $NODES node(s) on $host (regenerated on every start).
 ClusterName=flatbench
 SlurmctldHost=$host
 SlurmctldPort=$PORT
@@ -67,11 +89,11 @@ CredType=cred/munge
 # cred_expire is also how long a requeued job waits before it may start again.
 AuthInfo=socket=$DIR/munge/munge.socket,cred_expire=$REQUEUE_S
 StateSaveLocation=$DIR/state/slurmctld
-SlurmdSpoolDir=$DIR/state/slurmd
+SlurmdSpoolDir=$DIR/state/slurmd-%n
 SlurmctldPidFile=$DIR/run/slurmctld.pid
-SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmdPidFile=$DIR/run/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+SlurmdLogFile=$DIR/log/slurmd-%n.log
 PlugStackConfig=$DIR/etc/plugstack.conf
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -92,16 +114,17 @@ KillWait=30
 MinJobAge=600
 InactiveLimit=0
 SlurmdTimeout=300
-NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
+$nodes_line
+PartitionName=$PARTITION Nodes=$partition_nodes Default=YES MaxTime=INFINITE State=UP
 EOF
 }
 
 start() {
   need_root
-  mkdir -p "$DIR"/{etc,munge,state/slurmctld,state/slurmd,run,log}
+  mkdir -p "$DIR"/{etc,munge,state/slurmctld,run,log}
+  for node in $(node_names); do mkdir -p "$DIR/state/slurmd-$node"; done
   need_packages
-  if alive "$DIR/run/slurmctld.pid" && alive "$DIR/run/slurmd.pid" && alive "$DIR/run/munged.pid"; then
+  if alive "$DIR/run/slurmctld.pid" && all_slurmd_alive && alive "$DIR/run/munged.pid"; then
     say "already running (SLURM_CONF=$CONF)"
     return 0
   fi
@@ -115,21 +138,44 @@ start() {
     || die "munged did not start (log: $DIR/log/munged.log)"
   # -c: a fresh queue on every start (this cluster's jobs are tests and trials).
   slurmctld -c -f "$CONF" || die "slurmctld did not start (log: $DIR/log/slurmctld.log)"
-  slurmd -f "$CONF" || die "slurmd did not start (log: $DIR/log/slurmd.log)"
+  for node in $(node_names); do
+    if [ "$NODES" -gt 1 ]; then
+      slurmd -f "$CONF" -N "$node" || die "slurmd -N $node did not start (log: $DIR/log/slurmd-$node.log)"
+    else
+      slurmd -f "$CONF" || die "slurmd did not start (log: $DIR/log/slurmd-$node.log)"
+    fi
+  done
   local state=""
   for _ in $(seq 120); do
-    state=$(SLURM_CONF=$CONF sinfo -h -o %t 2>/dev/null | head -1 || true)
-    [ "$state" = idle ] && break
+    state=$(SLURM_CONF=$CONF sinfo -h -o "%t %D" 2>/dev/null | tr '\n' ' ' || true)
+    [ "$state" = "idle $NODES " ] && break
     sleep 0.5
   done
-  [ "$state" = idle ] || { tail -n 5 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true;
-                           die "node not idle after 60 s (state '${state:-none}'; logs in $DIR/log)"; }
-  say "up: partition '$PARTITION', node $(hostname -s) idle, $(nproc) CPUs; use: export SLURM_CONF=$CONF"
+  [ "$state" = "idle $NODES " ] || { tail -n 5 "$DIR"/log/slurmctld.log "$DIR"/log/slurmd-*.log >&2 || true;
+                                    die "nodes not idle after 60 s (states '${state:-none}'; logs in $DIR/log)"; }
+  say "up: partition '$PARTITION', $(node_names | tr '\n' ' ')idle on $(hostname -s), $(nproc) CPUs; use: export SLURM_CONF=$CONF"
+}
+
+all_slurmd_alive() {
+  local node
+  for node in $(node_names); do alive "$DIR/run/slurmd-$node.pid" || return 1; done
 }
 
 stop_daemons() {
   local name pidf pid stopped=()
-  for name in slurmd slurmctld munged; do
+  for pidf in "$DIR"/run/slurmd*.pid; do   # every slurmd this directory started, whatever the layout
+    [ -e "$pidf" ] || continue
+    name=$(basename "$pidf" .pid)
+    if alive "$pidf"; then
+      pid=$(cat "$pidf")
+      kill "$pid"
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+      stopped+=("$name($pid)")
+    fi
+    rm -f "$pidf"
+  done
+  for name in slurmctld munged; do
     pidf=$DIR/run/$name.pid
     if alive "$pidf"; then
       pid=$(cat "$pidf")
@@ -154,7 +200,7 @@ stop() {
 
 status() {
   local name ok=0
-  for name in munged slurmctld slurmd; do
+  for name in munged slurmctld $(node_names | sed 's/^/slurmd-/'); do
     if alive "$DIR/run/$name.pid"; then echo "$name: running (pid $(cat "$DIR/run/$name.pid"))"; else echo "$name: stopped"; ok=1; fi
   done
   [ $ok = 0 ] && SLURM_CONF=$CONF sinfo

@@ -65,6 +65,9 @@ LONG = {
     "test_pause.py::test_sigterm_mid_batch_keeps_its_state_and_the_rerun_continues_it",
     # issue 37: an LGV cell with flatness measured on the base network (about 40 s)
     "test_lgv.py::test_flatness_on_the_base_model_of_an_lgv_cell",
+    # issue 36 section 8: a second cluster of two nodes; one cell on it, then one under a 1-minute limit
+    "test_slurm.py::test_a_two_node_cell_is_one_data_parallel_cell_equal_to_one_process",
+    "test_slurm.py::test_a_two_node_cell_hit_by_its_time_limit_resumes_both_ranks",
 }
 LONG_FIXTURES = {"study"}   # test_conclusions.py's three-seed study (117 s to set up there)
 
@@ -115,15 +118,15 @@ def layouts(tmp_path_factory):
 SLURM_SCRIPT = ROOT / "scripts" / "slurm_local.sh"
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """The single-node cluster of scripts/slurm_local.sh: used when running (CI starts it in
-    .ci/run), else started here and stopped at the end; the tests skip, with the script's reason,
-    where it cannot start (not root, no apt-get), and fail under CI=true (.ci/run sets it)."""
+def _local_cluster(env: dict, what: str):
+    """A cluster of scripts/slurm_local.sh (its settings in ``env``): used when running, else started
+    and stopped at the end; skipped, with the script's reason, where it cannot start (not root, no
+    apt-get), and failed under CI=true (.ci/run sets it)."""
     import subprocess
 
     def script(*args, timeout=900):
-        return subprocess.run(["bash", str(SLURM_SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(["bash", str(SLURM_SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **env})
 
     started = False
     if script("status").returncode != 0:
@@ -131,10 +134,24 @@ def slurm_cluster():
         if p.returncode != 0:
             reason = (p.stderr.strip() or p.stdout.strip() or "unknown").splitlines()[-1]
             if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-                pytest.fail(f"CI=true but the local SLURM cluster did not start: {reason}")  # CI runs them, never skips
-            pytest.skip(f"no local SLURM cluster: {reason}")
+                pytest.fail(f"CI=true but {what} did not start: {reason}")  # CI runs them, never skips
+            pytest.skip(f"no {what}: {reason}")
         started = True
     conf = script("env").stdout.strip().split("=", 1)[1]
     yield {"SLURM_CONF": conf}
     if started:
         script("stop")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The single-node cluster of scripts/slurm_local.sh (CI starts it in .ci/run)."""
+    yield from _local_cluster({}, "the local SLURM cluster")
+
+
+@pytest.fixture(scope="session")
+def slurm_two_nodes():
+    """A second cluster beside the first: two nodes, n1 and n2, as two slurmd daemons of this host
+    (FLATBENCH_SLURM_NODES=2), with its own directory and ports; started here, stopped at the end."""
+    yield from _local_cluster({"FLATBENCH_SLURM_DIR": "/tmp/flatbench-slurm-2nodes", "FLATBENCH_SLURM_PORT": "6840",
+                               "FLATBENCH_SLURM_NODES": "2"}, "the two-node local SLURM cluster")

@@ -124,11 +124,13 @@ def _crafted_by(log: str) -> set:
 
 def test_two_tasks_form_one_data_parallel_cell_equal_to_one_process(slurm_cluster, zoo_dir, tmp_path):
     """hydra.launcher.tasks_per_node=2: the two SLURM tasks form one process group and share the
-    cell's batches (rank r crafts batches b with b % 2 == r); rank 0 alone writes; the images and
-    rows are the single process's."""
+    cell's batches; rank 0 alone writes; the images and rows are the single process's. MI-FGSM with
+    chunk 32 packs two batches of 16 per call (issue 36): the packs go to the ranks whole (rank r
+    crafts packs p with p % 2 == r), so each rank crafts the packs one process crafts, bit for bit.
+    Broken variant tried: batches dealt to the ranks one by one and packed within a rank."""
     env = _env(zoo_dir, slurm_cluster)
-    cell = ["method=mifgsm", "surrogate=digits-cnn", "n_images=64", "batch_size=16", "targets=digits_small",
-            "progress=false"]
+    cell = ["method=mifgsm", "surrogate=digits-cnn", "n_images=64", "batch_size=16", "chunk=32",
+            "targets=digits_small", "progress=false"]
     sweep = tmp_path / "s"
     p = _start(["-m", *LAUNCHER, "hydra.launcher.tasks_per_node=2", *cell, f"paths.output_dir={tmp_path / 'o1'}",
                 f"hydra.sweep.dir={sweep}"], env, tmp_path)
@@ -141,8 +143,8 @@ def test_two_tasks_form_one_data_parallel_cell_equal_to_one_process(slurm_cluste
     assert "#SBATCH --ntasks-per-node=2" in script
     rank0, rank1 = _task_log(sweep, 0), _task_log(sweep, 1)
     assert "rank 0/2" in rank0 and "rank 1/2" in rank1, rank1[-3000:]
-    assert _crafted_by(rank0) == {"0:16", "32:48"}, rank0[-3000:]
-    assert _crafted_by(rank1) == {"16:32", "48:64"}, rank1[-3000:]
+    assert _crafted_by(rank0) == {"0:16", "16:32"}, rank0[-3000:]
+    assert _crafted_by(rank1) == {"32:48", "48:64"}, rank1[-3000:]
     # Rank 0 alone writes the rows and the set.
     assert "results:" in rank0 and "results:" not in rank1
     assert "wrote the adversarial set" in rank0 and "wrote the adversarial set" not in rank1
@@ -349,3 +351,59 @@ def test_optuna_search_with_one_trial_a_job(slurm_cluster, zoo_dir, tmp_path):
         df = pd.read_csv(sweep / num / "results.csv")
         objectives.append(df[df["role"] == "black-box"]["asr"].mean())
     assert f"best_value: {max(objectives)}" in best
+
+
+TWO_NODES = [*LAUNCHER, "hydra.launcher.nodes=2", "hydra.launcher.tasks_per_node=1"]
+
+
+def _job_nodes(sweep: Path, env) -> str:
+    """The node list SLURM gave the sweep's (first) job, from ``scontrol show job`` (finished jobs stay
+    listed for MinJobAge, 10 minutes here)."""
+    job = next(d.name for d in (sweep / ".submitit").glob("*") if d.is_dir())
+    state = subprocess.run(["scontrol", "show", "job", job.split("_")[0]], env=env, capture_output=True, text=True).stdout
+    return re.search(r"\bNodeList=(\S+)", state).group(1)
+
+
+def test_a_two_node_cell_is_one_data_parallel_cell_equal_to_one_process(slurm_two_nodes, zoo_dir, tmp_path):
+    """hydra.launcher.nodes=2 with one task each, on the two-node cluster (n1 and n2, two slurmd
+    daemons of this host; scripts/slurm_local.sh with FLATBENCH_SLURM_NODES=2): one task on each node,
+    one process group whose master is found through the node's address (the name n1 does not resolve),
+    the packs dealt to the ranks, and the images and rows of one process. Broken variant tried: the
+    master address taken as the node name (dist.py without node_address): the ranks fail to connect."""
+    env = _env(zoo_dir, slurm_two_nodes)
+    cell = ["method=mifgsm", "surrogate=digits-cnn", "n_images=64", "batch_size=16", "chunk=32",
+            "targets=digits_small", "progress=false"]
+    sweep = tmp_path / "s"
+    p = _start(["-m", *TWO_NODES, *cell, f"paths.output_dir={tmp_path / 'o1'}", f"hydra.sweep.dir={sweep}"], env, tmp_path)
+    ref = _start(["-m", *cell, f"paths.output_dir={tmp_path / 'o2'}", f"hydra.sweep.dir={tmp_path / 'ref'}"],
+                 env, tmp_path)
+    rc, _, err = _finish(p)
+    assert rc == 0, err[-3000:] + _logs(sweep)[-3000:]
+    assert _finish(ref)[0] == 0
+    script = next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script
+    assert _job_nodes(sweep, env) == "n[1-2]"
+    rank0, rank1 = _task_log(sweep, 0), _task_log(sweep, 1)
+    assert "rank 0/2" in rank0 and "rank 1/2" in rank1, rank1[-3000:]
+    assert _crafted_by(rank0) == {"0:16", "16:32"} and _crafted_by(rank1) == {"32:48", "48:64"}, rank1[-3000:]
+    _same_images(sweep / "0", tmp_path / "ref" / "0")
+    key = ["target", "asr", "clean_acc", "n_fooled", "linf_mean", "cell_id", "grad_evals"]
+    pd.testing.assert_frame_equal(pd.read_csv(sweep / "0" / "results.csv")[key],
+                                  pd.read_csv(tmp_path / "ref" / "0" / "results.csv")[key])
+
+
+def test_a_two_node_cell_hit_by_its_time_limit_resumes_both_ranks(slurm_two_nodes, zoo_dir, tmp_path):
+    """The same two-node layout under a 1-minute limit: USR2 reaches the task on each node, rank 0
+    requeues the job, and the requeued job resumes both ranks from their finished batches, to the
+    images of one uninterrupted process."""
+    env = _env(zoo_dir, slurm_two_nodes)
+    cell = [*PGN_CELL, "n_images=480"]   # 60 batches, 30 a rank: about 75 s of crafting per rank on one core
+    sweep = _time_limited(env, tmp_path, TWO_NODES, cell)
+    assert _job_nodes(sweep, env) == "n[1-2]"
+    rank0, rank1 = _task_log(sweep, 0), _task_log(sweep, 1)
+    assert "Caught signal SIGUSR2" in rank0 and "Caught signal SIGUSR2" in rank1, rank1[-3000:]
+    assert re.search(r"Requeued job \S+ \(\d+ remaining timeouts\)", rank0)
+    for log, rank in ((rank0, 0), (rank1, 1)):
+        resumed = [int(m) for m in re.findall(rf"rank {rank}/2: resuming: (\d+) of 30 batches already finished", log)]
+        assert resumed and resumed[0] > 0, log[-3000:]
+    _same_images(sweep / "0", tmp_path / "ref" / "0")
