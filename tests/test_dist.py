@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from flatbench.cell.plan import _device
-from flatbench.dist import World, first_host, slurm_world
+from flatbench.dist import World, first_host, node_address, slurm_world
 from flatbench.registry import ConfigError
 
 
@@ -35,6 +35,26 @@ def test_a_srun_task_of_a_multi_task_step_is_a_rank():
     assert slurm_world({**STEP, "SLURM_JOB_ID": "4712"})[4] != port
     # A user's MASTER_ADDR / MASTER_PORT win.
     assert slurm_world({**STEP, "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"})[3:] == ("10.0.0.1", 29500)
+
+
+def test_a_node_name_that_does_not_resolve_is_reached_through_its_node_addr(tmp_path, monkeypatch):
+    """The master is the step's first node. A name that resolves is used as it is; one that does not
+    (n1 of scripts/slurm_local.sh's two-node layout, two slurmd daemons of one host) is looked up as
+    its NodeAddr in ``scontrol show node``; without scontrol the name stays. A fake scontrol on PATH
+    answers as SLURM does. Broken variant: the name taken as it is (n1; the tasks then never connect)."""
+    fake = tmp_path / "scontrol"
+    fake.write_text('#!/bin/sh\n[ "$3" = n1 ] && echo "NodeName=n1 Arch=x86_64 NodeAddr=127.0.0.1 NodeHostName=vm Port=6842"\n')
+    fake.chmod(0o755)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert node_address("localhost") == "localhost"
+    assert node_address("n1") == "127.0.0.1"
+    assert node_address("n9-nowhere") == "n9-nowhere"   # scontrol knows no such node
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert node_address("n1") == "n1"
+    monkeypatch.setenv("MASTER_ADDR", "n1")   # a user's address is taken as given
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert node_address("n1") == "n1"
 
 
 def test_a_batch_script_or_a_one_task_step_is_one_process():
