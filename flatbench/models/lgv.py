@@ -156,18 +156,14 @@ def load_pinned_lgv(directory: Optional[Path] = None, seed: int = 0) -> WeightSn
     """``digits-resnet-lgv``: the pinned snapshots, after checking their SHA-256, their base and data."""
     from safetensors.torch import load_file
 
-    from .testbed import PINNED_DIR, file_sha256
+    from .testbed import PINNED_DIR
+    from .testbed.pinning import checked_sidecar
 
     directory = Path(directory or PINNED_DIR)
     path, side = directory / f"{PINNED_NAME}.safetensors", directory / f"{PINNED_NAME}.json"
-    if not path.is_file() or not side.is_file():
-        raise ConfigError(f"the pinned snapshots {path} are missing (a broken install?): reinstall flatbench, or "
-                          f"rebuild them with `python scripts/lgv_snapshots.py --out DIR`")
-    meta = json.loads(side.read_text())
-    got = file_sha256(path)
-    if got != meta.get("sha256"):
-        raise ConfigError(f"the pinned snapshots {path} fail their SHA-256 check (sidecar {str(meta.get('sha256'))[:16]}..., "
-                          f"file {got[:16]}...): the file is corrupt or was changed; reinstall flatbench")
+    meta = checked_sidecar(path, side, "the pinned snapshots",
+                           f"the pinned snapshots {path} are missing (a broken install?): reinstall flatbench, or "
+                           "rebuild them with `python scripts/lgv_snapshots.py --out DIR`", "reinstall flatbench")
     want = pinned_key()
     stale = [k for k in ("base_sha256", "data_hash") if meta.get(k) != want[k]]
     if stale:

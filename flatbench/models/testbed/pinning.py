@@ -46,20 +46,28 @@ def _build_wrapped(name: str, weights: Path, seed: int = 0) -> nn.Module:
     return freeze(model)
 
 
+def checked_sidecar(path: Path, side: Path, what: str, missing: str, then: str) -> dict:
+    """The sidecar of a file shipped with the package, once both exist (else ConfigError ``missing``)
+    and the file's SHA-256 is the sidecar's (else a ConfigError naming ``what`` and saying ``then``)."""
+    if not path.is_file() or not side.is_file():
+        raise ConfigError(missing)
+    meta = json.loads(side.read_text())
+    got = file_sha256(path)
+    if got != meta.get("sha256"):
+        raise ConfigError(f"{what} {path} fail their SHA-256 check (sidecar {str(meta.get('sha256'))[:16]}..., "
+                          f"file {got[:16]}...): the file is corrupt or was changed; {then}")
+    return meta
+
+
 def load_pinned(name: str, directory: Path = PINNED_DIR) -> nn.Module:
     """The pinned weights of ``name``, after checking their SHA-256 and the data they were trained on."""
     from ...data.digits import load_split
 
     weights, side = directory / f"{name}.safetensors", directory / f"{name}.json"
-    if not weights.exists() or not side.exists():
-        raise ConfigError(f"the pinned weights of {name!r} are missing from {directory} (a broken install?): reinstall "
-                          f"flatbench, or train them with `flatbench-zoo train {name} --out DIR` and set paths.zoo_dir=DIR")
-    meta = json.loads(side.read_text())
-    got = file_sha256(weights)
-    if got != meta.get("sha256"):
-        raise ConfigError(f"the pinned weights {weights} fail their SHA-256 check (sidecar {str(meta.get('sha256'))[:16]}..., "
-                          f"file {got[:16]}...): the file is corrupt or was changed; reinstall flatbench (flatbench "
-                          "never retrains pinned weights silently)")
+    meta = checked_sidecar(weights, side, "the pinned weights",
+                           f"the pinned weights of {name!r} are missing from {directory} (a broken install?): reinstall "
+                           f"flatbench, or train them with `flatbench-zoo train {name} --out DIR` and set paths.zoo_dir=DIR",
+                           "reinstall flatbench (flatbench never retrains pinned weights silently)")
     data = load_split("train").digest() + load_split("test").digest()
     if meta.get("data_hash") != data:
         raise ConfigError(f"the pinned weights of {name!r} were trained on digits data with hash {meta.get('data_hash')}, "
