@@ -162,27 +162,15 @@ all_slurmd_alive() {
 }
 
 stop_daemons() {
-  local name pidf pid stopped=()
-  for pidf in "$DIR"/run/slurmd*.pid; do   # every slurmd this directory started, whatever the layout
-    [ -e "$pidf" ] || continue
-    name=$(basename "$pidf" .pid)
+  local pidf pid stopped=()
+  # Every slurmd this directory started, whatever the layout, then the controller and munged.
+  for pidf in "$DIR"/run/slurmd*.pid "$DIR/run/slurmctld.pid" "$DIR/run/munged.pid"; do
     if alive "$pidf"; then
       pid=$(cat "$pidf")
       kill "$pid"
       for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-      stopped+=("$name($pid)")
-    fi
-    rm -f "$pidf"
-  done
-  for name in slurmctld munged; do
-    pidf=$DIR/run/$name.pid
-    if alive "$pidf"; then
-      pid=$(cat "$pidf")
-      kill "$pid"
-      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-      stopped+=("$name($pid)")
+      stopped+=("$(basename "$pidf" .pid)($pid)")
     fi
     rm -f "$pidf"
   done

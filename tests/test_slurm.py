@@ -122,39 +122,49 @@ def _crafted_by(log: str) -> set:
     return {b for m in re.findall(r"crafted batches ([\d: ]+)", log) for b in m.split()}
 
 
-def test_two_tasks_form_one_data_parallel_cell_equal_to_one_process(slurm_cluster, zoo_dir, tmp_path):
-    """hydra.launcher.tasks_per_node=2: the two SLURM tasks form one process group and share the
-    cell's batches; rank 0 alone writes; the images and rows are the single process's. MI-FGSM with
-    chunk 32 packs two batches of 16 per call (issue 36): the packs go to the ranks whole (rank r
-    crafts packs p with p % 2 == r), so each rank crafts the packs one process crafts, bit for bit.
-    Broken variant tried: batches dealt to the ranks one by one and packed within a rank."""
-    env = _env(zoo_dir, slurm_cluster)
-    cell = ["method=mifgsm", "surrogate=digits-cnn", "n_images=64", "batch_size=16", "chunk=32",
-            "targets=digits_small", "progress=false"]
+# MI-FGSM with chunk 32 packs two batches of 16 per call (issue 36): 4 batches, 2 groups, one a rank.
+DP_CELL = ["method=mifgsm", "surrogate=digits-cnn", "n_images=64", "batch_size=16", "chunk=32", "targets=digits_small",
+           "progress=false"]
+
+
+def _data_parallel_cell(launcher, env, tmp_path: Path):
+    """DP_CELL through ``launcher`` (2 tasks) beside one local process, both succeeding, each rank
+    crafting only its own group; checks that its images and rows are the single process's.
+    Returns the sweep dir, rank 0's log and rank 1's, and the sbatch script."""
     sweep = tmp_path / "s"
-    p = _start(["-m", *LAUNCHER, "hydra.launcher.tasks_per_node=2", *cell, f"paths.output_dir={tmp_path / 'o1'}",
-                f"hydra.sweep.dir={sweep}"], env, tmp_path)
-    ref = _start(["-m", *cell, f"paths.output_dir={tmp_path / 'o2'}", f"hydra.sweep.dir={tmp_path / 'ref'}"],
+    p = _start(["-m", *launcher, *DP_CELL, f"paths.output_dir={tmp_path / 'o1'}", f"hydra.sweep.dir={sweep}"], env,
+               tmp_path)
+    ref = _start(["-m", *DP_CELL, f"paths.output_dir={tmp_path / 'o2'}", f"hydra.sweep.dir={tmp_path / 'ref'}"],
                  env, tmp_path)
     rc, _, err = _finish(p)
     assert rc == 0, err[-3000:] + _logs(sweep)[-3000:]
     assert _finish(ref)[0] == 0
-    script = next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
-    assert "#SBATCH --ntasks-per-node=2" in script
     rank0, rank1 = _task_log(sweep, 0), _task_log(sweep, 1)
     assert "rank 0/2" in rank0 and "rank 1/2" in rank1, rank1[-3000:]
     assert _crafted_by(rank0) == {"0:16", "16:32"}, rank0[-3000:]
     assert _crafted_by(rank1) == {"32:48", "48:64"}, rank1[-3000:]
+    _same_images(sweep / "0", tmp_path / "ref" / "0")
+    key = ["target", "asr", "clean_acc", "n_fooled", "linf_mean", "cell_id", "grad_evals"]
+    pd.testing.assert_frame_equal(pd.read_csv(sweep / "0" / "results.csv")[key],
+                                  pd.read_csv(tmp_path / "ref" / "0" / "results.csv")[key])
+    return sweep, rank0, rank1, next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
+
+
+def test_two_tasks_form_one_data_parallel_cell_equal_to_one_process(slurm_cluster, zoo_dir, tmp_path):
+    """hydra.launcher.tasks_per_node=2: the two SLURM tasks form one process group and share the
+    cell's batches; rank 0 alone writes; the images and rows are the single process's. The groups
+    of packed batches go to the ranks whole (rank r crafts groups g with g % 2 == r), so each rank
+    crafts what one process crafts in the same calls. Broken variant tried: batches dealt to the
+    ranks one by one and packed within a rank (rank 0 then crafts 0:16 and 32:48)."""
+    sweep, rank0, rank1, script = _data_parallel_cell([*LAUNCHER, "hydra.launcher.tasks_per_node=2"],
+                                                      _env(zoo_dir, slurm_cluster), tmp_path)
+    assert "#SBATCH --ntasks-per-node=2" in script
     # Rank 0 alone writes the rows and the set.
     assert "results:" in rank0 and "results:" not in rank1
     assert "wrote the adversarial set" in rank0 and "wrote the adversarial set" not in rank1
     # The cell directory's log is rank 0's; rank 1 logs beside it.
     assert "rank 1/2" not in (sweep / "0" / "cli.log").read_text()
     assert "rank 1/2" in (sweep / "0" / "cli.rank1.log").read_text()
-    _same_images(sweep / "0", tmp_path / "ref" / "0")
-    key = ["target", "asr", "clean_acc", "n_fooled", "linf_mean", "cell_id", "grad_evals"]
-    pd.testing.assert_frame_equal(pd.read_csv(sweep / "0" / "results.csv")[key],
-                                  pd.read_csv(tmp_path / "ref" / "0" / "results.csv")[key])
 
 
 # slurm_ddp on the local cluster: no GPUs there, one CPU per task, one thread each.
@@ -368,28 +378,13 @@ def test_a_two_node_cell_is_one_data_parallel_cell_equal_to_one_process(slurm_tw
     """hydra.launcher.nodes=2 with one task each, on the two-node cluster (n1 and n2, two slurmd
     daemons of this host; scripts/slurm_local.sh with FLATBENCH_SLURM_NODES=2): one task on each node,
     one process group whose master is found through the node's address (the name n1 does not resolve),
-    the packs dealt to the ranks, and the images and rows of one process. Broken variant tried: the
-    master address taken as the node name (dist.py without node_address): the ranks fail to connect."""
+    the groups dealt to the ranks, and the images and rows of one process. Broken variant tried: the
+    master address taken as the node name (dist.py without node_address): the job never finished
+    (the unit test in tests/test_dist.py catches the same variant at once)."""
     env = _env(zoo_dir, slurm_two_nodes)
-    cell = ["method=mifgsm", "surrogate=digits-cnn", "n_images=64", "batch_size=16", "chunk=32",
-            "targets=digits_small", "progress=false"]
-    sweep = tmp_path / "s"
-    p = _start(["-m", *TWO_NODES, *cell, f"paths.output_dir={tmp_path / 'o1'}", f"hydra.sweep.dir={sweep}"], env, tmp_path)
-    ref = _start(["-m", *cell, f"paths.output_dir={tmp_path / 'o2'}", f"hydra.sweep.dir={tmp_path / 'ref'}"],
-                 env, tmp_path)
-    rc, _, err = _finish(p)
-    assert rc == 0, err[-3000:] + _logs(sweep)[-3000:]
-    assert _finish(ref)[0] == 0
-    script = next((sweep / ".submitit").glob("*/*_submission.sh")).read_text()
+    sweep, _, _, script = _data_parallel_cell(TWO_NODES, env, tmp_path)
     assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script
     assert _job_nodes(sweep, env) == "n[1-2]"
-    rank0, rank1 = _task_log(sweep, 0), _task_log(sweep, 1)
-    assert "rank 0/2" in rank0 and "rank 1/2" in rank1, rank1[-3000:]
-    assert _crafted_by(rank0) == {"0:16", "16:32"} and _crafted_by(rank1) == {"32:48", "48:64"}, rank1[-3000:]
-    _same_images(sweep / "0", tmp_path / "ref" / "0")
-    key = ["target", "asr", "clean_acc", "n_fooled", "linf_mean", "cell_id", "grad_evals"]
-    pd.testing.assert_frame_equal(pd.read_csv(sweep / "0" / "results.csv")[key],
-                                  pd.read_csv(tmp_path / "ref" / "0" / "results.csv")[key])
 
 
 def test_a_two_node_cell_hit_by_its_time_limit_resumes_both_ranks(slurm_two_nodes, zoo_dir, tmp_path):

@@ -74,8 +74,8 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
     t0 = time.perf_counter()
     _pin_sizing(attack, data, device, batch_size, store, world, force)
     groups = _my_groups(attack, data, device, batch_size, world)
-    mine = [(0, lo, hi) for g in groups for lo, hi in g]
-    bar = tqdm(total=sum(hi - lo for _, lo, hi in mine), desc=f"craft {attack.label}", unit="img",
+    mine = [b for g in groups for b in g]
+    bar = tqdm(total=sum(hi - lo for lo, hi in mine), desc=f"craft {attack.label}", unit="img",
                disable=not progress or not world.main)
     crafted_now = []   # (lo, hi) of the batches crafted now: the log names them (per rank under DDP)
     who = f"rank {world.rank}/{world.size}: " if world.active else ""   # each rank's log says what it did
@@ -83,7 +83,7 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
         _log_resume(who, store, mine)
     settings_kept = store is None or (not force and store.settings_path.exists())
     have = {}   # (lo, hi) -> (the stored last step or None, {step: the stored snapshot or None})
-    for _, lo, hi in mine:
+    for lo, hi in mine:
         done = final[lo:hi] if final is not None else None if (store is None or force) else store.load_batch(lo, hi)
         have[lo, hi] = done, {t: None if force else st.load_batch(lo, hi) for t, st in snapshots.items()}
     for group in groups:
@@ -141,14 +141,14 @@ def _keep_batch(attack, data: ImageSet, lo: int, hi: int, xs, have: dict, snapsh
 
 
 def _log_resume(who: str, store: AdvStore, mine) -> None:
-    have = sum(store.batch_path(lo, hi).exists() for _, lo, hi in mine)
+    have = sum(store.batch_path(lo, hi).exists() for lo, hi in mine)
     if have:
         log.info("%sresuming: %d of %d batches already finished (checkpoints in %s)", who, have, len(mine), store.batches)
 
 
 def _log_crafted(who: str, crafted_now, n_mine: int) -> None:
     """What this rank crafted now and what came from checkpoints (the log names the batches)."""
-    named = " ".join(f"{lo}:{hi}" for lo, hi in crafted_now[:40]) + (f" ... ({len(crafted_now) - 40} more)"
+    named = _named(crafted_now[:40]) + (f" ... ({len(crafted_now) - 40} more)"
                                                                      if len(crafted_now) > 40 else "")
     log.info("%scrafted %d of %d batches now, %d from checkpoints%s", who, len(crafted_now), n_mine,
              n_mine - len(crafted_now), f"; crafted batches {named}" if crafted_now else "")
