@@ -100,14 +100,14 @@ def weight_snapshots_of(model) -> Optional[WeightSnapshots]:
 RECIPE = {"k": 10, "every": 20, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "seed": 0, "dtype": "float16"}
 
 
-def pinned_key(directory: Optional[Path] = None) -> Dict:
-    """The fields that say how the pinned snapshots were made; loading checks them."""
+def pinned_key() -> Dict:
+    """The fields that say how the pinned snapshots were made; loading checks them. The base is
+    always the shipped one: ``build_pinned`` collects from ``load_pinned(BASE)``, wherever it writes."""
     from ..data.digits import load_split
     from .testbed import PINNED_DIR, file_sha256
     from .testbed.training import LGV_CODE_VERSION
 
-    base_dir = directory or PINNED_DIR
-    return {"name": PINNED_NAME, "base": BASE, "base_sha256": file_sha256(base_dir / f"{BASE}.safetensors"),
+    return {"name": PINNED_NAME, "base": BASE, "base_sha256": file_sha256(PINNED_DIR / f"{BASE}.safetensors"),
             "recipe": dict(RECIPE), "data_hash": load_split("train").digest() + load_split("test").digest(),
             "lgv_code_version": LGV_CODE_VERSION}
 
