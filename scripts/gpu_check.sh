@@ -4,6 +4,8 @@
 #    Inception-v3 at 299, fp32 and bf16, at the defaults (chunk and memory format by rule) against
 #    timed tuning and the bare limit (scripts/bench.py);
 #    and batch packing: I-FGSM, MI-FGSM and GNP crafting at batch 25, packed and not (scripts/packing_gpu.py);
+#    and torch.compile / CUDA graphs against eager on ResNet-50 bf16, the bare loop and crafting, within
+#    its own 180 s (scripts/compile_gpu.py);
 # 2. whether the same create_attack call gives the same images twice on CUDA;
 # 3. a 1,000-image random-init PGN cell through the command line on generated images, projected
 #    from its measured rate when it does not fit the time left; the same cell twice (determinism);
@@ -48,9 +50,12 @@ if [ ${#smoke[@]} -eq 0 ]; then
   for dtype in fp32 bf16; do
     "$PY" scripts/packing_gpu.py --device "$device" --model resnet50 --size 224 --dtype $dtype 2>&1 | tee -a "$out/log.txt"
   done
+  # Can compiling lift the limit itself (issue 36)? Rows stop being started after --budget-s.
+  "$PY" scripts/compile_gpu.py --device "$device" --model resnet50 --size 224 --dtype bf16 --budget-s 180 2>&1 | tee -a "$out/log.txt"
 else
   "$PY" scripts/bench.py --model resnet18 --size 64 "${common[@]}" --repeats 1 --csv "$out/smoke.csv" 2>&1 | tee -a "$out/log.txt"
   "$PY" scripts/packing_gpu.py --device "$device" --smoke 2>&1 | tee -a "$out/log.txt"
+  "$PY" scripts/compile_gpu.py --device "$device" --smoke 2>&1 | tee -a "$out/log.txt"
 fi
 "$PY" - "$device" "${#smoke[@]}" <<'PYEOF' 2>&1 | tee -a "$out/log.txt"
 # Determinism: the same default PGN call twice on the same model and images.

@@ -164,6 +164,10 @@ def test_the_gpu_check_dry_run_runs_on_the_cpu(tmp_path):
     # Batch packing through the crafting stage (issue 36): a row per method, packed and not.
     packing = [ln for ln in p.stdout.splitlines() if ln.startswith(("| ifgsm |", "| mifgsm |", "| gnp |"))]
     assert len(packing) == 3 and all(ln.count("|") == 7 for ln in packing), packing
+    # torch.compile against eager (issue 36): each workload eager and compiled, and every row ran.
+    compiled = [ln for ln in p.stdout.splitlines() if ln.startswith(("| bare, batch", "| ifgsm crafting", "| pgn crafting"))]
+    assert len(compiled) == 6 and sum("| compile (aot_eager) |" in ln for ln in compiled) == 3, compiled
+    assert not any("failed:" in ln or "not run" in ln for ln in compiled), compiled
     # The cell part, through the command line: plan, the cell twice, and 2 torchrun processes.
     cell = pd.read_csv(tmp_path / "cell.csv")
     assert list(cell["run"]) == ["first", "second", "torchrun2"] and cell["identical_to_first"].all(), cell
