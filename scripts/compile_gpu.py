@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import torch  # noqa: E402
 
 import bench  # noqa: E402
+from packing_gpu import craft_twice, random_set, seconds  # noqa: E402
 
 
 def variants(device, smoke: bool):
@@ -44,21 +45,12 @@ def variants(device, smoke: bool):
     return out
 
 
-def first_call(fn, device) -> float:
-    """Seconds of the first call: the compile, for a compiled model."""
-    bench.sync(device)
-    t0 = time.perf_counter()
-    fn()
-    bench.sync(device)
-    return time.perf_counter() - t0
-
-
 def bare_row(wrap, a, lim, device) -> str:
     cl = bool(lim["channels_last"])
     model = wrap(bench.build_model(a.model, a.size, device, channels_last=cl))
     x, y = bench.inputs(a.model, a.size, int(lim["batch"]), device)
     loop = lambda: bench.bare_loop(model, x, y, device, a.dtype, cl)   # noqa: E731
-    compile_s = first_call(loop, device)
+    compile_s = seconds(loop, device)
     r = bench.timed(loop, device, warmup=2, repeats=a.repeats)
     rate = r["grad_evals"] / r["seconds"]
     return f"{rate:,.1f} | {rate / lim['grad_evals_per_s']:.2f} | {compile_s:.1f} s"
@@ -66,20 +58,13 @@ def bare_row(wrap, a, lim, device) -> str:
 
 def craft_row(method, wrap, a, data, device, limit_rate) -> str:
     from flatbench.attacks import create_attack
-    from flatbench.cell.crafting import craft
 
     model = wrap(bench.build_model(a.model, a.size, device))
     attack = create_attack(method, model, eps=16 / 255, amp=None if a.dtype == "fp32" else a.dtype,
                            **({"steps": 2, **({"n_samples": 2} if method == "pgn" else {})} if a.smoke else {}))
-    first_s = first_call(lambda: craft(attack, data, data.labels, device, a.batch, 0, False), device)
-    attack.grad_evals = 0
-    bench.sync(device)
-    t0 = time.perf_counter()
-    craft(attack, data, data.labels, device, a.batch, 0, False)
-    bench.sync(device)
-    seconds = time.perf_counter() - t0
-    rate = attack.grad_evals / seconds
-    return (f"{rate:,.1f} | {rate / limit_rate:.2f} | first run {first_s:.1f} s, timed run {seconds:.1f} s "
+    first_s, timed_s = craft_twice(attack, data, device, a.batch)
+    rate = attack.grad_evals / timed_s
+    return (f"{rate:,.1f} | {rate / limit_rate:.2f} | first run {first_s:.1f} s, timed run {timed_s:.1f} s "
             f"({len(data)} images, chunk {attack.chunk})")
 
 
@@ -109,8 +94,6 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.smoke:
         a.model, a.size, a.images, a.pgn_images, a.batch, a.repeats = "resnet18", 32, 4, 4, 2, 1
-    from flatbench.data.base import ImageSet
-
     start = time.perf_counter()
     device = torch.device(a.device)
     search = [2, 4] if a.smoke else [25, 50, 100, 200, 256]
@@ -119,9 +102,7 @@ def main(argv=None) -> int:
     print(f"# {bench.hardware(device)}; {a.model} at {a.size} px, {a.dtype}")
     print(f"eager limit: {lim['grad_evals_per_s']:,.1f} grad evals/s at {lim['batch']}, "
           f"{'channels_last' if lim['channels_last'] else 'contiguous'}")
-    g = torch.Generator().manual_seed(0)
-    data = ImageSet("random", torch.randint(0, 256, (a.images, 3, a.size, a.size), generator=g, dtype=torch.uint8),
-                    torch.randint(0, 1000, (a.images,), generator=g), [str(i) for i in range(a.images)], 1000)
+    data = random_set(a.images, a.size)
     print("| workload | model | grad evals/s | ÷ eager limit | first call (the compile) |")
     print("|---|---|---:|---:|---|")
     for label, wrap in variants(device, a.smoke):

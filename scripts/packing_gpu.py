@@ -23,6 +23,34 @@ import torch  # noqa: E402
 import bench  # noqa: E402
 
 
+def seconds(fn, device) -> float:
+    """Wall seconds of one call of fn, the device synchronised before and after."""
+    bench.sync(device)
+    t0 = time.perf_counter()
+    fn()
+    bench.sync(device)
+    return time.perf_counter() - t0
+
+
+def random_set(n: int, size: int):
+    """n random 3-channel images at ``size`` px with random ImageNet labels (seeded)."""
+    from flatbench.data.base import ImageSet
+
+    g = torch.Generator().manual_seed(0)
+    return ImageSet("random", torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8),
+                    torch.randint(0, 1000, (n,), generator=g), [str(i) for i in range(n)], 1000)
+
+
+def craft_twice(attack, data, device, batch):
+    """Seconds of a first crafting run (warm-up: kernel selection, allocator, a compile) and of a
+    second, timed one, through the crafting stage a cell runs; ``attack.grad_evals`` is the second's."""
+    from flatbench.cell.crafting import craft
+
+    first = seconds(lambda: craft(attack, data, data.labels, device, batch, 0, False), device)
+    attack.grad_evals = 0
+    return first, seconds(lambda: craft(attack, data, data.labels, device, batch, 0, False), device)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda")
@@ -36,8 +64,6 @@ def main(argv=None) -> int:
     if a.smoke:
         a.model, a.size, a.images, a.batch = "resnet18", 32, 8, 2
     from flatbench.attacks import create_attack
-    from flatbench.cell.crafting import craft
-    from flatbench.data.base import ImageSet
 
     device = torch.device(a.device)
     search = [b for b in (25, 50, 100, 200, 256) if not a.smoke] or [2, 4, 8]
@@ -46,9 +72,7 @@ def main(argv=None) -> int:
     print(f"# {bench.hardware(device)}; {a.model} at {a.size} px, {a.dtype}, {a.images} images at batch {a.batch}")
     print(f"limit: {lim['grad_evals_per_s']:,.1f} grad evals/s at {lim['batch']}, "
           f"{'channels_last' if lim['channels_last'] else 'contiguous'}")
-    g = torch.Generator().manual_seed(0)
-    data = ImageSet("random", torch.randint(0, 256, (a.images, 3, a.size, a.size), generator=g, dtype=torch.uint8),
-                    torch.randint(0, 1000, (a.images,), generator=g), [str(i) for i in range(a.images)], 1000)
+    data = random_set(a.images, a.size)
     model = bench.build_model(a.model, a.size, device)
     print("| method | packed: grad evals/s | ÷ limit | chunk | unpacked (chunk=batch): grad evals/s | ÷ limit |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -56,13 +80,8 @@ def main(argv=None) -> int:
         row = []
         for chunk in ("auto", a.batch):
             attack = create_attack(method, model, eps=16 / 255, chunk=chunk, amp=None if a.dtype == "fp32" else a.dtype)
-            craft(attack, data, data.labels, device, a.batch, 0, False)   # warm-up (kernel selection, allocator)
-            attack.grad_evals = 0
-            bench.sync(device)
-            t0 = time.perf_counter()
-            craft(attack, data, data.labels, device, a.batch, 0, False)
-            bench.sync(device)
-            row.append((attack.grad_evals / (time.perf_counter() - t0), attack.chunk))
+            _, timed = craft_twice(attack, data, device, a.batch)
+            row.append((attack.grad_evals / timed, attack.chunk))
         print(f"| {method} | {row[0][0]:,.1f} | {row[0][0] / lim['grad_evals_per_s']:.2f} | {row[0][1]} | "
               f"{row[1][0]:,.1f} | {row[1][0] / lim['grad_evals_per_s']:.2f} |", flush=True)
     return 0

@@ -148,8 +148,7 @@ def _log_resume(who: str, store: AdvStore, mine) -> None:
 
 def _log_crafted(who: str, crafted_now, n_mine: int) -> None:
     """What this rank crafted now and what came from checkpoints (the log names the batches)."""
-    named = _named(crafted_now[:40]) + (f" ... ({len(crafted_now) - 40} more)"
-                                                                     if len(crafted_now) > 40 else "")
+    named = _named(crafted_now[:40]) + (f" ... ({len(crafted_now) - 40} more)" if len(crafted_now) > 40 else "")
     log.info("%scrafted %d of %d batches now, %d from checkpoints%s", who, len(crafted_now), n_mine,
              n_mine - len(crafted_now), f"; crafted batches {named}" if crafted_now else "")
 
