@@ -34,7 +34,7 @@ from .compose import CONFIG_DIR  # noqa: E402
 from .failures import started  # noqa: E402
 from .heap import keep_heap  # noqa: E402
 from .job import Job, cell_task  # noqa: E402
-from .launching import OnceSacctWarning, compact_run_and_report  # noqa: E402
+from .launching import OnceSacctWarning, compact_run_and_report, follow_lost_tasks  # noqa: E402
 from .layout import CellLayout  # noqa: E402
 from .migration import current_overrides, old_override  # noqa: E402
 
@@ -47,12 +47,13 @@ def task(cfg: DictConfig, job: Job) -> Optional[float]:
     value a sweeper such as Optuna maximises."""
     from .cell import cell_objective, run_cell
     from .loggers import sweep_group
+    from .settings import load_settings
 
     sweep = None
     if job.multirun:
         sweep = {"group": str(cfg.logger.get("group") or sweep_group(cfg.name, job.sweep_dir)), "num": job.num,
                  "dir": job.sweep_dir, "overrides": job.overrides}
-    df = run_cell(cfg, job.out_dir, sweep=sweep, stop=job.stop)
+    df = run_cell(load_settings(cfg), job.out_dir, sweep=sweep, stop=job.stop)
     if df is None:  # ranks > 0
         return None
     job.grad_evals = int(df.attrs.get("grad_evals_now", 0))
@@ -72,6 +73,7 @@ def main() -> None:
     started()
     keep_heap()   # before the first large tensor: see flatbench/heap.py
     logging.getLogger("submitit").addFilter(OnceSacctWarning())
+    follow_lost_tasks()
     register_schema()
     hydra_utils.run_and_report = compact_run_and_report
     # W&B and tqdm write a lot to a non-interactive terminal; keep runs readable.
@@ -86,6 +88,12 @@ def main() -> None:
     sys.argv[1:] = args
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         sys.exit(SUBCOMMANDS[sys.argv[1]](sys.argv[2:]))
+    if len(sys.argv) > 1 and not sys.argv[1].startswith("-") and "=" not in sys.argv[1]:
+        from .registry import suggest
+
+        print(f"flatbench: error: unknown subcommand {sys.argv[1]!r}.{suggest(sys.argv[1], SUBCOMMANDS)} Subcommands: "
+              f"{', '.join(SUBCOMMANDS)}; a run takes key=value overrides (flatbench --help)", file=sys.stderr)
+        sys.exit(2)
     hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")(task)()
 
 

@@ -1,5 +1,7 @@
 """The subcommands beside the main run: ``flatbench evaluate``, ``flatbench describe``,
-``flatbench list`` (:mod:`flatbench.listing`) and ``flatbench plan`` (:mod:`flatbench.planning`)."""
+``flatbench list`` (:mod:`flatbench.listing`), ``flatbench plan`` (:mod:`flatbench.planning`),
+``flatbench export`` (:mod:`flatbench.cell.export`) and ``flatbench fetch-weights``
+(:mod:`flatbench.models.fetch`)."""
 from __future__ import annotations
 
 import logging
@@ -22,6 +24,7 @@ def evaluate_main(argv: List[str]) -> int:
     Only (cell, target) pairs without a stored evaluation are computed; nothing is recrafted."""
     from .cell import run_cell
     from .cell.directory import CellDir
+    from .settings import load_settings
 
     if not argv or argv[0] in ("-h", "--help"):
         print(evaluate_main.__doc__)
@@ -44,7 +47,7 @@ def evaluate_main(argv: List[str]) -> int:
             return 1
         cfg = compose_or_exit(own + extra)
         print(f"== {cell.path}")
-        df = guarded(run_cell, cfg, cell.path, mode="evaluate")
+        df = guarded(run_cell, guarded(load_settings, cfg), cell.path, mode="evaluate")
         if df is not None:
             print_table(df)
     return 0
@@ -94,4 +97,17 @@ def plan_command(argv: List[str]) -> int:
     return plan_main(argv)
 
 
-SUBCOMMANDS = {"list": list_main, "describe": describe_main, "evaluate": evaluate_main, "plan": plan_command}
+def export_command(argv: List[str]) -> int:
+    from .cell.export import export_main
+
+    return export_main(argv)
+
+
+def fetch_weights_command(argv: List[str]) -> int:
+    from .models.fetch import main
+
+    return main(argv)
+
+
+SUBCOMMANDS = {"list": list_main, "describe": describe_main, "evaluate": evaluate_main, "plan": plan_command,
+               "export": export_command, "fetch-weights": fetch_weights_command}

@@ -1,4 +1,4 @@
-"""The config schema, the one place where 1/255 units become [0,1] units, and cell settings.
+"""The config schema and cell settings; the units themselves are :mod:`flatbench.units`.
 
 Hydra composes the YAML under ``conf/`` on top of :class:`FlatbenchConfig`, so an unknown
 top-level key or a wrong type fails at composition. Group contents (optimizer, estimator,
@@ -15,17 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .attacks.checks import check_loop_settings, check_snapshots
 from .registry import ConfigError, check_range
-
-PIXEL = 255.0
-
-
-def px(value_255: Optional[float]) -> Optional[float]:
-    """1/255 units (configs, CSV columns) -> fraction of the [0,1] range (the attack API)."""
-    return None if value_255 is None else float(value_255) / PIXEL
-
-
-def to_255(value: Optional[float]) -> Optional[float]:
-    return None if value is None else round(float(value) * PIXEL, 6)
+from .units import PIXEL, check_config_eps, check_config_length, config_length, px, to_255  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -42,7 +32,7 @@ class FlatbenchConfig:
     name: str = "default"
     surrogate: Any = "digits-cnn"
     pretrained: bool = True
-    eps: Optional[float] = None
+    eps: Optional[Any] = None     # 1/255 units (16) or a written fraction (16/255): flatbench/units.py
     steps: int = 10
     budget: Optional[Any] = None  # gradient evaluations per image: sets the method's cost knob (attacks/budget.py)
     snapshots: Any = field(default_factory=list)  # steps whose examples are also kept and evaluated (not in cell_id)
@@ -51,7 +41,7 @@ class FlatbenchConfig:
     targeted: bool = False
     target_rule: str = "dataset"
     seed: int = 0
-    n_images: Optional[int] = None
+    n_images: Optional[Any] = None   # a count, or null / "all" for the whole split
     batch_size: int = 64
     chunk: Any = "auto"
     max_batch: Any = None  # 0.2's name of chunk, in a user's config files: read as chunk (migration.RENAMED_KEYS)
@@ -131,6 +121,7 @@ def resolve(cfg: DictConfig) -> CellSettings:
     eps = cfg.eps if cfg.eps is not None else data.get("default_eps")
     if eps is None:
         raise ConfigError("eps is null and the data config has no default_eps")
+    eps = check_config_eps(eps, cfg.norm)
     if cfg.norm == "l2":
         # An L2 radius in 1/255 units: ImageNet papers use a few thousand (e.g. 16·√(224·224·3)/4 ≈ 1552).
         check_range("eps", eps, 0 < eps, "eps > 0 (an L2 radius in 1/255 units) for norm=l2")
@@ -149,8 +140,10 @@ def resolve(cfg: DictConfig) -> CellSettings:
 
     opt, opt_kw = split_node(cfg.optimizer, "optimizer")
     est, est_kw = split_node(cfg.estimator, "estimator")
-    rules = {"alpha": rule_text(cfg.alpha)} if rule_text(cfg.alpha) else {}
-    est_kw = _scaled(est, est_kw, eps, rules)
+    cfg_alpha = config_length(cfg.alpha)
+    rules = {"alpha": rule_text(cfg_alpha)} if rule_text(cfg_alpha) else {}
+    opt_kw = _written(_optimizers(), opt, opt_kw, eps, cfg.norm, "optimizer")
+    est_kw = _scaled(est, _written(_estimators(), est, est_kw, eps, cfg.norm, "estimator"), eps, rules)
     surrogates = surrogate_names(cfg.surrogate)
     if est in _estimators() and "members" in _estimators().get(est).names() and est_kw.get("members") is None:
         est_kw["members"] = len(surrogates)   # CWA: K, the surrogate ensemble's size (one model fails its range)
@@ -164,16 +157,17 @@ def resolve(cfg: DictConfig) -> CellSettings:
     steps = int(cfg.steps) if fit is None else fit.steps
     if fit is not None:
         est_kw = fit.estimator_kwargs
-    alpha = resolve_length(cfg.alpha, eps, "alpha") if cfg.alpha is not None else eps / steps
+    alpha = resolve_length(cfg_alpha, eps, "alpha") if cfg_alpha is not None else eps / steps
     if isinstance(alpha, str):
         raise ConfigError(f"alpha={alpha!r}: a length is a number (1/255 units), eps, eps/K or eps*K, or null")
     check_range("alpha", alpha, alpha > 0, "alpha > 0 (1/255 units), a rule of eps (eps/10) or null")
+    check_config_length("alpha", alpha, eps, cfg.norm)
     _check_run_values(cfg)
     return CellSettings(
         data=data, surrogate=surrogates, optimizer=opt, optimizer_kwargs=opt_kw,
         estimator=est, estimator_kwargs=est_kw, transforms=transforms, eps=float(eps), steps=steps,
         alpha=float(alpha), norm=cfg.norm, targeted=bool(cfg.targeted), target_rule=cfg.target_rule,
-        seed=int(cfg.seed), n_images=cfg.n_images, rules=rules, budget=fit.record() if fit is not None else None,
+        seed=int(cfg.seed), n_images=n_images_setting(cfg.n_images), rules=rules, budget=fit.record() if fit is not None else None,
         snapshots=check_snapshots(as_container(cfg.get("snapshots")) or [], steps),
     )
 
@@ -187,14 +181,31 @@ def _transforms(cfg: DictConfig) -> Dict[str, Dict[str, Any]]:
             for k, v in dict(defaults or {}).items():
                 if transforms[name].get(k) is None:
                     transforms[name][k] = v
+    from .attacks import TRANSFORMS
+
+    for name, kw in transforms.items():   # a written fraction (noise=16/255) in 1/255 units
+        decl = TRANSFORMS.get(name) if name in TRANSFORMS else None
+        for k, v in kw.items():
+            if decl is not None and k in decl.names() and decl.param(k).length:
+                kw[k] = config_length(v)
     return transforms
+
+
+def n_images_setting(value: Any) -> Optional[int]:
+    """``n_images``: a count, or null / ``all`` for the whole split (the split's size is checked
+    when the data is loaded: a count beyond it is refused there)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"n_images={value!r} is out of range; allowed: an integer >= 1, all, or null (the whole split)")
+    return int(value)
 
 
 def _check_run_values(cfg: DictConfig) -> None:
     """The ranges of the top-level values that are not lengths (one message form each)."""
     check_range("target_rule", cfg.target_rule, cfg.target_rule in TARGET_RULES, " | ".join(TARGET_RULES))
     check_range("batch_size", cfg.batch_size, cfg.batch_size >= 1, "batch_size >= 1")
-    check_range("n_images", cfg.n_images, cfg.n_images is None or cfg.n_images >= 1, "n_images >= 1 or null")
+    n_images_setting(cfg.n_images)
     check_range("preprocess", cfg.get("preprocess", "own"), cfg.get("preprocess", "own") in ("own", "transferattack"),
                 "own | transferattack")
     check_range("quantize", cfg.get("quantize", "round"), cfg.get("quantize", "round") in ("round", "truncate"),
@@ -205,6 +216,26 @@ def _estimators():
     from .attacks import ESTIMATORS
 
     return ESTIMATORS
+
+
+def _optimizers():
+    from .attacks import OPTIMIZERS
+
+    return OPTIMIZERS
+
+
+def _written(registry, name: str, kwargs: Dict[str, Any], eps: float, norm: str, group: str) -> Dict[str, Any]:
+    """A part's declared lengths as numbers in 1/255 units: a written fraction (``r=3.2/255``)
+    converted, and a number below eps/1000 refused (flatbench/units.py); rules of ε stay as they are."""
+    decl = registry.get(name) if name in registry else None
+    if decl is None:
+        return kwargs
+    out = {}
+    for k, v in kwargs.items():
+        if k in decl.names() and decl.param(k).length:
+            v = check_config_length(f"{group}.{k}", config_length(v), eps, norm)
+        out[k] = v
+    return out
 
 
 def _scaled(est: str, kwargs: Dict[str, Any], eps: float, rules: Dict[str, str]) -> Dict[str, Any]:

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from .migration import old_config_text
 from .signals import EXIT_STOPPED, Stop
@@ -79,15 +79,50 @@ class CellFailed(Exception):
     Raised, not exited, so that Hydra records the job as failed and runs the other cells."""
 
 
-def composition_error(exc: BaseException) -> str:
+def unknown_key(text: str, overrides: Optional[List[str]] = None) -> Optional[str]:
+    """Hydra's "Could not override 'KEY'" (a key the config does not have) as flatbench's line: the key,
+    the closest valid key and the valid keys of its node, read from the config the other overrides
+    compose to. None for any other error."""
+    import re
+
+    from omegaconf import DictConfig, OmegaConf
+
+    from .compose import compose
+    from .registry import suggest
+
+    m = re.search(r"Could not override '([^']+)'", text)
+    if not m or not re.search(r"not in struct|not in '\w+'", text):
+        return None
+    key = m.group(1)
+    parent, _, leaf = key.rpartition(".")
+    given = [o for o in (sys.argv[1:] if overrides is None else overrides)
+             if "=" in o and not o.startswith(("-", "hydra.")) and o.split("=", 1)[0].lstrip("+~") != key]
+    valid: List[str] = []
+    for attempt in (given, [o for o in given if "," not in o.split("=", 1)[1]], []):   # sweeps do not compose
+        try:
+            cfg = compose(attempt)
+        except Exception:  # noqa: BLE001 - another bad override: try with fewer
+            continue
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        valid = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        break
+    where = f" of {parent}" if parent else ""
+    listed = f" Valid keys{where}: {', '.join(sorted(valid))}." if valid else ""
+    return f"unknown key {key!r}.{suggest(leaf, valid)}{listed}"
+
+
+def composition_error(exc: BaseException, overrides: Optional[List[str]] = None) -> str:
     """A composition error (Hydra's, OmegaConf's, flatbench's checks) as one line, with the
-    closest option of a misspelt group choice and the renamed names when they are the cause."""
+    closest option of a misspelt group choice or key and the renamed names when they are the cause."""
     import re
 
     from .compose import CONFIG_DIR
     from .registry import suggest
 
     text = str(exc) + ("\n" + str(exc.__cause__) if exc.__cause__ is not None else "")
+    key = unknown_key(text, overrides)
+    if key is not None:
+        return key
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
     lines = list(dict.fromkeys(ln for ln in lines if not ln.startswith(("Config search path", "provider="))))
     miss = re.search(r"Could not (?:find|load) '([\w/]+)/([^']+)'", text)
@@ -113,5 +148,5 @@ def compose_or_exit(overrides: List[str]):
     except (HydraException, OmegaConfBaseException, *expected_errors()) as exc:
         if full_error():
             raise
-        print(f"flatbench: error: {composition_error(exc)}", file=sys.stderr)
+        print(f"flatbench: error: {composition_error(exc, overrides)}", file=sys.stderr)
         sys.exit(1)

@@ -20,11 +20,26 @@ class WriteError(OSError):
     """A file could not be written (read-only directory, full disk, ...); names the path."""
 
 
+def file_mode() -> int:
+    """The mode a new file gets from open(): 0o666 less the process's umask (mkstemp's 0600 would keep
+    a lab's shared storage from reading the outputs)."""
+    try:   # Linux reports the umask without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, file_mode())
     except OSError as exc:
         raise WriteError(exc.errno, f"cannot write {path}: {exc.strerror or exc} (is the directory writable?)") from None
     try:

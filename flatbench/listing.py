@@ -157,7 +157,7 @@ def _print(kind: str, rows: List[Dict]) -> None:
     elif kind == "models":
         for r in rows:
             acc = f"test acc {r['test_acc']:.2f}% (pinned)" if r["test_acc"] is not None else \
-                ("weights cached" if r["cached"] else f"weights NOT cached ({r.get('hint') or 'scripts/fetch_weights.py'})")
+                ("weights cached" if r["cached"] else f"weights NOT cached ({r.get('hint') or 'flatbench fetch-weights'})")
             print(f"{r['name']:45s} {r['source']:11s} {acc}" + (f"  [{', '.join(r['used_by'])}]" if r["used_by"] else ""))
     elif kind == "zoos":
         for r in rows:

@@ -119,6 +119,9 @@ def check_objective(objective: str, zoo: Dict[str, Dict[str, Any]]) -> None:
                       f"{', '.join(ALL_ROLES)}, or a target key ({', '.join(zoo)})")
 
 
+PATH_KEYS = ("output_dir", "zoo_dir", "data_dir", "cache_dir", "tuning_file")   # conf/paths/default.yaml
+
+
 def load_settings(cfg: DictConfig) -> Settings:
     """Check the whole config and return the cell's settings (see the module docstring)."""
     cell = resolve(cfg)
@@ -136,6 +139,11 @@ def load_settings(cfg: DictConfig) -> Settings:
     if flat_node.get("model", "") is None:   # the default (the surrogate): recorded as before the key existed
         flat_node = {k: v for k, v in flat_node.items() if k != "model"}
     paths = cfg.get("paths") or {}
+    unknown = sorted(set(paths) - set(PATH_KEYS))
+    if unknown:
+        from .registry import suggest
+
+        raise ConfigError(f"paths: unknown key {unknown[0]!r}. Valid keys: {', '.join(PATH_KEYS)}.{suggest(unknown[0], PATH_KEYS)}")
     zoo_dir, cache_dir = paths.get("zoo_dir"), paths.get("cache_dir")
     return Settings(
         cell=cell, run=run,

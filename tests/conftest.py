@@ -68,6 +68,10 @@ LONG = {
     # issue 36 section 8: a second cluster of two nodes; one cell on it, then one under a 1-minute limit
     "test_slurm.py::test_a_two_node_cell_is_one_data_parallel_cell_equal_to_one_process",
     "test_slurm.py::test_a_two_node_cell_hit_by_its_time_limit_resumes_both_ranks",
+    # the ImageNet path end to end: a sweep at 224 px with random-init timm and torchvision models, export,
+    # re-evaluation and the report (about 40 s); the damaged-cache cases, five runs of two cells (about 60 s)
+    "test_researcher_path.py::test_imagenet_end_to_end_sweep_export_reevaluate_and_report",
+    "test_researcher_path.py::test_a_damaged_cache_is_set_aside_and_recomputed_to_the_clean_run",
 }
 LONG_FIXTURES = {"study"}   # test_conclusions.py's three-seed study (117 s to set up there)
 

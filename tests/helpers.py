@@ -37,6 +37,16 @@ def run(args, zoo_dir, cwd, extra_env=None):
     return p
 
 
+def fails(args, cwd, extra_env=None, rc=1) -> str:
+    """Run a command that must fail with exit code ``rc``; its stderr, which must be one line (no traceback)."""
+    env = dict(os.environ, WANDB_MODE="offline", **(extra_env or {}))
+    p = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == rc, (p.returncode, p.stdout[-2000:] + p.stderr[-3000:])
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip() and "][flatbench][" not in ln]
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    return lines[0]
+
+
 SMALL = ["n_images=8", "targets=digits_small", "progress=false"]
 
 
@@ -75,6 +85,10 @@ def write_png(path: Path, seed: int, size: int = 40) -> Path:
     return path
 
 
+SYNSETS = {0: "n01440764", 1: "n02123045", 2: "n04591713"}
+SYNSET_LABELS = {"n01440764": 0, "n02123045": 281, "n04591713": 907}
+
+
 def make_layouts(root: Path, n: int = 6) -> dict:
     """Tiny NIPS17, TransferAttack and ImageFolder trees of generated PNGs."""
     nips = root / "nips17"
@@ -90,8 +104,8 @@ def make_layouts(root: Path, n: int = 6) -> dict:
         rows.append(f"{i}.png,{37 * i},{900 - i}")
     (ta / "labels.csv").write_text("\n".join(rows) + "\n")
     folder = root / "imagenet_val"
-    for i in range(n):
-        write_png(folder / f"n0{i % 3:07d}" / f"ILSVRC_{i}.JPEG".replace(".JPEG", ".png"), 200 + i, size=50)
+    for i in range(n):   # three ImageNet-1k synsets: tench (0), tabby cat (281), wine bottle (907)
+        write_png(folder / SYNSETS[i % 3] / f"ILSVRC_{i}.png", 200 + i, size=50)
     return {"nips17": nips, "transferattack": ta, "imagefolder": folder, "root": root}
 
 

@@ -4,6 +4,8 @@ references written out from TransferAttack's public code (transferattack/, read 
 tests; nothing of it is vendored)."""
 import pandas as pd
 import pytest
+
+from flatbench.settings import load_settings
 import torch
 import torch.nn.functional as F
 
@@ -144,7 +146,7 @@ def test_admix_cell_with_a_batch_of_one_draws_partners_from_the_data(trained_zoo
     cfg = compose_config(["method=admix", "n_images=3", "batch_size=1", "targets=digits_small", "progress=false",
                     "transforms.admix.num_scale=2", f"paths.zoo_dir={zoo_dir or 'null'}",
                     f"paths.cache_dir={tmp_path / 'cache'}"])
-    df = run_cell(cfg, tmp_path / "r")
+    df = run_cell(load_settings(cfg), tmp_path / "r")
     assert (df["linf_mean"] > 0).all()
     images = load_data(resolve(cfg)).floats(slice(0, 3))
     steps = cfg.steps

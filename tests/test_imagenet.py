@@ -2,7 +2,6 @@
 import os
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from flatbench.data.folders import DataError
 from flatbench.models import DEFENSES, MissingWeightsError, load_model, read_checkpoint
 from flatbench.models.hub import parse_name
 from flatbench.registry import ConfigError
-from helpers import ROOT, make_layouts, write_png
+from helpers import BIN, SYNSET_LABELS, make_layouts, write_png
 
 
 ZOOS = ["cnn", "vit", "pgn_paper", "transferattack", "defenses"]
@@ -83,23 +82,23 @@ def test_offline_missing_weights_error_names_model_and_script(monkeypatch, tmp_p
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(MissingWeightsError, match=r"resnet18\.a1_in1k.*fetch_weights\.py"):
+    with pytest.raises(MissingWeightsError, match=r"resnet18\.a1_in1k.*flatbench fetch-weights.*HF_HUB_OFFLINE"):
         load_model("resnet18.a1_in1k", pretrained=True)
-    with pytest.raises(MissingWeightsError, match=r"torchvision:resnet18.*fetch_weights\.py"):
+    with pytest.raises(MissingWeightsError, match=r"torchvision:resnet18.*flatbench fetch-weights"):
         load_model("torchvision:resnet18.IMAGENET1K_V1", pretrained=True)
 
 
 def test_fetch_weights_dry_run_lists_every_model(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path), TORCH_HOME=str(tmp_path))
-    p = subprocess.run([sys.executable, "scripts/fetch_weights.py", "--dry-run", "experiment=pgn_table1"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    p = subprocess.run([str(BIN / "flatbench"), "fetch-weights", "--dry-run", "experiment=pgn_table1"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     for entry in zoo("pgn_paper").values():
         assert f"missing {entry['model']}" in p.stdout
     assert "7 model(s)" in p.stdout  # the Inc-v3 surrogate is also a target: listed once
     # Offline without the cache, a real fetch fails with the script's error, quickly.
-    p = subprocess.run([sys.executable, "scripts/fetch_weights.py", "targets=digits_small",
-                        "surrogate=resnet18.a1_in1k"], cwd=ROOT, env=env,
+    p = subprocess.run([str(BIN / "flatbench"), "fetch-weights", "targets=digits_small",
+                        "surrogate=resnet18.a1_in1k"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and "FAILED  resnet18.a1_in1k" in p.stdout
 
@@ -161,7 +160,8 @@ def test_layouts_load(layouts):
     assert t.images.shape == (6, 3, 32, 32) and t.labels.tolist() == [37 * i for i in range(6)]
     assert t.target_classes.tolist() == [900 - i for i in range(6)]
     f = DATASETS.build("imagefolder", root=str(layouts["imagefolder"]), image_size=32)
-    assert f.images.shape == (6, 3, 32, 32) and sorted(set(f.labels.tolist())) == [0, 1, 2] and f.target_classes is None
+    assert f.images.shape == (6, 3, 32, 32) and f.target_classes is None
+    assert {i.split("/")[0]: y for i, y in zip(f.ids, f.labels.tolist())} == SYNSET_LABELS   # ImageNet-1k's indices
     same = DATASETS.build("nips17", root=str(layouts["nips17"]), image_size=40, resize=False)
     assert same.images.shape[-1] == 40
     with pytest.raises(DataError, match="resize=false requires 64x64"):
@@ -175,7 +175,9 @@ def test_center_crop_keeps_the_middle(tmp_path):
     arr[:, 20:60] = 255  # a white centre square on a wide black image
     (tmp_path / "c0").mkdir()
     Image.fromarray(arr).save(tmp_path / "c0" / "a.png")
-    s = DATASETS.build("imagefolder", root=str(tmp_path), image_size=20, crop_pct=1.0, num_classes=2)
+    (tmp_path / "classes.txt").write_text("c0\nc1\n")
+    s = DATASETS.build("imagefolder", root=str(tmp_path), image_size=20, crop_pct=1.0, num_classes=2,
+                       classes=str(tmp_path / "classes.txt"))
     assert s.images.float().mean() > 250  # only the centre 40x40 survives the crop
 
 

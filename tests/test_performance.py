@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from flatbench.settings import load_settings
 import torch
 
 from flatbench.attacks import create_attack
@@ -163,7 +165,7 @@ def test_bf16_asr_within_one_point_of_fp32(trained_zoo, zoo_dir, tmp_path):
     for amp in ("null", "bf16"):
         cfg = compose_config(["method=mifgsm", "n_images=null", "targets=digits", "progress=false", f"amp={amp}",
                         f"paths.zoo_dir={zoo_dir or 'null'}", f"paths.cache_dir={tmp_path / 'cache'}"])
-        res[amp] = run_cell(cfg, tmp_path / amp).set_index("target")["asr"]
+        res[amp] = run_cell(load_settings(cfg), tmp_path / amp).set_index("target")["asr"]
     # The setting is applied, not ignored: the crafted sets differ (an ignored amp gives equal sets).
     from flatbench.store import load_adv
     assert not torch.equal(load_adv(tmp_path / "null" / "adv.safetensors")[0], load_adv(tmp_path / "bf16" / "adv.safetensors")[0])
@@ -260,7 +262,7 @@ def test_targets_are_checked_before_crafting_and_built_after(layouts, zoo_dir, t
     bad = subprocess.run([str(BIN / "flatbench"), *smoke, "pretrained=false", "+targets.vit.pretrained=true",
                           f"hydra.run.dir={tmp_path / 'm'}", f"paths.cache_dir={tmp_path / 'c'}"], cwd=tmp_path,
                          env=dict(os.environ, **zoo_env(zoo_dir), **env), capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 1 and "not in the local cache" in bad.stderr and "fetch_weights" in bad.stderr
+    assert bad.returncode == 1 and "not in the local cache" in bad.stderr and "fetch-weights" in bad.stderr
     assert not list((tmp_path / "c").glob("adv/*/batches/*"))
     # A target with another class space (a 1001-class model read without its offset): refused before crafting.
     wrong = subprocess.run([str(BIN / "flatbench"), *smoke, "pretrained=false", "+targets.vit.label_offset=-1",

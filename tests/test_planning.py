@@ -1,6 +1,8 @@
 """flatbench plan (issue 25): the cost of a run or a sweep before it runs, through the command line."""
 import pandas as pd
 import pytest
+
+from flatbench.settings import load_settings
 import torch
 
 from flatbench import create_attack
@@ -114,15 +116,15 @@ def test_clean_predictions_are_made_once_per_target_and_data(trained_zoo, zoo_di
     monkeypatch.setattr(evaluation, "predict", counting)
     common = ["n_images=8", "targets=digits_small", "progress=false", "steps=2", f"paths.zoo_dir={zoo_dir or 'null'}",
               f"paths.cache_dir={tmp_path / 'cache'}"]
-    first = run_cell(compose_config(["method=mifgsm", *common]), tmp_path / "a")
+    first = run_cell(load_settings(compose_config(["method=mifgsm", *common])), tmp_path / "a")
     assert sum(calls) == 2 * 2 * 8   # two targets: clean and adversarial
     calls.clear()
-    second = run_cell(compose_config(["method=ifgsm", *common]), tmp_path / "b")
+    second = run_cell(load_settings(compose_config(["method=ifgsm", *common])), tmp_path / "b")
     assert sum(calls) == 2 * 8       # the adversarial images only
     for df in (first, second):
         assert (df.set_index("target")["clean_acc"] == first.set_index("target")["clean_acc"]).all()
     calls.clear()
-    other = run_cell(compose_config(["method=ifgsm", *common, "n_images=6"]), tmp_path / "c")   # other images: another digest
+    other = run_cell(load_settings(compose_config(["method=ifgsm", *common, "n_images=6"])), tmp_path / "c")   # other images: another digest
     assert sum(calls) == 2 * 2 * 6 and len(other) == 2
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from flatbench.settings import load_settings
 import torch
 from omegaconf import open_dict
 
@@ -203,7 +205,7 @@ def test_skip_bad_images_writes_the_list_into_the_cell(layouts, tmp_path):
                     f"paths.cache_dir={tmp_path / 'cache'}"])
     with open_dict(cfg):
         cfg.targets = {"r18": {"model": "resnet18.a1_in1k", "role": "normal"}}
-    df = run_cell(cfg, tmp_path / "cell")
+    df = run_cell(load_settings(cfg), tmp_path / "cell")
     assert (df["n_images"] == 5).all()
     skipped = pd.read_csv(tmp_path / "cell" / "skipped.csv")
     assert list(skipped["image_id"]) == ["img003"] and "unreadable" in skipped["reason"].iloc[0]
@@ -211,7 +213,7 @@ def test_skip_bad_images_writes_the_list_into_the_cell(layouts, tmp_path):
         cfg.data.skip_bad_images = False
     from flatbench.data.folders import DataError
     with pytest.raises(DataError, match=r"images.csv:5: unreadable or truncated image .*img003.png"):
-        run_cell(cfg, tmp_path / "cell2")
+        run_cell(load_settings(cfg), tmp_path / "cell2")
 
 
 def test_label_space_mismatch_fails_before_crafting(trained_zoo, zoo_dir, tmp_path):

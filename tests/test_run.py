@@ -2,6 +2,8 @@
 import pandas as pd
 import pytest
 
+from flatbench.settings import load_settings
+
 from flatbench.columns import COLUMNS
 from helpers import SMALL, compose_config, run, zoo_env
 
@@ -79,10 +81,10 @@ def test_wandb_finishes_after_a_crash(trained_zoo, zoo_dir, tmp_path, monkeypatc
 
     monkeypatch.setattr(crafting, "craft", boom)
     with pytest.raises(RuntimeError, match="crash"):
-        cell.run_cell(cfg, tmp_path / "a")
+        cell.run_cell(load_settings(cfg), tmp_path / "a")
     import wandb
     assert wandb.run is None
     monkeypatch.undo()
     monkeypatch.setenv("WANDB_MODE", "offline")
-    df = cell.run_cell(cfg, tmp_path / "b")
+    df = cell.run_cell(load_settings(cfg), tmp_path / "b")
     assert len(df) == 2 and wandb.run is None

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from ..migration import current_keywords, old_keyword
 from ..registry import ConfigError, suggest
+from ..units import api_length
 from .budget import fit_or_none
 from .estimators import ESTIMATORS
 from .loop import Attack
@@ -185,6 +186,9 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
         {k: dict(v or {}) for k, v in tf_arg.items()} if isinstance(tf_arg, Mapping) else {k: {} for k in tf_arg}
     )
     loop_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _LOOP_KEYS}
+    for k in ("eps", "alpha"):   # "16/255" as written; 16 refused under linf (flatbench/units.py)
+        if k in loop_kw:
+            loop_kw[k] = api_length(k, loop_kw[k], loop_kw.get("norm", "linf"))
     opt_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTIMIZERS.get(opt).names()}
     est_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in ESTIMATORS.get(est).names()}
     opt_kw, est_kw, rules = _apply_preset(name, opt, est, loop_kw, opt_kw, est_kw)

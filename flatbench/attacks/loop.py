@@ -22,12 +22,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.lgv import cycle_start, weight_snapshots_of
 from ..registry import check_range
+from ..units import api_length
 from . import tuning
 from .checks import check_loop_settings, check_snapshots
 from .context import Paused, StepContext, state_to
-from .model_state import borrowed, deterministic_kernels
+from .model_state import borrowed, deterministic_kernels, per_step_models
 from .estimators import Estimator, Plain
 from .optimizers import Optimizer
 from .packing import check_packed
@@ -110,6 +110,8 @@ class Attack:
         loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
         name: Optional[str] = None,
     ):
+        # A fraction of [0,1] here; "16/255" is read as written, and 16 (1/255 units) is refused (flatbench/units.py).
+        eps, alpha = api_length("eps", eps, norm), api_length("alpha", alpha, norm)
         check_range("eps", eps, eps > 0, "eps > 0 ([0,1] pixel units)")
         if alpha is not None:
             check_range("alpha", alpha, alpha > 0, "alpha > 0 ([0,1] pixel units) or None for eps/steps")
@@ -130,6 +132,8 @@ class Attack:
                 raise TypeError(f"transforms: {t!r} is neither an input transform nor a gradient filter")
         self.transforms = [t.bind(self.alpha) for t in transforms if isinstance(t, InputTransform)]
         self.filters = [t.bind(self.alpha) for t in transforms if isinstance(t, GradientFilter)]
+        if norm == "linf":
+            self._check_part_lengths()
         self.amp = amp
         # How the work is sized (the chunk, the memory format): tuning.Sizing, apart from the loop.
         self.sizing = tuning.Sizing(chunk, memory_budget_mb, channels_last, amp, tuning_file)
@@ -151,6 +155,16 @@ class Attack:
         estimator's own label (a setting may name a variant: RAP-OC, GRA-OC)."""
         est = replace(self.estimator.declaration, label=self.estimator.label)
         return method_label(self.optimizer.declaration, est, [p.declaration for p in (*self.transforms, *self.filters)])
+
+    def _check_part_lengths(self) -> None:
+        """Each part's declared lengths, fractions of [0,1]: one above the whole range is 1/255 units."""
+        for part in (self.optimizer, self.estimator, *self.transforms, *self.filters):
+            decl, params = getattr(part, "declaration", None), getattr(part, "params", None)
+            if decl is None or params is None:
+                continue
+            for k, v in params().items():
+                if k in decl.names() and decl.param(k).length:
+                    api_length(k, v, "linf")
 
     def predicted_grad_evals(self, n_images: int, steps: Optional[int] = None) -> int:
         """The images that go through a forward+backward of the surrogate when this attack crafts
@@ -252,8 +266,8 @@ class Attack:
         x = x.detach().float()
         y = y.detach().long()
         self.device_of_last_call = x.device
-        snaps = weight_snapshots_of(self.model)
-        self._snapshot_start = cycle_start(seed, len(snaps)) if snaps is not None else 0
+        snaps = per_step_models(self.model)
+        self._snapshot_start = snaps.start_of(seed) if snaps is not None else 0
         self.chunk = self._resolve(x)  # also puts the (borrowed) model in the chosen memory format
         delta = torch.zeros_like(x)
         # Each part keeps its own state across the steps of this call, and sees no other part's.
@@ -319,7 +333,7 @@ class Attack:
             return self._resolve(x)
 
     def _resolve(self, x: torch.Tensor) -> Optional[int]:
-        snaps = weight_snapshots_of(self.model)
+        snaps = per_step_models(self.model)
         if snaps is None:
             return self.sizing.resolve(self.model, self.loss, x)
         # One forward goes through one snapshot: size the work on one, then put them all in its format.
@@ -330,7 +344,7 @@ class Attack:
     def _step_model(self, step: int) -> nn.Module:
         """The model step ``step`` takes its gradient through: the surrogate, or for an LGV set
         (:class:`~flatbench.models.lgv.WeightSnapshots`) the snapshot of that step of this batch's window."""
-        snaps = weight_snapshots_of(self.model)
+        snaps = per_step_models(self.model)
         return self.model if snaps is None else snaps.at(step, self._snapshot_start)
 
     def pin(self, chunk: Optional[int], memory_format: str) -> None:

@@ -113,3 +113,13 @@ def deterministic_kernels() -> Iterator[None]:
         if not algorithms:
             _deterministic_algorithms(False)
             torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+def per_step_models(model):
+    """The model behind ``model`` (also through torch.compile's wrapper) when it is another network at
+    each step, else None. Such a surrogate (an LGV set's weight snapshots, flatbench.models.lgv) says
+    so with ``per_step = True`` and offers ``len()``, ``start_of(seed)`` (where a batch keyed ``seed``
+    starts in its cycle) and ``at(step, start)`` (the network step ``step`` takes its gradient
+    through); the loop asks it, and imports no model source."""
+    inner = getattr(model, "_orig_mod", model)
+    return inner if getattr(inner, "per_step", False) else None

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 from typing import Hashable, Optional, Sequence, Tuple
 
-from ..models.lgv import weight_snapshots_of
+from .model_state import per_step_models
 
 
 def packable(attack) -> bool:
     """Whether the attack may craft several batches in one call (see the module docstring)."""
-    return bool(attack.estimator.packable) and weight_snapshots_of(attack.model) is None
+    return bool(attack.estimator.packable) and per_step_models(attack.model) is None
 
 
 def pack_size(attack, batch_size: int) -> int:

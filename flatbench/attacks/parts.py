@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..registry import ConfigError, Registry, check_range, suggest
+from ..units import written_fraction
 
 NOTHING = object()   # Param.added_at when the parameter was there from the start
 
@@ -58,6 +59,8 @@ class Param:
                 raise ConfigError(f"{key}={value!r} has the wrong type; expected an integer")
             value = int(value)
         elif self.kind == "number":
+            if self.length and written_fraction(value) is not None:   # "3.2/255", as written
+                value = written_fraction(value)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{key}={value!r} has the wrong type; expected a number")
             value = float(value)

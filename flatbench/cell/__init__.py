@@ -1,6 +1,6 @@
 """One cell: a short sequence of stages, each in its own module, passing one :class:`~.plan.Cell`.
 
-    settings    the config checked and typed, once (flatbench/settings.py)
+    settings    the config checked and typed, once, by the entry point (flatbench/settings.py)
     plan        the attack, cell id, and what exists: finished rows, the stored set, cached
                 evaluations (the one reuse rule: by cell id)                    plan.py
     check       every target still to evaluate, before any batch is crafted     evaluation.py
@@ -22,12 +22,9 @@ from typing import Any, Dict, Optional
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig
-
-from ..config import as_container
 from ..dist import world
 from ..loggers import build_logger
-from ..settings import load_settings
+from ..settings import Settings
 from ..signals import StopRequest
 from . import crafting
 from .evaluation import TargetModels, check_targets, evaluate_cell
@@ -40,9 +37,10 @@ log = logging.getLogger("flatbench")
 __all__ = ["run_cell", "cell_objective", "Cell"]
 
 
-def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run", sweep: Optional[Dict[str, Any]] = None,
+def run_cell(st: Settings, out_dir: Path, mode: str = "run", sweep: Optional[Dict[str, Any]] = None,
              stop: Optional[StopRequest] = None) -> Optional[pd.DataFrame]:
-    """Run the cell described by ``cfg`` into ``out_dir``; returns its rows (None on ranks > 0).
+    """Run the cell that ``st`` describes (:func:`flatbench.settings.load_settings`, which the entry
+    points call on the composed config) into ``out_dir``; returns its rows (None on ranks > 0).
 
     ``mode="run"`` crafts what is missing (resuming from finished batches) and evaluates the
     (cell, target) pairs without a cached evaluation; ``mode="evaluate"`` never crafts and
@@ -53,10 +51,9 @@ def run_cell(cfg: DictConfig, out_dir: Path, mode: str = "run", sweep: Optional[
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     w = world()
-    logger = build_logger(as_container(cfg.logger)) if w.main else build_logger({"name": "csv"})
+    logger = build_logger(st.logger) if w.main else build_logger({"name": "csv"})
     failed = True
     try:
-        st = load_settings(cfg)
         cell = plan_cell(st, out_dir, mode, w)
         if cell.done is not None:
             log.info("cell %s already finished in %s: skipping (force=true recomputes)", cell.cell_id, out_dir)

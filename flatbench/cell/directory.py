@@ -124,7 +124,19 @@ class CellDir(CellLayout):
             return None
         if not set(snapshots) <= set(meta.get("snapshots") or ()):
             return None
-        return pd.read_csv(self.results)
+        from ..store import read_whole
+
+        def whole(path):
+            df = pd.read_csv(path, dtype={"cell_id": str})
+            if not {"cell_id", "target", "asr"} <= set(df.columns) or set(df["cell_id"].astype(str)) != {cell_id}:
+                raise ValueError(f"not the rows of cell {cell_id}")
+            return df
+
+        rows = read_whole(self.results, whole)
+        if rows is not None and flatness and flatness.get("enabled") and \
+                read_whole(self.file(self.FLATNESS), pd.read_csv) is None:
+            return None   # its flatness is missing or damaged: the cell runs again (the set is reused)
+        return rows
 
     def claim(self, cell_id: str, semantic: Dict[str, Any], mode: str) -> None:
         """The files are used only when they are this cell's.

@@ -16,6 +16,7 @@ from ..io import atomic_write_text
 from ..layout import CacheLayout
 from ..models import defend, freeze, load_model, load_surrogate
 from ..registry import ConfigError
+from ..store import read_predictions, read_whole
 
 log = logging.getLogger("flatbench")
 
@@ -101,12 +102,17 @@ def clean_cache_path(cache_dir, target_key: str, data: ImageSet, device) -> Path
 
 
 def _read_clean(path, data: ImageSet) -> Optional[torch.Tensor]:
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.EmptyDataError):
+    """The cached clean predictions of these images, or None: missing, or not these images (never
+    relabelled: recomputed), or damaged (set aside, then recomputed)."""
+    def read(p):
+        df = pd.read_csv(p)
+        if "clean_pred" not in df.columns or not pd.api.types.is_integer_dtype(df["clean_pred"]):
+            raise ValueError("no integer column 'clean_pred'")
+        return df
+
+    df = read_whole(Path(path), read)
+    if df is None or list(df.get("image_id", pd.Series(dtype=str)).astype(str)) != [str(i) for i in data.ids]:
         return None
-    if list(df.get("image_id", pd.Series(dtype=str)).astype(str)) != [str(i) for i in data.ids]:
-        return None   # not these images: never relabelled, recomputed
     return torch.tensor(df["clean_pred"].to_numpy(copy=True), dtype=torch.long)
 
 
@@ -158,8 +164,10 @@ def evaluate_cell(cell, models: TargetModels, built: Dict[str, torch.nn.Module],
     for key in cell.zoo:
         path = cell.store.eval_path(cell.keys[key])
         if key not in built:
-            cell.predictions[key] = pd.read_csv(path)
-            continue
+            cell.predictions[key] = read_predictions(path, cell.data.ids)
+            if cell.predictions[key] is not None:
+                continue
+            built[key] = models.get(cell.zoo[key])   # set aside since the plan read it whole: evaluate it again
         clean = clean_cache_path(cache_dir, cell.keys[key], cell.data, cell.device) if cache_dir else None
         cell.predictions[key] = evaluate_target(built[key], cell.data, cell.adv, cell.device, batch_size, w, clean)
         cell.evaluated.append(key)
@@ -170,12 +178,12 @@ def evaluate_cell(cell, models: TargetModels, built: Dict[str, torch.nn.Module],
     # The snapshots: every target on each kept step's examples, cached in that step's store.
     for t, adv in sorted(cell.snaps.items()):
         st, preds, now, t0 = cell.snapshots[t], {}, [], time.perf_counter()
-        missing = [k for k in cell.zoo if cell.force or not st.eval_path(cell.keys[k]).exists()]
+        missing = [k for k in cell.zoo if cell.force or not st.has_eval(cell.keys[k], cell.data.ids)]
         missing = w.broadcast(missing) if w.active else missing   # rank 0 decides, so the ranks agree
         for key in cell.zoo:
             path = st.eval_path(cell.keys[key])
             if key not in missing:
-                preds[key] = pd.read_csv(path)
+                preds[key] = read_predictions(path, cell.data.ids)
                 continue
             model = built[key] if key in built else models.get(cell.zoo[key])
             clean = clean_cache_path(cache_dir, cell.keys[key], cell.data, cell.device) if cache_dir else None

@@ -24,7 +24,7 @@ from ..dist import World
 from ..io import check_writable
 from ..registry import ConfigError
 from ..settings import Settings
-from ..store import AdvStore, load_adv
+from ..store import AdvStore, load_adv, read_whole
 from .directory import CellDir
 
 log = logging.getLogger("flatbench")
@@ -57,7 +57,11 @@ def _device(name: str, w: World) -> torch.device:
 
 def load_data(s: CellSettings) -> ImageSet:
     kw = {k: v for k, v in s.data.items() if k not in DATA_META_KEYS}
-    return DATASETS.build(s.data["name"], **kw).subset(s.n_images)
+    data = DATASETS.build(s.data["name"], **kw)
+    if s.n_images is not None and s.n_images > len(data):
+        raise ConfigError(f"n_images={s.n_images} is more than the {len(data)} images of {data.name}'s split; "
+                          f"allowed: 1..{len(data)}, or n_images=all")
+    return data.subset(s.n_images)
 
 
 def config_files(*groups: str) -> str:
@@ -241,7 +245,7 @@ def plan_cell(st: Settings, out_dir: Path, mode: str, w: World) -> Cell:
     stored = cell.store.load()
     if stored is None and cell_dir.adv.exists() and not force:
         # The set kept in the cell dir (a sweep whose cache was cleaned): claim made sure it is this cell's.
-        stored = load_adv(cell_dir.adv)
+        stored = read_whole(cell_dir.adv, load_adv)
     if stored is not None and list(stored[1]) != list(data.ids):
         raise ConfigError(f"the stored adversarial set of cell {cell_id} holds other images than the data set")
     if stored is None and mode == "evaluate":
@@ -258,5 +262,5 @@ def plan_cell(st: Settings, out_dir: Path, mode: str, w: World) -> Cell:
     if w.main and not force:
         cell_dir.seed_eval_cache(cell_id, keys, cell.store)
     w.barrier()
-    cell.todo = [k for k in zoo if force or not cell.store.eval_path(keys[k]).exists()]
+    cell.todo = [k for k in zoo if force or not cell.store.has_eval(keys[k], data.ids)]
     return cell

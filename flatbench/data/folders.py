@@ -6,9 +6,11 @@
   0..999 space of 1000-class models.
 * ``transferattack``: TransferAttack's layout - ``labels.csv`` with
   ``filename,label[,targeted_label]`` (0..999) and an ``images/`` folder.
-* ``imagefolder``: the ImageNet validation layout, one folder per class synset; classes are
-  the sorted folder names (the standard ImageNet index order), or the order of a
-  ``classes`` file with one synset per line.
+* ``imagefolder``: the ImageNet validation layout, one folder per class. A folder named by a
+  WordNet id (``n02123045``) gets that synset's ImageNet-1k index (tabby cat is 281), whatever
+  subset of the 1000 classes is present; the list is timm's (``timm.data.ImageNetInfo``). Any
+  other folder name is an error unless a ``classes`` file maps it: one class per line, labelled
+  by its line number (0-based), or ``NAME INDEX`` per line.
 
 Every image is decoded once, converted to RGB and, with ``resize: true``, resized at load to
 ``image_size`` (``interpolation``, antialiased; with ``crop_pct`` set, the shorter side is
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -48,7 +51,13 @@ def _check_common(root, image_size, interpolation, crop_pct, num_classes) -> Pat
         raise ConfigError("data.root is not set; point it at the data set folder (data.root=/path/to/dir)")
     root = Path(str(root)).expanduser()
     if not root.is_dir():
-        raise DataError(f"data.root: no such directory: {root}")
+        import os
+
+        where = os.environ.get("FLATBENCH_DATA")
+        now = f"FLATBENCH_DATA is {where!r}" if where else "FLATBENCH_DATA is not set: data/ where flatbench starts"
+        raise DataError(f"data.root: no such directory: {root}; the ImageNet-compatible sets are read from "
+                        f"$FLATBENCH_DATA/<set> ({now}); set FLATBENCH_DATA or data.root=DIR. Where each set comes "
+                        "from, and its layout: docs/imagenet.md, section 'Getting the data'")
     if int(image_size) < 8:
         raise ConfigError(f"data.image_size={image_size} is out of range; allowed >= 8")
     check_range("data.interpolation", interpolation, interpolation in INTERPOLATIONS, " | ".join(INTERPOLATIONS))
@@ -204,6 +213,46 @@ def transferattack(root: Optional[str] = None, image_size: int = 224, interpolat
                      skip_bad_images, num_workers, {"root": str(root)})
 
 
+SYNSET = re.compile(r"^n[0-9]{8}$")
+
+
+def imagenet_synsets() -> List[str]:
+    """ImageNet-1k's 1000 WordNet ids in index order, as timm ships them."""
+    from timm.data import ImageNetInfo
+
+    return list(ImageNetInfo("imagenet-1k").label_names())
+
+
+def _synset_index(root: Path, folders: Sequence[str], num_classes: int) -> dict:
+    """Folder name -> ImageNet-1k index, for folders named by their synset (any subset of the 1000)."""
+    index = {s: i for i, s in enumerate(imagenet_synsets())}
+    for name in folders:
+        if name not in index:
+            what = "is not one of ImageNet-1k's 1000 synsets" if SYNSET.match(name) else "is not a WordNet id (nXXXXXXXX)"
+            raise DataError(f"{root / name}: class folder {name!r} {what}; name each folder by its ImageNet-1k synset, "
+                            "or give data.classes=FILE (one class per line, labelled by its line number, or NAME INDEX)")
+    if folders and num_classes != len(index):
+        raise DataError(f"{root}: synset folders are labelled by their ImageNet-1k index (0..{len(index) - 1}), but "
+                        f"data.num_classes={num_classes}; set data.num_classes={len(index)} or give data.classes=FILE")
+    return index
+
+
+def _class_file(classes: str) -> dict:
+    """A classes file: one name per line (its 0-based line number is the label), or NAME INDEX per line."""
+    cpath = Path(classes).expanduser()
+    if not cpath.is_file():
+        raise DataError(f"data.classes: no such file: {cpath}")
+    index = {}
+    for i, line in enumerate((ln.split() for ln in cpath.read_text().splitlines() if ln.strip())):
+        if len(line) == 1:
+            index[line[0]] = i
+        elif len(line) == 2 and line[1].lstrip("-").isdigit():
+            index[line[0]] = int(line[1])
+        else:
+            raise DataError(f"{cpath}: line {i + 1}: expected NAME or NAME INDEX, got {' '.join(line)!r}")
+    return index
+
+
 @DATASETS.register("imagefolder")
 def imagefolder(root: Optional[str] = None, image_size: int = 224, interpolation: str = "bilinear",
                 resize: bool = True, crop_pct: Optional[float] = 0.875, classes: Optional[str] = None,
@@ -212,18 +261,11 @@ def imagefolder(root: Optional[str] = None, image_size: int = 224, interpolation
     """ImageNet-val layout: ROOT/<synset>/<image>; class index = sorted synsets or the ``classes`` file."""
     root = _check_common(root, image_size, interpolation, crop_pct, num_classes)
     folders = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if classes:
-        cpath = Path(classes).expanduser()
-        if not cpath.is_file():
-            raise DataError(f"data.classes: no such file: {cpath}")
-        order = [ln.strip() for ln in cpath.read_text().splitlines() if ln.strip()]
-    else:
-        order = folders
-    index = {s: i for i, s in enumerate(order)}
+    index = _class_file(classes) if classes else _synset_index(root, folders, int(num_classes))
     rows = []
     for syn in folders:
         if syn not in index:
-            raise DataError(f"{root / syn}: folder is not a class in {classes or 'the folder list'}")
+            raise DataError(f"{root / syn}: folder is not a class in {classes}")
         files = sorted(p for p in (root / syn).iterdir() if p.suffix.lower() in IMAGE_EXTS)
         for p in files[:per_class] if per_class else files:
             rows.append((f"{syn}/{p.name}", p, index[syn], None, str(p)))

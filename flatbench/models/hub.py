@@ -12,8 +12,9 @@ Name forms (the zoo configs use all of them):
 
 Pretrained weights are never fetched silently in an offline run: with ``HF_HUB_OFFLINE=1``
 (or ``FLATBENCH_OFFLINE=1``) a weight missing from the cache raises
-:class:`MissingWeightsError`, naming the model and ``scripts/fetch_weights.py``; online,
-a failed download raises the same error. Network timeouts are huggingface_hub's (10 s).
+:class:`MissingWeightsError`, naming the model and ``flatbench fetch-weights``; online,
+a hub that cannot be reached (one connection of at most 3 s) or a failed download raises the
+same error, naming ``HF_HUB_OFFLINE`` too.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from .wrap import Preprocess
 
 log = logging.getLogger(__name__)
 
-FETCH_HINT = "fetch it ahead with `python scripts/fetch_weights.py` (same overrides as the run) on a machine with internet"
+FETCH_HINT = "fetch it ahead with `flatbench fetch-weights` (same overrides as the run) on a machine with internet"
 
 
 class MissingWeightsError(ConfigError):
@@ -158,10 +159,38 @@ def declared_classes(name: str, label_offset: Optional[int] = None, num_classes:
     return n - (meta.label_offset if label_offset is None else int(label_offset))
 
 
+HUB_PROBE_S = 3.0   # how long a connection to the hub may take before the run is told it is offline
+
+
+def hub_unreachable(spec: ModelSpec) -> Optional[str]:
+    """Why the hub that serves ``spec``'s weights cannot be reached (one connection attempt of at most
+    HUB_PROBE_S seconds), or None when it can, or when a proxy is set (the hub's own client then decides).
+    Without it, huggingface_hub retries an unreachable hub for about a minute before failing."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co") if spec.library == "timm"
+                   else "https://download.pytorch.org")
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_S).close()
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or type(exc).__name__}"
+    return None
+
+
 def _require_cached(spec: ModelSpec, pretrained: bool) -> None:
-    if pretrained and offline() and not weights_cached(spec):
+    if not pretrained or weights_cached(spec):
+        return
+    if offline():
         raise MissingWeightsError(f"pretrained weights of {spec.name!r} are not in the local cache and the run is "
                                   f"offline (HF_HUB_OFFLINE=1); {FETCH_HINT}")
+    why = hub_unreachable(spec)
+    if why:
+        raise MissingWeightsError(f"pretrained weights of {spec.name!r} are not in the local cache and the hub cannot "
+                                  f"be reached ({why}); on an offline machine set HF_HUB_OFFLINE=1 and {FETCH_HINT}")
 
 
 def _build(spec: ModelSpec, pretrained: bool, num_classes: Optional[int]) -> nn.Module:

@@ -67,8 +67,14 @@ class WeightSnapshots(nn.Module):
         self.order = tuple(int(i) for i in order)
         self.name = name
 
+    per_step = True   # the attack loop's protocol (flatbench.attacks.model_state.per_step_models)
+
     def __len__(self) -> int:
         return len(self.snapshots)
+
+    def start_of(self, seed) -> int:
+        """Where a batch keyed ``seed`` starts in the cycle."""
+        return cycle_start(seed, len(self))
 
     def at(self, step: int, start: int = 0) -> nn.Module:
         """The snapshot step ``step`` (0-based) of a batch starting at ``start`` in the cycle attacks."""

@@ -1,10 +1,11 @@
-"""Download every pretrained weight a flatbench config needs, so that runs work offline.
+"""``flatbench fetch-weights``: download every pretrained weight a flatbench config needs, so that
+runs work offline.
 
 Run it on a machine with internet, with the overrides you will run with:
 
-    python scripts/fetch_weights.py experiment=pgn_table1
-    python scripts/fetch_weights.py targets=transferattack surrogate=resnet50.tv_in1k
-    python scripts/fetch_weights.py --dry-run experiment=transferattack_rn50   # list, download nothing
+    flatbench fetch-weights experiment=pgn_table1
+    flatbench fetch-weights targets=transferattack surrogate=resnet50.tv_in1k
+    flatbench fetch-weights --dry-run experiment=transferattack_rn50   # list, download nothing
 
 It composes the config exactly as ``flatbench`` does, collects the surrogate(s) (including
 values swept in ``hydra.sweeper.params``) and every target-zoo model, and loads each with
@@ -16,32 +17,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import List
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def compose(overrides: List[str]):
-    from hydra import compose as hcompose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from flatbench.compose import CONFIG_DIR
-    from flatbench.config import register_schema
-
-    register_schema()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hcompose("config", overrides=overrides, return_hydra_config=True)
 
 
 def needed_models(cfg) -> List[str]:
     """Surrogates (also swept ones) and target models, in order, without duplicates."""
-    from flatbench.config import as_container, surrogate_names
-    from flatbench.target_zoo import parse_targets
-    from flatbench.models import TESTBED
+    from ..config import as_container, surrogate_names
+    from ..target_zoo import parse_targets
+    from . import TESTBED
 
     names = list(surrogate_names(cfg.surrogate))
     swept = (as_container(cfg.hydra.sweeper.get("params")) or {}).get("surrogate")
@@ -53,17 +36,20 @@ def needed_models(cfg) -> List[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="flatbench fetch-weights", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="list the models and whether their weights are cached")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for flatbench")
     args = p.parse_args(argv)
-    from flatbench.models import load_model, parse_name, source_of, weights_cached
-    from flatbench.registry import ConfigError
+    from ..compose import compose
+    from ..errors import composition_error
+    from ..registry import ConfigError
+    from . import load_model, parse_name, source_of, weights_cached
 
     try:
-        names = needed_models(compose(args.overrides))
+        names = needed_models(compose(args.overrides, hydra=True))
     except Exception as exc:  # noqa: BLE001 - composition errors are the user's to fix
-        print(f"fetch_weights: error: {exc}", file=sys.stderr)
+        print(f"flatbench fetch-weights: error: {composition_error(exc, args.overrides)}", file=sys.stderr)
         return 2
     failed = 0
     for name in names:
@@ -94,6 +80,3 @@ def main(argv=None) -> int:
     print(f"{len(names)} model(s); {failed} failed" + (" (dry run: nothing downloaded)" if args.dry_run else ""))
     return 1 if failed else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
