@@ -39,6 +39,39 @@ def test_holm_on_a_textbook_family_and_the_definition():
         assert holm(p) == pytest.approx(list(holm_reference(np.array(p))))
 
 
+def _exact_spearman_reference(x, y):
+    from scipy.stats import permutation_test, rankdata
+
+    rx, ry = rankdata(x), rankdata(y)
+
+    def rho(a, axis=-1):
+        a, b = a - a.mean(axis=axis, keepdims=True), rx - rx.mean()
+        return (a * b).sum(axis=axis) / np.sqrt((a * a).sum(axis=axis) * (b * b).sum())
+
+    return permutation_test((ry,), rho, permutation_type="pairings", n_resamples=np.inf, vectorized=True).pvalue
+
+
+def test_small_n_spearman_is_exact_never_zero_and_holm_adjusted_over_the_report():
+    """At n = 3 a perfect ρ = −1 has exact p 1/3 (was 0 from the t approximation); at n = 9 the exact
+    p of the CNN's sharp_worst (+0.85) is SciPy's permutation p, and the report's p_holm adjusts over the
+    metrics × surrogates. Broken variant tried: the t approximation kept for n <= 10 (p = 0 at n = 3)."""
+    from flatbench.report.flatness import flatness_correlation
+
+    t = spearman_test([1, 2, 3], [3, 2, 1])
+    assert t["rho"] == -1.0 and t["p"] == pytest.approx(1 / 3) and math.isnan(t["ci_low"])
+    rng = np.random.default_rng(5)
+    cells = pd.DataFrame({"surrogate": ["a"] * 9 + ["b"] * 9, "asr": rng.random(18),
+                          "m1": rng.random(18), "m2": rng.random(18)})
+    cells.loc[:8, "m1"] = cells.loc[:8, "asr"] + rng.normal(0, 0.1, 9)
+    corr = flatness_correlation(cells, ["m1", "m2"])
+    fam = corr[corr["surrogate"] != "all"]
+    assert len(fam) == 4 and corr[corr["surrogate"] == "all"]["p_holm"].isna().all()
+    assert fam["p_holm"].tolist() == pytest.approx(holm(fam["p"].tolist()))
+    first = fam.iloc[0]
+    assert first["p"] == pytest.approx(_exact_spearman_reference(cells.loc[:8, "m1"], cells.loc[:8, "asr"]), rel=1e-9)
+    assert first["p"] > 0 and first["method"].startswith("exact")
+
+
 def test_spearman_auroc_and_mcnemar_equal_scipy_and_sklearn():
     rng = np.random.default_rng(1)
     for n in (4, 5, 8, 16, 40):
@@ -47,8 +80,12 @@ def test_spearman_auroc_and_mcnemar_equal_scipy_and_sklearn():
         t = spearman_test(x, y)
         ref = spearmanr(x, y)
         assert t["rho"] == pytest.approx(ref.statistic, abs=1e-12)
-        assert t["p"] == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-15)
-        assert t["ci_low"] <= t["rho"] <= t["ci_high"]
+        if n <= 10:   # exact, over every pairing: SciPy's permutation test; no interval at so few points
+            assert t["p"] == pytest.approx(_exact_spearman_reference(x, y), rel=1e-9)
+            assert math.isnan(t["ci_low"]) and math.isnan(t["ci_high"])
+        else:
+            assert t["p"] == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-15)
+            assert t["ci_low"] <= t["rho"] <= t["ci_high"]
     assert math.isnan(spearman_test([1, 2], [2, 1])["rho"])
     for n in (10, 57, 300):
         s = rng.integers(0, 7, n).astype(float)

@@ -2,10 +2,11 @@
 their black-box ASR per cell (Spearman, within each surrogate) and per image (AUROC, within each cell).
 
 The surrogate sets both the ASR level and the flatness level, so a correlation pooled over
-surrogates mostly says "which surrogate" (Simpson's paradox: on the family study of docs/studies.md,
-pooled ρ −0.56 for sharp_worst, +0.90 within the CNN and −0.88 within the ResNet). The headline is
-therefore per surrogate (``flatness_correlation.csv``; a pooled row is kept, labelled ``all``), and per
-image inside each cell (``flatness_auroc.csv``), where the surrogate and the method are fixed.
+surrogates mostly says "which surrogate" (Simpson's paradox: a pooled ρ can have the opposite sign
+of both within-surrogate ones). The headline is therefore per surrogate (``flatness_correlation.csv``,
+with Holm's adjustment over its metrics × surrogates; a pooled row is kept, labelled ``all``, out of
+that family), and per image inside each cell (``flatness_auroc.csv``), where the surrogate and the
+method are fixed.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pandas as pd
 from ..cell.directory import CellDir
 from ..columns import setting_columns
 from ..figures import png
-from ..stats import auroc, auroc_interval, spearman_test
+from ..stats import auroc, auroc_interval, holm, spearman_test
 from .cells import _text
 from .statistics import spearman
 
@@ -65,7 +66,10 @@ def average_over(df: pd.DataFrame, metrics: Sequence[str], over: str) -> pd.Data
 
 def flatness_correlation(cells: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """One row per (surrogate, metric), then the pooled rows (surrogate ``all``): Spearman's ρ of the
-    cells' median metric against their black-box mean ASR, its 95% interval, p and the cell count.
+    cells' median metric against their black-box mean ASR, its 95% interval (none at 10 cells or
+    fewer), p (exact at 10 cells or fewer) and how (``method``), the cell count, and ``p_holm``: Holm's
+    adjustment over the metrics × surrogates of this report, the family of claims it supports. The
+    pooled rows are descriptions across surrogates that set the level, not claims: out of the family.
     ``cells`` is :func:`flatness_table`'s first value."""
     out = []
     groups = list(cells.groupby("surrogate", sort=True)) + [("all", cells)]
@@ -74,8 +78,13 @@ def flatness_correlation(cells: pd.DataFrame, metrics: Sequence[str]) -> pd.Data
             d = g[[m, "asr"]].dropna()
             t = spearman_test(d[m], d["asr"])
             out.append({"surrogate": surrogate, "metric": m, "rho": t["rho"], "ci_low": t["ci_low"],
-                        "ci_high": t["ci_high"], "p": t["p"], "n_cells": len(d)})
-    return pd.DataFrame(out)
+                        "ci_high": t["ci_high"], "p": t["p"], "n_cells": len(d), "method": t["method"]})
+    df = pd.DataFrame(out)
+    family = (df["surrogate"] != "all") & df["p"].notna()
+    df["p_holm"] = float("nan")
+    if family.any():
+        df.loc[family, "p_holm"] = holm(df.loc[family, "p"].tolist())
+    return df
 
 
 def flatness_per_image(df: pd.DataFrame, dirs: Sequence[Path]) -> pd.DataFrame:
