@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .attacks.checks import check_loop_settings, check_snapshots
 from .registry import ConfigError, check_range
-from .units import PIXEL, check_config_eps, check_config_length, config_length, px, to_255  # noqa: F401 (re-exported)
+from .units import PIXEL, check_config_eps, px, to_255  # noqa: F401 (px, to_255, PIXEL: re-exported)
 
 
 @dataclass
@@ -102,6 +102,7 @@ class CellSettings:
     rules: Dict[str, str] = field(default_factory=dict)   # the lengths given as rules of eps (describe shows them)
     budget: Optional[Dict[str, Any]] = None   # what budget=B resolved to (Fit.record()); not a setting: a label
     snapshots: Tuple[int, ...] = ()           # steps kept besides T (evaluation, not a setting: not in cell_id)
+    spec: Any = None                          # the AttackSpec these came from (flatbench/attacks/spec.py): builds the attack
 
 
 def split_node(node: Any, where: str) -> tuple:
@@ -121,7 +122,7 @@ def resolve(cfg: DictConfig) -> CellSettings:
     eps = cfg.eps if cfg.eps is not None else data.get("default_eps")
     if eps is None:
         raise ConfigError("eps is null and the data config has no default_eps")
-    eps = check_config_eps(eps, cfg.norm)
+    eps = check_config_eps(eps, cfg.norm)   # also in resolve_spec; here first, for the range checks below
     if cfg.norm == "l2":
         # An L2 radius in 1/255 units: ImageNet papers use a few thousand (e.g. 16·√(224·224·3)/4 ≈ 1552).
         check_range("eps", eps, 0 < eps, "eps > 0 (an L2 radius in 1/255 units) for norm=l2")
@@ -136,39 +137,23 @@ def resolve(cfg: DictConfig) -> CellSettings:
     check_loop_settings(steps=cfg.steps, norm=cfg.norm, chunk=chunk_setting(cfg),
                         memory_budget_mb=cfg.get("memory_budget_mb"), amp=cfg.get("amp"),
                         channels_last=cfg.get("channels_last", "auto"))
-    from .scaling import resolve_length, rule_text
+    from .attacks.spec import CONFIG, resolve_spec
 
     opt, opt_kw = split_node(cfg.optimizer, "optimizer")
     est, est_kw = split_node(cfg.estimator, "estimator")
-    cfg_alpha = config_length(cfg.alpha)
-    rules = {"alpha": rule_text(cfg_alpha)} if rule_text(cfg_alpha) else {}
-    opt_kw = _written(_optimizers(), opt, opt_kw, eps, cfg.norm, "optimizer")
-    est_kw = _scaled(est, _written(_estimators(), est, est_kw, eps, cfg.norm, "estimator"), eps, rules)
     surrogates = surrogate_names(cfg.surrogate)
-    if est in _estimators() and "members" in _estimators().get(est).names() and est_kw.get("members") is None:
-        est_kw["members"] = len(surrogates)   # CWA: K, the surrogate ensemble's size (one model fails its range)
-    transforms = _transforms(cfg)
-    from .attacks.budget import fit_or_none
-
     # budget=B sets the method's cost knob (T or N) before anything is hashed: the cell is the cell of
     # the settings it resolved to, so budget=400 for PGN and n_samples=20 are one cell.
-    fit = fit_or_none(cfg.get("budget"), optimizer=opt, estimator=est, estimator_kwargs=est_kw, transforms=transforms,
-                      steps=int(cfg.steps))
-    steps = int(cfg.steps) if fit is None else fit.steps
-    if fit is not None:
-        est_kw = fit.estimator_kwargs
-    alpha = resolve_length(cfg_alpha, eps, "alpha") if cfg_alpha is not None else eps / steps
-    if isinstance(alpha, str):
-        raise ConfigError(f"alpha={alpha!r}: a length is a number (1/255 units), eps, eps/K or eps*K, or null")
-    check_range("alpha", alpha, alpha > 0, "alpha > 0 (1/255 units), a rule of eps (eps/10) or null")
-    check_config_length("alpha", alpha, eps, cfg.norm)
+    spec = resolve_spec(unit=CONFIG, optimizer=opt, optimizer_kwargs=opt_kw, estimator=est, estimator_kwargs=est_kw,
+                        transforms=_transforms(cfg), eps=eps, steps=int(cfg.steps), alpha=cfg.alpha, norm=cfg.norm,
+                        targeted=bool(cfg.targeted), budget=cfg.get("budget"), members=len(surrogates))
     _check_run_values(cfg)
     return CellSettings(
-        data=data, surrogate=surrogates, optimizer=opt, optimizer_kwargs=opt_kw,
-        estimator=est, estimator_kwargs=est_kw, transforms=transforms, eps=float(eps), steps=steps,
-        alpha=float(alpha), norm=cfg.norm, targeted=bool(cfg.targeted), target_rule=cfg.target_rule,
-        seed=int(cfg.seed), n_images=n_images_setting(cfg.n_images), rules=rules, budget=fit.record() if fit is not None else None,
-        snapshots=check_snapshots(as_container(cfg.get("snapshots")) or [], steps),
+        data=data, surrogate=surrogates, optimizer=opt, optimizer_kwargs=spec.optimizer_kwargs,
+        estimator=est, estimator_kwargs=spec.estimator_kwargs, transforms=spec.transforms, eps=spec.eps,
+        steps=spec.steps, alpha=spec.alpha, norm=cfg.norm, targeted=bool(cfg.targeted), target_rule=cfg.target_rule,
+        seed=int(cfg.seed), n_images=n_images_setting(cfg.n_images), rules=spec.rules, budget=spec.budget,
+        snapshots=check_snapshots(as_container(cfg.get("snapshots")) or [], spec.steps), spec=spec,
     )
 
 
@@ -181,13 +166,6 @@ def _transforms(cfg: DictConfig) -> Dict[str, Dict[str, Any]]:
             for k, v in dict(defaults or {}).items():
                 if transforms[name].get(k) is None:
                     transforms[name][k] = v
-    from .attacks import TRANSFORMS
-
-    for name, kw in transforms.items():   # a written fraction (noise=16/255) in 1/255 units
-        decl = TRANSFORMS.get(name) if name in TRANSFORMS else None
-        for k, v in kw.items():
-            if decl is not None and k in decl.names() and decl.param(k).length:
-                kw[k] = config_length(v)
     return transforms
 
 
@@ -212,56 +190,6 @@ def _check_run_values(cfg: DictConfig) -> None:
                 "round | truncate")
 
 
-def _estimators():
-    from .attacks import ESTIMATORS
-
-    return ESTIMATORS
-
-
-def _optimizers():
-    from .attacks import OPTIMIZERS
-
-    return OPTIMIZERS
-
-
-def _written(registry, name: str, kwargs: Dict[str, Any], eps: float, norm: str, group: str) -> Dict[str, Any]:
-    """A part's declared lengths as numbers in 1/255 units: a written fraction (``r=3.2/255``)
-    converted, and a number below eps/1000 refused (flatbench/units.py); rules of ε stay as they are."""
-    decl = registry.get(name) if name in registry else None
-    if decl is None:
-        return kwargs
-    out = {}
-    for k, v in kwargs.items():
-        if k in decl.names() and decl.param(k).length:
-            v = check_config_length(f"{group}.{k}", config_length(v), eps, norm)
-        out[k] = v
-    return out
-
-
-def _scaled(est: str, kwargs: Dict[str, Any], eps: float, rules: Dict[str, str]) -> Dict[str, Any]:
-    """The estimator's lengths written as rules of eps (RAP's eps_n: eps), resolved at this eps."""
-    from .attacks import ESTIMATORS
-    from .scaling import resolve_length, rule_text
-
-    decl = ESTIMATORS.get(est) if est in ESTIMATORS else None
-    out = {}
-    for k, v in kwargs.items():
-        if isinstance(v, str) and decl is not None and k in decl.names() and decl.param(k).length:
-            text = rule_text(v)
-            v = resolve_length(v, eps, f"estimator.{k}")
-            if text:
-                rules[f"estimator.{k}"] = text
-        out[k] = v
-    return out
-
-
-def _to_api_units(declaration, kwargs: Dict[str, Any]) -> Dict[str, Any]:
-    """A part's config values with its declared lengths converted from 1/255 units to [0,1]."""
-    lengths = {p.name for p in declaration.params if p.length}
-    return {k: (px(v) if k in lengths and isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-            for k, v in kwargs.items()}
-
-
 def chunk_setting(cfg: DictConfig) -> Any:
     """``chunk``, or the value a config file still sets under 0.2's name ``max_batch`` (``resolve``
     logs the note, once per cell)."""
@@ -271,14 +199,7 @@ def chunk_setting(cfg: DictConfig) -> Any:
 
 def attack_kwargs(s: CellSettings) -> Dict[str, Any]:
     """Keyword arguments of :func:`flatbench.attacks.build_attack`, converted to [0,1] units."""
-    from .attacks import ESTIMATORS, OPTIMIZERS, TRANSFORMS
-
-    return dict(
-        optimizer=s.optimizer, optimizer_kwargs=_to_api_units(OPTIMIZERS.get(s.optimizer), s.optimizer_kwargs),
-        estimator=s.estimator, estimator_kwargs=_to_api_units(ESTIMATORS.get(s.estimator), s.estimator_kwargs),
-        transforms={k: _to_api_units(TRANSFORMS.get(k), v) for k, v in s.transforms.items()},
-        eps=px(s.eps), steps=s.steps, alpha=px(s.alpha), norm=s.norm, targeted=s.targeted,
-    )
+    return s.spec.loop_kwargs()
 
 
 # Where a `_target_` in flatbench's own groups may point. flatbench never instantiates config

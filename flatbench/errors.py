@@ -108,7 +108,8 @@ def unknown_key(text: str, overrides: Optional[List[str]] = None) -> Optional[st
         break
     where = f" of {parent}" if parent else ""
     listed = f" Valid keys{where}: {', '.join(sorted(valid))}." if valid else ""
-    return f"unknown key {key!r}.{suggest(leaf, valid)}{listed}"
+    close = suggest(leaf, [v for v in valid if v != "name"])   # a group's 'name' selects the part: rarely meant
+    return f"unknown key {key!r}.{close}{listed}"
 
 
 def composition_error(exc: BaseException, overrides: Optional[List[str]] = None) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import CellSettings, as_container, attack_kwargs, chunk_setting, px, resolve
+from .config import CellSettings, as_container, chunk_setting, px, resolve
 from .registry import ConfigError
 from .target_zoo import ALL_ROLES, parse_targets
 
@@ -66,14 +66,10 @@ class Settings:
     composed: DictConfig                 # the config it came from (what W&B records, resolved: .config())
 
     def build_attack(self, model=None):
-        """The cell's attack, from its parts' settings and the run's sizing settings."""
-        from .attacks import build_attack
-
-        attack = build_attack(model, chunk=self.run.chunk, memory_budget_mb=self.run.memory_budget_mb,
-                              amp=self.run.amp, channels_last=self.run.channels_last,
-                              tuning_file=self.paths.tuning_file, **attack_kwargs(self.cell))
-        attack.rules, attack.budget = self.cell.rules, self.cell.budget
-        return attack
+        """The cell's attack: its spec (:mod:`flatbench.attacks.spec`) with the run's sizing settings."""
+        return self.cell.spec.build(model, chunk=self.run.chunk, memory_budget_mb=self.run.memory_budget_mb,
+                                    amp=self.run.amp, channels_last=self.run.channels_last,
+                                    tuning_file=self.paths.tuning_file)
 
     def config(self) -> Dict[str, Any]:
         """The whole composed config as plain containers, resolved (the logger's record of the run)."""

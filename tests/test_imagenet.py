@@ -82,7 +82,7 @@ def test_offline_missing_weights_error_names_model_and_script(monkeypatch, tmp_p
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(MissingWeightsError, match=r"resnet18\.a1_in1k.*flatbench fetch-weights.*HF_HUB_OFFLINE"):
+    with pytest.raises(MissingWeightsError, match=r"resnet18\.a1_in1k.*HF_HUB_OFFLINE.*flatbench fetch-weights"):
         load_model("resnet18.a1_in1k", pretrained=True)
     with pytest.raises(MissingWeightsError, match=r"torchvision:resnet18.*flatbench fetch-weights"):
         load_model("torchvision:resnet18.IMAGENET1K_V1", pretrained=True)

@@ -31,7 +31,7 @@ def fail(args, zoo_dir, cwd, extra_env=None):
 
 
 BAD_CONFIGS = [
-    ("epss=3", "Key 'epss' not in 'FlatbenchConfig'"),
+    ("epss=3", "unknown key 'epss'. Did you mean 'eps'?"),
     ("steps=ten", "Value 'ten' of type 'str' could not be converted to Integer"),
     ("estimator=pgnn", "Did you mean 'pgn'?"),
     ("targets=cnnn", "Did you mean 'cnn'?"),

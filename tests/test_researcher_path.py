@@ -34,13 +34,15 @@ def test_a_fraction_where_the_command_line_reads_1_255_is_refused_with_both_read
     assert not (tmp_path / "outputs" / "runs").exists() or not list((tmp_path / "outputs").rglob("results.csv"))
 
 
-def test_eps_written_as_16_255_is_the_cell_of_eps_16(tmp_path):
-    cache = f"paths.cache_dir={tmp_path / 'cache'}"
-    run(["flatbench", "eps=16/255", *SMALL, cache, f"hydra.run.dir={tmp_path / 'a'}"], None, tmp_path)
-    run(["flatbench", "eps=16", *SMALL, cache, f"hydra.run.dir={tmp_path / 'b'}"], None, tmp_path)
-    a, b = (json.loads((tmp_path / d / "cell.json").read_text()) for d in "ab")
+def test_eps_written_as_16_255_is_the_cell_of_eps_16_and_outputs_follow_the_umask(tmp_path):
+    """One cell written both ways (the second under another umask: outputs were mode 0600 from mkstemp)."""
+    a, _ = _cell(tmp_path, "a", umask=0o002, extra=["eps=16/255"])
+    b, _ = _cell(tmp_path, "b", umask=0o077, extra=["eps=16"])
     assert a["cell_id"] == b["cell_id"] and a["semantic"]["eps"] == 16.0
     assert (tmp_path / "a" / "results.csv").read_text().splitlines()[1].split(",")[15] == "16.0"   # the eps column
+    for f in ("results.csv", "predictions.csv", "adv.safetensors", "cell.json"):
+        assert stat.S_IMODE((tmp_path / "a" / f).stat().st_mode) == 0o664, f
+    assert stat.S_IMODE((tmp_path / "b" / "results.csv").stat().st_mode) == 0o600
 
 
 def test_the_rules_hold_at_their_thresholds():
@@ -102,9 +104,10 @@ def test_n_images_beyond_the_split_is_refused_and_all_takes_the_split(tmp_path):
 
 # ---------------------------------------------------------------- caches that heal, files a lab can share
 
-def _cell(tmp_path, name, umask=None):
+def _cell(tmp_path, name, umask=None, extra=()):
     """One small cell into run dir ``name``, all cells sharing one cache; its cell.json and the log."""
-    args = [str(BIN / "flatbench"), *SMALL, f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / name}"]
+    args = [str(BIN / "flatbench"), *SMALL, *extra, f"paths.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={tmp_path / name}"]
     p = subprocess.run(args, cwd=tmp_path, env=dict(os.environ, WANDB_MODE="offline"), capture_output=True, text=True,
                        timeout=600, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
@@ -153,14 +156,6 @@ def test_a_damaged_cache_is_set_aside_and_recomputed_to_the_clean_run(tmp_path, 
     assert torch.equal(_images(tmp_path / name / "adv.safetensors"), clean_images)
     strip = (lambda text: [ln.split(",")[:32] for ln in text.splitlines()])   # the settings and the numbers
     assert strip((tmp_path / name / "results.csv").read_text()) == strip(clean_rows)
-
-
-def test_outputs_follow_the_user_s_umask(tmp_path):
-    _cell(tmp_path, "shared", umask=0o002)
-    for f in ("results.csv", "predictions.csv", "adv.safetensors", "cell.json"):
-        assert stat.S_IMODE((tmp_path / "shared" / f).stat().st_mode) == 0o664, f
-    _cell(tmp_path, "private", umask=0o077)
-    assert stat.S_IMODE((tmp_path / "private" / "results.csv").stat().st_mode) == 0o600
 
 
 # ---------------------------------------------------------------- the ImageNet user's way in, and out
