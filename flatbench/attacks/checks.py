@@ -30,3 +30,17 @@ def check_loop_settings(*, steps, norm, chunk, memory_budget_mb, amp, channels_l
     check_range("amp", amp, amp in (None, "bf16", "fp16"), "null | bf16 | fp16")
     check_range("channels_last", channels_last, channels_last in ("auto", "measure", True, False)
                 and channels_last is not None, "auto (by rule) | measure (timed) | true | false")
+
+
+def check_part_lengths(parts) -> None:
+    """Each part's declared lengths, fractions of [0,1] under linf: one above the whole range is 1/255
+    units written where a fraction is read (flatbench/units.py), refused naming both readings."""
+    from ..units import api_length
+
+    for part in parts:
+        decl, params = getattr(part, "declaration", None), getattr(part, "params", None)
+        if decl is None or params is None:
+            continue
+        for k, v in params().items():
+            if k in decl.names() and decl.param(k).length:
+                api_length(k, v, "linf")

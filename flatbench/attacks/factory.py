@@ -12,6 +12,7 @@ from ..registry import ConfigError, suggest
 from ..units import api_length
 from .estimators import ESTIMATORS
 from .loop import Attack
+from .model_state import ensemble_size
 from .optimizers import OPTIMIZERS
 from .spec import API, METHOD_PRESETS, METHODS, apply_preset, resolve_spec  # noqa: F401 (METHOD_PRESETS re-exported)
 from .transforms import TRANSFORMS
@@ -94,14 +95,9 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
         raise ConfigError(f"method {name!r}: unknown keyword {key!r}. Valid: {', '.join(sorted(valid))}.{suggest(key, valid)}")
     if "eps" not in loop_kw:
         raise ConfigError("create_attack needs eps (a fraction of the [0,1] range, e.g. 16/255)")
-    members = None
-    if "members" in ESTIMATORS.get(est).names() and model is not None:
-        from .loop import ensemble_members
-
-        members = len(ensemble_members(model)) or None   # CWA: the ensemble's size (one model: the call says so)
     spec = resolve_spec(unit=API, optimizer=opt, optimizer_kwargs=opt_kw, estimator=est, estimator_kwargs=est_kw,
                         transforms=tf_specs, eps=loop_kw.pop("eps"), steps=loop_kw.pop("steps", 10),
                         alpha=loop_kw.pop("alpha", None), norm=loop_kw.pop("norm", "linf"),
-                        targeted=loop_kw.pop("targeted", False), budget=budget, members=members,
+                        targeted=loop_kw.pop("targeted", False), budget=budget, members=ensemble_size(model),
                         given=frozenset(given), rules=rules, method=name)
     return spec.build(model, **loop_kw)

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from ..registry import check_range
 from ..units import api_length
 from . import tuning
-from .checks import check_loop_settings, check_snapshots
+from .checks import check_loop_settings, check_part_lengths, check_snapshots
 from .context import Paused, StepContext, state_to
-from .model_state import borrowed, deterministic_kernels, per_step_models
+from .model_state import borrowed, deterministic_kernels, ensemble_members, per_step_models
 from .estimators import Estimator, Plain
 from .optimizers import Optimizer
 from .packing import check_packed
@@ -44,11 +44,6 @@ def _cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     # A sum, not a mean: each example's gradient must not depend on the batch it shares.
     return F.cross_entropy(logits.float(), y, reduction="sum")
 
-
-def ensemble_members(model) -> List[torch.nn.Module]:
-    """The models of a surrogate ensemble (also through torch.compile's wrapper); [] for one model."""
-    members = getattr(getattr(model, "_orig_mod", model), "members", None)
-    return list(members) if isinstance(members, torch.nn.ModuleList) else []
 
 class Attack:
     """An iterative sign-gradient attack assembled from parts; see the module docstring.
@@ -132,8 +127,8 @@ class Attack:
                 raise TypeError(f"transforms: {t!r} is neither an input transform nor a gradient filter")
         self.transforms = [t.bind(self.alpha) for t in transforms if isinstance(t, InputTransform)]
         self.filters = [t.bind(self.alpha) for t in transforms if isinstance(t, GradientFilter)]
-        if norm == "linf":
-            self._check_part_lengths()
+        if norm == "linf":   # a part's length above the whole range is 1/255 units (flatbench/units.py)
+            check_part_lengths((self.optimizer, self.estimator, *self.transforms, *self.filters))
         self.amp = amp
         # How the work is sized (the chunk, the memory format): tuning.Sizing, apart from the loop.
         self.sizing = tuning.Sizing(chunk, memory_budget_mb, channels_last, amp, tuning_file)
@@ -155,16 +150,6 @@ class Attack:
         estimator's own label (a setting may name a variant: RAP-OC, GRA-OC)."""
         est = replace(self.estimator.declaration, label=self.estimator.label)
         return method_label(self.optimizer.declaration, est, [p.declaration for p in (*self.transforms, *self.filters)])
-
-    def _check_part_lengths(self) -> None:
-        """Each part's declared lengths, fractions of [0,1]: one above the whole range is 1/255 units."""
-        for part in (self.optimizer, self.estimator, *self.transforms, *self.filters):
-            decl, params = getattr(part, "declaration", None), getattr(part, "params", None)
-            if decl is None or params is None:
-                continue
-            for k, v in params().items():
-                if k in decl.names() and decl.param(k).length:
-                    api_length(k, v, "linf")
 
     def predicted_grad_evals(self, n_images: int, steps: Optional[int] = None) -> int:
         """The images that go through a forward+backward of the surrogate when this attack crafts

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, List, Optional
 
 import torch
 from torch import nn
@@ -123,3 +123,14 @@ def per_step_models(model):
     through); the loop asks it, and imports no model source."""
     inner = getattr(model, "_orig_mod", model)
     return inner if getattr(inner, "per_step", False) else None
+
+
+def ensemble_members(model) -> List[torch.nn.Module]:
+    """The models of a surrogate ensemble (also through torch.compile's wrapper); [] for one model."""
+    members = getattr(getattr(model, "_orig_mod", model), "members", None)
+    return list(members) if isinstance(members, torch.nn.ModuleList) else []
+
+
+def ensemble_size(model) -> Optional[int]:
+    """How many members a surrogate ensemble has (CWA's K); None for one model."""
+    return len(ensemble_members(model)) or None
