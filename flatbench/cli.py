@@ -88,7 +88,7 @@ def main() -> None:
     sys.argv[1:] = args
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         sys.exit(SUBCOMMANDS[sys.argv[1]](sys.argv[2:]))
-    if len(sys.argv) > 1 and not sys.argv[1].startswith("-") and "=" not in sys.argv[1]:
+    if len(sys.argv) > 1 and not sys.argv[1].startswith(("-", "~", "+")) and "=" not in sys.argv[1]:
         from .registry import suggest
 
         print(f"flatbench: error: unknown subcommand {sys.argv[1]!r}.{suggest(sys.argv[1], SUBCOMMANDS)} Subcommands: "
