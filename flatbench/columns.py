@@ -30,7 +30,7 @@ COLUMNS = [
 MEASURES = ("step", "target", "target_model", "role", "clean_acc", "asr", "asr_ci_low", "asr_ci_high", "asr_clean_correct",
             "n_fooled", "n_clean_correct", "n_fooled_clean_correct", "linf_mean", "l2_mean", "psnr_mean", "ssim_mean",
             "craft_seconds",
-            "images_per_second", "grad_evals", "chunk", "memory_format")
+            "images_per_second", "grad_evals", "chunk", "memory_format", "adv_digest")
 # Not settings: the hash of the settings, a name, the budget that was asked for (the settings it resolved
 # to are the columns), the code's version and where the cell was computed (flatbench/provenance.py).
 LABELS = ("cell_id", "experiment", "budget", "version", "torch_version", "git_commit", "hardware", "kernels")

@@ -58,11 +58,12 @@ def test_report_writes_the_compute_axis_and_the_budget_table(trained_zoo, zoo_di
     assert set(best["attack"]) == {"MI-FGSM", "PGN"} and (best["grad_evals_per_image"] == 20).all()
     assert "within 20 gradient evaluations per image" in p.stdout
     # At a budget, cells pair by the budget (T and α are the knob's): PGN at 20 against MI-FGSM at 20.
-    sig = pd.read_csv(sweep / "report" / "significance.csv", dtype={"cell_id": str, "versus_cell_id": str})
+    sig = pd.read_csv(sweep / "report" / "significance.csv", dtype={"cell_ids": str, "versus_cell_ids": str})
     cells = comp.set_index("cell_id")
-    assert sorted(set(sig["budget"])) == [20, 40] and len(sig) == 2 * 2   # two targets, two budgets
+    # two targets and the black-box mean, two budgets
+    assert sorted(set(sig["budget"])) == [20, 40] and len(sig) == 3 * 2
     for r in sig.itertuples():
-        assert cells.loc[r.cell_id, "budget"] == cells.loc[r.versus_cell_id, "budget"] == r.budget
+        assert cells.loc[r.cell_ids, "budget"] == cells.loc[r.versus_cell_ids, "budget"] == r.budget
     import matplotlib.image as mpimg
     img = mpimg.imread(sweep / "report" / "compute.png")
     assert img.shape[1] > 300 and img[..., :3].std() > 0.05

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest, spearmanr
+from scipy.stats import binomtest, permutation_test, spearmanr
 from sklearn.metrics import roc_auc_score
 
 
@@ -175,29 +175,80 @@ def test_flatness_auroc_per_cell_equals_sklearn(study):
     assert checked > 10
 
 
-def test_every_attack_against_the_baseline_with_holm(study):
-    sig = pd.read_csv(study["out"] / "significance.csv", dtype={"cell_id": str, "versus_cell_id": str})
+def _signature(rows, cid):
+    return rows.loc[rows["cell_id"] == cid, "adv_digest"].iloc[0]
+
+
+def test_every_attack_against_the_baseline_is_one_family_over_seeds(study):
+    """One row per (attack, surrogate, target) over both seeds, a deterministic pair counted once;
+    white-box rows out of the family; a black-box mean row with the exact sign-flip test; Holm over
+    the family; each row's mde the smallest difference with 80% power at 0.05 over the family's size."""
+    from flatbench.report.paired import mcnemar_power
+    sig = pd.read_csv(study["out"] / "significance.csv")
     preds, rows = study["preds"], study["rows"]
+    roles = rows.drop_duplicates(["cell_id", "target"]).set_index(["cell_id", "target"])["role"]
     assert set(sig["versus"]) == {"I-FGSM"} and "I-FGSM" not in set(sig["attack"])
-    # 12 non-I-FGSM cells (DIM, PGN, hybrid GNP x 2 surrogates x 2 seeds), each paired with the
-    # I-FGSM cell of its surrogate and seed, on both targets.
-    assert len(sig) == 12 * 2
+    # DIM, PGN and the hybrid GNP x 2 surrogates, each on two targets and the black-box mean
+    assert len(sig) == 3 * 2 * 3 and sig["family"].sum() == 3 * 2 * 2
+    cells = rows.drop_duplicates("cell_id")
+    m = int(sig["family"].sum())
     for r in sig.itertuples():
-        a = preds[(preds["cell_id"] == r.cell_id) & (preds["target"] == r.target)].set_index("image_id")["fooled"]
-        b = preds[(preds["cell_id"] == r.versus_cell_id) & (preds["target"] == r.target)].set_index("image_id")["fooled"]
-        only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
-        assert (r.only_attack, r.only_versus) == (only_a, only_b)
-        want = 1.0 if only_a + only_b == 0 else binomtest(only_a, only_a + only_b, 0.5).pvalue
-        assert r.p == pytest.approx(want, rel=1e-9)
-        pair = rows[rows["cell_id"].isin([r.cell_id, r.versus_cell_id])]
-        assert pair["seed"].nunique() == 1 and pair["surrogate"].nunique() == 1
-    assert sig["p_holm"].to_numpy() == pytest.approx(holm_reference(sig["p"].to_numpy()))
-    # The hybrid GNP descends: far below I-FGSM on the white-box target, whatever the adjustment.
-    assert (sig["p_holm"] < 0.05).any()
-    # table_seeds.md (one row per seed, as the cells ran) marks exactly the entries at p_holm < 0.05.
-    table = (study["out"] / "table_seeds.md").read_text()
-    body = [ln for ln in table.splitlines() if ln.startswith("| digits-")]
-    assert sum(ln.count("†") for ln in body) == int((sig["p_holm"] < 0.05).sum())
+        ids, vids = r.cell_ids.split(), r.versus_cell_ids.split()
+        assert len(ids) == len(vids) == 2 and cells.set_index("cell_id").loc[ids + vids, "surrogate"].nunique() == 1
+        keys = [(_signature(rows, a), _signature(rows, b)) for a, b in zip(ids, vids)]
+        counted = [i for i in range(2) if keys[i] not in keys[:i]]
+        assert r.seeds_counted == " ".join(str(cells.set_index("cell_id").loc[ids[i], "seed"]) for i in counted)
+        if r.target != "black-box mean":
+            assert r.family == (roles[(ids[0], r.target)] == "black-box")
+            only_a = only_b = n = 0
+            for i in counted:
+                a = preds[(preds["cell_id"] == ids[i]) & (preds["target"] == r.target)].set_index("image_id")["fooled"]
+                b = preds[(preds["cell_id"] == vids[i]) & (preds["target"] == r.target)].set_index("image_id")["fooled"]
+                only_a += int(((a == 1) & (b == 0)).sum())
+                only_b += int(((a == 0) & (b == 1)).sum())
+                n += len(a)
+            assert (r.only_attack, r.only_versus, r.n) == (only_a, only_b, n)
+            want = 1.0 if only_a + only_b == 0 else binomtest(only_a, only_a + only_b, 0.5).pvalue
+            assert r.p == pytest.approx(want, rel=1e-9)
+            level = 0.05 / m if r.family else 0.05
+            assert r.level == pytest.approx(level)
+            if not math.isnan(r.mde):
+                q = (only_a + only_b) / n
+                assert mcnemar_power(n, q, r.mde / 100, level) >= 0.8 > mcnemar_power(n, q, r.mde / 100 - 0.002, level)
+        else:
+            assert r.family
+            share = []
+            for i in counted:
+                pr = preds[preds["cell_id"].isin([ids[i], vids[i]])]
+                pr = pr[[roles[(ids[i], t)] == "black-box" for t in pr["target"]]]
+                per = pr.pivot_table(index="image_id", columns="cell_id", values="fooled", aggfunc="mean")
+                share.append(per[ids[i]] - per[vids[i]])
+            d = sum(share) / len(share)
+            assert r.n == len(d) and r.diff == pytest.approx(100 * d.mean())
+            assert r.diff_ci_low <= r.diff <= r.diff_ci_high
+            ref = permutation_test((d.to_numpy(),), np.mean, permutation_type="samples", n_resamples=20000,
+                                   random_state=0).pvalue
+            assert r.p == pytest.approx(ref, abs=0.02)
+    # the deterministic hybrid GNP against deterministic I-FGSM: both seeds give the same pair, counted once
+    assert set(sig[sig["attack"].str.startswith("GNP")]["seeds_counted"]) == {"0"}
+    assert set(sig[sig["attack"] == "PGN"]["seeds_counted"]) == {"0 1"}
+    fam = sig[sig["family"]]
+    assert fam["p_holm"].to_numpy() == pytest.approx(holm_reference(fam["p"].to_numpy()))
+    assert sig[~sig["family"]]["p_holm"].isna().all()
+    # The hybrid GNP descends: far below I-FGSM on the white-box target (a row judged alone).
+    white = sig[~sig["family"] & sig["attack"].str.startswith("GNP")]
+    assert (white["p"] < 0.05).all() and set(white["verdict"]) == {"lower"}
+    quiet = fam[fam["p_holm"] >= 0.05]
+    assert all(v.startswith("no detectable difference (") for v in quiet["verdict"])
+    # the per-seed table marks each seed's entry of a row that differs; the mean table, the row once
+    hits = fam[fam["p_holm"] < 0.05]
+    per_seed = [ln for ln in (study["out"] / "table_seeds.md").read_text().splitlines() if ln.startswith("| digits-")]
+    pooled = [ln for ln in (study["out"] / "table.md").read_text().splitlines() if ln.startswith("| digits-")]
+    assert sum(ln.count("†") for ln in per_seed) == 2 * len(hits)
+    assert sum(ln.count("†") for ln in pooled) == len(hits)
+    md = (study["out"] / "significance.md").read_text()
+    assert f"{m} tests in the family" in md
+    assert md.count("no detectable difference (") == sig["verdict"].str.startswith("no detectable difference (").sum()
 
 
 def test_seeds_summarised_with_the_sample_sd(study):

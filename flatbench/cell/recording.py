@@ -2,6 +2,7 @@
 files; cell.json goes last, because it marks the cell finished."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any, Dict, List
 
@@ -41,6 +42,13 @@ def record_skipped(cell) -> None:
         log.warning("%d bad image(s) skipped (skip_bad_images=true); list in %s", len(skipped), path)
 
 
+def adv_digest(adv) -> str:
+    """A digest of the adversarial set's 8-bit pixels: two cells crafted the same images exactly when
+    their digests agree (the report counts a repeated pair of seeds once)."""
+    pixels = (adv.detach().cpu().float() * 255).round().clamp(0, 255).to(torch.uint8)
+    return hashlib.sha1(pixels.contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
 def record_cell(cell, st) -> pd.DataFrame:
     """The stage: one row per target (every setting a column, the counts and rates, the crafting
     cost), predictions.csv (per image and target), the set itself (save_images) and cell.json."""
@@ -50,8 +58,11 @@ def record_cell(cell, st) -> pd.DataFrame:
     base.update(cell.flat_columns)
     base.update(perturbation_norms(data.images, cell.adv))
     base.update(visibility(data.images, cell.adv))
+    base["adv_digest"] = adv_digest(cell.adv)
     base.update({"craft_seconds": round(seconds, 3), "images_per_second": round(len(data) / max(seconds, 1e-9), 3),
-                 "grad_evals": int(meta.get("grad_evals", -1)), "chunk": meta.get("chunk"),
+                 # what crafting the whole set costs, in today's unit (single-model passes), also for a set
+                 # reused or resumed (a resumed craft counted only its own batches; an old set, an ensemble once)
+                 "grad_evals": cell.attack.predicted_grad_evals(len(data)), "chunk": meta.get("chunk"),
                  "memory_format": meta.get("memory_format", ""), "version": __version__,
                  # the request, when the cell's knob came from budget=B (a label: the settings are the columns)
                  "budget": s.budget["budget"] if s.budget else None, "step": s.steps})

@@ -9,7 +9,8 @@ columns: targets; white-box cells marked with *; a black-box mean column) and
 never writes over one of its inputs), plus ``table_ci.md``
 (ASR with Wilson 95% intervals), and on request ``compare.md`` (--compare published),
 ``mcnemar.md`` (--mcnemar A B), ``asr_vs_<param>.png`` (--plot-param beta), ``significance.csv``
-(--versus ATTACK: every attack against a baseline, Holm-adjusted; † in table.md) and ``summary.csv``
+and ``.md`` (--versus ATTACK: every attack against a baseline, Holm-adjusted, with the smallest
+difference each test could have seen; --margin M, --fdr; † in table.md) and ``summary.csv``
 (--over seed: mean ± sd over seeds, which table.md then shows), ``compute.csv`` and ``compute.png``
 (black-box ASR against gradient evaluations per image, the Pareto front marked) and ``budget_B.md``
 (--budget B: each attack's best row within B evaluations per image).
@@ -42,7 +43,8 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
                  compare_with: Optional[str] = None, mcnemar_pair: Optional[Sequence[str]] = None,
                  plot_params: Sequence[str] = (), flatness_metric: Optional[str] = None,
                  landscape_pair: Optional[Sequence[str]] = None, versus: Optional[str] = None,
-                 over: Optional[str] = None, budget: Optional[float] = None) -> dict:
+                 over: Optional[str] = None, budget: Optional[float] = None, margin: Optional[float] = None,
+                 fdr: bool = False) -> dict:
     dirs = [Path(d) for d in dirs]
     out = Path(out) if out is not None else SweepLayout.report(dirs[0])
     cells = CellDir.find(dirs, CellDir.RESULTS)
@@ -66,7 +68,8 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
     rep = {"df": df, "paths": paths, "out": out}
     ctx = ReportContext(df=df, dirs=dirs, put=put, rep=rep, value=value, filters=filters, rows=rows, over=over,
                         versus=versus, budget=budget, plot_params=plot_params, flatness_metric=flatness_metric,
-                        landscape_pair=landscape_pair, mcnemar_pair=mcnemar_pair, compare_with=compare_with)
+                        landscape_pair=landscape_pair, mcnemar_pair=mcnemar_pair, compare_with=compare_with,
+                        margin=margin, fdr=fdr)
     for write in OUTPUTS.in_order():   # each output writes its files when its option asks for it
         write(ctx)
     return rep
@@ -90,8 +93,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--landscape", nargs=2, default=None, metavar=("ATTACK_A", "ATTACK_B"),
                    help="side-by-side loss landscapes of two attacks on the same images (flatness=on)")
     p.add_argument("--versus", default=None, metavar="ATTACK",
-                   help="every attack against this baseline: McNemar's exact p per paired cell and target, Holm-adjusted "
-                        "(significance.csv); table.md marks the entries that differ with †")
+                   help="every attack against this baseline, black-box targets and the black-box mean, over all seeds, "
+                        "Holm-adjusted, each row with the smallest difference it could have seen (significance.csv, "
+                        "significance.md); table.md marks the entries that differ with †")
+    p.add_argument("--margin", type=float, default=None, metavar="M",
+                   help="with --versus: also test equivalence within M points (two one-sided tests, p_equiv)")
+    p.add_argument("--fdr", action="store_true",
+                   help="with --versus: add Benjamini-Hochberg adjusted p-values (p_bh) beside Holm's")
     p.add_argument("--over", default=None, metavar="COL",
                    help="summarise over a setting, usually seed: summary.csv (asr_mean, asr_sd, n_seeds) and table.md "
                         "as mean ± sd; the per-seed table goes to table_<COL>s.md")
@@ -104,14 +112,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     try:
         rep = build_report(args.dirs, args.out, args.value, args.filter, args.rows, args.compare, args.mcnemar,
-                           args.plot_param, args.flatness, args.landscape, args.versus, args.over, args.budget)
+                           args.plot_param, args.flatness, args.landscape, args.versus, args.over, args.budget,
+                           args.margin, args.fdr)
         if args.wandb:
             log_wandb(rep, args.wandb, args.wandb_group or report_group(args.dirs))
     except (FileNotFoundError, ValueError) as exc:
         print(f"flatbench-report: error: {exc}", file=sys.stderr)
         return 2
     print(rep["paths"]["table.md"].read_text())
-    for extra in ("compare.md", "mcnemar.md", "flatness.md", *(n for n in rep["paths"] if n.startswith("budget_") and n.endswith(".md"))):
+    for extra in ("compare.md", "mcnemar.md", "significance.md", "flatness.md", *(n for n in rep["paths"] if n.startswith("budget_") and n.endswith(".md"))):
         if extra in rep["paths"]:
             print(rep["paths"][extra].read_text())
     for name, path in rep["paths"].items():

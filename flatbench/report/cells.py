@@ -99,9 +99,9 @@ def _cell(v) -> str:
 
 
 def load_flags(dirs: Sequence[Path]) -> pd.DataFrame:
-    """Per-image fooled flags of every cell (predictions.csv beside cell.json)."""
+    """Per-image fooled flags and adversarial predictions of every cell (predictions.csv beside cell.json)."""
     frames = read_csvs([c.predictions for c in CellDir.find(dirs, CellDir.PREDICTIONS)],
-                       usecols=["cell_id", "target", "image_id", "fooled"], dtype={"cell_id": str})
+                       usecols=["cell_id", "target", "image_id", "adv_pred", "fooled"], dtype={"cell_id": str})
     if not frames:
         raise FileNotFoundError("no per-image flags (predictions.csv with a 'fooled' column) found")
     return pd.concat(frames).drop_duplicates(["cell_id", "target", "image_id"], keep="last")

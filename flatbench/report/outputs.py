@@ -21,7 +21,7 @@ from .flatness import flatness_report
 from .plots import heatmap_png, landscape_compare, param_plot_png
 from .published import compare, compare_markdown, load_published
 from .seeds import seed_markdown, seed_summary, seed_table
-from .significance import significance_marks, significance_table
+from .significance import significance_markdown, significance_marks, significance_table
 from .statistics import mcnemar_markdown, mcnemar_table
 from .tables import ci_markdown, entries, pivot, to_latex, to_markdown
 
@@ -47,16 +47,25 @@ class ReportContext:
     landscape_pair: Optional[Sequence[str]] = None
     mcnemar_pair: Optional[Sequence[str]] = None
     compare_with: Optional[str] = None
+    margin: Optional[float] = None             # --margin M: equivalence within M points (with --versus)
+    fdr: bool = False                          # --fdr: Benjamini-Hochberg beside Holm (with --versus)
+    marks: set = field(default_factory=set)    # (cell_id, target) that differ from --versus
     marked: set = field(default_factory=set)   # table entries that differ from --versus (the significance output)
 
 
 @OUTPUTS.register("significance")
 def write_significance(ctx: ReportContext) -> None:
-    """significance.csv: every McNemar test against --versus (Holm-adjusted); marks the tables' entries."""
+    """significance.csv and .md: the family of tests against --versus (Holm-adjusted, each with its mde);
+    marks the tables' entries."""
+    for flag, given in (("--margin", ctx.margin is not None), ("--fdr", ctx.fdr)):
+        if given and not ctx.versus:
+            raise ValueError(f"{flag} needs --versus: it adjusts the tests of each attack against the baseline")
     if ctx.versus:
-        sig = significance_table(ctx.df, load_flags(ctx.dirs), ctx.versus)
+        sig = significance_table(ctx.df, load_flags(ctx.dirs), ctx.versus, ctx.margin, ctx.fdr)
         ctx.put("significance.csv", sig.to_csv(index=False))
-        ctx.marked = entries(ctx.df, significance_marks(sig), ctx.rows)
+        ctx.put("significance.md", significance_markdown(sig))
+        ctx.marks = significance_marks(sig)
+        ctx.marked = entries(ctx.df, ctx.marks, ctx.rows)
         ctx.rep["significance"] = sig
 
 
@@ -69,7 +78,8 @@ def write_tables(ctx: ReportContext) -> None:
         summary = seed_summary(df, over)
         put("summary.csv", summary.to_csv(index=False))
         ctx.rep["summary"] = summary
-        put("table.md", seed_markdown(seed_table(df, rows, over), over))
+        pooled = entries(df.drop(columns=[over]), ctx.marks, [r for r in rows if r != over] if rows else None)
+        put("table.md", seed_markdown(seed_table(df, rows, over, pooled), over, ctx.versus or ""))
         table, white = pivot(df, value, rows)
         put(f"table_{over}s.md", to_markdown(table, white, value, ctx.marked, ctx.versus or ""))
     else:

@@ -15,6 +15,8 @@ from ..columns import setting_columns
 from .cells import _text
 from .tables import BLACK_BOX_MEAN, label, row_keys
 
+MARK = "†"
+
 
 def _over(df: pd.DataFrame, over: str) -> pd.DataFrame:
     if over not in df.columns:
@@ -34,9 +36,11 @@ def seed_summary(df: pd.DataFrame, over: str = "seed") -> pd.DataFrame:
     return out
 
 
-def seed_table(df: pd.DataFrame, rows: Optional[List[str]] = None, over: str = "seed") -> pd.DataFrame:
+def seed_table(df: pd.DataFrame, rows: Optional[List[str]] = None, over: str = "seed",
+               marked: frozenset = frozenset()) -> pd.DataFrame:
     """The transfer table with each entry as 'mean ± sd (n)' over ``over``; the black-box mean is
-    averaged per seed first, then summarised over seeds."""
+    averaged per seed first, then summarised over seeds. ``marked``: (row label, target) entries that
+    differ from the --versus baseline (its rows pool the seeds, as this table does), shown with †."""
     df = _over(df, over)
     keys = row_keys(df.drop(columns=[over]), [r for r in rows if r != over] if rows else None)
     d = df.copy()
@@ -55,12 +59,13 @@ def seed_table(df: pd.DataFrame, rows: Optional[List[str]] = None, over: str = "
         for idx in mean.index:
             m, s, k = mean.loc[idx, c], sd.loc[idx, c], n.loc[idx, c]
             w = c in white.columns and bool(white.loc[idx, c])
-            out.loc[idx, c] = "" if pd.isna(m) else (f"{m:.1f}" + ("*" if w else "")
+            mark = MARK if ((idx if isinstance(idx, tuple) else (idx,)), c) in marked else ""
+            out.loc[idx, c] = "" if pd.isna(m) else (f"{m:.1f}" + ("*" if w else "") + mark
                                                      + ("" if pd.isna(s) else f" ± {s:.1f}") + f" ({k})")
     return out
 
 
-def seed_markdown(table: pd.DataFrame, over: str = "seed") -> str:
+def seed_markdown(table: pd.DataFrame, over: str = "seed", versus: str = "") -> str:
     keys = list(table.index.names)
     lines = ["| " + " | ".join(keys + list(table.columns)) + " |",
              "|" + "|".join(["---"] * len(keys) + ["---:"] * len(table.columns)) + "|"]
@@ -69,4 +74,8 @@ def seed_markdown(table: pd.DataFrame, over: str = "seed") -> str:
         lines.append("| " + " | ".join([str(i) for i in idx] + [str(v) for v in vals]) + " |")
     lines += ["", f"Values: ASR (%), mean ± sample standard deviation over {over} (number of {over}s); "
               f"* marks white-box cells; '{BLACK_BOX_MEAN}' is averaged per {over}, then over {over}s."]
+    if versus:
+        lines.append(f"{MARK} marks an entry that differs from {versus}'s over the same images and {over}s at "
+                     "Holm-adjusted p < 0.05 (significance.csv, significance.md, with the difference each unmarked "
+                     "entry could have shown).")
     return "\n".join(lines) + "\n"

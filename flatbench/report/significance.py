@@ -1,49 +1,215 @@
-"""Every attack against one baseline (``--versus ATTACK``): McNemar's exact test per paired cell and
-target, Holm-adjusted over the whole file, and the table entries that differ marked.
+"""Every attack against one baseline (``--versus ATTACK``): one family of tests, the claims a reader
+makes from the tables, each with the smallest difference it could have seen.
 
-Cells pair as ``--mcnemar`` pairs them (every setting equal but the attack's own). A difference is a
-finding only when its Holm-adjusted p is below 0.05; everything else is "no detectable difference"
-at this number of images, however far apart the two ASRs look.
+- **Rows.** Cells pair as ``--mcnemar`` pairs them (every setting equal but the attack's own). One
+  row per (attack, surrogate, target, setting) over all seeds: the discordant images of the seeds are
+  summed, a seed whose pair of adversarial sets repeats an earlier seed's (the same 8-bit pixels, by
+  the cells' ``adv_digest``: a deterministic attack against a deterministic baseline) counting
+  once; then McNemar's exact p. Per (attack, surrogate, setting), a row with target
+  ``black-box mean``: the paired difference of the black-box mean ASR, per image the share of the
+  black-box targets fooled (averaged over the counted seeds), with a paired bootstrap interval over
+  images and the exact sign-flip test.
+- **The family.** Black-box rows and black-box means. White-box rows are shown, judged at 0.05 alone,
+  and are out of it. Holm's adjustment runs over the family (``p_holm``); ``--fdr`` adds Benjamini
+  and Hochberg's (``p_bh``).
+- **What could have been seen.** ``mde``: the smallest difference in points that the row's test would
+  detect with 80% power at the row's ``level`` (0.05 over the family's size, the level Holm's first
+  step uses, for every family row), given its n and discordance (:mod:`flatbench.report.paired`).
+- **As good as.** ``--margin M`` adds ``p_equiv``, two one-sided tests of |difference| < M points,
+  and its Holm adjustment ``p_equiv_holm`` over the family.
 """
 from __future__ import annotations
 
+import hashlib
+from typing import Optional
+
+import numpy as np
 import pandas as pd
 
-from ..stats import holm
+from ..stats import holm, mcnemar
+from .cells import _text
+from .paired import (benjamini_hochberg, bootstrap_mean_ci, mcnemar_mde, mcnemar_se, mean_mde, sign_flip_p,
+                     tost_p)
 from .statistics import mcnemar_table
 
 ALPHA = 0.05
 MARK = "†"
+BLACK_BOX_MEAN = "black-box mean"
+COLUMNS = ["attack", "versus", "surrogate", "eps", "budget", "target", "family", "seeds", "seeds_counted", "n", "asr", "asr_versus",
+           "only_attack", "only_versus", "diff", "diff_ci_low", "diff_ci_high", "test", "p", "level", "p_holm", "p_bh",
+           "mde", "margin", "p_equiv", "p_equiv_holm", "verdict", "cell_ids", "versus_cell_ids"]
+_PER_PAIR = {"target", "attack_a", "attack_b", "cell_a", "cell_b", "n", "asr_a", "asr_b", "only_a", "only_b",
+             "p_exact", "chi2", "p_chi2"}
 
 
-def significance_table(df: pd.DataFrame, flags: pd.DataFrame, versus: str) -> pd.DataFrame:
-    """One row per (attack, paired cell, target) with the discordant counts, McNemar's exact p and
-    Holm's adjustment over every row."""
+def _signatures(flags: pd.DataFrame, df: pd.DataFrame) -> dict:
+    """cell id -> what identifies its adversarial set: the digest of its pixels (``adv_digest``), or for a
+    cell recorded without one, a digest of its predictions on every target and image."""
+    known = df.dropna(subset=["adv_digest"]).drop_duplicates("cell_id") if "adv_digest" in df.columns else df.iloc[:0]
+    out = dict(zip(known["cell_id"], known["adv_digest"]))
+    f = flags[~flags["cell_id"].isin(out)].sort_values(["cell_id", "target", "image_id"])
+    for cid, g in f.groupby("cell_id", sort=False):
+        text = "\n".join(f"{t},{i},{p}" for t, i, p in zip(g["target"], g["image_id"], g["adv_pred"]))
+        out[cid] = hashlib.sha1(text.encode()).hexdigest()
+    return out
+
+
+def _counted(pairs: pd.DataFrame, sig: dict) -> pd.DataFrame:
+    """The pairs (one per seed) whose two adversarial sets do not repeat an earlier seed's pair."""
+    key = [(sig.get(a), sig.get(b)) for a, b in zip(pairs["cell_a"], pairs["cell_b"])]
+    return pairs[~pd.Series(key, index=pairs.index).duplicated()]
+
+
+def _target_row(g: pd.DataFrame, white: bool) -> dict:
+    only_a, only_b, n = int(g["only_a"].sum()), int(g["only_b"].sum()), int(g["n"].sum())
+    asr_a = float((g["asr_a"] * g["n"]).sum() / n)
+    asr_b = float((g["asr_b"] * g["n"]).sum() / n)
+    return {"n": n, "asr": asr_a, "asr_versus": asr_b, "only_attack": only_a, "only_versus": only_b,
+            "diff": asr_a - asr_b, "p": mcnemar(only_a, only_b)["p_exact"], "test": "McNemar exact",
+            "family": not white, "_discordant": only_a + only_b, "_se": mcnemar_se(only_a, only_b, n)}
+
+
+def _mean_row(pairs: pd.DataFrame, flags: pd.DataFrame, black: list) -> dict:
+    """The black-box mean row: per image, the black-box targets fooled by the attack minus by the
+    baseline, summed over the counted seeds (an integer, for the exact sign-flip test)."""
+    fb = flags[flags["target"].isin(black)]
+    per_image, fooled_a, fooled_b = None, 0.0, 0.0
+    for ca, cb in zip(pairs["cell_a"], pairs["cell_b"]):
+        m = fb[fb["cell_id"] == ca].merge(fb[fb["cell_id"] == cb], on=["target", "image_id"], suffixes=("_a", "_b"))
+        counts = m.groupby("image_id")[["fooled_a", "fooled_b"]].sum()
+        fooled_a, fooled_b = fooled_a + counts["fooled_a"].mean(), fooled_b + counts["fooled_b"].mean()
+        v = (counts["fooled_a"] - counts["fooled_b"]).astype(int)
+        per_image = v if per_image is None else per_image.add(v, fill_value=0).astype(int)
+    unit = len(black) * len(pairs)
+    d = per_image.to_numpy() / unit
+    lo, hi = bootstrap_mean_ci(d)
+    return {"n": len(d), "asr": 100 * fooled_a / unit, "asr_versus": 100 * fooled_b / unit,
+            "diff": 100 * float(d.mean()), "diff_ci_low": 100 * lo, "diff_ci_high": 100 * hi,
+            "p": sign_flip_p(per_image.to_numpy()), "test": "sign-flip permutation, exact", "family": True,
+            "_d": d, "_se": float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")}
+
+
+def _rows_of(t: pd.DataFrame, df: pd.DataFrame, flags: pd.DataFrame, sig: dict) -> list:
+    """The rows of one attack against the baseline, from its per-seed McNemar table."""
+    roles = df.drop_duplicates(["cell_id", "target"]).set_index(["cell_id", "target"])["role"]
+    budget = df.drop_duplicates("cell_id").set_index("cell_id")["budget"] if "budget" in df.columns else None
+    if budget is not None:   # budget=B pairs by the budget; it is not among mcnemar_table's columns
+        t = t.assign(budget=t["cell_a"].map(budget))
+    keys = [c for c in t.columns if c not in _PER_PAIR and c != "seed"]
+    t = t.assign(_g=[tuple(_text(v) for v in r) for r in t[keys].itertuples(index=False)])
+    out = []
+    for _, g in t.groupby("_g", sort=False):
+        pairs = g.drop_duplicates(["cell_a", "cell_b"])
+        pairs = pairs.sort_values("seed", kind="stable") if "seed" in pairs.columns else pairs
+        counted = _counted(pairs, sig)
+        seeds = " ".join(str(s) for s in pairs["seed"]) if "seed" in pairs.columns else ""
+        first = pairs.iloc[0]
+        common = {"attack": first["attack_a"], "versus": first["attack_b"], "surrogate": first["surrogate"],
+                  **({"eps": first["eps"]} if "eps" in pairs.columns else {}),
+                  "seeds": seeds, "seeds_counted": " ".join(str(s) for s in counted["seed"]) if seeds else "",
+                  "cell_ids": " ".join(pairs["cell_a"]), "versus_cell_ids": " ".join(pairs["cell_b"]),
+                  **({"budget": budget.get(first["cell_a"])} if budget is not None else {})}
+        use = g[g["cell_a"].isin(counted["cell_a"]) & g["cell_b"].isin(counted["cell_b"])]
+        black = []
+        for target, gt in use.groupby("target", sort=False):
+            white = roles.get((first["cell_a"], target)) == "white-box"
+            black += [] if white else [target]
+            out.append({**common, "target": target, **_target_row(gt, white)})
+        if black:
+            out.append({**common, "target": BLACK_BOX_MEAN, **_mean_row(counted, flags, black)})
+    return out
+
+
+def _judge(out: pd.DataFrame, margin: Optional[float], fdr: bool) -> pd.DataFrame:
+    """Adjust over the family, and give each row its level, mde and (with a margin) equivalence test."""
+    fam = out["family"].to_numpy(dtype=bool)
+    m = int(fam.sum())
+    out["level"] = np.where(fam, ALPHA / max(m, 1), ALPHA)
+    out["p_holm"] = np.nan
+    out.loc[fam, "p_holm"] = holm(out.loc[fam, "p"])
+    if fdr:
+        out["p_bh"] = np.nan
+        out.loc[fam, "p_bh"] = benjamini_hochberg(out.loc[fam, "p"])
+    out["mde"] = [100 * (mean_mde(r["_d"], r["level"]) if r["target"] == BLACK_BOX_MEAN
+                         else mcnemar_mde(r["n"], r["_discordant"], r["level"])) for _, r in out.iterrows()]
+    if margin is not None:
+        out["margin"] = margin
+        out["p_equiv"] = [tost_p(r["diff"] / 100, r["_se"], margin / 100) for _, r in out.iterrows()]
+        out["p_equiv_holm"] = np.nan
+        out.loc[fam, "p_equiv_holm"] = holm(out.loc[fam, "p_equiv"])
+    out["verdict"] = [verdict(r) for _, r in out.iterrows()]
+    return out[[c for c in COLUMNS if c in out.columns]]
+
+
+def verdict(r) -> str:
+    """What a row lets a reader say."""
+    p = r["p_holm"] if r["family"] else r["p"]
+    if p < ALPHA:
+        return "higher" if r["diff"] > 0 else "lower"
+    p_equiv = r.get("p_equiv_holm" if r["family"] else "p_equiv", np.nan)
+    if p_equiv < ALPHA:
+        return f"as good as (within ±{r['margin']:g})"
+    seen = "no difference could be seen" if pd.isna(r["mde"]) else f"could have seen ±{r['mde']:.1f}"
+    return f"no detectable difference ({seen})"
+
+
+def significance_table(df: pd.DataFrame, flags: pd.DataFrame, versus: str, margin: Optional[float] = None,
+                       fdr: bool = False) -> pd.DataFrame:
+    """The family of tests of every attack against ``versus`` (module docstring)."""
     attacks = [a for a in dict.fromkeys(df["attack"]) if a != versus]
     if versus not in set(df["attack"]):
         raise ValueError(f"--versus: no cells of attack {versus!r}; attacks: {', '.join(sorted(set(df['attack'])))}")
-    frames = []
+    if margin is not None and not margin > 0:
+        raise ValueError(f"--margin: expected a positive number of points, got {margin}")
+    sig = _signatures(flags, df)
+    rows = []
     for a in attacks:
         try:
             t = mcnemar_table(df, flags, a, versus)
         except ValueError:  # an attack with no cell paired to the baseline's (another eps, say)
             continue
-        frames.append(pd.DataFrame({
-            "attack": a, "versus": versus, "surrogate": t["surrogate"], "target": t["target"],
-            "cell_id": t["cell_a"], "versus_cell_id": t["cell_b"], "n": t["n"], "asr": t["asr_a"],
-            "asr_versus": t["asr_b"], "only_attack": t["only_a"], "only_versus": t["only_b"], "p": t["p_exact"],
-            # the budget both cells were crafted at (budget=B pairs cells by it, statistics.mcnemar_table)
-            **({"budget": df.set_index("cell_id")["budget"].groupby(level=0).first().reindex(t["cell_a"]).to_numpy()}
-               if "budget" in df.columns else {})}))
-    if not frames:
+        rows += _rows_of(t, df, flags, sig)
+    if not rows:
         raise ValueError(f"--versus {versus}: no other attack has a cell paired with {versus!r} "
                          "(the same images and every setting but the attack's own)")
-    out = pd.concat(frames, ignore_index=True)
-    out["p_holm"] = holm(out["p"])
-    return out
+    out = pd.DataFrame(rows)
+    for c in ("diff_ci_low", "diff_ci_high", "only_attack", "only_versus"):
+        out[c] = out.get(c, np.nan)
+    return _judge(out, margin, fdr)
 
 
 def significance_marks(sig: pd.DataFrame) -> set:
-    """(cell_id, target) of the entries that differ from the baseline at Holm-adjusted p < 0.05."""
-    hit = sig[sig["p_holm"] < ALPHA]
-    return set(zip(hit["cell_id"], hit["target"]))
+    """(cell_id, target) of the entries that differ from the baseline at Holm-adjusted p < 0.05, for
+    every seed's cell of a row."""
+    hit = sig[sig["family"] & (sig["p_holm"] < ALPHA)]
+    return {(c, r.target) for r in hit.itertuples() for c in r.cell_ids.split()}
+
+
+def _num(v, fmt: str = ".1f") -> str:
+    return "" if pd.isna(v) else format(v, fmt)
+
+
+def significance_markdown(sig: pd.DataFrame) -> str:
+    """significance.md: the family's rows as a reader would quote them, then the white-box rows."""
+    versus = sig["versus"].iloc[0]
+    fam = sig[sig["family"]]
+    shown = [c for c in ("eps", "budget") if c in sig.columns and sig[c].notna().any()]
+    lines = [f"# Every attack against {versus}", "",
+             f"{len(fam)} tests in the family (black-box targets and the black-box mean, over all seeds); "
+             f"Holm's adjustment over them; each row judged at 0.05, its mde at level 0.05/{len(fam)}: the "
+             "smallest difference in points its test would detect with 80% power.", "",
+             "| attack | surrogate | " + " | ".join(shown) + (" | " if shown else "")
+             + "target | seeds | n | ASR | ASR " + versus + " | diff | p (Holm) | mde | verdict |",
+             "|---|---|" + "---:|" * len(shown) + "---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for _, r in pd.concat([fam, sig[~sig["family"]]]).iterrows():
+        setting = "".join(f"{_num(r[c], 'g')} | " for c in shown)
+        ci = "" if pd.isna(r.get("diff_ci_low")) else f" [{r['diff_ci_low']:.1f}, {r['diff_ci_high']:.1f}]"
+        p = _num(r["p_holm"], ".3g") if r["family"] else _num(r["p"], ".3g") + " (white-box, alone)"
+        lines.append(f"| {r['attack']} | {r['surrogate']} | {setting}{r['target']} | {r['seeds_counted']} | {r['n']} | "
+                     f"{r['asr']:.1f} | {r['asr_versus']:.1f} | {r['diff']:+.1f}{ci} | {p} | {_num(r['mde'])} | "
+                     f"{r['verdict']} |")
+    lines += ["", "seeds: the seeds counted (a seed whose pair of adversarial sets repeats an earlier seed's counts "
+              "once); n: image pairs summed over them (the black-box mean: images). The black-box mean's diff has "
+              "a paired bootstrap 95% interval over images and the exact sign-flip test; the targets, McNemar's "
+              "exact test. docs/statistics.md gives the formulas."]
+    return "\n".join(lines) + "\n"

@@ -133,9 +133,9 @@ def to_markdown(table: pd.DataFrame, white: pd.DataFrame, value: str, marked: Op
     lines.append(f"Values: {value} ({unit}). * marks white-box cells (target = surrogate); "
                  f"'{BLACK_BOX_MEAN}' averages the other targets.")
     if versus:
-        lines.append(f"† marks an entry whose ASR differs from {versus}'s on the same images at Holm-adjusted "
-                     "p < 0.05 (McNemar's exact test, significance.csv); unmarked entries show no detectable "
-                     "difference.")
+        lines.append(f"† marks an entry whose ASR differs from {versus}'s on the same images (over every seed of "
+                     "its setting) at Holm-adjusted p < 0.05 (significance.csv); an unmarked entry shows no "
+                     "detectable difference, and significance.md says how large a difference its test could have seen.")
     return "\n".join(lines) + "\n"
 
 
