@@ -17,7 +17,8 @@ FAMILY = ("mifgsm", "ifgsm", "nifgsm", "pgn", "gnp", "gnp_ta", "rap", "gra", "me
           "pgn_dim_tim", "sim")
 # The knob each estimator declares (issue 33: T for the plain gradient, GNP, RAP and ANDA; N for the rest).
 KNOBS = {"plain": "steps", "gnp": "steps", "gnp_ta": "steps", "rap": "steps", "anda": "steps",
-         "pgn": "n_samples", "gra": "n_samples", "mef": "n_samples", "vmi": "n_samples", "emi": "n_samples", "cwa": "steps"}
+         "pgn": "n_samples", "gra": "n_samples", "mef": "n_samples", "vmi": "n_samples", "emi": "n_samples", "cwa": "steps",
+         "members": "steps"}
 
 
 def _model():
@@ -109,3 +110,29 @@ def test_budget_column_through_the_command_line(trained_zoo, zoo_dir, tmp_path):
     assert (df["budget"] == 40).all() and (df["n_samples"] == 2).all() and (df["grad_evals"] == 8 * 40).all()
     p = _cli("describe", "pgn", "budget=40")
     assert p.returncode == 0 and "budget = 40 gradient evaluations per image: n_samples = 2" in p.stdout, p.stdout
+
+
+def test_an_ensemble_costs_one_pass_per_member_for_every_method():
+    """grad_evals and budget=B count single-model passes: a gradient of a two-model ensemble is 2 for
+    every method, and CWA's member gradients are 1 each (2K a step). Counting the ensemble's gradient
+    once gave CWA 1 + K = 3 a step against MI-FGSM's 1, so at one budget CWA spent fewer passes.
+    CWA's α is 2ε/T at every T (TransferAttack's), not a fixed ε/5."""
+    from flatbench.models import Ensemble
+    ens = Ensemble([_model(), _model()])
+    x, y = torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 2])
+    for method, per_image in (("mifgsm", 10 * 2), ("cwa", 10 * 4), ("pgn", 10 * 20 * 2 * 2)):
+        a = create_attack(method, ens, eps=16 / 255)
+        a(x, y)
+        assert a.grad_evals == a.predicted_grad_evals(3) == 3 * per_image, method
+    mi = create_attack("mifgsm", ens, eps=16 / 255, budget=100)
+    cwa = create_attack("cwa", ens, eps=16 / 255, budget=100)
+    pgn = create_attack("pgn", ens, eps=16 / 255, budget=400)
+    assert (mi.steps, cwa.steps, pgn.estimator.n_samples) == (50, 25, 10)
+    assert cwa.alpha == pytest.approx(2 * 16 / 255 / 25) and mi.alpha == pytest.approx(16 / 255 / 50)
+    assert create_attack("cwa", ens, eps=16 / 255).alpha == pytest.approx(16 / 255 / 5)
+    for a in (mi, cwa, pgn):
+        a(x, y)
+        assert 80 * 3 * (4 if a is pgn else 1) <= a.grad_evals <= 100 * 3 * (4 if a is pgn else 1)
+    # the command line's plan counts the same
+    p = _cli("describe", "cwa", "budget=100", "surrogate=[digits-cnn,digits-mlp]")
+    assert p.returncode == 0 and "budget = 100 gradient evaluations per image: steps = 25" in p.stdout, p.stderr

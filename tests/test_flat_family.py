@@ -129,9 +129,10 @@ def test_family_cells_from_the_command_line(trained_zoo, zoo_dir, tmp_path):
     assert df.loc["MEF", "estimator.xi"] == 0.15 and df.loc["MEF", "decay"] == 0.5 and df.loc["MEF", "alpha"] == 3.2
     assert df.loc["RAP", "estimator.eps_n"] == 32 and df.loc["RAP", "estimator.alpha_n"] == 4 and df.loc["RAP", "alpha"] == 4
     assert df.loc["ANDA", "estimator.n_views"] == 25 and df.loc["ANDA", "optimizer"] == "ifgsm"
-    # grad_evals: GRA 3·(1+20), MEF 3·20, ANDA 3·25, EMI 3·11, RAP 1 + 2·(2+1), CWA 2·(1+2) per image.
+    # grad_evals: GRA 3·(1+20), MEF 3·20, ANDA 3·25, EMI 3·11, RAP 1 + 2·(2+1), CWA 2·(2+2) per image (single-model
+    # passes: its ensemble gradient is 2, each of its 2 member gradients 1).
     assert df["grad_evals"].to_dict() == {"GRA": 8 * 63, "MEF": 8 * 60, "ANDA": 8 * 75, "EMI-FGSM": 8 * 33, "RAP": 8 * 7,
-                                          "CWA": 8 * 2 * 3}
+                                          "CWA": 8 * 2 * 4}
 
 
 # ---------------------------------------------------------------- issue 37: EMI-FGSM
@@ -279,7 +280,8 @@ def test_cwa_equals_transferattack_one_image_at_a_time():
                              decay=1.0, r_size=TA_EPS / 15, inner_step_size=250) for i in range(len(data))])
     assert (got - want).abs().max() <= 1.2e-7
     assert torch.equal((got * 255).round(), (want * 255).round())
-    assert attack.grad_evals == attack.predicted_grad_evals(len(data)) == 10 * (1 + 3) * len(data)
+    # a step: the ensemble's gradient (3 single-model passes) and each member's (1 each)
+    assert attack.grad_evals == attack.predicted_grad_evals(len(data)) == 10 * (3 + 3) * len(data)
     batched = ta_cwa(members, data, label, epoch=10, alpha=2 * TA_EPS / 10, epsilon=TA_EPS, decay=1.0,
                      r_size=TA_EPS / 15, inner_step_size=250)
     assert not torch.equal((batched * 255).round(), (want * 255).round())   # the port's batch is another attack
@@ -293,3 +295,49 @@ def test_cwa_needs_an_ensemble():
 
     with pytest.raises(ConfigError, match=r"estimator.members=3 but the surrogate ensemble has 2 models"):
         create_attack("cwa", Ensemble(_cwa_members()[:2]), eps=TA_EPS, members=3)(*ta_data())
+
+
+# ---------------------------------------------------------------- CWA's baselines: the members' gradients averaged
+
+def _members_reference(members, data, label, normalize, epoch=10, decay=1.0):
+    """MI-FGSM (TransferAttack's momentum and update) on the mean over members of each member's own
+    gradient, written out from the formula: (1/K)·Σ_k ∇CE(m_k(x), y), each divided by its own L1 norm
+    per image when normalize is 'l1'."""
+    from helpers import ta_momentum, ta_update_delta
+    delta = torch.zeros_like(data, requires_grad=True)
+    momentum = 0
+    for _ in range(epoch):
+        grads = []
+        for m in members:
+            g = torch.autograd.grad(torch.nn.functional.cross_entropy(m(data + delta), label), delta)[0]
+            if normalize == "l1":
+                g = g / g.abs().sum(dim=(1, 2, 3), keepdim=True)
+            grads.append(g)
+        grad = torch.stack(grads).mean(0)
+        momentum = ta_momentum(grad, momentum, decay)
+        delta = ta_update_delta(delta, data, momentum, TA_EPS / epoch)
+    return (data + delta).detach()
+
+
+@pytest.mark.parametrize("method,normalize,label", [("ens_loss", "none", "MI-FGSM+EnsLoss"),
+                                                    ("ens_l1", "l1", "MI-FGSM+EnsL1")])
+def test_member_mean_baselines_equal_their_formula(method, normalize, label):
+    """MI-FGSM on the mean of the members' losses, and on the mean of their L1-normalised gradients,
+    over three members (one with its own resize and mean/std); K passes a step, as the logit ensemble.
+    Broken variant tried: the L1 norm taken over the whole batch instead of per image (fails ens_l1)."""
+    from flatbench.models import Ensemble
+
+    members = _cwa_members()
+    data, label_ = ta_data()
+    attack = create_attack(method, Ensemble(members), eps=TA_EPS)
+    assert attack.label == label and attack.estimator.members == 3
+    got = attack(data, label_)
+    want = _members_reference(members, data, label_, normalize)
+    assert torch.equal((got * 255).round(), (want * 255).round())
+    assert attack.grad_evals == attack.predicted_grad_evals(len(data)) == 10 * 3 * len(data)
+    logits = create_attack("mifgsm", Ensemble(members), eps=TA_EPS)
+    logits(data, label_)
+    assert logits.grad_evals == attack.grad_evals   # the same cost as the logit-averaged ensemble
+    assert (got - data).abs().max() <= TA_EPS + 1e-6 and got.min() >= 0 and got.max() <= 1
+    with pytest.raises(ConfigError, match="needs an ensemble surrogate"):
+        create_attack(method, TAModel(), eps=TA_EPS)(data, label_)

@@ -3,10 +3,11 @@
 Methods cost very different amounts (MI-FGSM 10 gradient evaluations per image, PGN 400, RAP 2,800),
 so a table of their presets compares compute as much as method. A budget sets each method's own
 cost knob, the one its estimator declares (:class:`flatbench.attacks.parts.Knob`: T for the plain
-gradient, GNP, RAP and ANDA; N for PGN, GRA, MEF and VMI), to the largest value whose cost stays
-within B, and requires that cost to be at least 0.8·B. The cost of a value is what the parts count
-(``evals_per_image`` per step times the input transforms' copies), the very number ``flatbench
-plan`` predicts and ``grad_evals`` records, so nothing here is a separate cost model.
+gradient, GNP, RAP, ANDA and CWA; N for PGN, GRA, MEF, VMI and EMI), to the largest value whose cost
+stays within B, and requires that cost to be at least 0.8·B. The cost of a value is what the parts count
+(``passes_per_image`` per step times the input transforms' copies), the very number ``flatbench
+plan`` predicts and ``grad_evals`` records, so nothing here is a separate cost model. The unit is one
+forward+backward pass of one model: a gradient of an ensemble of K models costs K, for every method.
 
 The budget resolves to ordinary settings before anything is hashed: ``budget=400`` for PGN and
 ``n_samples=20`` are one cell. Pure: no I/O, no model.
@@ -55,21 +56,23 @@ def check_budget(budget: Any) -> int:
 
 
 def evals_per_image(estimator: str, estimator_kwargs: Mapping[str, Any], transforms: Mapping[str, Mapping[str, Any]],
-              steps: int) -> int:
-    """Gradient evaluations per image of these settings: each step's count times the copies."""
+                    steps: int, members: int = 1) -> int:
+    """Gradient evaluations per image of these settings, in single-model passes (an ensemble of
+    ``members`` models costs that many per gradient): each step's count times the copies."""
     est = ESTIMATORS.build(estimator, **dict(estimator_kwargs))
     copies = 1
     for name, kw in transforms.items():
         t = TRANSFORMS.build(name, **dict(kw or {}))
         if isinstance(t, InputTransform):
             copies *= t.copies
-    return copies * sum(est.evals_per_image(t) for t in range(steps))
+    return copies * sum(est.passes_per_image(t, members) for t in range(steps))
 
 
 def fit_budget(budget: Any, *, optimizer: str, estimator: str, estimator_kwargs: Mapping[str, Any],
-               transforms: Mapping[str, Mapping[str, Any]], steps: int) -> Fit:
+               transforms: Mapping[str, Mapping[str, Any]], steps: int, members: Optional[int] = None) -> Fit:
     """The knob's largest value whose cost is within ``budget``; a ConfigError (one line) when even
-    its smallest value costs more, or when no value lands in [0.8·B, B]."""
+    its smallest value costs more, or when no value lands in [0.8·B, B]. ``members``: the surrogate
+    ensemble's size (None: one model); every gradient of the ensemble costs that many passes."""
     budget = check_budget(budget)
     decl = ESTIMATORS.get(estimator)
     label = method_label(OPTIMIZERS.get(optimizer), decl, [TRANSFORMS.get(t) for t in transforms])
@@ -89,7 +92,7 @@ def fit_budget(budget: Any, *, optimizer: str, estimator: str, estimator_kwargs:
 
     def cost(v: int) -> int:
         t, kw = settings(v)
-        return evals_per_image(estimator, kw, transforms, t)
+        return evals_per_image(estimator, kw, transforms, t, members or 1)
 
     smallest = cost(1)
     if smallest > budget:

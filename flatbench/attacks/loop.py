@@ -114,7 +114,8 @@ class Attack:
                             channels_last=channels_last)
         self.model = model
         self.eps, self.steps = float(eps), int(steps)
-        self.alpha = float(alpha) if alpha is not None else self.eps / self.steps
+        knob = getattr(getattr(estimator, "declaration", None), "cost", None)
+        self.alpha = float(alpha) if alpha is not None else getattr(knob, "travel", 1.0) * self.eps / self.steps
         self.norm, self.threat = norm, THREATS[norm](self.eps)
         self.targeted = bool(targeted)
         check_loop = getattr(estimator, "check_loop", None)
@@ -152,12 +153,13 @@ class Attack:
         return method_label(self.optimizer.declaration, est, [p.declaration for p in (*self.transforms, *self.filters)])
 
     def predicted_grad_evals(self, n_images: int, steps: Optional[int] = None) -> int:
-        """The images that go through a forward+backward of the surrogate when this attack crafts
-        ``n_images`` images: each step's passes per image (the estimator's count) times the
-        input transforms' copies. Equal to ``grad_evals`` after the call (tested per preset).
+        """The single-model forward+backward passes (an ensemble's gradient is one per member) when
+        this attack crafts ``n_images`` images: each step's passes per image (the estimator's count)
+        times the input transforms' copies. Equal to ``grad_evals`` after the call (tested per preset).
         ``steps``: what had been spent after that many steps (a snapshot's cost)."""
         last = self.steps if steps is None else steps
-        return n_images * self.copies * sum(self.estimator.evals_per_image(t) for t in range(last))
+        k = len(ensemble_members(self.model)) or 1
+        return n_images * self.copies * sum(self.estimator.passes_per_image(t, k) for t in range(last))
 
     def describe(self) -> str:
         """The assembled loop, written out from the parts with their values: what this attack
@@ -203,7 +205,8 @@ class Attack:
         if self.targeted:
             loss = -loss
         (g,) = torch.autograd.grad(loss, x)
-        self.grad_evals += z.shape[0]
+        # single-model passes: an ensemble's gradient is one per member (CWA's member gradients, one each)
+        self.grad_evals += z.shape[0] * ((len(ensemble_members(model)) or 1) if member is None else 1)
         if self.check_finite and not torch.isfinite(g).all():
             raise NonFiniteError(f"non-finite gradient at step {step + 1} (loss {loss.item():.4g})")
         return g

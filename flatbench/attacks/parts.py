@@ -75,7 +75,7 @@ class Param:
 class Knob:
     """What scales a part's cost, for ``budget=B`` (:mod:`flatbench.attacks.budget`).
 
-    ``name``: ``steps`` (the loop's T; α = ε/T follows wherever α is left null) or one of the
+    ``name``: ``steps`` (the loop's T; α = travel·ε/T follows wherever α is left null) or one of the
     part's own integer parameters (PGN's ``n_samples``). ``follow``: the part's parameters set
     from the knob's value with it (RAP's late start, T//4), as (name, function) pairs. The cost
     itself is not written here: it is what ``evals_per_image`` counts at each value.
@@ -84,6 +84,7 @@ class Knob:
     name: str
     follow: Tuple[Tuple[str, Callable[[int], Any]], ...] = ()
     text: str = ""
+    travel: float = 1.0   # with the steps as knob, a null α is travel·ε/T (CWA: 2ε/T)
 
 
 @dataclass(frozen=True)

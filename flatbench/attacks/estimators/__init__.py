@@ -25,6 +25,8 @@
             normalised average gradient d (a sampling control: no flatness term).
 ``cwa``     CWA: across the surrogate ensemble, a sharpness-aware descent step of r, then one
             normalised ascent step per member; the update is where they led (needs an Ensemble).
+``members`` The mean of the ensemble members' gradients, each alone (``normalize=l1``: each divided by
+            its L1 norm first): CWA's baselines, member balance without flatness.
 ``anda``    ANDA: the running mean, over all steps so far, of the gradients of a 5×5 grid of
             translated views (the mean of the learned asymptotically normal distribution).
 
@@ -44,6 +46,8 @@ from .mef import MEF
 from .anda import ANDA
 from .emi import EMI, SAMPLING
 from .cwa import CWA
+from .members import MEMBER_NORMALIZE, MemberMean
 
 __all__ = ["ESTIMATORS", "SAMPLES", "STEPS", "Estimator", "Plain", "uniform_noise", "Variance", "COMBINE", "LOOKAHEADS",
-           "NORMALIZE", "Penalty", "INNER_LOSSES", "RAP", "GRA", "LABEL_BY", "MEF", "ANDA", "EMI", "SAMPLING", "CWA"]
+           "NORMALIZE", "Penalty", "INNER_LOSSES", "RAP", "GRA", "LABEL_BY", "MEF", "ANDA", "EMI", "SAMPLING", "CWA",
+           "MEMBER_NORMALIZE", "MemberMean"]

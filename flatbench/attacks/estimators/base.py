@@ -17,6 +17,7 @@ ESTIMATORS = Parts("estimator")
 # The cost knobs (``budget=B``, issue 33): the number of steps where one step is a fixed number of
 # evaluations (the plain gradient, GNP, RAP, ANDA), else the neighbours at the preset's T.
 STEPS = Knob("steps", text="T, with α = ε/T where α is left null")
+TRAVEL2 = Knob("steps", travel=2.0, text="T, with α = 2ε/T where α is left null")
 SAMPLES = Knob("n_samples", text="N, at the preset's T")
 
 
@@ -41,8 +42,14 @@ class Estimator(Part, abc.ABC):
 
     @abc.abstractmethod
     def evals_per_image(self, step: int) -> int:
-        """Forward+backward passes per input image at step ``step`` (0-based), before the input
-        transforms multiply them: what ``flatbench plan`` counts and ``grad_evals`` records."""
+        """Gradients of the surrogate per input image at step ``step`` (0-based), before the input
+        transforms multiply them; an ensemble's gradient counts once here (see passes_per_image)."""
+
+    def passes_per_image(self, step: int, members: int = 1) -> int:
+        """Forward+backward passes of single models per input image at step ``step``, before the input
+        transforms multiply them: a gradient of an ensemble of K models is K passes. What ``budget=B``
+        spends, ``flatbench plan`` counts and ``grad_evals`` records, for every method alike."""
+        return members * self.evals_per_image(step)
 
 
 @ESTIMATORS.declare("plain", "", cost=STEPS, doc="Plain gradient ∇ℓ(x) (through the input transforms).")

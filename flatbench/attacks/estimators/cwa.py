@@ -7,10 +7,10 @@ from ...registry import ConfigError
 from ..differences import DIFFERENCES
 from ..parts import Param
 from ..threat import l2_normalize
-from .base import ESTIMATORS, STEPS, Estimator
+from .base import ESTIMATORS, TRAVEL2, Estimator
 
 
-@ESTIMATORS.declare("cwa", "CWA", published_with="mifgsm", cost=STEPS, differences=DIFFERENCES["cwa"], params=(
+@ESTIMATORS.declare("cwa", "CWA", published_with="mifgsm", cost=TRAVEL2, differences=DIFFERENCES["cwa"], params=(
     Param("r", 16 / 255 / 15, "number", lambda v: v > 0, "> 0 (a length)", length=True),
     Param("inner_step", 250.0, "number", lambda v: v > 0, "> 0"),
     Param("inner_decay", 1.0, "number", lambda v: v >= 0, ">= 0"),
@@ -25,8 +25,9 @@ the inner (cosine-similarity encourager) step β → ``inner_step``, their momen
 from δ: a descent step δ' = Π(δ − r·sign(∇ℓ_ens(x + δ))) on the ensemble's loss; then for each
 model k in turn, v ← inner_decay·v + ∇ℓ_k(x + δ')/‖∇ℓ_k(x + δ')‖₂ and
 δ' ← Π(δ' + inner_step·v), v kept across steps; the step's gradient is δ' − δ, which MI-FGSM's
-momentum accumulates (α = 2ε/T in the preset). Π is the ε-ball and the [0,1] box. A step costs
-1 + K gradient evaluations (a member's gradient counts as one, as the ensemble's does). As
+momentum accumulates (α = 2ε/T, TransferAttack's, whatever T: the cost knob's rule). Π is the ε-ball
+and the [0,1] box. A step takes 1 + K gradients and costs 2K single-model passes (the ensemble's
+gradient is K, each member's one), the unit ``budget=B`` counts for every method. As
 TransferAttack's ``ensemble/cwa.py`` with ``random_start=False`` (flatbench starts every attack
 at δ = 0), except that the outer momentum normalises each image's δ' − δ by its own L1 norm
 where the port divides by the whole batch's: here an image's result does not depend on its batch
@@ -60,10 +61,13 @@ class CWA(Estimator):
 
     def evals_per_image(self, step):
         if self.members is None:
-            raise ConfigError("estimator.members is null: CWA's cost is 1 + K evaluations a step, K the surrogate "
+            raise ConfigError("estimator.members is null: CWA's step takes 1 + K gradients, K the surrogate "
                               "ensemble's models; build it with its ensemble (create_attack('cwa', Ensemble([...])), "
                               "surrogate=[a,b,...])")
         return 1 + self.members
+
+    def passes_per_image(self, step, members=1):
+        return self.evals_per_image(step) - 1 + members   # K member gradients and one of the whole ensemble
 
     def describe(self, threat, alpha):
         k = "K" if self.members is None else str(self.members)
