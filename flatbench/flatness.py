@@ -12,6 +12,10 @@ Lengths are in [0,1] units here (the config's 1/255 values are converted by the 
   are small; for a quadratic, E[drop] = −tr(H)·ρ²/6.
 * ``sharp_worst``: the loss drop after ``worst_steps`` projected sign-gradient descent
   steps inside the L∞ ball of radius ρ (SAM-style worst-case sharpness).
+* ``sharp_worst_linear``, ``sharp_worst_curvature``: sharp_worst split into its first-order part
+  ρ·‖∇ℓ(x)‖₁ (the drop a loss linear in the ball would show: the gradient norm again) and what
+  remains, sharp_worst − ρ·‖∇ℓ(x)‖₁ (the curvature's part, with the box's clipping). A claim about
+  curvature reads the second.
 * ``hess_top``: the dominant eigenvalue (largest magnitude) of the input Hessian at x, by
   power iteration on Hessian-vector products (double backward). For ReLU networks the
   Hessian is that of the piecewise-linear network, i.e. of its active linear pieces through
@@ -33,7 +37,15 @@ from .keyed import keyed_generator
 from .registry import ConfigError, shown
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
-METRICS = ("loss", "grad_l1", "grad_l2", "sharp_mean", "sharp_max", "sharp_worst", "hess_top")
+METRICS = ("loss", "grad_l1", "grad_l2", "sharp_mean", "sharp_max", "sharp_worst", "sharp_worst_linear",
+           "sharp_worst_curvature", "hess_top")
+
+
+def split_worst(sharp_worst, grad_l1, rho: float):
+    """(ρ·‖∇ℓ‖₁, sharp_worst − ρ·‖∇ℓ‖₁): sharp_worst's first-order part and the rest, ρ in [0,1] units.
+    Works on tensors, arrays and pandas columns alike (an old flatness.csv gets them in the report)."""
+    linear = rho * grad_l1
+    return linear, sharp_worst - linear
 
 
 @dataclass
@@ -138,6 +150,7 @@ def metrics(loss_fn: LossFn, x: torch.Tensor, ids: Sequence[str], settings: Flat
             z = z.clamp(0, 1)
     with torch.no_grad():
         out["sharp_worst"] = loss - loss_fn(z)
+    out["sharp_worst_linear"], out["sharp_worst_curvature"] = split_worst(out["sharp_worst"], out["grad_l1"], st.rho)
     out["hess_top"] = hessian_top(loss_fn, x, ids, seed, st.power_iters, st.tol)
     return {k: v.detach().float().cpu() for k, v in out.items()}
 

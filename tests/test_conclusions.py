@@ -100,6 +100,18 @@ def test_spearman_auroc_and_mcnemar_equal_scipy_and_sklearn():
         assert mcnemar(b, c)["p_exact"] == pytest.approx(want, rel=1e-12)
 
 
+def test_partial_spearman_equals_the_one_covariate_formula_and_removes_a_confounder():
+    from flatbench.stats import partial_spearman
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=300)
+    x, y = z + rng.normal(size=300), z + rng.normal(size=300)    # related only through z
+    a, b, c = spearmanr(x, y)[0], spearmanr(x, z)[0], spearmanr(y, z)[0]
+    t = partial_spearman(x, y, [z])
+    assert t["rho"] == pytest.approx((a - b * c) / math.sqrt((1 - b * b) * (1 - c * c)), abs=1e-12)
+    assert a > 0.3 and t["ci_low"] < 0 < t["ci_high"] and t["p"] > 0.01
+    assert math.isnan(partial_spearman([1, 2, 3, 4], [2, 1, 4, 3], [[1, 1, 2, 2]])["rho"])   # n - 3 - k < 1
+
+
 # ---------------------------------------------------------------- the report, from the command line
 
 FLAT = ["flatness=on", "flatness.k_samples=4", "flatness.power_iters=3", "flatness.landscape_images=0"]

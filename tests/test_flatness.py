@@ -1,9 +1,11 @@
 """Flatness metrics on analytic losses, determinism, plots, and flatness=on end to end."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import spearmanr
 
 from flatbench.flatness import FlatnessSettings, hessian_top, landscape, metrics
 from flatbench.figures import landscape_png
@@ -63,6 +65,29 @@ def test_worst_case_sharpness_on_a_linear_loss_is_rho_times_l1():
     m = metrics(fn, x, IDS, FlatnessSettings(rho=0.1, k_samples=2, worst_steps=5, power_iters=3, clamp=False))
     assert torch.allclose(m["sharp_worst"].double(), torch.full((3,), 0.1 * b.abs().sum().item(), dtype=torch.float64))
     assert (m["hess_top"] == 0).all()  # linear: no curvature, and no NaN
+    # all of it is the first-order part ρ·‖∇ℓ‖₁; nothing is left for curvature
+    assert torch.allclose(m["sharp_worst_linear"].double(), m["sharp_worst"].double())
+    assert m["sharp_worst_curvature"].abs().max() < 1e-12
+
+
+def test_worst_case_sharpness_splits_into_gradient_and_curvature_on_a_concave_quadratic():
+    """ℓ(x) = b·x − ½xᵀAx, A positive definite (a maximum's shape): descending to the corner u* of the
+    ρ-ball, the drop is ρ‖∇ℓ‖₁ + ½u*ᵀAu*, so the curvature part is ½u*ᵀAu* >= 0 and grows with A."""
+    d = 4
+    b = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    x = torch.full((3, 1, 2, 2), 0.1, dtype=torch.float64)
+    st = FlatnessSettings(rho=0.05, k_samples=2, worst_steps=5, power_iters=3, clamp=False)
+    curv = []
+    for scale in (1.0, 3.0):
+        A = scale * torch.eye(d, dtype=torch.float64)
+        fn = lambda z, A=A: z.flatten(1).double() @ b - 0.5 * ((z.flatten(1).double() @ A) * z.flatten(1).double()).sum(1)  # noqa: E731
+        m = metrics(fn, x, IDS, st)
+        g = b - x.flatten(1) @ A                     # ∇ℓ at x
+        assert torch.allclose(m["sharp_worst_linear"].double(), 0.05 * g.abs().sum(1))
+        u = -0.05 * g.sign()                         # the corner the sign descent reaches
+        assert torch.allclose(m["sharp_worst_curvature"].double(), 0.5 * ((u @ A) * u).sum(1), atol=1e-12)
+        curv.append(m["sharp_worst_curvature"].mean().item())
+    assert 0 < curv[0] < curv[1]
 
 
 def test_metrics_are_deterministic_and_independent_of_batching(small_cnn):
@@ -132,10 +157,41 @@ def test_flatness_on_adds_columns_files_and_report(trained_zoo, zoo_dir, tmp_pat
     p = run(["flatbench-report", str(sweep), "--flatness", "sharp_mean", "--landscape", "I-FGSM", "PGN"], zoo_dir, tmp_path)
     # Per surrogate first (one surrogate here, so the pooled row says the same), never pooled alone.
     assert "against transfer (black-box mean ASR), per surrogate" in p.stdout
-    assert "| Spearman ρ with the ASR, digits-cnn (2 cells) |" in p.stdout and "| sharp_worst | λ_max |" in p.stdout
+    assert "| Spearman ρ with the ASR, digits-cnn (2 cells) |" in p.stdout
+    assert "| sharp_worst | sharp_worst − ρ‖∇ℓ‖₁ | λ_max |" in p.stdout
     for f in ("flatness_vs_transfer.png", "flatness_by_fooled.png", "landscape_compare.png", "flatness.md",
-              "flatness_correlation.csv", "flatness_auroc.csv"):
+              "flatness_correlation.csv", "flatness_auroc.csv", "flatness_partial.csv"):
         assert (sweep / "report" / f).stat().st_size > (200 if f.endswith((".md", ".csv")) else 10_000), f
+    # flatness_partial.csv: per cell and metric, Spearman's partial ρ given the loss (and the clean image's
+    # metric), recomputed here from the cell's own CSVs with the one-covariate formula and by residuals.
+    part = pd.read_csv(sweep / "report" / "flatness_partial.csv", dtype={"cell_id": str})
+    checked = 0
+    assert "loss" not in set(part["metric"]) and {"sharp_mean", "sharp_worst_curvature"} <= set(part["metric"])
+    for cell in sorted(sweep.glob("[0-9]*")):
+        rows = pd.read_csv(cell / "results.csv", dtype={"cell_id": str})
+        black = set(rows.loc[rows["role"] == "black-box", "target"])
+        pr = pd.read_csv(cell / "predictions.csv")
+        fooled = pr[pr["target"].isin(black)].groupby("image_id")["fooled"].sum()
+        fl = pd.read_csv(cell / "flatness.csv")
+        adv = fl[fl["at"] == "adv"].set_index("image_id")
+        clean = fl[fl["at"] == "clean"].set_index("image_id")
+        y = fooled.reindex(adv.index)
+        r = part[(part["cell_id"] == rows["cell_id"].iloc[0]) & (part["metric"] == "sharp_mean")].iloc[0]
+        assert r["n_images"] == 8
+        if y.nunique() < 2:
+            assert pd.isna(r["partial_rho"])
+            continue
+        a, b_, c = (spearmanr(adv["sharp_mean"], y)[0], spearmanr(adv["sharp_mean"], adv["loss"])[0],
+                    spearmanr(y, adv["loss"])[0])
+        assert r["partial_rho"] == pytest.approx((a - b_ * c) / np.sqrt((1 - b_ ** 2) * (1 - c ** 2)), abs=1e-9)
+        assert r["ci_low"] <= r["partial_rho"] <= r["ci_high"]
+        ranks = np.column_stack([np.ones(8), adv["loss"].rank(), clean["sharp_mean"].reindex(adv.index).rank()])
+        res = [v - ranks @ np.linalg.lstsq(ranks, v, rcond=None)[0] for v in (adv["sharp_mean"].rank().to_numpy(),
+                                                                             y.rank().to_numpy())]
+        assert r["partial_rho_clean"] == pytest.approx(np.corrcoef(*res)[0, 1], abs=1e-9)
+        checked += 1
+    assert checked >= 1
+    assert "apart from the loss" in (sweep / "report" / "flatness.md").read_text()
     # Turning flatness on for a finished cell recomputes it instead of skipping.
     cell = sorted(sweep.glob("[0-9]*"))[0]
     plain = run(["flatbench", "method=ifgsm", *SMALL, f"hydra.run.dir={cell}"], zoo_dir, tmp_path)

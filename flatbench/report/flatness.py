@@ -18,8 +18,10 @@ import pandas as pd
 from ..cell.directory import CellDir
 from ..columns import setting_columns
 from ..figures import png
+from ..flatness import METRICS
 from ..stats import auroc, auroc_interval, holm, spearman_test
 from .cells import _text
+from .partial import fill_medians, flatness_partial, partial_markdown, with_split
 from .statistics import spearman
 
 # A cell's example "transferred" when it fooled at least this share of the cell's black-box targets.
@@ -27,11 +29,11 @@ TRANSFERRED_SHARE = 0.5
 
 
 # Every per-image metric of flatness.csv (flatbench/flatness.py's METRICS).
-METRIC_STEMS = ("loss", "grad_l1", "grad_l2", "sharp_mean", "sharp_max", "sharp_worst", "hess_top")
+METRIC_STEMS = METRICS
 # The metrics the family table sets beside transfer (flatbench/flatness.py computes them), by column stem.
-FAMILY_METRICS = ("loss", "grad_l2", "sharp_mean", "sharp_max", "sharp_worst", "hess_top")
+FAMILY_METRICS = ("loss", "grad_l2", "sharp_mean", "sharp_max", "sharp_worst", "sharp_worst_curvature", "hess_top")
 HEADERS = {"loss": "loss", "grad_l2": "‖∇ℓ‖₂", "sharp_mean": "sharp_mean", "sharp_max": "sharp_max",
-           "sharp_worst": "sharp_worst", "hess_top": "λ_max"}
+           "sharp_worst": "sharp_worst", "sharp_worst_curvature": "sharp_worst − ρ‖∇ℓ‖₁", "hess_top": "λ_max"}
 
 
 def flatness_table(df: pd.DataFrame) -> tuple:
@@ -88,7 +90,8 @@ def flatness_correlation(cells: pd.DataFrame, metrics: Sequence[str]) -> pd.Data
 
 
 def flatness_per_image(df: pd.DataFrame, dirs: Sequence[Path]) -> pd.DataFrame:
-    """Per (cell, image): each flatness metric at x_adv, how many black-box targets it fooled, of how many."""
+    """Per (cell, image): each flatness metric at x_adv (and at the clean image, ``clean_<metric>``, where
+    measured), how many black-box targets it fooled, of how many."""
     frames = []
     ids = df["cell_id"].astype(str)
     for cell in CellDir.find(dirs, CellDir.FLATNESS, CellDir.PREDICTIONS):
@@ -101,11 +104,16 @@ def flatness_per_image(df: pd.DataFrame, dirs: Sequence[Path]) -> pd.DataFrame:
         pr = pr[pr["target"].map(roles).eq("black-box")]
         counts = pr.groupby("image_id").agg(fooled_targets=("fooled", "sum"), targets=("fooled", "size"))
         fl = pd.read_csv(cell.file(CellDir.FLATNESS))
-        fl = fl[fl["at"] == "adv"].drop(columns=["at"])
+        clean = fl[fl["at"] == "clean"].drop(columns=["at"]).set_index("image_id").add_prefix("clean_")
+        fl = fl[fl["at"] == "adv"].drop(columns=["at"]).merge(clean, left_on="image_id", right_index=True, how="left")
         first = df[ids == cid].iloc[0]
         frames.append(fl.merge(counts.reset_index(), on="image_id").assign(
             cell_id=cid, surrogate=first["surrogate"], attack=first["attack"]))
-    return pd.concat(frames, ignore_index=True).drop_duplicates(["cell_id", "image_id"]) if frames else pd.DataFrame()
+    if not frames:
+        return pd.DataFrame()
+    images = pd.concat(frames, ignore_index=True).drop_duplicates(["cell_id", "image_id"])
+    rho = df.drop_duplicates("cell_id").set_index("cell_id")["flat_rho"] if "flat_rho" in df.columns else pd.Series()
+    return with_split(images, rho)
 
 
 def flatness_auroc(images: pd.DataFrame, metrics: Sequence[str], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -153,9 +161,11 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str, over: O
     ``over`` (seed), the correlation across cells is over settings, each averaged over ``over``
     (:func:`average_over`); the per-image AUROCs stay per cell."""
     col = f"flat_{metric}_median"
+    images = flatness_per_image(df, dirs)
+    df = fill_medians(df, images, METRIC_STEMS)   # cells measured before a metric existed (the split of sharp_worst)
     if col not in df.columns:
         raise ValueError(f"--flatness: no column {col!r}; run the cells with flatness=on "
-                         f"(metrics: loss, grad_l1, grad_l2, sharp_mean, sharp_max, sharp_worst, hess_top)")
+                         f"(metrics: {', '.join(METRIC_STEMS)})")
     bb = df[df["role"] != "white-box"]
     cells = bb.groupby("cell_id").agg(asr=("asr", "mean"), flat=(col, "first"), attack=("attack", "first"),
                                       surrogate=("surrogate", "first")).dropna()
@@ -169,8 +179,8 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str, over: O
     if metric not in rho:   # a metric outside the family table (grad_l1)
         corr = pd.concat([corr, flatness_correlation(cells.rename(columns={"flat": metric}), [metric])],
                          ignore_index=True)
-    images = flatness_per_image(df, dirs)
     au = flatness_auroc(images, [m for m in METRIC_STEMS if not images.empty and m in images.columns])
+    part = flatness_partial(images, METRIC_STEMS)
     head = corr[corr["metric"] == metric]
     lines = [f"## Flatness ({metric}, median per cell) against transfer (black-box mean ASR), per surrogate", ""]
     if over:
@@ -195,8 +205,9 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str, over: O
     lines += ["", "AUROC 0.5: the metric does not tell them apart; above: larger values went with transfer; "
               "an interval that contains 0.5 is no detectable difference."]
     scatter, box = _scatter_png(cells, head, metric), _auroc_png(sub, metric)
-    md = flatness_table_md(family, rho) + "\n" + "\n".join(lines) + "\n"
-    return {"md": md, "scatter": scatter, "box": box, "rho": rho_cells, "correlation": corr, "auroc": au}
+    md = flatness_table_md(family, rho) + "\n" + "\n".join(lines) + "\n\n" + partial_markdown(part, metric)
+    return {"md": md, "scatter": scatter, "box": box, "rho": rho_cells, "correlation": corr, "auroc": au,
+            "partial": part}
 
 
 def _plt():

@@ -124,7 +124,8 @@ def write_param_plots(ctx: ReportContext) -> None:
 
 @OUTPUTS.register("flatness")
 def write_flatness(ctx: ReportContext) -> None:
-    """flatness.md, its plots and CSVs for --flatness METRIC (within-surrogate correlations, per-image AUROCs)."""
+    """flatness.md, its plots and CSVs for --flatness METRIC (within-surrogate correlations, per-image AUROCs,
+    per-image partial correlations given the loss)."""
     if ctx.flatness_metric:
         fl = flatness_report(ctx.df, ctx.dirs, ctx.flatness_metric, ctx.over)
         ctx.put("flatness.md", fl["md"])
@@ -132,7 +133,9 @@ def write_flatness(ctx: ReportContext) -> None:
         ctx.put("flatness_by_fooled.png", fl["box"])
         ctx.put("flatness_correlation.csv", fl["correlation"].to_csv(index=False))
         ctx.put("flatness_auroc.csv", fl["auroc"].to_csv(index=False))
-        ctx.rep.update(spearman=fl["rho"], flatness_correlation=fl["correlation"], flatness_auroc=fl["auroc"])
+        ctx.put("flatness_partial.csv", fl["partial"].to_csv(index=False))
+        ctx.rep.update(spearman=fl["rho"], flatness_correlation=fl["correlation"], flatness_auroc=fl["auroc"],
+                       flatness_partial=fl["partial"])
 
 
 @OUTPUTS.register("landscape")

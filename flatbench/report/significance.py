@@ -45,8 +45,10 @@ _PER_PAIR = {"target", "attack_a", "attack_b", "cell_a", "cell_b", "n", "asr_a",
 def _signatures(flags: pd.DataFrame, df: pd.DataFrame) -> dict:
     """cell id -> what identifies its adversarial set: the digest of its pixels (``adv_digest``), or for a
     cell recorded without one, a digest of its predictions on every target and image."""
-    known = df.dropna(subset=["adv_digest"]).drop_duplicates("cell_id") if "adv_digest" in df.columns else df.iloc[:0]
-    out = dict(zip(known["cell_id"], known["adv_digest"]))
+    out = {}
+    if "adv_digest" in df.columns:
+        known = df.dropna(subset=["adv_digest"]).drop_duplicates("cell_id")
+        out = dict(zip(known["cell_id"], known["adv_digest"]))
     f = flags[~flags["cell_id"].isin(out)].sort_values(["cell_id", "target", "image_id"])
     for cid, g in f.groupby("cell_id", sort=False):
         text = "\n".join(f"{t},{i},{p}" for t, i, p in zip(g["target"], g["image_id"], g["adv_pred"]))

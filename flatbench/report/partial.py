@@ -1,0 +1,94 @@
+"""Flatness apart from the loss (``--flatness``): per cell, does a flatness metric still go with
+transfer once the example's loss is known, and once the clean image's own flatness is known?
+
+A sharp example often has a large loss and a large gradient, and both predict transfer on their
+own; a metric that only restates them says nothing about flatness. ``flatness_partial.csv`` has,
+per (cell, metric), Spearman's partial correlation between the metric at x_adv and the number of
+black-box targets the example fooled, given the example's loss (``partial_rho``, with its interval),
+and, where the cells measured the clean images too (``flatness.at_clean=true``), given the loss and
+the same metric at the clean image (``partial_rho_clean``): an image that is sharp before the
+attack is not evidence that the attack found a sharp maximum.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+from ..flatness import split_worst
+from ..stats import partial_spearman
+
+SPLIT = ("sharp_worst_linear", "sharp_worst_curvature")
+
+
+def with_split(images: pd.DataFrame, rho: pd.Series) -> pd.DataFrame:
+    """``images`` with sharp_worst's first-order part and remainder (flatbench.flatness.split_worst)
+    where the cells were measured before those columns existed; ``rho``: each cell's flatness radius
+    in 1/255 units (the rows' ``flat_rho``)."""
+    if images.empty or "sharp_worst" not in images.columns:
+        return images
+    images = images.copy()
+    r = images["cell_id"].map(rho).astype(float) / 255.0
+    for prefix in ("", "clean_"):
+        if f"{prefix}sharp_worst" in images.columns and f"{prefix}{SPLIT[1]}" not in images.columns:
+            lin, rest = split_worst(images[f"{prefix}sharp_worst"], images[f"{prefix}grad_l1"], r)
+            images[f"{prefix}{SPLIT[0]}"], images[f"{prefix}{SPLIT[1]}"] = lin, rest
+    return images
+
+
+def fill_medians(df: pd.DataFrame, images: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """The rows with ``flat_<metric>_median`` from the per-image values where a cell's rows lack it."""
+    if images.empty:
+        return df
+    med = images.groupby("cell_id")[[m for m in metrics if m in images.columns]].median()
+    df = df.copy()
+    for m in med.columns:
+        col = f"flat_{m}_median"
+        filled = df["cell_id"].map(med[m])
+        df[col] = df[col].fillna(filled) if col in df.columns else filled
+    return df
+
+
+def flatness_partial(images: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per (cell, metric): partial_rho (given the loss), its interval, p, and with clean-image
+    measurements partial_rho_clean (given the loss and the metric at the clean image)."""
+    cols = ["cell_id", "surrogate", "attack", "metric", "partial_rho", "ci_low", "ci_high", "p", "n_images",
+            "partial_rho_clean", "ci_low_clean", "ci_high_clean", "p_clean"]
+    out = []
+    for cid, g in ([] if images.empty else images.groupby("cell_id", sort=False)):
+        for m in metrics:
+            if m == "loss" or m not in g.columns:
+                continue
+            d = g.dropna(subset=[m, "loss", "fooled_targets"])
+            t = partial_spearman(d[m], d["fooled_targets"], [d["loss"]])
+            row = {"cell_id": cid, "surrogate": g["surrogate"].iloc[0], "attack": g["attack"].iloc[0], "metric": m,
+                   "partial_rho": t["rho"], "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p": t["p"],
+                   "n_images": len(d)}
+            if f"clean_{m}" in g.columns:
+                c = d.dropna(subset=[f"clean_{m}"])
+                tc = partial_spearman(c[m], c["fooled_targets"], [c["loss"], c[f"clean_{m}"]])
+                row.update(partial_rho_clean=tc["rho"], ci_low_clean=tc["ci_low"], ci_high_clean=tc["ci_high"],
+                           p_clean=tc["p"])
+            out.append(row)
+    return pd.DataFrame(out, columns=cols)
+
+
+def partial_markdown(part: pd.DataFrame, metric: str) -> str:
+    sub = part[part["metric"] == metric]
+    lines = [f"## Per image, apart from the loss: Spearman's partial ρ of {metric} with the black-box targets "
+             "fooled, given the example's loss", "",
+             "| surrogate | attack | partial ρ | 95% CI | given the clean image's too | 95% CI | images |",
+             "|---|---|---:|---|---:|---|---:|"]
+
+    def num(v, fmt=".2f"):
+        return "" if pd.isna(v) else format(v, fmt)
+
+    for r in sub.itertuples():
+        ci = "" if pd.isna(r.ci_low) else f"[{r.ci_low:.2f}, {r.ci_high:.2f}]"
+        cic = "" if pd.isna(r.ci_low_clean) else f"[{r.ci_low_clean:.2f}, {r.ci_high_clean:.2f}]"
+        lines.append(f"| {r.surrogate} | {r.attack} | {num(r.partial_rho)} | {ci} | {num(r.partial_rho_clean)} | "
+                     f"{cic} | {r.n_images} |")
+    lines += ["", "Ranks, the residuals of a linear fit on the loss's rank (and the clean image's metric's, when the "
+              "cells measured clean images: flatness.at_clean=true), Pearson's r of the residuals; an interval that "
+              "contains 0 is no detectable relation beyond the loss (flatness_partial.csv: every metric)."]
+    return "\n".join(lines) + "\n"
