@@ -185,6 +185,11 @@ def test_flatness_auroc_per_cell_equals_sklearn(study):
             assert r["ci_low"] <= r["auroc"] <= r["ci_high"]
             checked += 1
     assert checked > 10
+    # flatness.md's per-image summary counts a deterministic method's two seeds (I-FGSM, the hybrid GNP:
+    # the same examples) once: 2 + 2 x 2 (DIM, PGN) = 6 cells per surrogate
+    md = (study["out"] / "flatness.md").read_text()
+    rows = [ln for ln in md.split("every metric: distinct cells", 1)[1].splitlines() if ln.startswith("| digits-")]
+    assert rows and all(ln.split("|")[3].strip() == "6" for ln in rows), rows
 
 
 def _signature(rows, cid):
@@ -260,7 +265,10 @@ def test_every_attack_against_the_baseline_is_one_family_over_seeds(study):
     assert sum(ln.count("†") for ln in pooled) == len(hits)
     md = (study["out"] / "significance.md").read_text()
     assert f"{m} tests in the family" in md
-    assert md.count("no detectable difference (") == sig["verdict"].str.startswith("no detectable difference (").sum()
+    every = md.split("## 3. Every row", 1)[1]
+    assert every.count("no detectable difference (") == sig["verdict"].str.startswith("no detectable difference (").sum()
+    survive = md.split("## 1. Differences that survive", 1)[1].split("## 2.", 1)[0]
+    assert sum(ln.startswith("| ") for ln in survive.splitlines()) - 1 == len(hits)   # the header and its rows
 
 
 def test_seeds_summarised_with_the_sample_sd(study):

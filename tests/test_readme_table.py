@@ -50,14 +50,28 @@ def test_readme_table_is_what_a_fresh_run_prints(zoo_dir, tmp_path):
         assert abs(v - float(want.loc[attack, "black-box mean"])) <= tolerance + 1e-9, (attack, v, kernels)
 
 
+def tables_of(text: str) -> list:
+    """The markdown tables of a file, in order, each as its lines."""
+    out, cur = [], []
+    for ln in text.splitlines() + [""]:
+        if ln.startswith("|"):
+            cur.append(ln)
+        elif cur:
+            out.append(cur)
+            cur = []
+    return out
+
+
 def test_readme_tables_are_the_files_they_quote():
-    """A table after ``<!-- from docs/results/STUDY/FILE -->`` is that report file's table, line for
-    line: a rerun that changes the file and not the README (or the reverse) fails here."""
+    """A table after ``<!-- from docs/results/STUDY/FILE -->`` is that report file's table (``... table N
+    -->``: its N-th table), line for line: a rerun that changes the file and not the page (or the
+    reverse) fails here."""
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    quotes = [(page, path, block) for page in pages
-              for path, block in re.findall(r"<!-- from (docs/results/\S+) -->\n((?:\|.*\n)+)", page.read_text())]
+    quotes = [(page, path, n, block) for page in pages
+              for path, n, block in re.findall(r"<!-- from (docs/results/\S+?)(?: table (\d+))? -->\n((?:\|.*\n)+)",
+                                               page.read_text())]
     assert {q[0].name for q in quotes} >= {"README.md", "studies.md"}, "the README or the studies page quotes no report file"
-    for page, path, block in quotes:
-        source = (ROOT / path).read_text()
-        table = [ln for ln in source.splitlines() if ln.startswith("|")]
-        assert block.strip().splitlines() == table, f"{page.name} quotes {path}"
+    for page, path, n, block in quotes:
+        tables = tables_of((ROOT / path).read_text())
+        want = tables[int(n) - 1] if n else [ln for t in tables for ln in t]
+        assert block.strip().splitlines() == want, f"{page.name} quotes {path}" + (f" table {n}" if n else "")

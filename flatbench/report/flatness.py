@@ -21,7 +21,8 @@ from ..figures import png
 from ..flatness import METRICS
 from ..stats import auroc, auroc_interval, holm, spearman_test
 from .cells import _text
-from .partial import fill_medians, flatness_partial, partial_markdown, with_split
+from .partial import (distinct_cells, fill_medians, flatness_partial, partial_markdown, per_image_summary,
+                      summary_markdown, with_split)
 from .statistics import spearman
 
 # A cell's example "transferred" when it fooled at least this share of the cell's black-box targets.
@@ -155,6 +156,18 @@ def flatness_table_md(cells: pd.DataFrame, rho: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def correlation_markdown(corr: pd.DataFrame) -> str:
+    """Every metric's correlation across settings, per surrogate, with its Holm adjustment."""
+    lines = ["## Every metric against the black-box mean ASR, across settings, per surrogate", "",
+             "| surrogate | metric | points | Spearman ρ | p | Holm p | how |", "|---|---|---:|---:|---:|---:|---|"]
+    for r in corr[corr["surrogate"] != "all"].itertuples():
+        holm_p = "" if pd.isna(r.p_holm) else f"{r.p_holm:.2g}"
+        lines.append(f"| {r.surrogate} | {r.metric} | {r.n_cells} | {r.rho:+.2f} | {r.p:.2g} | {holm_p} | {r.method} |")
+    lines += ["", "Holm's adjustment runs over these rows (the metrics × surrogates of this report); pooled rows "
+              "(surrogate 'all', flatness_correlation.csv) describe neither surrogate and are out of it."]
+    return "\n".join(lines) + "\n"
+
+
 def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str, over: Optional[str] = None) -> dict:
     """flatness.md, the per-surrogate scatter, the per-image box plot, flatness_correlation.csv and
     flatness_auroc.csv for one flatness metric (the CSVs cover every metric the cells have). With
@@ -205,7 +218,8 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str, over: O
     lines += ["", "AUROC 0.5: the metric does not tell them apart; above: larger values went with transfer; "
               "an interval that contains 0.5 is no detectable difference."]
     scatter, box = _scatter_png(cells, head, metric), _auroc_png(sub, metric)
-    md = flatness_table_md(family, rho) + "\n" + "\n".join(lines) + "\n\n" + partial_markdown(part, metric)
+    md = "\n".join([flatness_table_md(family, rho), correlation_markdown(corr), "\n".join(lines), "",
+                    partial_markdown(part, metric), summary_markdown(per_image_summary(au, part, distinct_cells(images)))])
     return {"md": md, "scatter": scatter, "box": box, "rho": rho_cells, "correlation": corr, "auroc": au,
             "partial": part}
 

@@ -74,7 +74,7 @@ def flatness_partial(images: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFra
 
 
 def partial_markdown(part: pd.DataFrame, metric: str) -> str:
-    sub = part[part["metric"] == metric]
+    sub = part[part["metric"] == metric].sort_values(["surrogate", "attack"], kind="stable")
     lines = [f"## Per image, apart from the loss: Spearman's partial ρ of {metric} with the black-box targets "
              "fooled, given the example's loss", "",
              "| surrogate | attack | partial ρ | 95% CI | given the clean image's too | 95% CI | images |",
@@ -91,4 +91,60 @@ def partial_markdown(part: pd.DataFrame, metric: str) -> str:
     lines += ["", "Ranks, the residuals of a linear fit on the loss's rank (and the clean image's metric's, when the "
               "cells measured clean images: flatness.at_clean=true), Pearson's r of the residuals; an interval that "
               "contains 0 is no detectable relation beyond the loss (flatness_partial.csv: every metric)."]
+    return "\n".join(lines) + "\n"
+
+
+def distinct_cells(images: pd.DataFrame) -> set:
+    """The cells that crafted examples of their own: a deterministic method's seeds craft the same
+    examples (the same loss at every image, to the last digit), and only the first of them counts."""
+    seen, keep = set(), set()
+    for cid, g in ([] if images.empty else images.groupby("cell_id", sort=False)):
+        key = (g["surrogate"].iloc[0], g["attack"].iloc[0], tuple(g.sort_values("image_id")["loss"].round(7)))
+        if key not in seen:
+            seen.add(key)
+            keep.add(cid)
+    return keep
+
+
+def per_image_summary(au: pd.DataFrame, part: pd.DataFrame, cells: set) -> pd.DataFrame:
+    """Per (surrogate, metric), over the ``cells`` (distinct_cells): the median per-image AUROC and how
+    many intervals lie above / below 0.5; the median partial ρ given the loss (and given the clean
+    image's metric too) and how many intervals lie above / below 0."""
+    a = au[au["cell_id"].isin(cells)].dropna(subset=["auroc"]) if len(au) else au
+    p = part[part["cell_id"].isin(cells)].dropna(subset=["partial_rho"]) if len(part) else part
+    out = []
+    keys = sorted(set(zip(a["surrogate"], a["metric"])) | set(zip(p["surrogate"], p["metric"]))) if len(a) or len(p) else []
+    for sur, m in keys:
+        ga = a[(a["surrogate"] == sur) & (a["metric"] == m)] if len(a) else a
+        gp = p[(p["surrogate"] == sur) & (p["metric"] == m)] if len(p) else p
+        gc = gp.dropna(subset=["partial_rho_clean"]) if len(gp) else gp
+        out.append({"surrogate": sur, "metric": m, "cells": len(ga),
+                    "auroc_median": ga["auroc"].median() if len(ga) else float("nan"),
+                    "auroc_above": int((ga["ci_low"] > 0.5).sum()) if len(ga) else 0,
+                    "auroc_below": int((ga["ci_high"] < 0.5).sum()) if len(ga) else 0,
+                    "partial_cells": len(gp),
+                    "partial_median": gp["partial_rho"].median() if len(gp) else float("nan"),
+                    "partial_above": int((gp["ci_low"] > 0).sum()) if len(gp) else 0,
+                    "partial_below": int((gp["ci_high"] < 0).sum()) if len(gp) else 0,
+                    "clean_cells": len(gc),
+                    "clean_above": int((gc["ci_low_clean"] > 0).sum()) if len(gc) else 0,
+                    "clean_below": int((gc["ci_high_clean"] < 0).sum()) if len(gc) else 0})
+    return pd.DataFrame(out)
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    def num(v):
+        return "" if pd.isna(v) else f"{v:.2f}"
+
+    lines = ["## Per image, every metric: distinct cells whose interval lies above or below no relation", "",
+             "| surrogate | metric | cells | median AUROC | AUROC above 0.5 | below | median partial ρ (given the loss) "
+             "| above 0 | below 0 | given the clean image's too: above 0 | below 0 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in summary.itertuples():
+        clean = (f"{r.clean_above} of {r.clean_cells} | {r.clean_below}" if r.clean_cells else " | ")
+        lines.append(f"| {r.surrogate} | {r.metric} | {r.cells} | {num(r.auroc_median)} | {r.auroc_above} | "
+                     f"{r.auroc_below} | {num(r.partial_median)} | {r.partial_above} | {r.partial_below} | {clean} |")
+    lines += ["", "A deterministic method's seeds craft the same examples and count once. AUROC: the metric telling "
+              "the examples that fooled at least half of the black-box targets from the others; partial ρ: the metric "
+              "against the number of black-box targets fooled, the loss held fixed (flatness_partial.csv)."]
     return "\n".join(lines) + "\n"

@@ -191,25 +191,38 @@ def _num(v, fmt: str = ".1f") -> str:
     return "" if pd.isna(v) else format(v, fmt)
 
 
-def significance_markdown(sig: pd.DataFrame) -> str:
-    """significance.md: the family's rows as a reader would quote them, then the white-box rows."""
-    versus = sig["versus"].iloc[0]
-    fam = sig[sig["family"]]
-    shown = [c for c in ("eps", "budget") if c in sig.columns and sig[c].notna().any()]
-    lines = [f"# Every attack against {versus}", "",
-             f"{len(fam)} tests in the family (black-box targets and the black-box mean, over all seeds); "
-             f"Holm's adjustment over them; each row judged at 0.05, its mde at level 0.05/{len(fam)}: the "
-             "smallest difference in points its test would detect with 80% power.", "",
-             "| attack | surrogate | " + " | ".join(shown) + (" | " if shown else "")
+def _md_rows(rows: pd.DataFrame, shown: list, versus: str) -> list:
+    lines = ["| attack | surrogate | " + " | ".join(shown) + (" | " if shown else "")
              + "target | seeds | n | ASR | ASR " + versus + " | diff | p (Holm) | mde | verdict |",
              "|---|---|" + "---:|" * len(shown) + "---|---|---:|---:|---:|---:|---:|---:|---|"]
-    for _, r in pd.concat([fam, sig[~sig["family"]]]).iterrows():
+    for _, r in rows.iterrows():
         setting = "".join(f"{_num(r[c], 'g')} | " for c in shown)
         ci = "" if pd.isna(r.get("diff_ci_low")) else f" [{r['diff_ci_low']:.1f}, {r['diff_ci_high']:.1f}]"
         p = _num(r["p_holm"], ".3g") if r["family"] else _num(r["p"], ".3g") + " (white-box, alone)"
         lines.append(f"| {r['attack']} | {r['surrogate']} | {setting}{r['target']} | {r['seeds_counted']} | {r['n']} | "
                      f"{r['asr']:.1f} | {r['asr_versus']:.1f} | {r['diff']:+.1f}{ci} | {p} | {_num(r['mde'])} | "
                      f"{r['verdict']} |")
+    return lines
+
+
+def significance_markdown(sig: pd.DataFrame) -> str:
+    """significance.md: three tables a page can quote (``<!-- from .../significance.md table N -->``):
+    1. the differences that survive Holm's adjustment; 2. every black-box mean, with what it could
+    have seen; 3. every row (the family, then the white-box rows)."""
+    versus = sig["versus"].iloc[0]
+    fam = sig[sig["family"]]
+    shown = [c for c in ("eps", "budget") if c in sig.columns and sig[c].notna().any()]
+    hits = fam[fam["p_holm"] < ALPHA]
+    lines = [f"# Every attack against {versus}", "",
+             f"{len(fam)} tests in the family (black-box targets and the black-box mean, over all seeds); "
+             f"Holm's adjustment over them; each row judged at 0.05, its mde at level 0.05/{len(fam)}: the "
+             "smallest difference in points its test would detect with 80% power.", "",
+             f"## 1. Differences that survive ({len(hits)} of {len(fam)})", ""]
+    lines += _md_rows(hits, shown, versus) if len(hits) else ["(none)"]
+    lines += ["", "## 2. The black-box means", ""]
+    lines += _md_rows(fam[fam["target"] == BLACK_BOX_MEAN], shown, versus)
+    lines += ["", "## 3. Every row", ""]
+    lines += _md_rows(pd.concat([fam, sig[~sig["family"]]]), shown, versus)
     lines += ["", "seeds: the seeds counted (a seed whose pair of adversarial sets repeats an earlier seed's counts "
               "once); n: image pairs summed over them (the black-box mean: images). The black-box mean's diff has "
               "a paired bootstrap 95% interval over images and the exact sign-flip test; the targets, McNemar's "
