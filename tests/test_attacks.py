@@ -294,7 +294,7 @@ def test_build_attack_from_part_names(small_cnn):
 
 def _changed(key, value):
     """Another valid value of a part's setting."""
-    other = {"lookahead": {"descent": "ascent", "ascent": "descent"}, "normalize": {"mean_abs": "l2", "l2": "mean_abs"},
+    other = {"lookahead": {"descent": "ascent", "ascent": "descent"}, "normalize": {"mean_abs": "l2", "l2": "mean_abs", "none": "l1", "l1": "none"},
              "combine": {"difference": "sum", "sum": "difference"}, "interpolation": {"nearest": "bilinear"},
              "inner_loss": {"reverse": "official", "official": "reverse"},
              "label_by": {"truth": "clean_prediction", "clean_prediction": "truth"},
