@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from flatbench import create_attack
-from flatbench.attacks import Attack
+from flatbench.attacks import ESTIMATORS, Attack
 from flatbench.registry import ConfigError
 from flatbench.units import CLI_MIN_RATIO, check_config_eps, check_config_length, config_length
 from helpers import BIN, SMALL, fails, run
@@ -271,7 +271,7 @@ def test_every_preset_builds_the_same_attack_from_create_attack_and_the_command_
     from helpers import compose_config
 
     for name, (_, est, _) in METHODS.items():
-        ensemble = est == "cwa"
+        ensemble = "members" in ESTIMATORS.get(est).names()   # CWA and the member means need an ensemble
         surrogate = ["surrogate=[digits-cnn,digits-resnet]"] if ensemble else []
         extra = [f"budget={budget}"] if budget else []
         try:

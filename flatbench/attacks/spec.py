@@ -195,11 +195,11 @@ def resolve_spec(*, unit: str, optimizer: str, estimator: str, transforms: Mappi
             raise ConfigError(f"budget={budget} sets {', '.join(clash)} ({method or estimator}'s cost knob); pass the "
                               f"budget or {clash[0]}, not both")
         steps, est_kw = fit.steps, fit.estimator_kwargs
+    knob = ESTIMATORS.get(estimator).cost if estimator in ESTIMATORS else None
+    if alpha is None and knob is not None and knob.travel != 1.0:
+        rules["alpha"] = f"{knob.travel:g}ε/T"   # CWA's rule, whichever side computes it
     if alpha is None and unit == CONFIG:   # travel·ε/T in 1/255 units, as the columns show it (the API: the loop)
-        knob = ESTIMATORS.get(estimator).cost if estimator in ESTIMATORS else None
         alpha = (knob.travel if knob is not None else 1.0) * eps / int(steps)
-        if knob is not None and knob.travel != 1.0:
-            rules["alpha"] = f"{knob.travel:g}ε/T"
     if alpha is not None:
         check_range("alpha", alpha, alpha > 0, f"alpha > 0 ({unit} units), a rule of eps (eps/10) or null")
     return AttackSpec(unit=unit, optimizer=optimizer, optimizer_kwargs=opt_kw, estimator=estimator,
