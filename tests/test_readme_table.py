@@ -75,3 +75,22 @@ def test_readme_tables_are_the_files_they_quote():
         tables = tables_of((ROOT / path).read_text())
         want = tables[int(n) - 1] if n else [ln for t in tables for ln in t]
         assert block.strip().splitlines() == want, f"{page.name} quotes {path}" + (f" table {n}" if n else "")
+
+
+def test_quote_tables_puts_each_files_table_under_its_marker():
+    """scripts/quote_tables.py: a page whose quoted table is stale (or a placeholder) gets the file's
+    table; every page is up to date now (--check exits 0)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location("quote_tables", ROOT / "scripts" / "quote_tables.py")
+    qt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(qt)
+    path = "docs/results/flat_family_ensemble/significance.md"
+    want = tables_of((ROOT / path).read_text())[1]
+    page = f"Intro.\n\n<!-- from {path} table 2 -->\n| stale | row |\n|---|---|\n\nAfter.\n"
+    got = qt.refresh(page).splitlines()
+    assert got[3:3 + len(want)] == want and got[3 + len(want):] == ["", "After."]
+    p = subprocess.run([sys.executable, "scripts/quote_tables.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout
