@@ -122,9 +122,9 @@ def slurm_world(env=os.environ) -> Optional[Tuple[int, int, int, str, int]]:
 
     Only a task started by ``srun`` (as submitit starts each task) has SLURM_STEP_NUM_TASKS: a batch
     script that runs flatbench itself inside a K-task allocation is one process, not K. The master
-    is the step's first host; the port is drawn from the job and step ids (the same on a requeue,
-    different for the cells of a job array, which have their own job ids), unless MASTER_ADDR or
-    MASTER_PORT are set.
+    is the step's first host; the port is drawn from the job and step ids and the restart count (the
+    same for every task of one run, another after a requeue, different for the cells of a job array,
+    which have their own job ids), unless MASTER_ADDR or MASTER_PORT are set.
     """
     size = int(env.get("SLURM_STEP_NUM_TASKS", "1") or 1)
     if size <= 1:
@@ -134,7 +134,10 @@ def slurm_world(env=os.environ) -> Optional[Tuple[int, int, int, str, int]]:
         raise RuntimeError(f"SLURM step of {size} tasks without {', '.join(missing)}: cannot tell this task's rank")
     nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "localhost"
     addr = env.get("MASTER_ADDR") or first_host(nodes)
-    key = f"{env['SLURM_JOB_ID']}.{env.get('SLURM_STEP_ID', env.get('SLURM_STEPID', '0'))}".encode()
+    # A requeued job (SLURM_RESTART_COUNT) takes another port: the run before it may still hold its
+    # socket while it closes, and binding the same port then fails with EADDRINUSE.
+    key = (f"{env['SLURM_JOB_ID']}.{env.get('SLURM_STEP_ID', env.get('SLURM_STEPID', '0'))}"
+           f".{env.get('SLURM_RESTART_COUNT', '0') or '0'}").encode()
     port = int(env.get("MASTER_PORT") or 20000 + zlib.crc32(key) % 40000)
     return int(env["SLURM_PROCID"]), size, int(env["SLURM_LOCALID"]), addr, port
 

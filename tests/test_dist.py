@@ -30,8 +30,12 @@ def test_a_srun_task_of_a_multi_task_step_is_a_rank():
     rank, size, local, addr, port = slurm_world(STEP)
     assert (rank, size, local, addr) == (3, 4, 1, "gpu07")
     assert 20000 <= port < 60000
-    # The same on a requeue (same job id); another cell of a job array (another job id) gets another port.
-    assert slurm_world(dict(STEP))[4] == port
+    # Every task of one run agrees; a requeued run (SLURM_RESTART_COUNT) takes another port, so a socket of
+    # the run before it, still closing, cannot block it (EADDRINUSE, seen on a 2-node time-limit requeue);
+    # another cell of a job array (another job id) gets another port.
+    assert slurm_world({**STEP, "SLURM_PROCID": "0", "SLURM_LOCALID": "0"})[4] == port
+    assert slurm_world({**STEP, "SLURM_RESTART_COUNT": "0"})[4] == port
+    assert slurm_world({**STEP, "SLURM_RESTART_COUNT": "1"})[4] != port
     assert slurm_world({**STEP, "SLURM_JOB_ID": "4712"})[4] != port
     # A user's MASTER_ADDR / MASTER_PORT win.
     assert slurm_world({**STEP, "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"})[3:] == ("10.0.0.1", 29500)
