@@ -50,16 +50,14 @@ def test_readme_table_is_what_a_fresh_run_prints(zoo_dir, tmp_path):
         assert abs(v - float(want.loc[attack, "black-box mean"])) <= tolerance + 1e-9, (attack, v, kernels)
 
 
-def tables_of(text: str) -> list:
-    """The markdown tables of a file, in order, each as its lines."""
-    out, cur = [], []
-    for ln in text.splitlines() + [""]:
-        if ln.startswith("|"):
-            cur.append(ln)
-        elif cur:
-            out.append(cur)
-            cur = []
-    return out
+def _quote_tables():
+    """scripts/quote_tables.py as a module: its tables_of is the one reading of a file's tables."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quote_tables", ROOT / "scripts" / "quote_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_readme_tables_are_the_files_they_quote():
@@ -72,7 +70,7 @@ def test_readme_tables_are_the_files_they_quote():
                                                page.read_text())]
     assert {q[0].name for q in quotes} >= {"README.md", "studies.md"}, "the README or the studies page quotes no report file"
     for page, path, n, block in quotes:
-        tables = tables_of((ROOT / path).read_text())
+        tables = _quote_tables().tables_of((ROOT / path).read_text())
         want = tables[int(n) - 1] if n else [ln for t in tables for ln in t]
         assert block.strip().splitlines() == want, f"{page.name} quotes {path}" + (f" table {n}" if n else "")
 
@@ -80,15 +78,12 @@ def test_readme_tables_are_the_files_they_quote():
 def test_quote_tables_puts_each_files_table_under_its_marker():
     """scripts/quote_tables.py: a page whose quoted table is stale (or a placeholder) gets the file's
     table; every page is up to date now (--check exits 0)."""
-    import importlib.util
     import subprocess
     import sys
 
-    spec = importlib.util.spec_from_file_location("quote_tables", ROOT / "scripts" / "quote_tables.py")
-    qt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(qt)
+    qt = _quote_tables()
     path = "docs/results/flat_family_ensemble/significance.md"
-    want = tables_of((ROOT / path).read_text())[1]
+    want = qt.tables_of((ROOT / path).read_text())[1]
     page = f"Intro.\n\n<!-- from {path} table 2 -->\n| stale | row |\n|---|---|\n\nAfter.\n"
     got = qt.refresh(page).splitlines()
     assert got[3:3 + len(want)] == want and got[3 + len(want):] == ["", "After."]

@@ -73,6 +73,10 @@ def flatness_partial(images: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFra
     return pd.DataFrame(out, columns=cols)
 
 
+def _num(v, fmt: str = ".2f") -> str:
+    return "" if pd.isna(v) else format(v, fmt)
+
+
 def partial_markdown(part: pd.DataFrame, metric: str) -> str:
     sub = part[part["metric"] == metric].sort_values(["surrogate", "attack"], kind="stable")
     lines = [f"## Per image, apart from the loss: Spearman's partial ρ of {metric} with the black-box targets "
@@ -80,13 +84,10 @@ def partial_markdown(part: pd.DataFrame, metric: str) -> str:
              "| surrogate | attack | partial ρ | 95% CI | given the clean image's too | 95% CI | images |",
              "|---|---|---:|---|---:|---|---:|"]
 
-    def num(v, fmt=".2f"):
-        return "" if pd.isna(v) else format(v, fmt)
-
     for r in sub.itertuples():
         ci = "" if pd.isna(r.ci_low) else f"[{r.ci_low:.2f}, {r.ci_high:.2f}]"
         cic = "" if pd.isna(r.ci_low_clean) else f"[{r.ci_low_clean:.2f}, {r.ci_high_clean:.2f}]"
-        lines.append(f"| {r.surrogate} | {r.attack} | {num(r.partial_rho)} | {ci} | {num(r.partial_rho_clean)} | "
+        lines.append(f"| {r.surrogate} | {r.attack} | {_num(r.partial_rho)} | {ci} | {_num(r.partial_rho_clean)} | "
                      f"{cic} | {r.n_images} |")
     lines += ["", "Ranks, the residuals of a linear fit on the loss's rank (and the clean image's metric's, when the "
               "cells measured clean images: flatness.at_clean=true), Pearson's r of the residuals; an interval that "
@@ -133,17 +134,14 @@ def per_image_summary(au: pd.DataFrame, part: pd.DataFrame, cells: set) -> pd.Da
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
-    def num(v):
-        return "" if pd.isna(v) else f"{v:.2f}"
-
     lines = ["## Per image, every metric: distinct cells whose interval lies above or below no relation", "",
              "| surrogate | metric | cells | median AUROC | AUROC above 0.5 | below | median partial ρ (given the loss) "
              "| above 0 | below 0 | given the clean image's too: above 0 | below 0 |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in summary.itertuples():
         clean = (f"{r.clean_above} of {r.clean_cells} | {r.clean_below}" if r.clean_cells else " | ")
-        lines.append(f"| {r.surrogate} | {r.metric} | {r.cells} | {num(r.auroc_median)} | {r.auroc_above} | "
-                     f"{r.auroc_below} | {num(r.partial_median)} | {r.partial_above} | {r.partial_below} | {clean} |")
+        lines.append(f"| {r.surrogate} | {r.metric} | {r.cells} | {_num(r.auroc_median)} | {r.auroc_above} | "
+                     f"{r.auroc_below} | {_num(r.partial_median)} | {r.partial_above} | {r.partial_below} | {clean} |")
     lines += ["", "A deterministic method's seeds craft the same examples and count once. AUROC: the metric telling "
               "the examples that fooled at least half of the black-box targets from the others; partial ρ: the metric "
               "against the number of black-box targets fooled, the loss held fixed (flatness_partial.csv)."]

@@ -66,6 +66,20 @@ class Plain(Estimator):
         return 1
 
 
+def ensemble_size(ctx: "StepContext", declared, needs: str) -> int:
+    """K, the surrogate ensemble's models, for an estimator that takes each member alone (CWA, the member
+    means); a one-line error naming ``needs`` for one model, or for a ``members`` setting that is not K."""
+    from ...registry import ConfigError
+
+    k = ctx.members
+    if k < 2:
+        raise ConfigError(f"{needs} needs an ensemble surrogate of two or more models (surrogate=[a,b,...], or "
+                          "an Ensemble([m1, m2]) in create_attack); this surrogate is one model")
+    if declared is not None and declared != k:
+        raise ConfigError(f"estimator.members={declared} but the surrogate ensemble has {k} models")
+    return k
+
+
 def uniform_noise(ctx: "StepContext", x: torch.Tensor, lo: int, hi: int, radius: float, tag: str) -> torch.Tensor:
     """U(−radius, radius) per pixel for neighbours lo..hi−1 of the batch x, stacked copy-major;
     neighbour i's draw is keyed by (seed, step, tag, i), so a chunked call draws what one call

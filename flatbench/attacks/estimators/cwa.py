@@ -7,7 +7,7 @@ from ...registry import ConfigError
 from ..differences import DIFFERENCES
 from ..parts import Param
 from ..threat import l2_normalize
-from .base import ESTIMATORS, TRAVEL2, Estimator
+from .base import ESTIMATORS, TRAVEL2, Estimator, ensemble_size
 
 
 @ESTIMATORS.declare("cwa", "CWA", published_with="mifgsm", cost=TRAVEL2, differences=DIFFERENCES["cwa"], params=(
@@ -41,12 +41,7 @@ class CWA(Estimator):
         self.check()
 
     def __call__(self, ctx, x, y):
-        k = ctx.members
-        if k < 2:
-            raise ConfigError("CWA needs an ensemble surrogate of two or more models (surrogate=[a,b,...], or "
-                              "create_attack('cwa', Ensemble([m1, m2]), ...)); this surrogate is one model")
-        if self.members is not None and self.members != k:
-            raise ConfigError(f"estimator.members={self.members} but the surrogate ensemble has {k} models")
+        k = ensemble_size(ctx, self.members, "CWA")
         origin, threat = ctx.origin, ctx.threat
         delta = x - origin
         g = ctx.grad(x, y, [("g",)])

@@ -5,7 +5,7 @@ import torch
 
 from ...registry import ConfigError
 from ..parts import Param
-from .base import ESTIMATORS, STEPS, Estimator
+from .base import ESTIMATORS, STEPS, Estimator, ensemble_size
 
 MEMBER_NORMALIZE = ("none", "l1")
 
@@ -43,12 +43,7 @@ class MemberMean(Estimator):
         return "EnsL1" if self.normalize == "l1" else "EnsLoss"
 
     def __call__(self, ctx, x, y):
-        k = ctx.members
-        if k < 2:
-            raise ConfigError("estimator=members needs an ensemble surrogate of two or more models "
-                              "(surrogate=[a,b,...]); this surrogate is one model")
-        if self.members is not None and self.members != k:
-            raise ConfigError(f"estimator.members={self.members} but the surrogate ensemble has {k} models")
+        k = ensemble_size(ctx, self.members, "estimator=members")
         total = torch.zeros_like(x)
         for member in range(k):   # summed in member order
             g = ctx.grad(x, y, [("g", "member", member)], member=member)
