@@ -66,7 +66,7 @@ class Plain(Estimator):
         return 1
 
 
-def ensemble_size(ctx: "StepContext", declared, needs: str) -> int:
+def members_of(ctx: "StepContext", declared, needs: str) -> int:
     """K, the surrogate ensemble's models, for an estimator that takes each member alone (CWA, the member
     means); a one-line error naming ``needs`` for one model, or for a ``members`` setting that is not K."""
     from ...registry import ConfigError

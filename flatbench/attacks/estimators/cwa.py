@@ -7,7 +7,7 @@ from ...registry import ConfigError
 from ..differences import DIFFERENCES
 from ..parts import Param
 from ..threat import l2_normalize
-from .base import ESTIMATORS, TRAVEL2, Estimator, ensemble_size
+from .base import ESTIMATORS, TRAVEL2, Estimator, members_of
 
 
 @ESTIMATORS.declare("cwa", "CWA", published_with="mifgsm", cost=TRAVEL2, differences=DIFFERENCES["cwa"], params=(
@@ -41,7 +41,7 @@ class CWA(Estimator):
         self.check()
 
     def __call__(self, ctx, x, y):
-        k = ensemble_size(ctx, self.members, "CWA")
+        k = members_of(ctx, self.members, "CWA")
         origin, threat = ctx.origin, ctx.threat
         delta = x - origin
         g = ctx.grad(x, y, [("g",)])

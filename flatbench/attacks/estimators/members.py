@@ -5,7 +5,7 @@ import torch
 
 from ...registry import ConfigError
 from ..parts import Param
-from .base import ESTIMATORS, STEPS, Estimator, ensemble_size
+from .base import ESTIMATORS, STEPS, Estimator, members_of
 
 MEMBER_NORMALIZE = ("none", "l1")
 
@@ -43,7 +43,7 @@ class MemberMean(Estimator):
         return "EnsL1" if self.normalize == "l1" else "EnsLoss"
 
     def __call__(self, ctx, x, y):
-        k = ensemble_size(ctx, self.members, "estimator=members")
+        k = members_of(ctx, self.members, "estimator=members")
         total = torch.zeros_like(x)
         for member in range(k):   # summed in member order
             g = ctx.grad(x, y, [("g", "member", member)], member=member)
