@@ -93,9 +93,10 @@ def zoo_dir():
 
 @pytest.fixture(scope="session")
 def trained_zoo(zoo_dir):
-    from flatbench.models import TESTBED, load_model
+    from flatbench.models import load_model
+    from flatbench.models.testbed import ARCHITECTURES
 
-    return {name: load_model(name, zoo_dir=zoo_dir, progress=False) for name in TESTBED}
+    return {name: load_model(name, zoo_dir=zoo_dir, progress=False) for name in ARCHITECTURES}
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ for _source in (TestbedSource(), CheckpointSource(), TorchvisionSource(), TimmSo
 SOURCES.add("lgv", LgvSource(), (LgvSource.__doc__ or "").split("\n")[0], before="checkpoint")
 
 
-def load_model(name: str, *, zoo_dir: Optional[Path] = None, seed: int = 0, progress: bool = True,
+def load_model(name: str, *, zoo_dir: Optional[Path] = None, seed: Optional[int] = None, progress: bool = True,
                pretrained: bool = True, label_offset: Optional[int] = None, num_classes: Optional[int] = None,
                input_size: Optional[int] = None, defense: Optional[dict] = None, preprocess: str = "own") -> nn.Module:
     """The model ``name`` (see the module docstring), optionally behind a ``defense``."""

@@ -256,7 +256,8 @@ class LgvSource(ModelSource):
     def derived_from(self, name):
         return [BASE] if name == PINNED_NAME else []
 
-    def load(self, name, *, zoo_dir=None, seed=0, preprocess="own", **_):
+    def load(self, name, *, zoo_dir=None, seed=None, preprocess="own", **_):
+        seed = 0 if seed is None else seed
         if name == PINNED_NAME:
             return load_pinned_lgv(seed=seed)
         return load_release(name, seed=seed, preprocess=preprocess)

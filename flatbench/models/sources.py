@@ -36,10 +36,11 @@ class ModelSource(abc.ABC):
         """Whether ``name`` is this source's."""
 
     @abc.abstractmethod
-    def load(self, name: str, *, zoo_dir: Optional[Path] = None, seed: int = 0, progress: bool = True,
+    def load(self, name: str, *, zoo_dir: Optional[Path] = None, seed: Optional[int] = None, progress: bool = True,
              pretrained: bool = True, label_offset: Optional[int] = None, num_classes: Optional[int] = None,
              input_size: Optional[int] = None, preprocess: str = "own") -> nn.Module:
-        """The model, taking [0,1] images at its own resolution, frozen in eval mode."""
+        """The model, taking [0,1] images at its own resolution, frozen in eval mode. ``seed``: None is
+        the source's own default (a testbed model's training seed, an LGV set's shuffle 0)."""
 
     @abc.abstractmethod
     def classes(self, name: str, label_offset: Optional[int] = None, num_classes: Optional[int] = None) -> int:
@@ -113,7 +114,7 @@ class TestbedSource(ModelSource):
 
         return list(TESTBED)
 
-    def load(self, name, *, zoo_dir=None, seed=0, progress=True, **_):
+    def load(self, name, *, zoo_dir=None, seed=None, progress=True, **_):
         from .testbed import load_testbed
 
         return load_testbed(name, zoo_dir=zoo_dir, seed=seed, progress=progress)

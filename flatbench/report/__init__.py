@@ -32,6 +32,7 @@ from ..io import atomic_write_bytes, atomic_write_text
 from ..cell.directory import CellDir
 from ..layout import SweepLayout
 from .cells import apply_filters, collect
+from .instances import by_instance
 from .outputs import OUTPUTS, ReportContext
 from .wandb_log import log_wandb, report_group
 
@@ -65,6 +66,8 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
     if value not in df.columns:
         raise ValueError(f"--value: unknown column {value!r}")
     put(CellDir.RESULTS, df.to_csv(index=False))   # the cells' rows merged, under their own file name
+    if over == "instance":   # the outputs' view: a surrogate is its architecture, its instance a column
+        df = by_instance(df)
     rep = {"df": df, "paths": paths, "out": out}
     ctx = ReportContext(df=df, dirs=dirs, put=put, rep=rep, value=value, filters=filters, rows=rows, over=over,
                         versus=versus, budget=budget, plot_params=plot_params, flatness_metric=flatness_metric,
@@ -102,7 +105,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="with --versus: add Benjamini-Hochberg adjusted p-values (p_bh) beside Holm's")
     p.add_argument("--over", default=None, metavar="COL",
                    help="summarise over a setting, usually seed: summary.csv (asr_mean, asr_sd, n_seeds) and table.md "
-                        "as mean ± sd; the per-seed table goes to table_<COL>s.md")
+                        "as mean ± sd; the per-seed table goes to table_<COL>s.md. 'instance' summarises over the "
+                        "testbed's independently trained instances (digits-cnn, digits-cnn-2, digits-cnn-3), each "
+                        "evaluated on its own instance's zoo (targets=digits, digits_2, digits_3)")
     p.add_argument("--budget", type=float, default=None, metavar="B",
                    help="each attack's best row within B gradient evaluations per image (budget_B.md, budget_B.csv, "
                         "from compute.csv)")

@@ -42,6 +42,17 @@ _PER_PAIR = {"target", "attack_a", "attack_b", "cell_a", "cell_b", "n", "asr_a",
              "p_exact", "chi2", "p_chi2"}
 
 
+# The replicates a row pools: the seeds, and under --over instance the testbed's instances.
+_POOLED = ("instance", "seed")
+
+
+def _replicates(pairs: pd.DataFrame, pooled: list) -> str:
+    """The pooled replicates of a row as text: seeds ('0 1 2'), or instance/seed ('1/0 2/0 3/0')."""
+    if not pooled:
+        return ""
+    return " ".join("/".join(str(v) for v in r) for r in pairs[pooled].itertuples(index=False))
+
+
 def _signatures(flags: pd.DataFrame, df: pd.DataFrame) -> dict:
     """cell id -> what identifies its adversarial set: the digest of its pixels (``adv_digest``), or for a
     cell recorded without one, a digest of its predictions on every target and image."""
@@ -97,18 +108,18 @@ def _rows_of(t: pd.DataFrame, df: pd.DataFrame, flags: pd.DataFrame, sig: dict) 
     budget = df.drop_duplicates("cell_id").set_index("cell_id")["budget"] if "budget" in df.columns else None
     if budget is not None:   # budget=B pairs by the budget; it is not among mcnemar_table's columns
         t = t.assign(budget=t["cell_a"].map(budget))
-    keys = [c for c in t.columns if c not in _PER_PAIR and c != "seed"]
+    keys = [c for c in t.columns if c not in _PER_PAIR and c not in _POOLED]
     t = t.assign(_g=[tuple(_text(v) for v in r) for r in t[keys].itertuples(index=False)])
     out = []
     for _, g in t.groupby("_g", sort=False):
         pairs = g.drop_duplicates(["cell_a", "cell_b"])
-        pairs = pairs.sort_values("seed", kind="stable") if "seed" in pairs.columns else pairs
+        pooled = [c for c in _POOLED if c in pairs.columns]
+        pairs = pairs.sort_values(pooled, kind="stable") if pooled else pairs
         counted = _counted(pairs, sig)
-        seeds = " ".join(str(s) for s in pairs["seed"]) if "seed" in pairs.columns else ""
         first = pairs.iloc[0]
         common = {"attack": first["attack_a"], "versus": first["attack_b"], "surrogate": first["surrogate"],
                   **({"eps": first["eps"]} if "eps" in pairs.columns else {}),
-                  "seeds": seeds, "seeds_counted": " ".join(str(s) for s in counted["seed"]) if seeds else "",
+                  "seeds": _replicates(pairs, pooled), "seeds_counted": _replicates(counted, pooled),
                   "cell_ids": " ".join(pairs["cell_a"]), "versus_cell_ids": " ".join(pairs["cell_b"]),
                   **({"budget": budget.get(first["cell_a"])} if budget is not None else {})}
         use = g[g["cell_a"].isin(counted["cell_a"]) & g["cell_b"].isin(counted["cell_b"])]
@@ -223,8 +234,8 @@ def significance_markdown(sig: pd.DataFrame) -> str:
     lines += _md_rows(fam[fam["target"] == BLACK_BOX_MEAN], shown, versus)
     lines += ["", "## 3. Every row", ""]
     lines += _md_rows(pd.concat([fam, sig[~sig["family"]]]), shown, versus)
-    lines += ["", "seeds: the seeds counted (a seed whose pair of adversarial sets repeats an earlier seed's counts "
-              "once); n: image pairs summed over them (the black-box mean: images). The black-box mean's diff has "
+    lines += ["", "seeds: the seeds counted, as instance/seed when the rows pool the testbed's instances (a seed "
+              "whose pair of adversarial sets repeats an earlier one's counts once); n: image pairs summed over them (the black-box mean: images). The black-box mean's diff has "
               "a paired bootstrap 95% interval over images and the exact sign-flip test; the targets, McNemar's "
               "exact test. docs/statistics.md gives the formulas."]
     return "\n".join(lines) + "\n"

@@ -1,8 +1,10 @@
-"""The six testbed architectures, one per family, with the recipe each is trained by."""
+"""The six testbed architectures, one per family, with the recipe each is trained by, and their
+independently trained instances: ``NAME`` is instance 1 (training seed 0), ``NAME-2`` and ``NAME-3``
+are the same architecture and recipe trained from seeds 1 and 2."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Dict
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, Tuple
 
 import torch.nn as nn
 import torch.nn.functional as F
@@ -125,9 +127,14 @@ class Spec:
     family: str
     build: Callable[[], nn.Module]
     recipe: Recipe
+    seed: int = 0               # the training seed of the pinned weights
+    architecture: str = ""      # the instance-1 name of this architecture (its own name for instance 1)
+    instance: int = 1
+    dtype: str = "float32"      # how the pinned weights are stored (instances 2 and 3: float16, half the size)
 
 
-TESTBED: Dict[str, Spec] = {
+# Instance 1 of each architecture: the weights every default table is computed with.
+ARCHITECTURES: Dict[str, Spec] = {
     "digits-mlp": Spec("MLP", MLP, Recipe(epochs=15, lr=1e-3)),
     "digits-cnn": Spec("CNN", CNN, Recipe(epochs=12, lr=2e-3)),
     "digits-cnn-bn": Spec("CNN+BN", CNNBN, Recipe(epochs=12, lr=3e-3)),
@@ -135,3 +142,22 @@ TESTBED: Dict[str, Spec] = {
     "digits-vit": Spec("ViT", _vit, Recipe(epochs=40, lr=2e-3)),
     "digits-mixer": Spec("MLP-Mixer", _mixer, Recipe(epochs=30, lr=2e-3)),
 }
+INSTANCES = (1, 2, 3)
+
+
+def instance_name(architecture: str, k: int) -> str:
+    """The name of instance ``k`` of a testbed architecture: ``digits-cnn``, ``digits-cnn-2``, ..."""
+    return architecture if k == 1 else f"{architecture}-{k}"
+
+
+TESTBED: Dict[str, Spec] = {
+    instance_name(a, k): replace(spec, seed=k - 1, architecture=a, instance=k, dtype="float32" if k == 1 else "float16")
+    for k in INSTANCES for a, spec in ARCHITECTURES.items()
+}
+
+
+def instance_of(name: str) -> Tuple[str, int]:
+    """(architecture, instance) of a testbed model name; a name that is not one is its own architecture,
+    instance 1."""
+    spec = TESTBED.get(name)
+    return (spec.architecture, spec.instance) if spec is not None else (name, 1)

@@ -42,7 +42,9 @@ def _build_wrapped(name: str, weights: Path, seed: int = 0) -> nn.Module:
 
     torch.manual_seed(seed)
     model = Preprocess(TESTBED[name].build(), MEAN, STD, name=name)
-    model.model.load_state_dict(load_file(str(weights)))
+    # An instance stored in float16 computes in float32, as it was evaluated when it was trained.
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    model.model.load_state_dict(state)
     return freeze(model)
 
 
@@ -80,7 +82,7 @@ def pinned_sidecar(name: str, directory: Path = PINNED_DIR) -> dict:
     return json.loads((directory / f"{name}.json").read_text())
 
 
-def cache_status(name: str, zoo_dir: Path, seed: int) -> Optional[str]:
+def cache_status(name: str, zoo_dir: Path, seed: Optional[int] = None) -> Optional[str]:
     """None if the cached model can be reused, else the reason it cannot."""
     weights, side = zoo_dir / f"{name}.safetensors", zoo_dir / f"{name}.json"
     if not weights.exists() or not side.exists():
@@ -94,16 +96,20 @@ def cache_status(name: str, zoo_dir: Path, seed: int) -> Optional[str]:
     return f"sidecar differs in {', '.join(diff)}" if diff else None
 
 
-def load_testbed(name: str, zoo_dir: Optional[Path] = None, seed: int = 0, progress: bool = True) -> nn.Module:
+def load_testbed(name: str, zoo_dir: Optional[Path] = None, seed: Optional[int] = None,
+                 progress: bool = True) -> nn.Module:
     """Testbed model ``name``: the pinned weights, or with ``zoo_dir`` the trained ones there
-    (trained on first use and cached with their sidecar)."""
+    (trained on first use and cached with their sidecar). ``seed``: another training seed than the
+    model's own (which the pinned weights are), for weights trained under ``zoo_dir``."""
     if name not in TESTBED:
         raise ConfigError(f"unknown testbed model {name!r}. Valid choices: {', '.join(TESTBED)}")
+    own = TESTBED[name].seed
+    seed = own if seed is None else int(seed)
     zoo_dir = Path(zoo_dir) if zoo_dir is not None else default_zoo_dir()
     if zoo_dir is None:
-        if seed != 0:
-            raise ConfigError(f"pinned testbed weights are seed 0's; for seed {seed} train them with "
-                              f"`flatbench-zoo train --seed {seed} --out DIR` and set paths.zoo_dir=DIR")
+        if seed != own:
+            raise ConfigError(f"the pinned weights of {name} are training seed {own}'s; for seed {seed} train them "
+                              f"with `flatbench-zoo train {name} --seed {seed} --out DIR` and set paths.zoo_dir=DIR")
         return load_pinned(name)
     weights = zoo_dir / f"{name}.safetensors"
     with locked(zoo_dir / f".{name}.lock"):
@@ -122,7 +128,8 @@ def save_trained(model: nn.Module, meta: dict, directory: Path) -> Path:
     from safetensors.torch import save
 
     weights = Path(directory) / f"{meta['name']}.safetensors"
-    state = {k: v.contiguous() for k, v in model.model.state_dict().items()}
+    half = meta.get("dtype") == "float16"
+    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.model.state_dict().items()}
     atomic_write_bytes(weights, save(state))
     atomic_write_text(weights.with_suffix(".json"), json.dumps({**meta, "sha256": file_sha256(weights)}, indent=2))
     return weights
