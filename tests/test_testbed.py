@@ -48,7 +48,7 @@ def test_pinned_weights_ship_with_the_package_and_are_checked(tmp_path):
         assert file_sha256(PINNED_DIR / f"{name}.safetensors") == meta["sha256"]
         assert {"recipe", "seed", "data_hash", "test_acc", "arch"} <= set(meta) and meta["seed"] == TESTBED[name].seed
         total += (PINNED_DIR / f"{name}.safetensors").stat().st_size
-    assert total < 14 * 2**20  # 13.3 MB for the 18
+    assert total < 18 * 2**20  # 17.6 MB: the 18 instances and the two defended CNNs
     # A changed byte is an error naming the check, never a silent retrain.
     bad = tmp_path / "zoo"
     shutil.copytree(PINNED_DIR, bad)
@@ -159,3 +159,27 @@ def test_cache_reused_when_sidecar_matches_and_retrained_when_not(tmp_path, capl
     assert "sidecar differs in data_hash" in caplog.text
     assert cache_status("digits-mlp", tmp_path, 0) is None
     assert cache_status("digits-mlp", tmp_path, 1) is not None  # another seed is another model
+
+
+def test_adversarially_trained_targets_are_accurate_and_robust(tmp_path):
+    """digits-cnn-at and digits-cnn-ens-at: clean accuracy >= 90%, their sidecars' white-box PGD-20 accuracy
+    recomputed, PGD-AT far more robust than the plain CNN; a cell on targets=digits_defended gives them
+    role adversarial beside the input-transformation defenses."""
+    from flatbench.models import load_model
+    from flatbench.models.testbed import accuracy, pinned_sidecar
+    from flatbench.models.testbed.adversarial import robust_accuracy
+
+    test = DATASETS.build("digits")
+    x, y = test.floats(), test.labels
+    plain = robust_accuracy(load_model("digits-cnn"), x, y)
+    for name in ("digits-cnn-at", "digits-cnn-ens-at"):
+        meta, model = pinned_sidecar(name), load_model(name)
+        assert meta["test_acc"] >= 90 and abs(accuracy(model, x, y) - meta["test_acc"]) < 0.01, name
+        rob = robust_accuracy(model, x, y, eps=meta["adversarial"]["eps"])
+        assert abs(rob - meta["robust_acc_pgd20"]) <= 0.5, (name, rob, meta["robust_acc_pgd20"])
+    assert pinned_sidecar("digits-cnn-at")["robust_acc_pgd20"] >= plain + 30, plain
+    run(["flatbench", "surrogate=digits-cnn", "targets=digits_defended", "method=ifgsm", "steps=3", "n_images=16",
+         "progress=false", f"hydra.run.dir={tmp_path / 'cell'}"], None, tmp_path)
+    roles = pd.read_csv(tmp_path / "cell" / "results.csv").set_index("target")["role"].to_dict()
+    assert roles == {"digits-cnn-at": "adv-trained", "digits-cnn-ens-at": "adv-trained", "digits-cnn-bn-jpeg": "defense",
+                     "digits-cnn-bn-bitdepth": "defense", "digits-cnn-bn-median": "defense", "digits-cnn-bn-rp": "defense"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..models.testbed import instance_of
+from ..models.testbed import has_instances, instance_of
 
 
 def _surrogate_instance(surrogate: str) -> tuple:
@@ -28,15 +28,15 @@ def _surrogate_instance(surrogate: str) -> tuple:
 
 def by_instance(df: pd.DataFrame) -> pd.DataFrame:
     """The rows with ``surrogate`` as its architecture and an ``instance`` column; a ValueError when a
-    cell was evaluated on a target of another instance than its surrogate's (its black-box mean would
-    mix instances; a model outside the testbed counts as instance 1)."""
+    cell was evaluated on an instance of another replicate than its surrogate's (its black-box mean
+    would mix instances; a model trained once, such as a defended target, belongs to every replicate)."""
     if "instance" in df.columns:
         raise ValueError("--over instance: the results already have an 'instance' column")
     arch = {s: _surrogate_instance(s) for s in df["surrogate"].unique()}
     models = df["target_model"] if "target_model" in df.columns else df["target"]
     for s, t in zip(df["surrogate"], models):
-        k, j = arch[s][1], instance_of(str(t))[1]   # a model outside the testbed is instance 1
-        if j != k:
+        k, j = arch[s][1], instance_of(str(t))[1]
+        if has_instances(str(t)) and j != k:   # a model trained once (a defended target) serves every instance
             raise ValueError(f"--over instance: cells crafted on {s} (instance {k}) were evaluated on {t} "
                              f"(instance {j}); evaluate instance k's surrogate on instance k's zoo "
                              f"(targets=digits for 1, digits_2, digits_3), or report without --over instance")

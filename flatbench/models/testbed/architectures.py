@@ -4,10 +4,12 @@ are the same architecture and recipe trained from seeds 1 and 2."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .adversarial import Adversarial
 
 IMAGE_SIZE = 32
 NUM_CLASSES = 10
@@ -131,6 +133,7 @@ class Spec:
     architecture: str = ""      # the instance-1 name of this architecture (its own name for instance 1)
     instance: int = 1
     dtype: str = "float32"      # how the pinned weights are stored (instances 2 and 3: float16, half the size)
+    adversarial: Optional[Adversarial] = None   # adversarial training (flatbench.models.testbed.adversarial)
 
 
 # Instance 1 of each architecture: the weights every default table is computed with.
@@ -155,9 +158,29 @@ TESTBED: Dict[str, Spec] = {
     for k in INSTANCES for a, spec in ARCHITECTURES.items()
 }
 
+# Adversarially trained targets (role: adversarial), the CNN architecture at the testbed's eps = 32/255.
+# digits-cnn-at: PGD-7 adversarial training, step eps/4 (Madry et al.'s recipe; eps/4 with 7 steps
+# reaches the ball's edge from any start). digits-cnn-ens-at: ensemble adversarial training on FGSM
+# examples of three static models of other architectures, instance 2 so that no default surrogate
+# (instance 1) is among them (Tramer et al.'s ens3 had two static models and ens4 three).
+DEFENDED: Dict[str, Spec] = {
+    "digits-cnn-at": Spec("CNN (PGD-AT)", CNN, Recipe(epochs=20, lr=2e-3), architecture="digits-cnn-at",
+                          adversarial=Adversarial("pgd", eps=32.0, steps=7, step_size=8.0)),
+    "digits-cnn-ens-at": Spec("CNN (ens-AT)", CNN, Recipe(epochs=20, lr=2e-3), architecture="digits-cnn-ens-at",
+                              adversarial=Adversarial("ensemble", eps=32.0, sources=(
+                                  "digits-mlp-2", "digits-cnn-bn-2", "digits-resnet-2"))),
+}
+TESTBED.update(DEFENDED)
+
 
 def instance_of(name: str) -> Tuple[str, int]:
     """(architecture, instance) of a testbed model name; a name that is not one is its own architecture,
     instance 1."""
     spec = TESTBED.get(name)
     return (spec.architecture, spec.instance) if spec is not None else (name, 1)
+
+
+def has_instances(name: str) -> bool:
+    """Whether ``name`` is one of the instances of an architecture trained three times (a defended
+    target, an LGV set or a hub model is one model, shared by every instance's replicate)."""
+    return instance_of(name)[0] in ARCHITECTURES

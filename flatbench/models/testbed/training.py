@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..wrap import Preprocess, freeze
+from .adversarial import AdversarialBatches, robust_accuracy
 from .architectures import IMAGE_SIZE, MEAN, STD, TESTBED
 
 # Bump when the training code changes in a way the recipe does not capture.
@@ -49,20 +50,12 @@ def train(name: str, seed: Optional[int] = None, progress: bool = True) -> tuple
     steps_per_epoch = (len(x) + rec.batch_size - 1) // rec.batch_size
     opt = torch.optim.AdamW(model.model.parameters(), lr=rec.lr, weight_decay=rec.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=rec.lr, total_steps=rec.epochs * steps_per_epoch)
+    adversarial = _adversarial_batches(spec, gen)
     t0 = time.perf_counter()
     bar = tqdm(range(rec.epochs), desc=f"train {name}", disable=not progress, leave=False)
     for _ in bar:
-        model.model.train()
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), rec.batch_size):
-            idx = perm[i:i + rec.batch_size]
-            xb = _crop(F.pad(x[idx], (rec.shift,) * 4), *_offsets(len(idx), rec.shift, gen), IMAGE_SIZE, IMAGE_SIZE) if rec.shift else x[idx]
-            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=rec.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        loss = _epoch(model, x, y, rec, opt, sched, gen, adversarial)
+        bar.set_postfix(loss=f"{loss:.3f}")
     seconds = time.perf_counter() - t0
     if spec.dtype == "float16":
         with torch.no_grad():
@@ -74,7 +67,36 @@ def train(name: str, seed: Optional[int] = None, progress: bool = True) -> tuple
     meta = sidecar_key(name, seed)
     meta.update({"test_acc": round(acc, 3), "train_seconds": round(seconds, 2), "family": spec.family,
                  "n_params": sum(p.numel() for p in net.parameters())})
+    if spec.adversarial is not None:   # its white-box robustness: PGD-20 at its own eps
+        meta["robust_acc_pgd20"] = round(robust_accuracy(model, test_set.floats(), test_set.labels,
+                                                         eps=spec.adversarial.eps), 3)
     return model, meta
+
+
+def _adversarial_batches(spec, gen: torch.Generator) -> Optional[AdversarialBatches]:
+    if spec.adversarial is None:
+        return None
+    from .pinning import load_pinned   # the static models of ensemble adversarial training
+
+    return AdversarialBatches(spec.adversarial, load_pinned, gen)
+
+
+def _epoch(model, x, y, rec, opt, sched, gen, adversarial) -> float:
+    """One pass over the shuffled training set, in the recipe's batches and shifts; the last batch's loss."""
+    model.model.train()
+    perm = torch.randperm(len(x), generator=gen)
+    for i in range(0, len(x), rec.batch_size):
+        idx = perm[i:i + rec.batch_size]
+        xb = _crop(F.pad(x[idx], (rec.shift,) * 4), *_offsets(len(idx), rec.shift, gen), IMAGE_SIZE, IMAGE_SIZE) if rec.shift else x[idx]
+        yb = y[idx]
+        if adversarial is not None:
+            xb, yb = adversarial(model, xb, yb)
+        loss = F.cross_entropy(model(xb), yb, label_smoothing=rec.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return loss.item()
 
 
 def _offsets(n: int, k: int, gen: torch.Generator):
@@ -87,6 +109,8 @@ def sidecar_key(name: str, seed: Optional[int] = None) -> dict:
 
     spec = TESTBED[name]
     stored = {} if spec.dtype == "float32" else {"dtype": spec.dtype}
+    if spec.adversarial is not None:
+        stored["adversarial"] = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec.adversarial).items()}
     return {
         "name": name,
         "arch": repr(spec.build()),
