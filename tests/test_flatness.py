@@ -216,3 +216,17 @@ def test_family_table_sets_every_metric_beside_the_black_box_asr():
     assert set(rho) == {"loss", "sharp_mean", "hess_top"}   # only the metrics the rows have
     md = flatness_table_md(cells, rho)
     assert "| s | D | 40.0 | 40 | 0.025 | 2 |" in md and "| Spearman ρ with the ASR, s (4 cells) | | | 1.00 | -1.00 | -0.60 |" in md
+
+
+def test_the_split_of_sharp_worst_is_derived_for_old_cells_beside_new_ones():
+    """A report that merges cells measured before sharp_worst_linear/_curvature existed with cells that
+    have them derives the split for the old cells too (their columns are NaN after the merge), instead
+    of leaving them out of every curvature statistic."""
+    from flatbench.report.partial import with_split
+
+    images = pd.DataFrame({"cell_id": ["old", "old", "new"], "image_id": [0, 1, 0],
+                           "sharp_worst": [0.5, 0.3, 0.4], "grad_l1": [10.0, 4.0, 5.0],
+                           "sharp_worst_linear": [np.nan, np.nan, 0.15], "sharp_worst_curvature": [np.nan, np.nan, 0.25]})
+    out = with_split(images, pd.Series({"old": 8.0, "new": 7.65}))
+    np.testing.assert_allclose(out["sharp_worst_linear"], [8 / 255 * 10, 8 / 255 * 4, 0.15])
+    np.testing.assert_allclose(out["sharp_worst_curvature"], [0.5 - 8 / 255 * 10, 0.3 - 8 / 255 * 4, 0.25])

@@ -23,6 +23,7 @@ from ..stats import auroc, auroc_interval, holm, spearman_test
 from .cells import _text
 from .partial import (distinct_cells, fill_medians, flatness_partial, partial_markdown, per_image_summary,
                       summary_markdown, with_split)
+from .seeds import replicate_markdown
 from .statistics import spearman
 
 # A cell's example "transferred" when it fooled at least this share of the cell's black-box targets.
@@ -184,9 +185,13 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str, over: O
                                       surrogate=("surrogate", "first")).dropna()
     rho_cells = spearman(cells["flat"], cells["asr"])
     family, rho = flatness_table(df)
+    replicates = ""
     if over:
         cells = average_over(df, [metric], over).rename(columns={metric: "flat"}).dropna(subset=["flat"])
         corr = flatness_correlation(average_over(df, list(rho), over), list(rho))
+        per = {v: flatness_correlation(average_over(df[df[over] == v], list(rho), over), list(rho))
+               for v in sorted(df[over].unique())}
+        replicates = replicate_markdown(corr, per, over)
     else:
         corr = flatness_correlation(family, list(rho))
     if metric not in rho:   # a metric outside the family table (grad_l1)
@@ -197,8 +202,8 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str, over: O
     head = corr[corr["metric"] == metric]
     lines = [f"## Flatness ({metric}, median per cell) against transfer (black-box mean ASR), per surrogate", ""]
     if over:
-        lines += [f"Each point is one setting, its cells averaged over {over} (a {over}'s cells repeat one method, "
-                  "so they are not separate points); 'cells' counts those points.", ""]
+        lines += [f"Each point is one setting, its cells averaged over the {over}s (the {over}s of a setting repeat "
+                  "one method, so they are not separate points); 'cells' counts those points.", ""]
     lines += ["| surrogate | cells | Spearman ρ | 95% CI | p |", "|---|---:|---:|---|---:|"]
     for r in head.itertuples():
         name = r.surrogate if r.surrogate != "all" else "all (pooled: not a finding, the surrogate sets both levels)"
@@ -219,7 +224,8 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str, over: O
               "an interval that contains 0.5 is no detectable difference."]
     scatter, box = _scatter_png(cells, head, metric), _auroc_png(sub, metric)
     md = "\n".join([flatness_table_md(family, rho), correlation_markdown(corr), "\n".join(lines), "",
-                    partial_markdown(part, metric), summary_markdown(per_image_summary(au, part, distinct_cells(images)))])
+                    partial_markdown(part, metric), summary_markdown(per_image_summary(au, part, distinct_cells(images))),
+                    *([replicates] if replicates else [])])   # last: the tables before it keep their numbers
     return {"md": md, "scatter": scatter, "box": box, "rho": rho_cells, "correlation": corr, "auroc": au,
             "partial": part}
 

@@ -23,16 +23,18 @@ SPLIT = ("sharp_worst_linear", "sharp_worst_curvature")
 
 def with_split(images: pd.DataFrame, rho: pd.Series) -> pd.DataFrame:
     """``images`` with sharp_worst's first-order part and remainder (flatbench.flatness.split_worst)
-    where the cells were measured before those columns existed; ``rho``: each cell's flatness radius
-    in 1/255 units (the rows' ``flat_rho``)."""
+    where the cells were measured before those columns existed (missing, or NaN in the rows of such
+    cells merged with newer ones); ``rho``: each cell's flatness radius in 1/255 units (``flat_rho``)."""
     if images.empty or "sharp_worst" not in images.columns:
         return images
     images = images.copy()
     r = images["cell_id"].map(rho).astype(float) / 255.0
     for prefix in ("", "clean_"):
-        if f"{prefix}sharp_worst" in images.columns and f"{prefix}{SPLIT[1]}" not in images.columns:
+        if f"{prefix}sharp_worst" in images.columns:
             lin, rest = split_worst(images[f"{prefix}sharp_worst"], images[f"{prefix}grad_l1"], r)
-            images[f"{prefix}{SPLIT[0]}"], images[f"{prefix}{SPLIT[1]}"] = lin, rest
+            for col, derived in zip(SPLIT, (lin, rest)):
+                col = prefix + col
+                images[col] = images[col].fillna(derived) if col in images.columns else derived
     return images
 
 

@@ -79,3 +79,28 @@ def seed_markdown(table: pd.DataFrame, over: str = "seed", versus: str = "") -> 
                      "Holm-adjusted p < 0.05 (significance.csv, significance.md, with the difference each unmarked "
                      "entry could have shown).")
     return "\n".join(lines) + "\n"
+
+
+def replicate_markdown(corr: pd.DataFrame, per: dict, over: str) -> str:
+    """Each metric's Spearman ρ across settings in every replicate (each value of ``over``) beside the
+    ρ of the settings averaged over them (``corr``, with its adjusted p): whether a relation found in one
+    seed or one trained instance keeps its sign in the others. ``per``: value -> its correlation rows."""
+    values = list(per)
+    rows = corr[corr["surrogate"] != "all"]
+    lines = [f"## Every metric's correlation in each {over}, and over the {over}s", "",
+             "| surrogate | metric | " + " | ".join(f"ρ, {over} {v}" for v in values)
+             + f" | same sign as the average | ρ, averaged over the {over}s | Holm p |",
+             "|---|---|" + "---:|" * len(values) + "---:|---:|---:|"]
+    for r in rows.itertuples():
+        each = []
+        for v in values:
+            hit = per[v][(per[v]["surrogate"] == r.surrogate) & (per[v]["metric"] == r.metric)]["rho"]
+            each.append(float(hit.iloc[0]) if len(hit) else float("nan"))
+        same = sum(1 for x in each if pd.notna(x) and pd.notna(r.rho) and x * r.rho > 0)
+        cells = " | ".join("" if pd.isna(x) else f"{x:+.2f}" for x in each)
+        lines.append(f"| {r.surrogate} | {r.metric} | {cells} | {same} of {len(values)} | {r.rho:+.2f} | {r.p_holm:.2g} |")
+    lines += ["", f"ρ: Spearman's, across the settings of a surrogate (one point per setting), in each {over} alone "
+              f"and with each setting averaged over the {over}s; Holm's adjustment over the metrics × surrogates "
+              f"of the averaged rows. A sign kept in every {over} is what chance gives one time in "
+              f"{2 ** (len(values) - 1)} for a metric unrelated to transfer."]
+    return "\n".join(lines) + "\n"
