@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from ..columns import attack_columns
 from ..stats import holm, mcnemar
 from .cells import _text
 from .paired import (benjamini_hochberg, bootstrap_mean_ci, mcnemar_mde, mcnemar_se, mean_mde, sign_flip_p,
@@ -35,7 +36,7 @@ from .statistics import mcnemar_table
 ALPHA = 0.05
 MARK = "†"
 BLACK_BOX_MEAN = "black-box mean"
-COLUMNS = ["attack", "versus", "surrogate", "eps", "budget", "target", "family", "seeds", "seeds_counted", "n", "asr", "asr_versus",
+COLUMNS = ["attack", "attack_settings", "versus", "surrogate", "eps", "budget", "target", "family", "seeds", "seeds_counted", "n", "asr", "asr_versus",
            "only_attack", "only_versus", "diff", "diff_ci_low", "diff_ci_high", "test", "p", "level", "p_holm", "p_bh",
            "mde", "margin", "p_equiv", "p_equiv_holm", "verdict", "cell_ids", "versus_cell_ids"]
 _PER_PAIR = {"target", "attack_a", "attack_b", "cell_a", "cell_b", "n", "asr_a", "asr_b", "only_a", "only_b",
@@ -102,12 +103,21 @@ def _mean_row(pairs: pd.DataFrame, flags: pd.DataFrame, black: list) -> dict:
             "_d": d, "_se": float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")}
 
 
+def _own_settings(df: pd.DataFrame, attack: str) -> dict:
+    """cell id -> the attack's own settings that differ among its cells ('zeta=1.5'), so that two
+    settings of one attack are two rows (pooling them would treat one as a seed of the other)."""
+    cells = df[df["attack"] == attack].drop_duplicates("cell_id").set_index("cell_id")
+    own = [c for c in attack_columns(df.columns) if c != "attack" and cells[c].map(_text).nunique() > 1]
+    return {cid: " ".join(f"{c}={_text(cells.at[cid, c])}" for c in own) for cid in cells.index}
+
+
 def _rows_of(t: pd.DataFrame, df: pd.DataFrame, flags: pd.DataFrame, sig: dict) -> list:
     """The rows of one attack against the baseline, from its per-seed McNemar table."""
     roles = df.drop_duplicates(["cell_id", "target"]).set_index(["cell_id", "target"])["role"]
     budget = df.drop_duplicates("cell_id").set_index("cell_id")["budget"] if "budget" in df.columns else None
     if budget is not None:   # budget=B pairs by the budget; it is not among mcnemar_table's columns
         t = t.assign(budget=t["cell_a"].map(budget))
+    t = t.assign(attack_settings=t["cell_a"].map(_own_settings(df, t["attack_a"].iloc[0])))
     keys = [c for c in t.columns if c not in _PER_PAIR and c not in _POOLED]
     t = t.assign(_g=[tuple(_text(v) for v in r) for r in t[keys].itertuples(index=False)])
     out = []
@@ -117,7 +127,8 @@ def _rows_of(t: pd.DataFrame, df: pd.DataFrame, flags: pd.DataFrame, sig: dict) 
         pairs = pairs.sort_values(pooled, kind="stable") if pooled else pairs
         counted = _counted(pairs, sig)
         first = pairs.iloc[0]
-        common = {"attack": first["attack_a"], "versus": first["attack_b"], "surrogate": first["surrogate"],
+        common = {"attack": first["attack_a"], "attack_settings": first["attack_settings"], "versus": first["attack_b"],
+                  "surrogate": first["surrogate"],
                   **({"eps": first["eps"]} if "eps" in pairs.columns else {}),
                   "seeds": _replicates(pairs, pooled), "seeds_counted": _replicates(counted, pooled),
                   "cell_ids": " ".join(pairs["cell_a"]), "versus_cell_ids": " ".join(pairs["cell_b"]),
@@ -210,7 +221,9 @@ def _md_rows(rows: pd.DataFrame, shown: list, versus: str) -> list:
         setting = "".join(f"{_num(r[c], 'g')} | " for c in shown)
         ci = "" if pd.isna(r.get("diff_ci_low")) else f" [{r['diff_ci_low']:.1f}, {r['diff_ci_high']:.1f}]"
         p = _num(r["p_holm"], ".3g") if r["family"] else _num(r["p"], ".3g") + " (white-box, alone)"
-        lines.append(f"| {r['attack']} | {r['surrogate']} | {setting}{r['target']} | {r['seeds_counted']} | {r['n']} | "
+        attack = r["attack"] + (f" ({r['attack_settings']})" if isinstance(r.get("attack_settings"), str)
+                                and r["attack_settings"] else "")
+        lines.append(f"| {attack} | {r['surrogate']} | {setting}{r['target']} | {r['seeds_counted']} | {r['n']} | "
                      f"{r['asr']:.1f} | {r['asr_versus']:.1f} | {r['diff']:+.1f}{ci} | {p} | {_num(r['mde'])} | "
                      f"{r['verdict']} |")
     return lines
