@@ -202,8 +202,8 @@ def flatness_report(df: pd.DataFrame, dirs: Sequence[Path], metric: str, over: O
     head = corr[corr["metric"] == metric]
     lines = [f"## Flatness ({metric}, median per cell) against transfer (black-box mean ASR), per surrogate", ""]
     if over:
-        lines += [f"Each point is one setting, its cells averaged over the {over}s (the {over}s of a setting repeat "
-                  "one method, so they are not separate points); 'cells' counts those points.", ""]
+        lines += [f"Each point is one setting, its cells averaged over {over} (the {over}s of a setting repeat one "
+                  "method, so they are not separate points); 'cells' counts those points.", ""]
     lines += ["| surrogate | cells | Spearman ρ | 95% CI | p |", "|---|---:|---:|---|---:|"]
     for r in head.itertuples():
         name = r.surrogate if r.surrogate != "all" else "all (pooled: not a finding, the surrogate sets both levels)"
