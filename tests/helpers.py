@@ -30,9 +30,9 @@ def zoo_env(zoo_dir) -> dict:
 BIN = Path(sys.executable).parent
 
 
-def run(args, zoo_dir, cwd, extra_env=None):
+def run(args, zoo_dir, cwd, extra_env=None, timeout=600):
     env = dict(os.environ, **zoo_env(zoo_dir), WANDB_MODE="offline", **(extra_env or {}))
-    p = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    p = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p
 
