@@ -72,7 +72,7 @@ LONG = {
     # re-evaluation and the report (about 40 s); the damaged-cache cases, five runs of two cells (about 60 s)
     "test_researcher_path.py::test_imagenet_end_to_end_sweep_export_reevaluate_and_report",
     "test_researcher_path.py::test_a_damaged_cache_is_set_aside_and_recomputed_to_the_clean_run",
-    # every flat_family preset from both surrogates at 64 images, RAP's 400 steps included (minutes)
+    # every flat_family preset from each surrogate at 64 images, RAP's 400 steps included (3 to 4 minutes each)
     "test_whitebox.py::test_every_flat_family_preset_fools_its_own_surrogate",
 }
 LONG_FIXTURES = {"study"}   # test_conclusions.py's three-seed study (117 s to set up there)
