@@ -8,6 +8,7 @@ import sys
 import zipfile
 
 import pandas as pd
+from flatbench.models.testbed import TESTBED
 from helpers import BIN, ROOT
 
 
@@ -25,7 +26,8 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     names = zipfile.ZipFile(whl).namelist()
     for want in ("flatbench/conf/config.yaml", "flatbench/conf/experiment/digits.yaml",
                  "flatbench/conf/published/transferattack_rn50.csv", "flatbench/models/zoo/digits-cnn.safetensors",
-                 "flatbench/models/zoo/digits-cnn.json"):
+                 "flatbench/models/zoo/digits-cnn.json", "flatbench/models/zoo/digits-cnn-3.safetensors",
+                 "flatbench/models/zoo/digits-cnn-at.safetensors", "flatbench/conf/targets/digits_defended.yaml"):
         assert want in names, want
     venv = tmp_path / "venv"
     _sh([sys.executable, "-m", "venv", venv])
@@ -60,7 +62,7 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     own_df = pd.read_csv(work / "own" / "results.csv")
     assert set(own_df["target"]) == {"a", "b"} and (own_df["eps"] == 24).all()
     zoo = _sh([bin_ / "flatbench-zoo", "verify"], cwd=work, env=env)
-    assert zoo.stdout.count("ok ") == 6
+    assert zoo.stdout.count("ok ") == len(TESTBED) == 20   # 6 architectures x 3 instances, 2 defended CNNs
 
 
 def test_listing_names_everything_from_the_cli_and_python(tmp_path):
