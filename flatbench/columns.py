@@ -80,4 +80,6 @@ def settings_columns(semantic: Dict[str, Any], label: str, dataset: str, cell_id
     cols.update({f"estimator.{k}": v for k, v in est.items() if k not in ESTIMATOR_COLUMNS})
     cols.update({f"data.{k}": v for k, v in semantic["data"].items() if k != "name"})
     cols.update(tf_cols)
+    if semantic.get("weights_revision"):   # only where a surrogate's weights were republished (old ids stay)
+        cols["weights_revision"] = " ".join(f"{n}:{r}" for n, r in semantic["weights_revision"].items())
     return cols

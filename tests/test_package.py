@@ -88,11 +88,12 @@ def test_listing_names_everything_from_the_cli_and_python(tmp_path):
     assert "flatbench list methods" in cli(rc=2)
     assert {m["name"] for m in flatbench.list_methods()} == set(METHODS)
     assert flatbench.list_methods("gnp_ta")[0]["defaults"]["combine"] == "sum"
-    # The six testbed models, their instances 2 and 3, the two defended CNNs, then the LGV set of
+    # The six testbed models, their instances 2 and 3, the two defended CNNs, then the three LGV sets of
     # digits-resnet, in the sources' order.
     six = ["digits-mlp", "digits-cnn", "digits-cnn-bn", "digits-resnet", "digits-vit", "digits-mixer"]
     assert [m["name"] for m in flatbench.list_models("digits-*")] == [
-        *six, *(f"{n}-2" for n in six), *(f"{n}-3" for n in six), "digits-cnn-at", "digits-cnn-ens-at", "digits-resnet-lgv"]
+        *six, *(f"{n}-2" for n in six), *(f"{n}-3" for n in six), "digits-cnn-at", "digits-cnn-ens-at", "digits-resnet-lgv", "digits-resnet-lgv-2",
+        "digits-resnet-lgv-3"]
     assert {z["name"] for z in flatbench.list_zoos()} >= {"digits", "transferattack", "transferattack_rn18"}
     assert {e["name"] for e in flatbench.list_experiments()} >= {"digits", "transferattack_rn50"}
     assert {d["name"] for d in flatbench.list_data()} == {"digits", "nips17", "transferattack", "imagefolder"}

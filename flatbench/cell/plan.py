@@ -100,9 +100,13 @@ def hashed_settings(s: CellSettings, attack, data: ImageSet, batch_size: int = 6
     enters by name, settings and content digest; ``batch_size`` does, because a batch's noise
     is keyed by its first image's index; the device *type* does, because CPU and CUDA
     generators draw different noise from the same key (and kernels round differently), so a
-    set crafted on one is not the other's. The device index does not enter.
+    set crafted on one is not the other's. The device index does not enter. A surrogate whose pinned
+    weights were republished under its name enters with its revision (``weights_revision``).
     """
-    return {
+    from ..models.sources import weights_revision
+
+    revised = {n: weights_revision(n) for n in s.surrogate if weights_revision(n) > 1}
+    return {**({"weights_revision": revised} if revised else {}),
         "data": {k: v for k, v in s.data.items() if k not in NON_SEMANTIC_DATA},
         "data_digest": data.digest(),
         "n_images": len(data),
@@ -149,10 +153,14 @@ def id_settings(semantic: Dict[str, Any]) -> Dict[str, Any]:
 
 def target_key(key: str, entry: Dict[str, Any], pretrained: bool, preprocess: str = "own") -> str:
     """File-safe key of one target's evaluation: the zoo key and a hash of its model spec."""
+    from ..models.sources import weights_revision
+
     spec = {k: entry.get(k) for k in ENTRY_KEYS}
     spec["pretrained"] = entry.get("pretrained", pretrained)
     if preprocess != "own":  # keys of the default pipeline stay as they were
         spec["preprocess"] = preprocess
+    if entry.get("model") and weights_revision(entry["model"]) > 1:   # republished weights: never the old evaluations
+        spec["weights_revision"] = weights_revision(entry["model"])
     digest = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + "-" + digest
 

@@ -9,9 +9,8 @@ model of the list, shuffled once (``LightEnsemble(order="shuffle", n_grad=1)``).
 
 Two names load one (:class:`LgvSource`):
 
-* ``digits-resnet-lgv`` - 10 snapshots of the pinned ``digits-resnet``, collected by
-  :func:`collect_weight_snapshots` (``scripts/lgv_snapshots.py``) and pinned in one fp16 safetensors file
-  with a sidecar (SHA-256 checked at load, as the other testbed weights).
+* ``digits-resnet-lgv``, ``digits-resnet-lgv-2``, ``digits-resnet-lgv-3`` - three collection runs of
+  10 snapshots of the pinned ``digits-resnet``, pinned (:mod:`flatbench.models.lgv_digits`).
 * ``lgv:DIR`` or ``lgv:ARCH@DIR`` - the official LGV release's layout, ``*.pt`` files each holding
   ``{"state_dict": ...}`` (``DIR`` may be the release's root, then
   ``models/ImageNet/resnet50/cSGD/seed0`` is read), loaded into the timm architecture ARCH (default:
@@ -27,18 +26,18 @@ before it (resume, sharding). Its plain forward (evaluation, ``predict``) averag
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from ..registry import ConfigError
+from .lgv_digits import BASE, PINNED_NAME, REVISIONS, RUNS, load_pinned_lgv
+from .testbed.pinning import pinned_sidecar
 from .sources import ModelSource
 
-PINNED_NAME = "digits-resnet-lgv"
-BASE = "digits-resnet"
+__all__ = ["PINNED_NAME", "RUNS", "WeightSnapshots", "LgvSource", "load_pinned_lgv", "cycle_start"]
 RELEASE_LAYOUT = Path("models/ImageNet/resnet50/cSGD/seed0")
 RELEASE_URL = "https://figshare.com/ndownloader/files/36698862"   # the LGV release (TransferAttack's lgv.py names it)
 
@@ -95,88 +94,6 @@ def weight_snapshots_of(model) -> Optional[WeightSnapshots]:
     """The WeightSnapshots surrogate behind ``model`` (also through torch.compile's wrapper), else None."""
     inner = getattr(model, "_orig_mod", model)
     return inner if isinstance(inner, WeightSnapshots) else None
-
-
-# ---------------------------------------------------------------- digits-resnet-lgv, pinned
-
-# Why these: LGV's own SGD (learning rate 0.05, momentum 0.9, weight decay 1e-4, 10 epochs from the
-# trained weights). One snapshot per epoch (20 steps of 64 of the 1,257 training digits), not LGV's 4:
-# 5 steps apart the snapshots would barely differ; and K = 10 = T makes every batch of a 10-step
-# attack visit each snapshot once, whatever its start.
-RECIPE = {"k": 10, "every": 20, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "seed": 0, "dtype": "float16"}
-
-
-def pinned_key() -> Dict:
-    """The fields that say how the pinned snapshots were made; loading checks them. The base is
-    always the shipped one: ``build_pinned`` collects from ``load_pinned(BASE)``, wherever it writes."""
-    from ..data.digits import load_split
-    from .testbed import PINNED_DIR, file_sha256
-    from .testbed.training import LGV_CODE_VERSION
-
-    return {"name": PINNED_NAME, "base": BASE, "base_sha256": file_sha256(PINNED_DIR / f"{BASE}.safetensors"),
-            "recipe": dict(RECIPE), "data_hash": load_split("train").digest() + load_split("test").digest(),
-            "lgv_code_version": LGV_CODE_VERSION}
-
-
-def build_pinned(directory: Path, progress: bool = True) -> Dict:
-    """Collect the snapshots from the pinned base and write ``digits-resnet-lgv.safetensors`` and
-    its sidecar into ``directory``; returns the sidecar."""
-    from safetensors.torch import save
-
-    from ..io import atomic_write_bytes, atomic_write_text
-    from .testbed import file_sha256, load_pinned
-    from .testbed.training import accuracy, collect_weight_snapshots
-
-    base = load_pinned(BASE)
-    r = RECIPE
-    states = collect_weight_snapshots(BASE, base, r["k"], r["every"], r["lr"], r["momentum"], r["weight_decay"], r["seed"],
-                               progress)
-    dtype = getattr(torch, r["dtype"])
-    flat = {f"s{i:02d}.{n}": (v.to(dtype) if v.is_floating_point() else v).contiguous()
-            for i, s in enumerate(states) for n, v in s.items()}
-    path = Path(directory) / f"{PINNED_NAME}.safetensors"
-    atomic_write_bytes(path, save(flat))
-    from ..data.digits import load_split
-
-    test = load_split("test")
-    accs = [round(accuracy(m, test.floats(), test.labels), 3) for m in _unpack(flat, r["k"])]
-    meta = {**pinned_key(), "test_acc": accs, "sha256": file_sha256(path)}
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
-    return meta
-
-
-def _unpack(flat: Dict[str, torch.Tensor], k: int) -> List[nn.Module]:
-    from .testbed import MEAN, STD, TESTBED
-    from .wrap import Preprocess, freeze
-
-    models = []
-    for i in range(k):
-        net = TESTBED[BASE].build()
-        state = {n[4:]: v.float() if v.is_floating_point() else v for n, v in flat.items() if n.startswith(f"s{i:02d}.")}
-        net.load_state_dict(state)
-        models.append(freeze(Preprocess(net, MEAN, STD, name=f"{BASE}@lgv{i:02d}")))
-    return models
-
-
-def load_pinned_lgv(directory: Optional[Path] = None, seed: int = 0) -> WeightSnapshots:
-    """``digits-resnet-lgv``: the pinned snapshots, after checking their SHA-256, their base and data."""
-    from safetensors.torch import load_file
-
-    from .testbed import PINNED_DIR
-    from .testbed.pinning import checked_sidecar
-
-    directory = Path(directory or PINNED_DIR)
-    path, side = directory / f"{PINNED_NAME}.safetensors", directory / f"{PINNED_NAME}.json"
-    meta = checked_sidecar(path, side, "the pinned snapshots",
-                           f"the pinned snapshots {path} are missing (a broken install?): reinstall flatbench, or "
-                           "rebuild them with `python scripts/lgv_snapshots.py --out DIR`", "reinstall flatbench")
-    want = pinned_key()
-    stale = [k for k in ("base_sha256", "data_hash") if meta.get(k) != want[k]]
-    if stale:
-        raise ConfigError(f"the pinned snapshots {path} were collected from another {BASE} or data set "
-                          f"({', '.join(stale)} differ): rebuild them with `python scripts/lgv_snapshots.py`")
-    models = _unpack(load_file(str(path)), int(meta["recipe"]["k"]))
-    return WeightSnapshots(models, seed=seed, name=PINNED_NAME)
 
 
 # ---------------------------------------------------------------- lgv:DIR, the official release's layout
@@ -248,22 +165,25 @@ class LgvSource(ModelSource):
     name = "lgv"
 
     def claims(self, name: str) -> bool:
-        return name == PINNED_NAME or name.startswith("lgv:")
+        return name in RUNS or name.startswith("lgv:")
 
     def known(self):
-        return [PINNED_NAME]
+        return list(RUNS)
 
     def derived_from(self, name):
-        return [BASE] if name == PINNED_NAME else []
+        return [BASE] if name in RUNS else []
+
+    def weights_revision(self, name):
+        return REVISIONS.get(name, 1)
 
     def load(self, name, *, zoo_dir=None, seed=None, preprocess="own", **_):
         seed = 0 if seed is None else seed
-        if name == PINNED_NAME:
-            return load_pinned_lgv(seed=seed)
+        if name in RUNS:
+            return load_pinned_lgv(name, seed=seed)
         return load_release(name, seed=seed, preprocess=preprocess)
 
     def classes(self, name, label_offset=None, num_classes=None):
-        if name == PINNED_NAME:
+        if name in RUNS:
             from .testbed import NUM_CLASSES
 
             return NUM_CLASSES
@@ -272,21 +192,20 @@ class LgvSource(ModelSource):
         return declared_classes(parse_lgv(name)[0], label_offset, num_classes)
 
     def check_available(self, name, pretrained=True):
-        if name != PINNED_NAME:
+        if name not in RUNS:
             release_files(name)
 
     def weights_file(self, name, zoo_dir=None):
         from .testbed import PINNED_DIR
 
-        if name == PINNED_NAME:
-            return PINNED_DIR / f"{PINNED_NAME}.safetensors"
+        if name in RUNS:
+            return PINNED_DIR / f"{name}.safetensors"
         _, folder = parse_lgv(name)
         return folder if folder.is_dir() else None
 
     def listing(self, name):
-        if name == PINNED_NAME:
-            meta = json.loads((Path(__file__).resolve().parent / "zoo" / f"{PINNED_NAME}.json").read_text())
-            accs = meta["test_acc"]
+        if name in RUNS:
+            accs = pinned_sidecar(name)["test_acc"]
             return {"source": "lgv", "family": f"{BASE} x{len(accs)}", "test_acc": round(sum(accs) / len(accs), 3),
                     "cached": True}
         arch, folder = parse_lgv(name)
@@ -308,8 +227,8 @@ DIFFERENCES = (
 
 def describe_surrogate(name: str) -> str:
     """The line ``flatbench describe`` adds for an LGV surrogate (nothing is built)."""
-    if name == PINNED_NAME:
-        k = int(json.loads((Path(__file__).resolve().parent / "zoo" / f"{PINNED_NAME}.json").read_text())["recipe"]["k"])
+    if name in RUNS:
+        k = int(pinned_sidecar(name)["recipe"]["k"])
     else:
         k = len(sorted(parse_lgv(name)[1].glob("*.pt")))
     return (f"f at step t: LGV snapshot order[(s + t − 1) mod K] of {name} (K = {k}), order a fixed shuffle (seeded "

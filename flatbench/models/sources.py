@@ -67,6 +67,12 @@ class ModelSource(abc.ABC):
         them is white-box for a cell crafted on ``name``."""
         return []
 
+    def weights_revision(self, name: str) -> int:
+        """Which publication of the weights ``name`` loads: 1, the first. Pinned weights replaced under
+        the same name carry a higher number, which enters the id of every cell crafted on the name and
+        the key of every evaluation of it, so nothing stored from the old weights is ever reused."""
+        return 1
+
 
 class Sources(Registry):
     """The model sources, in the order they are asked whether they claim a name."""
@@ -97,6 +103,11 @@ SOURCES = Sources("model source")
 def source_of(name: str) -> ModelSource:
     """The source that owns the model name ``name``."""
     return SOURCES.owner(name)
+
+
+def weights_revision(name: str) -> int:
+    """:meth:`ModelSource.weights_revision` of ``name``'s source."""
+    return source_of(name).weights_revision(name)
 
 
 class TestbedSource(ModelSource):
@@ -130,6 +141,11 @@ class TestbedSource(ModelSource):
         zoo = Path(zoo_dir) if zoo_dir is not None else default_zoo_dir()
         path = (zoo or PINNED_DIR) / f"{name}.safetensors"
         return path if path.is_file() else None
+
+    def weights_revision(self, name):
+        from .testbed import pinned_sidecar
+
+        return int(pinned_sidecar(name).get("revision", 1))
 
     def listing(self, name):
         from .testbed import pinned_sidecar

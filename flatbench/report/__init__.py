@@ -10,7 +10,8 @@ never writes over one of its inputs), plus ``table_ci.md``
 (ASR with Wilson 95% intervals), and on request ``compare.md`` (--compare published),
 ``mcnemar.md`` (--mcnemar A B), ``asr_vs_<param>.png`` (--plot-param beta), ``significance.csv``
 and ``.md`` (--versus ATTACK: every attack against a baseline, Holm-adjusted, with the smallest
-difference each test could have seen; --margin M, --fdr; † in table.md) and ``summary.csv``
+difference each test could have seen; --margin M, --fdr; † in table.md; --versus surrogate=NAME:
+every other surrogate against NAME, the same attack on the same images) and ``summary.csv``
 (--over seed: mean ± sd over seeds, which table.md then shows), ``compute.csv`` and ``compute.png``
 (black-box ASR against gradient evaluations per image, the Pareto front marked) and ``budget_B.md``
 (--budget B: each attack's best row within B evaluations per image).
@@ -98,7 +99,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--versus", default=None, metavar="ATTACK",
                    help="every attack against this baseline, black-box targets and the black-box mean, over all seeds, "
                         "Holm-adjusted, each row with the smallest difference it could have seen (significance.csv, "
-                        "significance.md); table.md marks the entries that differ with †")
+                        "significance.md); table.md marks the entries that differ with †. surrogate=NAME: every other "
+                        "surrogate against NAME instead, each attack on its own (an LGV set's runs pooled per image)")
     p.add_argument("--margin", type=float, default=None, metavar="M",
                    help="with --versus: also test equivalence within M points (two one-sided tests, p_equiv)")
     p.add_argument("--fdr", action="store_true",

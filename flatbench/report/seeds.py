@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..columns import setting_columns
 from .cells import _text
-from .tables import BLACK_BOX_MEAN, label, row_keys
+from .tables import BLACK_BOX_MEAN, baseline, label, row_keys
 
 MARK = "†"
 
@@ -75,7 +75,7 @@ def seed_markdown(table: pd.DataFrame, over: str = "seed", versus: str = "") -> 
     lines += ["", f"Values: ASR (%), mean ± sample standard deviation over {over} (number of {over}s); "
               f"* marks white-box cells; '{BLACK_BOX_MEAN}' is averaged per {over}, then over {over}s."]
     if versus:
-        lines.append(f"{MARK} marks an entry that differs from {versus}'s over the same images and {over}s at "
+        lines.append(f"{MARK} marks an entry that differs from {baseline(versus)} over the same images and {over}s at "
                      "Holm-adjusted p < 0.05 (significance.csv, significance.md, with the difference each unmarked "
                      "entry could have shown).")
     return "\n".join(lines) + "\n"

@@ -43,8 +43,10 @@ _PER_PAIR = {"target", "attack_a", "attack_b", "cell_a", "cell_b", "n", "asr_a",
              "p_exact", "chi2", "p_chi2"}
 
 
-# The replicates a row pools: the seeds, and under --over instance the testbed's instances.
-_POOLED = ("instance", "seed")
+# The replicates a row pools: the seeds, under --over instance the testbed's instances, and with
+# --versus surrogate=NAME a surrogate's runs (an LGV set's collection runs, an architecture's instances).
+_POOLED = ("run", "instance", "seed")
+SURROGATE = "surrogate="
 
 
 def _replicates(pairs: pd.DataFrame, pooled: list) -> str:
@@ -111,13 +113,29 @@ def _own_settings(df: pd.DataFrame, attack: str) -> dict:
     return {cid: " ".join(f"{c}={_text(cells.at[cid, c])}" for c in own) for cid in cells.index}
 
 
-def _rows_of(t: pd.DataFrame, df: pd.DataFrame, flags: pd.DataFrame, sig: dict) -> list:
-    """The rows of one attack against the baseline, from its per-seed McNemar table."""
+def run_of(name: str):
+    """(the surrogate a row names, its run): an LGV set's collection runs are one surrogate, as are a testbed
+    architecture's instances; any other name is its own, run 1."""
+    from ..models.lgv_digits import PINNED_NAME, RUNS, lgv_run
+    from ..models.testbed import instance_of
+
+    return (PINNED_NAME, lgv_run(name)) if name in RUNS else instance_of(name)
+
+
+def _rows_of(t: pd.DataFrame, df: pd.DataFrame, flags: pd.DataFrame, sig: dict, factor: str = "attack") -> list:
+    """The rows of one attack (``factor="surrogate"``: one surrogate) against the baseline, from its
+    per-seed McNemar table."""
     roles = df.drop_duplicates(["cell_id", "target"]).set_index(["cell_id", "target"])["role"]
     budget = df.drop_duplicates("cell_id").set_index("cell_id")["budget"] if "budget" in df.columns else None
     if budget is not None:   # budget=B pairs by the budget; it is not among mcnemar_table's columns
         t = t.assign(budget=t["cell_a"].map(budget))
-    t = t.assign(attack_settings=t["cell_a"].map(_own_settings(df, t["attack_a"].iloc[0])))
+    own = {}
+    for a in t["attack_a" if factor == "attack" else "attack"].unique():
+        own.update(_own_settings(df, a))
+    t = t.assign(attack_settings=t["cell_a"].map(own))
+    if factor == "surrogate":
+        runs = [run_of(s) for s in t["attack_a"]]
+        t = t.assign(surrogate=[s for s, _ in runs], run=[k for _, k in runs])
     keys = [c for c in t.columns if c not in _PER_PAIR and c not in _POOLED]
     t = t.assign(_g=[tuple(_text(v) for v in r) for r in t[keys].itertuples(index=False)])
     out = []
@@ -127,7 +145,9 @@ def _rows_of(t: pd.DataFrame, df: pd.DataFrame, flags: pd.DataFrame, sig: dict) 
         pairs = pairs.sort_values(pooled, kind="stable") if pooled else pairs
         counted = _counted(pairs, sig)
         first = pairs.iloc[0]
-        common = {"attack": first["attack_a"], "attack_settings": first["attack_settings"], "versus": first["attack_b"],
+        common = {"attack": first["attack_a" if factor == "attack" else "attack"],
+                  "attack_settings": first["attack_settings"],
+                  "versus": first["attack_b"] if factor == "attack" else SURROGATE + first["attack_b"],
                   "surrogate": first["surrogate"],
                   **({"eps": first["eps"]} if "eps" in pairs.columns else {}),
                   "seeds": _replicates(pairs, pooled), "seeds_counted": _replicates(counted, pooled),
@@ -179,23 +199,27 @@ def verdict(r) -> str:
 
 def significance_table(df: pd.DataFrame, flags: pd.DataFrame, versus: str, margin: Optional[float] = None,
                        fdr: bool = False) -> pd.DataFrame:
-    """The family of tests of every attack against ``versus`` (module docstring)."""
-    attacks = [a for a in dict.fromkeys(df["attack"]) if a != versus]
-    if versus not in set(df["attack"]):
-        raise ValueError(f"--versus: no cells of attack {versus!r}; attacks: {', '.join(sorted(set(df['attack'])))}")
+    """The family of tests of every attack against ``versus`` (module docstring); ``versus`` written
+    ``surrogate=NAME``: of every other surrogate against NAME, each attack on its own."""
+    factor, base = ("surrogate", versus[len(SURROGATE):]) if versus.startswith(SURROGATE) else ("attack", versus)
+    present = list(dict.fromkeys(df[factor]))
+    if base not in present:
+        raise ValueError(f"--versus {versus}: no cells of {factor} {base!r}; {factor}s: {', '.join(sorted(present))}")
     if margin is not None and not margin > 0:
         raise ValueError(f"--margin: expected a positive number of points, got {margin}")
     sig = _signatures(flags, df)
-    rows = []
-    for a in attacks:
+    tables = {}   # one table per row-maker: an attack, or a surrogate with all its runs
+    for a in present:
         try:
-            t = mcnemar_table(df, flags, a, versus)
-        except ValueError:  # an attack with no cell paired to the baseline's (another eps, say)
+            t = mcnemar_table(df, flags, a, base, factor) if a != base else None
+        except ValueError:  # one with no cell paired to the baseline's (another eps, say)
             continue
-        rows += _rows_of(t, df, flags, sig)
+        if t is not None:
+            tables.setdefault(a if factor == "attack" else run_of(a)[0], []).append(t)
+    rows = [r for ts in tables.values() for r in _rows_of(pd.concat(ts, ignore_index=True), df, flags, sig, factor)]
     if not rows:
-        raise ValueError(f"--versus {versus}: no other attack has a cell paired with {versus!r} "
-                         "(the same images and every setting but the attack's own)")
+        raise ValueError(f"--versus {versus}: no other {factor} has a cell paired with {base!r} "
+                         f"(the same images and every setting but the {factor}'s own)")
     out = pd.DataFrame(rows)
     for c in ("diff_ci_low", "diff_ci_high", "only_attack", "only_versus"):
         out[c] = out.get(c, np.nan)
@@ -234,10 +258,12 @@ def significance_markdown(sig: pd.DataFrame) -> str:
     1. the differences that survive Holm's adjustment; 2. every black-box mean, with what it could
     have seen; 3. every row (the family, then the white-box rows)."""
     versus = sig["versus"].iloc[0]
+    what = "surrogate" if versus.startswith(SURROGATE) else "attack"
+    versus = versus[len(SURROGATE):] if what == "surrogate" else versus
     fam = sig[sig["family"]]
     shown = [c for c in ("eps", "budget") if c in sig.columns and sig[c].notna().any()]
     hits = fam[fam["p_holm"] < ALPHA]
-    lines = [f"# Every attack against {versus}", "",
+    lines = [f"# Every {what} against {versus}" + (", each attack on its own" if what == "surrogate" else ""), "",
              f"{len(fam)} tests in the family (black-box targets and the black-box mean, over all seeds); "
              f"Holm's adjustment over them; each row judged at 0.05, its mde at level 0.05/{len(fam)}: the "
              "smallest difference in points its test would detect with 80% power.", "",
@@ -247,7 +273,8 @@ def significance_markdown(sig: pd.DataFrame) -> str:
     lines += _md_rows(fam[fam["target"] == BLACK_BOX_MEAN], shown, versus)
     lines += ["", "## 3. Every row", ""]
     lines += _md_rows(pd.concat([fam, sig[~sig["family"]]]), shown, versus)
-    lines += ["", "seeds: the seeds counted, as instance/seed when the rows pool the testbed's instances (a seed "
+    lines += ["", "seeds: the seeds counted, as instance/seed when the rows pool the testbed's instances, run/seed when "
+              "they pool a surrogate's runs (an LGV set's collection runs) (a seed "
               "whose pair of adversarial sets repeats an earlier one's counts once); n: image pairs summed over them (the black-box mean: images). The black-box mean's diff has "
               "a paired bootstrap 95% interval over images and the exact sign-flip test; the targets, McNemar's "
               "exact test. docs/statistics.md gives the formulas."]

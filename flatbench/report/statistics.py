@@ -8,7 +8,7 @@ from ..columns import attack_columns, setting_columns
 from .cells import _text
 
 
-def mcnemar_table(df: pd.DataFrame, flags: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+def mcnemar_table(df: pd.DataFrame, flags: pd.DataFrame, a: str, b: str, factor: str = "attack") -> pd.DataFrame:
     """McNemar's test of attack ``a`` against ``b`` for each target, on the images both attacked.
 
     Cells are paired when they agree on every setting but the attack's own (the method, its
@@ -16,21 +16,25 @@ def mcnemar_table(df: pd.DataFrame, flags: pd.DataFrame, a: str, b: str) -> pd.D
     seed, targeted, batch_size, device, ... Cells crafted at a budget (``budget=B``) pair by the
     budget instead of T and α: the budget set each attack's own cost knob (T with α = ε/T, or N),
     so at equal compute T and α belong to the attack; a cell without a budget pairs as before.
+
+    ``factor="surrogate"``: ``a`` and ``b`` are surrogates instead, and cells pair when they agree on
+    every setting but the surrogate (and its weights' revision): the same attack at the same settings.
     """
     from ..stats import mcnemar
 
-    attacks = set(df["attack"])
+    flag = "--mcnemar" if factor == "attack" else f"--versus surrogate={b}"
+    present = set(df[factor])
     for name in (a, b):
-        if name not in attacks:
-            raise ValueError(f"--mcnemar: no cells of attack {name!r}; attacks: {', '.join(sorted(attacks))}")
-    own = set(attack_columns(df.columns))
+        if name not in present:
+            raise ValueError(f"{flag}: no cells of {factor} {name!r}; {factor}s: {', '.join(sorted(present))}")
+    own = set(attack_columns(df.columns)) if factor == "attack" else {"surrogate", "weights_revision"}
     pair_keys = [k for k in setting_columns(df.columns) if k not in own]
     budget_keys = [k for k in pair_keys if k not in ("steps", "alpha")] + ["budget"]
     has_budget = "budget" in df.columns
-    cells = df.drop_duplicates(["cell_id"])[["cell_id", "attack"] + pair_keys + (["budget"] if has_budget else [])]
+    cells = df.drop_duplicates(["cell_id"])[["cell_id", factor] + pair_keys + (["budget"] if has_budget else [])]
     out = []
-    for _, ca in cells[cells["attack"] == a].iterrows():
-        match = cells[(cells["attack"] == b)]
+    for _, ca in cells[cells[factor] == a].iterrows():
+        match = cells[(cells[factor] == b)]
         keys = budget_keys if has_budget and not pd.isna(ca["budget"]) else pair_keys
         for k in keys:
             match = match[match[k].map(_text) == _text(ca[k])]
@@ -48,7 +52,7 @@ def mcnemar_table(df: pd.DataFrame, flags: pd.DataFrame, a: str, b: str) -> pd.D
                             "only_a": only_a, "only_b": only_b, "p_exact": t["p_exact"], "chi2": t["chi2"],
                             "p_chi2": t["p_chi2"]})
     if not out:
-        raise ValueError(f"--mcnemar: no pair of {a!r} and {b!r} cells on the same images and settings")
+        raise ValueError(f"{flag}: no pair of {a!r} and {b!r} cells on the same images and settings")
     return pd.DataFrame(out)
 
 

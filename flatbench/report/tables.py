@@ -114,6 +114,12 @@ def _fmt(v, w: bool, decimals: int = 1) -> str:
     return "" if pd.isna(v) else f"{v:.{decimals}f}" + ("*" if w else "")
 
 
+def baseline(versus: str) -> str:
+    """Whose ASR a † entry differs from: ``MI-FGSM's``, or with ``--versus surrogate=NAME`` the same
+    attack's from NAME."""
+    return f"the same attack's from {versus.split('=', 1)[1]}" if versus.startswith("surrogate=") else f"{versus}'s"
+
+
 def to_markdown(table: pd.DataFrame, white: pd.DataFrame, value: str, marked: Optional[set] = None,
                 versus: str = "") -> str:
     """The table; ``marked`` entries ((row label, target), from :func:`entries`) get a † for a
@@ -133,7 +139,7 @@ def to_markdown(table: pd.DataFrame, white: pd.DataFrame, value: str, marked: Op
     lines.append(f"Values: {value} ({unit}). * marks white-box cells (target = surrogate); "
                  f"'{BLACK_BOX_MEAN}' averages the other targets.")
     if versus:
-        lines.append(f"† marks an entry whose ASR differs from {versus}'s on the same images (over every seed of "
+        lines.append(f"† marks an entry whose ASR differs from {baseline(versus)} on the same images (over every seed of "
                      "its setting) at Holm-adjusted p < 0.05 (significance.csv); an unmarked entry shows no "
                      "detectable difference, and significance.md says how large a difference its test could have seen.")
     return "\n".join(lines) + "\n"
