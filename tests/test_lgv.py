@@ -189,3 +189,15 @@ def test_republished_snapshots_never_reuse_the_first_publications_results():
     for model, first in FIRST_PUBLICATION_KEYS.items():
         key = first.split("-")[0]
         assert (target_key(key, {"model": model, "role": "black-box"}, True) == first) == (model == "digits-cnn"), model
+
+
+def test_the_learning_rate_scan_reproduces_the_pinned_set():
+    """``scripts/lgv_snapshots.py --scan``'s rows: at the recipe's learning rate and run 1's seed, the
+    snapshot accuracies are the pinned sidecar's (the scan collects as the pinned set was collected), and
+    the set keeps 95% of the base's accuracy."""
+    from flatbench.models.lgv_digits import RECIPE, scan
+    from flatbench.models.testbed import pinned_sidecar
+
+    (row,) = list(scan([RECIPE["lr"]], seeds=(0,)))
+    assert row["test_acc"] == pinned_sidecar(PINNED_NAME)["test_acc"] and row["keeps"]
+    assert row["base_acc"] == pytest.approx(pinned_sidecar("digits-resnet")["test_acc"], abs=1e-3)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -94,21 +94,20 @@ def build_pinned(name: str, directory: Path, progress: bool = True) -> Dict:
     return meta
 
 
-def scan(rates: Sequence[float], seeds: Sequence[int] = (0, 1, 2), progress: bool = False) -> List[Dict]:
-    """For each learning rate and SGD seed, the snapshots' test accuracies against :data:`KEEP` of the base's."""
+def scan(rates: Sequence[float], seeds: Sequence[int] = (0, 1, 2), progress: bool = False) -> Iterator[Dict]:
+    """For each learning rate and SGD seed in turn, the snapshots' test accuracies against :data:`KEEP` of
+    the base's."""
     from ..data.digits import load_split
     from .testbed import load_pinned
     from .testbed.training import accuracy
 
     test = load_split("test")
     base = accuracy(load_pinned(BASE), test.floats(), test.labels)
-    rows = []
     for lr in rates:
         for seed in seeds:
             accs = snapshot_accuracies(collect_run(seed, lr, progress))
-            rows.append({"lr": lr, "seed": seed, "base_acc": round(base, 3), "min_acc": min(accs),
-                         "keeps": min(accs) >= KEEP * base, "test_acc": accs})
-    return rows
+            yield {"lr": lr, "seed": seed, "base_acc": round(base, 3), "min_acc": min(accs),
+                   "keeps": min(accs) >= KEEP * base, "test_acc": accs}
 
 
 def unpack(flat: Dict[str, torch.Tensor], k: int) -> List[nn.Module]:
