@@ -178,3 +178,25 @@ def test_the_gpu_check_dry_run_runs_on_the_cpu(tmp_path):
     assert (cell["grad_evals"] == 8 * 2 * 2 * 2).all()   # 8 images x T = 2 x N = 2 x (look-ahead + its neighbour)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("cell:")]
     assert any("differing: 0 of" in ln for ln in lines) and any("differing from one process: 0" in ln for ln in lines), lines
+
+
+def test_license_and_citation_say_what_pyproject_says():
+    """LICENSE is the MIT licence pyproject declares; CITATION.cff is valid CFF 1.2 with the package's
+    version and cites the two papers the project is about by their arXiv ids."""
+    import tomllib
+    from pathlib import Path
+
+    import yaml
+
+    import flatbench
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    licence = (root / "LICENSE").read_text()
+    assert project["license"] == "MIT" and licence.startswith("MIT License") and "WITHOUT WARRANTY" in licence
+    cff = yaml.safe_load((root / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT" and cff["message"] and cff["authors"]
+    assert str(cff["version"]) == project["version"] == flatbench.__version__
+    ids = {i["value"] for r in cff["references"] for i in r["identifiers"]}
+    assert ids == {"arXiv:2306.05225", "arXiv:2307.04099"}
+    assert all(r["authors"] and r["title"] and r["year"] == 2023 for r in cff["references"])
