@@ -14,7 +14,9 @@ read from the registries and the packaged configs, so the lists cannot drift fro
 from __future__ import annotations
 
 import fnmatch
+import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -32,11 +34,23 @@ def _match(name: str, pattern: Optional[str]) -> bool:
 
 
 def _first_comment(path: Path) -> str:
+    """The first sentence of a config's leading comment (it may run over several lines)."""
+    words = []
     for line in path.read_text().splitlines():
         line = line.strip()
-        if line.startswith("#") and not line.startswith("# @package"):
-            return line.lstrip("# ").strip()
-    return ""
+        if line.startswith("# @package"):
+            continue
+        if not line.startswith("#") or not line.lstrip("# ").strip():
+            if words:
+                break
+            continue
+        words.append(line.lstrip("# ").strip())
+    text = " ".join(words)
+    # A sentence ends at . ! ? before a space or the end; not after "et al", "e.g", nor inside "2307.04099".
+    for end in re.finditer(r"[.!?](?=\s|$)", text):
+        if not re.search(r"\b(al|e\.g|i\.e|vs|cf|etc)$", text[:end.start()]):
+            return text[:end.end()]
+    return text
 
 
 def _yaml(path: Path) -> dict:
@@ -161,16 +175,22 @@ def _print(kind: str, rows: List[Dict]) -> None:
             print(f"{r['name']:45s} {r['source']:11s} {acc}" + (f"  [{', '.join(r['used_by'])}]" if r["used_by"] else ""))
     elif kind == "zoos":
         for r in rows:
-            print(f"{r['name']}: {r['description']}")
+            print(textwrap.fill(f"{r['name']}: {r['description']}", 100, subsequent_indent="    "))
             for e in r["entries"]:
                 print(f"    {e['key']:18s} {e['model']:45s} {e['role']}" + (f" ({e['defense']})" if e["defense"] else ""))
     else:
+        width = max(len(r["name"]) for r in rows) + 1
         for r in rows:
-            print(f"{r['name']:22s} {r['description']}")
+            print(textwrap.fill(f"{r['name']:{width}s} {r['description']}", 100, subsequent_indent=" " * (width + 1)))
 
 
 def main(argv: Sequence[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in KINDS or len(argv) > 2:
+    from .registry import suggest
+
+    if argv and argv[0] not in KINDS and argv[0] not in ("-h", "--help"):
+        print(f"flatbench list: no kind {argv[0]!r}.{suggest(argv[0], KINDS)} Kinds: {', '.join(KINDS)}", file=sys.stderr)
+        return 2
+    if not argv or argv[0] in ("-h", "--help") or len(argv) > 2:
         print(__doc__)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     kind, pattern = argv[0], (argv[1] if len(argv) > 1 else None)

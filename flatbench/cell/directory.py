@@ -162,6 +162,23 @@ class CellDir(CellLayout):
                     "rows back)", self.path, old, cell_id, f" ({diff})" if diff else "", old)
         for f in self.FILES:
             (self.path / f).unlink(missing_ok=True)
+        self._set_aside_report(old)
+
+    def _set_aside_report(self, old: str) -> None:
+        """A report made of the old cell (``flatbench-report DIR`` writes DIR/report) would sit beside the
+        new cell's rows as if it were theirs: it is kept, renamed ``report.cell-<old id>``."""
+        from ..layout import SweepLayout
+
+        report = self.path / SweepLayout.REPORT
+        if not report.is_dir():
+            return
+        old = old.replace(" ", "-")
+        dest, k = self.path / f"{SweepLayout.REPORT}.cell-{old}", 1
+        while dest.exists():
+            k += 1
+            dest = self.path / f"{SweepLayout.REPORT}.cell-{old}-{k}"
+        report.rename(dest)
+        log.warning("%s was the report of cell %s: moved aside to %s", report, old, dest.name)
 
     def seed_eval_cache(self, cell_id: str, keys: Dict[str, str], store) -> None:
         """Copy an earlier run's per-image predictions of this cell into the evaluation cache, so

@@ -1,0 +1,51 @@
+"""The small edges a newcomer meets in the first hour: a wrong word for `flatbench list` gets the right
+one, and every listed description ends where its sentence ends."""
+import re
+
+import pytest
+
+import flatbench
+from flatbench.listing import main as list_main
+
+
+def test_a_wrong_kind_for_list_names_the_right_one(capsys):
+    """`flatbench list method` printed the usage and nothing else (regression)."""
+    assert list_main(["method"]) == 2
+    err = capsys.readouterr().err
+    assert "flatbench list: no kind 'method'. Did you mean 'methods'?" in err
+    assert list_main(["zoo", "digits"]) == 2 and "Did you mean 'zoos'?" in capsys.readouterr().err
+    assert list_main(["--help"]) == 0 and "flatbench list methods" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("lister", ["list_experiments", "list_zoos", "list_data"])
+def test_descriptions_end_where_the_sentence_ends(lister):
+    """A description is the first sentence of the config's leading comment, never a line cut off mid-
+    sentence (regression: 'An Optuna search over PGN's beta, zeta and N ... on the digits testbed, for the')."""
+    rows = getattr(flatbench, lister)()
+    assert rows
+    for r in rows:
+        d = r["description"]
+        assert d and re.search(r"[.)!?:]$", d), (r["name"], d)
+        assert not re.search(r"\b(the|a|an|and|of|for|on|with|to|in)$", d), (r["name"], d)
+    if lister == "list_experiments":
+        search = next(r["description"] for r in rows if r["name"] == "digits_search")
+        assert search.startswith("An Optuna search over PGN's beta, zeta and N") and search.endswith(".")
+
+
+def test_a_rerun_of_another_cell_moves_the_stale_report_aside(tmp_path):
+    """A report made of a run directory's old cell is not left beside the new cell's rows as if it were
+    theirs (regression): it is moved to report.cell-<old id>, kept, and the log says so."""
+    import json
+
+    from helpers import SMALL, run
+
+    out = tmp_path / "run"
+    run(["flatbench", "method=ifgsm", "steps=2", *SMALL, f"hydra.run.dir={out}"], None, tmp_path)
+    old = json.loads((out / "cell.json").read_text())["cell_id"]
+    run(["flatbench-report", str(out)], None, tmp_path)
+    assert (out / "report" / "table.md").exists()
+    p = run(["flatbench", "method=mifgsm", "steps=2", *SMALL, f"hydra.run.dir={out}"], None, tmp_path)
+    assert not (out / "report").exists()
+    kept = out / f"report.cell-{old}"
+    assert (kept / "table.md").exists() and "I-FGSM" in (kept / "table.md").read_text()
+    assert f"report.cell-{old}" in p.stderr + p.stdout
