@@ -1,19 +1,30 @@
 """MkDocs hook (mkdocs.yml: hooks): the site's home page is the README itself, so the project page and
 the site's front page cannot drift apart. Its links into docs/ are rewritten to the site's own pages
-(``docs/attacks.md`` -> ``attacks.md``); nothing is written to disk."""
+(``docs/attacks.md`` -> ``attacks.md``), and its links to the repository's own files (LICENSE,
+CHANGELOG.md, CITATION.cff) to those files in the repository (``repo_url``); nothing is written to disk."""
 import re
 from pathlib import Path
 
 from mkdocs.structure.files import File
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
-def home_page(text: str) -> str:
-    """The README as the site's index.md: links into docs/ made relative to docs/."""
-    return re.sub(r"\]\(docs/", "](", text)
+def home_page(text: str, repo_url: str = "") -> str:
+    """The README as the site's index.md: links into docs/ made relative to docs/, links to other files
+    of the repository made links into it."""
+    text = re.sub(r"\]\(docs/", "](", text)
+
+    def outside(m):
+        target = m.group(1)
+        if repo_url and (ROOT / target).is_file() and not target.startswith("docs/"):
+            return f"]({repo_url.rstrip('/')}/blob/main/{target})"
+        return m.group(0)
+
+    return re.sub(r"\]\(([A-Za-z0-9_.-]+)\)", outside, text)
 
 
 def on_files(files, config):
-    files.append(File.generated(config, "index.md", content=home_page(README.read_text())))
+    files.append(File.generated(config, "index.md", content=home_page(README.read_text(), config.get("repo_url") or "")))
     return files

@@ -73,32 +73,47 @@ def pareto(points: pd.DataFrame) -> pd.Series:
 
 
 def compute_png(table: pd.DataFrame) -> bytes:
+    return png(compute_figure(table))
+
+
+def compute_figure(table: pd.DataFrame):
+    """Black-box mean ASR against gradient evaluations per image, one panel per (surrogate, eps, norm,
+    goal), one line per attack: its interval as a band where the line has several points and as an
+    error bar where it has one; plain-number ticks; the legend beside the data, not over it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     pts = _lines(table)
     panels = list(pts.groupby([c for c in LINE if c != "attack"], sort=True))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels) + 1.8, 4.6), squeeze=False)
     for ax, (key, p) in zip(axes[0], panels):
         front = pareto(p)
         for attack, q in p.groupby("attack", sort=True):
-            line, = ax.plot(q["grad_evals_per_image"], q["asr"], marker="o", ms=4, label=attack)
-            ax.fill_between(q["grad_evals_per_image"], q["asr_ci_low"], q["asr_ci_high"], color=line.get_color(),
-                            alpha=0.08, lw=0)
+            x, y = q["grad_evals_per_image"].to_numpy(), q["asr"].to_numpy()
+            lo, hi = q["asr_ci_low"].to_numpy(), q["asr_ci_high"].to_numpy()
+            line, = ax.plot(x, y, marker="o", ms=4, label=attack)
+            if len(q) > 1:
+                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.08, lw=0)
+            else:   # one point: a band would have no width, so it would not be drawn at all
+                ax.errorbar(x, y, yerr=[y - lo, hi - y], color=line.get_color(), capsize=3, lw=1)
         f = p[front]
         ax.scatter(f["grad_evals_per_image"], f["asr"], s=110, facecolors="none", edgecolors="black", lw=1.4,
                    label="Pareto front", zorder=5)
         ax.set_xscale("log")
-        ax.set_xlabel("gradient evaluations per image (log)")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("gradient evaluations per image (log scale)")
         ax.set_ylabel("black-box mean ASR, %")
         ax.set_title(f"surrogate {key[0]}, eps {key[1]:g}/255 {key[2]}{', targeted' if key[3] else ''}", fontsize=10)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.suptitle("bands: the mean of the black-box targets' Wilson 95% bounds; circled: the Pareto front", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.suptitle("shaded, or error bars for a single point: the mean of the black-box targets' Wilson 95% bounds; "
+                 "circled: the Pareto front", fontsize=9)
     fig.tight_layout()
-    return png(fig)
+    return fig
 
 
 def best_within(table: pd.DataFrame, budget: float) -> pd.DataFrame:

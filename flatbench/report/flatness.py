@@ -260,7 +260,11 @@ def _scatter_png(cells: pd.DataFrame, head: pd.DataFrame, metric: str) -> bytes:
 
 
 def _auroc_png(sub: pd.DataFrame, metric: str) -> bytes:
-    """Each cell's per-image AUROC with its bootstrap interval."""
+    return png(auroc_figure(sub, metric))
+
+
+def auroc_figure(sub: pd.DataFrame, metric: str):
+    """Each cell's per-image AUROC with its bootstrap interval; a cell without one says why in its place."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * max(1, len(sub))), 4.5))
     if len(sub):
@@ -268,9 +272,23 @@ def _auroc_png(sub: pd.DataFrame, metric: str) -> bytes:
                                                          (sub["ci_high"] - sub["auroc"]).fillna(0)], fmt="o")
         ax.set_xticks(range(len(sub)), labels=[f"{a}\n{s_}" for a, s_ in zip(sub["attack"], sub["surrogate"])],
                       fontsize=6, rotation=60)
+        for x, r in enumerate(sub.itertuples()):
+            if pd.isna(r.auroc):
+                ax.text(x, 0.5, auroc_missing(r.n_images, r.n_transferred), rotation=90, ha="center", va="center",
+                        fontsize=6, color="grey")
+    ax.set_ylim(0, 1)
     ax.axhline(0.5, color="grey", lw=0.8)
     ax.set_ylabel(f"AUROC of {metric}: transferred vs not")
     ax.set_title("Per image, within each cell (95% bootstrap intervals)", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return png(fig)
+    return fig
+
+
+def auroc_missing(n_images: int, n_transferred: int) -> str:
+    """Why a cell has no AUROC: it needs examples that transferred and examples that did not."""
+    if not n_images:
+        return "no AUROC: no image measured"
+    if n_transferred == 0:
+        return f"no AUROC: none of {n_images} transferred"
+    return f"no AUROC: all {n_images} transferred"

@@ -15,6 +15,17 @@ MAX_LABELLED_ROWS = 80   # rows the heatmap names and numbers
 MAX_HEIGHT_IN = 40.0     # its height, whatever the number of rows
 
 
+def heatmap_labels(table: pd.DataFrame) -> list:
+    """Each row's label: the index fields that vary between rows, named (``attack=PGN, zeta=3``); a
+    field that is the same in every row says nothing about the row (the title gives it), and a field a
+    row does not have ('-': I-FGSM has no zeta) is left out of that row's label."""
+    rows = [i if isinstance(i, tuple) else (i,) for i in table.index]
+    names = [str(n) if n is not None else f"field {k}" for k, n in enumerate(table.index.names)]
+    varying = [k for k in range(len(names)) if len({str(r[k]) for r in rows}) > 1] or [0]
+    show = (lambda k, v: str(v)) if len(varying) == 1 else (lambda k, v: f"{names[k]}={v}")
+    return [", ".join(show(k, r[k]) for k in varying if str(r[k]) != "-") for r in rows]
+
+
 def heatmap_png(table: pd.DataFrame, white: pd.DataFrame, value: str) -> bytes:
     import matplotlib
 
@@ -22,12 +33,16 @@ def heatmap_png(table: pd.DataFrame, white: pd.DataFrame, value: str) -> bytes:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    labels = [" | ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in table.index]
+    labels = heatmap_labels(table)
     n = len(table)
     # Past a screenful of rows, numbers and names in every cell are unreadable and cost minutes
     # to draw (a study of thousands of cells): the picture keeps every row, table.md the numbers.
     readable = n <= MAX_LABELLED_ROWS
-    fig, ax = plt.subplots(figsize=(1.1 * len(table.columns) + 3.5, min(0.45 * n, MAX_HEIGHT_IN) + 1.8))
+    # The width leaves room for the row labels (about 0.07 in per character); constrained layout keeps
+    # the labels and the colour bar's numbers inside the figure.
+    label_in = 0.07 * max((len(x) for x in labels), default=10) if readable else 0.5
+    fig, ax = plt.subplots(figsize=(1.1 * len(table.columns) + 2.5 + label_in, min(0.45 * n, MAX_HEIGHT_IN) + 1.8),
+                           layout="constrained")
     im = ax.imshow(table.values.astype(float), cmap="viridis", vmin=0, vmax=100, aspect="auto",
                    interpolation="nearest")
     ax.set_xticks(range(len(table.columns)), labels=list(table.columns), rotation=35, ha="right")
@@ -48,8 +63,10 @@ def heatmap_png(table: pd.DataFrame, white: pd.DataFrame, value: str) -> bytes:
             if white.values[:, j].any():
                 ax.add_patch(Rectangle((j - 0.5, -0.5), 1, n, fill=False, edgecolor="red", lw=2))
     fig.colorbar(im, ax=ax, label=f"{value} (%)")
-    ax.set_title("Transfer success rate (red box: white-box)")
-    fig.tight_layout()
+    rows = [i if isinstance(i, tuple) else (i,) for i in table.index]
+    fixed = [f"{n}={rows[0][k]}" for k, n in enumerate(table.index.names)
+             if n is not None and n != "attack" and len({str(r[k]) for r in rows}) == 1 and str(rows[0][k]) != "-"]
+    ax.set_title("Transfer success rate (red box: white-box)" + (f"\n{', '.join(fixed)}" if fixed else ""), fontsize=10)
     return png(fig)
 
 
