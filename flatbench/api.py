@@ -27,12 +27,12 @@ def load_dataset(name: str = "digits", n_images: Optional[int] = None, **setting
     """
     from .cell.plan import load_data as load_cell_data
     from .compose import compose
-    from .config import resolve
+    from .settings import load_settings
 
     _known("data", name)
     overrides = [f"data={name}", f"n_images={'all' if n_images is None else int(n_images)}"]
     overrides += [f"data.{k}={_override(v)}" for k, v in settings.items()]
-    return load_cell_data(resolve(compose(overrides)))
+    return load_cell_data(load_settings(compose(overrides)).cell)
 
 
 def _known(group: str, name: str) -> None:

@@ -5,7 +5,7 @@ batch through the digits ResNet needs tensors of 1-16 MiB at every layer. glibc 
 with mmap and hands them back with munmap on free (its threshold adapts, but differently in each
 process, depending on what the process allocated before), so every step touches fresh pages:
 measured 1,660 to 5,986 minor page faults per forward+backward on the 2-core machine, and the
-process's speed wandering with them (2,500 to 3,300 gradient evaluations/s, issue 25). Keeping
+process's speed wandering with them (2,500 to 3,300 gradient evaluations/s). Keeping
 those blocks in the heap (``M_MMAP_THRESHOLD`` = 32 MiB, glibc's largest) and not trimming the heap
 back below 512 MiB after each step removes the faults (about 30 per step) and the wander.
 

@@ -4,9 +4,9 @@ PyTorch, oneDNN and MKL each pick the vector width of their CPU kernels from the
 find, and a wider kernel sums in another order: on the default experiment, ATen's kernels at
 ``default`` instead of ``avx2`` moved 10 of the 24 README-test entries by up to a point, oneDNN
 limited to SSE4.1 or AVX moved up to 422 pixels of a cell, MKL's ``COMPATIBLE`` branch up to 27
-(``scripts/kernel_paths.py``; README, "The same table on every machine"). An earlier sessions' CPU and an
-AVX2-only AMD EPYC therefore crafted different images from one command (issue 34: 16 entries of
-the README's digits-cnn rows one to three images apart).
+(``scripts/kernel_paths.py``; README, "The same table on every machine"). Two CPUs, an AVX-512 one and an
+AVX2-only AMD EPYC, therefore crafted different images from one command (16 entries of the
+README's digits-cnn rows one to three images apart).
 
 The command line pins all three to their AVX2 paths before torch runs its first operation:
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, Iterable, Mapping, Optional
 
-# flatbench 0.2 gave each concept one name (issue 16): the config group that chose the update
+# flatbench 0.2 gave each concept one name: the config group that chose the update
 # rule was `attack`, which is also the whole method's column; the one that chose the gradient
 # estimator was `penalty`, which also held VMI and the plain gradient (`none`).
 RENAMED_GROUPS = {"attack": "optimizer", "penalty": "estimator"}          # since 0.2

@@ -1,4 +1,4 @@
-"""torch.compile and CUDA graphs against eager (issue 36, section 1; run by scripts/gpu_check.sh):
+"""torch.compile and CUDA graphs against eager (run by scripts/gpu_check.sh):
 can compiling the surrogate lift the bare limit itself (4,508 gradient evaluations/s for ResNet-50
 bf16 on the H200, eager), and does the gain reach a cell?
 

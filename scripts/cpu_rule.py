@@ -1,4 +1,4 @@
-"""The CPU rule against the bare limit (issue 36, section 2): PGN through ``create_attack`` with no
+"""The CPU rule against the bare limit: PGN through ``create_attack`` with no
 performance arguments (chunk and format by rule, the rule sized from the machine's total memory),
 on digits-resnet at 32x32 and timm ResNet-18 (random init) at 64x64, at batch 8 and 64.
 

@@ -1,5 +1,5 @@
 """What users get: PGN's crafting time with the defaults of the command line and of
-create_attack, next to pinned settings (issue 17's table).
+create_attack, next to pinned settings (docs/benchmarks.md's table).
 
 64 test digits, eps 32/255, T 10, N 20, from the digits ResNet; a gradient evaluation is one
 image through forward + input gradient (PGN: 64 x 10 x 20 x 2 = 25,600 of them).
@@ -10,7 +10,7 @@ image through forward + input gradient (PGN: 64 x 10 x 20 x 2 = 25,600 of them).
 
 Rows: cli_default (flatbench n_images=64 method=pgn surrogate=digits-resnet: chunk and format
 by rule), cli_measure (chunk=measure channels_last=measure: timed), cli_old
-(chunk=256 channels_last=false, the defaults before issue 17), and the same three through
+(chunk=256 channels_last=false, the earlier defaults), and the same three through
 create_attack. CLI times are the cell's craft_seconds; API times are the first call's, with
 the measurement included where there is one, as a notebook user pays it.
 """
@@ -41,8 +41,6 @@ def cli(extra, tmp: Path) -> float:
 
 
 def api(kwargs) -> float:
-    import torch
-
     from flatbench.attacks import create_attack
     from flatbench.data import DATASETS
     from flatbench.models import load_model
@@ -61,13 +59,13 @@ ROWS = {
                     lambda t: cli([], t)),
     "cli_measure": ("the same with `chunk=measure channels_last=measure` (timed, measurement included)",
                     lambda t: cli(["chunk=measure", "channels_last=measure"], t)),
-    "cli_old": ("the same with `chunk=256 channels_last=false` (the defaults before issue 17)",
+    "cli_old": ("the same with `chunk=256 channels_last=false` (the earlier defaults)",
                 lambda t: cli(["chunk=256", "channels_last=false"], t)),
     "api_default": ('`create_attack("pgn", model, eps=32/255)` (no performance arguments: by rule)',
                     lambda t: api({})),
     "api_measure": ('the same with `chunk="measure", channels_last="measure"` (measurement included)',
                     lambda t: api({"chunk": "measure", "channels_last": "measure"})),
-    "api_old": ('the same with `chunk=None, channels_last=False` (the defaults before issue 17)',
+    "api_old": ('the same with `chunk=None, channels_last=False` (the earlier defaults)',
                 lambda t: api({"chunk": None, "channels_last": False})),
 }
 
@@ -117,7 +115,7 @@ def bare_limit(batches=(32, 64, 128), seconds: float = 2.0) -> dict:
 
 def efficiency(rounds: int) -> int:
     """The CLI default cell's rate over the bare limit measured right before and right after it
-    (their mean: the machine's speed drifts), ``rounds`` times (issue 25: the median of three)."""
+    (their mean: the machine's speed drifts), ``rounds`` times (the median of three)."""
     import statistics
 
     from flatbench.heap import keep_heap

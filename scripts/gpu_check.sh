@@ -46,11 +46,11 @@ if [ ${#smoke[@]} -eq 0 ]; then
     "$PY" scripts/bench.py --model inception_v3 --size 299 --batch 25 --dtype $dtype --search 25 50 100 200 \
       "${common[@]}" --no-baseline --csv "$out/inception_v3-299-$dtype.csv" 2>&1 | tee -a "$out/log.txt"
   done
-  # Batch packing (issue 36): I-FGSM, MI-FGSM and GNP crafting 500 images at batch 25 through the crafting stage.
+  # Batch packing: I-FGSM, MI-FGSM and GNP crafting 500 images at batch 25 through the crafting stage.
   for dtype in fp32 bf16; do
     "$PY" scripts/packing_gpu.py --device "$device" --model resnet50 --size 224 --dtype $dtype 2>&1 | tee -a "$out/log.txt"
   done
-  # Can compiling lift the limit itself (issue 36)? Rows stop being started after --budget-s.
+  # Can compiling lift the limit itself ? Rows stop being started after --budget-s.
   "$PY" scripts/compile_gpu.py --device "$device" --model resnet50 --size 224 --dtype bf16 --budget-s 180 2>&1 | tee -a "$out/log.txt"
 else
   "$PY" scripts/bench.py --model resnet18 --size 64 "${common[@]}" --repeats 1 --csv "$out/smoke.csv" 2>&1 | tee -a "$out/log.txt"

@@ -1,5 +1,5 @@
 """Make a sweep of N cells from one real cell directory, for measuring flatbench-report at the
-scale of a real study (issue 25): copy i gets seed i (and its own cell id) in cell.json,
+scale of a real study: copy i gets seed i (and its own cell id) in cell.json,
 results.csv, predictions.csv and .hydra/overrides.yaml; everything else is the real cell's.
 
     python scripts/make_big_sweep.py CELL_DIR OUT_DIR --cells 5000

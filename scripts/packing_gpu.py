@@ -1,4 +1,4 @@
-"""Batch packing on a device (issue 36, section 1; run by scripts/gpu_check.sh): I-FGSM, MI-FGSM and
+"""Batch packing on a device (run by scripts/gpu_check.sh): I-FGSM, MI-FGSM and
 GNP crafting a set at the paper experiments' ``batch_size=25`` through flatbench's crafting stage
 (``flatbench.cell.crafting.craft``, what a cell runs), packed by rule and unpacked (``chunk=25``:
 one batch a forward, as before packing), against the bare forward+input-gradient limit (the best

@@ -1,4 +1,4 @@
-"""Batch packing's speed (issue 36, section 1): an I-FGSM cell of 512 test digits on digits-resnet
+"""Batch packing's speed: an I-FGSM cell of 512 test digits on digits-resnet
 through the command line at ``batch_size=8`` (packed: the rule's chunk of 64 holds eight batches
 per call), at ``batch_size=8 chunk=8`` (one batch per forward: what main did before packing), and
 at ``batch_size=64``. Each round runs the three interleaved, each in a fresh cell directory and

@@ -17,7 +17,7 @@
 # before it may start again: SLURM's cred_expire, 120 s by default on real clusters, 10 s here),
 # FLATBENCH_SLURM_NODES (1: one node named after this host; 2 or more: that many nodes n1, n2, ...
 # on this host, one slurmd each with its own node name, port, spool, log and pid file, so that
-# `srun -N 2 -n 2` runs one task on each, as on two machines; issue 36). A second cluster beside
+# `srun -N 2 -n 2` runs one task on each, as on two machines). A second cluster beside
 # the first needs its own FLATBENCH_SLURM_DIR and FLATBENCH_SLURM_PORT:
 #
 #   FLATBENCH_SLURM_DIR=/tmp/fb2 FLATBENCH_SLURM_PORT=6840 FLATBENCH_SLURM_NODES=2 scripts/slurm_local.sh start

@@ -27,7 +27,7 @@ class StepContext:
     predict: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # x -> the surrogate's classes (no gradient)
     origin: Optional[torch.Tensor] = None   # the clean images of the batch (CWA's inner steps stay in their ε-ball)
     members: int = 0         # the surrogate ensemble's models (0: one model, not an Ensemble)
-    # Batches crafted together in one forward (issue 36): (each batch's seed, its images), in the
+    # Batches crafted together in one forward (packing): (each batch's seed, its images), in the
     # order they are stacked in x; None for one batch, keyed by ``seed``.
     packed: Optional[Tuple[Tuple[Hashable, int], ...]] = None
 

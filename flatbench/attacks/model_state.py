@@ -94,7 +94,7 @@ def deterministic_kernels() -> Iterator[None]:
 
     The flag is set through :func:`_deterministic_algorithms`: ``torch.use_deterministic_algorithms``
     also imports ``torch._inductor`` to set inductor's flag, about 1 s that a fresh process paid
-    inside its first attack call (issue 25).
+    inside its first attack call.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     cudnn = torch.backends.cudnn.deterministic

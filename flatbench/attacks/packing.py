@@ -1,4 +1,4 @@
-"""Packing (issue 36): several batches of a cell crafted in one call of the loop, so that a forward
+"""Packing: several batches of a cell crafted in one call of the loop, so that a forward
 holds as many images as the chunk allows when one batch alone leaves it room. At the paper
 experiments' batch 25, I-FGSM, MI-FGSM and GNP put 25 images in a forward that holds 256 on a
 GPU (0.27-0.47 of the bare limit on the H200); at batch 8 on 2 CPU cores, I-FGSM on

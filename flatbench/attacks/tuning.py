@@ -4,7 +4,7 @@ neighbours are split into chunks) and the surrogate's memory format.
 What the choice changes: speed and memory, and the floating-point summation order. The noise is
 keyed per neighbour, never per chunk, so the attack is the same; but another batch size selects
 other kernels, and channels_last sums in another order, which can flip the sign of a near-zero
-gradient component and move a pixel by a step (scripts/chunk_numerics.py; issue 23 saw 205 of
+gradient component and move a pixel by a step (scripts/chunk_numerics.py; one run saw 205 of
 98,304 pixels move when a loaded machine measured chunk 1 instead of 64). So the defaults are
 chosen by rule, from facts that do not depend on what else the machine is doing:
 
@@ -62,7 +62,7 @@ def bytes_per_image(model: nn.Module, x: torch.Tensor, amp: Optional[str] = None
     hooks, for two images less one. What every image of a forward shares (the weights a layer
     saves for its input gradient, autocast's copies of them) is there once per forward, not per
     image: counting one image alone had ResNet-18 at 64x64 need 47 MB per image, 45 MB of it its
-    weights, and the CPU rule chose chunk 16 where 64 ran 30% faster (issue 36)."""
+    weights, and the CPU rule chose chunk 16 where 64 ran 30% faster."""
     return max(1, _saved_bytes(model, x, 2, amp) - _saved_bytes(model, x, 1, amp))
 
 

@@ -1,4 +1,4 @@
-"""The report's compute axis (issue 33, part 4): transfer against the gradient evaluations spent.
+"""The report's compute axis: transfer against the gradient evaluations spent.
 
 ``compute.csv`` has one row per (cell, step): the cell's black-box mean ASR (the mean over the
 targets that are not the surrogate, as table.md's 'black-box mean') at the gradient evaluations

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ESTIMATORS = Parts("estimator")
 
-# The cost knobs (``budget=B``, issue 33): the number of steps where one step is a fixed number of
+# The cost knobs (``budget=B``): the number of steps where one step is a fixed number of
 # evaluations (the plain gradient, GNP, RAP, ANDA), else the neighbours at the preset's T.
 STEPS = Knob("steps", text="T, with α = ε/T where α is left null")
 TRAVEL2 = Knob("steps", travel=2.0, text="T, with α = 2ε/T where α is left null")
@@ -35,7 +35,7 @@ class Estimator(Part, abc.ABC):
         """Copies of each image in its widest forward (its neighbours or views; 1: one at a time)."""
         return getattr(self, "n_samples", None) or getattr(self, "n_views", None) or 1
 
-    # Whether several batches may be crafted in one call (issue 36's packing): only when the estimator
+    # Whether several batches may be crafted in one call (packing): only when the estimator
     # draws no batch-wide keys itself (StepContext.rng) and treats each image alone; the transforms'
     # draws are keyed per batch by the loop, so they never stop it.
     packable = False

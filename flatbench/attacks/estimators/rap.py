@@ -53,7 +53,7 @@ cross-entropy on the surrogate's prediction at x (taken once per outer step, bef
 steps), from the same uniform start, in the same ball and box. Where x already fools the
 surrogate that pushes n away from the adversarial class; where it does not, along the attack.
 (The released ``rap_attack_new.py`` takes that label from the data set's target column; the
-surrogate's prediction is how issue 34 reads the full script.) Tested equal to a reference
+surrogate's prediction is how the full script reads.) Tested equal to a reference
 written from that script.
 """)
 class RAP(Estimator):
