@@ -21,7 +21,7 @@ def test_the_site_builds_strict_with_the_readme_as_home_and_the_api_reference(tm
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     assert "create_attack" in api and "trajectory" in api        # generated from the docstrings
     nav = re.findall(r"^\s+- [^:]+: (\S+\.md)$", (ROOT / "mkdocs.yml").read_text(), flags=re.M)
-    pages = {p.name for p in (ROOT / "docs").glob("*.md")}
+    pages = {p.relative_to(ROOT / "docs").as_posix() for p in [*(ROOT / "docs").glob("*.md"), *(ROOT / "docs").glob("notebooks/*.md")]}
     assert pages == set(nav) - {"index.md"}, "every page of docs/ is in the site's nav, and only those"
 
 
