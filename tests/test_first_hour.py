@@ -49,3 +49,28 @@ def test_a_rerun_of_another_cell_moves_the_stale_report_aside(tmp_path):
     kept = out / f"report.cell-{old}"
     assert (kept / "table.md").exists() and "I-FGSM" in (kept / "table.md").read_text()
     assert f"report.cell-{old}" in p.stderr + p.stdout
+
+
+def test_the_crafting_bar_moves_after_every_step(monkeypatch):
+    """Regression: the bar moved once per batch, so PGN sat at 0/32 for 17 s. With 70 images (a batch of
+    64 and one of 6) and T = 4, it now moves after the steps inside each batch and ends at the whole set."""
+    import tqdm.auto
+
+    seen, ends = [], []
+
+    class Recording(tqdm.auto.tqdm):
+        def update(self, n=1):
+            seen.append(n)
+            return super().update(n)
+
+        def close(self):
+            ends.append(self.n)
+            return super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recording)
+    data = flatbench.load_dataset("digits", n_images=70)
+    attack = flatbench.create_attack("mifgsm", flatbench.load_model("digits-cnn"), eps=32 / 255, steps=4)
+    adv = flatbench.craft_set(attack, data, batch_size=64, progress=True)
+    assert len(adv) == 70
+    # After steps 1, 2 and 3 of each batch a quarter of it; after the last, the batch is whole.
+    assert seen == [16.0] * 3 + [1.5] * 3 and ends and set(ends) == {70}, (seen, ends)

@@ -76,24 +76,26 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
     groups = _my_groups(attack, data, device, batch_size, world)
     mine = [b for g in groups for b in g]
     bar = tqdm(total=sum(hi - lo for lo, hi in mine), desc=f"craft {attack.label}", unit="img",
-               disable=not progress or not world.main)
+               disable=not progress or not world.main,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} img [{elapsed}<{remaining}, {rate_fmt}]")
     crafted_now = []   # (lo, hi) of the batches crafted now: the log names them (per rank under DDP)
     who = f"rank {world.rank}/{world.size}: " if world.active else ""   # each rank's log says what it did
     if store is not None and not force and not store.full.exists():
         _log_resume(who, store, mine)
     settings_kept = store is None or (not force and store.settings_path.exists())
-    have = {}   # (lo, hi) -> (the stored last step or None, {step: the stored snapshot or None})
-    for lo, hi in mine:
-        done = final[lo:hi] if final is not None else None if (store is None or force) else store.load_batch(lo, hi)
-        have[lo, hi] = done, {t: None if force else st.load_batch(lo, hi) for t, st in snapshots.items()}
+    have = _stored(mine, final, store, snapshots, force)
     for group in groups:
         rows = [(lo, hi) for lo, hi in group
                 if have[lo, hi][0] is None or any(v is None for v in have[lo, hi][1].values())]
+        shown = bar.n
         if rows:
             if stop is not None:
                 stop.check(f"before batch {_named(rows)}")
+            # The bar moves after every step, not only after every batch: a PGN batch of 64 can take a minute.
+            per_step = sum(hi - lo for lo, hi in rows) / max(1, until or attack.steps)
             xs_of = _resumable_pack(attack, data, y_attack, rows, device, seed, tuple(snapshots), until,
-                                    None if force else store, stop, world, settings_kept)
+                                    None if force else store, stop, world, settings_kept,
+                                    tick=lambda: bar.update(per_step))
             for (lo, hi), xs in zip(rows, xs_of):
                 settings_kept = _keep_batch(attack, data, lo, hi, xs, have, snapshots, store, final, quantize_mode,
                                             settings_kept, world)
@@ -102,10 +104,20 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
             out[lo:hi] = have[lo, hi][0]
             for t in snapshots:
                 snap_sets[t][lo:hi] = have[lo, hi][1][t]
-            bar.update(hi - lo)
+        bar.n = shown + sum(hi - lo for lo, hi in group)   # whole again: the group's images are done
+        bar.refresh()
     bar.close()
     _log_crafted(who, crafted_now, len(mine))
     return out, time.perf_counter() - t0, len(crafted_now)
+
+
+def _stored(mine, final, store, snapshots, force: bool) -> dict:
+    """(lo, hi) -> (the stored last step or None, {step: the stored snapshot or None}) for each batch."""
+    have = {}
+    for lo, hi in mine:
+        done = final[lo:hi] if final is not None else None if (store is None or force) else store.load_batch(lo, hi)
+        have[lo, hi] = done, {t: None if force else st.load_batch(lo, hi) for t, st in snapshots.items()}
+    return have
 
 
 def _my_groups(attack, data: ImageSet, device, batch_size: int, world: World) -> List[List[tuple]]:
@@ -185,7 +197,7 @@ def _named(rows) -> str:
 
 def _resumable_pack(attack, data: ImageSet, y_attack: torch.Tensor, rows, device, seed: int, at: tuple,
                     until: Optional[int], store: Optional[AdvStore], stop: Optional[StopRequest], world: World,
-                    settings_kept: bool) -> List[Dict[int, torch.Tensor]]:
+                    settings_kept: bool, tick=None) -> List[Dict[int, torch.Tensor]]:
     """The batches ``rows`` crafted in one call, continued from their paused state when the store has
     one; a stop signal pauses them after the current step, keeps that state in the store (under the
     first batch's start and the last one's end), and stops the cell (a requeue resumes it there)."""
@@ -197,7 +209,13 @@ def _resumable_pack(attack, data: ImageSet, y_attack: torch.Tensor, rows, device
         resume = None
     if resume is not None:
         log.info("batch %s: continuing from step %d (its state was kept when it paused)", _named(rows), resume["step"] + 1)
-    pause = stop.requested if stop is not None and store is not None else None
+    asked = stop.requested if stop is not None and store is not None else None
+
+    def pause() -> bool:   # asked after every step but the last: the progress bar moves, a signal pauses
+        if tick is not None:
+            tick()
+        return bool(asked is not None and asked())
+
     if stop is not None:
         stop.crafting = True
     try:
