@@ -57,6 +57,7 @@ def task(cfg: DictConfig, job: Job) -> Optional[float]:
     if df is None:  # ranks > 0
         return None
     job.grad_evals = int(df.attrs.get("grad_evals_now", 0))
+    job.craft_seconds = df.attrs.get("craft_seconds_now")
     print_table(df)
     log.info("results: %s", job.out_dir / CellLayout.RESULTS)
     objective = cell_objective(df, str(cfg.objective))

@@ -30,6 +30,7 @@ class Job:
     sweep_dir: Optional[str]    # the sweep directory, for multiruns
     stop: StopRequest
     grad_evals: int = 0         # what the cell crafted now (set by the task; the sweep's progress line)
+    craft_seconds: Optional[float] = None   # the seconds it spent crafting them (None: not known)
 
     def record(self) -> Dict[str, Any]:
         """What an error record and a failure message say about the job."""
@@ -102,13 +103,13 @@ def check_tasks(job: Job) -> None:
                           f"elsewhere hydra.launcher.tasks_per_node=1 (one cell per task) or torchrun")
 
 
-def _progress(job: Job, ok: bool, seconds: float, grad_evals: int) -> None:
+def _progress(job: Job, ok: bool, seconds: float, grad_evals: int, craft_seconds: Optional[float] = None) -> None:
     """The sweep's progress line after this cell (see :mod:`flatbench.progress`)."""
     if not job.multirun or not job.world.main or job.sweep_dir is None:
         return
     from .progress import record_progress
 
-    line = record_progress(job.sweep_dir, job.overrides, ok, seconds, grad_evals)
+    line = record_progress(job.sweep_dir, job.overrides, ok, seconds, grad_evals, craft_seconds)
     if line:
         print(line, file=sys.stderr, flush=True)
 
@@ -127,7 +128,7 @@ def cell_task(body: Callable[[Any, Job], Optional[float]]):
         try:
             check_tasks(job)
             objective = body(cfg, job)
-            _progress(job, True, time.perf_counter() - t0, job.grad_evals)
+            _progress(job, True, time.perf_counter() - t0, job.grad_evals, job.craft_seconds)
             return objective
         except Stop as exc:
             if job.stop.requeue is not None:   # SIGUSR2 waited for the batch in progress to be kept

@@ -61,8 +61,10 @@ def sweep_task(sweep_dir: Path) -> List[str]:
     return list(OmegaConf.load(Path(sweep_dir) / SweepLayout.MULTIRUN).hydra.overrides.task)
 
 
-def record_progress(sweep_dir: str, overrides: List[str], ok: bool, seconds: float, grad_evals: int = 0) -> Optional[str]:
-    """Add this cell's record and return the progress line (None when the file cannot be written)."""
+def record_progress(sweep_dir: str, overrides: List[str], ok: bool, seconds: float, grad_evals: int = 0,
+                    craft_seconds: Optional[float] = None) -> Optional[str]:
+    """Add this cell's record and return the progress line (None when the file cannot be written).
+    ``craft_seconds``: the part of ``seconds`` spent crafting (None: not known)."""
     from .io import update_json
 
     def change(state: Dict[str, Any]) -> Dict[str, Any]:
@@ -73,7 +75,8 @@ def record_progress(sweep_dir: str, overrides: List[str], ok: bool, seconds: flo
             state = {**expand_sweep(Path(sweep_dir)), "done": {}}
             state["done"] = {k: v for k, v in old.items() if k in state["cells"]}
         state["done"][_key(overrides)] = {"ok": bool(ok), "seconds": float(seconds), "grad_evals": int(grad_evals),
-                                          "when": time.time()}
+                                          "when": time.time(),
+                                          **({} if craft_seconds is None else {"craft_seconds": float(craft_seconds)})}
         return state
 
     state = update_json(SweepLayout.progress(sweep_dir), change, lock=SweepLayout.progress_lock(sweep_dir), sort_keys=False)
@@ -97,9 +100,20 @@ def progress_line(state: Dict[str, Any]) -> str:
     if n_left == 0:
         eta = "nothing left"
     elif cells and evals_done > 0 and all(cells.get(k) is not None for k in left_cells):
-        left = sum(cells[k] for k in left_cells) * seconds_done / evals_done
-        eta = (f"about {_fmt(left)} of cell time left (projected: the plan's gradient evaluations of the "
-               f"{n_left} cells left at the {len(ran)} finished cells' seconds per evaluation)")
+        evals_left = sum(cells[k] for k in left_cells)
+        if all("craft_seconds" in r for r in ran.values()):
+            # Crafting at its own rate; evaluation and flatness, which do not scale with the crafting
+            # evaluations, at their own mean per cell.
+            craft = sum(r["craft_seconds"] for r in ran.values())
+            besides = (seconds_done - craft) / len(ran)
+            left = evals_left * craft / evals_done + n_left * max(0.0, besides)
+            eta = (f"about {_fmt(left)} of cell time left (projected: the plan's gradient evaluations of the "
+                   f"{n_left} cells left at the {len(ran)} finished cells' crafting seconds per evaluation, plus "
+                   f"their mean {_fmt(max(0.0, besides))} per cell besides crafting)")
+        else:
+            left = evals_left * seconds_done / evals_done
+            eta = (f"about {_fmt(left)} of cell time left (projected: the plan's gradient evaluations of the "
+                   f"{n_left} cells left at the {len(ran)} finished cells' seconds per evaluation)")
     elif ran:
         left = n_left * seconds_done / len(ran)
         eta = f"about {_fmt(left)} of cell time left (projected: {n_left} cells at the finished cells' mean time)"

@@ -249,3 +249,18 @@ def test_compose_inside_a_hydra_app_leaves_the_apps_global_hydra():
         app = GlobalHydra.instance().hydra
         assert compose(["method=pgn"]).estimator.name == "pgn"
         assert GlobalHydra.instance().hydra is app
+
+
+def test_progress_line_counts_the_time_besides_crafting_per_cell():
+    """Regression: a finished cell's whole time was charged to its crafting evaluations, so a cheap
+    cell whose flatness took a minute made every costly cell left look 100 times longer ("about 4.7 min
+    left" with one minute left). Crafting is projected at its own seconds per evaluation, and the time
+    besides crafting (evaluation, flatness) at its own mean per cell. Broken variant tried: the old
+    formula (6,100 s here)."""
+    from flatbench.progress import progress_line
+
+    state = {"total": 2, "cells": {"cheap": 10, "costly": 1000},
+             "done": {"cheap": {"ok": True, "seconds": 61.0, "grad_evals": 10, "craft_seconds": 1.0}}}
+    # costly: 1,000 evaluations at 0.1 s each, plus the 60 s the finished cell spent besides crafting.
+    line = progress_line(state)
+    assert "about 2.7 min of cell time left" in line and "mean 60 s per cell besides crafting" in line, line

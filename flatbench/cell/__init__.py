@@ -81,6 +81,7 @@ def run_cell(st: Settings, out_dir: Path, mode: str = "run", sweep: Optional[Dic
         flatness_cell(cell, st, models)
         df = record_cell(cell, st)
         df.attrs["grad_evals_now"] = int(cell.attack.grad_evals)   # crafted now (0 when the set was reused)
+        df.attrs["craft_seconds_now"] = float(cell.craft_meta.get("craft_seconds", 0.0)) if cell.attack.grad_evals else 0.0
         logger.log_rows(df)
         failed = False
         return df
