@@ -125,10 +125,15 @@ def hessian_top(loss_fn: LossFn, x: torch.Tensor, ids: Sequence[str], seed: int 
 
 
 def metrics(loss_fn: LossFn, x: torch.Tensor, ids: Sequence[str], settings: FlatnessSettings,
-            seed: int = 0) -> Dict[str, torch.Tensor]:
-    """Every metric of the module docstring, per image (tensors of shape [B])."""
+            seed: int = 0, tick: Optional[Callable[[float], None]] = None) -> Dict[str, torch.Tensor]:
+    """Every metric of the module docstring, per image (tensors of shape [B]). ``tick(share)`` is told
+    after each part what share of the batch's work is done (a progress bar; the shares, by the part's
+    passes through the model, sum to 1)."""
     st = settings
+    cost = {"grad": 1.0, "sharp": 0.5 * st.k_samples, "worst": float(st.worst_steps), "hess": 2.0 * st.power_iters}
+    done = (lambda part: tick(cost[part] / sum(cost.values()))) if tick is not None else (lambda part: None)
     loss, g = _grad(loss_fn, x)
+    done("grad")
     loss = loss.detach()
     out = {"loss": loss, "grad_l1": g.flatten(1).abs().sum(1), "grad_l2": g.flatten(1).norm(dim=1)}
     lows = []
@@ -138,6 +143,7 @@ def metrics(loss_fn: LossFn, x: torch.Tensor, ids: Sequence[str], settings: Flat
             z = x + u
             lows.append(loss_fn(z.clamp(0, 1) if st.clamp else z))
     lows = torch.stack(lows)
+    done("sharp")
     out["sharp_mean"] = loss - lows.mean(0)
     out["sharp_max"] = loss - lows.min(0).values
     step = 2.5 * st.rho / st.worst_steps  # the usual PGD step: reach the boundary with slack
@@ -150,8 +156,10 @@ def metrics(loss_fn: LossFn, x: torch.Tensor, ids: Sequence[str], settings: Flat
             z = z.clamp(0, 1)
     with torch.no_grad():
         out["sharp_worst"] = loss - loss_fn(z)
+    done("worst")
     out["sharp_worst_linear"], out["sharp_worst_curvature"] = split_worst(out["sharp_worst"], out["grad_l1"], st.rho)
     out["hess_top"] = hessian_top(loss_fn, x, ids, seed, st.power_iters, st.tol)
+    done("hess")
     return {k: v.detach().float().cpu() for k, v in out.items()}
 
 

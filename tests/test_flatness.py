@@ -105,6 +105,11 @@ def test_metrics_are_deterministic_and_independent_of_batching(small_cnn):
         assert torch.allclose(full[k], torch.cat([h[k] for h in halves]), atol=1e-5, rtol=1e-4), k
     other = metrics(model_loss(small_cnn, y, False), x, ids, st, seed=8)
     assert not torch.equal(full["sharp_mean"], other["sharp_mean"])
+    # The progress hook (the flatness bar moves within a batch) changes no number; its shares sum to 1.
+    shares = []
+    ticked = metrics(model_loss(small_cnn, y, False), x, ids, st, seed=7, tick=shares.append)
+    assert all(torch.equal(full[k], ticked[k]) for k in full)
+    assert len(shares) == 4 and sum(shares) == pytest.approx(1.0) and shares[-1] == max(shares)
 
 
 def test_settings_out_of_range_name_the_key():

@@ -33,12 +33,19 @@ def measure_flatness(model, data: ImageSet, adv: torch.Tensor, y: torch.Tensor, 
     frames, cols = [], {}
     for at, images in where:
         per = {m: [] for m in METRICS}
-        for lo in tqdm(range(0, len(data), batch_size), desc=f"flatness ({at})", disable=not progress):
+        # In images, moved after each part of a batch's metrics (a batch of 64 can take a minute).
+        bar = tqdm(total=len(data), desc=f"flatness ({at})", unit="img", disable=not progress,
+                   bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} img [{elapsed}<{remaining}]")
+        for lo in range(0, len(data), batch_size):
             hi = min(len(data), lo + batch_size)
             x = images[lo:hi].to(device).float() / 255.0
             fn = model_loss(model, y[lo:hi], s.targeted)
-            for m, v in metrics(fn, x, data.ids[lo:hi], flat, seed=s.seed).items():
+            tick = (lambda share, n=hi - lo: bar.update(share * n))
+            for m, v in metrics(fn, x, data.ids[lo:hi], flat, seed=s.seed, tick=tick).items():
                 per[m] += v.tolist()
+            bar.n = hi   # whole again at the batch's end
+            bar.refresh()
+        bar.close()
         frames.append(pd.DataFrame({"image_id": data.ids, "at": at, **per}))
         cols.update(aggregate(per, prefix="flat" if at == "adv" else "flat_clean"))
     atomic_write_text(cell_dir.file(cell_dir.FLATNESS), pd.concat(frames).to_csv(index=False))
