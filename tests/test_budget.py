@@ -85,9 +85,11 @@ def test_an_unmeetable_budget_names_what_the_method_can_meet():
 
 
 def test_budget_and_the_explicit_equivalent_are_one_cell_and_plan_shows_the_knob():
-    p = _cli("plan", "-m", "method=pgn,mifgsm", "budget=400", "n_images=8")
+    p = _cli("plan", "-m", "method=pgn,mifgsm", "budget=400", "n_images=8", "--wide")
     assert p.returncode == 0, p.stderr[-2000:]
-    q = _cli("plan", "-m", "method=pgn,mifgsm", "n_images=8", "steps=10,400")
+    narrow = _cli("plan", "-m", "method=pgn,mifgsm", "budget=400", "n_images=8").stdout
+    assert "n_samples=20" in narrow and "steps=400" in narrow   # the knob budget=B set, also in 100 columns
+    q = _cli("plan", "-m", "method=pgn,mifgsm", "n_images=8", "steps=10,400", "--wide")   # --wide: the cell ids
     assert q.returncode == 0, q.stderr[-2000:]
     ids = {}
     for line in q.stdout.splitlines():

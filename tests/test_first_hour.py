@@ -74,3 +74,18 @@ def test_the_crafting_bar_moves_after_every_step(monkeypatch):
     assert len(adv) == 70
     # After steps 1, 2 and 3 of each batch a quarter of it; after the last, the batch is whole.
     assert seen == [16.0] * 3 + [1.5] * 3 and ends and set(ends) == {70}, (seen, ends)
+
+
+def test_plan_fits_a_terminal_and_wide_shows_every_column(tmp_path):
+    """Regression: `flatbench plan -m experiment=digits` printed a table about 260 columns wide that cut
+    off its rate sources. The default table fits 100 columns, names each rate's source once below it,
+    and --wide prints every column."""
+    from helpers import run
+
+    args = ["flatbench", "plan", "-m", "method=mifgsm,pgn", "surrogate=digits-cnn,digits-resnet", "n_images=8",
+            "targets=digits_small"]
+    out = run(args, None, tmp_path).stdout
+    assert out and max(len(line) for line in out.splitlines()) <= 100, out
+    assert re.search(r"^r1: (on file|measured now)", out, re.M) and "projected" in out and "eval_passes" not in out
+    wide = run(args + ["--wide"], None, tmp_path).stdout
+    assert "eval_passes" in wide and "rate_source" in wide

@@ -2,7 +2,8 @@
 
     flatbench plan method=pgn surrogate=digits-resnet          # one cell
     flatbench plan -m experiment=digits                        # the sweep a -m run would make
-    flatbench plan -m experiment=digits --csv plan.csv         # the same table for scripts
+    flatbench plan -m experiment=digits --csv plan.csv         # every column, for scripts
+    flatbench plan -m experiment=digits --wide                 # every column, printed (wider than 100)
 
 It takes the overrides a run takes (and, with ``-m``, the sweeper's grid: the experiment's
 ``hydra.sweeper.params`` and comma lists on the command line; for an Optuna search, the
