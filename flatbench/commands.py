@@ -27,7 +27,9 @@ def evaluate_main(argv: List[str]) -> int:
     from .settings import load_settings
 
     if not argv or argv[0] in ("-h", "--help"):
-        print(evaluate_main.__doc__)
+        from .registry import plain
+
+        print(plain(evaluate_main.__doc__))
         return 0 if argv else 2
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     dirs = [Path(a) for a in argv if "=" not in a]
@@ -58,7 +60,9 @@ def describe_main(argv: List[str]) -> int:
     would run, written out from its parts with their values (nothing is loaded or run).
     Example: ``flatbench describe pgn estimator.beta=0.8 optimizer=nifgsm transforms=[dim]``."""
     if argv and argv[0] in ("-h", "--help"):
-        print(describe_main.__doc__)
+        from .registry import plain
+
+        print(plain(describe_main.__doc__))
         return 0
     unknown = [a for a in argv[1:] if "=" not in a] + [a for a in argv[:1] if a.startswith("-")]
     if unknown:

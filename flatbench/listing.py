@@ -191,7 +191,9 @@ def main(argv: Sequence[str]) -> int:
         print(f"flatbench list: no kind {argv[0]!r}.{suggest(argv[0], KINDS)} Kinds: {', '.join(KINDS)}", file=sys.stderr)
         return 2
     if not argv or argv[0] in ("-h", "--help") or len(argv) > 2:
-        print(__doc__)
+        from .registry import plain
+
+        print(plain(__doc__))
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     kind, pattern = argv[0], (argv[1] if len(argv) > 1 else None)
     fn = {"methods": list_methods, "models": list_models, "zoos": list_zoos, "experiments": list_experiments,

@@ -8,6 +8,7 @@ config fails at startup instead of hours into a sweep.
 from __future__ import annotations
 
 import difflib
+import re
 import inspect
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -30,6 +31,14 @@ def check_range(key: str, value, ok: bool, allowed: str) -> None:
 # The resize modes flatbench accepts wherever a setting names one (data sets, DIM): torch's
 # F.interpolate modes that work on images of any size.
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area")
+
+
+_ROLE = re.compile(r":(?:mod|class|func|meth|attr|data|exc|obj):`~?\.?([^`]+)`")
+
+
+def plain(doc: Optional[str]) -> str:
+    """A docstring as help text: ``:mod:`.cells``` and the like read as the name they point at."""
+    return _ROLE.sub(lambda m: m.group(1), doc or "")
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:

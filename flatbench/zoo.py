@@ -102,7 +102,9 @@ def cmd_pin(src: Path, names: Sequence[str] = ()) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="flatbench-zoo", description=__doc__,
+    from .registry import plain
+
+    p = argparse.ArgumentParser(prog="flatbench-zoo", description=plain(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the pinned models")

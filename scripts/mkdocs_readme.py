@@ -28,3 +28,20 @@ def home_page(text: str, repo_url: str = "") -> str:
 def on_files(files, config):
     files.append(File.generated(config, "index.md", content=home_page(README.read_text(), config.get("repo_url") or "")))
     return files
+
+
+# Sphinx roles in docstrings (``:func:`~flatbench.create_attack```): mkdocstrings leaves them as text. On
+# the rendered page each becomes the object's name, linked where the page documents it.
+ROLE = re.compile(r":(?:mod|class|func|meth|attr|data|exc|obj):<code>(~?)(\.?)([^<]*)</code>")
+
+
+def on_page_content(html, page, config, files):
+    ids = set(re.findall(r'id="([^"]+)"', html))
+
+    def link(m):
+        target = m.group(3)
+        name = target.split(".")[-1] if (m.group(1) or m.group(2)) else target
+        anchor = next((a for a in (target, f"flatbench.{target}") if a in ids), None)
+        return f'<a href="#{anchor}"><code>{name}</code></a>' if anchor else f"<code>{name}</code>"
+
+    return ROLE.sub(link, html)

@@ -20,6 +20,9 @@ def test_the_site_builds_strict_with_the_readme_as_home_and_the_api_reference(tm
     assert "Quick start" in home and 'href="attacks/"' in home   # the README, its docs/ links made the site's
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     assert "create_attack" in api and "trajectory" in api        # generated from the docstrings
+    # Sphinx roles are rendered: the name, linked where the page documents it (regression: raw ":func:").
+    assert not re.search(r":(mod|class|func|meth|attr|data):<code>", api)
+    assert '<a href="#flatbench.create_attack"><code>create_attack</code></a>' in api
     nav = re.findall(r"^\s+- [^:]+: (\S+\.md)$", (ROOT / "mkdocs.yml").read_text(), flags=re.M)
     pages = {p.relative_to(ROOT / "docs").as_posix() for p in [*(ROOT / "docs").glob("*.md"), *(ROOT / "docs").glob("notebooks/*.md")]}
     assert pages == set(nav) - {"index.md"}, "every page of docs/ is in the site's nav, and only those"

@@ -86,7 +86,9 @@ def plan_main(argv: List[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         from . import __doc__ as usage
 
-        print(usage)
+        from ..registry import plain
+
+        print(plain(usage))
         return 0
     multirun = any(a in ("-m", "--multirun") for a in argv)
     csv: Optional[Path] = None

@@ -79,7 +79,9 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
     return rep
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="flatbench-report", description=__doc__,
+    from ..registry import plain
+
+    p = argparse.ArgumentParser(prog="flatbench-report", description=plain(__doc__.split("\n\nThis module is the command")[0]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", type=Path, help="sweep (or run) directories to merge")
     p.add_argument("--out", type=Path, default=None, help="where to write the outputs (default: DIR/report for the first DIR); never a cell directory")
