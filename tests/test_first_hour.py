@@ -102,3 +102,27 @@ def test_help_text_is_plain_text():
         out = subprocess.run([str(BIN / cmd[0]), *cmd[1:]], capture_output=True, text=True, timeout=120).stdout
         assert out and not re.search(r":(mod|class|func|meth|attr|data):`", out), (cmd, out)
         assert "This module" not in out, cmd
+
+
+def test_the_config_reference_is_generated_and_current(tmp_path):
+    """docs/reference.md is scripts/config_page.py's output: every top-level key of config.yaml, every
+    group's options, every part's parameters with their defaults. Broken variant tried: a parameter
+    added to a declaration without regenerating the page (--check exits 1)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    check = subprocess.run([sys.executable, str(root / "scripts" / "config_page.py"), "--check"], capture_output=True,
+                           text=True, timeout=300)
+    assert check.returncode == 0, check.stderr
+    page = (root / "docs" / "reference.md").read_text()
+    top = yaml.safe_load((root / "flatbench" / "conf" / "config.yaml").read_text())
+    assert all(f"| `{k}` |" in page for k in top if k not in ("defaults", "hydra"))
+    from flatbench.attacks import ESTIMATORS
+
+    pgn = ESTIMATORS.get("pgn")
+    assert all(f"| `estimator.{p.name}` |" in page for p in pgn.params)
+    assert "| `transforms.dim.prob` | `0.5` |" in page and "| `digits_defended` |" in page
