@@ -89,7 +89,7 @@ def test_gra_oc_labels_by_the_clean_prediction():
 
 
 def test_the_new_settings_leave_the_stored_cells_ids_and_show_as_columns():
-    p = subprocess.run([str(BIN / "flatbench"), "plan", "-m", "method=gra,rap,gra_oc,rap_oc", "eps=16"],
+    p = subprocess.run([str(BIN / "flatbench"), "plan", "-m", "method=gra,rap,gra_oc,rap_oc", "eps=16", "--wide"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     ids = {ln.split()[1]: ln.split()[2] for ln in p.stdout.splitlines() if " method=" in ln}
