@@ -126,3 +126,14 @@ def test_the_config_reference_is_generated_and_current(tmp_path):
     pgn = ESTIMATORS.get("pgn")
     assert all(f"| `estimator.{p.name}` |" in page for p in pgn.params)
     assert "| `transforms.dim.prob` | `0.5` |" in page and "| `digits_defended` |" in page
+
+
+def test_a_cell_shows_evaluation_progress(tmp_path):
+    """The evaluation stage has a bar in images over the targets it evaluates (it had none: a zoo of
+    ImageNet models sat silent), which ends whole."""
+    from helpers import SMALL, run
+
+    p = run(["flatbench", "method=ifgsm", "steps=2", *[a for a in SMALL if a != "progress=false"], "progress=true",
+             f"hydra.run.dir={tmp_path / 'run'}"], None, tmp_path)
+    bars = [ln for ln in p.stderr.replace("\r", "\n").splitlines() if ln.startswith("evaluate")]
+    assert bars and "100%" in bars[-1] and "16/16" in bars[-1], bars[-3:]

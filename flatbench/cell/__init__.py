@@ -74,7 +74,8 @@ def run_cell(st: Settings, out_dir: Path, mode: str = "run", sweep: Optional[Dic
                  cell.settings.eps, cell.device, f", rank {w.rank}/{w.size}" if w.active else "", len(cell.todo),
                  len(cell.zoo) - len(cell.todo))
         crafting.craft_cell(cell, st, w, models.surrogate, stop)
-        evaluate_cell(cell, models, built, st.run.batch_size, w, None if cell.force else st.paths.cache_dir)
+        evaluate_cell(cell, models, built, st.run.batch_size, w, None if cell.force else st.paths.cache_dir,
+                      st.run.progress)
         if not w.main:
             failed = False
             return None

@@ -117,7 +117,7 @@ def _read_clean(path, data: ImageSet) -> Optional[torch.Tensor]:
 
 
 def evaluate_target(model: torch.nn.Module, data: ImageSet, adv: torch.Tensor, device, batch_size: int,
-                    w: World, clean_path=None) -> pd.DataFrame:
+                    w: World, clean_path=None, tick=None) -> pd.DataFrame:
     """Clean and adversarial predictions of one target on every image (ranks share the batches).
     The clean ones come from ``clean_path`` when a cell of the same target and images made them
     (rank 0 decides, so the ranks agree), and are written there otherwise (atomically: two cells
@@ -132,6 +132,8 @@ def evaluate_target(model: torch.nn.Module, data: ImageSet, adv: torch.Tensor, d
         idx.append(torch.arange(lo, hi))
         clean.append(known[lo:hi] if known is not None else predict(model, data.images[lo:hi], device, batch_size))
         pred.append(predict(model, adv[lo:hi], device, batch_size))
+        if tick is not None:   # a progress bar, per batch of images
+            tick(hi - lo)
     cat = (lambda t: torch.cat(t) if t else torch.zeros(0, dtype=torch.long))
     parts = w.gather((cat(idx), cat(clean), cat(pred)))
     order = torch.cat([p[0] for p in parts]).argsort()
@@ -155,12 +157,15 @@ def check_targets(cell, models: TargetModels, pretrained: bool) -> Dict[str, tor
 
 
 def evaluate_cell(cell, models: TargetModels, built: Dict[str, torch.nn.Module], batch_size: int, w: World,
-                  cache_dir=None) -> None:
+                  cache_dir=None, progress: bool = False) -> None:
     """The stage: build the targets not built at startup, predict each target still to evaluate on
     the clean and adversarial images (into the evaluation cache), read the others from it."""
+    from tqdm.auto import tqdm
+
     t_build = time.perf_counter()
     built.update({k: models.get(cell.zoo[k]) for k in cell.todo if k not in built})
     log.info("cell %s: built %d target(s) in %.1f s", cell.cell_id, len(built), time.perf_counter() - t_build)
+    bar = tqdm(total=len(built) * len(cell.data), desc="evaluate", unit="img", disable=not progress or not w.main)
     for key in cell.zoo:
         path = cell.store.eval_path(cell.keys[key])
         if key not in built:
@@ -168,11 +173,18 @@ def evaluate_cell(cell, models: TargetModels, built: Dict[str, torch.nn.Module],
             if cell.predictions[key] is not None:
                 continue
             built[key] = models.get(cell.zoo[key])   # set aside since the plan read it whole: evaluate it again
+            bar.total += len(cell.data)
         clean = clean_cache_path(cache_dir, cell.keys[key], cell.data, cell.device) if cache_dir else None
-        cell.predictions[key] = evaluate_target(built[key], cell.data, cell.adv, cell.device, batch_size, w, clean)
+        bar.set_postfix_str(key, refresh=False)
+        done = bar.n
+        cell.predictions[key] = evaluate_target(built[key], cell.data, cell.adv, cell.device, batch_size, w, clean,
+                                                tick=bar.update)
+        bar.n = done + len(cell.data)   # whole (under several ranks this rank ticked only its own batches)
+        bar.refresh()
         cell.evaluated.append(key)
         if w.main:
             atomic_write_text(path, cell.predictions[key].to_csv(index=False))
+    bar.close()
     log.info("cell %s: evaluated %d target(s) [%s], reused %d from the cache", cell.cell_id, len(cell.evaluated),
              ", ".join(cell.evaluated), len(cell.zoo) - len(cell.evaluated))
     # The snapshots: every target on each kept step's examples, cached in that step's store.
