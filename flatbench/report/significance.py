@@ -28,7 +28,7 @@ import pandas as pd
 
 from ..columns import attack_columns
 from ..stats import holm, mcnemar
-from .cells import _text
+from .cells import _cell, _text
 from .paired import (benjamini_hochberg, bootstrap_mean_ci, mcnemar_mde, mcnemar_se, mean_mde, sign_flip_p,
                      tost_p)
 from .statistics import mcnemar_table
@@ -110,7 +110,7 @@ def _own_settings(df: pd.DataFrame, attack: str) -> dict:
     settings of one attack are two rows (pooling them would treat one as a seed of the other)."""
     cells = df[df["attack"] == attack].drop_duplicates("cell_id").set_index("cell_id")
     own = [c for c in attack_columns(df.columns) if c != "attack" and cells[c].map(_text).nunique() > 1]
-    return {cid: " ".join(f"{c}={_text(cells.at[cid, c])}" for c in own) for cid in cells.index}
+    return {cid: " ".join(f"{c}={_cell(cells.at[cid, c])}" for c in own) for cid in cells.index}
 
 
 def run_of(name: str):
