@@ -198,7 +198,13 @@ def main(argv: Sequence[str]) -> int:
     kind, pattern = argv[0], (argv[1] if len(argv) > 1 else None)
     fn = {"methods": list_methods, "models": list_models, "zoos": list_zoos, "experiments": list_experiments,
           "data": list_data}[kind]
-    _print(kind, fn(pattern))
+    try:
+        _print(kind, fn(pattern))
+        sys.stdout.flush()
+    except BrokenPipeError:   # `flatbench list models | head`: the reader stopped; that is not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

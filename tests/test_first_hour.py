@@ -137,3 +137,21 @@ def test_a_cell_shows_evaluation_progress(tmp_path):
              f"hydra.run.dir={tmp_path / 'run'}"], None, tmp_path)
     bars = [ln for ln in p.stderr.replace("\r", "\n").splitlines() if ln.startswith("evaluate")]
     assert bars and "100%" in bars[-1] and "16/16" in bars[-1], bars[-3:]
+
+
+def test_list_into_a_closed_pipe_ends_quietly(tmp_path):
+    """Regression: `flatbench list zoos | head -3` could end in a BrokenPipeError traceback (exit 120)
+    when head had stopped reading. Here the pipe has no reader at all, so every write fails."""
+    import os
+    import subprocess
+
+    from helpers import BIN
+
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([str(BIN / "flatbench"), "list", "zoos"], stdout=w, stderr=subprocess.PIPE, text=True,
+                           timeout=120)
+    finally:
+        os.close(w)
+    assert p.returncode == 0 and "BrokenPipe" not in p.stderr and "Traceback" not in p.stderr, (p.returncode, p.stderr)
