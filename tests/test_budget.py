@@ -84,6 +84,7 @@ def test_an_unmeetable_budget_names_what_the_method_can_meet():
             create_attack("pgn", model, eps=16 / 255, budget=bad)
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_budget_and_the_explicit_equivalent_are_one_cell_and_plan_shows_the_knob():
     p = _cli("plan", "-m", "method=pgn,mifgsm", "budget=400", "n_images=8", "--wide")
     assert p.returncode == 0, p.stderr[-2000:]

@@ -140,6 +140,7 @@ def study(tmp_path_factory, zoo_dir):
     return {"out": out, "rows": rows, "preds": preds, "flat": flat, "stdout": p.stdout}
 
 
+@pytest.mark.long   # uses the three-seed study fixture (117 s to set up)
 def test_flatness_correlation_is_per_surrogate_and_equals_scipy(study):
     """Within each surrogate, over settings: with --over seed each setting's cells are averaged over
     the seeds first (two seeds of one method are not two points; counting them so gave 8 points per
@@ -164,6 +165,7 @@ def test_flatness_correlation_is_per_surrogate_and_equals_scipy(study):
     assert "per surrogate" in md and "pooled: not a finding" in md and "averaged over seed" in md
 
 
+@pytest.mark.long   # uses the three-seed study fixture (117 s to set up)
 def test_flatness_auroc_per_cell_equals_sklearn(study):
     au = pd.read_csv(study["out"] / "flatness_auroc.csv", dtype={"cell_id": str})
     preds, flat, rows = study["preds"], study["flat"], study["rows"]
@@ -197,6 +199,7 @@ def _signature(rows, cid):
     return rows.loc[rows["cell_id"] == cid, "adv_digest"].iloc[0]
 
 
+@pytest.mark.long   # uses the three-seed study fixture (117 s to set up)
 def test_every_attack_against_the_baseline_is_one_family_over_seeds(study):
     """One row per (attack, surrogate, target) over both seeds, a deterministic pair counted once;
     white-box rows out of the family; a black-box mean row with the exact sign-flip test; Holm over
@@ -272,6 +275,7 @@ def test_every_attack_against_the_baseline_is_one_family_over_seeds(study):
     assert sum(ln.startswith("| ") for ln in survive.splitlines()) - 1 == len(hits)   # the header and its rows
 
 
+@pytest.mark.long   # uses the three-seed study fixture (117 s to set up)
 def test_seeds_summarised_with_the_sample_sd(study):
     summ = pd.read_csv(study["out"] / "summary.csv")
     rows = study["rows"]

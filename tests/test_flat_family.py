@@ -107,6 +107,7 @@ def test_gra_step_is_the_decay_indicator_times_alpha(small_cnn):
     assert not torch.equal(one, create_attack("gra", small_cnn, eps=TA_EPS, n_samples=2)(x, y))
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_family_cells_from_the_command_line(trained_zoo, zoo_dir, tmp_path):
     import pandas as pd
 

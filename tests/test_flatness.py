@@ -144,6 +144,7 @@ def test_hessian_power_iteration_converges_and_stops_early():
     assert torch.allclose(lam.double(), torch.full((2,), 5.0, dtype=torch.float64), rtol=1e-6)
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_flatness_on_adds_columns_files_and_report(trained_zoo, zoo_dir, tmp_path):
     sweep = tmp_path / "sweep"
     run(["flatbench", "-m", "flatness=on", "flatness.k_samples=4", "flatness.power_iters=5", "flatness.at_clean=true",

@@ -48,6 +48,7 @@ def _check_rows_describe_images(out: Path, eps: float, attack: str, seed: int) -
     return meta["cell_id"], adv
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_rerun_into_the_same_dir_with_other_settings_never_relabels(trained_zoo, zoo_dir, tmp_path):
     out = tmp_path / "D"
     base = ["flatbench", "n_images=12", *SMALL, f"hydra.run.dir={out}"]
@@ -86,6 +87,7 @@ def test_dir_without_cache_never_lends_its_images_to_another_cell(trained_zoo, z
     _check_rows_describe_images(out, 16, "MI-FGSM", 0)
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_evaluate_with_other_settings_refuses_and_changes_nothing(trained_zoo, zoo_dir, tmp_path):
     out = tmp_path / "D"
     run(["flatbench", "n_images=12", "eps=32", *SMALL, f"hydra.run.dir={out}"], zoo_dir, tmp_path)
@@ -153,6 +155,7 @@ def test_cell_id_holds_the_device_type():
 
 # ---------------------------------------------------------------- 2. reports never write their inputs
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_every_report_output_leaves_the_inputs_byte_identical(trained_zoo, zoo_dir, tmp_path):
     sweep = tmp_path / "sweep"
     run(["flatbench", "-m", "n_images=8", *SMALL, "method=mifgsm,pgn", "eps=16,32", "flatness=on",
@@ -185,6 +188,7 @@ def test_every_report_output_leaves_the_inputs_byte_identical(trained_zoo, zoo_d
 
 # ---------------------------------------------------------------- 3. one failing cell never stops a sweep
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_multirun_with_a_failing_middle_cell_finishes_the_others(trained_zoo, zoo_dir, tmp_path):
     sweep = tmp_path / "sweep"
     p = _call(["flatbench", "-m", "n_images=8", *SMALL, "surrogate=digits-cnn,digits-nosuch,digits-mlp",
@@ -209,6 +213,7 @@ def test_multirun_with_a_failing_middle_cell_finishes_the_others(trained_zoo, zo
     assert not (sweep / "1" / "error.json").exists() and (sweep / "1" / "cell.json").is_file()
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_single_run_failure_is_one_line_and_full_error_shows_the_traceback(trained_zoo, zoo_dir, tmp_path):
     args = ["flatbench", "n_images=8", *SMALL, "surrogate=digits-nosuch", f"hydra.run.dir={tmp_path / 'r'}"]
     p = _call(args, zoo_dir, tmp_path)
@@ -274,6 +279,7 @@ def test_filters_parse_booleans_and_numbers_and_name_existing_values(trained_zoo
 
 # ---------------------------------------------------------------- 5. tables never average differing cells
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_tables_and_mcnemar_never_mix_cells_that_differ_in_a_setting(trained_zoo, zoo_dir, tmp_path):
     sweep = _two_cell_sweep(zoo_dir, tmp_path, ["method=ifgsm,mifgsm", "steps=5,10", "batch_size=4,8"])
     assert len(list(sweep.glob("*/cell.json"))) == 8

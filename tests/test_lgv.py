@@ -133,6 +133,7 @@ def test_lgv_surrogate_from_the_command_line(zoo_dir, tmp_path):
     assert origin["weights_sha256"][PINNED_NAME] == json.loads((PINNED_DIR / f"{PINNED_NAME}.json").read_text())["sha256"]
 
 
+@pytest.mark.long   # measured in the clean-clone .ci/run of d8240d2 (make test: 15 min 23 s of pytest there) issue 37: four random-init ImageNet CNNs as the surrogate (abo
 def test_flatness_on_the_base_model_of_an_lgv_cell(zoo_dir, tmp_path):
     """flatness.model=digits-resnet measures LGV's examples on the base network (the loss at x_adv is the
     base's cross-entropy there, not the snapshot set's), adds a flat_model column, and a wrong name fails

@@ -2,6 +2,7 @@
 the repository, finds its configs, published numbers and pinned weights, runs a cell and a
 report from another working directory, and takes a user's own config directory."""
 import os
+import pytest
 import site
 import subprocess
 import sys
@@ -19,6 +20,7 @@ def _sh(args, **kw):
     return p
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     dist = tmp_path / "dist"
     _sh([sys.executable, "-m", "pip", "wheel", ROOT, "--no-deps", "--no-build-isolation", "-q", "-w", dist])
@@ -65,6 +67,7 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     assert zoo.stdout.count("ok ") == len(TESTBED) == 20   # 6 architectures x 3 instances, 2 defended CNNs
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_listing_names_everything_from_the_cli_and_python(tmp_path):
     import flatbench
     from flatbench.attacks import METHODS
@@ -154,6 +157,7 @@ def test_describe_prints_the_loop_a_run_would_execute():
     assert check.returncode == 0, check.stderr
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_the_gpu_check_dry_run_runs_on_the_cpu(tmp_path):
     """scripts/gpu_check.sh --device cpu --smoke (issue 27): the script a GPU machine runs goes
     end to end here, so a rename in the package cannot break it unseen until a GPU is lent."""

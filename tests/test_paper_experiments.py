@@ -16,6 +16,7 @@ def _env(layouts):
     return {"FLATBENCH_DATA": str(layouts["root"]), "HF_HUB_OFFLINE": "1"}
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_transferattack_rn50_sweep_and_compare_published(layouts, zoo_dir, tmp_path):
     sweep = tmp_path / "ta"
     # Three of its rows (the full sweep is in test-slow), plus the paper's GNP, which must match nothing.
@@ -42,6 +43,7 @@ def test_transferattack_rn50_sweep_and_compare_published(layouts, zoo_dir, tmp_p
     assert "| GNP-TA | 16 | vit |" in (sweep / "report" / "compare.md").read_text() and "TransferAttack README" in p.stdout
 
 
+@pytest.mark.long   # measured in the clean-clone .ci/run of d8240d2 (make test: 15 min 23 s of pytest there) issue 37: four random-init ImageNet CNNs as the surrogate (abo
 def test_transferattack_ensemble_cwa_and_compare_published(layouts, zoo_dir, tmp_path):
     """CWA's published row was crafted on four CNNs: experiment=transferattack_ensemble runs it on that
     ensemble (each member with its own preprocessing) and --compare published finds its numbers."""
@@ -57,6 +59,7 @@ def test_transferattack_ensemble_cwa_and_compare_published(layouts, zoo_dir, tmp
     assert set(cmp["attack"]) == {"CWA"} and len(cmp) == 10
 
 
+@pytest.mark.long   # measured in the clean-clone .ci/run of d8240d2 (make test: 15 min 23 s of pytest there) issue 37: four random-init ImageNet CNNs as the surrogate (abo
 def test_transferattack_lgv_runs_the_release_layout_and_compares_published(layouts, zoo_dir, tmp_path):
     """LGV's published row is MI-FGSM on the LGV release's snapshots: experiment=transferattack_lgv reads
     ./lgv_models in the release's layout (here two random-init ResNet-50 checkpoints), one snapshot per
@@ -89,6 +92,7 @@ def test_transferattack_full_sweeps(layouts, zoo_dir, tmp_path, experiment):
     ("pgn_table1", ["method=pgn_dim_tim", "estimator.n_samples=2"]),
     ("gnp_table", ["method=gnp_dim_tim", "eps=4"]),
 ])
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_paper_experiment_cell_runs(layouts, zoo_dir, tmp_path, experiment, extra):
     out = tmp_path / experiment
     run(["flatbench", f"experiment={experiment}", *SMOKE, *extra, f"hydra.run.dir={out}"], zoo_dir, tmp_path,

@@ -46,6 +46,7 @@ def test_a_paused_batch_continues_to_the_uninterrupted_images(method):
     assert sorted(rest) == [2, 4, 5] and all(torch.equal(full[t], rest[t]) for t in full)
 
 
+@pytest.mark.long   # measured in the clean-clone .ci/run of d8240d2 (make test: 15 min 23 s of pytest there) issue 37: four random-init ImageNet CNNs as the surrogate (abo
 def test_sigterm_mid_batch_keeps_its_state_and_the_rerun_continues_it(trained_zoo, zoo_dir, tmp_path):
     """One batch of 64 images (PGN, about 10 s): SIGTERM a few steps in pauses it after its current step,
     its state is kept beside the finished batches, the command exits 143, and the rerun continues the

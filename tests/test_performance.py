@@ -157,6 +157,7 @@ def test_chunk_search_stops_where_its_rules_say():
     assert search_chunks(timer, limit=1024, call_s=100, budget_s=0)[0] == 1 and timed == [1]
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_bf16_asr_within_one_point_of_fp32(trained_zoo, zoo_dir, tmp_path):
     """amp=bf16 (autocast; here on CPU, in CUDA runs on the GPU) against fp32 on the digits testbed."""
     from flatbench.cell import run_cell
@@ -244,6 +245,7 @@ def test_bench_smoke_writes_its_table(tmp_path):
     assert float(cwa["efficiency"]) == pytest.approx(float(cwa["grad_evals_per_s"]) / float(cwa["limit_grad_evals_per_s"]))
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_targets_are_checked_before_crafting_and_built_after(layouts, zoo_dir, tmp_path):
     """Startup (paid again on every requeue) checks each target from its config, builds none
     before crafting, and still refuses a wrong class space or missing offline weights first."""
@@ -333,6 +335,7 @@ def test_cli_cells_share_one_measurement_and_record_it(trained_zoo, zoo_dir, tmp
     assert bad.returncode == 1 and "channels_last" in bad.stderr and "auto (by rule) | measure (timed) | true | false" in bad.stderr
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_two_cells_started_together_craft_the_images_of_one_alone(trained_zoo, zoo_dir, tmp_path):
     """Issue 23, section 4: two identical commands started at the same moment each resolved chunk
     and format while the other ran, and one crafted other images. With the defaults (a rule), both
@@ -411,6 +414,7 @@ def test_a_resumed_cell_crafts_with_the_chunk_and_format_of_its_first_batches(tr
     assert torch.equal(out, ref)
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_the_command_line_keeps_the_attack_s_blocks_in_the_heap(zoo_dir, tmp_path):
     """glibc hands the attack's 1-16 MiB activation blocks back with munmap and maps them again at
     every step: thousands of minor page faults per forward+backward, and a process speed that

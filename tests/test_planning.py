@@ -12,6 +12,7 @@ from helpers import BIN, SMALL, compose_config, run, zoo_env
 GRID = ["method=mifgsm,pgn,mef,anda", "steps=2", "batch_size=4", *SMALL]   # two batches of 4 per cell
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_plan_predicts_grad_evals_and_counts_only_what_is_left(trained_zoo, zoo_dir, tmp_path):
     from flatbench.store import AdvStore, load_adv
 

@@ -223,6 +223,7 @@ def test_label_space_mismatch_fails_before_crafting(trained_zoo, zoo_dir, tmp_pa
     assert not list((tmp_path / "outputs").rglob("batches/*.safetensors"))
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_two_killed_processes_in_one_sweep_both_resume(trained_zoo, zoo_dir, tmp_path):
     sweep = tmp_path / "sweep"
     long = ["method=pgn", "estimator.n_samples=4", "n_images=48", "batch_size=6", "targets=digits_small", "progress=false"]

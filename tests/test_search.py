@@ -43,6 +43,7 @@ def test_cell_returns_its_objective_and_a_bad_objective_fails_at_startup(trained
     assert not (tmp_path / "bad" / "results.csv").exists()
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_optuna_search_every_trial_a_cell_and_the_best_printed(trained_zoo, zoo_dir, tmp_path):
     sweep = tmp_path / "search"
     p = run(["flatbench", "-m", "experiment=digits_search", "hydra.sweeper.n_trials=3", *TINY,
@@ -75,6 +76,7 @@ def _wandb_bytes(run_dir: Path) -> bytes:
     return b"".join(p.read_bytes() for p in run_dir.glob("*.wandb"))
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_wandb_runs_of_a_sweep_share_a_group_and_the_report_joins_it(trained_zoo, zoo_dir, tmp_path):
     sweep = tmp_path / "outputs" / "sweeps" / "mysweep" / "2026-01-02_03-04-05"
     run(["flatbench", "-m", "logger=wandb", "name=mysweep", "method=ifgsm,mifgsm", *TINY, f"hydra.sweep.dir={sweep}"],

@@ -75,6 +75,7 @@ def _same_images(a: Path, b: Path):
     assert list(ida) == list(idb) and torch.equal(xa, xb)
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_sweep_on_slurm_equals_local_and_a_failing_cell_spares_the_others(slurm_cluster, zoo_dir, tmp_path):
     """One job array of 4 cells, 2 of them with an unknown surrogate: the 2 good cells give the
     rows a local run gives, the failed ones are named in the summary, the command ends with 1."""
@@ -202,6 +203,7 @@ def _time_limited(env, tmp_path: Path, launcher, cell) -> Path:
     return sweep
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_two_task_cell_hit_by_its_time_limit_resumes_every_rank_to_the_uninterrupted_images(slurm_cluster, zoo_dir,
                                                                                              tmp_path):
     """slurm_ddp with 2 tasks and a 1-minute limit: USR2 reaches both ranks, rank 0 requeues the
@@ -231,6 +233,7 @@ def _step_pids(job: str, env) -> dict:
     return {int(r[4]): int(r[0]) for r in rows if len(r) >= 5 and r[2] == "0" and r[4].isdigit()}
 
 
+@pytest.mark.long   # measured in the clean-clone .ci/run of d8240d2 (make test: 15 min 23 s of pytest there) issue 37: four random-init ImageNet CNNs as the surrogate (abo
 def test_a_dead_rank_ends_its_two_task_job_and_the_rerun_completes(slurm_cluster, zoo_dir, tmp_path):
     """kill -9 of rank 1 mid-crafting (its pid from ``scontrol listpids``): srun's kill-on-bad-exit
     (SLURM_KILL_BAD_EXIT=1 in the launcher's setup) stops rank 0 at once, the job ends FAILED, the
@@ -295,6 +298,7 @@ def test_time_limit_requeues_and_resumes_to_the_uninterrupted_images(slurm_clust
     assert (sweep / "0" / "results.csv").exists()
 
 
+@pytest.mark.long   # measured in the clean-clone .ci/run of d8240d2 (make test: 15 min 23 s of pytest there) issue 37: four random-init ImageNet CNNs as the surrogate (abo
 def test_a_batch_longer_than_an_allocation_still_finishes(slurm_cluster, zoo_dir, tmp_path):
     """Issue 36 section 7: a 1-minute limit (USR2 5 s before it) and one batch of 320 PGN images, about
     90 s on one core, longer than what an allocation has left for crafting after its start-up. At USR2
@@ -313,6 +317,7 @@ def test_a_batch_longer_than_an_allocation_still_finishes(slurm_cluster, zoo_dir
     _same_images(sweep / "0", tmp_path / "ref" / "0")
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_scontrol_requeue_and_scancel_term_lose_no_batch_and_a_rerun_finishes(slurm_cluster, zoo_dir, tmp_path):
     env = _env(zoo_dir, slurm_cluster)
     cell = [*PGN_CELL, "n_images=96"]   # 12 batches
@@ -380,6 +385,7 @@ def _job_nodes(sweep: Path, env) -> str:
     return re.search(r"\bNodeList=(\S+)", state).group(1)
 
 
+@pytest.mark.long   # measured in the clean-clone .ci/run of d8240d2 (make test: 15 min 23 s of pytest there) issue 37: four random-init ImageNet CNNs as the surrogate (abo
 def test_a_two_node_cell_is_one_data_parallel_cell_equal_to_one_process(slurm_two_nodes, zoo_dir, tmp_path):
     """hydra.launcher.nodes=2 with one task each, on the two-node cluster (n1 and n2, two slurmd
     daemons of this host; scripts/slurm_local.sh with FLATBENCH_SLURM_NODES=2): one task on each node,
@@ -393,6 +399,7 @@ def test_a_two_node_cell_is_one_data_parallel_cell_equal_to_one_process(slurm_tw
     assert _job_nodes(sweep, env) == "n[1-2]"
 
 
+@pytest.mark.long   # measured in the clean-clone .ci/run of d8240d2 (make test: 15 min 23 s of pytest there) issue 37: four random-init ImageNet CNNs as the surrogate (abo
 def test_a_two_node_cell_hit_by_its_time_limit_resumes_both_ranks(slurm_two_nodes, zoo_dir, tmp_path):
     """The same two-node layout under a 1-minute limit: USR2 reaches the task on each node, rank 0
     requeues the job, and the requeued job resumes both ranks from their finished batches, to the

@@ -43,6 +43,7 @@ MEASURED = ["cell_id", "target", "step", "asr", "n_fooled", "clean_acc", "linf_m
             "ssim_mean", "grad_evals"]
 
 
+@pytest.mark.long   # measured in the clean-clone .ci/run of d8240d2 (make test: 15 min 23 s of pytest there)
 def test_snapshots_through_the_command_line(trained_zoo, zoo_dir, tmp_path):
     c1, c2 = tmp_path / "cache1", tmp_path / "cache2"
     _cli(tmp_path / "a", c1, zoo_dir=zoo_dir, cwd=tmp_path)                                 # no snapshots

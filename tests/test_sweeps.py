@@ -57,6 +57,7 @@ def test_mcnemar_known_values():
 
 # ---------------------------------------------------------------- resume, force, kill
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_rerun_skips_finished_cell_and_force_recomputes(trained_zoo, zoo_dir, tmp_path):
     out = tmp_path / "cell"
     args = ["flatbench", *SMALL, "method=mifgsm", f"hydra.run.dir={out}"]
@@ -97,6 +98,7 @@ LONG = ["method=pgn", "estimator.n_samples=4", "n_images=48", "batch_size=6", "t
 
 # SIGTERM's stop-and-resume is also tried on the scheduler (tests/test_slurm.py, scontrol requeue
 # and scancel --signal=TERM): its variant here runs with make test-slow.
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 @pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_killed_cell_resumes_and_equals_uninterrupted(trained_zoo, zoo_dir, tmp_path, sig):
     sweep = tmp_path / "sweep"
@@ -134,6 +136,7 @@ def test_killed_cell_resumes_and_equals_uninterrupted(trained_zoo, zoo_dir, tmp_
 
 # ---------------------------------------------------------------- evaluate only what is missing
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_evaluate_adds_only_missing_targets_and_never_recrafts(trained_zoo, zoo_dir, tmp_path):
     sweep = tmp_path / "sweep"
     run(["flatbench", "-m", *SMALL, "method=ifgsm,mifgsm", f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)
@@ -170,6 +173,7 @@ def test_evaluate_without_an_adversarial_set_fails_clearly(trained_zoo, zoo_dir,
 
 # ---------------------------------------------------------------- report statistics
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_report_ci_mcnemar_and_param_plot(trained_zoo, zoo_dir, tmp_path):
     sweep = tmp_path / "sweep"
     run(["flatbench", "-m", "n_images=24", "targets=digits_small", "progress=false", "method=mifgsm,pgn",
@@ -244,6 +248,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_torchrun_two_gloo_ranks_equal_single_process(trained_zoo, zoo_dir, tmp_path):
     """Two ranks craft one cell: the same images and rows as one process. With chunk and
     channels_last "measure", each rank has its own tuning file: rank 0 measures, rank 1 does not

@@ -64,6 +64,7 @@ def test_pinned_weights_ship_with_the_package_and_are_checked(tmp_path):
     assert not list(bad.glob("*.lock"))  # nothing was trained there
 
 
+@pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_retraining_through_the_cli_matches_the_pinned_model(tmp_path, zoo_dir):
     """`flatbench-zoo train` retrains for real; the result is as accurate as the pinned model
     (within a point), and `paths.zoo_dir` makes a run use it."""
