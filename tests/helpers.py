@@ -30,17 +30,24 @@ def zoo_env(zoo_dir) -> dict:
 BIN = Path(sys.executable).parent
 
 
-def run(args, zoo_dir, cwd, extra_env=None, timeout=600):
+def command(args, zoo_dir=None, cwd=None, extra_env=None, timeout=600) -> subprocess.CompletedProcess:
+    """One of the package's commands (``args[0]``: flatbench, flatbench-report, ...), its output captured;
+    the one runner the tests share. W&B stays offline."""
     env = dict(os.environ, **zoo_env(zoo_dir), WANDB_MODE="offline", **(extra_env or {}))
-    p = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run(args, zoo_dir, cwd, extra_env=None, timeout=600):
+    """:func:`command`, which must succeed."""
+    p = command(args, zoo_dir, cwd, extra_env, timeout)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p
 
 
 def fails(args, cwd, extra_env=None, rc=1) -> str:
     """Run a command that must fail with exit code ``rc``; its stderr, which must be one line (no traceback)."""
-    env = dict(os.environ, WANDB_MODE="offline", **(extra_env or {}))
-    p = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    p = command(args, None, cwd, extra_env)
     assert p.returncode == rc, (p.returncode, p.stdout[-2000:] + p.stderr[-3000:])
     lines = [ln for ln in p.stderr.splitlines() if ln.strip() and "][flatbench][" not in ln]
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]

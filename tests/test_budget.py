@@ -1,7 +1,6 @@
 """Equal compute (issue 33, part 2): ``budget=B`` sets each method's own cost knob so that the cell
 spends between 0.8·B and B gradient evaluations per image, as close to B as the knob allows. The
 cell is the cell of the settings the budget resolved to; a ``budget`` column records the request."""
-import subprocess
 
 import pandas as pd
 import pytest
@@ -11,7 +10,7 @@ import torch
 from flatbench import create_attack
 from flatbench.attacks import ESTIMATORS
 from flatbench.registry import ConfigError
-from helpers import BIN, SMALL, run
+from helpers import SMALL, command, run
 
 FAMILY = ("mifgsm", "ifgsm", "nifgsm", "pgn", "gnp", "gnp_ta", "rap", "gra", "mef", "anda", "vmifgsm", "emifgsm", "mi_dim_tim",
           "pgn_dim_tim", "sim")
@@ -25,10 +24,6 @@ def _model():
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
                                torch.nn.Linear(4 * 8 * 8, 5)).eval()
-
-
-def _cli(*args):
-    return subprocess.run([str(BIN / "flatbench"), *args], capture_output=True, text=True, timeout=300)
 
 
 def test_every_estimator_declares_its_knob():
@@ -86,11 +81,11 @@ def test_an_unmeetable_budget_names_what_the_method_can_meet():
 
 @pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_budget_and_the_explicit_equivalent_are_one_cell_and_plan_shows_the_knob():
-    p = _cli("plan", "-m", "method=pgn,mifgsm", "budget=400", "n_images=8", "--wide")
+    p = command(["flatbench", "plan", "-m", "method=pgn,mifgsm", "budget=400", "n_images=8", "--wide"])
     assert p.returncode == 0, p.stderr[-2000:]
-    narrow = _cli("plan", "-m", "method=pgn,mifgsm", "budget=400", "n_images=8").stdout
+    narrow = command(["flatbench", "plan", "-m", "method=pgn,mifgsm", "budget=400", "n_images=8"]).stdout
     assert "n_samples=20" in narrow and "steps=400" in narrow   # the knob budget=B set, also in 100 columns
-    q = _cli("plan", "-m", "method=pgn,mifgsm", "n_images=8", "steps=10,400", "--wide")   # --wide: the cell ids
+    q = command(["flatbench", "plan", "-m", "method=pgn,mifgsm", "n_images=8", "steps=10,400", "--wide"])   # --wide: the cell ids
     assert q.returncode == 0, q.stderr[-2000:]
     ids = {}
     for line in q.stdout.splitlines():
@@ -101,7 +96,7 @@ def test_budget_and_the_explicit_equivalent_are_one_cell_and_plan_shows_the_knob
     mi = next(ln for ln in p.stdout.splitlines() if "method=mifgsm" in ln)
     assert ids["method=pgn steps=10"] in pgn and "n_samples=20" in pgn
     assert ids["method=mifgsm steps=400"] in mi and "steps=400" in mi
-    p = _cli("plan", "method=pgn", "budget=15")
+    p = command(["flatbench", "plan", "method=pgn", "budget=15"])
     assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert "budget=15" in p.stderr and "20" in p.stderr
 
@@ -111,7 +106,7 @@ def test_budget_column_through_the_command_line(trained_zoo, zoo_dir, tmp_path):
     run(["flatbench", "method=pgn", "budget=40", *SMALL, f"hydra.run.dir={out}"], zoo_dir, tmp_path)
     df = pd.read_csv(out / "results.csv")
     assert (df["budget"] == 40).all() and (df["n_samples"] == 2).all() and (df["grad_evals"] == 8 * 40).all()
-    p = _cli("describe", "pgn", "budget=40")
+    p = command(["flatbench", "describe", "pgn", "budget=40"])
     assert p.returncode == 0 and "budget = 40 gradient evaluations per image: n_samples = 2" in p.stdout, p.stdout
 
 
@@ -137,5 +132,5 @@ def test_an_ensemble_costs_one_pass_per_member_for_every_method():
         a(x, y)
         assert 80 * 3 * (4 if a is pgn else 1) <= a.grad_evals <= 100 * 3 * (4 if a is pgn else 1)
     # the command line's plan counts the same
-    p = _cli("describe", "cwa", "budget=100", "surrogate=[digits-cnn,digits-mlp]")
+    p = command(["flatbench", "describe", "cwa", "budget=100", "surrogate=[digits-cnn,digits-mlp]"])
     assert p.returncode == 0 and "budget = 100 gradient evaluations per image: steps = 25" in p.stdout, p.stderr

@@ -1,7 +1,6 @@
 """Presets that scale with ε (issue 33, part 1): MEF's α = ε/10, RAP's α = ε/8, ε_n = ε, α_n = ε_n/8.
 At ε = 16/255 they are the numbers the presets held before, bit for bit, and the cells keep their
 ids; at any other ε they keep the published ratios, in the API and on the command line alike."""
-import subprocess
 
 import pytest
 import torch
@@ -10,14 +9,10 @@ import torch
 from flatbench import create_attack
 from flatbench.registry import ConfigError
 from flatbench.scaling import parse_rule, resolve_length, rule_text
-from helpers import BIN
+from helpers import command
 
 # `flatbench plan -m method=rap,mef,mef_dim_tim eps=16` on main 1e082fa, before the presets were rules.
 IDS_AT_16 = {"method=rap": "1fa357a1c384", "method=mef": "d3a3eaf1894d", "method=mef_dim_tim": "0fba6c1de39f"}
-
-
-def _cli(*args):
-    return subprocess.run([str(BIN / "flatbench"), *args], capture_output=True, text=True, timeout=300)
 
 
 def test_rules_parse_and_resolve_exactly():
@@ -31,7 +26,7 @@ def test_rules_parse_and_resolve_exactly():
 
 
 def test_cell_ids_at_eps_16_are_unchanged():
-    p = _cli("plan", "-m", "method=rap,mef,mef_dim_tim", "eps=16", "--wide")   # --wide: the cell ids
+    p = command(["flatbench", "plan", "-m", "method=rap,mef,mef_dim_tim", "eps=16", "--wide"])   # --wide: the cell ids
     assert p.returncode == 0, p.stderr[-2000:]
     for overrides, cell_id in IDS_AT_16.items():
         line = next(ln for ln in p.stdout.splitlines() if f" {overrides} " in ln)
@@ -58,13 +53,13 @@ def test_presets_keep_their_ratios_at_another_eps_in_the_api():
 
 
 def test_describe_shows_the_rule_and_its_value_and_a_bad_rule_is_one_line():
-    p = _cli("describe", "rap", "eps=32")
+    p = command(["flatbench", "describe", "rap", "eps=32"])
     assert p.returncode == 0, p.stderr
     assert "α = ε/8 = 4/255" in p.stdout and "ε_n = 32/255" in p.stdout and "α_n = 4/255" in p.stdout
     assert "estimator.eps_n = ε, estimator.alpha_n = ε/8" in p.stdout
-    p = _cli("describe", "mef", "eps=32", "alpha=2")
+    p = command(["flatbench", "describe", "mef", "eps=32", "alpha=2"])
     assert "T = 20, α = 2/255" in p.stdout
-    p = _cli("describe", "mef", "eps=24")
+    p = command(["flatbench", "describe", "mef", "eps=24"])
     assert "α = ε/10 = 2.4/255" in p.stdout
-    p = _cli("describe", "mef", "alpha=eps/0")
+    p = command(["flatbench", "describe", "mef", "alpha=eps/0"])
     assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1 and "alpha='eps/0'" in p.stderr
