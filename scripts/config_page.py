@@ -10,10 +10,11 @@ units); each config group's options from the first sentence of their files.
 """
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
+
+from generated_page import page_main
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "reference.md"
@@ -93,18 +94,7 @@ def page() -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 when the page is out of date")
-    args = ap.parse_args()
-    text = page()
-    if args.check:
-        if PAGE.read_text() != text:
-            print(f"{PAGE} is out of date: python scripts/config_page.py", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(text)
-    print(f"wrote {PAGE}")
-    return 0
+    return page_main(__doc__, PAGE, page, "scripts/config_page.py")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ hand, so the page cannot drift from the code (tests/test_package.py runs --check
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from generated_page import page_main
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "methods.md"
 
@@ -55,18 +56,7 @@ def page() -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="compare with docs/methods.md instead of writing it")
-    args = ap.parse_args()
-    text = page()
-    if args.check:
-        if not PAGE.exists() or PAGE.read_text() != text:
-            print(f"{PAGE} is out of date: run python scripts/methods_page.py", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(text)
-    print(f"wrote {PAGE}")
-    return 0
+    return page_main(__doc__, PAGE, page, "scripts/methods_page.py")
 
 
 if __name__ == "__main__":
