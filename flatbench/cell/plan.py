@@ -105,7 +105,7 @@ def hashed_settings(s: CellSettings, attack, data: ImageSet, batch_size: int = 6
     """
     from ..models.sources import weights_revision
 
-    revised = {n: weights_revision(n) for n in s.surrogate if weights_revision(n) > 1}
+    revised = {n: r for n in s.surrogate for r in [weights_revision(n)] if r > 1}
     return {**({"weights_revision": revised} if revised else {}),
         "data": {k: v for k, v in s.data.items() if k not in NON_SEMANTIC_DATA},
         "data_digest": data.digest(),
@@ -159,8 +159,9 @@ def target_key(key: str, entry: Dict[str, Any], pretrained: bool, preprocess: st
     spec["pretrained"] = entry.get("pretrained", pretrained)
     if preprocess != "own":  # keys of the default pipeline stay as they were
         spec["preprocess"] = preprocess
-    if entry.get("model") and weights_revision(entry["model"]) > 1:   # republished weights: never the old evaluations
-        spec["weights_revision"] = weights_revision(entry["model"])
+    revision = weights_revision(entry["model"]) if entry.get("model") else 1
+    if revision > 1:   # republished weights: never the old evaluations
+        spec["weights_revision"] = revision
     digest = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key) + "-" + digest
 
