@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -63,17 +63,14 @@ class Settings:
     flatness: Any                        # FlatnessSettings ([0,1] units), or None when off
     flatness_node: Optional[Dict[str, Any]]   # the flatness group as configured (cell.json), None when off
     logger: Dict[str, Any]
-    composed: DictConfig                 # the config it came from (what W&B records, resolved: .config())
+    config: Callable[[], Dict[str, Any]]   # the whole composed config, resolved (the logger's record of the run)
+    choices: Dict[str, str]              # the config file chosen in each group (Hydra's runtime), for error messages
 
     def build_attack(self, model=None):
         """The cell's attack: its spec (:mod:`flatbench.attacks.spec`) with the run's sizing settings."""
         return self.cell.spec.build(model, chunk=self.run.chunk, memory_budget_mb=self.run.memory_budget_mb,
                                     amp=self.run.amp, channels_last=self.run.channels_last,
                                     tuning_file=self.paths.tuning_file)
-
-    def config(self) -> Dict[str, Any]:
-        """The whole composed config as plain containers, resolved (the logger's record of the run)."""
-        return OmegaConf.to_container(self.composed, resolve=True)
 
     def model_options(self, progress: Optional[bool] = None) -> Dict[str, Any]:
         """The keyword arguments of :func:`flatbench.models.load_model` for this cell's models."""
@@ -146,4 +143,15 @@ def load_settings(cfg: DictConfig) -> Settings:
         paths=Paths(output_dir=Path(str(paths.get("output_dir", "outputs"))), cache_dir=Path(str(cache_dir)) if cache_dir else None,
                     zoo_dir=Path(zoo_dir) if zoo_dir else None, tuning_file=paths.get("tuning_file")),
         targets=targets, flatness=flat, flatness_node=flat_node if flat_node.get("enabled") else None,
-        logger=dict(as_container(cfg.get("logger")) or {}), composed=cfg)
+        logger=dict(as_container(cfg.get("logger")) or {}),
+        config=lambda: OmegaConf.to_container(cfg, resolve=True), choices=_choices())
+
+
+def _choices() -> Dict[str, str]:
+    """The config file Hydra chose in each group ({} outside a Hydra app: the API, the plan)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return {g: str(c) for g, c in HydraConfig.get().runtime.choices.items()}
+    except ValueError:
+        return {}

@@ -45,6 +45,9 @@ BAD_CONFIGS = [
     ("chunk=-3", "chunk=-3 is out of range"),
     ("estimator=pgn estimator.beta=-1", "estimator.beta=-1 is out of range; allowed: >= 0"),
     ("estimator=pgn estimator.r=0", "estimator.r=0 is out of range"),
+    # ... and points at the files that set it (the Hydra choices reach the cell through its settings)
+    ("method=pgn estimator.beta=-1",
+     "(config files: conf/optimizer/mifgsm.yaml, conf/estimator/pgn.yaml, conf/method/pgn.yaml)"),
     ("estimator=pgn estimator.zeta=-0.5", "estimator.zeta=-0.5 is out of range; allowed: >= 0"),
     ("estimator=pgn estimator.n_samples=0", "estimator.n_samples=0 is out of range; allowed: >= 1"),
     ("transforms=[tim] transforms.tim.kernel_size=4", "transforms.tim.kernel_size=4 is out of range; allowed: odd and >= 1"),

@@ -90,9 +90,9 @@ class CellDir(CellLayout):
         atomic_write_text(self.path / META, json.dumps(meta, indent=2, default=str))
 
     def overrides(self) -> List[str]:
-        from omegaconf import OmegaConf
+        import yaml   # Hydra's overrides.yaml: a list of strings
 
-        return list(OmegaConf.to_container(OmegaConf.load(self.path / OVERRIDES)))
+        return list(yaml.safe_load((self.path / OVERRIDES).read_text()) or [])
 
     # ------------------------------------------------------------------ the one reuse rule
     def owner(self) -> Optional[Dict[str, Any]]:

@@ -64,14 +64,9 @@ def load_data(s: CellSettings) -> ImageSet:
     return data.subset(s.n_images)
 
 
-def config_files(*groups: str) -> str:
-    """' (config files: estimator/pgn.yaml, ...)' for the groups Hydra selected, to point at the file."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        choices = HydraConfig.get().runtime.choices
-    except (ValueError, ImportError):
-        return ""
+def config_files(choices: Dict[str, str], *groups: str) -> str:
+    """' (config files: estimator/pgn.yaml, ...)' for the groups Hydra selected (``choices``, as
+    :class:`~flatbench.settings.Settings` carries them), to point at the file."""
     files = []
     for g in groups:
         c = choices.get(g)
@@ -230,7 +225,7 @@ def plan_cell(st: Settings, out_dir: Path, mode: str, w: World) -> Cell:
     try:
         attack = st.build_attack()
     except ConfigError as exc:
-        raise ConfigError(f"{exc}{config_files('optimizer', 'estimator', 'transforms', 'method', 'experiment')}") from None
+        raise ConfigError(f"{exc}{config_files(st.choices, 'optimizer', 'estimator', 'transforms', 'method', 'experiment')}") from None
     data = load_data(s)
     cell_dir = CellDir(out_dir)
     # The device type enters cell_id: where this run crafts, or for `flatbench evaluate` (which

@@ -10,7 +10,7 @@ from ..layout import CellLayout
 def report_group(dirs: Sequence[Path]) -> Optional[str]:
     """The W&B group of the sweep the report reads: the group its cells logged into (their
     logger.group, else <name>-<sweep dir name>); None when the cells are not one sweep's."""
-    from omegaconf import OmegaConf
+    import yaml   # Hydra's saved files, read as written (interpolations unresolved)
 
     from ..loggers import sweep_group
 
@@ -18,14 +18,14 @@ def report_group(dirs: Sequence[Path]) -> Optional[str]:
     for d in dirs:
         for hydra_yaml in sorted(Path(d).rglob(".hydra/hydra.yaml")):
             cell = hydra_yaml.parent.parent
-            hc = OmegaConf.load(hydra_yaml).hydra
+            hc = (yaml.safe_load(hydra_yaml.read_text()) or {}).get("hydra", {})
             if hc.get("mode") != "MULTIRUN":
                 groups.add(None)
                 continue
-            sweep_dir = OmegaConf.to_container(hc.sweep)["dir"]  # as the cells saw it (unresolved: the parent)
+            sweep_dir = hc["sweep"]["dir"]  # as the cells saw it (unresolved: the parent)
             sweep_dir = sweep_dir if "${" not in str(sweep_dir) else str(cell.parent)
-            cfg = OmegaConf.load(cell / CellLayout.CONFIG)
-            groups.add(cfg.get("logger", {}).get("group") or sweep_group(cfg.get("name", "default"), sweep_dir))
+            cfg = yaml.safe_load((cell / CellLayout.CONFIG).read_text()) or {}
+            groups.add((cfg.get("logger") or {}).get("group") or sweep_group(cfg.get("name", "default"), sweep_dir))
     return groups.pop() if len(groups) == 1 else None
 
 
