@@ -1,3 +1,3 @@
-from .cli import main
+from flatbench.entry.cli import main
 
 main()

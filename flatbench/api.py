@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
 
 import torch
 
-from .data import ImageSet
+from flatbench.data import ImageSet
 
 if TYPE_CHECKING:
     import pandas
@@ -25,9 +25,9 @@ def load_dataset(name: str = "digits", n_images: Optional[int] = None, **setting
         An :class:`~flatbench.data.ImageSet`: ``images`` (uint8 NCHW), ``labels``, ``ids``;
         ``floats()`` gives the [0,1] images an attack takes.
     """
-    from .cell.plan import load_data as load_cell_data
-    from .compose import compose
-    from .settings import load_settings
+    from flatbench.cell.plan import load_data as load_cell_data
+    from flatbench.entry.compose import compose
+    from flatbench.entry.settings import load_settings
 
     _known("data", name)
     overrides = [f"data={name}", f"n_images={'all' if n_images is None else int(n_images)}"]
@@ -39,8 +39,8 @@ def _known(group: str, name: str) -> None:
     """A ConfigError naming the valid choices when ``name`` is not a config of ``group``."""
     from pathlib import Path
 
-    from .compose import CONFIG_DIR
-    from .registry import ConfigError
+    from flatbench.entry.compose import CONFIG_DIR
+    from flatbench.core.registry import ConfigError
 
     choices = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
     if name not in choices:
@@ -54,8 +54,8 @@ def _override(value: Any) -> str:
 def load_zoo(targets: Union[str, Dict[str, Any]] = "digits") -> Dict[str, Dict[str, Any]]:
     """A target zoo by its config name (``flatbench list zoos``) or as a mapping like the YAML's
     (``{"cnn": {"model": "digits-cnn"}}``): key -> entry (model, role, ...)."""
-    from .compose import compose
-    from .target_zoo import parse_targets
+    from flatbench.entry.compose import compose
+    from flatbench.entry.target_zoo import parse_targets
 
     if isinstance(targets, dict):
         return parse_targets(targets)
@@ -78,7 +78,7 @@ def craft_set(attack, data: ImageSet, seed: int = 0, batch_size: int = 64, devic
     Returns:
         uint8 NCHW images, the set a cell stores as ``adv.safetensors``.
     """
-    from .cell.crafting import craft as craft_cell
+    from flatbench.cell.crafting import craft as craft_cell
 
     device = torch.device(device) if device is not None else _device_of(attack.model)
     images, _, _ = craft_cell(attack, data, data.labels, device, batch_size, seed, progress)
@@ -103,11 +103,11 @@ def evaluate_transfer(adv: torch.Tensor, data: ImageSet, targets: Union[str, Dic
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .cell.evaluation import TargetModels, evaluate_target
-    from .cell.recording import target_role
-    from .dist import World
-    from .metrics import transfer_counts
-    from .quantize import quantize
+    from flatbench.cell.evaluation import TargetModels, evaluate_target
+    from flatbench.cell.recording import target_role
+    from flatbench.cell.dist import World
+    from flatbench.measures.transfer import transfer_counts
+    from flatbench.core.quantize import quantize
 
     if adv.dtype != torch.uint8:
         adv = quantize(adv)

@@ -361,7 +361,7 @@ def main(argv=None) -> int:
     # use chunk=measure (timed once, in the warm-up; its seconds are reported) or --chunk.
     # A tuning file from the environment would skip the measurement: not here.
     os.environ.pop("FLATBENCH_TUNING_FILE", None)
-    from flatbench.attacks import tuning
+    from flatbench.attacks import sizing_timed
     default_model = build_model(args.model, args.size, device, channels_last=False)
     for m in args.methods:
         from flatbench.attacks import create_attack
@@ -369,7 +369,7 @@ def main(argv=None) -> int:
         default_surrogate = bench_surrogate(m, default_model)
         default = create_attack(m, default_surrogate, eps=args.eps / 255, steps=args.steps,
                                 amp=args.dtype if args.dtype != "fp32" else None, **BENCH_KWARGS.get(m, {}))
-        before = set(tuning._PROCESS)
+        before = set(sizing_timed._PROCESS)
         for _ in range(max(1, args.warmup)):
             run_attack(default, x, y)
         d = timed(lambda: run_attack(default, x, y), device, 0, args.repeats)
@@ -378,7 +378,7 @@ def main(argv=None) -> int:
         for _ in range(max(1, args.warmup)):
             run_attack(attack, x, y)
         # The one-off measurement (0 when an earlier method already measured this model and shape).
-        tuning_s = sum(v.get("seconds", 0.0) for k, v in tuning._PROCESS.items() if k not in before)
+        tuning_s = sum(v.get("seconds", 0.0) for k, v in sizing_timed._PROCESS.items() if k not in before)
         with PeakMemory(device) as mem:
             r = timed(lambda: run_attack(attack, x, y), device, 0, args.repeats)
         rows.append({"method": attack.label + (" (compiled)" if args.compile else ""), "estimator": attack.estimator.name,

@@ -12,7 +12,7 @@ import torch
 from flatbench import create_attack
 from flatbench.data import DATASETS
 from flatbench.models import TESTBED, load_model
-from flatbench.quantize import quantize
+from flatbench.core.quantize import quantize
 
 
 def main():

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
 
     from flatbench.attacks import create_attack
     from flatbench.models import load_model
-    from flatbench.quantize import quantize
+    from flatbench.core.quantize import quantize
 
     settings = [dict(chunk=256, channels_last=False), dict(chunk=None, channels_last=False),
                 dict(chunk=16, channels_last=False), dict(chunk=320, channels_last=False),

@@ -75,7 +75,7 @@ def parts_section(kind: str, registry) -> list:
 
 def page() -> str:
     from flatbench.attacks import ESTIMATORS, OPTIMIZERS, TRANSFORMS
-    from flatbench.listing import _first_comment
+    from flatbench.entry.listing import _first_comment
 
     lines = [HEAD, "## Top-level keys", "", "| key | default | what it sets |", "|---|---|---|"]
     lines += [f"| `{k}` | `{_cell(v) or '(empty)'}` | {_cell(c)} |" for k, v, c in yaml_keys(CONF / "config.yaml")]

@@ -6,7 +6,7 @@ Each round measures the bare forward + input-gradient limit (the best over chunk
 N·B, the most images PGN can put in one forward, and both memory formats, scripts/bench.py's loop), then times the default PGN (T = 3, N = 8, eps 16/255: the
 API benchmark's setting), then the limit again; the efficiency is the PGN rate over the mean of
 the two limits (the machine's speed drifts). The figure is the median of --rounds rounds. The
-process keeps its heap as the command line does (flatbench/heap.py; --glibc-heap: malloc as it is).
+process keeps its heap as the command line does (flatbench/core/heap.py; --glibc-heap: malloc as it is).
 
     python scripts/cpu_rule.py                 # about 8 minutes on 2 cores
     python scripts/cpu_rule.py --rounds 1 --configs digits-resnet:32:8
@@ -63,17 +63,17 @@ def main(argv=None) -> int:
     p.add_argument("--configs", nargs="+", default=CONFIGS, help="MODEL:SIZE:BATCH")
     p.add_argument("--glibc-heap", action="store_true",
                    help="leave malloc as it is (by default the heap is kept as the command line keeps it, "
-                        "flatbench/heap.py; a notebook gets the same with MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_)")
+                        "flatbench/core/heap.py; a notebook gets the same with MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_)")
     a = p.parse_args(argv)
     if not a.glibc_heap:
-        from flatbench.heap import keep_heap
+        from flatbench.core.heap import keep_heap
 
         keep_heap()   # for the limit and the attack alike
-    from flatbench.attacks import tuning
+    from flatbench.attacks import sizing
 
     cpu = torch.device("cpu")
-    print(f"# {bench.hardware(cpu)}; total memory {tuning.total_memory(cpu) / 2 ** 30:.1f} GiB: rule budget "
-          f"{tuning.rule_budget(cpu) / 2 ** 20:.0f} MiB, cap {tuning.rule_cap(cpu)} images")
+    print(f"# {bench.hardware(cpu)}; total memory {sizing.total_memory(cpu) / 2 ** 30:.1f} GiB: activation memory by rule "
+          f"{sizing.rule_activation_bytes(cpu) / 2 ** 20:.0f} MiB, cap {sizing.rule_cap(cpu)} images")
     print("| surrogate | input | batch | default chunk, format | limit (grad evals/s) | PGN default | default ÷ limit, "
           f"each round | median of {a.rounds} |")
     print("|---|---|---:|---|---:|---:|---|---:|")

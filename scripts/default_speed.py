@@ -118,9 +118,9 @@ def efficiency(rounds: int) -> int:
     (their mean: the machine's speed drifts), ``rounds`` times (the median of three)."""
     import statistics
 
-    from flatbench.heap import keep_heap
+    from flatbench.core.heap import keep_heap
 
-    # The limit under the heap setting the command line runs with (flatbench/heap.py): the best the
+    # The limit under the heap setting the command line runs with (flatbench/core/heap.py): the best the
     # bare loop reaches on this machine (with glibc's default it measured 3,500-3,700/s here).
     keep_heap()
     effs, old = [], []

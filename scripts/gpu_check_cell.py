@@ -112,7 +112,7 @@ def main(argv=None) -> int:
                      "memory_format": r["memory_format"]})
         return d
 
-    from flatbench.store import load_adv
+    from flatbench.cell.store import load_adv
 
     first = run("first", FLATBENCH, out / "cell_cache_first")
     second = run("second", FLATBENCH, out / "cell_cache_second")

@@ -12,7 +12,7 @@ cache (nothing is reused between settings), and compares every setting with the 
   its one-decimal rounding): on a second CPU type, ``pinned`` should show 0 and 0.
 
 A setting is ``NAME`` (one of :data:`SETTINGS`) or ``NAME:VAR=VALUE,VAR=VALUE``. ``FLATBENCH_KERNELS``
-is the command line's own pinning (flatbench/kernels.py): the settings below set it to ``native``
+is the command line's own pinning (flatbench/core/kernels.py): the settings below set it to ``native``
 so that the variables they name are the only ones in effect.
 
     .venv/bin/python scripts/kernel_paths.py                          # every setting of SETTINGS
@@ -38,7 +38,7 @@ BIN = Path(sys.executable).parent
 
 NATIVE = {"FLATBENCH_KERNELS": "native"}
 SETTINGS: Dict[str, Dict[str, str]] = {
-    "pinned": {"FLATBENCH_KERNELS": "avx2"},        # the command line's default (flatbench/kernels.py)
+    "pinned": {"FLATBENCH_KERNELS": "avx2"},        # the command line's default (flatbench/core/kernels.py)
     "native": dict(NATIVE),                         # whatever each library picks for this CPU
     "aten_default": {**NATIVE, "ATEN_CPU_CAPABILITY": "default"},
     "aten_avx2": {**NATIVE, "ATEN_CPU_CAPABILITY": "avx2"},
@@ -89,7 +89,7 @@ def cells(work: Path) -> pd.DataFrame:
 
 def images(work: Path) -> Dict[str, "torch.Tensor"]:
     """The stored adversarial set (uint8) of each cell, by cell id."""
-    from flatbench.store import load_adv
+    from flatbench.cell.store import load_adv
 
     out = {}
     for f in (work / "sweep").glob("*/results.csv"):

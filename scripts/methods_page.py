@@ -35,7 +35,7 @@ input transforms; f is the surrogate (for an ensemble, the mean of its logits).
 
 def page() -> str:
     from flatbench.attacks import ESTIMATORS, METHODS
-    from flatbench.commands import describe_text
+    from flatbench.entry.commands import describe_text
 
     parts = [HEAD]
     for name in sorted(METHODS):

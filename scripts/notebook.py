@@ -2,7 +2,7 @@
 notebook with its outputs, and a Markdown page of it for the documentation site (its figures as PNG
 files beside it). No Jupyter is needed: one namespace for every cell, the last expression of a cell
 shown as Jupyter shows it, every open matplotlib figure saved after its cell. The CPU kernel paths
-are pinned for this process as the command line pins them (flatbench/kernels.py), so the outputs
+are pinned for this process as the command line pins them (flatbench/core/kernels.py), so the outputs
 are the command line's numbers.
 
     python scripts/notebook.py docs/notebooks/quickstart.ipynb --md docs/notebooks/quickstart.md
@@ -106,7 +106,7 @@ def main() -> int:
     ap.add_argument("--md", type=Path, default=None, help="also write this Markdown page (figures beside it)")
     ap.add_argument("--out", type=Path, default=None, help="write the executed notebook here (default: in place)")
     args = ap.parse_args()
-    from flatbench.kernels import pin_kernels
+    from flatbench.core.kernels import pin_kernels
 
     pin_kernels()   # before torch's first operation, as the command line does
     try:

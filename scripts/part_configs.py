@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from flatbench.attacks.part_configs import stale, write
-from flatbench.compose import CONFIG_DIR
+from flatbench.entry.compose import CONFIG_DIR
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ from flatbench import create_attack
 from flatbench.attacks.transforms import TRANSFORMS
 from flatbench.data import DATASETS
 from flatbench.models import load_model
-from flatbench.quantize import quantize
+from flatbench.core.quantize import quantize
 
 SETTINGS = [("mifgsm", {}), ("bsr", {}), ("bsr", {"max_angle": 10.0}), ("bsr", {"num_block": 2}),
             ("bsr", {"num_block": 1}), ("bsr", {"num_block": 1, "max_angle": 10.0}), ("sia", {}),

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, make_layouts
+from helpers import ROOT
+from images import make_layouts
 
 # The suite uses the pinned testbed weights (None), or trained ones when FLATBENCH_ZOO names a directory.
 ZOO = Path(os.environ["FLATBENCH_ZOO"]) if os.environ.get("FLATBENCH_ZOO") else None

@@ -3,7 +3,7 @@ the command line's numbers for the same settings: the same 8-bit images and the 
 rows, for a deterministic attack and for a sampling one (PGN, whose draws are keyed by the seed and
 each batch's first index).
 
-The command line pins the CPU kernel paths in its own process (flatbench/kernels.py); the API never
+The command line pins the CPU kernel paths in its own process (flatbench/core/kernels.py); the API never
 changes the process it runs in. So the command line here runs with FLATBENCH_KERNELS=native, the
 kernels this test process has (a notebook gets the pinned paths by exporting the three variables
 before Python starts)."""
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import flatbench
-from flatbench.registry import ConfigError
-from flatbench.store import load_adv
+from flatbench.core.registry import ConfigError
+from flatbench.cell.store import load_adv
 from helpers import run
 
 COLUMNS = ["clean_acc", "asr", "asr_ci_low", "asr_ci_high", "n_fooled", "n_clean_correct", "n_fooled_clean_correct"]

@@ -9,8 +9,9 @@ from flatbench.attacks import (DIM, METHODS, SIM, TIM, Admix, NonFiniteError, Pe
                                gaussian_kernel, keyed_generator)
 from flatbench.attacks.factory import METHOD_PRESETS
 from flatbench.attacks.optimizers import mean_abs_normalize
-from flatbench.registry import ConfigError
-from helpers import Quadratic, SinSquare, estimate, surrogate_for
+from flatbench.core.registry import ConfigError
+from analytic import Quadratic, SinSquare, estimate
+from ta_reference_views import surrogate_for
 
 FAST = dict(n_samples=3)  # keep neighbour counts small for the property tests
 
@@ -321,7 +322,7 @@ def test_describe_is_written_from_the_parts(name):
     base = create_attack(name, torch.nn.Identity(), eps=16 / 255)
     text = base.describe()
     # T and α are the loop's defaults (10, ε/T) unless the preset fixes them (RAP: 400, α = ε/8; MEF: 20,
-    # α = ε/10: a rule of ε, written before its value, flatbench/scaling.py).
+    # α = ε/10: a rule of ε, written before its value, flatbench/attacks/scaling.py).
     rule = f"{base.rules['alpha']} = " if "alpha" in getattr(base, "rules", {}) else ""
     assert text.startswith(base.label) and f"ε = 16/255 (linf), T = {base.steps}, α = {rule}{base.alpha * 255:g}/255" in text
     for part in (base.optimizer, base.estimator, *base.transforms, *base.filters):

@@ -9,7 +9,7 @@ import torch
 
 from flatbench import create_attack
 from flatbench.attacks import ESTIMATORS
-from flatbench.registry import ConfigError
+from flatbench.core.registry import ConfigError
 from helpers import SMALL, command, run
 
 FAMILY = ("mifgsm", "ifgsm", "nifgsm", "pgn", "gnp", "gnp_ta", "rap", "gra", "mef", "anda", "vmifgsm", "emifgsm", "mi_dim_tim",

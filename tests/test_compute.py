@@ -6,7 +6,7 @@ import pytest
 
 
 from flatbench.report.compute import best_within, compute_table, pareto
-from flatbench.stats import wilson
+from flatbench.measures.statistics import wilson
 from helpers import SMALL, run
 
 

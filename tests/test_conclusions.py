@@ -12,7 +12,7 @@ from scipy.stats import binomtest, permutation_test, spearmanr
 from sklearn.metrics import roc_auc_score
 
 
-from flatbench.stats import auroc, auroc_interval, holm, mcnemar, spearman_test
+from flatbench.measures.statistics import auroc, auroc_interval, holm, mcnemar, spearman_test
 from helpers import run
 
 
@@ -55,7 +55,7 @@ def test_small_n_spearman_is_exact_never_zero_and_holm_adjusted_over_the_report(
     """At n = 3 a perfect ρ = −1 has exact p 1/3 (was 0 from the t approximation); at n = 9 the exact
     p of the CNN's sharp_worst (+0.85) is SciPy's permutation p, and the report's p_holm adjusts over the
     metrics × surrogates. Broken variant tried: the t approximation kept for n <= 10 (p = 0 at n = 3)."""
-    from flatbench.report.flatness import flatness_correlation
+    from flatbench.report.flatness_tables import flatness_correlation
 
     t = spearman_test([1, 2, 3], [3, 2, 1])
     assert t["rho"] == -1.0 and t["p"] == pytest.approx(1 / 3) and math.isnan(t["ci_low"])
@@ -101,7 +101,7 @@ def test_spearman_auroc_and_mcnemar_equal_scipy_and_sklearn():
 
 
 def test_partial_spearman_equals_the_one_covariate_formula_and_removes_a_confounder():
-    from flatbench.stats import partial_spearman
+    from flatbench.measures.statistics import partial_spearman
     rng = np.random.default_rng(5)
     z = rng.normal(size=300)
     x, y = z + rng.normal(size=300), z + rng.normal(size=300)    # related only through z

@@ -10,12 +10,12 @@ import torch
 from flatbench import create_attack
 from flatbench.attacks import METHODS, build_attack
 from flatbench.cell.plan import hashed_settings, load_data
-from flatbench.compose import CONFIG_DIR
-from flatbench.config import attack_kwargs, resolve
-from flatbench.target_zoo import parse_targets
+from flatbench.entry.compose import CONFIG_DIR
+from flatbench.entry.config import attack_kwargs, resolve
+from flatbench.entry.target_zoo import parse_targets
 from flatbench.models import TESTBED
-from flatbench.loggers import build_logger
-from flatbench.registry import ConfigError
+from flatbench.cell.loggers import build_logger
+from flatbench.core.registry import ConfigError
 from helpers import compose_config
 
 GROUPS = ["data", "targets", "optimizer", "estimator", "transforms", "logger", "paths", "method", "experiment"]
@@ -209,8 +209,8 @@ def test_one_name_per_concept():
     (the gradient it follows; a gradient-norm penalty is one kind) and `transforms`; `attack`
     is the whole method (the Attack, create_attack, the label column), never one of its parts."""
     from flatbench.attacks import ESTIMATORS, OPTIMIZERS, TRANSFORMS
-    from flatbench.listing import list_methods
-    from flatbench.columns import COLUMNS
+    from flatbench.entry.listing import list_methods
+    from flatbench.cell.columns import COLUMNS
 
     for group, registry in (("optimizer", OPTIMIZERS), ("estimator", ESTIMATORS), ("transforms", TRANSFORMS)):
         assert options(group) == registry.names(), group

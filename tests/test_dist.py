@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from flatbench.cell.plan import _device
-from flatbench.dist import World, first_host, node_address, slurm_world
-from flatbench.registry import ConfigError
+from flatbench.cell.dist import World, first_host, node_address, slurm_world
+from flatbench.core.registry import ConfigError
 
 
 @pytest.mark.parametrize("nodelist, host", [

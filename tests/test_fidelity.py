@@ -5,14 +5,16 @@ tests; nothing of it is vendored)."""
 import pandas as pd
 import pytest
 
-from flatbench.settings import load_settings
+from flatbench.entry.settings import load_settings
 import torch
 import torch.nn.functional as F
 
 from flatbench import create_attack
 from flatbench.attacks import METHODS
-from flatbench.registry import ConfigError
-from helpers import Quadratic, SinSquare, TAModel, compose_config, estimate, run
+from flatbench.core.registry import ConfigError
+from analytic import Quadratic, SinSquare, estimate
+from helpers import compose_config, run
+from ta_reference import TAModel
 
 
 def _l2n(g):
@@ -132,7 +134,7 @@ def test_admix_cell_with_a_batch_of_one_draws_partners_from_the_data(trained_zoo
     from flatbench.attacks.transforms import Admix
     from flatbench.cell import run_cell
     from flatbench.cell.plan import load_data
-    from flatbench.config import resolve
+    from flatbench.entry.config import resolve
 
     seen = []
     call = Admix.__call__
@@ -209,8 +211,8 @@ def test_nifgsm_lookahead_is_alpha_in_the_l2_norm():
 
 
 def test_l2_eps_accepts_imagenet_radii_and_quantized_sets_stay_in_the_ball():
-    from flatbench.config import resolve
-    from flatbench.quantize import quantize
+    from flatbench.entry.config import resolve
+    from flatbench.core.quantize import quantize
 
     assert resolve(compose_config(["norm=l2", "eps=4000"])).eps == 4000
     with pytest.raises(ConfigError, match="eps"):
@@ -327,7 +329,7 @@ def test_transferattack_preprocess_is_its_wrap_model():
 def test_truncate_quantize_is_its_save_images():
     import numpy as np
 
-    from flatbench.quantize import quantize
+    from flatbench.core.quantize import quantize
 
     x = torch.tensor([0.0, 0.5, 0.9999, 1.0, 200.6 / 255]).view(1, 1, 1, 5)
     want = (x.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)  # save_images

@@ -5,7 +5,7 @@ import re
 import pytest
 
 import flatbench
-from flatbench.listing import main as list_main
+from flatbench.entry.listing import main as list_main
 
 
 def test_a_wrong_kind_for_list_names_the_right_one(capsys):

@@ -8,8 +8,9 @@ import torch
 
 from flatbench import create_attack
 from flatbench.attacks.estimators import uniform_noise
-from flatbench.registry import ConfigError
-from helpers import TAModel, TA_EPS, run, ta_anda, ta_data, ta_gra, ta_mef, ta_rap
+from flatbench.core.registry import ConfigError
+from helpers import run
+from ta_reference import TAModel, TA_EPS, ta_anda, ta_data, ta_gra, ta_mef, ta_rap
 
 # ---------------------------------------------------------------- equality
 
@@ -125,7 +126,7 @@ def test_family_cells_from_the_command_line(trained_zoo, zoo_dir, tmp_path):
     assert (df.loc["EMI-FGSM", "estimator.radius"], df.loc["EMI-FGSM", "estimator.sampling"]) == (7.0, "linear")
     assert df.loc["GRA", "optimizer"] == "gra_momentum" and df.loc["GRA", "optimizer.eta"] == 0.94
     assert df.loc["GRA", "zeta"] == 3.5 and df.loc["GRA", "n_samples"] == 20       # the bare columns: same meaning
-    # The presets' lengths are rules of eps (flatbench/scaling.py): at the digits eps of 32/255, MEF's
+    # The presets' lengths are rules of eps (flatbench/attacks/scaling.py): at the digits eps of 32/255, MEF's
     # alpha = eps/10 and RAP's alpha = eps/8, eps_n = eps, alpha_n = eps/8.
     assert df.loc["MEF", "estimator.xi"] == 0.15 and df.loc["MEF", "decay"] == 0.5 and df.loc["MEF", "alpha"] == 3.2
     assert df.loc["RAP", "estimator.eps_n"] == 32 and df.loc["RAP", "estimator.alpha_n"] == 4 and df.loc["RAP", "alpha"] == 4
@@ -144,7 +145,7 @@ def test_emifgsm_equals_transferattack_bit_for_bit():
     projects with (x + clip(δ)).clamp(0, 1) − x where the port clamps δ twice, and plain MI-FGSM
     differs from the port by the same ulp. Broken variant tried: the direction d normalised by its
     L2 norm instead of mean|ḡ| (the points 7·α·d land elsewhere)."""
-    from helpers import ta_emifgsm
+    from ta_reference import ta_emifgsm
 
     model = TAModel()
     data, label = ta_data()
@@ -188,7 +189,7 @@ def test_bsr_and_sia_equal_transferattack_with_the_draws_shared(method):
     input_transformation/{bsr,sia}.py, consumes the transform's own draws where the port calls numpy's,
     random's and torch's generators. Broken variants tried: BSR rotating each strip by the negated angle;
     SIA's horizontal shift rolling along dim 2."""
-    from helpers import ta_bsr, ta_sia
+    from ta_reference_views import ta_bsr, ta_sia
 
     model = TAModel()
     data, label = ta_data()
@@ -270,7 +271,7 @@ def test_cwa_equals_transferattack_one_image_at_a_time():
     image at a time is the port (the port's own batch of four differs from it in 8 pixels). Broken
     variant tried: the inner momentum reset at every step."""
     from flatbench.models import Ensemble
-    from helpers import ta_cwa
+    from ta_reference_views import ta_cwa
 
     members = _cwa_members()
     data, label = ta_data()
@@ -304,7 +305,7 @@ def _members_reference(members, data, label, normalize, epoch=10, decay=1.0):
     """MI-FGSM (TransferAttack's momentum and update) on the mean over members of each member's own
     gradient, written out from the formula: (1/K)·Σ_k ∇CE(m_k(x), y), each divided by its own L1 norm
     per image when normalize is 'l1'."""
-    from helpers import ta_momentum, ta_update_delta
+    from ta_reference import ta_momentum, ta_update_delta
     delta = torch.zeros_like(data, requires_grad=True)
     momentum = 0
     for _ in range(epoch):

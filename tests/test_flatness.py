@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from flatbench.flatness import FlatnessSettings, hessian_top, landscape, metrics
-from flatbench.figures import landscape_png
-from flatbench.registry import ConfigError
+from flatbench.measures.flatness import FlatnessSettings, hessian_top, landscape, metrics
+from flatbench.measures.landscape import landscape_png
+from flatbench.core.registry import ConfigError
 from helpers import SMALL, run
 
 IDS = ["a", "b", "c"]
@@ -91,7 +91,7 @@ def test_worst_case_sharpness_splits_into_gradient_and_curvature_on_a_concave_qu
 
 
 def test_metrics_are_deterministic_and_independent_of_batching(small_cnn):
-    from flatbench.flatness import model_loss
+    from flatbench.measures.flatness import model_loss
 
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 1, 2, 3])
@@ -115,7 +115,7 @@ def test_metrics_are_deterministic_and_independent_of_batching(small_cnn):
 def test_settings_out_of_range_name_the_key():
     with pytest.raises(ConfigError, match="flatness.k_samples=0"):
         FlatnessSettings(k_samples=0).check()
-    from flatbench.settings import flatness_settings
+    from flatbench.entry.settings import flatness_settings
     with pytest.raises(ConfigError, match="Did you mean 'rho'"):
         flatness_settings({"enabled": True, "rhoo": 3})
     assert flatness_settings({"enabled": False, "rho": 3}) is None
@@ -123,7 +123,7 @@ def test_settings_out_of_range_name_the_key():
 
 
 def test_landscape_plot_renders_side_by_side(small_cnn, tmp_path):
-    from flatbench.flatness import model_loss
+    from flatbench.measures.flatness import model_loss
     import matplotlib.image as mpimg
 
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -207,7 +207,7 @@ def test_flatness_on_adds_columns_files_and_report(trained_zoo, zoo_dir, tmp_pat
 def test_family_table_sets_every_metric_beside_the_black_box_asr():
     """flatness_table: one row per cell (black-box mean ASR, white-box rows left out) and each
     metric's Spearman ρ with it, on rows whose ranks are known."""
-    from flatbench.report.flatness import flatness_table, flatness_table_md
+    from flatbench.report.flatness_tables import flatness_table, flatness_table_md
 
     rows = []
     for i, (att, asr) in enumerate([("A", 10.0), ("B", 30.0), ("C", 20.0), ("D", 40.0)]):

@@ -8,13 +8,14 @@ import pytest
 import torch
 import yaml
 
-from flatbench.compose import CONFIG_DIR
+from flatbench.entry.compose import CONFIG_DIR
 from flatbench.data import DATASETS
 from flatbench.data.folders import DataError
 from flatbench.models import DEFENSES, MissingWeightsError, load_model, read_checkpoint
 from flatbench.models.hub import parse_name
-from flatbench.registry import ConfigError
-from helpers import BIN, SYNSET_LABELS, make_layouts, write_png
+from flatbench.core.registry import ConfigError
+from helpers import BIN
+from images import SYNSET_LABELS, make_layouts, write_png
 
 
 ZOOS = ["cnn", "vit", "pgn_paper", "transferattack", "defenses"]
@@ -295,7 +296,7 @@ def test_unknown_defense_suggests():
 def test_data_sets_and_dim_accept_the_same_interpolations(layouts):
     """One list of resize modes (registry.INTERPOLATIONS) for the data sets and DIM, one message form."""
     from flatbench import create_attack
-    from flatbench.registry import INTERPOLATIONS, ConfigError
+    from flatbench.core.registry import INTERPOLATIONS, ConfigError
 
     import re
 

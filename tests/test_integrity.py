@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from flatbench.store import load_adv
+from flatbench.cell.store import load_adv
 from helpers import BIN, compose_config, report_main, run, zoo_env
 
 SMALL = ["targets=digits_small", "progress=false"]
@@ -140,7 +140,7 @@ def test_cell_id_holds_the_device_type():
     from flatbench.cell.plan import cell_hash, hashed_settings
     from flatbench.attacks import build_attack
     from flatbench.cell.plan import load_data
-    from flatbench.config import attack_kwargs, resolve
+    from flatbench.entry.config import attack_kwargs, resolve
 
     cfg = compose_config(["n_images=4", "method=pgn"])
     s = resolve(cfg)
@@ -228,8 +228,8 @@ def test_single_run_failure_is_one_line_and_full_error_shows_the_traceback(train
 
 def test_programming_errors_keep_their_traceback(monkeypatch):
     """Only errors flatbench raises on purpose become one line; a KeyError from a bug does not."""
-    from flatbench import errors
-    from flatbench.registry import ConfigError
+    from flatbench.entry import errors
+    from flatbench.core.registry import ConfigError
 
     def bug():
         return {}["missing"]

@@ -1,5 +1,5 @@
-"""The command line's CPU kernel paths (flatbench/kernels.py) and each cell's provenance
-(flatbench/provenance.py): what was pinned is in effect before torch's first operation, a user's
+"""The command line's CPU kernel paths (flatbench/core/kernels.py) and each cell's provenance
+(flatbench/cell/provenance.py): what was pinned is in effect before torch's first operation, a user's
 own variable wins, and cell.json / the rows say where a cell was computed without it entering the
 cell's id."""
 import json
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 
-from flatbench import __version__, kernels
+from flatbench import __version__
+from flatbench.core import kernels
 from flatbench.models.testbed import pinned_sidecar
 from helpers import BIN, ROOT, SMALL, report_main, run
 

@@ -16,8 +16,10 @@ import torch
 from flatbench import create_attack
 from flatbench.models import WeightSnapshots, load_model
 from flatbench.models.lgv import PINNED_NAME, load_pinned_lgv, cycle_start
-from flatbench.registry import ConfigError
-from helpers import BIN, SMALL, zoo_env, TA_EPS, TAModel, lgv_release, run, ta_data, ta_lgv
+from flatbench.core.registry import ConfigError
+from helpers import BIN, SMALL, run, zoo_env
+from ta_reference import TAModel, TA_EPS, ta_data
+from ta_reference_views import lgv_release, ta_lgv
 
 
 def test_lgv_equals_transferattack_with_the_shuffle_shared():
@@ -96,7 +98,7 @@ def test_collect_snapshots_walks_away_from_the_base_and_leaves_it():
 
 
 def test_lgv_dir_loads_the_release_layout_and_checks_sha256sums(tmp_path):
-    from flatbench.provenance import file_digest
+    from flatbench.cell.provenance import file_digest
 
     folder = lgv_release(tmp_path)
     snaps = load_model(f"lgv:{folder}")   # the architecture from the layout: resnet18, torchvision's preprocessing
@@ -141,7 +143,7 @@ def test_flatness_on_the_base_model_of_an_lgv_cell(zoo_dir, tmp_path):
     the set's)."""
     import torch.nn.functional as F
 
-    from flatbench.store import load_adv
+    from flatbench.cell.store import load_adv
     from flatbench.data.digits import load_split
 
     out = tmp_path / "flat"
@@ -176,7 +178,7 @@ def test_republished_snapshots_never_reuse_the_first_publications_results():
     Broken variant tried: the revision left out of hashed_settings (the old id comes back)."""
     from flatbench.attacks import build_attack
     from flatbench.cell.plan import cell_hash, hashed_settings, load_data, target_key
-    from flatbench.config import attack_kwargs, resolve
+    from flatbench.entry.config import attack_kwargs, resolve
     from flatbench.models.sources import source_of
     from helpers import compose_config
 

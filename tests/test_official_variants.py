@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from flatbench import create_attack
 from flatbench.attacks.estimators import uniform_noise
-from flatbench.registry import ConfigError
-from helpers import BIN, TAModel, TA_EPS, ta_data, ta_gra
+from flatbench.core.registry import ConfigError
+from helpers import BIN
+from ta_reference import TAModel, TA_EPS, ta_data, ta_gra
 
 
 def official_rap(model, data, label, *, epoch, lr, transpoint, adv_epsilon, adv_steps, start):

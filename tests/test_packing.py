@@ -8,7 +8,7 @@ from flatbench import create_attack
 from flatbench.attacks.packing import pack_size
 from flatbench.cell.crafting import craft
 from flatbench.data import DATASETS
-from flatbench.store import AdvStore, load_adv
+from flatbench.cell.store import AdvStore, load_adv
 from helpers import run
 
 SIZES = [4, 4, 3]   # three batches of a cell, the last one short
@@ -103,7 +103,7 @@ def test_a_stop_pauses_a_packed_group_and_the_rerun_continues_it(trained_zoo, tm
     log check fails)."""
     import logging
 
-    from flatbench.signals import Stop, StopRequest
+    from flatbench.cell.signals import Stop, StopRequest
 
     class StopAfter(torch.nn.Module):   # asks the cell to stop during its third forward
         def __init__(self, inner):

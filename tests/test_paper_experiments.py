@@ -6,7 +6,8 @@ FLATBENCH_DATA, here a folder of generated PNGs in each layout.
 """
 import pandas as pd
 import pytest
-from helpers import ROOT, lgv_release, run
+from helpers import ROOT, run
+from ta_reference_views import lgv_release
 
 
 SMOKE = ["pretrained=false", "n_images=4", "steps=1", "progress=false", "batch_size=4"]

@@ -11,9 +11,9 @@ from flatbench.attacks import ESTIMATORS, OPTIMIZERS, TRANSFORMS, Param, create_
 from flatbench.attacks.estimators import Estimator
 from flatbench.attacks.transforms import InputTransform
 from flatbench.cell.plan import hashed_settings, part_settings
-from flatbench.columns import settings_columns
-from flatbench.config import CellSettings
-from flatbench.registry import ConfigError
+from flatbench.cell.columns import settings_columns
+from flatbench.cell.settings import CellSettings
+from flatbench.core.registry import ConfigError
 
 CONF = Path(__file__).resolve().parent.parent / "flatbench" / "conf"
 
@@ -168,9 +168,9 @@ def test_renamed_keys_keep_working_through_the_one_table():
     line, in a config file and in create_attack it is read as chunk, with a note."""
     import warnings
 
-    from flatbench.compose import compose
-    from flatbench.config import chunk_setting
-    from flatbench.migration import current_overrides
+    from flatbench.entry.compose import compose
+    from flatbench.entry.config import chunk_setting
+    from flatbench.core.migration import current_overrides
 
     args, notes = current_overrides(["max_batch=8", "hydra.sweeper.params.max_batch=4,8", "eps=4"])
     assert args == ["chunk=8", "hydra.sweeper.params.chunk=4,8", "eps=4"] and len(notes) == 2

@@ -13,8 +13,9 @@ import torch
 from flatbench import create_attack
 from flatbench.attacks.context import Paused
 from flatbench.models import Ensemble
-from flatbench.store import load_adv
-from helpers import BIN, TA_EPS, TAModel, run, ta_data, zoo_env
+from flatbench.cell.store import load_adv
+from helpers import BIN, run, zoo_env
+from ta_reference import TAModel, TA_EPS, ta_data
 
 METHODS = ["mifgsm", "nifgsm", "pgn", "gnp", "vmifgsm", "mef", "gra", "anda", "rap", "emifgsm", "bsr", "cwa"]
 

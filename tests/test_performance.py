@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flatbench.settings import load_settings
+from flatbench.entry.settings import load_settings
 import torch
 
 from flatbench.attacks import create_attack
@@ -53,14 +53,14 @@ def test_memory_budget_sets_the_chunk_it_chooses(small_cnn):
 def test_auto_chunk_is_a_rule_that_never_times(small_cnn, monkeypatch):
     """The default chunk and format come from the model's exact activation size and fixed budgets,
     never from a timing: the same on an idle machine and a loaded one."""
-    from flatbench.attacks import tuning
+    from flatbench.attacks import sizing, sizing_timed
 
-    monkeypatch.setattr(tuning, "measure", lambda *a, **k: pytest.fail("the default measured"))
+    monkeypatch.setattr(sizing_timed, "measure", lambda *a, **k: pytest.fail("the default measured"))
     x = torch.rand(2, 3, 16, 16)
     a = _pgn(small_cnn)
     per = a.bytes_per_image(x)
     cpu = torch.device("cpu")
-    want = min(tuning.rule_cap(cpu), 1 << (int(tuning.rule_budget(cpu) // per).bit_length() - 1))
+    want = min(sizing.rule_cap(cpu), 1 << (int(sizing.rule_activation_bytes(cpu) // per).bit_length() - 1))
     assert a.resolved_chunk(x) == want and a.memory_format == "channels_last"
     big = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 3, padding=1),
                               torch.nn.Flatten(), torch.nn.LazyLinear(3))
@@ -69,19 +69,19 @@ def test_auto_chunk_is_a_rule_that_never_times(small_cnn, monkeypatch):
     xb = torch.rand(1, 3, 128, 128)
     per = b.bytes_per_image(xb)
     assert per > 4 * 64 * 128 * 128 * 2   # two 64-channel maps at least
-    assert b.resolved_chunk(xb) == 1 << (int(tuning.rule_budget(cpu) // per).bit_length() - 1) < tuning.rule_cap(cpu)
+    assert b.resolved_chunk(xb) == 1 << (int(sizing.rule_activation_bytes(cpu) // per).bit_length() - 1) < sizing.rule_cap(cpu)
     # channels_last on a CPU, contiguous on CUDA (docs/benchmarks.md: the H200's limit was contiguous)
-    assert tuning.rule_channels_last(torch.device("cpu")) and not tuning.rule_channels_last(torch.device("cuda"))
+    assert sizing.rule_channels_last(torch.device("cpu")) and not sizing.rule_channels_last(torch.device("cuda"))
 
 
 def test_bytes_per_image_leaves_out_what_every_image_shares():
     """The weights autograd saves for the backward are there once per forward, whatever the
     chunk: a model of large weights and small activations needs little memory per image.
     (Broken variant, main before issue 36: one image's saved tensors, weights included: 16 MB here.)"""
-    from flatbench.attacks import tuning
+    from flatbench.attacks import sizing
 
     model = torch.nn.Sequential(torch.nn.Linear(2000, 2000), torch.nn.ReLU(), torch.nn.Linear(2000, 10))
-    per = tuning.bytes_per_image(model, torch.rand(3, 2000))
+    per = sizing.bytes_per_image(model, torch.rand(3, 2000))
     # the input, its gradient, the hidden layer before and after the ReLU, the logits: a few times 8 KB
     assert 4 * 2000 * 2 <= per <= 4 * 2000 * 8, per
 
@@ -90,21 +90,21 @@ def test_the_cpu_rule_sizes_from_the_machines_total_memory(monkeypatch):
     """The CPU budget and cap follow the machine's total memory (as CUDA's follow the card's),
     never its free memory: 24 GiB gives 384 MiB and 64 images, 128 GiB 2 GiB and 256, 8 GiB
     128 MiB and 32, 2 GiB the floor of 16. (Broken variant: the fixed 1 GiB and 64 of before; the 128 GiB case fails.)"""
-    from flatbench.attacks import tuning
+    from flatbench.attacks import sizing
 
     cpu, gib, mib = torch.device("cpu"), 2 ** 30, 2 ** 20
-    assert tuning.rule_budget(cpu, 24 * gib) == 384 * mib and tuning.rule_cap(cpu, 24 * gib) == 64
-    assert tuning.rule_budget(cpu, 128 * gib) == 2 * gib and tuning.rule_cap(cpu, 128 * gib) == 256
-    assert tuning.rule_cap(cpu, 8 * gib) == 32 and tuning.rule_cap(cpu, 2 * gib) == 16
+    assert sizing.rule_activation_bytes(cpu, 24 * gib) == 384 * mib and sizing.rule_cap(cpu, 24 * gib) == 64
+    assert sizing.rule_activation_bytes(cpu, 128 * gib) == 2 * gib and sizing.rule_cap(cpu, 128 * gib) == 256
+    assert sizing.rule_cap(cpu, 8 * gib) == 32 and sizing.rule_cap(cpu, 2 * gib) == 16
     # ResNet-18 at 224 px saves about 32 MB per image: 8 images on 24 GiB, 64 on 128 GiB
-    assert tuning.rule_chunk(cpu, lambda: 32 * mib, total=24 * gib) == 8
-    assert tuning.rule_chunk(cpu, lambda: 32 * mib, total=128 * gib) == 64
-    assert tuning.rule_chunk(cpu, lambda: 1 * mib, total=24 * gib) == 64   # the digits models: the cap
+    assert sizing.rule_chunk(cpu, lambda: 32 * mib, total=24 * gib) == 8
+    assert sizing.rule_chunk(cpu, lambda: 32 * mib, total=128 * gib) == 64
+    assert sizing.rule_chunk(cpu, lambda: 1 * mib, total=24 * gib) == 64   # the digits models: the cap
     # What the attack resolves follows the machine's total memory, read once per call of the rule.
-    monkeypatch.setattr(tuning, "total_memory", lambda device: 128 * gib)
+    monkeypatch.setattr(sizing, "total_memory", lambda device: 128 * gib)
     small = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
     assert _pgn(small).resolved_chunk(torch.rand(2, 3, 4, 4)) == 256
-    monkeypatch.setattr(tuning, "total_memory", lambda device: 2 * gib)
+    monkeypatch.setattr(sizing, "total_memory", lambda device: 2 * gib)
     assert _pgn(small).resolved_chunk(torch.rand(2, 3, 4, 4)) == 16
 
 
@@ -121,7 +121,7 @@ def test_chunk_search_stops_where_its_rules_say():
     """The measurement is the default, so it must stay cheap: it stops after two doublings that
     gain < 5%, at a chunk whose call takes CALL_S, or when its budget is spent; it picks the
     smallest chunk within 3% of the fastest. Checked with timers whose answers are known."""
-    from flatbench.attacks.tuning import search_chunks
+    from flatbench.attacks.sizing_timed import search_chunks
 
     def timer_of(seconds_per_call):
         timed = []
@@ -168,7 +168,7 @@ def test_bf16_asr_within_one_point_of_fp32(trained_zoo, zoo_dir, tmp_path):
                         f"paths.zoo_dir={zoo_dir or 'null'}", f"paths.cache_dir={tmp_path / 'cache'}"])
         res[amp] = run_cell(load_settings(cfg), tmp_path / amp).set_index("target")["asr"]
     # The setting is applied, not ignored: the crafted sets differ (an ignored amp gives equal sets).
-    from flatbench.store import load_adv
+    from flatbench.cell.store import load_adv
     assert not torch.equal(load_adv(tmp_path / "null" / "adv.safetensors")[0], load_adv(tmp_path / "bf16" / "adv.safetensors")[0])
     diff = res["bf16"] - res["null"]
     print("bf16 - fp32 ASR:", diff.round(2).to_dict())
@@ -282,26 +282,26 @@ def test_measured_choice_is_kept_in_the_tuning_file_and_recorded(trained_zoo, sm
     no tuning file."""
     import json
 
-    from flatbench.attacks import tuning
+    from flatbench.attacks import sizing_timed
 
     path = tmp_path / "tuning.json"
-    monkeypatch.setenv(tuning.ENV_FILE, str(path))
-    monkeypatch.setattr(tuning, "_PROCESS", {})
+    monkeypatch.setenv(sizing_timed.ENV_FILE, str(path))
+    monkeypatch.setattr(sizing_timed, "_PROCESS", {})
     m = trained_zoo["digits-resnet"]
     x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(2))
     y = torch.tensor([1, 2, 3, 4])
     d = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4)
     assert (d.chunk_setting, d.channels_last) == ("auto", "auto")
     d(x, y, seed=1)
-    assert not path.exists() and not tuning._PROCESS   # the defaults are a rule: nothing timed, nothing kept
+    assert not path.exists() and not sizing_timed._PROCESS   # the defaults are a rule: nothing timed, nothing kept
     a = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, chunk="measure", channels_last="measure")
     out = a(x, y, seed=1)
     entry = next(iter(json.loads(path.read_text()).values()))
     assert a.chunk == entry["chunk"] and a.memory_format == ("channels_last" if entry["channels_last"] else "contiguous")
     assert set(entry["rates"]) == {"contiguous", "channels_last"}
     # Another process: nothing in memory, the file answers; measuring again would be a failure.
-    monkeypatch.setattr(tuning, "_PROCESS", {})
-    monkeypatch.setattr(tuning, "measure", lambda *a, **k: pytest.fail("measured again despite the tuning file"))
+    monkeypatch.setattr(sizing_timed, "_PROCESS", {})
+    monkeypatch.setattr(sizing_timed, "measure", lambda *a, **k: pytest.fail("measured again despite the tuning file"))
     b = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, chunk="measure", channels_last="measure")
     assert torch.equal(b(x, y, seed=1), out) and b.chunk == a.chunk
     pinned = create_attack("pgn", m, eps=32 / 255, steps=2, n_samples=4, chunk=entry["chunk"],
@@ -344,7 +344,7 @@ def test_two_cells_started_together_craft_the_images_of_one_alone(trained_zoo, z
     reuse the other's batches.)"""
     import os
 
-    from flatbench.store import load_adv
+    from flatbench.cell.store import load_adv
 
     base = ["flatbench", "n_images=32", "batch_size=16", "method=pgn", "estimator.n_samples=4", "steps=3",
             "surrogate=digits-resnet", "targets=digits_small", "progress=false"]
@@ -377,9 +377,9 @@ def test_a_resumed_cell_crafts_with_the_chunk_and_format_of_its_first_batches(tr
     import logging
 
     from flatbench.cell.crafting import craft
-    from flatbench.signals import Stop, StopRequest
+    from flatbench.cell.signals import Stop, StopRequest
     from flatbench.data import DATASETS
-    from flatbench.store import AdvStore
+    from flatbench.cell.store import AdvStore
 
     class StopAfter(torch.nn.Module):  # asks the cell to stop once the first batch is done
         def __init__(self, inner, calls):
@@ -418,7 +418,7 @@ def test_a_resumed_cell_crafts_with_the_chunk_and_format_of_its_first_batches(tr
 def test_the_command_line_keeps_the_attack_s_blocks_in_the_heap(zoo_dir, tmp_path):
     """glibc hands the attack's 1-16 MiB activation blocks back with munmap and maps them again at
     every step: thousands of minor page faults per forward+backward, and a process speed that
-    wandered by a third between runs (flatbench/heap.py, issue 25). The command line keeps them in
+    wandered by a third between runs (flatbench/core/heap.py, issue 25). The command line keeps them in
     the heap. Counted, not timed: the same cell's minor page faults with FLATBENCH_HEAP=default
     (glibc as it comes, its mmap threshold held at the 128 KiB it starts from) and without. Left to
     adapt, glibc's threshold adapts differently in each process: the default run took 254,271 faults

@@ -2,11 +2,11 @@
 import pandas as pd
 import pytest
 
-from flatbench.settings import load_settings
+from flatbench.entry.settings import load_settings
 import torch
 
 from flatbench import create_attack
-from flatbench.planning import CellCost, render, totals
+from flatbench.entry.planning import CellCost, render, totals
 from helpers import BIN, SMALL, compose_config, run, zoo_env
 
 GRID = ["method=mifgsm,pgn,mef,anda", "steps=2", "batch_size=4", *SMALL]   # two batches of 4 per cell
@@ -14,7 +14,7 @@ GRID = ["method=mifgsm,pgn,mef,anda", "steps=2", "batch_size=4", *SMALL]   # two
 
 @pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
 def test_plan_predicts_grad_evals_and_counts_only_what_is_left(trained_zoo, zoo_dir, tmp_path):
-    from flatbench.store import AdvStore, load_adv
+    from flatbench.cell.store import AdvStore, load_adv
 
     p1 = tmp_path / "plan1.csv"
     out = run(["flatbench", "plan", "-m", *GRID, "--csv", str(p1)], zoo_dir, tmp_path)
@@ -64,8 +64,8 @@ def test_a_measurement_keeps_its_fastest_window_and_a_rate_says_its_age_and_load
     and the plan's source column says how old it is. Broken variant tried: the mean of the windows."""
     import time as _t
 
-    from flatbench.planning import measure
-    from flatbench.rates import rate_note, read_rates, record_rate
+    from flatbench.entry.planning import measure
+    from flatbench.cell.rates import rate_note, read_rates, record_rate
 
     clock = {"t": 0.0, "n": 0}
 
@@ -170,7 +170,7 @@ def test_sweep_progress_line_counts_cells_failures_and_projects_the_rest(trained
 
 
 def test_progress_line_projects_from_the_plan_and_the_cells_done():
-    from flatbench.progress import progress_line
+    from flatbench.entry.sweep_progress import progress_line
 
     state = {"total": 3, "cells": {"a": 100, "b": 300, "c": 50},
              "done": {"a": {"ok": True, "seconds": 10.0, "grad_evals": 100}, "c": {"ok": False, "seconds": 1.0}}}
@@ -243,7 +243,7 @@ def test_compose_inside_a_hydra_app_leaves_the_apps_global_hydra():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from flatbench.compose import CONFIG_DIR, compose
+    from flatbench.entry.compose import CONFIG_DIR, compose
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -258,7 +258,7 @@ def test_progress_line_counts_the_time_besides_crafting_per_cell():
     left" with one minute left). Crafting is projected at its own seconds per evaluation, and the time
     besides crafting (evaluation, flatness) at its own mean per cell. Broken variant tried: the old
     formula (6,100 s here)."""
-    from flatbench.progress import progress_line
+    from flatbench.entry.sweep_progress import progress_line
 
     state = {"total": 2, "cells": {"cheap": 10, "costly": 1000},
              "done": {"cheap": {"ok": True, "seconds": 61.0, "grad_evals": 10, "craft_seconds": 1.0}}}

@@ -7,9 +7,9 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from flatbench.figures import landscape_figure  # noqa: E402
+from flatbench.measures.landscape import landscape_figure  # noqa: E402
 from flatbench.report.compute import compute_figure  # noqa: E402
-from flatbench.report.flatness import auroc_figure  # noqa: E402
+from flatbench.report.flatness_tables import auroc_figure  # noqa: E402
 from flatbench.report.plots import heatmap_labels  # noqa: E402
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flatbench.settings import load_settings
+from flatbench.entry.settings import load_settings
 import torch
 from omegaconf import open_dict
 
 from flatbench.attacks import create_attack
 from flatbench.attacks.loop import NonFiniteError
-from flatbench.io import WriteError, atomic_write_text
-from flatbench.registry import ConfigError
+from flatbench.core.io import WriteError, atomic_write_text
+from flatbench.core.registry import ConfigError
 from helpers import BIN, SMALL, compose_config, run, zoo_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +98,7 @@ def test_bad_config_is_one_line_from_main(trained_zoo, zoo_dir, tmp_path, monkey
     import hydra._internal.utils as hydra_utils
     from hydra.core.global_hydra import GlobalHydra
 
-    from flatbench import cli
+    from flatbench.entry import cli
 
     for k, v in {**zoo_env(zoo_dir), "WANDB_MODE": "offline"}.items():
         monkeypatch.setenv(k, v)
@@ -272,7 +272,7 @@ def test_no_eval_or_exec_in_flatbench():
 
 
 def test_target_restriction_allows_the_model_libraries():
-    from flatbench.config import check_hydra_targets
+    from flatbench.entry.config import check_hydra_targets
 
     check_hydra_targets({"optimizer": {"_target_": "flatbench.attacks.create_attack"},
                         "targets": {"m": {"_target_": "timm.create_model"}}})
@@ -284,7 +284,7 @@ def test_target_restriction_allows_the_model_libraries():
 
 def test_typo_inside_a_group_file_names_the_key_and_the_file(trained_zoo, zoo_dir, tmp_path):
     import shutil
-    from flatbench.compose import CONFIG_DIR
+    from flatbench.entry.compose import CONFIG_DIR
 
     conf = tmp_path / "conf"
     shutil.copytree(CONFIG_DIR, conf)
@@ -310,7 +310,7 @@ def test_a_config_file_written_for_flatbench_0_1_names_the_renamed_groups(traine
 
 
 def _merge_many(path, worker, n):
-    from flatbench.io import update_json
+    from flatbench.core.io import update_json
 
     for i in range(n):
         update_json(path, lambda d, i=i: {**d, f"{worker}-{i}": i})
@@ -318,11 +318,11 @@ def _merge_many(path, worker, n):
 
 def test_json_records_merged_from_several_processes_lose_no_entry(tmp_path):
     """The tuning file, the rates file and a sweep's progress record are merged into by every process
-    of a sweep through one function (flatbench.io.update_json): four processes writing 25 entries
+    of a sweep through one function (flatbench.core.io.update_json): four processes writing 25 entries
     each leave all 100 (without the lock, interleaved read-modify-writes drop entries)."""
     import multiprocessing as mp
 
-    from flatbench.io import read_json, update_json
+    from flatbench.core.io import read_json, update_json
 
     path = tmp_path / "record.json"
     ctx = mp.get_context("spawn")

@@ -11,8 +11,8 @@ import torch
 
 from flatbench import create_attack
 from flatbench.attacks import ESTIMATORS, Attack
-from flatbench.registry import ConfigError
-from flatbench.units import CLI_MIN_RATIO, check_config_eps, check_config_length, config_length
+from flatbench.core.registry import ConfigError
+from flatbench.core.units import CLI_MIN_RATIO, check_config_eps, check_config_length, config_length
 from helpers import BIN, SMALL, fails, run
 
 
@@ -119,7 +119,7 @@ def _store(tmp_path, cell_id):
 
 
 def _images(path):
-    from flatbench.store import load_adv
+    from flatbench.cell.store import load_adv
 
     return load_adv(path)[0]
 
@@ -185,7 +185,7 @@ def test_a_missing_data_root_names_flatbench_data_and_the_docs(tmp_path):
 def test_synset_folders_take_their_imagenet_index_and_other_names_need_a_classes_file(tmp_path):
     from flatbench.data import DATASETS
     from flatbench.data.folders import DataError
-    from helpers import write_png
+    from images import write_png
 
     root = tmp_path / "val"
     for i, syn in enumerate(["n02123045", "n09999999", "tabby"]):   # a 1k synset, a synset not in 1k, a plain name
@@ -215,8 +215,8 @@ def test_imagenet_end_to_end_sweep_export_reevaluate_and_report(tmp_path):
     import pandas as pd
 
     from flatbench.data import DATASETS
-    from flatbench.store import load_adv
-    from helpers import SYNSET_LABELS, SYNSETS, write_png
+    from flatbench.cell.store import load_adv
+    from images import SYNSETS, SYNSET_LABELS, write_png
 
     val = tmp_path / "val"
     for i in range(6):
@@ -269,7 +269,7 @@ def test_every_preset_builds_the_same_attack_from_create_attack_and_the_command_
     Broken variant tried: the API's eps/10 rule resolved at ε = 16/255 whatever ε (MEF at eps=8 fails)."""
     from flatbench.attacks import METHODS
     from flatbench.models import Ensemble
-    from flatbench.settings import load_settings
+    from flatbench.entry.settings import load_settings
     from helpers import compose_config
 
     for name, (_, est, _) in METHODS.items():

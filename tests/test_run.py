@@ -2,9 +2,9 @@
 import pandas as pd
 import pytest
 
-from flatbench.settings import load_settings
+from flatbench.entry.settings import load_settings
 
-from flatbench.columns import COLUMNS
+from flatbench.cell.columns import COLUMNS
 from helpers import SMALL, compose_config, run, zoo_env
 
 def test_single_cell_writes_schema(trained_zoo, zoo_dir, tmp_path):
@@ -20,7 +20,7 @@ def test_single_cell_writes_schema(trained_zoo, zoo_dir, tmp_path):
     assert df.set_index("target").loc["digits-mlp", "role"] == "black-box"
     assert (df["linf_mean"] <= 32 + 1e-9).all() and df["cell_id"].nunique() == 1
     assert (df["grad_evals"] == 8 * 10 * 2 * 2).all()
-    from flatbench.store import load_adv
+    from flatbench.cell.store import load_adv
     adv, ids = load_adv(out / "adv.safetensors")
     assert adv.dtype.is_floating_point is False and len(ids) == 8
     pred = pd.read_csv(out / "predictions.csv")

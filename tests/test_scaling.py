@@ -7,8 +7,8 @@ import torch
 
 
 from flatbench import create_attack
-from flatbench.registry import ConfigError
-from flatbench.scaling import parse_rule, resolve_length, rule_text
+from flatbench.core.registry import ConfigError
+from flatbench.attacks.scaling import parse_rule, resolve_length, rule_text
 from helpers import command
 
 # `flatbench plan -m method=rap,mef,mef_dim_tim eps=16` on main 1e082fa, before the presets were rules.

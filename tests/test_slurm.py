@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from flatbench.store import load_adv
+from flatbench.cell.store import load_adv
 from helpers import BIN, zoo_env
 
 pytestmark = pytest.mark.slurm

@@ -8,7 +8,7 @@ import torch
 
 
 from flatbench import create_attack
-from flatbench.registry import ConfigError
+from flatbench.core.registry import ConfigError
 from helpers import SMALL, run
 
 

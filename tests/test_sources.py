@@ -11,7 +11,7 @@ import torch
 from flatbench.attacks import create_attack
 from flatbench.models import SOURCES, ModelSource, Preprocess, load_model, source_of
 from flatbench.models.testbed import MEAN, NUM_CLASSES, STD, TESTBED
-from flatbench.registry import ConfigError
+from flatbench.core.registry import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent / "flatbench"
 
@@ -80,8 +80,8 @@ def test_a_new_source_is_one_class_and_one_registration(toy):
     timm's unknown-model error."""
     from flatbench.cell.evaluation import precheck_target
     from flatbench.data import DATASETS
-    from flatbench.listing import list_models
-    from flatbench.provenance import provenance
+    from flatbench.entry.listing import list_models
+    from flatbench.cell.provenance import provenance
 
     model = load_model("toy-mlp")
     data = DATASETS.build("digits", split="test").subset(8)
@@ -95,12 +95,12 @@ def test_a_new_source_is_one_class_and_one_registration(toy):
 
 
 def test_only_the_sources_know_which_source_a_name_is():
-    """Outside flatbench/models (and the testbed's own command, zoo.py), nothing tests a name against
+    """Outside flatbench/models (and the testbed's own command, entry/zoo_command.py), nothing tests a name against
     the testbed table or a hub's library: it asks source_of(name)."""
     offenders = []
     for f in sorted(ROOT.rglob("*.py")):
         rel = f.relative_to(ROOT).as_posix()
-        if rel.startswith("models/") or rel == "zoo.py":
+        if rel.startswith("models/") or rel == "entry/zoo_command.py":
             continue
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.Compare) and any(isinstance(o, (ast.In, ast.NotIn)) for o in node.ops) \

@@ -74,10 +74,10 @@ def test_no_import_cycle_at_module_level():
 
 def test_cell_directories_are_found_and_cell_json_is_read_in_one_place():
     """Finding cells (rglob) and reading cell.json belong to flatbench/cell/directory.py (its name to
-    flatbench/layout.py, which reads nothing)."""
+    flatbench/core/layout.py, which reads nothing)."""
     offenders = []
     for name, f, _ in _modules():
-        if name in ("flatbench.cell.directory", "flatbench.layout"):
+        if name in ("flatbench.cell.directory", "flatbench.core.layout"):
             continue
         text = f.read_text()
         if '"cell.json"' in text or "rglob(" in text and ("results.csv" in text or "overrides.yaml" in text):
@@ -117,7 +117,7 @@ def test_every_ported_estimator_lists_its_differences_and_the_methods_page_print
 
 
 def test_no_test_module_imports_another():
-    """What the tests share lives in tests/helpers.py (issue 35): a test module that imported another
+    """What the tests share lives in helper modules by job (tests/helpers.py, images.py, analytic.py, ta_reference*.py; issue 35): a test module that imported another
     would run that module's import-time code twice, under two names, and hide a helper in a test file."""
     here = Path(__file__).resolve().parent
     pattern = re.compile(r"^\s*(?:from|import)\s+(?:tests\.)?(test_\w+|conftest)\b", re.M)
@@ -130,9 +130,9 @@ def test_no_test_module_imports_another():
 
 def test_each_directory_layout_is_named_in_one_class():
     """A cell directory, a sweep directory and the cache each have one class that names their files
-    (flatbench/layout.py, issue 35): a file name of theirs spelled as a string anywhere else in the
+    (flatbench/core/layout.py, issue 35): a file name of theirs spelled as a string anywhere else in the
     package, or one of their directory names joined onto a path there, fails here."""
-    from flatbench.layout import CacheLayout, CellLayout, SweepLayout
+    from flatbench.core.layout import CacheLayout, CellLayout, SweepLayout
 
     names, dirs = set(), set()
     for cls in (CellLayout, SweepLayout, CacheLayout):
@@ -146,7 +146,7 @@ def test_each_directory_layout_is_named_in_one_class():
     assert {"adv", "clean", "steps", "report", ".hydra", ".flatbench"} <= dirs
     offenders = []
     for f in sorted(ROOT.rglob("*.py")):
-        if f.name == "layout.py" and f.parent == ROOT:
+        if f == ROOT / "core" / "layout.py":
             continue
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.Constant) and node.value in names:
@@ -172,12 +172,11 @@ def test_one_meaning_per_name():
     assert not clashes, clashes
 
 
-# The package's top: the commands and the stages that drive a sweep. Nothing below them imports them,
-# at module level or inside a function (issue 35: crafting imported the planner for its rates file,
-# the flatness stage the report for its landscape figure).
-TOP = ("flatbench.cli", "flatbench.commands", "flatbench.job", "flatbench.planning", "flatbench.progress",
-       "flatbench.report", "flatbench.listing", "flatbench.zoo")
-ENTRY = ("flatbench", "flatbench.__main__")   # the package's own entry points re-export the top
+# The package's top: the entry layer (the command lines, Hydra, the config) and the report. Nothing below
+# them imports them, at module level or inside a function (issue 35: crafting imported the planner for
+# its rates file, the flatness stage the report for its landscape figure).
+TOP = ("flatbench.entry", "flatbench.report")
+ENTRY = ("flatbench", "flatbench.__main__", "flatbench.api")   # the package's own entry points, and the API
 
 
 def _imports(f: Path, name: str):
@@ -212,16 +211,16 @@ def test_no_import_runs_back_up_to_the_commands():
 
 def test_one_registry_kind():
     """Every named extension point (the attack's parts, data sets, defenses, loggers, model sources, the report's outputs) is a
-    flatbench.registry.Registry, so that lookup, listing and the unknown-name error are one code path;
+    flatbench.core.registry.Registry, so that lookup, listing and the unknown-name error are one code path;
     no other class keeps a table of names (issue 35: Parts and Registry were two)."""
     from flatbench.attacks import ESTIMATORS
     from flatbench.attacks.optimizers import OPTIMIZERS
     from flatbench.attacks.transforms import TRANSFORMS
     from flatbench.data import DATASETS
-    from flatbench.loggers import LOGGERS
+    from flatbench.cell.loggers import LOGGERS
     from flatbench.models import SOURCES
     from flatbench.models.defenses import DEFENSES
-    from flatbench.registry import ConfigError, Registry
+    from flatbench.core.registry import ConfigError, Registry
     from flatbench.report.outputs import OUTPUTS
 
     kinds = (ESTIMATORS, OPTIMIZERS, TRANSFORMS, DATASETS, DEFENSES, LOGGERS, SOURCES, OUTPUTS)
@@ -243,7 +242,7 @@ def test_one_registry_kind():
 
 
 def test_the_stages_read_the_settings_not_the_config():
-    """The config is checked and typed once (flatbench/settings.py, load_settings); the cell's stages
+    """The config is checked and typed once (flatbench/entry/settings.py, load_settings); the cell's stages
     and the planner's cost take that Settings object, run_cell too: the entry points (the command line,
     ``flatbench evaluate``) load the settings and hand them in, and resolve() is called from load_settings alone (issue 35, step 1: cfg was read in 27
     modules, 13 times in cell/plan.py)."""
@@ -253,9 +252,9 @@ def test_the_stages_read_the_settings_not_the_config():
         tree = ast.parse(f.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "resolve" \
-                    and rel not in ("settings.py", "config.py"):
+                    and rel not in ("entry/settings.py", "entry/config.py"):
                 offenders.append(f"{rel}:{node.lineno} calls resolve(cfg) itself")
-            if rel.startswith("cell/") or rel == "planning/cost.py":
+            if rel.startswith("cell/") or rel == "entry/planning/cost.py":
                 if isinstance(node, ast.FunctionDef) and any(a.arg == "cfg" for a in node.args.args + node.args.kwonlyargs):
                     offenders.append(f"{rel}:{node.lineno} {node.name}() takes the raw config")
                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "cfg":
@@ -270,4 +269,25 @@ def test_the_attack_engine_imports_no_model_source():
     found = [f"{name}:{line} imports {target}" for name, f, _ in _modules() if name.startswith("flatbench.attacks")
              for target, line in _imports(f, name) if target == "flatbench.models" or target.startswith("flatbench.models.")]
     assert len([n for n, _, _ in _modules() if n.startswith("flatbench.attacks")]) > 10
+    assert not found, found
+
+
+def test_the_root_holds_few_modules_and_each_layer_is_a_package():
+    """The package's folders show its layers (issue 49: 36 modules lay loose at the root): at most 12
+    modules at the root, and each subpackage says in its docstring which layer it is."""
+    loose = sorted(f.name for f in ROOT.glob("*.py"))
+    assert len(loose) <= 12, loose
+    for pkg in sorted(d for d in ROOT.iterdir() if (d / "__init__.py").exists()):
+        doc = ast.get_docstring(ast.parse((pkg / "__init__.py").read_text()))
+        assert doc and len(doc) > 40, f"{pkg.name}/__init__.py says nothing of its layer"
+
+
+def test_only_the_entry_reads_the_config():
+    """Hydra and OmegaConf stop at the entry (flatbench/entry): below it, the cell, the report, the attacks,
+    the models and the measures take typed settings and plain files. Broken variant tried: cell/plan.py
+    reading HydraConfig for the config files it names in an error."""
+    found = [f"{name}:{line} imports {target}" for name, f, _ in _modules()
+             if not name.startswith("flatbench.entry")
+             for target, line in _imports(f, name) if target.split(".")[0] in ("hydra", "omegaconf")]
+    assert [n for n, _, _ in _modules() if n.startswith("flatbench.entry.")], "no entry layer"
     assert not found, found

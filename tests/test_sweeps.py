@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from flatbench.stats import mcnemar, wilson
-from flatbench.store import load_adv
+from flatbench.measures.statistics import mcnemar, wilson
+from flatbench.cell.store import load_adv
 from helpers import BIN, SMALL, run, zoo_env
 
 PGN_SMALL = ["method=pgn", "estimator.n_samples=2", "targets=digits_small", "progress=false"]

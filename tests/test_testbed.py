@@ -40,7 +40,7 @@ def test_zoo_families_and_accuracy(trained_zoo, zoo_dir):
 
 def test_pinned_weights_ship_with_the_package_and_are_checked(tmp_path):
     from flatbench.models.testbed import PINNED_DIR, file_sha256, load_pinned
-    from flatbench.registry import ConfigError
+    from flatbench.core.registry import ConfigError
 
     total = 0
     for name in TESTBED:

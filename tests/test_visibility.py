@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 
-from flatbench.metrics import visibility
+from flatbench.measures.transfer import visibility
 from helpers import SMALL, run
 
 
@@ -81,9 +81,9 @@ def test_an_unchanged_image_is_left_out_of_the_psnr_mean_only():
 
 def test_rows_carry_visibility_and_the_report_tabulates_it(trained_zoo, zoo_dir, tmp_path):
     from flatbench.cell.plan import load_data
-    from flatbench.compose import compose
-    from flatbench.config import resolve
-    from flatbench.store import load_adv
+    from flatbench.entry.compose import compose
+    from flatbench.entry.config import resolve
+    from flatbench.cell.store import load_adv
 
     sweep = tmp_path / "sweep"
     run(["flatbench", "-m", "method=mifgsm,ifgsm", *SMALL, f"hydra.sweep.dir={sweep}"], zoo_dir, tmp_path)

@@ -5,8 +5,8 @@ import torch
 from flatbench import create_attack
 from flatbench.attacks import METHODS
 from flatbench.data import DATASETS
-from flatbench.quantize import quantize
-from helpers import surrogate_for
+from flatbench.core.quantize import quantize
+from ta_reference_views import surrogate_for
 
 EPS = 32  # conf/data/digits.yaml default_eps
 
@@ -58,7 +58,7 @@ def test_every_flat_family_preset_fools_its_own_surrogate(experiment, surrogate,
     import pandas as pd
     import yaml
 
-    from flatbench.compose import CONFIG_DIR
+    from flatbench.entry.compose import CONFIG_DIR
     from helpers import run
 
     params = yaml.safe_load(open(f"{CONFIG_DIR}/experiment/{experiment}.yaml"))["hydra"]["sweeper"]["params"]

@@ -1,12 +1,12 @@
 """Attack engine: one loop (:mod:`.loop`) with pluggable parts."""
-from .estimators import ESTIMATORS, Penalty, Plain, Variance
-from .factory import METHODS, build_attack, create_attack
-from ..keyed import keyed_generator
-from .loop import Attack, NonFiniteError
-from .optimizers import OPTIMIZERS, mean_abs_normalize
-from .parts import Declaration, Param, Part, Parts
-from .threat import THREATS, L2Ball, LinfBall
-from .transforms import DIM, SIM, TIM, TRANSFORMS, Admix, gaussian_kernel
+from flatbench.attacks.estimators import ESTIMATORS, Penalty, Plain, Variance
+from flatbench.attacks.factory import METHODS, build_attack, create_attack
+from flatbench.core.keyed import keyed_generator
+from flatbench.attacks.loop import Attack, NonFiniteError
+from flatbench.attacks.optimizers import OPTIMIZERS, mean_abs_normalize
+from flatbench.attacks.parts import Declaration, Param, Part, Parts
+from flatbench.attacks.threat import THREATS, L2Ball, LinfBall
+from flatbench.attacks.transforms import DIM, SIM, TIM, TRANSFORMS, Admix, gaussian_kernel
 
 __all__ = [
     "Attack", "NonFiniteError", "keyed_generator", "create_attack", "build_attack", "METHODS",

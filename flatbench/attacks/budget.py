@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
-from ..registry import ConfigError
-from .estimators import ESTIMATORS
-from .optimizers import OPTIMIZERS
-from .parts import method_label
-from .transforms import TRANSFORMS, InputTransform
+from flatbench.core.registry import ConfigError
+from flatbench.attacks.estimators import ESTIMATORS
+from flatbench.attacks.optimizers import OPTIMIZERS
+from flatbench.attacks.parts import method_label
+from flatbench.attacks.transforms import TRANSFORMS, InputTransform
 
 LOW = 0.8   # the least share of the budget a cell must spend
 

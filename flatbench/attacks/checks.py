@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence, Tuple
 
-from ..registry import check_range
-from .threat import THREATS
+from flatbench.core.registry import check_range
+from flatbench.attacks.threat import THREATS
 
 
 def check_snapshots(at: Sequence[int], steps: int, key: str = "snapshots") -> Tuple[int, ...]:
@@ -34,8 +34,8 @@ def check_loop_settings(*, steps, norm, chunk, memory_budget_mb, amp, channels_l
 
 def check_part_lengths(parts) -> None:
     """Each part's declared lengths, fractions of [0,1] under linf: one above the whole range is 1/255
-    units written where a fraction is read (flatbench/units.py), refused naming both readings."""
-    from ..units import api_length
+    units written where a fraction is read (flatbench/core/units.py), refused naming both readings."""
+    from flatbench.core.units import api_length
 
     for part in parts:
         decl, params = getattr(part, "declaration", None), getattr(part, "params", None)

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tupl
 
 import torch
 
-from ..keyed import keyed_generator
+from flatbench.core.keyed import keyed_generator
 
 
 @dataclass
@@ -43,7 +43,7 @@ class StepContext:
         The chunk is the attack's ``chunk`` setting (``"auto"``: by rule, ``"measure"``: the fastest timed size),
         lowered to fit ``memory_budget_mb``. Noise is keyed per neighbour, so the split never
         changes the draws; it changes speed, memory and the kernels' summation order (see
-        :mod:`.tuning`), which is why the default is a rule, not a timing.
+        :mod:`.sizing`), which is why the default is a rule, not a timing.
         """
         per = n if self.chunk is None else max(1, self.chunk // (b * self.copies))
         return [(lo, min(n, lo + per)) for lo in range(0, n, per)]

@@ -28,7 +28,7 @@ def describe(attack) -> str:
              f"ε = {frac(attack.eps)} ({attack.norm}), T = {attack.steps}, α = "
              f"{rules['alpha'] + ' = ' if 'alpha' in rules else ''}{frac(attack.alpha)}"
              f"{', targeted' if attack.targeted else ''}",
-             # The preset's lengths written as rules of ε (flatbench/scaling.py), with their values here.
+             # The preset's lengths written as rules of ε (flatbench/attacks/scaling.py), with their values here.
              *([", ".join(f"{k} = {v}" for k, v in rules.items() if k != "alpha") + "   (rules of ε)"]
                if any(k != "alpha" for k in rules) else []),
              *([f"budget = {attack.budget['budget']} gradient evaluations per image: {attack.budget['knob']} = "

@@ -7,15 +7,15 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch.nn as nn
 
-from ..migration import current_keywords, old_keyword
-from ..registry import ConfigError, suggest
-from ..units import api_length
-from .estimators import ESTIMATORS
-from .loop import Attack
-from .model_state import ensemble_size
-from .optimizers import OPTIMIZERS
-from .spec import API, METHOD_PRESETS, METHODS, apply_preset, resolve_spec  # noqa: F401 (METHOD_PRESETS re-exported)
-from .transforms import TRANSFORMS
+from flatbench.core.migration import current_keywords, old_keyword
+from flatbench.core.registry import ConfigError, suggest
+from flatbench.core.units import api_length
+from flatbench.attacks.estimators import ESTIMATORS
+from flatbench.attacks.loop import Attack
+from flatbench.attacks.model_state import ensemble_size
+from flatbench.attacks.optimizers import OPTIMIZERS
+from flatbench.attacks.spec import API, METHOD_PRESETS, METHODS, apply_preset, resolve_spec  # noqa: F401 (METHOD_PRESETS re-exported)
+from flatbench.attacks.transforms import TRANSFORMS
 
 _LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "chunk", "memory_budget_mb", "amp", "channels_last",
               "tuning_file",
@@ -74,7 +74,7 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
         {k: dict(v or {}) for k, v in tf_arg.items()} if isinstance(tf_arg, Mapping) else {k: {} for k in tf_arg}
     )
     loop_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in _LOOP_KEYS}
-    for k in ("eps", "alpha"):   # "16/255" as written; 16 refused under linf (flatbench/units.py)
+    for k in ("eps", "alpha"):   # "16/255" as written; 16 refused under linf (flatbench/core/units.py)
         if k in loop_kw:
             loop_kw[k] = api_length(k, loop_kw[k], loop_kw.get("norm", "linf"))
     opt_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in OPTIMIZERS.get(opt).names()}

@@ -22,18 +22,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..registry import check_range
-from ..units import api_length
-from . import tuning
-from .checks import check_loop_settings, check_part_lengths, check_snapshots
-from .context import Paused, StepContext, state_to
-from .model_state import borrowed, deterministic_kernels, ensemble_members, per_step_models
-from .estimators import Estimator, Plain
-from .optimizers import Optimizer
-from .packing import check_packed
-from .parts import Part, method_label
-from .threat import THREATS
-from .transforms import GradientFilter, InputTransform
+from flatbench.core.registry import check_range
+from flatbench.core.units import api_length
+from flatbench.attacks import sizing
+from flatbench.attacks.checks import check_loop_settings, check_part_lengths, check_snapshots
+from flatbench.attacks.context import Paused, StepContext, state_to
+from flatbench.attacks.model_state import borrowed, deterministic_kernels, ensemble_members, per_step_models
+from flatbench.attacks.estimators import Estimator, Plain
+from flatbench.attacks.optimizers import Optimizer
+from flatbench.attacks.packing import check_packed
+from flatbench.attacks.parts import Part, method_label
+from flatbench.attacks.threat import THREATS
+from flatbench.attacks.transforms import GradientFilter, InputTransform
 
 
 class NonFiniteError(FloatingPointError):
@@ -66,7 +66,7 @@ class Attack:
             them; the loop applies each where it acts (None: none).
         chunk: most images in one forward/backward: "auto" (the default: by rule, the
             largest power of two whose activations fit a share of the device's total memory,
-            see :mod:`.tuning`), "measure" (the fastest size, timed once per
+            see :mod:`.sizing`), "measure" (the fastest size, timed once per
             architecture, input shape and device), an integer, or None (all N·B at once).
         memory_budget_mb: lowers the chunk so that one forward/backward's saved activations
             fit this many MiB (counted with saved-tensor hooks, per image).
@@ -105,7 +105,7 @@ class Attack:
         loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
         name: Optional[str] = None,
     ):
-        # A fraction of [0,1] here; "16/255" is read as written, and 16 (1/255 units) is refused (flatbench/units.py).
+        # A fraction of [0,1] here; "16/255" is read as written, and 16 (1/255 units) is refused (flatbench/core/units.py).
         eps, alpha = api_length("eps", eps, norm), api_length("alpha", alpha, norm)
         check_range("eps", eps, eps > 0, "eps > 0 ([0,1] pixel units)")
         if alpha is not None:
@@ -128,11 +128,11 @@ class Attack:
                 raise TypeError(f"transforms: {t!r} is neither an input transform nor a gradient filter")
         self.transforms = [t.bind(self.alpha) for t in transforms if isinstance(t, InputTransform)]
         self.filters = [t.bind(self.alpha) for t in transforms if isinstance(t, GradientFilter)]
-        if norm == "linf":   # a part's length above the whole range is 1/255 units (flatbench/units.py)
+        if norm == "linf":   # a part's length above the whole range is 1/255 units (flatbench/core/units.py)
             check_part_lengths((self.optimizer, self.estimator, *self.transforms, *self.filters))
         self.amp = amp
-        # How the work is sized (the chunk, the memory format): tuning.Sizing, apart from the loop.
-        self.sizing = tuning.Sizing(chunk, memory_budget_mb, channels_last, amp, tuning_file)
+        # How the work is sized (the chunk, the memory format): sizing.Sizing, apart from the loop.
+        self.sizing = sizing.Sizing(chunk, memory_budget_mb, channels_last, amp, tuning_file)
         self.chunk: Optional[int] = None  # the chunk in force for the current call (resolved from chunk_setting)
         self.check_finite = check_finite
         self.loss = loss if loss is not None else _cross_entropy_sum
@@ -164,7 +164,7 @@ class Attack:
     def describe(self) -> str:
         """The assembled loop, written out from the parts with their values: what this attack
         computes, on one screen (``flatbench describe METHOD`` prints it; :mod:`.describe`)."""
-        from .describe import describe
+        from flatbench.attacks.describe import describe
 
         return describe(self)
 
@@ -300,7 +300,7 @@ class Attack:
                     return self.model(x).argmax(1)
             return self.model(x).argmax(1)
 
-    # ---------------------------------------------------------------- sizing (tuning.Sizing)
+    # ---------------------------------------------------------------- sizing (sizing.Sizing)
     chunk_setting = property(lambda self: self.sizing.chunk_setting)
     memory_budget_mb = property(lambda self: self.sizing.memory_budget_mb)
     channels_last = property(lambda self: self.sizing.channels_last)
@@ -310,7 +310,7 @@ class Attack:
                              doc="the surrogate's memory format in force, settled on the first call")
 
     def bytes_per_image(self, x: torch.Tensor) -> int:
-        """Memory one image needs in a forward/backward (see :func:`tuning.bytes_per_image`)."""
+        """Memory one image needs in a forward/backward (see :func:`.sizing.bytes_per_image`)."""
         return self.sizing.bytes_per_image(self.model, x)
 
     def resolved_chunk(self, x: torch.Tensor) -> Optional[int]:
@@ -326,7 +326,7 @@ class Attack:
             return self.sizing.resolve(self.model, self.loss, x)
         # One forward goes through one snapshot: size the work on one, then put them all in its format.
         chunk = self.sizing.resolve(snaps.at(0), self.loss, x)
-        tuning.set_memory_format(snaps, self.memory_format == "channels_last")
+        sizing.set_memory_format(snaps, self.memory_format == "channels_last")
         return chunk
 
     def _step_model(self, step: int) -> nn.Module:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from .parts import Param, Part, Parts
-from .threat import mean_abs_normalize  # noqa: F401 - re-exported: the MI normalisation lives with the others
+from flatbench.attacks.parts import Param, Part, Parts
+from flatbench.attacks.threat import mean_abs_normalize  # noqa: F401 - re-exported: the MI normalisation lives with the others
 
 OPTIMIZERS = Parts("optimizer")
 

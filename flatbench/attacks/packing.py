@@ -9,7 +9,7 @@ batch's own key, :meth:`.context.StepContext.grad`), its checkpoint file and its
 store. Every step of the loop acts on each image alone (the loss is a sum, MI's normalisation
 and the projection are per image), so a packed call computes what the batches would alone. What
 it changes is the kernels' batch size, and with it the floating-point summation order, as
-another chunk does (:mod:`.tuning`): where the kernels are batch-invariant the images are equal
+another chunk does (:mod:`.sizing`): where the kernels are batch-invariant the images are equal
 bit for bit, elsewhere a near-zero gradient component may flip its sign.
 
 The rule, like the chunk's (so the same command crafts the same images whatever the load):
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Hashable, Optional, Sequence, Tuple
 
-from .model_state import per_step_models
+from flatbench.attacks.model_state import per_step_models
 
 
 def packable(attack) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .parts import Declaration, Param
+from flatbench.attacks.parts import Declaration, Param
 
 GROUPS = ("optimizer", "estimator", "transforms")
 COMMENT_AT = 25   # the column the parameter comments start at, as the hand-written files had them
@@ -69,7 +69,7 @@ def part_config(decl: Declaration) -> str:
 
 
 def _registry(group: str):
-    from . import ESTIMATORS, OPTIMIZERS, TRANSFORMS
+    from flatbench.attacks import ESTIMATORS, OPTIMIZERS, TRANSFORMS
 
     return {"optimizer": OPTIMIZERS, "estimator": ESTIMATORS, "transforms": TRANSFORMS}[group]
 

@@ -16,8 +16,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from ..registry import ConfigError, Registry, check_range, suggest
-from ..units import written_fraction
+from flatbench.core.registry import ConfigError, Registry, check_range, suggest
+from flatbench.core.units import written_fraction
 
 NOTHING = object()   # Param.added_at when the parameter was there from the start
 
@@ -191,7 +191,7 @@ class Part:
 
 
 class Parts(Registry):
-    """The declared parts of one kind, by name: a :class:`~flatbench.registry.Registry` whose items are
+    """The declared parts of one kind, by name: a :class:`~flatbench.core.registry.Registry` whose items are
     declarations (a part's name, label, parameters with defaults and ranges, cost and documentation)."""
 
     twice = "declared twice"

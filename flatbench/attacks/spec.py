@@ -6,7 +6,7 @@
   API reads the same file here (:func:`apply_preset`), so both build the same loop.
 * **The unit and the rules of ε.** Lengths arrive in 1/255 units (command line, config files,
   presets) or as fractions of [0,1] (the API); a written fraction (``16/255``) is read as written,
-  a number in the other unit refused (:mod:`flatbench.units`), a rule of ε (``alpha: eps/10``)
+  a number in the other unit refused (:mod:`flatbench.core.units`), a rule of ε (``alpha: eps/10``)
   resolved at the cell's ε, in 1/255 units first so that eps/10 at ε = 16/255 is exactly 1.6/255.
   Everything is computed in the unit it came in and converted once, at :meth:`AttackSpec.loop_kwargs`.
 * **The budget.** ``budget=B`` sets the method's cost knob before anything is hashed
@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ..registry import ConfigError, check_range
-from ..scaling import FORMS, parse_rule, resolve_length, rule_text
-from ..units import PIXEL, api_length, check_config_eps, check_config_length, config_length
-from .budget import fit_or_none
-from .estimators import ESTIMATORS
-from .optimizers import OPTIMIZERS
-from .transforms import TRANSFORMS
+from flatbench.core.registry import ConfigError, check_range
+from flatbench.attacks.scaling import FORMS, parse_rule, resolve_length, rule_text
+from flatbench.core.units import PIXEL, api_length, check_config_eps, check_config_length, config_length
+from flatbench.attacks.budget import fit_or_none
+from flatbench.attacks.estimators import ESTIMATORS
+from flatbench.attacks.optimizers import OPTIMIZERS
+from flatbench.attacks.transforms import TRANSFORMS
 
 CONFIG, API = "1/255", "fraction"   # the two units lengths arrive in
 METHOD_DIR = Path(__file__).resolve().parent.parent / "conf" / "method"
@@ -118,7 +118,7 @@ class AttackSpec:
 
     def build(self, model, **sizing: Any):
         """The :class:`~flatbench.attacks.loop.Attack` (``sizing``: chunk, memory_budget_mb, amp, ...)."""
-        from .factory import build_attack
+        from flatbench.attacks.factory import build_attack
 
         attack = build_attack(model, **sizing, **self.loop_kwargs())
         attack.rules, attack.budget = dict(self.rules), self.budget

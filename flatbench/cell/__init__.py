@@ -1,6 +1,6 @@
 """One cell: a short sequence of stages, each in its own module, passing one :class:`~.plan.Cell`.
 
-    settings    the config checked and typed, once, by the entry point (flatbench/settings.py)
+    settings    the config checked and typed, once, by the entry point (flatbench/entry/settings.py)
     plan        the attack, cell id, and what exists: finished rows, the stored set, cached
                 evaluations (the one reuse rule: by cell id)                    plan.py
     check       every target still to evaluate, before any batch is crafted     evaluation.py
@@ -22,15 +22,15 @@ from typing import Any, Dict, Optional
 
 import pandas as pd
 import torch
-from ..dist import world
-from ..loggers import build_logger
-from ..settings import Settings
-from ..signals import StopRequest
-from . import crafting
-from .evaluation import TargetModels, check_targets, evaluate_cell
-from .flatness import flatness_cell
-from .plan import Cell, plan_cell
-from .recording import record_cell, record_skipped
+from flatbench.cell.dist import world
+from flatbench.cell.loggers import build_logger
+from flatbench.cell.settings import Settings
+from flatbench.cell.signals import StopRequest
+from flatbench.cell import crafting
+from flatbench.cell.evaluation import TargetModels, check_targets, evaluate_cell
+from flatbench.cell.flatness_stage import flatness_cell
+from flatbench.cell.plan import Cell, plan_cell
+from flatbench.cell.recording import record_cell, record_skipped
 
 log = logging.getLogger("flatbench")
 
@@ -39,14 +39,14 @@ __all__ = ["run_cell", "cell_objective", "Cell"]
 
 def run_cell(st: Settings, out_dir: Path, mode: str = "run", sweep: Optional[Dict[str, Any]] = None,
              stop: Optional[StopRequest] = None) -> Optional[pd.DataFrame]:
-    """Run the cell that ``st`` describes (:func:`flatbench.settings.load_settings`, which the entry
+    """Run the cell that ``st`` describes (:func:`flatbench.entry.settings.load_settings`, which the entry
     points call on the composed config) into ``out_dir``; returns its rows (None on ranks > 0).
 
     ``mode="run"`` crafts what is missing (resuming from finished batches) and evaluates the
     (cell, target) pairs without a cached evaluation; ``mode="evaluate"`` never crafts and
     fails when the cell has no stored adversarial set. A cell already finished in ``out_dir``
     with the same id and targets is skipped; ``force=true`` recomputes everything. ``stop``: set
-    by SIGTERM/SIGINT (see :mod:`flatbench.signals`), crafting stops between batches.
+    by SIGTERM/SIGINT (see :mod:`flatbench.cell.signals`), crafting stops between batches.
     """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)

@@ -8,18 +8,18 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..attacks.context import Paused
-from ..attacks.loop import NonFiniteError
-from ..attacks.packing import pack_size
-from ..config import CellSettings
-from ..settings import Settings
-from ..data import ImageSet
-from ..dist import World
-from ..quantize import quantize
-from ..rates import craft_key, per_forward, record_rate
-from ..registry import ConfigError
-from ..signals import StopRequest
-from ..store import AdvStore
+from flatbench.attacks.context import Paused
+from flatbench.attacks.loop import NonFiniteError
+from flatbench.attacks.packing import pack_size
+from flatbench.cell.settings import CellSettings
+from flatbench.cell.settings import Settings
+from flatbench.data import ImageSet
+from flatbench.cell.dist import World
+from flatbench.core.quantize import quantize
+from flatbench.cell.rates import craft_key, per_forward, record_rate
+from flatbench.core.registry import ConfigError
+from flatbench.cell.signals import StopRequest
+from flatbench.cell.store import AdvStore
 
 log = logging.getLogger("flatbench")
 
@@ -56,7 +56,7 @@ def craft(attack, data: ImageSet, y_attack: torch.Tensor, device, batch_size: in
 
     Each finished batch is checkpointed in ``store`` (when given), so an interrupted cell
     resumes from its last finished batch; ``stop`` is checked before each batch (a signal asked
-    the cell to stop: :class:`~flatbench.signals.Stop`). Returns (images, seconds, batches
+    the cell to stop: :class:`~flatbench.cell.signals.Stop`). Returns (images, seconds, batches
     crafted now).
 
     ``snapshots`` (step -> its store): the examples after those steps are kept too, batch by batch

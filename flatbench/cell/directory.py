@@ -10,10 +10,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pandas as pd
 
-from ..io import atomic_write_text
-from ..layout import CellLayout
-from ..migration import old_cell
-from ..registry import ConfigError
+from flatbench.core.io import atomic_write_text
+from flatbench.core.layout import CellLayout
+from flatbench.core.migration import old_cell
+from flatbench.core.registry import ConfigError
 
 log = logging.getLogger("flatbench")
 
@@ -30,7 +30,7 @@ def setting_changes(old: Dict[str, Any], new: Dict[str, Any]) -> str:
 
 
 class CellDir(CellLayout):
-    """One cell's output directory (its file names: :class:`~flatbench.layout.CellLayout`)."""
+    """One cell's output directory (its file names: :class:`~flatbench.core.layout.CellLayout`)."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -101,7 +101,7 @@ class CellDir(CellLayout):
         The owner is the id in cell.json; without one (a cell killed while writing its outputs),
         the id stored in its adv.safetensors; ``cell_id`` is None when files exist but name no cell.
         """
-        from ..store import adv_cell_id
+        from flatbench.cell.store import adv_cell_id
 
         if not any((self.path / f).exists() for f in self.FILES if f != self.ERROR):
             return None
@@ -124,7 +124,7 @@ class CellDir(CellLayout):
             return None
         if not set(snapshots) <= set(meta.get("snapshots") or ()):
             return None
-        from ..store import read_whole
+        from flatbench.cell.store import read_whole
 
         def whole(path):
             df = pd.read_csv(path, dtype={"cell_id": str})
@@ -167,7 +167,7 @@ class CellDir(CellLayout):
     def _set_aside_report(self, old: str) -> None:
         """A report made of the old cell (``flatbench-report DIR`` writes DIR/report) would sit beside the
         new cell's rows as if it were theirs: it is kept, renamed ``report.cell-<old id>``."""
-        from ..layout import SweepLayout
+        from flatbench.core.layout import SweepLayout
 
         report = self.path / SweepLayout.REPORT
         if not report.is_dir():

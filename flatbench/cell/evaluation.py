@@ -10,13 +10,13 @@ from typing import Any, Dict, Optional
 import pandas as pd
 import torch
 
-from ..data import ImageSet
-from ..dist import World
-from ..io import atomic_write_text
-from ..layout import CacheLayout
-from ..models import defend, freeze, load_model, load_surrogate
-from ..registry import ConfigError
-from ..store import read_predictions, read_whole
+from flatbench.data import ImageSet
+from flatbench.cell.dist import World
+from flatbench.core.io import atomic_write_text
+from flatbench.core.layout import CacheLayout
+from flatbench.models import defend, freeze, load_model, load_surrogate
+from flatbench.core.registry import ConfigError
+from flatbench.cell.store import read_predictions, read_whole
 
 log = logging.getLogger("flatbench")
 
@@ -67,7 +67,7 @@ def precheck_target(entry: Dict[str, Any], data: ImageSet, pretrained: bool) -> 
     """Check a target before crafting without building it: its declared class count against the
     data set's labels and, offline, that its weights are cached. False when its config does not
     say enough (the caller builds it and checks on one image instead)."""
-    from ..models import source_of
+    from flatbench.models import source_of
 
     name = entry["model"]
     source = source_of(name)

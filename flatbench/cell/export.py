@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from ..registry import ConfigError
+from flatbench.core.registry import ConfigError
 
 
 def png_name(image_id: str) -> str:
@@ -34,9 +34,9 @@ def export_png(cell_dir: Path, out: Path) -> int:
     import pandas as pd
     from PIL import Image
 
-    from ..io import atomic_write_bytes, atomic_write_text
-    from ..store import load_adv, read_whole
-    from .directory import CellDir
+    from flatbench.core.io import atomic_write_bytes, atomic_write_text
+    from flatbench.cell.store import load_adv, read_whole
+    from flatbench.cell.directory import CellDir
 
     cell = CellDir(cell_dir)
     if not cell.adv.exists():

@@ -17,15 +17,16 @@ from typing import Any, Dict, List, Optional, Tuple
 import pandas as pd
 import torch
 
-from ..config import CellSettings, to_255
-from ..target_zoo import ENTRY_KEYS
-from ..data import DATASETS, ImageSet
-from ..dist import World
-from ..io import check_writable
-from ..registry import ConfigError
-from ..settings import Settings
-from ..store import AdvStore, load_adv, read_whole
-from .directory import CellDir
+from flatbench.cell.settings import CellSettings
+from flatbench.core.units import to_255
+from flatbench.cell.settings import ENTRY_KEYS
+from flatbench.data import DATASETS, ImageSet
+from flatbench.cell.dist import World
+from flatbench.core.io import check_writable
+from flatbench.core.registry import ConfigError
+from flatbench.cell.settings import Settings
+from flatbench.cell.store import AdvStore, load_adv, read_whole
+from flatbench.cell.directory import CellDir
 
 log = logging.getLogger("flatbench")
 
@@ -66,7 +67,7 @@ def load_data(s: CellSettings) -> ImageSet:
 
 def config_files(choices: Dict[str, str], *groups: str) -> str:
     """' (config files: estimator/pgn.yaml, ...)' for the groups Hydra selected (``choices``, as
-    :class:`~flatbench.settings.Settings` carries them), to point at the file."""
+    :class:`~flatbench.cell.settings.Settings` carries them), to point at the file."""
     files = []
     for g in groups:
         c = choices.get(g)
@@ -98,7 +99,7 @@ def hashed_settings(s: CellSettings, attack, data: ImageSet, batch_size: int = 6
     set crafted on one is not the other's. The device index does not enter. A surrogate whose pinned
     weights were republished under its name enters with its revision (``weights_revision``).
     """
-    from ..models.sources import weights_revision
+    from flatbench.models.sources import weights_revision
 
     revised = {n: r for n in s.surrogate for r in [weights_revision(n)] if r > 1}
     return {**({"weights_revision": revised} if revised else {}),
@@ -127,8 +128,8 @@ def cell_hash(semantic: Dict[str, Any]) -> str:
 def id_settings(semantic: Dict[str, Any]) -> Dict[str, Any]:
     """The settings as the id hashes them: a part's parameter declared after cells were stored
     (``Param.added_at``) is left out at the value those cells had, so they keep their ids."""
-    from ..attacks import ESTIMATORS, OPTIMIZERS, TRANSFORMS
-    from ..attacks.parts import NOTHING
+    from flatbench.attacks import ESTIMATORS, OPTIMIZERS, TRANSFORMS
+    from flatbench.attacks.parts import NOTHING
 
     def strip(parts, name, settings):
         if name not in parts:
@@ -148,7 +149,7 @@ def id_settings(semantic: Dict[str, Any]) -> Dict[str, Any]:
 
 def target_key(key: str, entry: Dict[str, Any], pretrained: bool, preprocess: str = "own") -> str:
     """File-safe key of one target's evaluation: the zoo key and a hash of its model spec."""
-    from ..models.sources import weights_revision
+    from flatbench.models.sources import weights_revision
 
     spec = {k: entry.get(k) for k in ENTRY_KEYS}
     spec["pretrained"] = entry.get("pretrained", pretrained)

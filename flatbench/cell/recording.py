@@ -9,15 +9,15 @@ from typing import Any, Dict, List
 import pandas as pd
 import torch
 
-from .. import __version__
-from ..target_zoo import ROLES
-from ..io import atomic_write_text
-from ..provenance import provenance, provenance_columns
-from ..metrics import perturbation_norms, success_flags, transfer_counts, visibility
-from ..columns import settings_columns
-from ..loggers import write_csv
-from ..store import save_adv
-from .directory import CellDir
+from flatbench import __version__
+from flatbench.cell.settings import ROLES
+from flatbench.core.io import atomic_write_text
+from flatbench.cell.provenance import provenance, provenance_columns
+from flatbench.measures.transfer import perturbation_norms, success_flags, transfer_counts, visibility
+from flatbench.cell.columns import settings_columns
+from flatbench.cell.loggers import write_csv
+from flatbench.cell.store import save_adv
+from flatbench.cell.directory import CellDir
 
 log = logging.getLogger("flatbench")
 
@@ -26,7 +26,7 @@ def target_role(entry: Dict[str, Any], surrogate: List[str]) -> str:
     """White-box for a surrogate itself and for the model a surrogate's weights were derived from (the
     base of an LGV set: its snapshots are the base's weights moved by a few epochs of SGD), so that a
     black-box mean never counts it; else the target's own role."""
-    from ..models import source_of
+    from flatbench.models import source_of
 
     own = set(surrogate) | {b for n in surrogate for b in source_of(n).derived_from(n)}
     return "white-box" if entry["model"] in own and not entry.get("defense") else ROLES[entry["role"]]

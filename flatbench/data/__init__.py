@@ -1,7 +1,7 @@
 """Data sets by name. Each yields uint8 CHW images with labels, and optional target classes."""
 from __future__ import annotations
 
-from . import digits, folders  # noqa: F401  (register "digits", "nips17", "transferattack", "imagefolder")
-from .base import DATASETS, ImageSet
+from flatbench.data import digits, folders  # noqa: F401  (register "digits", "nips17", "transferattack", "imagefolder")
+from flatbench.data.base import DATASETS, ImageSet
 
 __all__ = ["DATASETS", "ImageSet"]

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import torch
 
-from ..registry import Registry
+from flatbench.core.registry import Registry
 
 DATASETS = Registry("data set")
 

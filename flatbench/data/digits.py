@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..registry import ConfigError
-from .base import DATASETS, ImageSet
+from flatbench.core.registry import ConfigError
+from flatbench.data.base import DATASETS, ImageSet
 
 NUM_CLASSES = 10
 

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..registry import INTERPOLATIONS, ConfigError, check_range
-from .base import DATASETS, ImageSet
+from flatbench.core.registry import INTERPOLATIONS, ConfigError, check_range
+from flatbench.data.base import DATASETS, ImageSet
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ from typing import Optional, Sequence, Union
 
 import torch.nn as nn
 
-from .defenses import DEFENSES, defend
-from .hub import MissingWeightsError, parse_name, read_checkpoint, weights_cached
-from .lgv import LgvSource, WeightSnapshots
-from .libraries import CheckpointSource, TimmSource, TorchvisionSource
-from .sources import SOURCES, ModelSource, TestbedSource, source_of
-from .testbed import TESTBED
-from .wrap import Ensemble, Preprocess, freeze
+from flatbench.models.defenses import DEFENSES, defend
+from flatbench.models.hub import MissingWeightsError, parse_name, read_checkpoint, weights_cached
+from flatbench.models.lgv import LgvSource, WeightSnapshots
+from flatbench.models.libraries import CheckpointSource, TimmSource, TorchvisionSource
+from flatbench.models.sources import SOURCES, ModelSource, TestbedSource, source_of
+from flatbench.models.testbed import TESTBED
+from flatbench.models.wrap import Ensemble, Preprocess, freeze
 
 __all__ = ["load_model", "load_surrogate", "Ensemble", "WeightSnapshots", "Preprocess", "freeze", "TESTBED", "SOURCES", "ModelSource",
            "source_of", "DEFENSES", "defend", "MissingWeightsError", "parse_name", "read_checkpoint", "weights_cached"]
@@ -41,7 +41,7 @@ def load_model(name: str, *, zoo_dir: Optional[Path] = None, seed: Optional[int]
 
 def load_surrogate(names: Union[str, Sequence[str]], **kw) -> nn.Module:
     """One model, or the logit-averaging ensemble of a list of names."""
-    from ..registry import ConfigError
+    from flatbench.core.registry import ConfigError
 
     if isinstance(names, str):
         return load_model(names, **kw)

@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..registry import ConfigError, Registry
-from ..keyed import keyed_generator
-from ..quantize import quantize
+from flatbench.core.registry import ConfigError, Registry
+from flatbench.core.keyed import keyed_generator
+from flatbench.core.quantize import quantize
 
 DEFENSES = Registry("defense")
 

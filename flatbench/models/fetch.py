@@ -1,65 +1,28 @@
-"""``flatbench fetch-weights``: download every pretrained weight a flatbench config needs, so that
-runs work offline.
-
-Run it on a machine with internet, with the overrides you will run with:
-
-    flatbench fetch-weights experiment=pgn_table1
-    flatbench fetch-weights targets=transferattack surrogate=resnet50.tv_in1k
-    flatbench fetch-weights --dry-run experiment=transferattack_rn50   # list, download nothing
-
-It composes the config exactly as ``flatbench`` does, collects the surrogate(s) (including
-values swept in ``hydra.sweeper.params``) and every target-zoo model, and loads each with
-its pretrained weights: timm weights land in the Hugging Face hub cache (HF_HOME /
-HF_HUB_CACHE), torchvision weights in the torch hub cache (TORCH_HOME). Copy those caches
-to an offline machine and run with ``HF_HUB_OFFLINE=1``.
-"""
+"""The weights a list of model names needs, fetched into the hub caches (or, with ``dry_run``, listed
+with whether each is cached): what ``flatbench fetch-weights`` does once the entry has read the names
+from the config. timm weights land in the Hugging Face hub cache (HF_HOME / HF_HUB_CACHE), torchvision
+weights in the torch hub cache (TORCH_HOME); the testbed's weights are pinned in the package and
+skipped, and an LGV set, which only its user can download, is checked."""
 from __future__ import annotations
 
-import argparse
-import sys
-from typing import List
+from typing import Sequence
+
+from flatbench.core.registry import ConfigError
+from flatbench.models import TESTBED, load_model, parse_name, source_of, weights_cached
 
 
-def needed_models(cfg) -> List[str]:
-    """Surrogates (also swept ones) and target models, in order, without duplicates."""
-    from ..config import as_container, surrogate_names
-    from ..target_zoo import parse_targets
-    from . import TESTBED
-
-    names = list(surrogate_names(cfg.surrogate))
-    swept = (as_container(cfg.hydra.sweeper.get("params")) or {}).get("surrogate")
-    if swept:
-        for part in str(swept).split(","):
-            names.append(part.strip())
-    names += [e["model"] for e in parse_targets(cfg.targets).values()]
-    return [n for n in dict.fromkeys(names) if n not in TESTBED]
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="flatbench fetch-weights", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dry-run", action="store_true", help="list the models and whether their weights are cached")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, as for flatbench")
-    args = p.parse_args(argv)
-    from ..compose import compose
-    from ..errors import composition_error
-    from ..registry import ConfigError
-    from . import load_model, parse_name, source_of, weights_cached
-
-    try:
-        names = needed_models(compose(args.overrides, hydra=True))
-    except Exception as exc:  # noqa: BLE001 - composition errors are the user's to fix
-        print(f"flatbench fetch-weights: error: {composition_error(exc, args.overrides)}", file=sys.stderr)
-        return 2
+def fetch(names: Sequence[str], dry_run: bool = False) -> int:
+    """Fetch (or list) each name's weights, one line each, then a summary; returns how many failed."""
+    names = [n for n in dict.fromkeys(names) if n not in TESTBED]
     failed = 0
     for name in names:
         if source_of(name).name == "lgv":   # not on a hub: a local set, which only the user can download
             try:
                 source_of(name).check_available(name)
-                print(f"  {'cached ' if args.dry_run else 'ok     '} {name} (lgv)")
+                print(f"  {'cached ' if dry_run else 'ok     '} {name} (lgv)")
             except ConfigError as exc:
-                print(f"  {'missing' if args.dry_run else 'FAILED '} {name}: {exc}")
-                failed += 0 if args.dry_run else 1
+                print(f"  {'missing' if dry_run else 'FAILED '} {name}: {exc}")
+                failed += 0 if dry_run else 1
             continue
         try:
             spec = parse_name(name)
@@ -68,7 +31,7 @@ def main(argv=None) -> int:
             print(f"  ERROR   {name}: {exc}")
             failed += 1
             continue
-        if args.dry_run:
+        if dry_run:
             print(f"  {'cached ' if cached else 'missing'} {name} ({spec.library})")
             continue
         try:
@@ -77,6 +40,5 @@ def main(argv=None) -> int:
         except ConfigError as exc:
             print(f"  FAILED  {name}: {exc}")
             failed += 1
-    print(f"{len(names)} model(s); {failed} failed" + (" (dry run: nothing downloaded)" if args.dry_run else ""))
-    return 1 if failed else 0
-
+    print(f"{len(names)} model(s); {failed} failed" + (" (dry run: nothing downloaded)" if dry_run else ""))
+    return failed

@@ -28,9 +28,9 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..registry import ConfigError
-from .sources import SOURCES, ModelSource
-from .wrap import Preprocess
+from flatbench.core.registry import ConfigError
+from flatbench.models.sources import SOURCES, ModelSource
+from flatbench.models.wrap import Preprocess
 
 log = logging.getLogger(__name__)
 

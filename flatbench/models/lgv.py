@@ -32,10 +32,10 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ..registry import ConfigError
-from .lgv_digits import BASE, PINNED_NAME, REVISIONS, RUNS, load_pinned_lgv
-from .testbed.pinning import pinned_sidecar
-from .sources import ModelSource
+from flatbench.core.registry import ConfigError
+from flatbench.models.lgv_digits import BASE, PINNED_NAME, REVISIONS, RUNS, load_pinned_lgv
+from flatbench.models.testbed.pinning import pinned_sidecar
+from flatbench.models.sources import ModelSource
 
 __all__ = ["PINNED_NAME", "RUNS", "WeightSnapshots", "LgvSource", "load_pinned_lgv", "cycle_start"]
 RELEASE_LAYOUT = Path("models/ImageNet/resnet50/cSGD/seed0")
@@ -85,7 +85,7 @@ class WeightSnapshots(nn.Module):
 
 def cycle_start(seed, k: int) -> int:
     """Where a batch keyed ``seed`` starts in the cycle of ``k`` snapshots (a keyed draw)."""
-    from ..keyed import keyed_generator
+    from flatbench.core.keyed import keyed_generator
 
     return int(torch.randint(k, (1,), generator=keyed_generator((seed, "lgv-start"), torch.device("cpu"))))
 
@@ -114,7 +114,7 @@ def parse_lgv(name: str):
 def release_files(name: str) -> List[Path]:
     """The checkpoints of ``lgv:DIR``, sorted as TransferAttack globs them, checked against the
     directory's ``SHA256SUMS`` when it has one; a ConfigError names what is wrong."""
-    from .testbed import file_sha256
+    from flatbench.models.testbed import file_sha256
 
     _, folder = parse_lgv(name)
     files = sorted(folder.glob("*.pt"))
@@ -136,7 +136,7 @@ def set_digest(files: Sequence[Path]) -> str:
     """One SHA-256 for a set of checkpoints: of their ``sha256  name`` lines, as sha256sum prints them."""
     import hashlib
 
-    from .testbed import file_sha256
+    from flatbench.models.testbed import file_sha256
 
     lines = "".join(f"{file_sha256(f)}  {f.name}\n" for f in files)
     return hashlib.sha256(lines.encode()).hexdigest()
@@ -144,7 +144,7 @@ def set_digest(files: Sequence[Path]) -> str:
 
 def load_release(name: str, seed: int = 0, preprocess: str = "own") -> WeightSnapshots:
     """``lgv:DIR``: every checkpoint into the timm architecture, wrapped with its ImageNet preprocessing."""
-    from .hub import load_hub_model, read_checkpoint
+    from flatbench.models.hub import load_hub_model, read_checkpoint
 
     arch, _ = parse_lgv(name)
     models = []
@@ -184,10 +184,10 @@ class LgvSource(ModelSource):
 
     def classes(self, name, label_offset=None, num_classes=None):
         if name in RUNS:
-            from .testbed import NUM_CLASSES
+            from flatbench.models.testbed import NUM_CLASSES
 
             return NUM_CLASSES
-        from .hub import declared_classes
+        from flatbench.models.hub import declared_classes
 
         return declared_classes(parse_lgv(name)[0], label_offset, num_classes)
 
@@ -196,7 +196,7 @@ class LgvSource(ModelSource):
             release_files(name)
 
     def weights_file(self, name, zoo_dir=None):
-        from .testbed import PINNED_DIR
+        from flatbench.models.testbed import PINNED_DIR
 
         if name in RUNS:
             return PINNED_DIR / f"{name}.safetensors"

@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ..registry import ConfigError
+from flatbench.core.registry import ConfigError
 
 BASE = "digits-resnet"
 PINNED_NAME = "digits-resnet-lgv"
@@ -46,9 +46,9 @@ def lgv_run(name: str) -> int:
 def pinned_key(name: str) -> Dict:
     """The fields that say how the pinned set ``name`` was made; loading checks them. The base is
     always the shipped one: :func:`build_pinned` collects from ``load_pinned(BASE)``, wherever it writes."""
-    from ..data.digits import load_split
-    from .testbed import PINNED_DIR, file_sha256
-    from .testbed.training import LGV_CODE_VERSION
+    from flatbench.data.digits import load_split
+    from flatbench.models.testbed import PINNED_DIR, file_sha256
+    from flatbench.models.testbed.training import LGV_CODE_VERSION
 
     return {"name": name, "base": BASE, "base_sha256": file_sha256(PINNED_DIR / f"{BASE}.safetensors"),
             "recipe": {**RECIPE, "seed": RUNS[name]}, "revision": REVISIONS.get(name, 1),
@@ -58,8 +58,8 @@ def pinned_key(name: str) -> Dict:
 
 def collect_run(seed: int, lr: float, progress: bool = True) -> Dict[str, torch.Tensor]:
     """One collection run from the pinned base, as the flat dict of fp16 tensors that is pinned."""
-    from .testbed import load_pinned
-    from .testbed.training import collect_weight_snapshots
+    from flatbench.models.testbed import load_pinned
+    from flatbench.models.testbed.training import collect_weight_snapshots
 
     r = RECIPE
     states = collect_weight_snapshots(BASE, load_pinned(BASE), r["k"], r["every"], lr, r["momentum"], r["weight_decay"],
@@ -71,8 +71,8 @@ def collect_run(seed: int, lr: float, progress: bool = True) -> Dict[str, torch.
 
 def snapshot_accuracies(flat: Dict[str, torch.Tensor]) -> List[float]:
     """Each snapshot's test accuracy (%), as stored."""
-    from ..data.digits import load_split
-    from .testbed.training import accuracy
+    from flatbench.data.digits import load_split
+    from flatbench.models.testbed.training import accuracy
 
     test = load_split("test")
     return [round(accuracy(m, test.floats(), test.labels), 3) for m in unpack(flat, RECIPE["k"])]
@@ -83,8 +83,8 @@ def build_pinned(name: str, directory: Path, progress: bool = True) -> Dict:
     ``directory``; returns the sidecar."""
     from safetensors.torch import save
 
-    from ..io import atomic_write_bytes, atomic_write_text
-    from .testbed import file_sha256
+    from flatbench.core.io import atomic_write_bytes, atomic_write_text
+    from flatbench.models.testbed import file_sha256
 
     flat = collect_run(RUNS[name], RECIPE["lr"], progress)
     path = Path(directory) / f"{name}.safetensors"
@@ -97,9 +97,9 @@ def build_pinned(name: str, directory: Path, progress: bool = True) -> Dict:
 def scan(rates: Sequence[float], seeds: Sequence[int] = (0, 1, 2), progress: bool = False) -> Iterator[Dict]:
     """For each learning rate and SGD seed in turn, the snapshots' test accuracies against :data:`KEEP` of
     the base's."""
-    from ..data.digits import load_split
-    from .testbed import load_pinned
-    from .testbed.training import accuracy
+    from flatbench.data.digits import load_split
+    from flatbench.models.testbed import load_pinned
+    from flatbench.models.testbed.training import accuracy
 
     test = load_split("test")
     base = accuracy(load_pinned(BASE), test.floats(), test.labels)
@@ -111,8 +111,8 @@ def scan(rates: Sequence[float], seeds: Sequence[int] = (0, 1, 2), progress: boo
 
 
 def unpack(flat: Dict[str, torch.Tensor], k: int) -> List[nn.Module]:
-    from .testbed import MEAN, STD, TESTBED
-    from .wrap import Preprocess, freeze
+    from flatbench.models.testbed import MEAN, STD, TESTBED
+    from flatbench.models.wrap import Preprocess, freeze
 
     models = []
     for i in range(k):
@@ -127,9 +127,9 @@ def load_pinned_lgv(name: str = PINNED_NAME, directory: Optional[Path] = None, s
     """The pinned set ``name``, after checking its SHA-256, its base and data."""
     from safetensors.torch import load_file
 
-    from .lgv import WeightSnapshots
-    from .testbed import PINNED_DIR
-    from .testbed.pinning import checked_sidecar
+    from flatbench.models.lgv import WeightSnapshots
+    from flatbench.models.testbed import PINNED_DIR
+    from flatbench.models.testbed.pinning import checked_sidecar
 
     directory = Path(directory or PINNED_DIR)
     path, side = directory / f"{name}.safetensors", directory / f"{name}.json"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..registry import ConfigError, suggest
-from .hub import IMAGENET_MEAN, IMAGENET_STD, HubSource, Library, Meta, ModelSpec, _hf_file, _torch_hub_file, parse_name
+from flatbench.core.registry import ConfigError, suggest
+from flatbench.models.hub import IMAGENET_MEAN, IMAGENET_STD, HubSource, Library, Meta, ModelSpec, _hf_file, _torch_hub_file, parse_name
 
 
 class TorchvisionSource(Library):
@@ -82,7 +82,7 @@ class TimmSource(Library):
         arch, _, tag = name.partition(".")
         names = set(timm.list_models())
         if arch not in names:
-            from .testbed import TESTBED
+            from flatbench.models.testbed import TESTBED
 
             hint = suggest(raw, TESTBED) or suggest(arch, names)
             raise ConfigError(f"unknown model {raw!r}: not a testbed model ({', '.join(TESTBED)}), a timm architecture, "

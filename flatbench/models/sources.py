@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 
 import torch.nn as nn
 
-from ..registry import ConfigError, Registry
+from flatbench.core.registry import ConfigError, Registry
 
 
 class ModelSource(abc.ABC):
@@ -116,39 +116,39 @@ class TestbedSource(ModelSource):
     name = "testbed"
 
     def claims(self, name: str) -> bool:
-        from .testbed import TESTBED
+        from flatbench.models.testbed import TESTBED
 
         return name in TESTBED
 
     def known(self):
-        from .testbed import TESTBED
+        from flatbench.models.testbed import TESTBED
 
         return list(TESTBED)
 
     def load(self, name, *, zoo_dir=None, seed=None, progress=True, **_):
-        from .testbed import load_testbed
+        from flatbench.models.testbed import load_testbed
 
         return load_testbed(name, zoo_dir=zoo_dir, seed=seed, progress=progress)
 
     def classes(self, name, label_offset=None, num_classes=None):
-        from .testbed import NUM_CLASSES
+        from flatbench.models.testbed import NUM_CLASSES
 
         return NUM_CLASSES
 
     def weights_file(self, name, zoo_dir=None):
-        from .testbed import PINNED_DIR, default_zoo_dir
+        from flatbench.models.testbed import PINNED_DIR, default_zoo_dir
 
         zoo = Path(zoo_dir) if zoo_dir is not None else default_zoo_dir()
         path = (zoo or PINNED_DIR) / f"{name}.safetensors"
         return path if path.is_file() else None
 
     def weights_revision(self, name):
-        from .testbed import pinned_sidecar
+        from flatbench.models.testbed import pinned_sidecar
 
         return int(pinned_sidecar(name).get("revision", 1))
 
     def listing(self, name):
-        from .testbed import pinned_sidecar
+        from flatbench.models.testbed import pinned_sidecar
 
         meta = pinned_sidecar(name)
         return {"source": "testbed", "family": meta["family"], "test_acc": meta["test_acc"], "cached": True}

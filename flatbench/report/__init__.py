@@ -29,13 +29,13 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..io import atomic_write_bytes, atomic_write_text
-from ..cell.directory import CellDir
-from ..layout import SweepLayout
-from .cells import apply_filters, collect
-from .instances import by_instance
-from .outputs import OUTPUTS, ReportContext
-from .wandb_log import log_wandb, report_group
+from flatbench.core.io import atomic_write_bytes, atomic_write_text
+from flatbench.cell.directory import CellDir
+from flatbench.core.layout import SweepLayout
+from flatbench.report.cells import apply_filters, collect
+from flatbench.report.instances import by_instance
+from flatbench.report.outputs import OUTPUTS, ReportContext
+from flatbench.report.wandb_log import log_wandb, report_group
 
 __all__ = ["build_report", "main", "collect", "report_group"]
 
@@ -79,7 +79,7 @@ def build_report(dirs: Sequence[Path], out: Optional[Path] = None, value: str = 
     return rep
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..registry import plain
+    from flatbench.core.registry import plain
 
     p = argparse.ArgumentParser(prog="flatbench-report", description=plain(__doc__.split("\n\nThis module is the command")[0]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

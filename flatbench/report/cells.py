@@ -8,9 +8,9 @@ from typing import Dict, List, Sequence
 
 import pandas as pd
 
-from ..cell.directory import CellDir
-from ..columns import order_columns
-from ..migration import current_columns
+from flatbench.cell.directory import CellDir
+from flatbench.cell.columns import order_columns
+from flatbench.core.migration import current_columns
 
 
 def read_csvs(paths: Sequence[Path], **kw) -> List[pd.DataFrame]:

@@ -25,7 +25,7 @@ from typing import List
 
 import pandas as pd
 
-from ..figures import png
+from flatbench.measures.landscape import png
 
 # What a line is: the attack from one surrogate at one threat model (seeds are averaged; the cost
 # knob, steps or n_samples, and the budget are what moves along the line).

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..models.testbed import has_instances, instance_of
+from flatbench.models.testbed import has_instances, instance_of
 
 
 def _surrogate_instance(surrogate: str) -> tuple:

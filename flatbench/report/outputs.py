@@ -14,16 +14,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import pandas as pd
 
-from ..registry import Registry
-from .cells import apply_filters, collect_snapshots, load_flags
-from .compute import attacks_missing, best_within, budget_markdown, compute_png, compute_table
-from .flatness import flatness_report
-from .plots import heatmap_png, landscape_compare, param_plot_png
-from .published import compare, compare_markdown, load_published
-from .seeds import seed_markdown, seed_summary, seed_table
-from .significance import significance_markdown, significance_marks, significance_table
-from .statistics import mcnemar_markdown, mcnemar_table
-from .tables import ci_markdown, entries, pivot, to_latex, to_markdown
+from flatbench.core.registry import Registry
+from flatbench.report.cells import apply_filters, collect_snapshots, load_flags
+from flatbench.report.compute import attacks_missing, best_within, budget_markdown, compute_png, compute_table
+from flatbench.report.flatness_tables import flatness_report
+from flatbench.report.plots import heatmap_png, landscape_compare, param_plot_png
+from flatbench.report.published import compare, compare_markdown, load_published
+from flatbench.report.seeds import seed_markdown, seed_summary, seed_table
+from flatbench.report.significance import significance_markdown, significance_marks, significance_table
+from flatbench.report.mcnemar import mcnemar_markdown, mcnemar_table
+from flatbench.report.tables import ci_markdown, entries, pivot, to_latex, to_markdown
 
 OUTPUTS = Registry("report output")
 

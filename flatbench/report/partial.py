@@ -15,14 +15,14 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..flatness import split_worst
-from ..stats import partial_spearman
+from flatbench.measures.flatness import split_worst
+from flatbench.measures.statistics import partial_spearman
 
 SPLIT = ("sharp_worst_linear", "sharp_worst_curvature")
 
 
 def with_split(images: pd.DataFrame, rho: pd.Series) -> pd.DataFrame:
-    """``images`` with sharp_worst's first-order part and remainder (flatbench.flatness.split_worst)
+    """``images`` with sharp_worst's first-order part and remainder (flatbench.measures.flatness.split_worst)
     where the cells were measured before those columns existed (missing, or NaN in the rows of such
     cells merged with newer ones); ``rho``: each cell's flatness radius in 1/255 units (``flat_rho``)."""
     if images.empty or "sharp_worst" not in images.columns:

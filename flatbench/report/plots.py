@@ -7,9 +7,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..cell.directory import CellDir
-from ..figures import landscape_png, png
-from .tables import _key_strings, row_keys
+from flatbench.cell.directory import CellDir
+from flatbench.measures.landscape import landscape_png, png
+from flatbench.report.tables import _key_strings, row_keys
 
 MAX_LABELLED_ROWS = 80   # rows the heatmap names and numbers
 MAX_HEIGHT_IN = 40.0     # its height, whatever the number of rows

@@ -11,9 +11,9 @@ from typing import List, Optional
 
 import pandas as pd
 
-from ..columns import setting_columns
-from .cells import _text
-from .tables import BLACK_BOX_MEAN, baseline, label, row_keys
+from flatbench.cell.columns import setting_columns
+from flatbench.report.cells import _text
+from flatbench.report.tables import BLACK_BOX_MEAN, baseline, label, row_keys
 
 MARK = "†"
 

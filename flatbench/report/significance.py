@@ -26,12 +26,12 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from ..columns import attack_columns
-from ..stats import holm, mcnemar
-from .cells import _cell, _text
-from .paired import (benjamini_hochberg, bootstrap_mean_ci, mcnemar_mde, mcnemar_se, mean_mde, sign_flip_p,
+from flatbench.cell.columns import attack_columns
+from flatbench.measures.statistics import holm, mcnemar
+from flatbench.report.cells import _cell, _text
+from flatbench.report.paired import (benjamini_hochberg, bootstrap_mean_ci, mcnemar_mde, mcnemar_se, mean_mde, sign_flip_p,
                      tost_p)
-from .statistics import mcnemar_table
+from flatbench.report.mcnemar import mcnemar_table
 
 ALPHA = 0.05
 MARK = "†"
@@ -116,8 +116,8 @@ def _own_settings(df: pd.DataFrame, attack: str) -> dict:
 def run_of(name: str):
     """(the surrogate a row names, its run): an LGV set's collection runs are one surrogate, as are a testbed
     architecture's instances; any other name is its own, run 1."""
-    from ..models.lgv_digits import PINNED_NAME, RUNS, lgv_run
-    from ..models.testbed import instance_of
+    from flatbench.models.lgv_digits import PINNED_NAME, RUNS, lgv_run
+    from flatbench.models.testbed import instance_of
 
     return (PINNED_NAME, lgv_run(name)) if name in RUNS else instance_of(name)
 

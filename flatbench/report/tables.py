@@ -6,8 +6,8 @@ from typing import List, Optional
 
 import pandas as pd
 
-from ..columns import setting_columns
-from .cells import _cell, _text
+from flatbench.cell.columns import setting_columns
+from flatbench.report.cells import _cell, _text
 
 
 ROW_KEYS = ["surrogate", "attack", "eps"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..layout import CellLayout
+from flatbench.core.layout import CellLayout
 
 
 def report_group(dirs: Sequence[Path]) -> Optional[str]:
@@ -12,7 +12,7 @@ def report_group(dirs: Sequence[Path]) -> Optional[str]:
     logger.group, else <name>-<sweep dir name>); None when the cells are not one sweep's."""
     import yaml   # Hydra's saved files, read as written (interpolations unresolved)
 
-    from ..loggers import sweep_group
+    from flatbench.cell.loggers import sweep_group
 
     groups = set()
     for d in dirs:

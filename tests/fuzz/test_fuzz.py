@@ -13,13 +13,14 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from flatbench.attacks import build_attack
-from flatbench.config import attack_kwargs, resolve
-from flatbench.settings import flatness_settings
-from flatbench.target_zoo import parse_targets
+from flatbench.entry.config import attack_kwargs, resolve
+from flatbench.entry.settings import flatness_settings
+from flatbench.entry.target_zoo import parse_targets
 from flatbench.data import DATASETS
 from flatbench.data.folders import DataError
-from flatbench.registry import ConfigError
-from helpers import compose_config, make_layouts
+from flatbench.core.registry import ConfigError
+from helpers import compose_config
+from images import make_layouts
 
 CASES = int(os.environ.get("FLATBENCH_FUZZ_CASES", "150"))
 KEYS = {

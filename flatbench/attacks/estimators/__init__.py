@@ -37,16 +37,16 @@ and neighbours are summed in index order, so the chunk size changes memory and s
 One module per family, as TransferAttack's ``gradient/`` folder has one file a method; importing them
 here, in this order, registers the estimators in the order ``flatbench list`` prints them.
 """
-from .base import ESTIMATORS, SAMPLES, STEPS, Estimator, Plain, uniform_noise
-from .vmi import Variance
-from .penalty import COMBINE, LOOKAHEADS, NORMALIZE, Penalty
-from .rap import INNER_LOSSES, RAP
-from .gra import GRA, LABEL_BY
-from .mef import MEF
-from .anda import ANDA
-from .emi import EMI, SAMPLING
-from .cwa import CWA
-from .members import MEMBER_NORMALIZE, MemberMean
+from flatbench.attacks.estimators.base import ESTIMATORS, SAMPLES, STEPS, Estimator, Plain, uniform_noise
+from flatbench.attacks.estimators.vmi import Variance
+from flatbench.attacks.estimators.penalty import COMBINE, LOOKAHEADS, NORMALIZE, Penalty
+from flatbench.attacks.estimators.rap import INNER_LOSSES, RAP
+from flatbench.attacks.estimators.gra import GRA, LABEL_BY
+from flatbench.attacks.estimators.mef import MEF
+from flatbench.attacks.estimators.anda import ANDA
+from flatbench.attacks.estimators.emi import EMI, SAMPLING
+from flatbench.attacks.estimators.cwa import CWA
+from flatbench.attacks.estimators.members import MEMBER_NORMALIZE, MemberMean
 
 __all__ = ["ESTIMATORS", "SAMPLES", "STEPS", "Estimator", "Plain", "uniform_noise", "Variance", "COMBINE", "LOOKAHEADS",
            "NORMALIZE", "Penalty", "INNER_LOSSES", "RAP", "GRA", "LABEL_BY", "MEF", "ANDA", "EMI", "SAMPLING", "CWA",

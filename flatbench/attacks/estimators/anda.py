@@ -6,9 +6,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..differences import DIFFERENCES
-from ..parts import Param
-from .base import ESTIMATORS, STEPS, Estimator, _repeat
+from flatbench.attacks.differences import DIFFERENCES
+from flatbench.attacks.parts import Param
+from flatbench.attacks.estimators.base import ESTIMATORS, STEPS, Estimator, _repeat
 
 
 def _translation_grid(n_views: int, max_shift: float) -> torch.Tensor:

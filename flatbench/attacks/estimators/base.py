@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, List
 
 import torch
 
-from ..parts import Knob, Part, Parts
+from flatbench.attacks.parts import Knob, Part, Parts
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..context import StepContext
+    from flatbench.attacks.context import StepContext
 
 ESTIMATORS = Parts("estimator")
 
@@ -69,7 +69,7 @@ class Plain(Estimator):
 def members_of(ctx: "StepContext", declared, needs: str) -> int:
     """K, the surrogate ensemble's models, for an estimator that takes each member alone (CWA, the member
     means); a one-line error naming ``needs`` for one model, or for a ``members`` setting that is not K."""
-    from ...registry import ConfigError
+    from flatbench.core.registry import ConfigError
 
     k = ctx.members
     if k < 2:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from ...registry import ConfigError
-from ..differences import DIFFERENCES
-from ..parts import Param
-from ..threat import l2_normalize
-from .base import ESTIMATORS, TRAVEL2, Estimator, members_of
+from flatbench.core.registry import ConfigError
+from flatbench.attacks.differences import DIFFERENCES
+from flatbench.attacks.parts import Param
+from flatbench.attacks.threat import l2_normalize
+from flatbench.attacks.estimators.base import ESTIMATORS, TRAVEL2, Estimator, members_of
 
 
 @ESTIMATORS.declare("cwa", "CWA", published_with="mifgsm", cost=TRAVEL2, differences=DIFFERENCES["cwa"], params=(

@@ -6,9 +6,9 @@ from typing import List
 import numpy as np
 import torch
 
-from ..differences import DIFFERENCES
-from ..parts import Param
-from .base import ESTIMATORS, SAMPLES, Estimator, _repeat
+from flatbench.attacks.differences import DIFFERENCES
+from flatbench.attacks.parts import Param
+from flatbench.attacks.estimators.base import ESTIMATORS, SAMPLES, Estimator, _repeat
 
 SAMPLING = ("linear", "uniform", "gaussian")
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from ...registry import ConfigError
-from ..differences import DIFFERENCES
-from ..parts import Param
-from .base import ESTIMATORS, SAMPLES, Estimator, _neighbour_mean
+from flatbench.core.registry import ConfigError
+from flatbench.attacks.differences import DIFFERENCES
+from flatbench.attacks.parts import Param
+from flatbench.attacks.estimators.base import ESTIMATORS, SAMPLES, Estimator, _neighbour_mean
 
 # GRA's labels: the true ones, or the official code's clean prediction.
 LABEL_BY = ("truth", "clean_prediction")

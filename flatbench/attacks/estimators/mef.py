@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ..differences import DIFFERENCES
-from ..parts import Param
-from .base import ESTIMATORS, SAMPLES, Estimator, _repeat, uniform_noise
+from flatbench.attacks.differences import DIFFERENCES
+from flatbench.attacks.parts import Param
+from flatbench.attacks.estimators.base import ESTIMATORS, SAMPLES, Estimator, _repeat, uniform_noise
 
 
 @ESTIMATORS.declare("mef", "MEF", published_with="mifgsm", cost=SAMPLES, differences=DIFFERENCES["mef"], params=(

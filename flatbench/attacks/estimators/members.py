@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ...registry import ConfigError
-from ..parts import Param
-from .base import ESTIMATORS, STEPS, Estimator, members_of
+from flatbench.core.registry import ConfigError
+from flatbench.attacks.parts import Param
+from flatbench.attacks.estimators.base import ESTIMATORS, STEPS, Estimator, members_of
 
 MEMBER_NORMALIZE = ("none", "l1")
 

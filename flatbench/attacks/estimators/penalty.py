@@ -6,9 +6,9 @@ from typing import Optional
 
 import torch
 
-from ..differences import DIFFERENCES
-from ..parts import Param
-from .base import ESTIMATORS, SAMPLES, STEPS, Estimator, _neighbours
+from flatbench.attacks.differences import DIFFERENCES
+from flatbench.attacks.parts import Param
+from flatbench.attacks.estimators.base import ESTIMATORS, SAMPLES, STEPS, Estimator, _neighbours
 
 # The sign of the penalty's look-ahead (the point its second gradient is taken at).
 LOOKAHEADS = {"descent": -1.0, "ascent": 1.0}

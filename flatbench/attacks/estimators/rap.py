@@ -5,12 +5,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..differences import DIFFERENCES
-from ..parts import Knob, Param
-from .base import ESTIMATORS, Estimator, uniform_noise
+from flatbench.attacks.differences import DIFFERENCES
+from flatbench.attacks.parts import Knob, Param
+from flatbench.attacks.estimators.base import ESTIMATORS, Estimator, uniform_noise
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..context import StepContext
+    from flatbench.attacks.context import StepContext
 
 # RAP's inner step: the port's reverse perturbation, or the official script's ascent on the
 # surrogate's prediction.
@@ -36,7 +36,7 @@ def _quarter(steps: int) -> int:
 Paper symbols → parameters: ε_n → ``eps_n``, α_n → ``alpha_n``, K (inner iterations) →
 ``inner_steps``, the late start (RAP-LS) → ``late_start``. The method preset ``rap`` also sets
 T = 400 and α = ε/8, ε_n = ε, α_n = ε/8 (TransferAttack's arguments at ε = 16/255, 2/255, 16/255
-and 2/255, as ratios of ε; flatbench/scaling.py). Before step ``late_start`` the
+and 2/255, as ratios of ε; flatbench/attacks/scaling.py). Before step ``late_start`` the
 gradient is ∇ℓ(x); from it on, a reverse perturbation n is found by K sign steps that
 descend ℓ from a uniform start in the ε_n-ball (n ← clip(n − α_n·sign(∇ℓ(x + n))), in the
 ball and the [0,1] box), and the gradient is ∇ℓ(x + n): the attack climbs the worst point

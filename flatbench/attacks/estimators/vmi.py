@@ -1,9 +1,9 @@
 """VMI-FGSM's variance tuning."""
 from __future__ import annotations
 
-from ..differences import DIFFERENCES
-from ..parts import Param
-from .base import ESTIMATORS, SAMPLES, Estimator, _neighbour_mean
+from flatbench.attacks.differences import DIFFERENCES
+from flatbench.attacks.parts import Param
+from flatbench.attacks.estimators.base import ESTIMATORS, SAMPLES, Estimator, _neighbour_mean
 
 
 @ESTIMATORS.declare("vmi", "VMI", published_with="mifgsm", published_label="VMI-FGSM", cost=SAMPLES,

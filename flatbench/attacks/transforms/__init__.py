@@ -22,13 +22,13 @@ TIM   (Dong et al., CVPR 2019, arXiv 1904.02884): a gradient filter, per-channel
 One module per transform, as TransferAttack's ``input_transformation/`` folder has one file a
 method; importing them here, in this order, registers them in the order ``flatbench list`` prints them.
 """
-from .base import TRANSFORMS, GradientFilter, InputTransform
-from .dim import DIM
-from .sim import SIM
-from .admix import Admix
-from .bsr import BSR
-from .sia import SIA, SIA_OPS
-from .tim import TIM, gaussian_kernel
+from flatbench.attacks.transforms.base import TRANSFORMS, GradientFilter, InputTransform
+from flatbench.attacks.transforms.dim import DIM
+from flatbench.attacks.transforms.sim import SIM
+from flatbench.attacks.transforms.admix import Admix
+from flatbench.attacks.transforms.bsr import BSR
+from flatbench.attacks.transforms.sia import SIA, SIA_OPS
+from flatbench.attacks.transforms.tim import TIM, gaussian_kernel
 
 __all__ = ["TRANSFORMS", "GradientFilter", "InputTransform", "DIM", "SIM", "Admix", "BSR", "SIA", "SIA_OPS", "TIM",
            "gaussian_kernel"]

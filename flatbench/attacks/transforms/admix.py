@@ -5,9 +5,9 @@ from typing import Optional
 
 import torch
 
-from ...registry import ConfigError
-from ..parts import Param
-from .base import TRANSFORMS, InputTransform
+from flatbench.core.registry import ConfigError
+from flatbench.attacks.parts import Param
+from flatbench.attacks.transforms.base import TRANSFORMS, InputTransform
 
 
 @TRANSFORMS.declare("admix", "Admix", (

@@ -5,7 +5,7 @@ import abc
 
 import torch
 
-from ..parts import Part, Parts
+from flatbench.attacks.parts import Part, Parts
 
 # Input transforms and gradient filters: both are `transforms` (config group, Attack(transforms=)).
 TRANSFORMS = Parts("transform")

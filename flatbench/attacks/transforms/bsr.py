@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ..parts import Param
-from .base import TRANSFORMS, InputTransform
+from flatbench.attacks.parts import Param
+from flatbench.attacks.transforms.base import TRANSFORMS, InputTransform
 
 
 def _block_lengths(n: int, size: int, gen: torch.Generator, device) -> list:

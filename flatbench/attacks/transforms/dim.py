@@ -6,9 +6,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ...registry import INTERPOLATIONS
-from ..parts import Param
-from .base import TRANSFORMS, InputTransform, _randint
+from flatbench.core.registry import INTERPOLATIONS
+from flatbench.attacks.parts import Param
+from flatbench.attacks.transforms.base import TRANSFORMS, InputTransform, _randint
 
 
 @TRANSFORMS.declare("dim", "DIM", (

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ...registry import ConfigError
-from ..parts import Param
-from .base import TRANSFORMS, InputTransform, _randint
+from flatbench.core.registry import ConfigError
+from flatbench.attacks.parts import Param
+from flatbench.attacks.transforms.base import TRANSFORMS, InputTransform, _randint
 
 
 SIA_OPS = ("vertical_shift", "horizontal_shift", "vertical_flip", "horizontal_flip", "rotate180", "scale", "add_noise")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ..parts import Param
-from .base import TRANSFORMS, InputTransform
+from flatbench.attacks.parts import Param
+from flatbench.attacks.transforms.base import TRANSFORMS, InputTransform
 
 
 @TRANSFORMS.declare("sim", "SIM", (Param("num_scale", 5, "integer", lambda v: v >= 1, ">= 1"),),

@@ -6,8 +6,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..parts import Param
-from .base import TRANSFORMS, GradientFilter
+from flatbench.attacks.parts import Param
+from flatbench.attacks.transforms.base import TRANSFORMS, GradientFilter
 
 
 def gaussian_kernel(kernel_size: int = 15, nsig: float = 3.0) -> torch.Tensor:

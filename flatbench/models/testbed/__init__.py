@@ -15,11 +15,11 @@ only while the sidecar matches (otherwise retrained, and the log says why).
 """
 from __future__ import annotations
 
-from .architectures import (ARCHITECTURES, IMAGE_SIZE, INSTANCES, MEAN, NUM_CLASSES, STD, TESTBED, Recipe, Spec,
+from flatbench.models.testbed.architectures import (ARCHITECTURES, IMAGE_SIZE, INSTANCES, MEAN, NUM_CLASSES, STD, TESTBED, Recipe, Spec,
                             has_instances, instance_name, instance_of)
-from .pinning import (PINNED_DIR, cache_status, default_zoo_dir, file_sha256, load_pinned, load_testbed,
+from flatbench.models.testbed.pinning import (PINNED_DIR, cache_status, default_zoo_dir, file_sha256, load_pinned, load_testbed,
                       pinned_sidecar, save_trained, sidecar)
-from .training import TRAIN_CODE_VERSION, accuracy, sidecar_key, train
+from flatbench.models.testbed.training import TRAIN_CODE_VERSION, accuracy, sidecar_key, train
 
 __all__ = ["ARCHITECTURES", "INSTANCES", "has_instances", "instance_name", "instance_of", "IMAGE_SIZE", "MEAN", "NUM_CLASSES", "STD", "TESTBED", "Recipe", "Spec", "PINNED_DIR", "cache_status",
            "default_zoo_dir", "file_sha256", "load_pinned", "load_testbed", "pinned_sidecar", "save_trained", "sidecar",

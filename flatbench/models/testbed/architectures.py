@@ -9,7 +9,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adversarial import Adversarial
+from flatbench.models.testbed.adversarial import Adversarial
 
 IMAGE_SIZE = 32
 NUM_CLASSES = 10

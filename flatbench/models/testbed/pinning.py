@@ -12,11 +12,11 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from ...io import atomic_write_bytes, atomic_write_text, locked
-from ...registry import ConfigError
-from ..wrap import Preprocess, freeze
-from .architectures import MEAN, STD, TESTBED
-from .training import sidecar_key, train
+from flatbench.core.io import atomic_write_bytes, atomic_write_text, locked
+from flatbench.core.registry import ConfigError
+from flatbench.models.wrap import Preprocess, freeze
+from flatbench.models.testbed.architectures import MEAN, STD, TESTBED
+from flatbench.models.testbed.training import sidecar_key, train
 
 log = logging.getLogger("flatbench.models.testbed")
 
@@ -63,7 +63,7 @@ def checked_sidecar(path: Path, side: Path, what: str, missing: str, then: str) 
 
 def load_pinned(name: str, directory: Path = PINNED_DIR) -> nn.Module:
     """The pinned weights of ``name``, after checking their SHA-256 and the data they were trained on."""
-    from ...data.digits import load_split
+    from flatbench.data.digits import load_split
 
     weights, side = directory / f"{name}.safetensors", directory / f"{name}.json"
     meta = checked_sidecar(weights, side, "the pinned weights",

@@ -9,9 +9,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..wrap import Preprocess, freeze
-from .adversarial import AdversarialBatches, robust_accuracy
-from .architectures import IMAGE_SIZE, MEAN, STD, TESTBED
+from flatbench.models.wrap import Preprocess, freeze
+from flatbench.models.testbed.adversarial import AdversarialBatches, robust_accuracy
+from flatbench.models.testbed.architectures import IMAGE_SIZE, MEAN, STD, TESTBED
 
 # Bump when the training code changes in a way the recipe does not capture.
 TRAIN_CODE_VERSION = 1
@@ -34,7 +34,7 @@ def train(name: str, seed: Optional[int] = None, progress: bool = True) -> tuple
     rounded to float16 before its accuracy is measured: the accuracy is the stored model's."""
     from tqdm.auto import tqdm
 
-    from ...data.digits import load_split
+    from flatbench.data.digits import load_split
 
     spec = TESTBED[name]
     rec = spec.recipe
@@ -76,7 +76,7 @@ def train(name: str, seed: Optional[int] = None, progress: bool = True) -> tuple
 def _adversarial_batches(spec, gen: torch.Generator) -> Optional[AdversarialBatches]:
     if spec.adversarial is None:
         return None
-    from .pinning import load_pinned   # the static models of ensemble adversarial training
+    from flatbench.models.testbed.pinning import load_pinned   # the static models of ensemble adversarial training
 
     return AdversarialBatches(spec.adversarial, load_pinned, gen)
 
@@ -105,7 +105,7 @@ def _offsets(n: int, k: int, gen: torch.Generator):
 
 def sidecar_key(name: str, seed: Optional[int] = None) -> dict:
     """The fields that must match for a cached model to be reused."""
-    from ...data.digits import load_split
+    from flatbench.data.digits import load_split
 
     spec = TESTBED[name]
     stored = {} if spec.dtype == "float32" else {"dtype": spec.dtype}
@@ -136,7 +136,7 @@ def collect_weight_snapshots(name: str, base: nn.Module, k: int, every: int, lr:
 
     from tqdm.auto import tqdm
 
-    from ...data.digits import load_split
+    from flatbench.data.digits import load_split
 
     rec = TESTBED[name].recipe
     model = copy.deepcopy(base)
