@@ -27,10 +27,11 @@ def zoo_env(zoo_dir) -> dict:
 BIN = Path(sys.executable).parent
 
 
-def command(args, zoo_dir=None, cwd=None, extra_env=None, timeout=600) -> subprocess.CompletedProcess:
-    """One of the package's commands (``args[0]``: flatbench, flatbench-report, ...), its output captured;
-    the one runner the tests share. W&B stays offline."""
-    env = dict(os.environ, **zoo_env(zoo_dir), WANDB_MODE="offline", **(extra_env or {}))
+def command(args, zoo_dir=None, cwd=None, extra_env=None, timeout=600, env=None) -> subprocess.CompletedProcess:
+    """One of the package's commands (``args[0]``: flatbench, flatbench-report, ...), its exit status and
+    output captured (nothing asserted); the one runner the tests share. It runs in ``env`` (default: this
+    process's environment) with ``zoo_dir``'s weights, W&B offline and ``extra_env`` on top."""
+    env = dict(os.environ if env is None else env, **zoo_env(zoo_dir), WANDB_MODE="offline", **(extra_env or {}))
     return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -3,14 +3,13 @@ home page is the README itself (scripts/mkdocs_readme.py). No network: the theme
 build time and mkdocstrings reads the package's source."""
 import re
 import shutil
-import subprocess
 
-from helpers import BIN, ROOT
+from helpers import ROOT, command
 
 
 def _build(config, site):
-    return subprocess.run([str(BIN / "mkdocs"), "build", "--strict", "-f", str(config), "-d", str(site)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return command(["mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
+                   cwd=ROOT, timeout=300)
 
 
 def test_the_site_builds_strict_with_the_readme_as_home_and_the_api_reference(tmp_path):

@@ -93,13 +93,11 @@ def test_plan_fits_a_terminal_and_wide_shows_every_column(tmp_path):
 
 def test_help_text_is_plain_text():
     """Regression: `flatbench-report --help` showed raw roles (:mod:`.cells`) and module talk."""
-    import subprocess
-
-    from helpers import BIN
+    from helpers import command
 
     for cmd in (["flatbench-report", "--help"], ["flatbench", "list", "--help"], ["flatbench", "plan", "--help"],
                 ["flatbench-zoo", "--help"]):
-        out = subprocess.run([str(BIN / cmd[0]), *cmd[1:]], capture_output=True, text=True, timeout=120).stdout
+        out = command(cmd, timeout=120).stdout
         assert out and not re.search(r":(mod|class|func|meth|attr|data):`", out), (cmd, out)
         assert "This module" not in out, cmd
 

@@ -1,7 +1,6 @@
 """The ImageNet path, offline: random-init zoo models, checkpoints, folder data sets, defenses."""
 import os
 import pickle
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from flatbench.data.folders import DataError
 from flatbench.models import DEFENSES, MissingWeightsError, load_model, read_checkpoint
 from flatbench.models.hub import parse_name
 from flatbench.core.registry import ConfigError
-from helpers import BIN
+from helpers import command
 from images import SYNSET_LABELS, make_layouts, write_png
 
 
@@ -91,16 +90,15 @@ def test_offline_missing_weights_error_names_model_and_script(monkeypatch, tmp_p
 
 def test_fetch_weights_dry_run_lists_every_model(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path), TORCH_HOME=str(tmp_path))
-    p = subprocess.run([str(BIN / "flatbench"), "fetch-weights", "--dry-run", "experiment=pgn_table1"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    p = command(["flatbench", "fetch-weights", "--dry-run", "experiment=pgn_table1"],
+                cwd=tmp_path, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
     for entry in zoo("pgn_paper").values():
         assert f"missing {entry['model']}" in p.stdout
     assert "7 model(s)" in p.stdout  # the Inc-v3 surrogate is also a target: listed once
     # Offline without the cache, a real fetch fails with the script's error, quickly.
-    p = subprocess.run([str(BIN / "flatbench"), "fetch-weights", "targets=digits_small",
-                        "surrogate=resnet18.a1_in1k"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=300)
+    p = command(["flatbench", "fetch-weights", "targets=digits_small",
+                 "surrogate=resnet18.a1_in1k"], cwd=tmp_path, env=env, timeout=300)
     assert p.returncode == 1 and "FAILED  resnet18.a1_in1k" in p.stdout
 
 

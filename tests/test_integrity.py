@@ -4,7 +4,6 @@ through the command a user types."""
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 from flatbench.cell.store import load_adv
-from helpers import BIN, compose_config, report_main, run, zoo_env
+from helpers import command, compose_config, report_main, run, zoo_env
 
 SMALL = ["targets=digits_small", "progress=false"]
 
@@ -22,8 +21,7 @@ def _env(zoo_dir, **extra):
 
 
 def _call(args, zoo_dir, cwd, **extra):
-    return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=_env(zoo_dir, **extra), capture_output=True,
-                          text=True, timeout=600)
+    return command(args, cwd=cwd, env=_env(zoo_dir, **extra), timeout=600)
 
 
 def _hashes(root: Path) -> dict:

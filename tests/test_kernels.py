@@ -13,7 +13,7 @@ import torch
 from flatbench import __version__
 from flatbench.core import kernels
 from flatbench.models.testbed import pinned_sidecar
-from helpers import BIN, ROOT, SMALL, report_main, run
+from helpers import ROOT, SMALL, command, report_main, run
 
 CELL = ["flatbench", "method=ifgsm", *SMALL]
 
@@ -72,9 +72,8 @@ def test_provenance_names_code_libraries_weights_and_hardware(zoo_dir, tmp_path)
 
 
 def test_bad_kernel_mode_is_one_line(tmp_path):
-
-    p = subprocess.run([str(BIN / "flatbench"), "method=ifgsm"], cwd=tmp_path, capture_output=True, text=True,
-                       env={**__import__("os").environ, "FLATBENCH_KERNELS": "avx9"})
+    p = command(["flatbench", "method=ifgsm"], cwd=tmp_path,
+                extra_env={"FLATBENCH_KERNELS": "avx9"})
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == [
         "flatbench: error: FLATBENCH_KERNELS='avx9' is not one of avx2, default, native"]

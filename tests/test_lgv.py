@@ -5,9 +5,7 @@ The reference is written out from TransferAttack's ``ensemble/lgv.py`` (LightEns
 start in it are handed to the reference, which then cycles one model per forward as the port does."""
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 
 import pandas as pd
 import pytest
@@ -17,7 +15,7 @@ from flatbench import create_attack
 from flatbench.models import WeightSnapshots, load_model
 from flatbench.models.lgv import PINNED_NAME, load_pinned_lgv, cycle_start
 from flatbench.core.registry import ConfigError
-from helpers import BIN, SMALL, run, zoo_env
+from helpers import SMALL, command, run
 from ta_reference import TAModel, TA_EPS, ta_data
 from ta_reference_views import lgv_release, ta_lgv
 
@@ -160,9 +158,8 @@ def test_flatness_on_the_base_model_of_an_lgv_cell(zoo_dir, tmp_path):
     lgv = F.cross_entropy(load_model(PINNED_NAME)(x), y, reduction="none")
     assert torch.allclose(torch.tensor(flat["loss"].values, dtype=torch.float32), base, atol=1e-4)
     assert not torch.allclose(base, lgv, atol=1e-2)
-    p = subprocess.run([str(BIN / "flatbench"), "method=mifgsm", *SMALL, "flatness=on", "flatness.model=digits-resnt",
-                        f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path, env=dict(os.environ, **zoo_env(zoo_dir)),
-                       capture_output=True, text=True)
+    p = command(["flatbench", "method=mifgsm", *SMALL, "flatness=on", "flatness.model=digits-resnt",
+                 f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path, zoo_dir=zoo_dir)
     assert p.returncode != 0 and "flatness.model='digits-resnt'" in p.stderr and "digits-resnet" in p.stderr
 
 

@@ -12,7 +12,6 @@
 Each is tested equal to a reference written out from that code (read for this test; nothing is
 vendored), the random start shared as in test_flat_family.py. At their defaults the new settings
 leave every stored cell's id as it was."""
-import subprocess
 
 import pytest
 import torch
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from flatbench import create_attack
 from flatbench.attacks.estimators import uniform_noise
 from flatbench.core.registry import ConfigError
-from helpers import BIN
+from helpers import command
 from ta_reference import TAModel, TA_EPS, ta_data, ta_gra
 
 
@@ -90,8 +89,7 @@ def test_gra_oc_labels_by_the_clean_prediction():
 
 
 def test_the_new_settings_leave_the_stored_cells_ids_and_show_as_columns():
-    p = subprocess.run([str(BIN / "flatbench"), "plan", "-m", "method=gra,rap,gra_oc,rap_oc", "eps=16", "--wide"],
-                       capture_output=True, text=True, timeout=300)
+    p = command(["flatbench", "plan", "-m", "method=gra,rap,gra_oc,rap_oc", "eps=16", "--wide"], timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     ids = {ln.split()[1]: ln.split()[2] for ln in p.stdout.splitlines() if " method=" in ln}
     # main's ids before these settings existed (flatbench plan -m method=gra,rap eps=16 on fb155ae)

@@ -10,8 +10,7 @@ import zipfile
 
 import pandas as pd
 from flatbench.models.testbed import TESTBED
-from helpers import BIN, ROOT
-
+from helpers import ROOT, command
 
 
 def _sh(args, **kw):
@@ -75,7 +74,7 @@ def test_listing_names_everything_from_the_cli_and_python(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
 
     def cli(*args, rc=0):
-        p = subprocess.run([str(BIN / "flatbench"), "list", *args], capture_output=True, text=True, env=env, timeout=300)
+        p = command(["flatbench", "list", *args], env=env, timeout=300)
         assert p.returncode == rc, p.stderr[-2000:]
         return p.stdout
 
@@ -100,7 +99,7 @@ def test_listing_names_everything_from_the_cli_and_python(tmp_path):
     assert {z["name"] for z in flatbench.list_zoos()} >= {"digits", "transferattack", "transferattack_rn18"}
     assert {e["name"] for e in flatbench.list_experiments()} >= {"digits", "transferattack_rn50"}
     assert {d["name"] for d in flatbench.list_data()} == {"digits", "nips17", "transferattack", "imagefolder"}
-    helptext = subprocess.run([str(BIN / "flatbench"), "--help"], capture_output=True, text=True, env=env).stdout
+    helptext = command(["flatbench", "--help"], env=env).stdout
     assert "flatbench list" in helptext and "--config-dir" in helptext
 
 
@@ -141,8 +140,8 @@ def test_describe_prints_the_loop_a_run_would_execute():
     env = dict(os.environ, HF_HUB_OFFLINE="1")
 
     def cli(*args):
-        return subprocess.run([str(BIN / "flatbench"), "describe", *args], capture_output=True, text=True, env=env,
-                              timeout=300)
+        return command(["flatbench", "describe", *args], env=env,
+                       timeout=300)
 
     p = cli("pgn", "estimator.beta=0.8", "optimizer=nifgsm", "transforms=[dim]", "eps=16")
     assert p.returncode == 0, p.stderr[-2000:]

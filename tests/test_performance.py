@@ -10,7 +10,7 @@ from flatbench.entry.settings import load_settings
 import torch
 
 from flatbench.attacks import create_attack
-from helpers import BIN, compose_config, run, zoo_env
+from helpers import BIN, command, compose_config, run, zoo_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -249,8 +249,6 @@ def test_bench_smoke_writes_its_table(tmp_path):
 def test_targets_are_checked_before_crafting_and_built_after(layouts, zoo_dir, tmp_path):
     """Startup (paid again on every requeue) checks each target from its config, builds none
     before crafting, and still refuses a wrong class space or missing offline weights first."""
-    import os
-
 
     p = run(["flatbench", "n_images=8", "targets=digits", "progress=false", f"hydra.run.dir={tmp_path / 'd'}"],
             zoo_dir, tmp_path)
@@ -262,15 +260,15 @@ def test_targets_are_checked_before_crafting_and_built_after(layouts, zoo_dir, t
     # The ImageNet zoo's ten targets are checked from their configs too: asserted on the
     # transferattack_rn50 sweep of tests/test_paper_experiments.py (the same cell, run once).
     # A target whose weights are not cached, offline: refused before any batch is crafted.
-    bad = subprocess.run([str(BIN / "flatbench"), *smoke, "pretrained=false", "+targets.vit.pretrained=true",
-                          f"hydra.run.dir={tmp_path / 'm'}", f"paths.cache_dir={tmp_path / 'c'}"], cwd=tmp_path,
-                         env=dict(os.environ, **zoo_env(zoo_dir), **env), capture_output=True, text=True, timeout=600)
+    bad = command(["flatbench", *smoke, "pretrained=false", "+targets.vit.pretrained=true",
+                   f"hydra.run.dir={tmp_path / 'm'}", f"paths.cache_dir={tmp_path / 'c'}"], cwd=tmp_path,
+                  zoo_dir=zoo_dir, extra_env=env, timeout=600)
     assert bad.returncode == 1 and "not in the local cache" in bad.stderr and "fetch-weights" in bad.stderr
     assert not list((tmp_path / "c").glob("adv/*/batches/*"))
     # A target with another class space (a 1001-class model read without its offset): refused before crafting.
-    wrong = subprocess.run([str(BIN / "flatbench"), *smoke, "pretrained=false", "+targets.vit.label_offset=-1",
-                            f"hydra.run.dir={tmp_path / 'w'}", f"paths.cache_dir={tmp_path / 'c2'}"], cwd=tmp_path,
-                           env=dict(os.environ, **zoo_env(zoo_dir), **env), capture_output=True, text=True, timeout=600)
+    wrong = command(["flatbench", *smoke, "pretrained=false", "+targets.vit.label_offset=-1",
+                     f"hydra.run.dir={tmp_path / 'w'}", f"paths.cache_dir={tmp_path / 'c2'}"], cwd=tmp_path,
+                    zoo_dir=zoo_dir, extra_env=env, timeout=600)
     assert wrong.returncode == 1 and "1001 classes" in wrong.stderr and "1000" in wrong.stderr
     assert not list((tmp_path / "c2").glob("adv/*/batches/*"))
 
@@ -330,8 +328,8 @@ def test_cli_cells_share_one_measurement_and_record_it(trained_zoo, zoo_dir, tmp
     for d in ("0", "1"):
         row = pd.read_csv(sweep / d / "results.csv").iloc[0]
         assert row["chunk"] == entry["chunk"] and row["memory_format"] == fmt
-    bad = subprocess.run([str(Path(sys.executable).parent / "flatbench"), "channels_last=maybe", "n_images=4"],
-                         cwd=tmp_path, capture_output=True, text=True)
+    bad = command(["flatbench", "channels_last=maybe", "n_images=4"],
+                  cwd=tmp_path)
     assert bad.returncode == 1 and "channels_last" in bad.stderr and "auto (by rule) | measure (timed) | true | false" in bad.stderr
 
 
@@ -433,10 +431,10 @@ def test_the_command_line_keeps_the_attack_s_blocks_in_the_heap(zoo_dir, tmp_pat
         if heap == "default":
             env["MALLOC_MMAP_THRESHOLD_"] = "131072"   # glibc's starting threshold, not left to adapt
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
-        p = subprocess.run([str(BIN / "flatbench"), "n_images=32", "method=pgn", "estimator.n_samples=10",
-                            "surrogate=digits-resnet", "targets=digits_small", "progress=false",
-                            f"hydra.run.dir={tmp_path / heap}", f"paths.output_dir={tmp_path / heap}-o"],
-                           env=env, capture_output=True, text=True, timeout=600)
+        p = command(["flatbench", "n_images=32", "method=pgn", "estimator.n_samples=10",
+                     "surrogate=digits-resnet", "targets=digits_small", "progress=false",
+                     f"hydra.run.dir={tmp_path / heap}", f"paths.output_dir={tmp_path / heap}-o"],
+                    env=env, timeout=600)
         assert p.returncode == 0, p.stderr[-3000:]
         faults[heap] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before
     # 200 forward+backward passes of 32 images: without the setting each maps its blocks afresh.

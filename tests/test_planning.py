@@ -7,7 +7,7 @@ import torch
 
 from flatbench import create_attack
 from flatbench.entry.planning import CellCost, render, totals
-from helpers import BIN, SMALL, compose_config, run, zoo_env
+from helpers import SMALL, command, compose_config, run, zoo_env
 
 GRID = ["method=mifgsm,pgn,mef,anda", "steps=2", "batch_size=4", *SMALL]   # two batches of 4 per cell
 
@@ -148,23 +148,21 @@ def test_clean_cache_key_holds_the_images_content_and_device(tmp_path):
 
 
 def test_sweep_progress_line_counts_cells_failures_and_projects_the_rest(trained_zoo, zoo_dir, tmp_path):
-    import subprocess
-
     import os
 
     sweep = tmp_path / "sweep"
     env = dict(os.environ, **zoo_env(zoo_dir))
-    p = subprocess.run([str(BIN / "flatbench"), "-m", "method=mifgsm,pgn", "surrogate=digits-cnn,digits-nosuch", "steps=2",
-                        *SMALL, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                       timeout=600)
+    p = command(["flatbench", "-m", "method=mifgsm,pgn", "surrogate=digits-cnn,digits-nosuch", "steps=2",
+                 *SMALL, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env,
+                timeout=600)
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("flatbench: sweep:")]
     assert len(lines) == 4, p.stderr[-3000:]
     assert lines[-1].startswith("flatbench: sweep: 4 of 4 cells done (2 failed); nothing left")
     assert any("projected" in ln for ln in lines[:-1])
     # The same sweep directory with another command line is another sweep: its line counts its own cells,
     # not the records of the first (it said "5 of 4 cells done (2 failed)" before issue 37's study found it).
-    p = subprocess.run([str(BIN / "flatbench"), "-m", "method=ifgsm", "surrogate=digits-cnn", "steps=2", *SMALL,
-                        f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    p = command(["flatbench", "-m", "method=ifgsm", "surrogate=digits-cnn", "steps=2", *SMALL,
+                 f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env, timeout=600)
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("flatbench: sweep:")]
     assert lines == ["flatbench: sweep: 1 of 1 cells done (0 failed); nothing left"], p.stderr[-3000:]
 
@@ -226,15 +224,13 @@ def test_plan_of_an_optuna_search_bounds_its_trials_by_the_corners(trained_zoo, 
 
 def test_plan_fails_with_one_line_naming_the_key(zoo_dir, tmp_path):
     import os
-    import subprocess
 
     env = dict(os.environ, **zoo_env(zoo_dir))
     for args, expect in ((["method=pgnn"], "pgnn"), (["method=pgn", "estimator.beta=-1"], "estimator.beta=-1 is out of range"),
                          (["--bogus"], "unknown option '--bogus'"),
                          # a key the group does not have: one line as on the main command, never Hydra's '+' advice
                          (["method=mifgsm", "estimator.n_samples=2"], "unknown key 'estimator.n_samples'")):
-        p = subprocess.run([str(BIN / "flatbench"), "plan", *args, *SMALL], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=300)
+        p = command(["flatbench", "plan", *args, *SMALL], cwd=tmp_path, env=env, timeout=300)
         lines = p.stderr.strip().splitlines()
         assert p.returncode in (1, 2) and len(lines) == 1 and expect in lines[0] and "Traceback" not in p.stderr, p.stderr
 

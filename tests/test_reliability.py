@@ -18,14 +18,13 @@ from flatbench.attacks import create_attack
 from flatbench.attacks.loop import NonFiniteError
 from flatbench.core.io import WriteError, atomic_write_text
 from flatbench.core.registry import ConfigError
-from helpers import BIN, SMALL, compose_config, run, zoo_env
+from helpers import BIN, SMALL, command, compose_config, run, zoo_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def fail(args, zoo_dir, cwd, extra_env=None):
-    env = dict(os.environ, **zoo_env(zoo_dir), WANDB_MODE="offline", **(extra_env or {}))
-    p = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    p = command(args, zoo_dir, cwd, extra_env, timeout=300)
     assert p.returncode != 0, p.stdout[-2000:]
     return p
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import BIN, ROOT, run, zoo_env
+from helpers import ROOT, command, run
 
 
 TINY = ["n_images=8", "targets=digits_small", "progress=false"]
@@ -35,8 +35,8 @@ def test_cell_returns_its_objective_and_a_bad_objective_fails_at_startup(trained
     assert cell_objective(flat, "all") == pytest.approx(flat["asr"].mean())
     assert math.isnan(cell_objective(flat, "defense"))  # no defended target here: the trial fails, the run does not
 
-    bad = subprocess.run([str(BIN / "flatbench"), "objective=nosuch", *TINY, f"hydra.run.dir={tmp_path / 'bad'}"],
-                         cwd=tmp_path, env=dict(os.environ, **zoo_env(zoo_dir)), capture_output=True, text=True)
+    bad = command(["flatbench", "objective=nosuch", *TINY, f"hydra.run.dir={tmp_path / 'bad'}"],
+                  cwd=tmp_path, zoo_dir=zoo_dir)
     assert bad.returncode == 1
     line = bad.stderr.strip().splitlines()[-1]
     assert "objective='nosuch'" in line and "black-box" in line and "digits-mlp" in line

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from flatbench.cell.store import load_adv
-from helpers import BIN, zoo_env
+from helpers import BIN, command, zoo_env
 
 pytestmark = pytest.mark.slurm
 
@@ -101,7 +101,8 @@ def test_sweep_on_slurm_equals_local_and_a_failing_cell_spares_the_others(slurm_
     assert len(scripts) == 1 and "#SBATCH --array=0-3" in scripts[0].read_text()
     assert "#SBATCH --signal=USR2@" in scripts[0].read_text()
     for d in (tmp_path / "s1", tmp_path / "s2"):
-        subprocess.run([str(BIN / "flatbench-report"), str(d)], env=env, cwd=tmp_path, check=True, capture_output=True)
+        rep = command(["flatbench-report", str(d)], cwd=tmp_path, env=env)
+        assert rep.returncode == 0, rep.stderr[-2000:]
     key = ["cell_id", "target"]
     a = pd.read_csv(tmp_path / "s1" / "report" / "results.csv").sort_values(key).reset_index(drop=True)
     b = pd.read_csv(tmp_path / "s2" / "report" / "results.csv").sort_values(key).reset_index(drop=True)

@@ -15,7 +15,7 @@ import torch
 
 from flatbench.measures.statistics import mcnemar, wilson
 from flatbench.cell.store import load_adv
-from helpers import BIN, SMALL, run, zoo_env
+from helpers import BIN, SMALL, command, run, zoo_env
 
 PGN_SMALL = ["method=pgn", "estimator.n_samples=2", "targets=digits_small", "progress=false"]
 
@@ -156,8 +156,8 @@ def test_evaluate_adds_only_missing_targets_and_never_recrafts(trained_zoo, zoo_
     p = run(["flatbench", "evaluate", str(sweep), "targets=[digits,digits_small]", "force=false",
              "+targets.extra={model: digits-cnn-bn, role: normal}"], zoo_dir, tmp_path)
     assert (p.stdout + p.stderr).count("evaluated 1 target(s)") == 2
-    bad = subprocess.run([str(BIN / "flatbench"), "evaluate", str(tmp_path / "nothing")], cwd=tmp_path,
-                         env=_env(zoo_dir), capture_output=True, text=True)
+    bad = command(["flatbench", "evaluate", str(tmp_path / "nothing")], cwd=tmp_path,
+                  zoo_dir=zoo_dir, extra_env={"OMP_NUM_THREADS": "1"})
     assert bad.returncode == 2 and "no cells" in bad.stderr
 
 
@@ -166,8 +166,8 @@ def test_evaluate_without_an_adversarial_set_fails_clearly(trained_zoo, zoo_dir,
     run(["flatbench", *SMALL, "save_images=false", f"hydra.run.dir={out}"], zoo_dir, tmp_path)
     import shutil
     shutil.rmtree(tmp_path / "outputs" / "cache")
-    p = subprocess.run([str(BIN / "flatbench"), "evaluate", str(out), "targets=digits"], cwd=tmp_path,
-                       env=_env(zoo_dir), capture_output=True, text=True)
+    p = command(["flatbench", "evaluate", str(out), "targets=digits"], cwd=tmp_path,
+                zoo_dir=zoo_dir, extra_env={"OMP_NUM_THREADS": "1"})
     assert p.returncode == 1 and "never crafts" in p.stderr and "Traceback" not in p.stderr
 
 
@@ -230,10 +230,10 @@ def test_tasks_per_node_without_a_process_group_fails_at_startup_instead_of_runn
     each would run the whole cell into one directory. Each fails before crafting, and the sweep's
     summary line says why, naming the setting."""
     sweep, out = tmp_path / "sweep", tmp_path / "out"
-    p = subprocess.run([str(BIN / "flatbench"), "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
-                        "hydra.launcher.gpus_per_node=0", "method=mifgsm", "surrogate=digits-cnn", "n_images=16",
-                        "targets=digits_small", "progress=false", f"paths.output_dir={out}", f"hydra.sweep.dir={sweep}"],
-                       cwd=tmp_path, env=_env(zoo_dir), capture_output=True, text=True, timeout=600)
+    p = command(["flatbench", "-m", "hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2",
+                 "hydra.launcher.gpus_per_node=0", "method=mifgsm", "surrogate=digits-cnn", "n_images=16",
+                 "targets=digits_small", "progress=false", f"paths.output_dir={out}", f"hydra.sweep.dir={sweep}"],
+                cwd=tmp_path, zoo_dir=zoo_dir, extra_env={"OMP_NUM_THREADS": "1"}, timeout=600)
     assert p.returncode == 1, p.stderr[-3000:]
     summary = [ln for ln in p.stderr.splitlines() if "cells failed" in ln]
     assert len(summary) == 1 and "1 of 1 cells failed" in summary[0] and "no cell finished" in summary[0], p.stderr[-3000:]
@@ -255,10 +255,10 @@ def test_torchrun_two_gloo_ranks_equal_single_process(trained_zoo, zoo_dir, tmp_
     and crafts with rank 0's choice (broadcast); the single process then reads rank 0's file."""
     args = [*PGN_SMALL, "n_images=20", "batch_size=4", "device=cpu", "chunk=measure", "channels_last=measure"]
     multi = tmp_path / "multi"
-    p = subprocess.run([str(BIN / "torchrun"), "--nproc-per-node=2", f"--master-port={_free_port()}", "-m", "flatbench",
-                        *args, f"hydra.run.dir={multi}", "paths.cache_dir=cache_multi",
-                        "paths.tuning_file=" + str(tmp_path / "tuning-rank${oc.env:RANK}.json")], cwd=tmp_path,
-                       env=_env(zoo_dir), capture_output=True, text=True, timeout=600)
+    p = command(["torchrun", "--nproc-per-node=2", f"--master-port={_free_port()}", "-m", "flatbench",
+                 *args, f"hydra.run.dir={multi}", "paths.cache_dir=cache_multi",
+                 "paths.tuning_file=" + str(tmp_path / "tuning-rank${oc.env:RANK}.json")], cwd=tmp_path,
+                zoo_dir=zoo_dir, extra_env={"OMP_NUM_THREADS": "1"}, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     log = p.stderr + p.stdout
     assert "rank 1/2" in log

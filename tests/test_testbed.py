@@ -2,7 +2,6 @@
 import json
 import logging
 import shutil
-import subprocess
 
 import pandas as pd
 import pytest
@@ -12,7 +11,7 @@ import torch
 from flatbench.data import DATASETS
 from flatbench.models import TESTBED
 from flatbench.models.testbed import ARCHITECTURES, cache_status, load_testbed, sidecar, train
-from helpers import BIN, ROOT, run
+from helpers import ROOT, command, run
 
 
 def test_digits_split_is_stratified_and_deterministic():
@@ -70,8 +69,7 @@ def test_retraining_through_the_cli_matches_the_pinned_model(tmp_path, zoo_dir):
     (within a point), and `paths.zoo_dir` makes a run use it."""
 
     out = tmp_path / "trained"
-    p = subprocess.run([str(BIN / "flatbench-zoo"), "train", "digits-mlp", "digits-mlp-2", "--out", str(out), "--no-progress"],
-                       capture_output=True, text=True, timeout=600)
+    p = command(["flatbench-zoo", "train", "digits-mlp", "digits-mlp-2", "--out", str(out), "--no-progress"], timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     # Instance 2 trains from its own seed and is stored as it is pinned, in float16.
     line2 = next(ln for ln in p.stdout.splitlines() if ln.startswith("digits-mlp-2"))
@@ -99,7 +97,7 @@ def test_retraining_through_the_cli_matches_the_pinned_model(tmp_path, zoo_dir):
     assert "training" not in r.stderr  # it used the weights trained above, the one model it needs
     assert len(pd.read_csv(tmp_path / "cell" / "results.csv")) == 1 and sorted(p.name for p in out.glob("*.json")) == \
         ["digits-mlp.json"]
-    v = subprocess.run([str(BIN / "flatbench-zoo"), "verify"], capture_output=True, text=True, timeout=600)
+    v = command(["flatbench-zoo", "verify"], timeout=600)
     assert v.returncode == 0 and v.stdout.count("ok ") == len(TESTBED)
 
 
