@@ -1,4 +1,4 @@
-"""LGV (issue 37): a surrogate made of weight snapshots, attacked one snapshot per step.
+"""LGV (issue 37): a surrogate made of collected models, attacked one collected model per step.
 
 The reference is written out from TransferAttack's ``ensemble/lgv.py`` (LightEnsemble, order
 "shuffle", n_grad=1, under MI-FGSM) with the shuffle shared: flatbench's order and the batch's keyed
@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from flatbench import create_attack
-from flatbench.models import WeightSnapshots, load_model
-from flatbench.models.lgv import PINNED_NAME, load_pinned_lgv, cycle_start
+from flatbench.models import CollectedModels, load_model
+from flatbench.models.collected import cycle_start
+from flatbench.models.lgv import PINNED_NAME, load_pinned_lgv
 from flatbench.core.registry import ConfigError
 from helpers import SMALL, command, run
 from ta_reference import TAModel, TA_EPS, ta_data
@@ -21,12 +22,12 @@ from ta_reference_views import lgv_release, ta_lgv
 
 
 def test_lgv_equals_transferattack_with_the_shuffle_shared():
-    """MI-FGSM on four snapshots (T = 10, α = ε/T, μ = 1): the port's LightEnsemble, handed flatbench's
+    """MI-FGSM on four collected models (T = 10, α = ε/T, μ = 1): the port's LightEnsemble, handed flatbench's
     shuffled order and the batch's start, gives the same 8-bit images and agrees to one float32 ulp
-    (the loop's projection, as for MI-FGSM itself). Broken variant tried: ``WeightSnapshots.at`` indexing the
-    list by position instead of through ``order`` (the steps see another sequence of snapshots)."""
+    (the loop's projection, as for MI-FGSM itself). Broken variant tried: ``CollectedModels.at`` indexing the
+    list by position instead of through ``order`` (the steps see another sequence of collected models)."""
     models = [TAModel(seed=s) for s in (7, 8, 9, 10)]
-    snaps = WeightSnapshots(models, seed=5)
+    snaps = CollectedModels(models, seed=5)
     assert snaps.order != (0, 1, 2, 3)   # the shuffle must matter for the test to see it
     data, label = ta_data()
     attack = create_attack("mifgsm", snaps, eps=TA_EPS)
@@ -44,17 +45,17 @@ def test_lgv_equals_transferattack_with_the_shuffle_shared():
     assert not torch.equal(create_attack("mifgsm", Mean(), eps=TA_EPS)(data, label), attack(data, label))
 
 
-def test_snapshot_starts_are_keyed_and_cover_the_cycle():
+def test_cycle_starts_are_keyed_and_cover_it():
     starts = [cycle_start((0, lo), 10) for lo in range(0, 6400, 64)]
     assert starts == [cycle_start((0, lo), 10) for lo in range(0, 6400, 64)]
     assert set(starts) == set(range(10))
     with pytest.raises(ConfigError, match="permutation"):
-        WeightSnapshots([TAModel(), TAModel()], order=[0, 0])
+        CollectedModels([TAModel(), TAModel()], order=[0, 0])
 
 
-def test_pinned_digits_lgv_snapshots_are_checked_and_distinct(tmp_path):
-    """digits-resnet-lgv, -lgv-2 and -lgv-3: three runs of ten fp16 snapshots of digits-resnet, pinned with
-    sidecars; every snapshot keeps 95% of the base's test accuracy (the collection's criterion, which the
+def test_pinned_digits_lgv_sets_are_checked_and_distinct(tmp_path):
+    """digits-resnet-lgv, -lgv-2 and -lgv-3: three runs of ten fp16 collected models of digits-resnet, pinned with
+    sidecars; every collected model keeps 95% of the base's test accuracy (the collection's criterion, which the
     first set at learning rate 0.05 broke: 45.0% at worst); the runs differ; a changed byte fails the
     SHA-256 check (never a silent rebuild)."""
     from flatbench.models.lgv import RUNS
@@ -66,13 +67,13 @@ def test_pinned_digits_lgv_snapshots_are_checked_and_distinct(tmp_path):
     firsts = []
     for name, seed in RUNS.items():
         snaps = load_model(name)
-        assert isinstance(snaps, WeightSnapshots) and len(snaps) == 10
-        moved = [float((torch.cat([p.flatten() for p in m.parameters()]) - w0).norm() / w0.norm()) for m in snaps.snapshots]
+        assert isinstance(snaps, CollectedModels) and len(snaps) == 10
+        moved = [float((torch.cat([p.flatten() for p in m.parameters()]) - w0).norm() / w0.norm()) for m in snaps.collected]
         assert all(d > 0.004 for d in moved) and len({round(d, 6) for d in moved}) == 10
         meta = json.loads((PINNED_DIR / f"{name}.json").read_text())
         assert meta["recipe"]["k"] == 10 and meta["recipe"]["seed"] == seed and meta["base"] == "digits-resnet"
         assert len(meta["test_acc"]) == 10 and min(meta["test_acc"]) >= 0.95 * base_acc, (name, meta["test_acc"])
-        firsts.append(snaps.snapshots[0].model.fc.weight)
+        firsts.append(snaps.collected[0].model.fc.weight)
     assert not torch.equal(firsts[0], firsts[1]) and not torch.equal(firsts[1], firsts[2])
     for name in (f"{PINNED_NAME}.safetensors", f"{PINNED_NAME}.json", "digits-resnet.safetensors"):
         shutil.copy(PINNED_DIR / name, tmp_path / name)
@@ -83,12 +84,12 @@ def test_pinned_digits_lgv_snapshots_are_checked_and_distinct(tmp_path):
         load_pinned_lgv(PINNED_NAME, tmp_path)
 
 
-def test_collect_snapshots_walks_away_from_the_base_and_leaves_it():
-    from flatbench.models.testbed.training import collect_weight_snapshots
+def test_lgv_collection_walks_away_from_the_base_and_leaves_it():
+    from flatbench.models.testbed.training import collect_lgv_weights
 
     base = load_model("digits-resnet")
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    states = collect_weight_snapshots("digits-resnet", base, k=2, every=3, lr=0.05, progress=False)
+    states = collect_lgv_weights("digits-resnet", base, k=2, every=3, lr=0.05, progress=False)
     assert len(states) == 2 and not torch.equal(states[0]["fc.weight"], states[1]["fc.weight"])
     assert not torch.equal(states[0]["fc.weight"], before["model.fc.weight"])
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in before.items())
@@ -100,10 +101,10 @@ def test_lgv_dir_loads_the_release_layout_and_checks_sha256sums(tmp_path):
 
     folder = lgv_release(tmp_path)
     snaps = load_model(f"lgv:{folder}")   # the architecture from the layout: resnet18, torchvision's preprocessing
-    assert isinstance(snaps, WeightSnapshots) and len(snaps) == 2
+    assert isinstance(snaps, CollectedModels) and len(snaps) == 2
     state = torch.load(folder / "001.pt", weights_only=True)["state_dict"]
-    assert torch.equal(snaps.snapshots[1].model.fc.weight, state["fc.weight"])
-    assert snaps.snapshots[0].input_size == 224
+    assert torch.equal(snaps.collected[1].model.fc.weight, state["fc.weight"])
+    assert snaps.collected[0].input_size == 224
     lines = "".join(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}\n" for f in sorted(folder.glob("*.pt")))
     (folder / "SHA256SUMS").write_text(lines)
     assert len(load_model(f"lgv:resnet18.tv_in1k@{folder}")) == 2
@@ -117,8 +118,8 @@ def test_lgv_dir_loads_the_release_layout_and_checks_sha256sums(tmp_path):
 
 def test_lgv_surrogate_from_the_command_line(zoo_dir, tmp_path):
     """``method=mifgsm surrogate=digits-resnet-lgv`` is LGV: one cell, T gradient evaluations per image,
-    the snapshot file's SHA-256 in cell.json, and the base digits-resnet white-box (its weights are the
-    snapshots' start), so no black-box mean counts it."""
+    the collected model file's SHA-256 in cell.json, and the base digits-resnet white-box (its weights are the
+    collected models' start), so no black-box mean counts it."""
     from flatbench.models.testbed import PINNED_DIR
 
     out = tmp_path / "lgv"
@@ -136,7 +137,7 @@ def test_lgv_surrogate_from_the_command_line(zoo_dir, tmp_path):
 @pytest.mark.long   # measured in the clean-clone .ci/run of d8240d2 (make test: 15 min 23 s of pytest there) issue 37: four random-init ImageNet CNNs as the surrogate (abo
 def test_flatness_on_the_base_model_of_an_lgv_cell(zoo_dir, tmp_path):
     """flatness.model=digits-resnet measures LGV's examples on the base network (the loss at x_adv is the
-    base's cross-entropy there, not the snapshot set's), adds a flat_model column, and a wrong name fails
+    base's cross-entropy there, not the collected model set's), adds a flat_model column, and a wrong name fails
     at startup naming the key. Broken variant tried: the stage ignoring flatness.model (the loss is then
     the set's)."""
     import torch.nn.functional as F
@@ -163,15 +164,15 @@ def test_flatness_on_the_base_model_of_an_lgv_cell(zoo_dir, tmp_path):
     assert p.returncode != 0 and "flatness.model='digits-resnt'" in p.stderr and "digits-resnet" in p.stderr
 
 
-# What a cell and an evaluation were called while digits-resnet-lgv held its first snapshots (learning rate 0.05).
+# What a cell and an evaluation were called while digits-resnet-lgv held its first collected models (learning rate 0.05).
 FIRST_PUBLICATION_IDS = {"digits-resnet": "058a629e073b", PINNED_NAME: "9fd8e0ed24ac"}
 FIRST_PUBLICATION_KEYS = {"digits-cnn": "cnn-f4aa30a966", PINNED_NAME: "lgv-478a960e7a"}
 
 
-def test_republished_snapshots_never_reuse_the_first_publications_results():
-    """A cell id hashes the surrogate's name, not its weights. digits-resnet-lgv's snapshots were collected
+def test_republished_lgv_sets_never_reuse_the_first_publications_results():
+    """A cell id hashes the surrogate's name, not its weights. digits-resnet-lgv's collected models were collected
     again (``revision`` 2 in the sidecar), so its cells and its evaluations as a target get new ids and keys:
-    nothing crafted or evaluated with the first snapshots is reused. Every other model keeps its ids.
+    nothing crafted or evaluated with the first collected models is reused. Every other model keeps its ids.
     Broken variant tried: the revision left out of hashed_settings (the old id comes back)."""
     from flatbench.attacks import build_attack
     from flatbench.cell.plan import cell_hash, hashed_settings, load_data, target_key
@@ -192,8 +193,8 @@ def test_republished_snapshots_never_reuse_the_first_publications_results():
 
 
 def test_the_learning_rate_scan_reproduces_the_pinned_set():
-    """``scripts/lgv_snapshots.py --scan``'s rows: at the recipe's learning rate and run 1's seed, the
-    snapshot accuracies are the pinned sidecar's (the scan collects as the pinned set was collected), and
+    """``scripts/lgv_collect.py --scan``'s rows: at the recipe's learning rate and run 1's seed, the
+    collected model accuracies are the pinned sidecar's (the scan collects as the pinned set was collected), and
     the set keeps 95% of the base's accuracy."""
     from flatbench.models.lgv_digits import RECIPE, scan
     from flatbench.models.testbed import pinned_sidecar

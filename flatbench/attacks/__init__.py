@@ -1,6 +1,7 @@
 """Attack engine: one loop (:mod:`.loop`) with pluggable parts."""
 from flatbench.attacks.estimators import ESTIMATORS, Penalty, Plain, Variance
-from flatbench.attacks.factory import METHODS, build_attack, create_attack
+from flatbench.attacks.factory import METHODS, create_attack
+from flatbench.attacks.spec import build_attack
 from flatbench.core.keyed import keyed_generator
 from flatbench.attacks.loop import Attack, NonFiniteError
 from flatbench.attacks.optimizers import OPTIMIZERS, mean_abs_normalize

@@ -1,9 +1,9 @@
-"""Build attacks: the engine's one builder from typed parts (:func:`build_attack`), and the API's
-entry by method name (:func:`create_attack`), which routes its keywords to the parts and resolves
-them through :func:`flatbench.attacks.spec.resolve_spec`, as a cell's settings do."""
+"""The API's entry by method name (:func:`create_attack`): it routes its keywords to the parts and
+resolves them through :func:`flatbench.attacks.spec.resolve_spec`, as a cell's settings do, then builds
+with the engine's one builder from typed parts (:func:`flatbench.attacks.spec.build_attack`)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping
 
 import torch.nn as nn
 
@@ -20,30 +20,6 @@ from flatbench.attacks.transforms import TRANSFORMS
 _LOOP_KEYS = ("eps", "steps", "alpha", "norm", "targeted", "chunk", "memory_budget_mb", "amp", "channels_last",
               "tuning_file",
               "check_finite", "loss", "name")
-
-
-def build_attack(
-    model: nn.Module,
-    *,
-    optimizer: str = "ifgsm",
-    optimizer_kwargs: Optional[Mapping[str, Any]] = None,
-    estimator: str = "plain",
-    estimator_kwargs: Optional[Mapping[str, Any]] = None,
-    transforms: Union[Sequence[str], Mapping[str, Mapping[str, Any]], None] = None,
-    **loop_kwargs: Any,
-) -> Attack:
-    """Assemble an :class:`Attack` from part names and each part's keyword arguments."""
-    if isinstance(transforms, Mapping):
-        specs = [(k, dict(v or {})) for k, v in transforms.items()]
-    else:
-        specs = [(k, {}) for k in (transforms or ())]
-    return Attack(
-        model,
-        estimator=ESTIMATORS.build(estimator, **dict(estimator_kwargs or {})),
-        optimizer=OPTIMIZERS.build(optimizer, **dict(optimizer_kwargs or {})),
-        transforms=[TRANSFORMS.build(name, **kw) for name, kw in specs],
-        **loop_kwargs,
-    )
 
 
 def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:

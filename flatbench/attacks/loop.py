@@ -143,7 +143,7 @@ class Attack:
         self.grad_evals = 0  # images through forward+backward, counted for the benchmarks
         self.budget: Optional[Dict] = None  # what budget=B resolved to (flatbench.attacks.budget), for describe
         self.device_of_last_call = torch.device("cpu")
-        self._snapshot_start = 0  # an LGV surrogate's place in its cycle for the current call
+        self._cycle_start = 0  # an LGV surrogate's place in its cycle for the current call
 
     @property
     def label(self) -> str:
@@ -255,7 +255,7 @@ class Attack:
         y = y.detach().long()
         self.device_of_last_call = x.device
         snaps = per_step_models(self.model)
-        self._snapshot_start = snaps.start_of(seed) if snaps is not None else 0
+        self._cycle_start = snaps.start_of(seed) if snaps is not None else 0
         self.chunk = self._resolve(x)  # also puts the (borrowed) model in the chosen memory format
         delta = torch.zeros_like(x)
         # Each part keeps its own state across the steps of this call, and sees no other part's.
@@ -324,16 +324,16 @@ class Attack:
         snaps = per_step_models(self.model)
         if snaps is None:
             return self.sizing.resolve(self.model, self.loss, x)
-        # One forward goes through one snapshot: size the work on one, then put them all in its format.
+        # One forward goes through one collected model: size the work on one, then put them all in its format.
         chunk = self.sizing.resolve(snaps.at(0), self.loss, x)
         sizing.set_memory_format(snaps, self.memory_format == "channels_last")
         return chunk
 
     def _step_model(self, step: int) -> nn.Module:
         """The model step ``step`` takes its gradient through: the surrogate, or for an LGV set
-        (:class:`~flatbench.models.lgv.WeightSnapshots`) the snapshot of that step of this batch's window."""
+        (:class:`~flatbench.models.collected.CollectedModels`) the collected model of that step of this batch's window."""
         snaps = per_step_models(self.model)
-        return self.model if snaps is None else snaps.at(step, self._snapshot_start)
+        return self.model if snaps is None else snaps.at(step, self._cycle_start)
 
     def pin(self, chunk: Optional[int], memory_format: str) -> None:
         """Craft with this chunk and memory format from now on, whatever chunk and

@@ -117,7 +117,7 @@ def deterministic_kernels() -> Iterator[None]:
 
 def per_step_models(model):
     """The model behind ``model`` (also through torch.compile's wrapper) when it is another network at
-    each step, else None. Such a surrogate (an LGV set's weight snapshots, flatbench.models.lgv) says
+    each step, else None. Such a surrogate (an LGV set's collected models, flatbench.models.lgv) says
     so with ``per_step = True`` and offers ``len()``, ``start_of(seed)`` (where a batch keyed ``seed``
     starts in its cycle) and ``at(step, start)`` (the network step ``step`` takes its gradient
     through); the loop asks it, and imports no model source."""

@@ -18,7 +18,7 @@ widest forward (its neighbours) and copies the transforms'. Not packed (1):
 - an estimator that draws batch-wide keys itself (PGN's, VMI's and GRA's neighbours, RAP, EMI,
   MEF, ANDA, CWA): its draw for a batch depends on the batch's shape, so a packed draw would
   differ (:attr:`.estimators.base.Estimator.packable`); those fill the chunk with neighbours;
-- an LGV surrogate: each batch starts at its own place in the snapshot cycle;
+- an LGV surrogate: each batch starts at its own place in the cycle of its collected models;
 - a batch of one image with a mixing transform (Admix draws its partners from the data set).
 """
 from __future__ import annotations

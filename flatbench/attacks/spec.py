@@ -13,20 +13,23 @@
   (:mod:`flatbench.attacks.budget`).
 * **The ensemble.** CWA's member count K is the surrogate ensemble's size unless given.
 
-The engine then builds only from typed parts (:func:`flatbench.attacks.factory.build_attack`).
+The engine then builds only from typed parts (:func:`build_attack`).
 Pure: no config objects, no I/O beyond reading the preset files at import.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch.nn as nn
 
 from flatbench.core.registry import ConfigError, check_range
 from flatbench.attacks.scaling import FORMS, parse_rule, resolve_length, rule_text
 from flatbench.core.units import PIXEL, api_length, check_config_eps, check_config_length, config_length
 from flatbench.attacks.budget import fit_or_none
 from flatbench.attacks.estimators import ESTIMATORS
+from flatbench.attacks.loop import Attack
 from flatbench.attacks.optimizers import OPTIMIZERS
 from flatbench.attacks.transforms import TRANSFORMS
 
@@ -101,7 +104,7 @@ class AttackSpec:
     budget: Optional[Dict[str, Any]] = None
 
     def loop_kwargs(self) -> Dict[str, Any]:
-        """The keyword arguments of :func:`flatbench.attacks.factory.build_attack`, lengths as fractions."""
+        """The keyword arguments of :func:`build_attack`, lengths as fractions."""
         scale = PIXEL if self.unit == CONFIG else 1.0
         conv = (lambda v: v / scale if _number(v) else v)
 
@@ -118,8 +121,6 @@ class AttackSpec:
 
     def build(self, model, **sizing: Any):
         """The :class:`~flatbench.attacks.loop.Attack` (``sizing``: chunk, memory_budget_mb, amp, ...)."""
-        from flatbench.attacks.factory import build_attack
-
         attack = build_attack(model, **sizing, **self.loop_kwargs())
         attack.rules, attack.budget = dict(self.rules), self.budget
         return attack
@@ -239,3 +240,27 @@ def apply_preset(name: str, opt: str, est: str, loop_kw: Dict[str, Any], opt_kw:
 
 
 __all__ = ["AttackSpec", "resolve_spec", "apply_preset", "METHODS", "METHOD_PRESETS", "CONFIG", "API"]
+
+
+def build_attack(
+    model: nn.Module,
+    *,
+    optimizer: str = "ifgsm",
+    optimizer_kwargs: Optional[Mapping[str, Any]] = None,
+    estimator: str = "plain",
+    estimator_kwargs: Optional[Mapping[str, Any]] = None,
+    transforms: Union[Sequence[str], Mapping[str, Mapping[str, Any]], None] = None,
+    **loop_kwargs: Any,
+) -> Attack:
+    """Assemble an :class:`Attack` from part names and each part's keyword arguments."""
+    if isinstance(transforms, Mapping):
+        specs = [(k, dict(v or {})) for k, v in transforms.items()]
+    else:
+        specs = [(k, {}) for k in (transforms or ())]
+    return Attack(
+        model,
+        estimator=ESTIMATORS.build(estimator, **dict(estimator_kwargs or {})),
+        optimizer=OPTIMIZERS.build(optimizer, **dict(optimizer_kwargs or {})),
+        transforms=[TRANSFORMS.build(name, **kw) for name, kw in specs],
+        **loop_kwargs,
+    )

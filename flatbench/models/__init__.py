@@ -12,20 +12,21 @@ import torch.nn as nn
 
 from flatbench.models.defenses import DEFENSES, defend
 from flatbench.models.hub import MissingWeightsError, parse_name, read_checkpoint, weights_cached
-from flatbench.models.lgv import LgvSource, WeightSnapshots
+from flatbench.models.collected import CollectedModels
+from flatbench.models.lgv import LgvSource
 from flatbench.models.libraries import CheckpointSource, TimmSource, TorchvisionSource
 from flatbench.models.sources import SOURCES, ModelSource, TestbedSource, source_of
 from flatbench.models.testbed import TESTBED
 from flatbench.models.wrap import Ensemble, Preprocess, freeze
 
-__all__ = ["load_model", "load_surrogate", "Ensemble", "WeightSnapshots", "Preprocess", "freeze", "TESTBED", "SOURCES", "ModelSource",
+__all__ = ["load_model", "load_surrogate", "Ensemble", "CollectedModels", "Preprocess", "freeze", "TESTBED", "SOURCES", "ModelSource",
            "source_of", "DEFENSES", "defend", "MissingWeightsError", "parse_name", "read_checkpoint", "weights_cached"]
 
 # The model sources in resolution order: the first that claims a name owns it; timm claims every
 # name, so it is last (flatbench/models/sources.py).
 for _source in (TestbedSource(), CheckpointSource(), TorchvisionSource(), TimmSource()):
     SOURCES.add(_source.name, _source, (_source.__doc__ or "").split("\n")[0])
-# LGV snapshot sets; ahead of checkpoint, which would take lgv:ARCH@DIR for an ARCH@PATH name.
+# LGV sets; ahead of checkpoint, which would take lgv:ARCH@DIR for an ARCH@PATH name.
 SOURCES.add("lgv", LgvSource(), (LgvSource.__doc__ or "").split("\n")[0], before="checkpoint")
 
 

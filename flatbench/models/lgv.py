@@ -1,5 +1,5 @@
-"""LGV surrogates: weight snapshots of one architecture collected along SGD at a high constant
-learning rate, attacked one snapshot per step.
+"""LGV surrogates: models of one architecture collected along SGD at a high constant
+learning rate, attacked one collected model per step.
 
 Gubri et al., "LGV: Boosting Adversarial Example Transferability from Large Geometric Vicinity",
 ECCV 2022 (arXiv 2207.13129). The paper's surrogate is K = 40 checkpoints of a pretrained ResNet-50
@@ -10,7 +10,7 @@ model of the list, shuffled once (``LightEnsemble(order="shuffle", n_grad=1)``).
 Two names load one (:class:`LgvSource`):
 
 * ``digits-resnet-lgv``, ``digits-resnet-lgv-2``, ``digits-resnet-lgv-3`` - three collection runs of
-  10 snapshots of the pinned ``digits-resnet``, pinned (:mod:`flatbench.models.lgv_digits`).
+  10 collected models of the pinned ``digits-resnet``, pinned (:mod:`flatbench.models.lgv_digits`).
 * ``lgv:DIR`` or ``lgv:ARCH@DIR`` - the official LGV release's layout, ``*.pt`` files each holding
   ``{"state_dict": ...}`` (``DIR`` may be the release's root, then
   ``models/ImageNet/resnet50/cSGD/seed0`` is read), loaded into the timm architecture ARCH (default:
@@ -18,8 +18,8 @@ Two names load one (:class:`LgvSource`):
   directory holds a ``SHA256SUMS`` file, every checkpoint is checked against it at startup; the
   run's cell.json records the digest of the whole set either way.
 
-How the loop uses a :class:`WeightSnapshots` surrogate: step t of a batch takes its gradient through
-snapshot ``order[(start + t) mod K]``, ``order`` the shuffled list and ``start`` a keyed draw per
+How the loop uses a :class:`~flatbench.models.collected.CollectedModels` surrogate: step t of a batch takes its gradient through
+collected model ``order[(start + t) mod K]``, ``order`` the shuffled list and ``start`` a keyed draw per
 batch. TransferAttack's counter runs on across batches (batch b starts at b·T mod K); a keyed
 start gives each batch the same kind of window without making it depend on the batches crafted
 before it (resume, sharding). Its plain forward (evaluation, ``predict``) averages the K logits.
@@ -27,73 +27,17 @@ before it (resume, sharding). Its plain forward (evaluation, ``predict``) averag
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence
-
-import torch
-import torch.nn as nn
+from typing import List, Sequence
 
 from flatbench.core.registry import ConfigError
+from flatbench.models.collected import CollectedModels
 from flatbench.models.lgv_digits import BASE, PINNED_NAME, REVISIONS, RUNS, load_pinned_lgv
 from flatbench.models.testbed.pinning import pinned_sidecar
 from flatbench.models.sources import ModelSource
 
-__all__ = ["PINNED_NAME", "RUNS", "WeightSnapshots", "LgvSource", "load_pinned_lgv", "cycle_start"]
+__all__ = ["PINNED_NAME", "RUNS", "LgvSource", "load_pinned_lgv"]
 RELEASE_LAYOUT = Path("models/ImageNet/resnet50/cSGD/seed0")
 RELEASE_URL = "https://figshare.com/ndownloader/files/36698862"   # the LGV release (TransferAttack's lgv.py names it)
-
-
-class WeightSnapshots(nn.Module):
-    """K models of one architecture, attacked one per step in a fixed shuffled order (LGV).
-
-    Args:
-        models: the snapshots, each mapping [0,1] images to logits.
-        order: the cycle the steps follow, a permutation of range(K) (None: shuffled by ``seed``,
-            as TransferAttack's ``LightEnsemble`` shuffles its list once).
-        seed: keys the shuffle when ``order`` is None.
-    """
-
-    def __init__(self, models: Sequence[nn.Module], order: Optional[Sequence[int]] = None, seed: int = 0,
-                 name: str = "weight-snapshots"):
-        super().__init__()
-        if not models:
-            raise ConfigError("WeightSnapshots: the list of snapshot models is empty")
-        self.snapshots = nn.ModuleList(models)
-        k = len(models)
-        if order is None:
-            order = torch.randperm(k, generator=torch.Generator().manual_seed(int(seed))).tolist()
-        if sorted(order) != list(range(k)):
-            raise ConfigError(f"WeightSnapshots: order must be a permutation of 0..{k - 1}, got {list(order)}")
-        self.order = tuple(int(i) for i in order)
-        self.name = name
-
-    per_step = True   # the attack loop's protocol (flatbench.attacks.model_state.per_step_models)
-
-    def __len__(self) -> int:
-        return len(self.snapshots)
-
-    def start_of(self, seed) -> int:
-        """Where a batch keyed ``seed`` starts in the cycle."""
-        return cycle_start(seed, len(self))
-
-    def at(self, step: int, start: int = 0) -> nn.Module:
-        """The snapshot step ``step`` (0-based) of a batch starting at ``start`` in the cycle attacks."""
-        return self.snapshots[self.order[(start + step) % len(self.order)]]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x) for m in self.snapshots]).mean(0)
-
-
-def cycle_start(seed, k: int) -> int:
-    """Where a batch keyed ``seed`` starts in the cycle of ``k`` snapshots (a keyed draw)."""
-    from flatbench.core.keyed import keyed_generator
-
-    return int(torch.randint(k, (1,), generator=keyed_generator((seed, "lgv-start"), torch.device("cpu"))))
-
-
-def weight_snapshots_of(model) -> Optional[WeightSnapshots]:
-    """The WeightSnapshots surrogate behind ``model`` (also through torch.compile's wrapper), else None."""
-    inner = getattr(model, "_orig_mod", model)
-    return inner if isinstance(inner, WeightSnapshots) else None
 
 
 # ---------------------------------------------------------------- lgv:DIR, the official release's layout
@@ -142,7 +86,7 @@ def set_digest(files: Sequence[Path]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def load_release(name: str, seed: int = 0, preprocess: str = "own") -> WeightSnapshots:
+def load_release(name: str, seed: int = 0, preprocess: str = "own") -> CollectedModels:
     """``lgv:DIR``: every checkpoint into the timm architecture, wrapped with its ImageNet preprocessing."""
     from flatbench.models.hub import load_hub_model, read_checkpoint
 
@@ -156,11 +100,11 @@ def load_release(name: str, seed: int = 0, preprocess: str = "own") -> WeightSna
             raise ConfigError(f"{name!r}: checkpoint {f} does not match timm {arch}: missing {list(missing)[:5]}, "
                               f"unexpected {list(unexpected)[:5]}")
         models.append(model)
-    return WeightSnapshots(models, seed=seed, name=name)
+    return CollectedModels(models, seed=seed, name=name)
 
 
 class LgvSource(ModelSource):
-    """``digits-resnet-lgv`` (pinned snapshots) and ``lgv:DIR`` (the LGV release's layout); see the module."""
+    """``digits-resnet-lgv`` (pinned collected models) and ``lgv:DIR`` (the LGV release's layout); see the module."""
 
     name = "lgv"
 
@@ -216,12 +160,12 @@ class LgvSource(ModelSource):
 # Known differences from TransferAttack's ensemble/lgv.py (docs/methods.md prints them under LGV).
 DIFFERENCES = (
     "The port's LightEnsemble counter runs on across batches (batch b starts at b·T mod K); here each batch starts "
-    "at a keyed place in the same kind of cycle, so a batch's snapshots do not depend on the batches crafted before "
+    "at a keyed place in the same kind of cycle, so a batch's collected models do not depend on the batches crafted before "
     "it (resume, sharding). With the order and the start shared, one batch equals the port (tests/test_lgv.py).",
     "The port shuffles with Python's unseeded random.shuffle, so its order changes from run to run; here it is a fixed shuffle (seeded with 0), the same on every machine.",
     "The port starts from a random δ (LGV's random_start=True); every flatbench attack starts at δ = 0.",
     "Every forward pass advances the port's counter, so an estimator with several passes per step (PGN, VMI) would "
-    "see several snapshots in one step there; here a step's passes all go through that step's snapshot.",
+    "see several collected models in one step there; here a step's passes all go through that step's collected model.",
 )
 
 
@@ -231,5 +175,5 @@ def describe_surrogate(name: str) -> str:
         k = int(pinned_sidecar(name)["recipe"]["k"])
     else:
         k = len(sorted(parse_lgv(name)[1].glob("*.pt")))
-    return (f"f at step t: LGV snapshot order[(s + t − 1) mod K] of {name} (K = {k}), order a fixed shuffle (seeded "
+    return (f"f at step t: the LGV collected model order[(s + t − 1) mod K] of {name} (K = {k}), order a fixed shuffle (seeded "
             "with 0), s a keyed start per batch (the run's seed); f's plain forward (evaluation) averages the K logits")

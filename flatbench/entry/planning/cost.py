@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from flatbench.models.lgv import weight_snapshots_of
+from flatbench.models.collected import collected_models_of
 from flatbench.entry.sweep import sweep_cells
 from flatbench.cell.rates import craft_key, eval_key, machine_load, per_forward, rate_note, read_rates, record_rate
 from flatbench.entry.planning.measure import WINDOWS, measure_craft, measure_eval
@@ -112,9 +112,9 @@ def _craft_seconds(attack, surrogate, models, data, shape, batch, device, grad_e
 
     def measure() -> float:
         say(f"flatbench plan: measuring {'+'.join(surrogate)} at {n} images per forward ({device.type}) ...")
-        # One forward of an LGV set goes through one snapshot (its plain forward averages all of them).
+        # One forward of an LGV set goes through one collected model (its plain forward averages all of them).
         model = models.surrogate()
-        snaps = weight_snapshots_of(model)
+        snaps = collected_models_of(model)
         rate = measure_craft(snaps.at(0) if snaps is not None else model, shape, n, device, attack.amp,
                              attack.memory_format, seconds)
         record_rate(cache, key, rate, "plan")

@@ -123,15 +123,15 @@ def sidecar_key(name: str, seed: Optional[int] = None) -> dict:
 
 
 # LGV's collection (flatbench.models.lgv): SGD with momentum at a constant high learning rate
-# from the trained weights, a snapshot every `every` steps. Bump when this code changes.
+# from the trained weights, the weights kept every `every` steps. Bump when this code changes.
 LGV_CODE_VERSION = 1
 
 
-def collect_weight_snapshots(name: str, base: nn.Module, k: int, every: int, lr: float, momentum: float = 0.9,
-                      weight_decay: float = 1e-4, seed: int = 0, progress: bool = True) -> list:
+def collect_lgv_weights(name: str, base: nn.Module, k: int, every: int, lr: float, momentum: float = 0.9,
+                        weight_decay: float = 1e-4, seed: int = 0, progress: bool = True) -> list:
     """K state dicts of testbed model ``name`` along SGD from ``base``'s weights (a copy; ``base`` is
     not changed): batches and shifts as its recipe trains, BatchNorm statistics updated (train mode),
-    one snapshot after each ``every`` steps."""
+    one collected model after each ``every`` steps."""
     import copy
 
     from tqdm.auto import tqdm

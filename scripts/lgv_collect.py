@@ -1,11 +1,11 @@
 """Collect the testbed's LGV sets (flatbench.models.lgv_digits.RECIPE) and pin them, or scan learning rates.
 
-    python scripts/lgv_snapshots.py                      # all three runs, into flatbench/models/zoo
-    python scripts/lgv_snapshots.py digits-resnet-lgv-2 --out DIR
-    python scripts/lgv_snapshots.py --scan 0.005,0.01,0.015,0.02,0.03,0.05
+    python scripts/lgv_collect.py                      # all three runs, into flatbench/models/zoo
+    python scripts/lgv_collect.py digits-resnet-lgv-2 --out DIR
+    python scripts/lgv_collect.py --scan 0.005,0.01,0.015,0.02,0.03,0.05
 
-Prints each snapshot's test accuracy and the file's size and SHA-256; ``--scan`` prints, for every
-learning rate and SGD seed 0, 1, 2, the lowest snapshot accuracy and whether every snapshot keeps 95%
+Prints each collected model's test accuracy and the file's size and SHA-256; ``--scan`` prints, for every
+learning rate and SGD seed 0, 1, 2, the lowest accuracy of a collected model and whether every one keeps 95%
 of the base's (the collection's criterion; nothing is written).
 """
 import argparse
@@ -25,16 +25,16 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown set {unknown[0]!r}; choices: {', '.join(RUNS)}")
     if args.scan:
-        print(f"lr     seed  lowest snapshot accuracy  keeps {KEEP:.0%} of the base's")
+        print(f"lr     seed  lowest accuracy of a model  keeps {KEEP:.0%} of the base's")
         for r in scan([float(x) for x in args.scan.split(",")]):
-            print(f"{r['lr']:<6g} {r['seed']:<5d} {r['min_acc']:<25.1f} {'yes' if r['keeps'] else 'no'}   {r['test_acc']}",
+            print(f"{r['lr']:<6g} {r['seed']:<5d} {r['min_acc']:<26.1f} {'yes' if r['keeps'] else 'no'}   {r['test_acc']}",
                   flush=True)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.names or list(RUNS):
         meta = build_pinned(name, args.out)
         size = (args.out / f"{name}.safetensors").stat().st_size
-        print(f"{name}: {meta['recipe']['k']} snapshots, test accuracy {meta['test_acc']}, "
+        print(f"{name}: {meta['recipe']['k']} collected models, test accuracy {meta['test_acc']}, "
               f"{size / 1e6:.2f} MB, sha256 {meta['sha256'][:16]}", flush=True)
 
 
