@@ -167,3 +167,31 @@ def ta_mi_loop(model, data, label, *, epoch, alpha, decay, views, copies):
         momentum = ta_momentum(grad, momentum, decay)
         delta = ta_update_delta(delta, data, momentum, alpha)
     return (data + delta).detach()
+
+
+def ta_gaa(model, data, label, *, epoch, epsilon, decay, rho, lambda_param, N, noise, twice=True):
+    """gradient/gaa.py, L∞, random_start=False; ``noise(t, i)`` replaces sample_random_example's
+    uniform_(−ξ, ξ) (ξ = 3.5·ε in the class, whatever its argument). ``twice=False``: its aggregation
+    line without the leading g_hat (the comment's weights (1−λ, 1+λ) alone)."""
+    delta = torch.zeros_like(data)
+    momentum = torch.zeros_like(delta)
+    alpha = epsilon / epoch
+
+    def grad_at(x):
+        x = x.detach().requires_grad_(True)
+        return torch.autograd.grad(F.cross_entropy(model(x), label), x)[0]
+
+    for t in range(epoch):
+        g_bar = torch.zeros_like(delta)
+        for i in range(N):
+            x_prime = torch.clamp(data + delta + noise(t, i), 0, 1)
+            g_prime = grad_at(x_prime)
+            t_hat = rho * (g_prime / (torch.norm(g_prime, p=1, dim=(1, 2, 3), keepdim=True) + 1e-8))
+            g_hat = grad_at(x_prime + t_hat)
+            g_prime = (g_hat if twice else 0) + (1 - lambda_param) * g_prime + (1 + lambda_param) * g_hat
+            g_bar += g_prime
+        g_bar = g_bar / N
+        momentum = decay * momentum + (g_bar / (torch.norm(g_bar, p=1, dim=(1, 2, 3), keepdim=True) + 1e-8))
+        delta = torch.clamp(delta + alpha * momentum.sign(), -epsilon, epsilon)
+        delta = ta_clamp(delta, 0 - data, 1 - data).detach()
+    return (data + delta).detach()

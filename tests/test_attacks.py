@@ -299,14 +299,15 @@ def _changed(key, value):
              "combine": {"difference": "sum", "sum": "difference"}, "interpolation": {"nearest": "bilinear"},
              "inner_loss": {"reverse": "official", "official": "reverse"},
              "label_by": {"truth": "clean_prediction", "clean_prediction": "truth"},
-             "sampling": {"linear": "uniform", "uniform": "gaussian", "gaussian": "linear"}}
+             "sampling": {"linear": "uniform", "uniform": "gaussian", "gaussian": "linear"},
+             "aggregation": {"paper": "transferattack", "transferattack": "paper"}}
     if key in other:
         return other[key][value]
     if key == "kernel_size":
         return value + 2
     if key == "members":   # null: the ensemble's size
         return 3
-    if key in ("prob", "eta", "max_shift"):   # in [0, 1]
+    if key in ("prob", "eta", "max_shift", "lam"):   # in [0, 1]
         return value / 2
     if key == "n_views":   # a square
         return (int(value ** 0.5) + 1) ** 2

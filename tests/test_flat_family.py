@@ -10,7 +10,7 @@ from flatbench import create_attack
 from flatbench.attacks.estimators import uniform_noise
 from flatbench.core.registry import ConfigError
 from helpers import run
-from ta_reference import TAModel, TA_EPS, ta_anda, ta_data, ta_gra, ta_mef, ta_rap
+from ta_reference import TAModel, TA_EPS, ta_anda, ta_data, ta_gaa, ta_gra, ta_mef, ta_rap
 
 # ---------------------------------------------------------------- equality
 
@@ -343,3 +343,60 @@ def test_member_mean_baselines_equal_their_formula(method, normalize, label):
     assert (got - data).abs().max() <= TA_EPS + 1e-6 and got.min() >= 0 and got.max() <= 1
     with pytest.raises(ConfigError, match="needs an ensemble surrogate"):
         create_attack(method, TAModel(), eps=TA_EPS)(data, label_)
+
+
+# ---------------------------------------------------------------- GAA
+
+def _ta_gaa(model, data, label, n, noise, **kw):
+    return ta_gaa(model, data, label, epoch=10, epsilon=TA_EPS, decay=1.0, rho=kw.pop("rho", 1.6 / 255),
+                  lambda_param=0.2, N=n, noise=noise, **kw)
+
+
+def test_gaa_ta_equals_transferattack_with_xi_zero_and_under_its_draws():
+    """GAA-TA is gradient/gaa.py as it runs (ĝ counted twice, ξ = 3.5·ε, ρ = 1.6/255 at ε = 16/255,
+    α = ε/T, μ = 1): with ξ = 0 (no draws) and with the port's uniform draws replaced by the package's
+    keyed ones, the 8-bit images are the port's. Broken variant tried: x' not clipped to [0, 1]
+    (the draws case moves; at ξ = 0 nothing leaves the box)."""
+    model, (data, label) = TAModel(), ta_data()
+    zero = create_attack("gaa_ta", model, eps=TA_EPS, xi=0.0, n_samples=2)
+    assert (zero.estimator.rho, zero.estimator.xi, zero.label) == (pytest.approx(1.6 / 255), 0.0, "GAA-TA")
+    got = zero(data, label)
+    want = _ta_gaa(model, data, label, 2, lambda t, i: torch.zeros_like(data))
+    assert (got - want).abs().max() <= 1.2e-7 and torch.equal((got * 255).round(), (want * 255).round())
+    attack = create_attack("gaa_ta", model, eps=TA_EPS, n_samples=3)
+    got = attack(data, label)
+    noise = lambda t, i: uniform_noise(attack.step_context(0, t), data, i, i + 1, 3.5 * TA_EPS, "noise")  # noqa: E731
+    want = _ta_gaa(model, data, label, 3, noise)
+    assert (got - want).abs().max() <= 1.2e-7 and torch.equal((got * 255).round(), (want * 255).round())
+    assert attack.grad_evals == attack.predicted_grad_evals(len(data)) == 10 * 2 * 3 * len(data)
+
+
+def test_gaa_is_the_aggregation_without_the_second_g_hat_and_the_forms_part_only_at_a_long_look_ahead():
+    """``gaa`` is the port's loop with (1−λ)·g' + (1+λ)·ĝ. At the official ρ = 1.6/255 the L1 look-ahead
+    moves each of the d pixels by about ρ/d, so ĝ ≈ g' and the two forms give the same images here; at
+    ρ = 1 (the whole range, in L1) they part. Broken variant tried: gaa built with TransferAttack's weights."""
+    model, (data, label) = TAModel(), ta_data()
+    zero = lambda t, i: torch.zeros_like(data)  # noqa: E731
+    paper = create_attack("gaa", model, eps=TA_EPS, xi=0.0, n_samples=1, rho=1.0)(data, label)
+    want = _ta_gaa(model, data, label, 1, zero, rho=1.0, twice=False)
+    assert (paper - want).abs().max() <= 1.2e-7
+    port = create_attack("gaa_ta", model, eps=TA_EPS, xi=0.0, n_samples=1, rho=1.0)(data, label)
+    assert ((paper - port).abs() > 1e-6).sum() > 10
+    assert torch.equal(create_attack("gaa", model, eps=TA_EPS, xi=0.0, n_samples=1)(data, label),
+                       create_attack("gaa_ta", model, eps=TA_EPS, xi=0.0, n_samples=1)(data, label))
+
+
+def test_gaa_from_the_command_line_scales_rho_with_eps(trained_zoo, zoo_dir, tmp_path):
+    """method=gaa_ta runs as a cell: its settings are columns, ρ follows ε (eps/10), and it keeps the ball."""
+    import pandas as pd
+
+    for method in ("gaa", "gaa_ta"):
+        run(["flatbench", "-m", f"method={method}", "eps=8,16", "estimator.n_samples=2", "steps=3", "n_images=8",
+             "targets=digits_small", "progress=false", f"hydra.sweep.dir={tmp_path / method}"], zoo_dir, tmp_path)
+    df = pd.concat(pd.read_csv(f) for f in tmp_path.glob("gaa*/*/results.csv")).drop_duplicates("cell_id")
+    assert sorted(set(df["attack"])) == ["GAA", "GAA-TA"] and df["cell_id"].nunique() == 4
+    assert (df["estimator.rho"] == df["eps"] / 10).all() and (df["estimator.xi"] == 3.5).all()
+    assert (df["estimator.lam"] == 0.2).all() and (df["n_samples"] == 2).all()
+    assert df.groupby("attack")["estimator.aggregation"].first().to_dict() == {"GAA": "paper", "GAA-TA": "transferattack"}
+    assert (df["grad_evals"] == 8 * 3 * 2 * 2).all()
+    assert (df["linf_mean"] <= df["eps"] + 1e-6).all()   # 1/255 units

@@ -2,6 +2,14 @@
 prints these under each method, from the declarations; the estimators' docstrings say more)."""
 from __future__ import annotations
 
+# What GAA's two forms share against gradient/gaa.py.
+_GAA = ("The port divides its momentum's input by its L1 norm plus 1e-8; here MI-FGSM's mean|ḡ| (the same direction, "
+        "so the same sign step), and the look-ahead by ‖g'‖₁ without the 1e-8.",
+        "The port's loss is the batch's mean cross-entropy; here the sum: a constant factor that both L1 "
+        "normalisations remove.",
+        "Under norm=l2 the port draws a Gaussian scaled to length ξ and moves ρ along g'/‖g'‖₁; here the neighbours are "
+        "U(±ξ·ε/√d) per pixel and the look-ahead is an L2 step of ρ, as for every estimator under l2.")
+
 # estimator name -> one line per known difference
 DIFFERENCES = {
     "pgn": ("None known against the official code and TransferAttack's gradient/pgn.py: x' is not clipped to [0,1] "
@@ -23,6 +31,11 @@ DIFFERENCES = {
             "The port sums the N points' losses as one mean cross-entropy over N·B images; here each point's gradient is "
             "summed. The two differ by the factor 1/(N·B), which MI-FGSM's normalisation and the sign step remove.",
             "A zero average gradient gives a zero direction here where the port divides 0 by 0 (NaN)."),
+    "gaa": ("The aggregation (1−λ)·g' + (1+λ)·ĝ is read from the weights in TransferAttack's comment (\"by Eq. (9)\"); "
+            "the paper's Eq. 9 itself could not be checked. TransferAttack's line, with ĝ counted twice, is gaa_ta.",
+            *_GAA),
+    "gaa_ta": ("TransferAttack's line as it runs: ĝ + (1−λ)·g' + (1+λ)·ĝ. The paper's weights without the extra ĝ are gaa.",
+               *_GAA),
     "rap": ("Under norm=l2 TransferAttack's port fails (init_n_rap takes a norm over dim=10 and draws normal_(-ε, ε)); "
             "here the start is U(±ε_n/√d) per pixel, the steps are L2 steps of α_n and the ball is the L2 ball of "
             "radius ε_n.",

@@ -17,6 +17,11 @@ def mean_abs_normalize(g: torch.Tensor) -> torch.Tensor:
     return g / g.abs().flatten(1).mean(1).clamp_min(_TINY).view(_per_example(g))
 
 
+def l1_normalize(g: torch.Tensor) -> torch.Tensor:
+    """g / ‖g‖₁ per example (GAA's look-ahead); a zero gradient stays zero."""
+    return g / g.abs().flatten(1).sum(1).clamp_min(_TINY).view(_per_example(g))
+
+
 def l2_normalize(g: torch.Tensor) -> torch.Tensor:
     """g / ‖g‖₂ per example; a zero gradient stays zero."""
     return g / g.flatten(1).norm(dim=1).clamp_min(_TINY).view(_per_example(g))
@@ -46,8 +51,9 @@ class LinfBall:
 
     def unit_direction(self, g: torch.Tensor, normalize: str) -> torch.Tensor:
         """A look-ahead direction for a step of length r: g/mean|g| moves each pixel by about r
-        (PGN's code, TransferAttack's GNP port), g/‖g‖₂ is an L2 step of r (the GNP paper)."""
-        return mean_abs_normalize(g) if normalize == "mean_abs" else l2_normalize(g)
+        (PGN's code, TransferAttack's GNP port), g/‖g‖₂ is an L2 step of r (the GNP paper), g/‖g‖₁ moves
+        the whole image by r in the L1 norm (GAA)."""
+        return {"mean_abs": mean_abs_normalize, "l1": l1_normalize}.get(normalize, l2_normalize)(g)
 
     def nesterov_direction(self, m: torch.Tensor) -> torch.Tensor:
         """NI-FGSM evaluates at x + α·μ·m, m as it is (the public code)."""
@@ -58,7 +64,7 @@ class LinfBall:
     noise_text = "U(−{z}·ε, {z}·ε) per pixel"
 
     def unit_direction_text(self, normalize: str) -> str:
-        return "g1/mean|g1|" if normalize == "mean_abs" else "g1/‖g1‖₂"
+        return {"mean_abs": "g1/mean|g1|", "l1": "g1/‖g1‖₁"}.get(normalize, "g1/‖g1‖₂")
 
     def momentum_text(self) -> str:
         return "m"
