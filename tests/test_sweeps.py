@@ -275,3 +275,23 @@ def test_torchrun_two_gloo_ranks_equal_single_process(trained_zoo, zoo_dir, tmp_
     assert torch.equal(load_adv(multi / "adv.safetensors")[0], load_adv(single / "adv.safetensors")[0])
     pm, ps = pd.read_csv(multi / "predictions.csv"), pd.read_csv(single / "predictions.csv")
     pd.testing.assert_frame_equal(pm, ps)
+
+
+def test_a_key_of_the_swept_methods_estimator_reaches_every_cell(trained_zoo, zoo_dir, tmp_path):
+    """Regression: `flatbench -m method=pgn,gnp estimator.n_samples=2` failed before any cell with
+    "unknown key 'estimator.n_samples'. Valid keys of estimator: name.": Hydra composes a sweep's config
+    without its swept values, so the key was checked against the default estimator (the plain gradient).
+    It now reaches each cell, and `flatbench plan` reads it too; a misspelt key still fails, in each cell,
+    naming the valid keys."""
+    import pandas as pd
+
+    base = ["estimator.n_samples=2", "steps=1", "n_images=4", "targets=digits_small", "progress=false"]
+    run(["flatbench", "-m", "method=pgn,gnp", *base, f"hydra.sweep.dir={tmp_path / 's'}"], zoo_dir, tmp_path)
+    df = pd.concat(pd.read_csv(f, dtype={"cell_id": str}) for f in (tmp_path / "s").glob("*/results.csv")).drop_duplicates("cell_id")
+    assert df.set_index("attack")["n_samples"].to_dict() == {"PGN": 2, "GNP": 2}
+    plan = run(["flatbench", "plan", "-m", "method=pgn,gnp", *base, "--wide"], zoo_dir, tmp_path)
+    assert set(df["cell_id"]) <= set(plan.stdout.split())   # the cells the run made: n_samples=2 read
+    bad = command(["flatbench", "-m", "method=pgn,gnp", "estimator.n_smples=2", *base[1:],
+                   f"hydra.sweep.dir={tmp_path / 'b'}"], zoo_dir, tmp_path)
+    assert bad.returncode == 1 and "2 of 2 cells failed" in bad.stderr and "unknown key 'n_smples'" in bad.stderr
+    assert "Did you mean 'n_samples'?" in bad.stderr

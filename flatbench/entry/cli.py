@@ -35,6 +35,7 @@ from flatbench.entry.failures import started  # noqa: E402
 from flatbench.core.heap import keep_heap  # noqa: E402
 from flatbench.entry.job import Job, cell_task  # noqa: E402
 from flatbench.entry.launching import OnceSacctWarning, compact_run_and_report, follow_lost_tasks  # noqa: E402
+from flatbench.entry.sweep import force_part_keys  # noqa: E402
 from flatbench.core.layout import CellLayout  # noqa: E402
 from flatbench.core.migration import current_overrides, old_override  # noqa: E402
 
@@ -86,7 +87,8 @@ def main() -> None:
     args, notes = current_overrides(sys.argv[1:])
     for note in notes:
         print(f"flatbench: note: {note}", file=sys.stderr)
-    sys.argv[1:] = args
+    multirun = bool({"-m", "--multirun"} & set(args))
+    sys.argv[1:] = force_part_keys(args) if multirun and not (args and args[0] in SUBCOMMANDS) else args
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         sys.exit(SUBCOMMANDS[sys.argv[1]](sys.argv[2:]))
     if len(sys.argv) > 1 and not sys.argv[1].startswith(("-", "~", "+")) and "=" not in sys.argv[1]:

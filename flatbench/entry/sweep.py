@@ -38,6 +38,25 @@ def grid(overrides: Sequence[Override]) -> List[List[str]]:
     return [list(cell) for cell in itertools.product(*choices.values())]
 
 
+# The groups whose choice a sweep may change, and the overrides that may choose them (an experiment's own
+# sweeper params often sweep methods).
+PART_GROUPS = ("optimizer", "estimator", "transforms")
+CHOOSERS = ("method", "experiment", *PART_GROUPS)
+
+
+def force_part_keys(args: List[str]) -> List[str]:
+    """In a sweep (``-m``) that chooses methods or parts, ``estimator.n_samples=2`` is written ``++estimator.n_samples=2``.
+
+    Hydra first composes a sweep's config without its swept values, so a key of the swept estimator is
+    checked against the default one's (the plain gradient has none) and the whole sweep failed with
+    "unknown key". Forced, the key reaches each cell, where the startup check (the part's declaration)
+    still refuses a key that the cell's part does not have, with its valid keys."""
+    if not any(a.partition("=")[0] in CHOOSERS for a in args):
+        return args
+    return [f"++{a}" if a.partition("=")[0].split(".")[0] in PART_GROUPS and "." in a.partition("=")[0]
+            and "=" in a else a for a in args]
+
+
 def sweep_cells(argv: List[str], multirun: bool) -> Tuple[List[List[str]], Optional[Dict[str, int]]]:
     """The cells' override lists of a command line (``flatbench plan``): a -m run's grid (the experiment's sweeper params, overridden
     by the command line's keys), or the one cell; for an Optuna search, the corners of its
@@ -48,6 +67,7 @@ def sweep_cells(argv: List[str], multirun: bool) -> Tuple[List[List[str]], Optio
 
     if not multirun:
         return [list(argv)], None
+    argv = force_part_keys(list(argv))
     fixed = [o.input_line for o in parse(argv) if not o.is_sweep_override()]
     cfg = compose(fixed, hydra=True)   # the sweeper's params as the experiment sets them
     optuna = "optuna" in str(cfg.hydra.sweeper.get("_target_", "")).lower()
