@@ -6,8 +6,9 @@ flatbench target differs from TransferAttack's).
     python scripts/import_transferattack_tables.py ../shared/published
 
 The ResNet-50 rows come from the all-rows table (every method of that README), so that RAP,
-GRA, MEF and ANDA are there too. GNP rows become attack "GNP-TA" (method gnp_ta): they come from TransferAttack's port, not
-from the GNP paper's formula, and must never be set beside flatbench's `gnp`.
+GRA, MEF and ANDA are there too. GNP rows become attack "GNP-TA" (method gnp_ta) and GAA rows "GAA-TA" (method
+gaa_ta): they come from TransferAttack's ports, not from the papers' formulas, and must never be set beside
+flatbench's `gnp` or `gaa`.
 """
 import sys
 from pathlib import Path
@@ -22,7 +23,13 @@ LABELS = {"I-FGSM": ("I-FGSM", "ifgsm"), "MI-FGSM": ("MI-FGSM", "mifgsm"), "NI-F
           "Admix": ("MI-FGSM+Admix", "admix"), "RAP": ("RAP", "rap"), "GRA": ("GRA", "gra"), "MEF": ("MEF", "mef"),
           "ANDA": ("ANDA", "anda"), "EMI-FGSM": ("EMI-FGSM", "emifgsm"),
           "BSR": ("MI-FGSM+BSR", "bsr"), "SIA": ("MI-FGSM+SIA", "sia"), "CWA": ("CWA", "cwa"),
-          "LGV": ("MI-FGSM", "mifgsm")}
+          "LGV": ("MI-FGSM", "mifgsm"), "GAA": ("GAA-TA", "gaa_ta")}
+# Rows of the README's ResNet-50 table that the all-rows CSV lacks: the README writes them without an
+# opening <tr>, and the conversion skipped them. Copied from README.md at 2663e4a (the GAA row, linked to
+# ./transferattack/gradient/gaa.py), in the table's column order. GAA's numbers come from TransferAttack's
+# port, so they are GAA-TA's (method gaa_ta).
+MISSING_ROWS = {"transferattack_readme_rn50_2663e4a_all.csv": [
+    ["GAA", 95.5, 84.6, 82.5, 81.8, 43.3, 59.9, 70.7, 66.3, 49.3, 71.1, 43.5, 75.9, 40.9]]}
 # Rows crafted on an ensemble, not on the table's surrogate: TransferAttack's example script runs CWA on
 # resnet50, vgg16, mobilenet_v2 and inception_v3 (experiment=transferattack_ensemble; surrogate column as
 # flatbench writes a list: the names joined by +).
@@ -43,6 +50,7 @@ for src, exp, sur, commit, table in [
     # The all-rows table holds every method of the README (some twice, under two categories):
     # keep those flatbench implements, once each.
     df = pd.read_csv(SRC / src).drop(columns=["category"], errors="ignore")
+    df = pd.concat([df, pd.DataFrame(MISSING_ROWS.get(src, []), columns=df.columns)], ignore_index=True)
     df = df[df["attack"].isin(list(LABELS))].drop_duplicates()
     if df["attack"].duplicated().any():
         raise SystemExit(f"{src}: one attack with two different rows: {sorted(df[df['attack'].duplicated()]['attack'])}")
