@@ -23,13 +23,14 @@ LABELS = {"I-FGSM": ("I-FGSM", "ifgsm"), "MI-FGSM": ("MI-FGSM", "mifgsm"), "NI-F
           "Admix": ("MI-FGSM+Admix", "admix"), "RAP": ("RAP", "rap"), "GRA": ("GRA", "gra"), "MEF": ("MEF", "mef"),
           "ANDA": ("ANDA", "anda"), "EMI-FGSM": ("EMI-FGSM", "emifgsm"),
           "BSR": ("MI-FGSM+BSR", "bsr"), "SIA": ("MI-FGSM+SIA", "sia"), "CWA": ("CWA", "cwa"),
-          "LGV": ("MI-FGSM", "mifgsm"), "GAA": ("GAA-TA", "gaa_ta")}
+          "LGV": ("MI-FGSM", "mifgsm"), "GAA": ("GAA-TA", "gaa_ta"), "FGSRA": ("FGSRA", "fgsra")}
 # Rows of the README's ResNet-50 table that the all-rows CSV lacks: the README writes them without an
-# opening <tr>, and the conversion skipped them. Copied from README.md at 2663e4a (the GAA row, linked to
-# ./transferattack/gradient/gaa.py), in the table's column order. GAA's numbers come from TransferAttack's
+# opening <tr>, and the conversion skipped them. Copied from README.md at 2663e4a (the GAA and FGSRA rows,
+# linked to ./transferattack/gradient/gaa.py and fgsra.py), in the table's column order. GAA's numbers come from TransferAttack's
 # port, so they are GAA-TA's (method gaa_ta).
 MISSING_ROWS = {"transferattack_readme_rn50_2663e4a_all.csv": [
-    ["GAA", 95.5, 84.6, 82.5, 81.8, 43.3, 59.9, 70.7, 66.3, 49.3, 71.1, 43.5, 75.9, 40.9]]}
+    ["GAA", 95.5, 84.6, 82.5, 81.8, 43.3, 59.9, 70.7, 66.3, 49.3, 71.1, 43.5, 75.9, 40.9],
+    ["FGSRA", 97.9, 89.7, 89.6, 86.2, 45.7, 67.8, 75.9, 75.9, 46.6, 72.5, 36.3, 77.4, 32.2]]}
 # Rows crafted on an ensemble, not on the table's surrogate: TransferAttack's example script runs CWA on
 # resnet50, vgg16, mobilenet_v2 and inception_v3 (experiment=transferattack_ensemble; surrogate column as
 # flatbench writes a list: the names joined by +).

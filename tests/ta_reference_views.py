@@ -1,8 +1,11 @@
 """TransferAttack's input transformations and ensembles written out from its public code: BSR and SIA
-with their draws replayed, CWA, LGV's light ensemble and a directory in the LGV release's layout."""
+with their draws replayed, CWA, LGV's light ensemble and a directory in the LGV release's layout, and
+FGSRA, whose neighbours are views in the frequency domain."""
+import math
+
 import torch
 
-from ta_reference import ta_mi_loop, ta_clamp, ta_grad
+from ta_reference import ta_clamp, ta_grad, ta_mi_loop, ta_momentum, ta_update_delta
 
 
 def ta_bsr_shuffle(x, plan):
@@ -135,3 +138,55 @@ def lgv_release(root, arch="resnet18", n=2):
         torch.save({"epoch": i, "state_dict": timm.create_model(arch, pretrained=False).state_dict()},
                    folder / f"{i:03d}.pt")
     return folder
+
+
+def _ta_dct(x):   # gradient/fgsra.py: dct(x, norm=None)
+    shape, n = x.shape, x.shape[-1]
+    x = x.contiguous().view(-1, n)
+    v = torch.cat([x[:, ::2], x[:, 1::2].flip([1])], dim=1)
+    vc = torch.fft.fft(v)
+    k = -torch.arange(n, dtype=x.dtype)[None, :] * math.pi / (2 * n)
+    return 2 * (vc.real * torch.cos(k) - vc.imag * torch.sin(k)).view(*shape)
+
+
+def _ta_idct(X):   # gradient/fgsra.py: idct(X, norm=None)
+    shape, n = X.shape, X.shape[-1]
+    xv = X.contiguous().view(-1, n) / 2
+    k = torch.arange(n, dtype=X.dtype)[None, :] * math.pi / (2 * n)
+    vtr, vti = xv, torch.cat([xv[:, :1] * 0, -xv.flip([1])[:, :-1]], dim=1)
+    vr, vi = vtr * torch.cos(k) - vti * torch.sin(k), vtr * torch.sin(k) + vti * torch.cos(k)
+    v = torch.fft.ifft(torch.complex(real=vr, imag=vi))
+    out = v.new_zeros(v.shape)
+    out[:, ::2] += v[:, :n - (n // 2)]
+    out[:, 1::2] += v.flip([1])[:, :n // 2]
+    return out.view(*shape).real
+
+
+def _ta_2d(f, x):
+    return f(f(x).transpose(-1, -2)).transpose(-1, -2)
+
+
+def ta_fgsra(model, data, label, *, epoch, alpha, N, draws):
+    """gradient/fgsra.py (L∞, random_start=False): ``draws(t, i)`` -> (gauss, mask) replaces its
+    rand_like draws of neighbour i at step t."""
+    delta = torch.zeros_like(data, requires_grad=True)
+    m, momentum = torch.ones_like(data) * 10 / 9.4, 0
+    cos = lambda a, b: (a * b).sum([1, 2, 3], keepdim=True) / (  # noqa: E731
+        torch.sqrt((a ** 2).sum([1, 2, 3], keepdim=True)) * torch.sqrt((b ** 2).sum([1, 2, 3], keepdim=True)))
+    for t in range(epoch):
+        x = data + delta
+        current = ta_grad(model, x, delta, label)
+        grads, sims = [], []
+        for i in range(N):
+            gauss, mask = draws(t, i)
+            x_idct = _ta_2d(_ta_idct, _ta_2d(_ta_dct, x + gauss) * mask)
+            grads.append(ta_grad(model, x_idct, delta, label))
+            sims.append(cos(x, x_idct))
+        avg = (torch.stack(grads, dim=1) * torch.stack(sims, dim=1)).sum(1)
+        s = cos(current, avg)
+        current = s * current + (1 - s) * avg
+        momentum = ta_momentum(current, momentum, 1.0)
+        eqm = (torch.sign(momentum) == torch.sign(current)).float()
+        m = m * (eqm + (torch.ones_like(data) - eqm) * 0.94)
+        delta = ta_update_delta(delta, data, momentum, alpha * m)
+    return (data + delta).detach()

@@ -25,6 +25,9 @@ def _kwargs(method):
     return kw
 
 
+UNTARGETED_ONLY = {"gra_oc", "fgsra"}   # methods that refuse targeted=true, with a one-line error
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("targeted", [False, True])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -35,8 +38,8 @@ def test_ball_and_box_hold(method, targeted, norm, small_cnn):
     x[1] = 1.0
     y = torch.randint(0, 5, (4,))
     eps = 8 / 255 if norm == "linf" else 0.5
-    if method == "gra_oc" and targeted:   # GRA's official labels are the clean prediction: untargeted only
-        with pytest.raises(ConfigError, match="label_by=clean_prediction"):
+    if method in UNTARGETED_ONLY and targeted:   # GRA-OC's labels are the clean prediction; FGSRA's port is untargeted
+        with pytest.raises(ConfigError, match="label_by=clean_prediction|untargeted only"):
             create_attack(method, small_cnn, eps=eps, steps=3, norm=norm, targeted=targeted, **_kwargs(method))
         return
     attack = create_attack(method, surrogate_for(method, small_cnn), eps=eps, steps=3, norm=norm, targeted=targeted,
@@ -300,14 +303,15 @@ def _changed(key, value):
              "inner_loss": {"reverse": "official", "official": "reverse"},
              "label_by": {"truth": "clean_prediction", "clean_prediction": "truth"},
              "sampling": {"linear": "uniform", "uniform": "gaussian", "gaussian": "linear"},
-             "aggregation": {"paper": "transferattack", "transferattack": "paper"}}
+             "aggregation": {"paper": "transferattack", "transferattack": "paper"},
+             "indicator": {"momentum": "gradient", "gradient": "momentum"}}
     if key in other:
         return other[key][value]
     if key == "kernel_size":
         return value + 2
     if key == "members":   # null: the ensemble's size
         return 3
-    if key in ("prob", "eta", "max_shift", "lam"):   # in [0, 1]
+    if key in ("prob", "eta", "max_shift", "lam", "mask_range"):   # in [0, 1]
         return value / 2
     if key == "n_views":   # a square
         return (int(value ** 0.5) + 1) ** 2
@@ -331,7 +335,7 @@ def test_describe_is_written_from_the_parts(name):
             other = create_attack(name, torch.nn.Identity(), eps=16 / 255, **{key: _changed(key, value)})
             assert other.describe() != text, (name, key)
     for kw in ({"eps": 8 / 255}, {"steps": 5}, {"norm": "l2", "eps": 1.0}, {"targeted": True}):
-        if name == "gra_oc" and "targeted" in kw:   # untargeted only (test_ball_and_box_hold checks the error)
+        if name in UNTARGETED_ONLY and "targeted" in kw:   # (test_ball_and_box_hold checks the error)
             continue
         assert create_attack(name, torch.nn.Identity(), **{"eps": 16 / 255, **kw}).describe() != text, kw
 

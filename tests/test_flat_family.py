@@ -358,8 +358,8 @@ def test_gaa_ta_equals_transferattack_with_xi_zero_and_under_its_draws():
     keyed ones, the 8-bit images are the port's. Broken variant tried: x' not clipped to [0, 1]
     (the draws case moves; at ξ = 0 nothing leaves the box)."""
     model, (data, label) = TAModel(), ta_data()
-    zero = create_attack("gaa_ta", model, eps=TA_EPS, xi=0.0, n_samples=2)
-    assert (zero.estimator.rho, zero.estimator.xi, zero.label) == (pytest.approx(1.6 / 255), 0.0, "GAA-TA")
+    zero = create_attack("gaa_ta", model, eps=TA_EPS, zeta=0.0, n_samples=2)
+    assert (zero.estimator.r, zero.estimator.zeta, zero.label) == (pytest.approx(1.6 / 255), 0.0, "GAA-TA")
     got = zero(data, label)
     want = _ta_gaa(model, data, label, 2, lambda t, i: torch.zeros_like(data))
     assert (got - want).abs().max() <= 1.2e-7 and torch.equal((got * 255).round(), (want * 255).round())
@@ -377,17 +377,18 @@ def test_gaa_is_the_aggregation_without_the_second_g_hat_and_the_forms_part_only
     ρ = 1 (the whole range, in L1) they part. Broken variant tried: gaa built with TransferAttack's weights."""
     model, (data, label) = TAModel(), ta_data()
     zero = lambda t, i: torch.zeros_like(data)  # noqa: E731
-    paper = create_attack("gaa", model, eps=TA_EPS, xi=0.0, n_samples=1, rho=1.0)(data, label)
+    paper = create_attack("gaa", model, eps=TA_EPS, zeta=0.0, n_samples=1, r=1.0)(data, label)
     want = _ta_gaa(model, data, label, 1, zero, rho=1.0, twice=False)
     assert (paper - want).abs().max() <= 1.2e-7
-    port = create_attack("gaa_ta", model, eps=TA_EPS, xi=0.0, n_samples=1, rho=1.0)(data, label)
+    port = create_attack("gaa_ta", model, eps=TA_EPS, zeta=0.0, n_samples=1, r=1.0)(data, label)
     assert ((paper - port).abs() > 1e-6).sum() > 10
-    assert torch.equal(create_attack("gaa", model, eps=TA_EPS, xi=0.0, n_samples=1)(data, label),
-                       create_attack("gaa_ta", model, eps=TA_EPS, xi=0.0, n_samples=1)(data, label))
+    assert torch.equal(create_attack("gaa", model, eps=TA_EPS, zeta=0.0, n_samples=1)(data, label),
+                       create_attack("gaa_ta", model, eps=TA_EPS, zeta=0.0, n_samples=1)(data, label))
 
 
 def test_gaa_from_the_command_line_scales_rho_with_eps(trained_zoo, zoo_dir, tmp_path):
-    """method=gaa_ta runs as a cell: its settings are columns, ρ follows ε (eps/10), and it keeps the ball."""
+    """method=gaa_ta runs as a cell: its settings are columns (ρ is ``r`` and ξ ``zeta``, as PGN's look-ahead and
+    neighbourhood), ρ follows ε (eps/10), and it keeps the ball."""
     import pandas as pd
 
     for method in ("gaa", "gaa_ta"):
@@ -395,8 +396,47 @@ def test_gaa_from_the_command_line_scales_rho_with_eps(trained_zoo, zoo_dir, tmp
              "targets=digits_small", "progress=false", f"hydra.sweep.dir={tmp_path / method}"], zoo_dir, tmp_path)
     df = pd.concat(pd.read_csv(f) for f in tmp_path.glob("gaa*/*/results.csv")).drop_duplicates("cell_id")
     assert sorted(set(df["attack"])) == ["GAA", "GAA-TA"] and df["cell_id"].nunique() == 4
-    assert (df["estimator.rho"] == df["eps"] / 10).all() and (df["estimator.xi"] == 3.5).all()
+    assert (df["r"] == df["eps"] / 10).all() and (df["zeta"] == 3.5).all()
     assert (df["estimator.lam"] == 0.2).all() and (df["n_samples"] == 2).all()
     assert df.groupby("attack")["estimator.aggregation"].first().to_dict() == {"GAA": "paper", "GAA-TA": "transferattack"}
     assert (df["grad_evals"] == 8 * 3 * 2 * 2).all()
     assert (df["linf_mean"] <= df["eps"] + 1e-6).all()   # 1/255 units
+
+
+# ---------------------------------------------------------------- FGSRA
+
+@pytest.mark.parametrize("kw", [{"zeta": 0.0, "mask_range": 0.0, "n_samples": 2}, {"n_samples": 3}],
+                         ids=["no-draws", "draws-replayed"])
+def test_fgsra_equals_transferattack(kw):
+    """FGSRA is gradient/fgsra.py (N = 20, β = 2ε, ρ = 0.7, the decay indicator against the step's gradient,
+    α = ε/T): with no draws and with the port's draws (the noise and the frequency mask) replaced by the
+    package's keyed ones, the 8-bit images are the port's; its DCT by FFT and the matrices here are the
+    same maps. Broken variants tried: the indicator comparing with the previous momentum (GRA's), and
+    the neighbours unweighted by their cosine with x."""
+    from ta_reference_views import ta_fgsra
+
+    model, (data, label) = TAModel(), ta_data()
+    attack = create_attack("fgsra", model, eps=TA_EPS, **kw)
+    assert attack.label == "FGSRA" and attack.optimizer.indicator == "gradient"
+    got = attack(data, label)
+    zeta, width = attack.estimator.zeta, attack.estimator.mask_range
+
+    def draws(t, i):
+        ctx = attack.step_context(0, t)
+        return (uniform_noise(ctx, data, i, i + 1, zeta * TA_EPS, "noise"),
+                1 + uniform_noise(ctx, data, i, i + 1, width, "mask"))
+
+    want = ta_fgsra(model, data, label, epoch=10, alpha=TA_EPS / 10, N=kw["n_samples"], draws=draws)
+    assert (got - want).abs().max() <= 3e-7 and torch.equal((got * 255).round(), (want * 255).round())
+    assert attack.grad_evals == attack.predicted_grad_evals(len(data)) == 10 * (1 + kw["n_samples"]) * len(data)
+
+
+def test_fgsra_frequency_view_is_the_identity_without_a_mask_and_refuses_targeted():
+    from flatbench.attacks.estimators.fgsra import frequency_view
+
+    x = torch.rand(2, 3, 8, 12, dtype=torch.float64)
+    torch.testing.assert_close(frequency_view(x, torch.zeros_like(x), torch.ones_like(x)), x)
+    masked = frequency_view(x, torch.zeros_like(x), torch.full_like(x, 0.5))
+    torch.testing.assert_close(masked, x / 2)   # a constant mask scales the image: the map is linear
+    with pytest.raises(ConfigError, match="untargeted only"):
+        create_attack("fgsra", TAModel(), eps=TA_EPS, targeted=True)

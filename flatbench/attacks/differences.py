@@ -36,6 +36,13 @@ DIFFERENCES = {
             *_GAA),
     "gaa_ta": ("TransferAttack's line as it runs: ĝ + (1−λ)·g' + (1+λ)·ĝ. The paper's weights without the extra ĝ are gaa.",
                *_GAA),
+    "fgsra": ("TransferAttack's DCT and inverse DCT run by FFT; here by their matrices (the same linear maps; the "
+              "float rounding differs).",
+              "The port's loss is the batch's mean cross-entropy; here the sum: every gradient it mixes scales alike, "
+              "so the cosines and the sign step are unchanged.",
+              "Under norm=l2 the port keeps its per-pixel U(±β·ε); here the neighbours are U(±β·ε/√d), as for every "
+              "estimator under l2.",
+              "The port's gkern builds a TIM kernel on CUDA that its forward never uses; there is none here."),
     "rap": ("Under norm=l2 TransferAttack's port fails (init_n_rap takes a norm over dim=10 and draws normal_(-ε, ε)); "
             "here the start is U(±ε_n/√d) per pixel, the steps are L2 steps of α_n and the ball is the L2 ball of "
             "radius ε_n.",

@@ -75,9 +75,14 @@ class Nesterov(Momentum):
         return f"x + δ + α·{self.decay:g}·{threat.momentum_text()}   (the Nesterov point, μ = decay)"
 
 
+# What the decay indicator compares sign(m) with: the previous momentum (GRA) or the step's gradient (FGSRA).
+INDICATORS = ("momentum", "gradient")
+
+
 @OPTIMIZERS.declare("gra_momentum", "GRA-MI", (
     DECAY,
     Param("eta", 0.94, "number", lambda v: 0 < v <= 1, "(0, 1]"),
+    Param("indicator", "momentum", "choice", choices=INDICATORS, added_at="momentum"),
 ), doc="""MI-FGSM with GRA's decay indicator (Zhu et al., ICCV 2023): η = 0.94, decay μ = 1.0.
 
 Paper symbols → parameters: η (attenuation factor) → ``eta``, μ → ``decay``. M starts at 1/η;
@@ -85,10 +90,14 @@ after each MI update, M ← M ⊙ (1 where sign(m) kept its sign, η where it ch
 step is δ + (M·α) ⊙ sign(m). At the first step the previous m is 0, whose sign differs from
 every non-zero sign(m), so M = (1/η)·η there. η = 1 is plain MI-FGSM. As TransferAttack's
 ``gradient/gra.py`` (``get_decay_indicator``), with the same order of operations.
+
+``indicator``: what sign(m) is compared with: ``momentum``, the previous m (GRA), or ``gradient``, this
+step's gradient g (FGSRA, as TransferAttack's ``gradient/fgsra.py``: M ← M ⊙ (1 where sign(m) = sign(g),
+else η)).
 """)
 class DecayIndicator(Momentum):
-    def __init__(self, decay: float = 1.0, eta: float = 0.94):
-        self.decay, self.eta = decay, eta
+    def __init__(self, decay: float = 1.0, eta: float = 0.94, indicator: str = "momentum"):
+        self.decay, self.eta, self.indicator = decay, eta, indicator
         self.check()
 
     def update(self, g: torch.Tensor, state: dict) -> torch.Tensor:
@@ -97,8 +106,11 @@ class DecayIndicator(Momentum):
         M = state.get("gra_M")
         if M is None:
             M = torch.full_like(m, 1 / self.eta)
-        last_sign = torch.zeros_like(m) if last is None else last.sign()
-        same = (last_sign == m.sign()).float()
+        if self.indicator == "gradient":
+            same = (m.sign() == g.sign()).float()
+        else:
+            last_sign = torch.zeros_like(m) if last is None else last.sign()
+            same = (last_sign == m.sign()).float()
         state["gra_M"] = M * (same + (torch.ones_like(m) - same) * self.eta)
         return m
 
@@ -106,5 +118,5 @@ class DecayIndicator(Momentum):
         return state["gra_M"] * alpha
 
     def step_size_text(self) -> str:
-        return (f"M ← M ⊙ (1 where sign(m) kept its sign, else η),  η = {self.eta:g},  M = 1/η before the first step;"
-                f"  α_t = M ⊙ α")
+        kept = "sign(m) = sign(g)" if self.indicator == "gradient" else "sign(m) kept its sign"
+        return f"M ← M ⊙ (1 where {kept}, else η),  η = {self.eta:g},  M = 1/η before the first step;  α_t = M ⊙ α"

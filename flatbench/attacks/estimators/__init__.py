@@ -25,6 +25,8 @@
             normalised average gradient d (a sampling control: no flatness term).
 ``gaa``     GAA: the mean over N neighbours x' in U(±ξ·ε) of (1−λ)·∇ℓ(x') + (1+λ)·∇ℓ(x' + ρ·g'/‖g'‖₁);
             ``gaa_ta`` as TransferAttack's port runs it, with the second gradient counted twice.
+``fgsra``   FGSRA: GRA's mix of ∇ℓ(x) and its neighbours, the neighbours moved in the frequency domain
+            (IDCT(DCT(x + u_i) ⊙ M_i)) and weighted by their cosine with x.
 ``cwa``     CWA: across the surrogate ensemble, a sharpness-aware descent step of r, then one
             normalised ascent step per member; the update is where they led (needs an Ensemble).
 ``members`` The mean of the ensemble members' gradients, each alone (``normalize=l1``: each divided by
@@ -48,9 +50,10 @@ from flatbench.attacks.estimators.mef import MEF
 from flatbench.attacks.estimators.anda import ANDA
 from flatbench.attacks.estimators.emi import EMI, SAMPLING
 from flatbench.attacks.estimators.gaa import AGGREGATION, GAA
+from flatbench.attacks.estimators.fgsra import FGSRA
 from flatbench.attacks.estimators.cwa import CWA
 from flatbench.attacks.estimators.members import MEMBER_NORMALIZE, MemberMean
 
 __all__ = ["ESTIMATORS", "SAMPLES", "STEPS", "Estimator", "Plain", "uniform_noise", "Variance", "COMBINE", "LOOKAHEADS",
-           "NORMALIZE", "Penalty", "INNER_LOSSES", "RAP", "GRA", "LABEL_BY", "MEF", "ANDA", "EMI", "SAMPLING", "GAA", "AGGREGATION", "CWA",
+           "NORMALIZE", "Penalty", "INNER_LOSSES", "RAP", "GRA", "LABEL_BY", "MEF", "ANDA", "EMI", "SAMPLING", "GAA", "AGGREGATION", "FGSRA", "CWA",
            "MEMBER_NORMALIZE", "MemberMean"]
