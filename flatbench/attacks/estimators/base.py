@@ -110,3 +110,12 @@ def _neighbour_mean(ctx: "StepContext", x: torch.Tensor, y: torch.Tensor, n: int
         for part in gn.view(hi - lo, *x.shape):
             total += part
     return total / n
+
+
+def per_example_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-example cosine of a and b, shaped to broadcast over an example (GRA's and FGSRA's relevance s)."""
+    shape = (-1,) + (1,) * (a.dim() - 1)
+    a, b = a.flatten(1), b.flatten(1)
+    # The clamp changes no value but a zero norm's (the port divides 0 by 0 there: NaN).
+    s = torch.sum(a * b, dim=1) / (torch.sqrt(torch.sum(a ** 2, dim=1)) * torch.sqrt(torch.sum(b ** 2, dim=1))).clamp_min(1e-30)
+    return s.view(shape)

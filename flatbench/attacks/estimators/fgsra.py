@@ -7,7 +7,7 @@ import math
 import torch
 
 from flatbench.attacks.differences import DIFFERENCES
-from flatbench.attacks.estimators.base import ESTIMATORS, SAMPLES, Estimator, _repeat, uniform_noise
+from flatbench.attacks.estimators.base import ESTIMATORS, SAMPLES, Estimator, _repeat, per_example_cosine, uniform_noise
 from flatbench.attacks.parts import Param
 from flatbench.core.registry import ConfigError
 
@@ -30,13 +30,6 @@ def frequency_view(z: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor) -> 
     (ch, ih), (cw, iw) = _dct_matrices(z.shape[-2]), _dct_matrices(z.shape[-1])
     spectrum = _mat(ch, z) @ (z + noise) @ _mat(cw, z).T
     return _mat(ih, z) @ (spectrum * mask) @ _mat(iw, z).T
-
-
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-example cosine, shaped to broadcast over an example."""
-    shape = (-1,) + (1,) * (a.dim() - 1)
-    a, b = a.flatten(1), b.flatten(1)
-    return ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-30)).view(shape)
 
 
 @ESTIMATORS.declare("fgsra", "FGSRA", published_with="gra_momentum", cost=SAMPLES,
@@ -81,10 +74,10 @@ class FGSRA(Estimator):
 
             gi = ctx.grad(xs, y.repeat(hi - lo), [("view", i) for i in range(lo, hi)], before=view)
             with torch.no_grad():
-                sims = _cosine(xs, view(xs))   # the neighbour's relevance to x
+                sims = per_example_cosine(xs, view(xs))   # the neighbour's relevance to x
             for part in (gi * sims).view(hi - lo, *x.shape):
                 total += part
-        s = _cosine(g, total)
+        s = per_example_cosine(g, total)
         return s * g + (1 - s) * total
 
     def evals_per_image(self, step):

@@ -1,24 +1,13 @@
 """GRA: the current gradient and its neighbourhood's mean, weighted by their cosine."""
 from __future__ import annotations
 
-import torch
-
 from flatbench.core.registry import ConfigError
 from flatbench.attacks.differences import DIFFERENCES
 from flatbench.attacks.parts import Param
-from flatbench.attacks.estimators.base import ESTIMATORS, SAMPLES, Estimator, _neighbour_mean
+from flatbench.attacks.estimators.base import ESTIMATORS, SAMPLES, Estimator, _neighbour_mean, per_example_cosine
 
 # GRA's labels: the true ones, or the official code's clean prediction.
 LABEL_BY = ("truth", "clean_prediction")
-
-
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-example cosine of a and b, shaped to broadcast over an example (GRA's relevance s)."""
-    shape = (-1,) + (1,) * (a.dim() - 1)
-    a, b = a.flatten(1), b.flatten(1)
-    # The clamp changes no value but a zero norm's (the port divides 0 by 0 there: NaN).
-    s = torch.sum(a * b, dim=1) / (torch.sqrt(torch.sum(a ** 2, dim=1)) * torch.sqrt(torch.sum(b ** 2, dim=1))).clamp_min(1e-30)
-    return s.view(shape)
 
 
 @ESTIMATORS.declare("gra", "GRA", published_with="gra_momentum", cost=SAMPLES, differences=DIFFERENCES["gra"], params=(
@@ -62,7 +51,7 @@ class GRA(Estimator):
             y = ctx.state["gra_y"]
         g = ctx.grad(x, y, [("g",)])
         mean = _neighbour_mean(ctx, x, y, self.n_samples, self.zeta)
-        s = _cosine(g, mean)
+        s = per_example_cosine(g, mean)
         return s * g + (1 - s) * mean
 
     def evals_per_image(self, step):
