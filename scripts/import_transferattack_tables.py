@@ -6,9 +6,9 @@ flatbench target differs from TransferAttack's).
     python scripts/import_transferattack_tables.py ../shared/published
 
 The ResNet-50 rows come from the all-rows table (every method of that README), so that RAP,
-GRA, MEF and ANDA are there too. GNP rows become attack "GNP-TA" (method gnp_ta) and GAA rows "GAA-TA" (method
-gaa_ta): they come from TransferAttack's ports, not from the papers' formulas, and must never be set beside
-flatbench's `gnp` or `gaa`.
+GRA, MEF and ANDA are there too. GNP rows become attack "GNP-TA" (method gnp_ta), GAA rows "GAA-TA" (method
+gaa_ta) and AWT rows "AWT-TA" (method awt_ta): they come from TransferAttack's ports, not from the papers'
+formulas, and must never be set beside flatbench's `gnp`, `gaa` or `awt`.
 """
 import sys
 from pathlib import Path
@@ -23,7 +23,8 @@ LABELS = {"I-FGSM": ("I-FGSM", "ifgsm"), "MI-FGSM": ("MI-FGSM", "mifgsm"), "NI-F
           "Admix": ("MI-FGSM+Admix", "admix"), "RAP": ("RAP", "rap"), "GRA": ("GRA", "gra"), "MEF": ("MEF", "mef"),
           "ANDA": ("ANDA", "anda"), "EMI-FGSM": ("EMI-FGSM", "emifgsm"),
           "BSR": ("MI-FGSM+BSR", "bsr"), "SIA": ("MI-FGSM+SIA", "sia"), "CWA": ("CWA", "cwa"),
-          "LGV": ("MI-FGSM", "mifgsm"), "GAA": ("GAA-TA", "gaa_ta"), "FGSRA": ("FGSRA", "fgsra")}
+          "LGV": ("MI-FGSM", "mifgsm"), "GAA": ("GAA-TA", "gaa_ta"), "FGSRA": ("FGSRA", "fgsra"),
+          "AWT": ("AWT-TA", "awt_ta")}
 # Rows of the README's ResNet-50 table that the all-rows CSV lacks: the README writes them without an
 # opening <tr>, and the conversion skipped them. Copied from README.md at 2663e4a (the GAA and FGSRA rows,
 # linked to ./transferattack/gradient/gaa.py and fgsra.py), in the table's column order. GAA's numbers come from TransferAttack's
@@ -45,6 +46,10 @@ NOTES = {"AT": "flatbench's AT key is timm's adversarially trained Inc-v3 (incep
          "NRP": "no flatbench target: NRP needs its own purifier weights",
          "DiffPure": "no flatbench target: DiffPure needs its own diffusion-model weights",
          "RS": "flatbench's RS key is randomized smoothing (sigma 0.25, 100 votes) over the surrogate's standard weights, not Cohen et al.'s noise-trained ResNet-50: comparable in kind only"}
+# Rows whose numbers the port makes in a way a cell does not repeat, whatever the target.
+ATTACK_NOTES = {"AWT": "TransferAttack's AWT tunes the surrogate on its batches of 32 and carries SAM's momentum and last "
+                       "gradient from one batch to the next; flatbench tunes each batch (25 images here) from the "
+                       "surrogate's own weights: comparable in kind only"}
 for src, exp, sur, commit, table in [
     ("transferattack_readme_rn50_2663e4a_all.csv", "transferattack_rn50", "torchvision:resnet50.IMAGENET1K_V2", "2663e4a", "ResNet-50"),
     ("transferattack_readme_rn18_696e8a1.csv", "transferattack_rn18", "torchvision:resnet18.IMAGENET1K_V1", "696e8a1", "ResNet-18")]:
@@ -67,7 +72,7 @@ for src, exp, sur, commit, table in [
                          "attack": label, "method": method, "eps": 16,
                          "target": target, "asr": r[target],
                          "source": f"TransferAttack README {table} table, commit {commit} (github.com/Trustworthy-AI-Group/TransferAttack)",
-                         "note": NOTES.get(target, "")})
+                         "note": "; ".join(n for n in (ATTACK_NOTES.get(r["attack"], ""), NOTES.get(target, "")) if n)})
     pd.DataFrame(rows).to_csv(OUT / f"{exp}.csv", index=False)
     print(exp, len(rows))
     if ensemble_rows:

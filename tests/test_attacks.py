@@ -307,11 +307,13 @@ def _changed(key, value):
              "indicator": {"momentum": "gradient", "gradient": "momentum"}}
     if key in other:
         return other[key][value]
+    if isinstance(value, bool):
+        return not value
     if key == "kernel_size":
         return value + 2
     if key == "members":   # null: the ensemble's size
         return 3
-    if key in ("prob", "eta", "max_shift", "lam", "mask_range"):   # in [0, 1]
+    if key in ("prob", "eta", "max_shift", "lam", "mask_range", "sam_momentum"):   # in [0, 1]
         return value / 2
     if key == "n_views":   # a square
         return (int(value ** 0.5) + 1) ** 2

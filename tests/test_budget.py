@@ -13,11 +13,12 @@ from flatbench.core.registry import ConfigError
 from helpers import SMALL, command, run
 
 FAMILY = ("mifgsm", "ifgsm", "nifgsm", "pgn", "gnp", "gnp_ta", "rap", "gra", "mef", "anda", "vmifgsm", "emifgsm", "mi_dim_tim",
-          "pgn_dim_tim", "sim", "gaa", "gaa_ta", "fgsra")
+          "pgn_dim_tim", "sim", "gaa", "gaa_ta", "fgsra", "awt", "awt_ta")
 # The knob each estimator declares (issue 33: T for the plain gradient, GNP, RAP and ANDA; N for the rest).
 KNOBS = {"plain": "steps", "gnp": "steps", "gnp_ta": "steps", "rap": "steps", "anda": "steps",
          "pgn": "n_samples", "gra": "n_samples", "mef": "n_samples", "vmi": "n_samples", "emi": "n_samples", "cwa": "steps",
-         "members": "steps", "gaa": "n_samples", "gaa_ta": "n_samples", "fgsra": "n_samples"}
+         "members": "steps", "gaa": "n_samples", "gaa_ta": "n_samples", "fgsra": "n_samples", "awt": "n_samples",
+         "awt_ta": "n_samples"}
 
 
 def _model():

@@ -17,14 +17,14 @@ from flatbench.cell.store import load_adv
 from helpers import BIN, run, zoo_env
 from ta_reference import TAModel, TA_EPS, ta_data
 
-METHODS = ["mifgsm", "nifgsm", "pgn", "gnp", "vmifgsm", "mef", "gra", "anda", "rap", "emifgsm", "bsr", "cwa"]
+METHODS = ["mifgsm", "nifgsm", "pgn", "gnp", "vmifgsm", "mef", "gra", "anda", "rap", "emifgsm", "bsr", "cwa", "awt_ta"]
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_a_paused_batch_continues_to_the_uninterrupted_images(method):
     """Paused after step 2 of 5, its state through torch.save/torch.load(weights_only=True) as the store
     keeps it. Broken variant tried: the continued call starting the estimator's state afresh (MEF, VMI,
-    GRA, ANDA and CWA then differ; MI-FGSM's momentum likewise when the optimizer's is dropped)."""
+    GRA, ANDA, CWA and AWT (its tuned weights) then differ; MI-FGSM's momentum likewise when the optimizer's is dropped)."""
     model = Ensemble([TAModel(7), TAModel(8)]) if method == "cwa" else TAModel()
     kw = {"late_start": 2, "inner_steps": 2} if method == "rap" else {}
     attack = create_attack(method, model, eps=TA_EPS, steps=5, **kw)

@@ -30,6 +30,12 @@ class StepContext:
     # Batches crafted together in one forward (packing): (each batch's seed, its images), in the
     # order they are stacked in x; None for one batch, keyed by ``seed``.
     packed: Optional[Tuple[Tuple[Hashable, int], ...]] = None
+    # The surrogate's weights, for an estimator that tunes them (AWT): where its tuning starts
+    # (a copy of the model's own), the gradient of the batch-mean loss in weight space (see
+    # Attack.weight_grad), and the weights ``grad`` takes the input gradient at (None: the model's own).
+    surrogate_weights: Optional[Callable[[], Dict[str, torch.Tensor]]] = None
+    weight_grad: Optional[Callable[..., Dict[str, torch.Tensor]]] = None
+    weights: Optional[Dict[str, torch.Tensor]] = None
 
     def rng(self, *key: Hashable) -> torch.Generator:
         if self.packed is not None:   # one generator would draw across the batches: not what each draws alone
@@ -48,6 +54,12 @@ class StepContext:
         per = n if self.chunk is None else max(1, self.chunk // (b * self.copies))
         return [(lo, min(n, lo + per)) for lo in range(0, n, per)]
 
+    def weights_grad(self, inputs: Sequence[torch.Tensor], y: torch.Tensor, keys: Sequence[Tuple[Hashable, ...]],
+                     weights: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """∇_w of Σ_j ℓ̄(inputs[j]) at ``weights``, ℓ̄ the batch-mean loss through the input transforms,
+        input j's transforms drawn with the key ``keys[j]``."""
+        return self.weight_grad(inputs, y, [self.rng("tf", *k) for k in keys], self.step, weights)
+
     def grad(self, x: torch.Tensor, y: torch.Tensor, keys: Sequence[Tuple[Hashable, ...]],
              before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, member: Optional[int] = None) -> torch.Tensor:
         """∇ℓ at x, ℓ taken through the input transforms; x holds len(keys) groups of equal size.
@@ -57,10 +69,11 @@ class StepContext:
         ``member``: the loss of that model of the surrogate ensemble alone (CWA's inner steps).
         """
         if self.packed is None:
-            return self.loss_grad(x, y, [self.rng("tf", *k) for k in keys], self.step, before, member)
+            return self.loss_grad(x, y, [self.rng("tf", *k) for k in keys], self.step, before, member, weights=self.weights)
         # Packed: each group holds every batch in turn, and each batch draws its transforms with its own key.
         gens = [keyed_generator((seed, self.step, "tf", *k), self.device) for k in keys for seed, _ in self.packed]
-        return self.loss_grad(x, y, gens, self.step, before, member, [n for _ in keys for _, n in self.packed])
+        return self.loss_grad(x, y, gens, self.step, before, member, [n for _ in keys for _, n in self.packed],
+                              weights=self.weights)
 
 
 class Paused(Exception):

@@ -10,6 +10,17 @@ _GAA = ("The port divides its momentum's input by its L1 norm plus 1e-8; here MI
         "Under norm=l2 the port draws a Gaussian scaled to length ξ and moves ρ along g'/‖g'‖₁; here the neighbours are "
         "U(±ξ·ε/√d) per pixel and the look-ahead is an L2 step of ρ, as for every estimator under l2.")
 
+# What AWT's two forms share against model_related/awt.py.
+_AWT = ("The port's SAM optimizer keeps its SGD momentum buffer and the weights' last gradient from one batch to the "
+        "next, so its images depend on the batches before them; here every call (a batch) starts from the surrogate's "
+        "own weights with no buffer, so a batch's examples do not depend on the batches crafted before it.",
+        "The port applies its transform to x' and again to the look-ahead point built from the transformed x'; here "
+        "each point goes through the transforms once, as PGN's (the same with no transforms, AWT's default).",
+        "The port's input-gradient loss is the batch's mean cross-entropy; here the sum (PGN's mean|g| and the sign "
+        "step remove the factor). The weight-space loss is the batch's mean, as the port's: SGD's step depends on it.",
+        "Under norm=l2 the neighbours are U(±ζ·ε/√d) per pixel and the look-ahead an L2 step of α, as for every "
+        "estimator under l2.")
+
 # estimator name -> one line per known difference
 DIFFERENCES = {
     "pgn": ("None known against the official code and TransferAttack's gradient/pgn.py: x' is not clipped to [0,1] "
@@ -36,6 +47,10 @@ DIFFERENCES = {
             *_GAA),
     "gaa_ta": ("TransferAttack's line as it runs: ĝ + (1−λ)·g' + (1+λ)·ĝ. The paper's weights without the extra ĝ are gaa.",
                *_GAA),
+    "awt": ("SAM's ascent uses each step's own weight gradient, as SAM is written; the port never zeroes the weights' "
+            "gradients after SAM's second step, so its next ascent adds the previous step's (awt_ta).", *_AWT),
+    "awt_ta": ("SAM's ascent carries the previous step's weight gradient, as the port's does within a batch (awt "
+               "uses each step's own).", *_AWT),
     "fgsra": ("TransferAttack's DCT and inverse DCT run by FFT; here by their matrices (the same linear maps; the "
               "float rounding differs).",
               "The port's loss is the batch's mean cross-entropy; here the sum: every gradient it mixes scales alike, "

@@ -22,22 +22,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from flatbench.core.registry import check_range
+from flatbench.core.registry import ConfigError, check_range
 from flatbench.core.units import api_length
 from flatbench.attacks import sizing
 from flatbench.attacks.checks import check_loop_settings, check_part_lengths, check_snapshots
 from flatbench.attacks.context import Paused, StepContext, state_to
 from flatbench.attacks.model_state import borrowed, deterministic_kernels, ensemble_members, per_step_models
 from flatbench.attacks.estimators import Estimator, Plain
+from flatbench.attacks.forward import NonFiniteError, logits, transformed, weight_grad
 from flatbench.attacks.optimizers import Optimizer
 from flatbench.attacks.packing import check_packed
 from flatbench.attacks.parts import Part, method_label
 from flatbench.attacks.threat import THREATS
 from flatbench.attacks.transforms import GradientFilter, InputTransform
-
-
-class NonFiniteError(FloatingPointError):
-    """A gradient or a model output held NaN or Inf."""
 
 
 def _cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -170,35 +167,19 @@ class Attack:
 
     def loss_grad(self, x: torch.Tensor, y: torch.Tensor, gens: List[torch.Generator], step: int,
                   before: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, member: Optional[int] = None,
-                  sizes: Optional[List[int]] = None) -> torch.Tensor:
+                  sizes: Optional[List[int]] = None, weights: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
         # Callers often hold no_grad (evaluation code, notebooks); the input gradient needs autograd.
         with torch.enable_grad():
             # detach() gives a new leaf sharing storage: no copy, and the caller's tensor is untouched.
-            return self._loss_grad(x.detach().requires_grad_(True), y, gens, step, before, member, sizes)
+            return self._loss_grad(x.detach().requires_grad_(True), y, gens, step, before, member, sizes, weights)
 
-    def _loss_grad(self, x, y, gens, step, before=None, member=None, sizes=None) -> torch.Tensor:
-        """∇ℓ at x; x holds one group per generator (of ``sizes`` images, else equal groups)."""
+    def _loss_grad(self, x, y, gens, step, before=None, member=None, sizes=None, weights=None) -> torch.Tensor:
+        """∇ℓ at x; x holds one group per generator (of ``sizes`` images, else equal groups);
+        ``weights``: the surrogate's parameters to use instead of its own (AWT's tuned ones)."""
         model = self._step_model(step) if member is None else ensemble_members(self.model)[member]
         z = x if before is None else before(x)
-        if self.transforms:
-            groups = z.split(sizes) if sizes else z.chunk(len(gens)) if len(gens) > 1 else [z]
-            outs = []
-            for zg, gen in zip(groups, gens):
-                for t in self.transforms:
-                    zg = t(zg, gen)
-                outs.append(zg)
-            z = torch.cat(outs) if len(outs) > 1 else outs[0]
-            # Labels follow the copy-major layout of each group's views.
-            yg = y.split(sizes) if sizes else y.chunk(len(gens)) if len(gens) > 1 else [y]
-            y = torch.cat([v.repeat(self.copies) for v in yg])
-        if self.memory_format == "channels_last" and z.dim() == 4:
-            z = z.contiguous(memory_format=torch.channels_last)
-        if self.amp:
-            dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
-            with torch.autocast(device_type=z.device.type, dtype=dtype):
-                out = model(z)
-        else:
-            out = model(z)
+        z, y = transformed(self.transforms, self.copies, z, y, gens, sizes)
+        out = logits(model, z, self.memory_format, self.amp, weights)
         if self.check_finite and not torch.isfinite(out).all():
             raise NonFiniteError(f"non-finite model output at step {step + 1}")
         loss = self.loss(out, y) / self.copies
@@ -210,6 +191,18 @@ class Attack:
         if self.check_finite and not torch.isfinite(g).all():
             raise NonFiniteError(f"non-finite gradient at step {step + 1} (loss {loss.item():.4g})")
         return g
+
+    def weight_grad(self, inputs: Sequence[torch.Tensor], y: torch.Tensor, gens: List[torch.Generator], step: int,
+                    weights: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """∇_w of the inputs' summed batch-mean losses at ``weights``: see :func:`.forward.weight_grad`."""
+        return weight_grad(self, inputs, y, gens, step, weights)
+
+    def surrogate_weights(self) -> Dict[str, torch.Tensor]:
+        """A copy of the surrogate's parameters (name → tensor): where AWT's tuning starts."""
+        if per_step_models(self.model) is not None:
+            raise ConfigError("AWT tunes one surrogate's weights; a collected set (LGV) already changes the weights "
+                              "at every step: use a single model or an Ensemble")
+        return {k: p.detach().clone() for k, p in self.model.named_parameters()}
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, seed: Hashable = 0,
                  partners: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -286,19 +279,13 @@ class Attack:
         """What the estimator gets at ``step`` (the chunk and device of the current call)."""
         return StepContext(seed, step, self.alpha, self.threat, self.loss_grad, self.device_of_last_call, self.chunk,
                            self.copies, state if state is not None else {}, self.targeted, self.predict, origin,
-                           len(ensemble_members(self.model)), packed)
+                           len(ensemble_members(self.model)), packed, self.surrogate_weights, self.weight_grad)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The surrogate's class for each image of x, without the input transforms: a forward
         pass without gradient, not counted in ``grad_evals`` (RAP's and GRA's official labels)."""
         with torch.no_grad():
-            if self.memory_format == "channels_last" and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if self.amp:
-                dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
-                with torch.autocast(device_type=x.device.type, dtype=dtype):
-                    return self.model(x).argmax(1)
-            return self.model(x).argmax(1)
+            return logits(self.model, x, self.memory_format, self.amp).argmax(1)
 
     # ---------------------------------------------------------------- sizing (sizing.Sizing)
     chunk_setting = property(lambda self: self.sizing.chunk_setting)

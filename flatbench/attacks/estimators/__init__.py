@@ -27,6 +27,9 @@
             ``gaa_ta`` as TransferAttack's port runs it, with the second gradient counted twice.
 ``fgsra``   FGSRA: GRA's mix of ∇ℓ(x) and its neighbours, the neighbours moved in the frequency domain
             (IDCT(DCT(x + u_i) ⊙ M_i)) and weighted by their cosine with x.
+``awt``     AWT: PGN's gradient through surrogate weights that one SAM step tunes at every step, on the
+            losses at x + δ and x (a copy of the weights, from the model's own at each call);
+            ``awt_ta`` as TransferAttack's port runs it, the last step's weight gradient carried.
 ``cwa``     CWA: across the surrogate ensemble, a sharpness-aware descent step of r, then one
             normalised ascent step per member; the update is where they led (needs an Ensemble).
 ``members`` The mean of the ensemble members' gradients, each alone (``normalize=l1``: each divided by
@@ -51,9 +54,10 @@ from flatbench.attacks.estimators.anda import ANDA
 from flatbench.attacks.estimators.emi import EMI, SAMPLING
 from flatbench.attacks.estimators.gaa import AGGREGATION, GAA
 from flatbench.attacks.estimators.fgsra import FGSRA
+from flatbench.attacks.estimators.awt import AWT, sam_step
 from flatbench.attacks.estimators.cwa import CWA
 from flatbench.attacks.estimators.members import MEMBER_NORMALIZE, MemberMean
 
 __all__ = ["ESTIMATORS", "SAMPLES", "STEPS", "Estimator", "Plain", "uniform_noise", "Variance", "COMBINE", "LOOKAHEADS",
-           "NORMALIZE", "Penalty", "INNER_LOSSES", "RAP", "GRA", "LABEL_BY", "MEF", "ANDA", "EMI", "SAMPLING", "GAA", "AGGREGATION", "FGSRA", "CWA",
+           "NORMALIZE", "Penalty", "INNER_LOSSES", "RAP", "GRA", "LABEL_BY", "MEF", "ANDA", "EMI", "SAMPLING", "GAA", "AGGREGATION", "FGSRA", "AWT", "sam_step", "CWA",
            "MEMBER_NORMALIZE", "MemberMean"]
