@@ -2,7 +2,7 @@
 
     flatbench-zoo list                          # the pinned models: family, instance, parameters, test accuracy, SHA-256
     flatbench-zoo verify                        # check every pinned file against its SHA-256
-    flatbench-zoo train [NAMES] --out DIR       # retrain (all 18 by default) into DIR; report accuracy
+    flatbench-zoo train [NAMES] --out DIR       # retrain (every testbed model by default) into DIR; report accuracy
                                                 # and whether the result equals the pinned weights bit for bit
     flatbench-zoo pin DIR [NAMES]               # maintainers: make the trained weights in DIR the pinned ones
 
@@ -110,14 +110,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub.add_parser("list", help="the pinned models")
     sub.add_parser("verify", help="check every pinned file against its SHA-256")
     t = sub.add_parser("train", help="retrain models into a directory and compare them with the pinned ones")
-    t.add_argument("names", nargs="*", help=f"models (default: all 18): {', '.join(TESTBED)}")
+    t.add_argument("names", nargs="*", help=f"models (default: all {len(TESTBED)}): {', '.join(TESTBED)}")
     t.add_argument("--out", type=Path, required=True, help="directory for the trained weights and sidecars")
     t.add_argument("--seed", type=int, default=None,
                    help="another training seed than each model's own (instance k: seed k-1)")
     t.add_argument("--no-progress", action="store_true")
     pin = sub.add_parser("pin", help="maintainers: copy trained weights from DIR into the package as the pinned ones")
     pin.add_argument("src", type=Path)
-    pin.add_argument("names", nargs="*", help="models (default: all 18)")
+    pin.add_argument("names", nargs="*", help=f"models (default: all {len(TESTBED)})")
     args = p.parse_args(argv)
     try:
         if args.cmd == "list":

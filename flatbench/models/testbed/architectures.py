@@ -125,6 +125,17 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class Sharpness:
+    """Training with SAM (Foret et al., "Sharpness-Aware Minimization for Efficiently Improving
+    Generalization", ICLR 2021) around the recipe's own optimizer: each batch's gradient is taken at
+    the weights moved by ``rho``·g/‖g‖₂ (the ascent step of radius ρ), then the recipe's optimizer
+    steps from the unmoved weights with it. Part of the cache key."""
+
+    rho: float                 # the radius of the weight-space neighbourhood
+    base: str = "AdamW"        # the optimizer that takes the step: the recipe's own
+
+
+@dataclass(frozen=True)
 class Spec:
     family: str
     build: Callable[[], nn.Module]
@@ -134,6 +145,7 @@ class Spec:
     instance: int = 1
     dtype: str = "float32"      # how the pinned weights are stored (instances 2 and 3: float16, half the size)
     adversarial: Optional[Adversarial] = None   # adversarial training (flatbench.models.testbed.adversarial)
+    sam: Optional[Sharpness] = None             # sharpness-aware training (a surrogate trained flat)
 
 
 # Instance 1 of each architecture: the weights every default table is computed with.
@@ -171,6 +183,20 @@ DEFENDED: Dict[str, Spec] = {
                                   "digits-mlp-2", "digits-cnn-bn-2", "digits-resnet-2"))),
 }
 TESTBED.update(DEFENDED)
+
+# Surrogates trained flat: instance 1's architecture, recipe and seed (so the same initial weights and
+# batches), trained with SAM at a large radius. Gubri et al. ("Going Further: Flatness at the Rescue of
+# Early Stopping for Adversarial Example Transferability", arXiv 2304.02688) and Zhang et al. ("Why Does
+# Little Robustness Help?", S&P 2024, arXiv 2307.07873) find that a radius well above SAM's usual 0.05
+# makes a better surrogate, at some cost in accuracy. SAM_RHO is the radius docs/testbed.md gives the
+# reasons for (scripts/sam_radius.py scans it).
+SAM_RHO = 0.3
+FLAT: Dict[str, Spec] = {
+    f"{a}-sam": replace(ARCHITECTURES[a], family=f"{ARCHITECTURES[a].family} (SAM)", architecture=f"{a}-sam",
+                        sam=Sharpness(SAM_RHO))
+    for a in ("digits-cnn", "digits-resnet")
+}
+TESTBED.update(FLAT)
 
 
 def instance_of(name: str) -> Tuple[str, int]:

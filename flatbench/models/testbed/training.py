@@ -54,7 +54,7 @@ def train(name: str, seed: Optional[int] = None, progress: bool = True) -> tuple
     t0 = time.perf_counter()
     bar = tqdm(range(rec.epochs), desc=f"train {name}", disable=not progress, leave=False)
     for _ in bar:
-        loss = _epoch(model, x, y, rec, opt, sched, gen, adversarial)
+        loss = _epoch(model, x, y, rec, opt, sched, gen, adversarial, spec.sam)
         bar.set_postfix(loss=f"{loss:.3f}")
     seconds = time.perf_counter() - t0
     if spec.dtype == "float16":
@@ -67,10 +67,25 @@ def train(name: str, seed: Optional[int] = None, progress: bool = True) -> tuple
     meta = sidecar_key(name, seed)
     meta.update({"test_acc": round(acc, 3), "train_seconds": round(seconds, 2), "family": spec.family,
                  "n_params": sum(p.numel() for p in net.parameters())})
+    if spec.sam is not None:   # beside the plain model of its recipe and seed: what the flat training cost
+        meta["plain"] = _plain_accuracy(name)
     if spec.adversarial is not None:   # its white-box robustness: PGD-20 at its own eps
         meta["robust_acc_pgd20"] = round(robust_accuracy(model, test_set.floats(), test_set.labels,
                                                          eps=spec.adversarial.eps), 3)
     return model, meta
+
+
+def pinned_test_acc(name: str) -> float:
+    """The test accuracy the pinned sidecar of ``name`` records."""
+    from flatbench.models.testbed.pinning import pinned_sidecar   # (pinning imports this module)
+
+    return pinned_sidecar(name)["test_acc"]
+
+
+def _plain_accuracy(name: str) -> dict:
+    """The pinned test accuracy of the plain model ``name`` was trained beside (its name less -sam)."""
+    plain = name[: -len("-sam")]
+    return {"name": plain, "test_acc": pinned_test_acc(plain)}
 
 
 def _adversarial_batches(spec, gen: torch.Generator) -> Optional[AdversarialBatches]:
@@ -81,8 +96,9 @@ def _adversarial_batches(spec, gen: torch.Generator) -> Optional[AdversarialBatc
     return AdversarialBatches(spec.adversarial, load_pinned, gen)
 
 
-def _epoch(model, x, y, rec, opt, sched, gen, adversarial) -> float:
-    """One pass over the shuffled training set, in the recipe's batches and shifts; the last batch's loss."""
+def _epoch(model, x, y, rec, opt, sched, gen, adversarial, sam=None) -> float:
+    """One pass over the shuffled training set, in the recipe's batches and shifts; the last batch's loss.
+    With ``sam``, each batch's gradient is SAM's (:func:`_sam_gradient`)."""
     model.model.train()
     perm = torch.randperm(len(x), generator=gen)
     for i in range(0, len(x), rec.batch_size):
@@ -94,9 +110,35 @@ def _epoch(model, x, y, rec, opt, sched, gen, adversarial) -> float:
         loss = F.cross_entropy(model(xb), yb, label_smoothing=rec.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if sam is not None:
+            _sam_gradient(model, xb, yb, rec, sam.rho)
         opt.step()
         sched.step()
     return loss.item()
+
+
+def _sam_gradient(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, rec, rho: float) -> None:
+    """Replace the parameters' gradients g (at w) with SAM's, ∇L(w + ρ·g/‖g‖₂), ‖g‖₂ over all of them
+    together (Foret et al.); the weights are w again afterwards. BatchNorm's running statistics are
+    not updated by the second forward (they follow the batches at w only), as common SAM code does."""
+    params = [p for p in model.model.parameters() if p.grad is not None]
+    with torch.no_grad():
+        norm = torch.norm(torch.stack([p.grad.norm(p=2) for p in params]), p=2)
+        kept_w = [p.detach().clone() for p in params]
+        for p in params:
+            p.add_(p.grad * (rho / (norm + 1e-12)))
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    kept = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    for p in params:
+        p.grad = None
+    F.cross_entropy(model(xb), yb, label_smoothing=rec.label_smoothing).backward()
+    for m, momentum in zip(norms, kept):
+        m.momentum = momentum
+    with torch.no_grad():
+        for p, w in zip(params, kept_w):
+            p.copy_(w)
 
 
 def _offsets(n: int, k: int, gen: torch.Generator):
@@ -111,6 +153,8 @@ def sidecar_key(name: str, seed: Optional[int] = None) -> dict:
     stored = {} if spec.dtype == "float32" else {"dtype": spec.dtype}
     if spec.adversarial is not None:
         stored["adversarial"] = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec.adversarial).items()}
+    if spec.sam is not None:
+        stored["sam"] = asdict(spec.sam)
     return {
         "name": name,
         "arch": repr(spec.build()),
