@@ -25,7 +25,12 @@ def _white_box_asr(model, method, n=64, **kw):
 _COMPOSED = {m for m, (_, est, tfs) in METHODS.items() if "_dim" in m or (tfs and est != "plain")}
 
 
-@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in _COMPOSED else m
+# AWT's presets (440 passes per image, a quarter of them weight gradients) take about 25 s each: `make test-long`.
+_LONG = {"awt", "awt_ta"}
+
+
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in _COMPOSED else
+                                    pytest.param(m, marks=pytest.mark.long) if m in _LONG else m
                                     for m in sorted(METHODS)])
 def test_every_method_white_box_at_calibrated_eps(method, trained_zoo):
     # TIM's 15×15 kernel is sized for 299×299 images; scaled to 32×32 it is 5×5 (README).

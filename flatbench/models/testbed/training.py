@@ -119,8 +119,10 @@ def _epoch(model, x, y, rec, opt, sched, gen, adversarial, sam=None) -> float:
 
 def _sam_gradient(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, rec, rho: float) -> None:
     """Replace the parameters' gradients g (at w) with SAM's, ∇L(w + ρ·g/‖g‖₂), ‖g‖₂ over all of them
-    together (Foret et al.); the weights are w again afterwards. BatchNorm's running statistics are
-    not updated by the second forward (they follow the batches at w only), as common SAM code does."""
+    together (Foret et al.); the weights are w again afterwards. BatchNorm's running mean and variance
+    are not updated by the second forward (they follow the batches at w only), as common SAM code does;
+    its num_batches_tracked counts both forwards (it is read only with momentum=None, which no testbed
+    network uses)."""
     params = [p for p in model.model.parameters() if p.grad is not None]
     with torch.no_grad():
         norm = torch.norm(torch.stack([p.grad.norm(p=2) for p in params]), p=2)
