@@ -105,3 +105,19 @@ def test_awt_from_the_command_line(trained_zoo, zoo_dir, tmp_path):
     assert df.set_index("attack")["estimator.carry_grad"].to_dict() == {"AWT": False, "AWT-TA": True}
     assert (df["grad_evals"] == 8 * 3 * (2 * 1 + 4)).all()
     assert (df["linf_mean"] <= df["eps"] + 1e-6).all()   # 1/255 units
+
+
+@pytest.mark.parametrize("transforms", [["dim"], ["sim"]])
+def test_awt_composes_with_the_input_transforms(transforms):
+    """As in the port, SAM's losses at x + δ and x go through the input transforms too: every weight-gradient
+    pass counts its copies (SIM: 5 views an image), so grad_evals is the prediction; the examples keep the ball
+    and the box, repeat under a seed, and the model is untouched. Broken variant tried: the weight loss taken
+    on the untransformed images (the count falls short by 4·(copies − 1) a step)."""
+    model, (data, label) = TAModel(), ta_data()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    attack = create_attack("awt", model, eps=TA_EPS, n_samples=2, transforms=transforms)
+    out = attack(data, label, seed=3)
+    assert attack.grad_evals == attack.predicted_grad_evals(len(data)) == attack.copies * 10 * (2 * 2 + 4) * len(data)
+    assert (out - data).abs().max() <= TA_EPS + 1e-6 and 0 <= out.min() and out.max() <= 1
+    assert torch.equal(out, create_attack("awt", model, eps=TA_EPS, n_samples=2, transforms=transforms)(data, label, seed=3))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
