@@ -63,7 +63,7 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     own_df = pd.read_csv(work / "own" / "results.csv")
     assert set(own_df["target"]) == {"a", "b"} and (own_df["eps"] == 24).all()
     zoo = _sh([bin_ / "flatbench-zoo", "verify"], cwd=work, env=env)
-    assert zoo.stdout.count("ok ") == len(TESTBED) == 20   # 6 architectures x 3 instances, 2 defended CNNs
+    assert zoo.stdout.count("ok ") == len(TESTBED) == 22   # 6 architectures x 3 instances, 2 defended CNNs, 2 SAM-trained
 
 
 @pytest.mark.long   # took 25 s or more in a clean-clone .ci/run
@@ -90,11 +90,11 @@ def test_listing_names_everything_from_the_cli_and_python(tmp_path):
     assert "flatbench list methods" in cli(rc=2)
     assert {m["name"] for m in flatbench.list_methods()} == set(METHODS)
     assert flatbench.list_methods("gnp_ta")[0]["defaults"]["combine"] == "sum"
-    # The six testbed models, their instances 2 and 3, the two defended CNNs, then the three LGV sets of
+    # The six testbed models, their instances 2 and 3, the two defended CNNs, the two trained with SAM, then the three LGV sets of
     # digits-resnet, in the sources' order.
     six = ["digits-mlp", "digits-cnn", "digits-cnn-bn", "digits-resnet", "digits-vit", "digits-mixer"]
     assert [m["name"] for m in flatbench.list_models("digits-*")] == [
-        *six, *(f"{n}-2" for n in six), *(f"{n}-3" for n in six), "digits-cnn-at", "digits-cnn-ens-at", "digits-resnet-lgv", "digits-resnet-lgv-2",
+        *six, *(f"{n}-2" for n in six), *(f"{n}-3" for n in six), "digits-cnn-at", "digits-cnn-ens-at", "digits-cnn-sam", "digits-resnet-sam", "digits-resnet-lgv", "digits-resnet-lgv-2",
         "digits-resnet-lgv-3"]
     assert {z["name"] for z in flatbench.list_zoos()} >= {"digits", "transferattack", "transferattack_rn18"}
     assert {e["name"] for e in flatbench.list_experiments()} >= {"digits", "transferattack_rn50"}
