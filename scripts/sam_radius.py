@@ -14,7 +14,6 @@ import argparse
 import time
 from dataclasses import replace
 
-import torch
 
 from flatbench import create_attack
 from flatbench.api import craft_set, evaluate_transfer, load_dataset
@@ -28,7 +27,6 @@ def main() -> None:
     p.add_argument("--rho", default="0.05,0.1,0.2,0.5", help="SAM radii, comma-separated")
     p.add_argument("--n-images", type=int, default=256)
     args = p.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     data = load_dataset("digits", n_images=args.n_images)
     print(f"{'surrogate':14s} {'rho':>5s} {'test acc':>8s} {'black-box ASR':>13s} {'seconds':>7s}  "
           f"(MI-FGSM, eps 32/255, {len(data)} images; the default zoo less the surrogate's architecture)")
