@@ -14,7 +14,6 @@ import argparse
 import time
 from dataclasses import replace
 
-
 from flatbench import create_attack
 from flatbench.api import craft_set, evaluate_transfer, load_dataset
 from flatbench.models import load_model
